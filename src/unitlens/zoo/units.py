@@ -1,0 +1,119 @@
+"""``enumerate_units(model)``: the analysable layers of a model, with type, depth and width.
+
+A unit is one channel of a layer's output. Layers are taken in module-registration order; depth and width
+are also given relative to the analysed layers (depth in [0, 1]; width over layers of the same type).
+"""
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.conv import _ConvNd
+
+LAYER_TYPES = ("Conv", "Linear", "BatchNorm", "LayerNorm", "GroupNorm")
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One analysed layer. ``channel_dim`` is 1 for (B, C, ...) outputs and -1 for (B, ..., C) outputs."""
+
+    name: str
+    type: str
+    depth: int
+    rel_depth: float
+    width: int | None
+    rel_width: float | None
+    channel_dim: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def layer_type(module: nn.Module) -> str | None:
+    """The unit type of a module, or None if it is not analysed by default."""
+    if isinstance(module, _ConvNd):
+        return "Conv"
+    if isinstance(module, nn.Linear):
+        return "Linear"
+    if isinstance(module, _BatchNorm):
+        return "BatchNorm"
+    if isinstance(module, nn.LayerNorm):
+        return "LayerNorm"
+    if isinstance(module, nn.GroupNorm):
+        return "GroupNorm"
+    return None
+
+
+def _width(module: nn.Module) -> int | None:
+    for attr in ("out_channels", "out_features", "num_features", "num_channels"):
+        if isinstance(getattr(module, attr, None), int):
+            return getattr(module, attr)
+    if isinstance(module, nn.LayerNorm):
+        return int(module.normalized_shape[-1])
+    return None
+
+
+def _channel_dim(module: nn.Module, kind: str) -> int:
+    # timm's LayerNorm2d normalises channels of NCHW maps; plain LayerNorm and Linear act on the last dim.
+    if kind == "Linear" or (kind == "LayerNorm" and not type(module).__name__.endswith("2d")):
+        return -1
+    return 1
+
+
+def enumerate_units(
+    model: nn.Module,
+    types: Sequence[str] = LAYER_TYPES,
+    include: Iterable[str] | None = None,
+    exclude: Iterable[str] | None = None,
+    skip_first_last: bool = True,
+) -> list[LayerInfo]:
+    """List the layers to analyse.
+
+    ``types`` picks layer types; ``include``/``exclude`` are names or globs (``blocks.*.conv_pw``). A name in
+    ``include`` that is not of a listed type is analysed as type ``Other`` (width known after a forward pass).
+    ``skip_first_last`` drops the model's first and last layer of the listed types (the MIS convention).
+    """
+    unknown = sorted(set(types) - set(LAYER_TYPES))
+    if unknown:
+        raise ValueError(f"unknown layer type(s) {unknown}; choose from {list(LAYER_TYPES)}")
+    modules = dict(model.named_modules())
+    candidates = [(n, m, layer_type(m)) for n, m in modules.items() if n and layer_type(m) in types]
+    if skip_first_last and len(candidates) > 2:
+        candidates = candidates[1:-1]
+    chosen = candidates
+    if include is not None:
+        patterns = list(include)
+        chosen = [c for c in candidates if any(fnmatch.fnmatchcase(c[0], p) for p in patterns)]
+        taken = {c[0] for c in chosen}
+        for p in patterns:
+            if p in modules and p and p not in taken:
+                chosen.append((p, modules[p], layer_type(modules[p]) or "Other"))
+            elif not any(fnmatch.fnmatchcase(n, p) for n in modules if n):
+                raise ValueError(f"layer '{p}' matches no module of the model; list them with unitlens layers")
+        order = {n: i for i, n in enumerate(modules)}
+        chosen.sort(key=lambda c: order[c[0]])
+    if exclude is not None:
+        patterns = list(exclude)
+        chosen = [c for c in chosen if not any(fnmatch.fnmatchcase(c[0], p) for p in patterns)]
+    if not chosen:
+        raise ValueError("no layer selected: check the types, include and exclude options")
+    widest: dict[str, int] = {}
+    for _, m, kind in chosen:
+        if _width(m) is not None:
+            widest[kind] = max(widest.get(kind, 0), _width(m))
+    n = len(chosen)
+    return [
+        LayerInfo(
+            name=name,
+            type=kind,
+            depth=i,
+            rel_depth=i / (n - 1) if n > 1 else 0.0,
+            width=_width(m) if kind != "Other" else None,
+            rel_width=_width(m) / widest[kind] if kind != "Other" and _width(m) else None,
+            channel_dim=_channel_dim(m, kind) if kind != "Other" else 0,
+        )
+        for i, (name, m, kind) in enumerate(chosen)
+    ]
