@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 setup:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev]" torch==2.14.1 torchvision==0.29.1
 
 test:
 	$(BIN)/python -m pytest

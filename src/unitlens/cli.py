@@ -12,7 +12,7 @@ app = typer.Typer(help="Measure and explain every unit of a vision model.", no_a
                   pretty_exceptions_enable=False)
 atlas_app = typer.Typer(help="Inspect atlases.", no_args_is_help=True)
 app.add_typer(atlas_app, name="atlas")
-console = Console()
+console = Console(soft_wrap=True)
 
 
 def print_frame(frame, title: str | None = None) -> None:

@@ -5,7 +5,8 @@ Layout::
     manifest.json                   model, weights hash, dataset fingerprint, config, versions, status
     units.parquet                   one row per unit: layer, unit, type, depth, widths, stats, constant
     samples.parquet                 one row per sample: id, path, label, metadata, skipped
-    exemplars/<layer>.safetensors   top_ids/top_vals (descending), bottom_ids/bottom_vals (ascending), (C, k)
+    exemplars/<layer>.safetensors   top_ids/top_vals (descending), bottom_ids/bottom_vals (ascending), (C, k);
+                                    ids are stored as int32 (2**31 samples at most) and read as int64
     scores.parquet                  long table: layer, unit, metric, backend, value, params (JSON)
     embeddings/<backend>/           cached image/crop embeddings (see unitlens.backends.cache)
 """
@@ -80,7 +81,8 @@ class Atlas:
     def exemplars(self, layer: str) -> Exemplars:
         self._require_complete()
         self.layer(layer)
-        return Exemplars(**read_tensors(self.path / "exemplars" / f"{layer}.safetensors"))
+        arrays = read_tensors(self.path / "exemplars" / f"{layer}.safetensors")  # ids are int32 on disk
+        return Exemplars(**{k: v.long() if k.endswith("_ids") else v for k, v in arrays.items()})
 
     SCORE_COLUMNS = ("layer", "unit", "metric", "backend", "value", "params")
 

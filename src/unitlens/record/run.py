@@ -75,8 +75,10 @@ def _config(loaded: LoadedModel, data: ImageDataset, layers: list[LayerInfo], k:
 class _Recorder:
     """Forward hooks that fold each selected layer's reduced output into its ``LayerState``."""
 
-    def __init__(self, model: nn.Module, layers: list[LayerInfo], k: int, spatial: str, tokens: str, device):
+    def __init__(self, model: nn.Module, layers: list[LayerInfo], k: int, spatial: str, tokens: str, device,
+                 merge_every: int = 512):
         self.layers, self.k, self.spatial, self.tokens, self.device = layers, k, spatial, tokens, device
+        self.merge_every = merge_every
         self.states: dict[str, LayerState] = {}
         self.ids: torch.Tensor | None = None
         modules = dict(model.named_modules())
@@ -88,7 +90,7 @@ class _Recorder:
             acts = reduce_output(out, channel_dim_of(out, info.channel_dim), self.spatial, self.tokens)
             state = self.states.get(info.name)
             if state is None:
-                state = self.states[info.name] = LayerState(acts.shape[1], self.k, self.device)
+                state = self.states[info.name] = LayerState(acts.shape[1], self.k, self.device, self.merge_every)
             state.update(acts, self.ids)
         return hook
 
@@ -136,12 +138,17 @@ def record(
     device: str | torch.device | None = None,
     num_workers: int | None = None,
     checkpoint_every: int = 2048,
+    merge_every: int = 512,
     channels_last: bool | None = None,
     force: bool = False,
     progress: bool = True,
 ) -> RecordResult:
     """Record top-k/bottom-k exemplars and statistics for every unit of ``layers`` (default: all analysable
-    layers but the first and last) over ``data``, and write the atlas to ``out``."""
+    layers but the first and last) over ``data``, and write the atlas to ``out``.
+
+    ``merge_every`` trades memory (units x merge_every floats) for speed of the top-k merge; no setting of
+    it, ``batch_size`` or ``checkpoint_every`` changes the result.
+    """
     if spatial not in SPATIAL or tokens not in TOKENS:
         raise ValueError(f"spatial must be one of {SPATIAL} and tokens one of {TOKENS}")
     if k < 1:
@@ -164,13 +171,13 @@ def record(
     channels_last = device.type == "cuda" if channels_last is None else channels_last
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
-    recorder = _Recorder(net, layers, k, spatial, tokens, device)
+    recorder = _Recorder(net, layers, k, spatial, tokens, device, merge_every)
     start, skipped, elapsed_before = 0, [], 0.0
     if resume is not None:
         saved = read_tensors(out / STATE_FILE)
         for info in layers:
             recorder.states[info.name] = LayerState.from_state_dict(
-                {f: saved[f"{info.name}/{f}"] for f in LayerState.FIELDS}, k, device)
+                {f: saved[f"{info.name}/{f}"] for f in LayerState.FIELDS}, k, device, merge_every)
         start, skipped = int(resume["position"]), json.loads(resume["skipped"])
         elapsed_before = float(resume["elapsed_s"])
     manifest = {"status": "recording", "config": config, "versions": _versions(),
@@ -231,9 +238,9 @@ def _write_atlas(out: Path, manifest: dict, layers: list[LayerInfo], states: dic
         if info.width is None:  # a user-named module: its width is known now
             info = LayerInfo(**{**info.as_dict(), "width": st.width})
         infos.append(info)
+        exemplars = st.exemplars()
         write_tensors(out / "exemplars" / f"{info.name}.safetensors",
-                      {"top_ids": st.top_ids, "top_vals": st.top_vals,
-                       "bottom_ids": st.bottom_ids, "bottom_vals": st.bottom_vals})
+                      {k: v.int() if k.endswith("_ids") else v for k, v in exemplars.items()})
         stats = {k: v.cpu() for k, v in st.stats().items()}
         rows.append(pd.DataFrame({
             "layer": info.name, "unit": range(st.width), "type": info.type, "depth": info.depth,

@@ -1,8 +1,11 @@
 """``LayerState``: streaming top-k / bottom-k exemplars and running statistics of one layer's units.
 
-Memory is O(units · k). The order is total: by value, ties broken by lower sample id, so the result does
-not depend on how the stream is cut into batches or chunks. Both orders use one ``topk`` over int64 keys
-that pack a monotone integer image of the float value (high 32 bits) and the inverted sample id (low 32).
+Memory is O(units · (k + merge_every)). The order is total: by value, ties broken by lower sample id, so
+the result does not depend on how the stream is cut into batches, merges or checkpoints. Each exemplar is
+one int64 key that packs a monotone integer image of the float32 value (high 32 bits) with the inverted
+sample id (low 32 bits): selecting is one unsorted ``topk`` over keys, and value and id decode from the key.
+Reduced activations are buffered and merged every ``merge_every`` samples, so the merge costs about
+(k + merge_every) / merge_every key operations per unit and image instead of (k + B) / B per batch.
 Mean and std come from float64 sums of values shifted by the first sample's activations (robust to a large
 mean; exact, hence batch-invariant, whenever the activations are exactly representable).
 """
@@ -11,32 +14,38 @@ from __future__ import annotations
 import torch
 
 _LOW = 0xFFFFFFFF
-MAX_SAMPLES = 1 << 32
+_MAGNITUDE = 0x7FFFFFFF
+_EMPTY = -(1 << 63)  # below every real key
+MAX_SAMPLES = 1 << 31  # ids are stored as int32
 
 
-def _ordered_bits(values: torch.Tensor) -> torch.Tensor:
-    """int64 whose order equals the float32 order of ``values`` (finite or infinite, no NaN)."""
-    bits = (values.float() + 0.0).view(torch.int32)  # + 0.0 turns -0.0 into +0.0
-    return (bits ^ ((bits >> 31) & 0x7FFFFFFF)).to(torch.int64)
+def _flip(bits: torch.Tensor) -> torch.Tensor:
+    """Map float32 bit patterns (as int32) to ints with the same order; the map is its own inverse."""
+    return bits ^ ((bits >> 31) & _MAGNITUDE)
 
 
-def _keys(values: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    return (_ordered_bits(values) << 32) | (_LOW - ids)
+def encode(values: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """int64 keys ordered like (value, -id): larger value first, then lower id. No NaN allowed."""
+    bits = _flip((values.float() + 0.0).view(torch.int32))  # + 0.0 turns -0.0 into +0.0
+    return (bits.to(torch.int64) << 32) | (_LOW - ids)
+
+
+def decode(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverse of ``encode``: (values float32, ids int64)."""
+    values = _flip((keys >> 32).to(torch.int32)).view(torch.float32)
+    return values, _LOW - (keys & _LOW)
 
 
 class LayerState:
     """Running record of one layer. ``update`` takes (B, C) activations and their (B,) sample ids."""
 
-    FIELDS = ("top_vals", "top_ids", "bottom_vals", "bottom_ids", "shift", "sum", "sumsq", "min", "max",
-              "nonfinite", "count")
+    FIELDS = ("top_keys", "bottom_keys", "shift", "sum", "sumsq", "min", "max", "nonfinite", "count")
 
-    def __init__(self, width: int, k: int, device: torch.device | str = "cpu"):
-        self.k = k
+    def __init__(self, width: int, k: int, device: torch.device | str = "cpu", merge_every: int = 512):
+        self.k, self.merge_every = k, merge_every
         f32, i64, f64 = torch.float32, torch.int64, torch.float64
-        self.top_vals = torch.empty(width, 0, dtype=f32, device=device)
-        self.top_ids = torch.empty(width, 0, dtype=i64, device=device)
-        self.bottom_vals = torch.empty(width, 0, dtype=f32, device=device)
-        self.bottom_ids = torch.empty(width, 0, dtype=i64, device=device)
+        self.top_keys = torch.empty(width, 0, dtype=i64, device=device)
+        self.bottom_keys = torch.empty(width, 0, dtype=i64, device=device)
         self.shift = torch.zeros(width, dtype=f64, device=device)
         self.sum = torch.zeros(width, dtype=f64, device=device)
         self.sumsq = torch.zeros(width, dtype=f64, device=device)
@@ -44,6 +53,8 @@ class LayerState:
         self.max = torch.full((width,), float("-inf"), dtype=f32, device=device)
         self.nonfinite = torch.zeros(width, dtype=i64, device=device)
         self.count = torch.zeros((), dtype=i64, device=device)
+        self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._pending_n = 0
 
     @property
     def width(self) -> int:
@@ -56,28 +67,64 @@ class LayerState:
         if acts.ndim != 2 or acts.shape[1] != self.width or acts.shape[0] != ids.shape[0]:
             raise ValueError(f"expected ({ids.shape[0]}, {self.width}) activations, got {tuple(acts.shape)}")
         finite = torch.isfinite(acts)
-        self.nonfinite += (~finite).sum(0)
-        ids_t = ids.expand(self.width, -1)
-        self.top_vals, self.top_ids = self._merge(
-            self.top_vals, self.top_ids, torch.where(finite, acts, float("-inf")).T, ids_t, largest=True)
-        self.bottom_vals, self.bottom_ids = self._merge(
-            self.bottom_vals, self.bottom_ids, torch.where(finite, acts, float("inf")).T, ids_t, largest=False)
-        clean = torch.where(finite, acts, 0.0).double()
+        all_finite = bool(finite.all())
+        if not all_finite:
+            self.nonfinite += (~finite).sum(0)
+        clean = (acts if all_finite else torch.where(finite, acts, 0.0)).double()
         if int(self.count) == 0:
             self.shift = clean[0].clone()
-        centred = torch.where(finite, clean - self.shift, 0.0)
+        centred = clean - self.shift
+        if not all_finite:
+            centred = torch.where(finite, centred, 0.0)
         self.sum += centred.sum(0)
         self.sumsq += (centred * centred).sum(0)
-        self.min = torch.minimum(self.min, torch.where(finite, acts, float("inf")).amin(0))
-        self.max = torch.maximum(self.max, torch.where(finite, acts, float("-inf")).amax(0))
+        self.min = torch.minimum(self.min, acts.amin(0) if all_finite else torch.where(finite, acts, float("inf")).amin(0))
+        self.max = torch.maximum(self.max, acts.amax(0) if all_finite else torch.where(finite, acts, float("-inf")).amax(0))
         self.count += acts.shape[0]
+        self._pending.append((acts if all_finite else acts.masked_fill(~finite, float("nan")), ids))
+        self._pending_n += acts.shape[0]
+        if self._pending_n >= self.merge_every:
+            self.flush()
 
-    def _merge(self, vals, ids, new_vals, new_ids, largest: bool):
-        cand_vals = torch.cat([vals, new_vals], dim=1)
-        cand_ids = torch.cat([ids, new_ids], dim=1)
-        keys = _keys(cand_vals if largest else -cand_vals, cand_ids)
-        idx = keys.topk(min(self.k, keys.shape[1]), dim=1, sorted=True).indices
-        return cand_vals.gather(1, idx), cand_ids.gather(1, idx)
+    def flush(self) -> None:
+        """Merge buffered activations into the top-k and bottom-k keys."""
+        if not self._pending:
+            return
+        acts = torch.cat([a for a, _ in self._pending])  # (M, C); NaN marks non-finite values
+        ids = torch.cat([i for _, i in self._pending])
+        self._pending, self._pending_n = [], 0
+        self.top_keys = self._merge(self.top_keys, acts, ids)
+        self.bottom_keys = self._merge(self.bottom_keys, -acts, ids)
+
+    def _merge(self, keys: torch.Tensor, acts: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """The k largest (value, -id) keys of ``keys`` and the (M, C) candidates ``acts``.
+
+        Until a unit holds k entries every candidate competes. After that only candidates at or above the
+        unit's current k-th value can enter: those few are found with one comparison per candidate and
+        encoded; the final ``topk`` over keys settles ties by id, so the result is exact.
+        """
+        width = self.width
+        if keys.shape[1] < self.k:
+            filled = acts.masked_fill(torch.isnan(acts), float("-inf")).T
+            cand = torch.cat([keys, encode(filled, ids.expand(width, -1))], dim=1)
+            return cand.topk(min(self.k, cand.shape[1]), dim=1, sorted=False).values
+        threshold = decode(keys.amin(dim=1))[0]
+        # transposing the boolean mask makes nonzero list survivors grouped by unit; NaN never passes
+        units, rows = (acts >= threshold).T.contiguous().nonzero(as_tuple=True)
+        if rows.numel() == 0:
+            return keys
+        counts = torch.bincount(units, minlength=width)
+        slot = torch.arange(units.numel(), device=units.device) - (counts.cumsum(0) - counts)[units]
+        new = torch.full((width, int(counts.max())), _EMPTY, dtype=torch.int64, device=keys.device)
+        new[units, slot] = encode(acts[rows, units], ids[rows])
+        return torch.cat([keys, new], dim=1).topk(self.k, dim=1, sorted=False).values
+
+    def exemplars(self) -> dict[str, torch.Tensor]:
+        """top_vals/top_ids in descending order, bottom_vals/bottom_ids ascending; each (C, k)."""
+        self.flush()
+        top_vals, top_ids = decode(self.top_keys.sort(dim=1, descending=True).values)
+        neg_bottom, bottom_ids = decode(self.bottom_keys.sort(dim=1, descending=True).values)
+        return {"top_ids": top_ids, "top_vals": top_vals, "bottom_ids": bottom_ids, "bottom_vals": -neg_bottom + 0.0}
 
     def stats(self) -> dict[str, torch.Tensor]:
         """Per-unit n, mean, std (population), min, max, nonfinite, over the finite values seen."""
@@ -88,11 +135,13 @@ class LayerState:
                 "min": self.min, "max": self.max, "nonfinite": self.nonfinite}
 
     def state_dict(self) -> dict[str, torch.Tensor]:
+        self.flush()
         return {f: getattr(self, f).detach().cpu() for f in self.FIELDS}
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, torch.Tensor], k: int, device="cpu") -> "LayerState":
-        self = cls(state["min"].shape[0], k, device)
+    def from_state_dict(cls, state: dict[str, torch.Tensor], k: int, device="cpu",
+                        merge_every: int = 512) -> "LayerState":
+        self = cls(state["min"].shape[0], k, device, merge_every)
         for f in cls.FIELDS:
             setattr(self, f, state[f].to(device))
         return self

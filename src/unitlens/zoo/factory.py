@@ -148,10 +148,7 @@ def _load_torchvision(name: str, pretrained: bool) -> tuple[nn.Module, Transform
 
 def _load_saved_module(path: Path) -> tuple[nn.Module, Transform, tuple[int, int, int]]:
     """A whole module saved with TorchScript or ``torch.save(model)``; ImageNet preprocessing at 224 px."""
-    try:
-        model = torch.jit.load(str(path), map_location="cpu")
-    except RuntimeError:
-        model = torch.load(path, map_location="cpu", weights_only=False)
+    model = torch.load(path, map_location="cpu", weights_only=False)  # also opens TorchScript archives
     if not isinstance(model, nn.Module):
         raise ValueError(
             f"{path} holds a {type(model).__name__}, not a module. For a state dict, name its architecture: "

@@ -1,0 +1,123 @@
+"""Model zoo: offline weights really load, unit enumeration, checkpoints and their errors."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+from unitlens.data import load_dataset
+from unitlens.zoo import enumerate_units, load_model
+from unitlens.zoo.checkpoint import CheckpointMismatch
+from unitlens.zoo.factory import offline_weights_path
+
+GOLDEN = json.loads((Path(__file__).parent / "golden" / "offline_top1.json").read_text())["top1"]
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_offline_weights_give_golden_predictions(name):
+    loaded = load_model(name)
+    data = load_dataset("demo", loaded.transform)
+    by_path = {p.split("demo/", 1)[1]: i for i, p in enumerate(data.samples["path"])}
+    ids = [by_path[p] for p in GOLDEN[name]]
+    x = torch.stack([data[i][0] for i in ids])
+    expected = torch.tensor(list(GOLDEN[name].values()))
+    with torch.inference_mode():
+        pretrained = loaded.model(x).argmax(-1)
+        random = load_model(name, pretrained=False).model(x).argmax(-1)
+    assert torch.equal(pretrained, expected)
+    assert (random != expected).sum() >= len(expected) - 1
+
+
+def test_offline_mapping_matches_the_original_architecture():
+    """The weights, mapped onto timm, give the same logits as the architecture they were published with."""
+    original = pytest.importorskip("efficientnet_lite_pytorch")
+    ref = original.EfficientNet.from_name("efficientnet-lite0")
+    ref.load_state_dict(torch.load(offline_weights_path("efficientnet_lite0"), map_location="cpu"))
+    ref.eval()
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        ours = load_model("efficientnet_lite0").model(x)
+        theirs = ref(x)
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+
+
+def test_enumerate_units_types_depths_and_selection():
+    model = load_model("efficientnet_lite0", pretrained=False).model
+    every = enumerate_units(model, skip_first_last=False)
+    assert every[0].name == "conv_stem" and every[-1].name == "classifier"
+    default = enumerate_units(model)
+    assert [i.name for i in default] == [i.name for i in every[1:-1]]
+    assert default[0].rel_depth == 0.0 and default[-1].rel_depth == 1.0
+    assert [i.depth for i in default] == list(range(len(default)))
+    for info in default:
+        module = dict(model.named_modules())[info.name]
+        assert info.width == getattr(module, "out_channels", getattr(module, "num_features", None))
+    widest_conv = max(i.width for i in default if i.type == "Conv")
+    assert all(abs(i.rel_width - i.width / widest_conv) < 1e-12 for i in default if i.type == "Conv")
+    convs = enumerate_units(model, types=["Conv"])
+    assert {i.type for i in convs} == {"Conv"}
+    pwl = enumerate_units(model, include=["blocks.*.conv_pwl"])
+    assert pwl and all(i.name.endswith("conv_pwl") for i in pwl)
+    no_bn = enumerate_units(model, exclude=["*bn*"])
+    assert all(i.type != "BatchNorm" for i in no_bn)
+
+
+def test_named_module_of_other_type_and_unknown_names():
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), nn.Conv2d(4, 6, 1), nn.Flatten(), nn.LazyLinear(2))
+    infos = enumerate_units(model, include=["1"], skip_first_last=False)
+    assert [(i.name, i.type, i.width) for i in infos] == [("1", "Other", None)]
+    with pytest.raises(ValueError, match="matches no module"):
+        enumerate_units(model, include=["blocks.99"])
+    with pytest.raises(ValueError, match="unknown layer type"):
+        enumerate_units(model, types=["Conv", "Attention"])
+
+
+def test_token_layers_are_channel_last():
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=2)
+    infos = {i.name: i for i in enumerate_units(model, skip_first_last=False)}
+    assert infos["blocks.0.mlp.fc1"].channel_dim == -1 and infos["blocks.0.mlp.fc1"].width == 768
+    assert infos["blocks.0.norm1"].type == "LayerNorm" and infos["blocks.0.norm1"].channel_dim == -1
+    assert infos["patch_embed.proj"].channel_dim == 1
+
+
+def test_checkpoint_roundtrip_and_first_mismatch(tmp_path):
+    source = timm.create_model("resnet18", pretrained=False, num_classes=1000)
+    state = source.state_dict()
+    good = tmp_path / "good.pth"
+    torch.save({"state_dict": state}, good)
+    loaded = load_model("timm:resnet18", checkpoint=good)
+    assert loaded.weights == str(good)
+    for name, tensor in loaded.model.state_dict().items():
+        assert torch.equal(tensor, state[name])
+    bad_state = dict(state)
+    bad_state["layer2.0.conv1.weight"] = torch.zeros(1)
+    bad = tmp_path / "bad.pth"
+    torch.save(bad_state, bad)
+    with pytest.raises(CheckpointMismatch, match="layer2.0.conv1.weight"):
+        load_model("timm:resnet18", checkpoint=bad)
+    missing = {k: v for k, v in state.items() if k != "fc.bias"}
+    torch.save(missing, bad)
+    with pytest.raises(CheckpointMismatch, match="fc.bias.*missing"):
+        load_model("timm:resnet18", checkpoint=bad)
+
+
+def test_sources_and_errors(tmp_path):
+    tv = load_model("torchvision:resnet18", pretrained=False)
+    assert not tv.model.training and tv.transform is not None
+    module_file = tmp_path / "net.pt"
+    torch.save(tv.model, module_file)
+    again = load_model(str(module_file))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        torch.testing.assert_close(again.model(x), tv.model(x))
+    with pytest.raises(ValueError, match="unknown model source"):
+        load_model("hub:thing")
+    with pytest.raises(ValueError, match="timm has no architecture"):
+        load_model("timm:not_a_model", pretrained=False)
+    with pytest.raises(ValueError, match="unknown offline model"):
+        load_model("efficientnet_lite7")
+    assert load_model("efficientnet_lite0").weights_hash() != load_model("efficientnet_lite0", False).weights_hash()
