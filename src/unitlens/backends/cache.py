@@ -1,0 +1,263 @@
+"""Embedding cache: every (sample id, crop box) is embedded once per backend and kept in the atlas.
+
+Layout, under ``<atlas>/embeddings/<backend name made filesystem-safe>/``::
+
+    meta.json                   backend name and embedding width (checked on open)
+    shard-<n>-<tag>.safetensors embeddings (n, D) float32 with their own keys: ids (n,), boxes (n, 4), has_box (n,)
+    index.parquet               id, x0, y0, x1, y1 (null: whole image), shard, row: one row per cached key
+
+Shards are append-only and written atomically before the index, and each shard carries its own keys, so a
+process that stops between two writes loses nothing: opening the cache re-indexes any shard the index
+does not list yet. Crop boxes are ``(x0, y0, x1, y1)`` in pixels of the original image (PIL's ``crop``),
+rounded to integers.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+import torch
+from PIL import Image
+
+from unitlens.atlas.files import read_json, read_tensors, write_json, write_parquet, write_tensors
+from unitlens.backends.base import Backend
+
+Box = tuple[int, int, int, int]
+Key = tuple[int, Box | None]
+FORMAT = 1
+
+
+def cache_dirname(backend_name: str) -> str:
+    """``openclip:ViT-B-32/openai`` -> ``openclip_ViT-B-32_openai-<hash>``; already safe names stay as they are."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", backend_name).strip("._") or "backend"
+    if safe != backend_name:
+        safe += "-" + hashlib.sha1(backend_name.encode()).hexdigest()[:8]
+    return safe
+
+
+def _box(crop) -> Box | None:
+    if crop is None:
+        return None
+    box = tuple(int(round(float(v))) for v in crop)
+    if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1]:
+        raise ValueError(f"a crop box is (x0, y0, x1, y1) with x1 > x0 and y1 > y0 in image pixels; got {crop}")
+    return box
+
+
+def _progress(enabled: bool):
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=Console(stderr=True), disable=not enabled, transient=False)
+
+
+def _require_embeddings(backend: Backend) -> None:
+    if not backend.embeds:
+        raise TypeError(
+            f"backend '{backend.name}' compares image pairs and has no embeddings to cache; use its "
+            "similarity(a, b), or an embedding backend (dreamsim, openclip:..., hf:..., timm:..., offline)"
+        )
+
+
+def _encode(backend: Backend, tensors: list[torch.Tensor]) -> torch.Tensor:
+    out = backend.encode_images(torch.stack(tensors))
+    if out.ndim != 2 or out.shape[0] != len(tensors):
+        raise RuntimeError(f"backend '{backend.name}' returned shape {tuple(out.shape)} for {len(tensors)} images")
+    return out.float().cpu()
+
+
+def _workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _batches(items: list, prepare, batch_size: int) -> Iterator[tuple[list, list[torch.Tensor]]]:
+    """Yield (chunk, prepared tensors) per batch; threads decode and preprocess the next batch meanwhile."""
+    chunks = [items[s:s + batch_size] for s in range(0, len(items), batch_size)]
+    with ThreadPoolExecutor(_workers()) as pool:
+        ahead = [pool.submit(prepare, x) for x in chunks[0]] if chunks else []
+        for i, chunk in enumerate(chunks):
+            current = ahead
+            ahead = [pool.submit(prepare, x) for x in chunks[i + 1]] if i + 1 < len(chunks) else []
+            yield chunk, [f.result() for f in current]
+
+
+def embed_images(backend: Backend, images: Sequence[Image.Image], batch_size: int = 64,
+                 progress: bool = False) -> torch.Tensor:
+    """Embed PIL images that are not dataset samples (feature visualisations, probes): (n, D), not cached."""
+    _require_embeddings(backend)
+    images = list(images)
+    if not images:
+        return torch.empty(0, backend.dim)
+    out = []
+    with _progress(progress) as bar:
+        task = bar.add_task(f"embed {backend.name}", total=len(images))
+        for chunk, tensors in _batches(images, lambda im: backend.preprocess(im.convert("RGB")), batch_size):
+            out.append(_encode(backend, tensors))
+            bar.advance(task, len(chunk))
+    return torch.cat(out)
+
+
+class EmbeddingCache:
+    """Embeddings of an atlas's samples (whole or cropped) for one backend, computed once and kept on disk.
+
+    ``get(ids, crops)`` returns an (n, D) tensor in the order asked, embedding only what is not cached yet;
+    ``hits`` counts requested rows served from the cache, ``misses`` the keys that had to be embedded.
+    """
+
+    def __init__(self, atlas, backend: Backend, shard_rows: int = 4096):
+        _require_embeddings(backend)
+        if isinstance(atlas, (str, Path)):
+            from unitlens.atlas import Atlas
+
+            atlas = Atlas(atlas)
+        self.atlas = atlas
+        self.backend = backend
+        self.shard_rows = int(shard_rows)
+        self.path = Path(atlas.path) / "embeddings" / cache_dirname(backend.name)
+        self.hits = 0
+        self.misses = 0
+        self._dataset = None
+        self._where: dict[Key, tuple[str, int]] = {}
+        self._loaded: dict[str, torch.Tensor] = {}
+        self._open()
+
+    # ------------------------------------------------------------------ opening and writing
+    def _open(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        meta_path = self.path / "meta.json"
+        if meta_path.is_file():
+            meta = read_json(meta_path)
+            if meta.get("backend") != self.backend.name:
+                raise ValueError(f"{self.path} caches backend '{meta.get('backend')}', not '{self.backend.name}'")
+            if meta.get("dim") not in (None, self.backend.dim):
+                raise ValueError(f"{self.path} holds {meta['dim']}-d embeddings but '{self.backend.name}' gives "
+                                 f"{self.backend.dim}-d; delete the folder to re-embed")
+        else:
+            write_json(meta_path, {"backend": self.backend.name, "dim": self.backend.dim, "format": FORMAT})
+        index_path = self.path / "index.parquet"
+        if index_path.is_file():
+            index = pd.read_parquet(index_path)
+            boxes = index[["x0", "y0", "x1", "y1"]]
+            has_box = boxes.notna().all(axis=1).tolist()
+            box_rows = boxes.fillna(0).astype("int64").itertuples(index=False, name=None)
+            for i, hb, box, shard, row in zip(index["id"].tolist(), has_box, box_rows, index["shard"].tolist(),
+                                               index["row"].tolist()):
+                self._where[(int(i), tuple(box) if hb else None)] = (shard, int(row))
+        listed = {shard for shard, _ in self._where.values()}
+        on_disk = {p.name for p in self.path.glob("shard-*.safetensors")}
+        lost = listed - on_disk
+        if lost:  # an index that names deleted shards: forget those keys, they will be embedded again
+            self._where = {k: v for k, v in self._where.items() if v[0] not in lost}
+        recovered = False
+        for name in sorted(on_disk - listed):  # written, but the process stopped before the index was
+            self._add_keys(name, read_tensors(self.path / name))
+            recovered = True
+        if recovered or lost:
+            self._write_index()
+
+    def _add_keys(self, shard: str, tensors: dict[str, torch.Tensor]) -> None:
+        ids, boxes, has_box = tensors["ids"].tolist(), tensors["boxes"].tolist(), tensors["has_box"].tolist()
+        for row, (i, box, hb) in enumerate(zip(ids, boxes, has_box)):
+            self._where.setdefault((int(i), tuple(int(v) for v in box) if hb else None), (shard, row))
+
+    def _write_index(self) -> None:
+        keys = list(self._where)
+        boxes = [k[1] for k in keys]
+        table = pd.DataFrame({
+            "id": pd.Series([k[0] for k in keys], dtype="int64"),
+            **{c: pd.Series([b[j] if b is not None else None for b in boxes], dtype="Int64")
+               for j, c in enumerate(("x0", "y0", "x1", "y1"))},
+            "shard": pd.Series([self._where[k][0] for k in keys], dtype="string"),
+            "row": pd.Series([self._where[k][1] for k in keys], dtype="int32"),
+        })
+        write_parquet(self.path / "index.parquet", table)
+
+    def _flush(self, keys: list[Key], vectors: list[torch.Tensor]) -> None:
+        """Write one shard (atomically), then the index that lists it."""
+        if not keys:
+            return
+        n_shards = len(list(self.path.glob("shard-*.safetensors")))
+        name = f"shard-{n_shards:06d}-{uuid.uuid4().hex[:8]}.safetensors"
+        tensors = {
+            "embeddings": torch.cat(vectors).contiguous(),
+            "ids": torch.tensor([k[0] for k in keys], dtype=torch.int64),
+            "boxes": torch.tensor([k[1] if k[1] is not None else (0, 0, 0, 0) for k in keys], dtype=torch.int64),
+            "has_box": torch.tensor([k[1] is not None for k in keys], dtype=torch.bool),
+        }
+        write_tensors(self.path / name, tensors, metadata={"backend": self.backend.name})
+        self._loaded[name] = tensors["embeddings"]
+        self._add_keys(name, tensors)
+        self._write_index()
+
+    # ------------------------------------------------------------------ reading
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __contains__(self, key) -> bool:
+        sample_id, crop = key if isinstance(key, tuple) else (key, None)
+        return (int(sample_id), _box(crop)) in self._where
+
+    @property
+    def dataset(self):
+        if self._dataset is None:
+            self._dataset = self.atlas.dataset()
+        return self._dataset
+
+    def _image(self, key: Key) -> Image.Image:
+        sample_id, box = key
+        try:
+            image = self.dataset.image(sample_id)
+        except Exception as err:
+            raise RuntimeError(f"cannot read sample {sample_id} ({self.dataset.path(sample_id)}): {err}") from err
+        return image.crop(box) if box is not None else image
+
+    def _embed(self, keys: list[Key], batch_size: int, progress: bool) -> None:
+        pending_keys: list[Key] = []
+        pending: list[torch.Tensor] = []
+        with _progress(progress) as bar:
+            task = bar.add_task(f"embed {self.backend.name}", total=len(keys))
+            for chunk, tensors in _batches(keys, lambda k: self.backend.preprocess(self._image(k)), batch_size):
+                pending.append(_encode(self.backend, tensors))
+                pending_keys.extend(chunk)
+                bar.advance(task, len(chunk))
+                if len(pending_keys) >= self.shard_rows:
+                    self._flush(pending_keys, pending)
+                    pending_keys, pending = [], []
+            self._flush(pending_keys, pending)
+
+    def _shard(self, name: str) -> torch.Tensor:
+        if name not in self._loaded:
+            self._loaded[name] = read_tensors(self.path / name)["embeddings"]
+        return self._loaded[name]
+
+    def get(self, ids: Iterable[int] | torch.Tensor, crops: Sequence | None = None, batch_size: int = 64,
+            progress: bool = True) -> torch.Tensor:
+        """Embeddings (n, D) of samples ``ids``, each cropped to ``crops[i]`` (a box, or None for the whole image)."""
+        ids = [int(i) for i in (ids.tolist() if isinstance(ids, torch.Tensor) else ids)]
+        crops = [None] * len(ids) if crops is None else list(crops)
+        if len(crops) != len(ids):
+            raise ValueError(f"got {len(ids)} ids but {len(crops)} crops")
+        keys = [(i, _box(c)) for i, c in zip(ids, crops)]
+        missing = list(dict.fromkeys(k for k in keys if k not in self._where))
+        self.hits += len(keys) - sum(1 for k in keys if k not in self._where)
+        self.misses += len(missing)
+        if missing:
+            self._embed(missing, batch_size, progress)
+        out = torch.empty(len(keys), self.backend.dim, dtype=torch.float32)
+        by_shard: dict[str, tuple[list[int], list[int]]] = {}
+        for pos, key in enumerate(keys):
+            shard, row = self._where[key]
+            positions, rows = by_shard.setdefault(shard, ([], []))
+            positions.append(pos)
+            rows.append(row)
+        for shard, (positions, rows) in by_shard.items():
+            out[torch.tensor(positions)] = self._shard(shard)[torch.tensor(rows)]
+        return out
