@@ -5,33 +5,18 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
+
+from unitlens.mis.commands import mis_app, plot_mis_command
+from unitlens.report.console import console, fail, print_frame, split_list
 
 app = typer.Typer(help="Measure and explain every unit of a vision model.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 atlas_app = typer.Typer(help="Inspect atlases.", no_args_is_help=True)
+plot_app = typer.Typer(help="Write figures (PNG).", no_args_is_help=True)
 app.add_typer(atlas_app, name="atlas")
-console = Console(soft_wrap=True)
-
-
-def print_frame(frame, title: str | None = None) -> None:
-    """Print a DataFrame as a rich table (floats with 4 significant digits)."""
-    table = Table(title=title, show_lines=False)
-    for col in frame.columns:
-        table.add_column(str(col), justify="right" if frame[col].dtype.kind in "iuf" else "left")
-    for row in frame.itertuples(index=False):
-        table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
-    console.print(table)
-
-
-def _fail(err: Exception) -> None:
-    console.print(f"[bold red]error:[/] {err}")
-    raise typer.Exit(code=2)
-
-
-def _split(value: Optional[str]) -> Optional[list[str]]:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+app.add_typer(mis_app, name="mis")
+app.add_typer(plot_app, name="plot")
+plot_app.command("mis")(plot_mis_command)
 
 
 @app.command()
@@ -48,9 +33,9 @@ def layers(
 
     try:
         loaded = load_model(model, pretrained=False)
-        infos = enumerate_units(loaded.model, types=_split(types) or LAYER_TYPES, skip_first_last=not keep_first_last)
+        infos = enumerate_units(loaded.model, types=split_list(types) or LAYER_TYPES, skip_first_last=not keep_first_last)
     except (ValueError, RuntimeError) as err:
-        _fail(err)
+        fail(err)
     print_frame(pd.DataFrame([i.as_dict() for i in infos]).drop(columns=["channel_dim"]), title=model)
 
 
@@ -84,12 +69,12 @@ def record(
     try:
         loaded = load_model(model, pretrained=not random, checkpoint=checkpoint)
         dataset = load_dataset(data, loaded.transform)
-        infos = enumerate_units(loaded.model, types=_split(types) or LAYER_TYPES, include=_split(layers),
-                                exclude=_split(exclude), skip_first_last=not keep_first_last)
+        infos = enumerate_units(loaded.model, types=split_list(types) or LAYER_TYPES, include=split_list(layers),
+                                exclude=split_list(exclude), skip_first_last=not keep_first_last)
         result = run_record(loaded, dataset, out, infos, k=k, spatial=spatial, tokens=tokens,
                             batch_size=batch_size, device=device, num_workers=workers, force=force)
     except (ValueError, RuntimeError, FileNotFoundError) as err:
-        _fail(err)
+        fail(err)
     if result.already_complete:
         console.print(f"{out} is already complete; nothing to do (use --force to record again).")
     else:
@@ -121,7 +106,7 @@ def atlas_info(path: Path = typer.Argument(..., help="Atlas folder.")) -> None:
                           f"{m['n_images']} images, {m['n_skipped']} skipped; recorded in {m['seconds']:.1f} s")
             print_frame(atlas.summary())
     except (AtlasError, KeyError) as err:
-        _fail(err)
+        fail(err)
 
 
 if __name__ == "__main__":

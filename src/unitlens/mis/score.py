@@ -1,0 +1,526 @@
+"""The Machine Interpretability Score: one vectorised computation per layer, on tensors or on atlases.
+
+For a task with positive/negative explanations E⁺, E⁻ and queries q⁺, q⁻ (paper eqs. 1–5)::
+
+    s(q, E) = mean over e ∈ E of cos(q, e)
+    Δ⁺ = s(q⁺, E⁺) − s(q⁺, E⁻),   Δ⁻ = s(q⁻, E⁺) − s(q⁻, E⁻)
+    p = σ((Δ⁺ − Δ⁻) / τ),   MIS = mean of p over the N tasks;   accuracy = fraction of tasks with Δ⁺ − Δ⁻ > 0
+
+With L2-normalised embeddings cos is a dot product, and the mean of dot products is the dot product with the
+mean embedding, so s(q, E) = q · ē and Δ± = q± · (ē⁺ − ē⁻): per task, one weighted bag of its 2K explanation
+embeddings (``embedding_bag``) and two dot products. When few distinct images serve many units (an atlas of
+a small dataset), the (n, n) cosine matrix is computed once instead and every s(q, E) is a mean of gathered
+scalars. Either way all units of a layer go through one computation (chunked over units to bound memory) —
+no Python loop over units or tasks — on the accelerator when there is one. Everything is differentiable
+with respect to the embeddings, so the score can serve as an optimisation target.
+
+Entry points:
+
+- :func:`score` — an (n, D) embedding table indexed by sample id (or by ``table_ids``) and :class:`Tasks`;
+- :func:`score_embeddings` — explanation and query embeddings given directly (appendix D: feature
+  visualisations or any other explanation method; explanations may be shared by all tasks of a unit);
+- :func:`score_atlas` / :func:`run_atlas` — every unit of an atlas, embedded once through the backend's
+  ``EmbeddingCache``, written to ``scores.parquet``; :func:`summarize` aggregates per layer, type and model.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from unitlens.mis.tasks import K_EXPL, N_TASKS, Tasks, build_tasks, check_exemplars, min_exemplars
+
+TAU = 0.16
+METRIC = "mis"
+METRIC_ACCURACY = "mis_accuracy"
+_CHUNK_BYTES = 256 * 2**20
+_CPU_CHUNK_BYTES = 24 * 2**20  # a few L3 caches: intermediates stay mostly hot, few operations per layer
+_GROUP_UNITS = 16384  # units of consecutive layers scored in one computation
+GRAM_MAX_ENTRIES = 2**26  # largest (n, n) similarity matrix built automatically: 256 MiB float32
+GRAM_ADVANTAGE = 8  # a matmul multiply-add is about this many times cheaper than a gathered float
+
+
+@dataclass
+class MISScores:
+    """Per-task similarity differences of C units × N tasks, and the scores derived from them."""
+
+    delta_pos: torch.Tensor  # (C, N): Δ⁺ = s(q⁺, E⁺) − s(q⁺, E⁻)
+    delta_neg: torch.Tensor  # (C, N): Δ⁻ = s(q⁻, E⁺) − s(q⁻, E⁻)
+    tau: float = TAU
+
+    @property
+    def margin(self) -> torch.Tensor:
+        """(C, N) Δ⁺ − Δ⁻: positive when the task is solved."""
+        return self.delta_pos - self.delta_neg
+
+    @property
+    def p(self) -> torch.Tensor:
+        """(C, N) probability of solving each task, σ((Δ⁺ − Δ⁻) / τ)."""
+        return torch.sigmoid(self.margin / self.tau)
+
+    @property
+    def mis(self) -> torch.Tensor:
+        """(C,) the Machine Interpretability Score."""
+        return mis_from_margins(self.margin, self.tau)
+
+    @property
+    def accuracy(self) -> torch.Tensor:
+        """(C,) the uncalibrated variant: fraction of tasks with Δ⁺ − Δ⁻ > 0 (not differentiable)."""
+        return accuracy_from_margins(self.margin)
+
+
+def mis_from_margins(margin: torch.Tensor, tau: float = TAU) -> torch.Tensor:
+    """MIS of (..., N) task margins Δ⁺ − Δ⁻ at temperature ``tau``: mean over tasks of σ(margin / τ)."""
+    if not tau > 0:
+        raise ValueError(f"tau must be positive, got {tau}")
+    return torch.sigmoid(margin / tau).mean(-1)
+
+
+def accuracy_from_margins(margin: torch.Tensor) -> torch.Tensor:
+    """Fraction of tasks with margin Δ⁺ − Δ⁻ > 0 (ties count as failures)."""
+    return (margin > 0).to(margin.dtype if margin.is_floating_point() else torch.float32).mean(-1)
+
+
+def _default_device(table: torch.Tensor, device) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    if table.requires_grad or table.device.type != "cpu":
+        return table.device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _chunk(n_units: int, n_tasks: int, dim: int, elem: int, chunk_units: int | None, device=None) -> int:
+    """Units per chunk: the (c·N, D) intermediates stay cache-sized on CPU and large on an accelerator."""
+    if chunk_units is not None:
+        return max(1, int(chunk_units))
+    budget = _CHUNK_BYTES if torch.device(device or "cpu").type != "cpu" else _CPU_CHUNK_BYTES
+    return max(1, min(n_units, budget // max(1, 3 * n_tasks * dim * elem)))
+
+
+def _rows(ids: torch.Tensor, table_ids: torch.Tensor | None, n_rows: int) -> torch.Tensor:
+    """Sample ids -> rows of the embedding table (a dense lookup when the ids are not too sparse)."""
+    ids = ids.long()
+    if table_ids is None:
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= n_rows):
+            raise IndexError(f"task ids must be rows of the ({n_rows}, D) embedding table; got ids in "
+                             f"[{int(ids.min())}, {int(ids.max())}] (pass table_ids to map sample ids to rows)")
+        return ids
+    table_ids = table_ids.to(ids.device).long()
+    if ids.numel() == 0:
+        return ids
+    lo, hi = int(ids.min()), int(ids.max())
+    if lo >= 0 and hi < 4 * len(table_ids) + 2**20:
+        lut = torch.full((hi + 1,), -1, dtype=torch.long, device=ids.device)
+        inside = (table_ids >= 0) & (table_ids <= hi)
+        lut[table_ids[inside]] = torch.arange(len(table_ids), device=ids.device)[inside]
+        rows = lut[ids]
+        missing = rows < 0
+    else:
+        rows = torch.searchsorted(table_ids, ids).clamp(max=max(len(table_ids) - 1, 0))
+        missing = table_ids[rows] != ids
+    if bool(missing.any()):
+        raise KeyError(f"{int(missing.sum())} task ids have no row in the embedding table "
+                       f"(e.g. {ids[missing][:5].tolist()}); table_ids must be sorted and cover every task id")
+    return rows
+
+
+def _gather_method(n_rows: int, n_units: int, n_tasks: int, k_expl: int) -> str:
+    """``gram`` when one (n, n) similarity matrix is cheaper than gathering every task's embeddings."""
+    if n_rows * n_rows > GRAM_MAX_ENTRIES:
+        return "gather"
+    # gather moves C·N·(2K+2) embedding rows; the Gram matrix costs n²·D multiply-adds at matmul speed
+    return "gram" if n_rows * n_rows < GRAM_ADVANTAGE * n_units * n_tasks * (2 * k_expl + 2) else "gather"
+
+
+def score(table: torch.Tensor, tasks: Tasks, tau: float = TAU, table_ids: torch.Tensor | None = None,
+          device: str | torch.device | None = None, chunk_units: int | None = None,
+          normalize: bool = False, method: str = "auto") -> MISScores:
+    """Score C units in one vectorised computation.
+
+    ``table`` is an (n, D) L2-normalised embedding table; ``tasks`` holds row indices into it, or sample ids
+    when ``table_ids`` (sorted (n,) sample ids of the rows) is given. ``normalize=True`` L2-normalises the
+    table first. Results are on the table's device; the computation runs on ``device`` (default: the
+    accelerator when present, unless the table requires grad, in which case its own device).
+
+    ``method``: ``gather`` averages each task's explanation embeddings (``embedding_bag``) and takes two dot
+    products per task; ``gram`` computes the (n, n) cosine matrix once and gathers scalars from it (far
+    cheaper when few distinct images serve many units); ``auto`` picks by a cost estimate.
+    """
+    if table.ndim != 2:
+        raise ValueError(f"expected an (n, D) embedding table, got shape {tuple(table.shape)}")
+    if method not in ("auto", "gather", "gram"):
+        raise ValueError(f"method must be auto, gather or gram, got '{method}'")
+    out_device = table.device
+    device = _default_device(table, device)
+    table = table.to(device)
+    if normalize:
+        table = F.normalize(table, dim=-1)
+    if table_ids is not None:
+        table_ids = table_ids.to(device)
+    tasks = tasks.map(lambda t: _rows(t.to(device), table_ids, table.shape[0]))
+    C, N, K = tasks.n_units, tasks.n_tasks, tasks.k_expl
+    if method == "auto":
+        method = _gather_method(table.shape[0], C, N, K)
+    if method == "gram":
+        res = score_gram(table @ table.T, tasks, tau, chunk_units=chunk_units)
+        return MISScores(res.delta_pos.to(out_device), res.delta_neg.to(out_device), tau)
+    step = _chunk(C, N, table.shape[1], table.element_size(), chunk_units, device)
+    weights = torch.cat([torch.full((K,), 1.0 / K), torch.full((K,), -1.0 / K)]).to(device, table.dtype)
+    dpos, dneg = [], []
+    for a in range(0, C, step):
+        t = tasks[a:a + step]
+        c = t.n_units
+        # ē⁺ − ē⁻ of every task in one weighted bag of its 2K explanations
+        bags = torch.cat([t.pos_expl.reshape(c * N, K), t.neg_expl.reshape(c * N, K)], 1)
+        w = weights.expand(c * N, 2 * K).contiguous()
+        e_diff = F.embedding_bag(bags, table, mode="sum", per_sample_weights=w)
+        q_pos = F.embedding(t.pos_query.reshape(c * N), table)
+        q_neg = F.embedding(t.neg_query.reshape(c * N), table)
+        dpos.append(torch.linalg.vecdot(q_pos, e_diff).view(c, N))
+        dneg.append(torch.linalg.vecdot(q_neg, e_diff).view(c, N))
+    if not dpos:
+        empty = table.new_zeros(0, N)
+        return MISScores(empty.to(out_device), empty.to(out_device), tau)
+    return MISScores(torch.cat(dpos).to(out_device), torch.cat(dneg).to(out_device), tau)
+
+
+def score_gram(similarity: torch.Tensor, tasks: Tasks, tau: float = TAU, table_ids: torch.Tensor | None = None,
+               chunk_units: int | None = None) -> MISScores:
+    """Score C units from a precomputed (n, n) similarity matrix f(image_a, image_b) of the images the tasks use.
+
+    For cosine similarity pass ``table @ table.T``; any perceptual similarity works (e.g. a pairwise
+    distance's negated matrix), as s(q, E) is the mean of f(q, e) over e ∈ E. ``tasks`` holds rows of the
+    matrix, or sample ids when ``table_ids`` gives the sorted sample id of each row. Runs on the matrix's
+    device; differentiable in it.
+    """
+    if similarity.ndim != 2 or similarity.shape[0] != similarity.shape[1]:
+        raise ValueError(f"expected a square (n, n) similarity matrix, got {tuple(similarity.shape)}")
+    n = similarity.shape[0]
+    if table_ids is not None:
+        table_ids = table_ids.to(similarity.device)
+    tasks = tasks.map(lambda t: _rows(t.to(similarity.device), table_ids, n))
+    C, N, K = tasks.n_units, tasks.n_tasks, tasks.k_expl
+    step = max(1, int(chunk_units)) if chunk_units else max(1, _CHUNK_BYTES // max(1, 8 * N * K * 8))
+    flat = similarity.reshape(-1)
+    dpos, dneg = [], []
+    for a in range(0, C, step):
+        t = tasks[a:a + step]
+
+        def s(q, e):  # mean over the K explanations of f(q, e): (c, N)
+            return flat[q.unsqueeze(-1) * n + e].mean(-1)
+
+        dpos.append(s(t.pos_query, t.pos_expl) - s(t.pos_query, t.neg_expl))
+        dneg.append(s(t.neg_query, t.pos_expl) - s(t.neg_query, t.neg_expl))
+    if not dpos:
+        empty = similarity.new_zeros(0, N)
+        return MISScores(empty, empty, tau)
+    return MISScores(torch.cat(dpos), torch.cat(dneg), tau)
+
+
+def score_embeddings(pos_expl: torch.Tensor, neg_expl: torch.Tensor, pos_query: torch.Tensor,
+                     neg_query: torch.Tensor, tau: float = TAU, normalize: bool = False) -> MISScores:
+    """Score units whose explanation and query embeddings are given directly (appendix D).
+
+    ``pos_expl``/``neg_expl``: (C, N, K, D) per task, or (C, K, D) when every task of a unit shows the same
+    explanations (e.g. a unit's feature visualisations); ``pos_query``/``neg_query``: (C, N, D). Inputs are
+    expected L2-normalised (``normalize=True`` normalises them). Differentiable in all inputs.
+    """
+    if pos_query.ndim != 3 or pos_query.shape != neg_query.shape:
+        raise ValueError(f"queries must be two (C, N, D) tensors, got {tuple(pos_query.shape)} and "
+                         f"{tuple(neg_query.shape)}")
+    if pos_expl.ndim not in (3, 4) or neg_expl.ndim not in (3, 4):
+        raise ValueError("explanations must be (C, N, K, D) or (C, K, D) tensors")
+    if normalize:
+        pos_expl, neg_expl, pos_query, neg_query = (F.normalize(x, dim=-1)
+                                                     for x in (pos_expl, neg_expl, pos_query, neg_query))
+    e_pos = pos_expl.mean(-2) if pos_expl.ndim == 4 else pos_expl.mean(-2)[:, None]
+    e_neg = neg_expl.mean(-2) if neg_expl.ndim == 4 else neg_expl.mean(-2)[:, None]
+    e_diff = e_pos - e_neg
+    return MISScores(torch.linalg.vecdot(pos_query, e_diff), torch.linalg.vecdot(neg_query, e_diff), tau)
+
+
+# ---------------------------------------------------------------------------------------------- atlases
+
+STATUS_SCORED, STATUS_CONSTANT, STATUS_NONFINITE = "scored", "constant", "nonfinite"
+
+
+@dataclass
+class MISRun:
+    """What :func:`run_atlas` did: the per-unit table, counts and time per stage."""
+
+    frame: pd.DataFrame
+    backend: str
+    model: str
+    params: dict
+    n_images: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    seconds: dict = field(default_factory=dict)
+    margins: dict = field(default_factory=dict)  # layer -> (C_scored, N) Δ⁺ − Δ⁻ of the scored units
+
+    @property
+    def counts(self) -> dict:
+        status = self.frame["status"]
+        return {"units": len(status), "scored": int((status == STATUS_SCORED).sum()),
+                "constant": int((status == STATUS_CONSTANT).sum()),
+                "nonfinite": int((status == STATUS_NONFINITE).sum())}
+
+    def summary(self) -> dict[str, pd.DataFrame]:
+        return summarize(self.frame, model=self.model)
+
+
+def _open_atlas(atlas):
+    from unitlens.atlas import Atlas
+
+    return atlas if isinstance(atlas, Atlas) else Atlas(atlas)
+
+
+def select_layers(atlas, layers=None) -> list:
+    """The atlas's LayerInfo records named by ``layers`` (names or globs; None = all), in depth order."""
+    infos = atlas.layers
+    if layers is None:
+        return infos
+    patterns = [layers] if isinstance(layers, str) else list(layers)
+    names = [i.name for i in infos]
+    for pat in patterns:
+        if not fnmatch.filter(names, pat):
+            raise ValueError(f"no layer of atlas {atlas.path} matches '{pat}'; it has {names}")
+    return [i for i in infos if any(fnmatch.fnmatchcase(i.name, p) for p in patterns)]
+
+
+def unit_status(units: pd.DataFrame) -> pd.Series:
+    """scored / constant / nonfinite for each row of an atlas unit table (non-finite wins over constant)."""
+    status = np.where(units["nonfinite"].to_numpy() > 0, STATUS_NONFINITE,
+                      np.where(units["constant"].to_numpy(dtype=bool), STATUS_CONSTANT, STATUS_SCORED))
+    return pd.Series(status, index=units.index, name="status")
+
+
+def _load_backend(backend, device):
+    if isinstance(backend, str):
+        from unitlens.backends import load_backend
+
+        backend = load_backend(backend, device=device)
+    if not getattr(backend, "embeds", True):
+        raise ValueError(
+            f"backend '{backend.name}' is a pairwise distance without embeddings; MIS here scores cached "
+            "embeddings with cosine similarity: use an embedding backend (offline, dreamsim, openclip:..., hf:..., "
+            "timm:...)")
+    return backend
+
+
+def run_atlas(atlas, backend="offline", n_tasks: int = N_TASKS, k_expl: int = K_EXPL, tau: float = TAU,
+              layers=None, device: str | torch.device | None = None, write: bool = True,
+              progress: bool = True, chunk_units: int | None = None, keep_margins: bool = False) -> MISRun:
+    """Score every non-constant, finite unit of the selected layers of an atlas; see :func:`score_atlas`."""
+    from unitlens.backends import EmbeddingCache
+
+    if not tau > 0:
+        raise ValueError(f"tau must be positive, got {tau}")
+    t0 = time.perf_counter()
+    atlas = _open_atlas(atlas)
+    infos = select_layers(atlas, layers)
+    units = atlas.units()
+    units = units[units["layer"].isin({i.name for i in infos})].copy()
+    units["status"] = unit_status(units)
+    per_layer, used = [], []
+    need = min_exemplars(n_tasks, k_expl)
+    for info in infos:  # check every layer before embedding anything; collect the ids the tasks need
+        ex = atlas.exemplars(info.name)
+        check_exemplars(ex.k, n_tasks, k_expl, where=f"layer {info.name}")
+        lu = units[units["layer"] == info.name].sort_values("unit")
+        if not np.array_equal(lu["unit"].to_numpy(), np.arange(ex.top_ids.shape[0])):
+            raise ValueError(f"layer {info.name}: units.parquet and the exemplars disagree on its units")
+        keep = (lu["status"] == STATUS_SCORED).to_numpy()
+        used += [ex.top_ids.numpy()[keep, :need].ravel(), ex.bottom_ids.numpy()[keep, :need].ravel()]
+        per_layer.append((info, lu.index[keep], keep))
+    ids = torch.from_numpy(np.unique(np.concatenate(used)) if used else np.zeros(0, np.int64))
+    t1 = time.perf_counter()
+
+    backend = _load_backend(backend, device)
+    t_backend = time.perf_counter()
+    cache = EmbeddingCache(atlas, backend)
+    hits0, misses0 = cache.hits, cache.misses
+    table = cache.get(ids, progress=progress) if len(ids) else torch.zeros(0, getattr(backend, "dim", 1))
+    hits, misses = cache.hits - hits0, cache.misses - misses0
+    t2 = time.perf_counter()
+
+    mis_col = pd.Series(np.nan, index=units.index)
+    acc_col = pd.Series(np.nan, index=units.index)
+    margins = {}
+    compute = _default_device(table, device)
+    table = table.to(compute)
+    lut = np.full(int(ids.max()) + 1 if len(ids) else 0, -1, dtype=np.int64)  # sample id -> table row
+    lut[ids.numpy()] = np.arange(len(ids))
+    total = int(sum(k.sum() for _, _, k in per_layer))
+    group: list = []  # layers scored together: a few large tensor operations instead of many small ones
+
+    def flush() -> None:
+        top = torch.from_numpy(np.concatenate([g[2] for g in group])).to(compute)
+        bottom = torch.from_numpy(np.concatenate([g[3] for g in group])).to(compute)
+        tasks = build_tasks(top, bottom, n_tasks, k_expl)
+        res = (score_gram(gram, tasks, tau, chunk_units=chunk_units) if gram is not None
+               else score(table, tasks, tau, device=compute, chunk_units=chunk_units))
+        index = group[0][1].append([g[1] for g in group[1:]]) if len(group) > 1 else group[0][1]
+        mis_col.loc[index] = res.mis.double().cpu().numpy()
+        acc_col.loc[index] = res.accuracy.double().cpu().numpy()
+        if keep_margins:
+            margin, start = res.margin.cpu(), 0
+            for info, rows, _, _ in group:
+                margins[info.name] = (units.loc[rows, "unit"].to_numpy(), margin[start:start + len(rows)])
+                start += len(rows)
+        group.clear()
+
+    with torch.no_grad():
+        gram = None
+        if _gather_method(len(ids), total, n_tasks, k_expl) == "gram":  # one cosine matrix serves every layer
+            gram = table @ table.T
+        for info, rows, keep in per_layer:
+            if not keep.any():
+                continue
+            ex = atlas.exemplars(info.name)
+            group.append((info, rows, lut[ex.top_ids.numpy()[keep, :need]], lut[ex.bottom_ids.numpy()[keep, :need]]))
+            if sum(len(g[1]) for g in group) >= _GROUP_UNITS:
+                flush()
+        if group:
+            flush()
+    t3 = time.perf_counter()
+
+    name = backend.name
+    params = {"n_tasks": n_tasks, "k": k_expl, "tau": tau}
+    frame = pd.DataFrame({
+        "layer": units["layer"], "unit": units["unit"], "type": units["type"], "depth": units["depth"],
+        "rel_depth": units["rel_depth"], "rel_width": units["rel_width"], "mis": mis_col,
+        "mis_accuracy": acc_col, "n_tasks": n_tasks, "backend": name, "tau": tau, "status": units["status"],
+    }).sort_values(["depth", "unit"], kind="stable").reset_index(drop=True)
+    if write:
+        rows = scores_rows(frame, name, params)
+        if layers is not None:  # keep this backend's earlier MIS rows of the layers not scored now
+            old = atlas.scores()
+            other = old[old["metric"].isin([METRIC, METRIC_ACCURACY]) & (old["backend"] == name)
+                        & ~old["layer"].isin({i.name for i in infos})]
+            rows = pd.concat([other, rows], ignore_index=True) if len(other) else rows
+        atlas.put_scores(rows)
+    t4 = time.perf_counter()
+    return MISRun(frame=frame, backend=name, model=str(atlas.manifest.get("config", {}).get("model", "model")),
+                  params=params, n_images=int(len(ids)), cache_hits=hits, cache_misses=misses,
+                  seconds={"tasks": t1 - t0, "backend": t_backend - t1, "embed": t2 - t_backend, "score": t3 - t2,
+                           "write": t4 - t3},
+                  margins=margins)
+
+
+def scores_rows(frame: pd.DataFrame, backend: str, params: dict) -> pd.DataFrame:
+    """The long ``scores.parquet`` rows (metrics ``mis`` and ``mis_accuracy``) of every unit of a frame.
+
+    Constant and non-finite units get rows too, with a missing value (null in Parquet, ignored by SQL
+    aggregates), so the table says which units were considered and that they were not scored.
+    """
+    p = json.dumps(params, sort_keys=True)
+    return pd.concat([
+        pd.DataFrame({"layer": frame["layer"], "unit": frame["unit"], "metric": metric, "backend": backend,
+                      "value": frame[col].astype(float), "params": p})
+        for metric, col in ((METRIC, "mis"), (METRIC_ACCURACY, "mis_accuracy"))
+    ], ignore_index=True)
+
+
+def score_atlas(atlas, backend="offline", n_tasks: int = N_TASKS, k_expl: int = K_EXPL, tau: float = TAU,
+                layers=None, device: str | torch.device | None = None, write: bool = True,
+                progress: bool = True, chunk_units: int | None = None) -> pd.DataFrame:
+    """MIS of every unit of an atlas (or of the ``layers`` named, globs allowed), one vectorised pass per layer.
+
+    All sample ids any task needs are embedded once through ``EmbeddingCache(atlas, backend)``. Constant
+    units and units with non-finite activations are not scored: they appear with ``status`` ``constant`` or
+    ``nonfinite`` and NaN scores. All units are written to ``scores.parquet`` (metrics ``mis`` and
+    ``mis_accuracy``, the backend's name, params ``{"n_tasks", "k", "tau"}``; missing values for the
+    excluded units) unless ``write=False``.
+
+    Returns one row per unit: layer, unit, type, depth, rel_depth, rel_width, mis, mis_accuracy, n_tasks,
+    backend, tau, status. :func:`summarize` aggregates it; :func:`run_atlas` also returns counts and timings.
+    """
+    return run_atlas(atlas, backend, n_tasks, k_expl, tau, layers, device, write, progress, chunk_units).frame
+
+
+def load_scores(atlas, backend: str | None = None) -> pd.DataFrame:
+    """The per-unit MIS frame of an atlas rebuilt from its ``scores.parquet`` (as :func:`score_atlas` returns).
+
+    ``backend`` picks among several scored backends; it may be left out when there is only one.
+    """
+    atlas = _open_atlas(atlas)
+    scores = atlas.scores()
+    mis = scores[scores["metric"].isin([METRIC, METRIC_ACCURACY])]
+    backends = sorted(mis.loc[mis["metric"] == METRIC, "backend"].unique())
+    if not backends:
+        raise ValueError(f"atlas {atlas.path} has no MIS scores yet; run unitlens mis {atlas.path} first")
+    if backend is None:
+        if len(backends) > 1:
+            raise ValueError(f"atlas {atlas.path} has MIS scores of several backends {backends}; pick one")
+        backend = backends[0]
+    if backend not in backends:
+        raise ValueError(f"atlas {atlas.path} has no MIS scores for backend '{backend}'; it has {backends}")
+    mis = mis[mis["backend"] == backend]
+    wide = mis.pivot_table(index=["layer", "unit"], columns="metric", values="value", dropna=False).reset_index()
+    params = mis[mis["metric"] == METRIC].drop_duplicates(["layer", "unit"])[["layer", "unit", "params"]]
+    parsed = {p: json.loads(p) for p in params["params"].unique()}
+    params = params.assign(n_tasks=[parsed[p].get("n_tasks") for p in params["params"]],
+                           tau=[parsed[p].get("tau") for p in params["params"]]).drop(columns="params")
+    units = atlas.units()
+    units = units[units["layer"].isin(set(mis["layer"]))].copy()
+    units["status"] = unit_status(units)
+    frame = units[["layer", "unit", "type", "depth", "rel_depth", "rel_width", "status"]].merge(
+        wide, on=["layer", "unit"], how="left").merge(params, on=["layer", "unit"], how="left")
+    for col in (METRIC, METRIC_ACCURACY):
+        if col not in frame:
+            frame[col] = np.nan
+    frame = frame.assign(backend=backend)
+    cols = ["layer", "unit", "type", "depth", "rel_depth", "rel_width", "mis", "mis_accuracy", "n_tasks",
+            "backend", "tau", "status"]
+    return frame[cols].sort_values(["depth", "unit"], kind="stable").reset_index(drop=True)
+
+
+def _agg(group: pd.DataFrame) -> dict:
+    scored = group[group["status"] == STATUS_SCORED]
+    v = scored["mis"].to_numpy(dtype=float)
+    a = scored["mis_accuracy"].to_numpy(dtype=float)
+    some = len(v) > 0
+    return {"units": len(group), "scored": len(v),
+            "constant": int((group["status"] == STATUS_CONSTANT).sum()),
+            "nonfinite": int((group["status"] == STATUS_NONFINITE).sum()),
+            "mis_mean": float(v.mean()) if some else np.nan,
+            "mis_p5": float(np.quantile(v, 0.05)) if some else np.nan,
+            "mis_p95": float(np.quantile(v, 0.95)) if some else np.nan,
+            "accuracy_mean": float(a.mean()) if some else np.nan}
+
+
+def summarize(frame: pd.DataFrame, model: str = "model") -> dict[str, pd.DataFrame]:
+    """Aggregate a per-unit MIS frame: ``{"layer", "type", "model"}`` tables with unit counts (scored,
+    constant, non-finite) and the mean, 5th and 95th percentile of MIS over scored units (plus mean accuracy).
+    """
+    if "status" not in frame:
+        frame = frame.assign(status=np.where(frame["mis"].notna(), STATUS_SCORED, STATUS_CONSTANT))
+    by_layer = pd.DataFrame([
+        {"layer": layer, "type": g["type"].iloc[0], "depth": g["depth"].iloc[0],
+         "rel_depth": g["rel_depth"].iloc[0], "rel_width": g["rel_width"].iloc[0], **_agg(g)}
+        for layer, g in frame.groupby("layer", sort=False)
+    ])
+    if len(by_layer):
+        by_layer = by_layer.sort_values("depth", kind="stable").reset_index(drop=True)
+    by_type = pd.DataFrame([{"type": t, "layers": g["layer"].nunique(), **_agg(g)}
+                            for t, g in frame.groupby("type", sort=True)])
+    by_model = pd.DataFrame([{"model": model, "layers": frame["layer"].nunique(), **_agg(frame)}])
+    return {"layer": by_layer, "type": by_type, "model": by_model}
+
+
+def margins_frame(run: MISRun) -> pd.DataFrame:
+    """Per-task margins Δ⁺ − Δ⁻ of a run made with ``keep_margins=True``: index (layer, unit), columns tasks."""
+    if not run.margins:
+        raise ValueError("this run kept no margins; call run_atlas(..., keep_margins=True)")
+    parts = []
+    for layer, (unit_ids, m) in run.margins.items():
+        idx = pd.MultiIndex.from_arrays([[layer] * len(unit_ids), unit_ids], names=["layer", "unit"])
+        parts.append(pd.DataFrame(m.double().numpy(), index=idx))
+    return pd.concat(parts)

@@ -1,0 +1,1 @@
+"""Figures and reports built from atlases (MIS plots: ``unitlens.report.mis_plots``)."""

@@ -1,0 +1,114 @@
+"""MIS figures of one atlas: per-unit distribution, per-layer means by depth, and trends over depth and width.
+
+Drawn with matplotlib's object API on Agg canvases (no pyplot, no global backend switch), so this works on
+headless machines and inside programs that use another matplotlib backend.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from unitlens.mis.score import STATUS_SCORED, summarize
+
+FILES = {"hist": "mis_hist.png", "layers": "mis_by_layer.png", "depth": "mis_vs_rel_depth.png",
+         "width": "mis_vs_rel_width.png"}
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=110)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _colours(types) -> dict:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10"]
+    return {t: cmap(i % 10) for i, t in enumerate(sorted(types))}
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def plot_mis(frame: pd.DataFrame, out: str | Path, title: str | None = None) -> list[Path]:
+    """Write the MIS figures of a per-unit frame (as ``score_atlas``/``load_scores`` return) into ``out``.
+
+    Files: ``mis_hist.png`` (per-unit MIS histogram), ``mis_by_layer.png`` (layers in depth order, mean with
+    5–95 % bars, coloured by layer type), ``mis_vs_rel_depth.png`` and ``mis_vs_rel_width.png`` (layer means
+    against relative depth and relative width). Returns the paths written.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    scored = frame[frame["status"] == STATUS_SCORED] if "status" in frame else frame[frame["mis"].notna()]
+    if scored.empty:
+        raise ValueError("no scored unit to plot (all units are constant or non-finite, or none was scored)")
+    tables = summarize(frame, model=title or "model")
+    layers = tables["layer"].dropna(subset=["mis_mean"])
+    colours = _colours(frame["type"].unique())
+    backend = str(frame["backend"].iloc[0]) if "backend" in frame else ""
+    taus = sorted(pd.to_numeric(frame["tau"], errors="coerce").dropna().unique()) if "tau" in frame else []
+    tau = f"τ = {', '.join(f'{t:g}' for t in taus)}" if taus else ""
+    tag = " · ".join(x for x in (title, f"backend {backend}" if backend else "", tau) if x)
+    excluded = len(frame) - len(scored)
+    paths = []
+
+    fig = _figure(7, 4.2)
+    ax = fig.add_subplot()
+    v = scored["mis"].to_numpy(float)
+    lo, hi = min(v.min(), 0.5), max(v.max(), 0.5)
+    pad = max(0.02, 0.05 * (hi - lo))
+    ax.hist(v, bins=np.linspace(max(0.0, lo - pad), min(1.0, hi + pad), 61), color="#4c72b0", edgecolor="white",
+            linewidth=0.3)
+    ax.axvline(0.5, color="grey", linestyle="--", linewidth=1, label="chance (0.5)")
+    ax.axvline(v.mean(), color="#c44e52", linewidth=1.5, label=f"mean {v.mean():.3f}")
+    ax.set_xlabel("MIS per unit")
+    ax.set_ylabel("units")
+    ax.set_title(f"MIS of {len(v)} units ({excluded} constant/non-finite excluded)\n{tag}", fontsize=10)
+    ax.legend(frameon=False)
+    paths.append(_save(fig, out / FILES["hist"]))
+
+    n = len(layers)
+    fig = _figure(min(max(7.0, 0.16 * n + 2), 30.0), 5.0)
+    ax = fig.add_subplot()
+    x = np.arange(n)
+    for t, g in layers.groupby("type"):
+        pos = x[layers.index.get_indexer(g.index)]
+        yerr = np.vstack([g["mis_mean"] - g["mis_p5"], g["mis_p95"] - g["mis_mean"]])
+        ax.errorbar(pos, g["mis_mean"], yerr=yerr, fmt="o", ms=3.5, color=colours[t], ecolor=colours[t],
+                    elinewidth=0.8, capsize=0, alpha=0.9, label=t)
+    ax.axhline(0.5, color="grey", linestyle="--", linewidth=0.8)
+    ax.set_xticks(x)
+    ax.set_xticklabels(layers["layer"], rotation=90, fontsize=5 if n > 40 else 7)
+    ax.set_xlim(-1, n)
+    ax.set_ylabel("MIS (layer mean, 5–95 % of units)")
+    ax.set_title(f"MIS by layer, in depth order\n{tag}", fontsize=10)
+    ax.legend(frameon=False, fontsize=8, ncol=min(len(colours), 5))
+    paths.append(_save(fig, out / FILES["layers"]))
+
+    for key, col, label in (("depth", "rel_depth", "relative depth"), ("width", "rel_width", "relative width")):
+        fig = _figure(6.5, 4.2)
+        ax = fig.add_subplot()
+        data = layers[np.isfinite(pd.to_numeric(layers[col], errors="coerce").to_numpy(float))]
+        for t, g in data.groupby("type"):
+            g = g.sort_values(col)
+            ax.plot(g[col], g["mis_mean"], "o-" if key == "depth" else "o", ms=4, linewidth=0.8,
+                    color=colours[t], alpha=0.85, label=t)
+        if key == "depth" and len(data) > 1:
+            order = data.sort_values(col)
+            ax.plot(order[col], order["mis_mean"].rolling(5, center=True, min_periods=1).mean(),
+                    color="black", linewidth=1.5, label="all layers (running mean of 5)")
+        ax.axhline(0.5, color="grey", linestyle="--", linewidth=0.8)
+        ax.set_xlabel(label)
+        ax.set_ylabel("mean MIS of the layer")
+        ax.set_title(f"mean MIS vs {label}\n{tag}", fontsize=10)
+        ax.legend(frameon=False, fontsize=8)
+        paths.append(_save(fig, out / FILES[key]))
+    return paths
