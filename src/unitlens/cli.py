@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 
+from unitlens.lens.commands import lens_app, plot_lens_command
 from unitlens.mis.commands import mis_app, plot_mis_command
 from unitlens.report.console import console, fail, print_frame, split_list
 
@@ -15,8 +16,10 @@ atlas_app = typer.Typer(help="Inspect atlases.", no_args_is_help=True)
 plot_app = typer.Typer(help="Write figures (PNG).", no_args_is_help=True)
 app.add_typer(atlas_app, name="atlas")
 app.add_typer(mis_app, name="mis")
+app.add_typer(lens_app, name="lens")
 app.add_typer(plot_app, name="plot")
 plot_app.command("mis")(plot_mis_command)
+plot_app.command("lens")(plot_lens_command)
 
 
 @app.command()

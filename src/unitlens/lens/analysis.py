@@ -1,0 +1,347 @@
+"""search, label, compare and measures on an embedded atlas (paper section 3.3 and 3.5).
+
+- ``search``: rank units by a(θ, p) = cos(θ, p) − cos(θ, null) for a text or image probe.
+- ``label``: each unit gets the concept of a set with the largest a, or ``none`` when that a is below the
+  threshold (0.025 in the paper); optional parents give network-dissection counts per concept and per parent.
+- ``compare``: S(A→B) = mean over θ ∈ A of max over θ' ∈ B of cos(θ, θ'), for every pair of layers, and the
+  units of A whose best match anywhere in B is below a threshold (no counterpart).
+- ``measures``: clarity, polysemanticity and max similarity per unit and redundancy per layer (the colleague's
+  ``unitlens.lens.measures``), written to ``scores.parquet``.
+
+Constant units (max − min < 1e-8 over the dataset) have arbitrary exemplars, so they are left out of search,
+label, compare and measures (measures writes missing values for them, as MIS does).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from unitlens.lens.embed import get_backend, open_atlas
+from unitlens.lens.examples import LensError
+from unitlens.lens.probes import (ConceptSet, Probe, concept_probes, image_probe, load_concepts, load_parents,
+                                  text_probe)
+from unitlens.lens.store import LensStore
+
+LABEL_THRESHOLD = 0.025
+NO_LABEL = "none"
+COMPARE_THRESHOLD = 0.9  # the paper gives none; cosines between θs are backend-dependent (0.9–0.99 offline)
+METRICS = ("clarity", "polysemanticity", "max_similarity")
+
+
+def _store(atlas, backend=None) -> LensStore:
+    if isinstance(atlas, LensStore):
+        return atlas
+    name = backend if isinstance(backend, str) or backend is None else backend.name
+    return LensStore.open(open_atlas(atlas), name)
+
+
+def _backend_for(store: LensStore, backend=None, device=None):
+    """The backend instance that made the store (loaded by its name unless an instance is given)."""
+    if backend is not None and not isinstance(backend, str):
+        if backend.name != store.backend:
+            raise LensError(f"backend '{backend.name}' is not the one atlas {store.atlas.path} was embedded with "
+                            f"('{store.backend}')")
+        return backend
+    return get_backend(store.backend, device)
+
+
+def exemplar_paths(store: LensStore, layer: str, unit: int, n: int = 5) -> list[str]:
+    """File paths of a unit's top ``n`` concept examples."""
+    data = store.read_layer(layer)
+    ids = data.ids[unit][data.mask[unit]][:n].tolist()
+    dataset = store.atlas.dataset()
+    return [str(dataset.path(i)) for i in ids]
+
+
+# ------------------------------------------------------------------------------------------ search
+@dataclass
+class SearchResult:
+    frame: pd.DataFrame  # rank, layer, unit, a, cos_probe, cos_null, exemplars (list of paths)
+    probe: Probe
+    backend: str
+    engine: str
+
+
+def make_probe(store: LensStore, backend, text: str | None = None, images=None, null: str | None = None,
+               progress: bool = False) -> Probe:
+    """A text probe (templates, empty-template null) or an image probe (images averaged, no null by default;
+    ``null='dataset'`` subtracts the atlas's mean image embedding; see ``unitlens.lens.probes``)."""
+    if (text is None) == (not images):
+        raise LensError("give either a text probe or probe images (not both, not neither)")
+    if text is not None:
+        return text_probe(backend, text, null=null or "template")
+    return image_probe(backend, list(images), atlas=store.atlas, null=null or "none",
+                       null_vector=store.null_image(), progress=progress)
+
+
+def search(atlas, text: str | None = None, images=None, backend=None, layers=None, top: int = 10,
+           engine: str = "auto", null: str | None = None, n_exemplars: int = 5, probe: Probe | None = None,
+           device=None, progress: bool = False) -> SearchResult:
+    """The ``top`` units most aligned with a text or image probe, over the embedded ``layers``."""
+    store = _store(atlas, backend)
+    names = store.resolve(layers)
+    if probe is None:
+        probe = make_probe(store, _backend_for(store, backend, device), text, images, null, progress)
+    used = engine
+    if engine == "auto":
+        used = "lancedb" if store.has_lance(names) else "exact"
+    hits = store.search(probe.query, names, top=top, engine=used)
+    cos_p, cos_n, paths = [], [], []
+    for layer, unit in zip(hits["layer"], hits["unit"]):
+        v = store.read_layer(layer).vectors[int(unit)]
+        cos_p.append(float(v @ probe.vector))
+        cos_n.append(float(v @ probe.null) if probe.null is not None else 0.0)
+        paths.append(exemplar_paths(store, layer, int(unit), n_exemplars))
+    frame = hits.assign(cos_probe=cos_p, cos_null=cos_n, exemplars=paths)
+    if probe.null is None:  # a = cos(θ, p)
+        frame = frame.drop(columns="cos_null")
+    frame.insert(0, "rank", np.arange(1, len(frame) + 1))
+    return SearchResult(frame, probe, store.backend, used)
+
+
+# ------------------------------------------------------------------------------------------ label
+@dataclass
+class LabelResult:
+    frame: pd.DataFrame  # layer, unit, label, a, runner_up, a_runner_up, parent
+    counts: pd.DataFrame  # layer, label, units (network dissection per concept)
+    parent_counts: pd.DataFrame | None  # layer, parent, units
+    unexpected: pd.DataFrame  # the units with label none
+    threshold: float
+    concepts: list[str]
+    n_constant: int = 0
+    path: Path | None = None
+
+
+def label(atlas, concepts, backend=None, threshold: float = LABEL_THRESHOLD, parents=None, layers=None,
+          text_null: str = "template", image_null: str = "dataset", write: bool = True, device=None,
+          progress: bool = False) -> LabelResult:
+    """Label every non-constant unit with its most aligned concept, or ``none`` below ``threshold``.
+
+    ``concepts``: a path (text file or folder of image folders), a ``ConceptSet``, a list of strings (text
+    concepts) or a list of ``Probe``. ``parents``: a path (YAML/JSON) or dict concept -> parent.
+    """
+    store = _store(atlas, backend)
+    names = store.resolve(layers)
+    if isinstance(concepts, (str, Path)):
+        concepts = load_concepts(concepts)
+    if isinstance(concepts, (list, tuple)) and concepts and all(isinstance(c, Probe) for c in concepts):
+        probes = list(concepts)
+    else:
+        if isinstance(concepts, (list, tuple)):
+            if not concepts:
+                raise LensError("the concept list is empty")
+            concepts = ConceptSet([str(c) for c in concepts], "text")
+        if not concepts.names:
+            raise LensError("the concept list is empty")
+        probes = concept_probes(_backend_for(store, backend, device), concepts, atlas=store.atlas,
+                                null_vector=store.null_image(), text_null=text_null, image_null=image_null,
+                                progress=progress)
+    if not probes:
+        raise LensError("the concept list is empty")
+    if isinstance(parents, (str, Path)):
+        parents = load_parents(parents)
+    concept_names = [p.name for p in probes]
+    Q = torch.stack([p.query for p in probes])  # (L, D)
+    rows, n_const = [], 0
+    for name in names:
+        data = store.read_layer(name)
+        keep = ~data.constant
+        n_const += int(data.constant.sum())
+        units = torch.nonzero(keep).flatten()
+        A = data.vectors[units] @ Q.T  # (U, L)
+        top = A.topk(min(2, A.shape[1]), dim=1)
+        best_a = top.values[:, 0].double().numpy()
+        best = [concept_names[i] for i in top.indices[:, 0].tolist()]
+        frame = pd.DataFrame({"layer": name, "unit": units.numpy(), "label": best, "a": best_a})
+        if A.shape[1] > 1:
+            frame["runner_up"] = [concept_names[i] for i in top.indices[:, 1].tolist()]
+            frame["a_runner_up"] = top.values[:, 1].double().numpy()
+        frame.loc[frame["a"] < threshold, "label"] = NO_LABEL
+        rows.append(frame)
+    frame = pd.concat(rows, ignore_index=True)
+    if parents is not None:
+        frame["parent"] = [NO_LABEL if lab == NO_LABEL else parents.get(lab, lab) for lab in frame["label"]]
+    counts = _dissection(frame, "label", names)
+    parent_counts = _dissection(frame, "parent", names) if parents is not None else None
+    unexpected = frame[frame["label"] == NO_LABEL].reset_index(drop=True)
+    result = LabelResult(frame, counts, parent_counts, unexpected, threshold, concept_names, n_const)
+    if write:
+        source = getattr(concepts, "source", "") if isinstance(concepts, ConceptSet) else ""
+        result.path = store.write_table("labels.parquet", frame.assign(threshold=threshold, concepts=source))
+    return result
+
+
+def _dissection(frame: pd.DataFrame, column: str, layers: list[str]) -> pd.DataFrame:
+    """Units per (layer, ``column`` value): layers in atlas order, most frequent value first."""
+    counts = frame.groupby(["layer", column], sort=False).size().rename("units").reset_index()
+    counts["_order"] = counts["layer"].map({n: i for i, n in enumerate(layers)})
+    counts = counts.sort_values(["_order", "units", column], ascending=[True, False, True], kind="stable")
+    return counts.drop(columns="_order").reset_index(drop=True)
+
+
+def stored_labels(atlas, backend=None) -> pd.DataFrame | None:
+    """The last ``label`` result of an atlas's lens store, or None."""
+    store = _store(atlas, backend)
+    path = store.path / "labels.parquet"
+    return pd.read_parquet(path) if path.is_file() else None
+
+
+# ------------------------------------------------------------------------------------------ compare
+@dataclass
+class CompareResult:
+    matrix: pd.DataFrame  # index: layers of A, columns: layers of B, values S(A_layer -> B_layer)
+    best: pd.DataFrame  # per unit of A: layer, unit, match_layer, match_unit, cos
+    unmatched: pd.DataFrame  # rows of best with cos < threshold
+    threshold: float
+    backend: str
+
+
+def compare(atlas_a, atlas_b, backend=None, layers_a=None, layers_b=None,
+            threshold: float = COMPARE_THRESHOLD) -> CompareResult:
+    """S(A→B) per layer pair (mean over units of A of the max cosine to a unit of the B layer), and the units
+    of A with no counterpart in B (max cosine over all selected layers of B below ``threshold``)."""
+    a = open_atlas(atlas_a)
+    b = open_atlas(atlas_b)
+    have_a, have_b = LensStore.backends(a), LensStore.backends(b)
+    if not have_a:
+        raise LensError(f"atlas {a.path} has not been embedded yet; run unitlens lens embed {a.path}")
+    if not have_b:
+        raise LensError(f"atlas {b.path} has not been embedded yet; run unitlens lens embed {b.path}")
+    if backend is None:
+        common = sorted(set(have_a) & set(have_b))
+        if not common:
+            raise LensError(f"the atlases were embedded with different backends ({a.path}: {', '.join(have_a)}; "
+                            f"{b.path}: {', '.join(have_b)}); compare needs both in the same semantic space: "
+                            "embed both with the same --backend")
+        if len(common) > 1:
+            raise LensError(f"both atlases are embedded with several backends ({', '.join(common)}); pick one "
+                            "with --backend")
+        backend = common[0]
+    store_a = LensStore.open(a, backend)
+    try:
+        store_b = LensStore.open(b, store_a.backend)
+    except LensError as err:
+        raise LensError(f"atlas {b.path} is not embedded with backend '{store_a.backend}' (it has "
+                        f"{', '.join(have_b)}); compare needs both atlases in the same space: run unitlens lens "
+                        f"embed {b.path} --backend {store_a.backend}") from err
+    names_a, names_b = store_a.resolve(layers_a), store_b.resolve(layers_b)
+    vb, owner = [], []
+    for j, name in enumerate(names_b):
+        data = store_b.read_layer(name)
+        units = torch.nonzero(~data.constant).flatten()
+        vb.append(data.vectors[units])
+        owner.append(torch.stack([torch.full_like(units, j), units], 1))
+    VB, OB = torch.cat(vb), torch.cat(owner)
+    bounds = np.cumsum([0] + [len(v) for v in vb])
+    matrix = np.full((len(names_a), len(names_b)), np.nan)
+    best_rows = []
+    for i, name in enumerate(names_a):
+        data = store_a.read_layer(name)
+        units = torch.nonzero(~data.constant).flatten()
+        if len(units) == 0:
+            continue
+        S = (data.vectors[units].double() @ VB.double().T)  # (Ua, all B units)
+        for j in range(len(names_b)):
+            if bounds[j + 1] > bounds[j]:
+                matrix[i, j] = float(S[:, bounds[j]:bounds[j + 1]].amax(1).mean())
+        val, idx = S.max(1)
+        best_rows.append(pd.DataFrame({
+            "layer": name, "unit": units.numpy(),
+            "match_layer": [names_b[int(k)] for k in OB[idx, 0].tolist()],
+            "match_unit": OB[idx, 1].numpy(), "cos": val.numpy()}))
+    best = pd.concat(best_rows, ignore_index=True) if best_rows else \
+        pd.DataFrame(columns=["layer", "unit", "match_layer", "match_unit", "cos"])
+    unmatched = best[best["cos"] < threshold].sort_values("cos", kind="stable").reset_index(drop=True)
+    return CompareResult(pd.DataFrame(matrix, index=names_a, columns=names_b), best, unmatched, threshold,
+                         store_a.backend)
+
+
+# ------------------------------------------------------------------------------------------ measures
+@dataclass
+class MeasuresResult:
+    frame: pd.DataFrame  # layer, unit, n_examples, clarity, polysemanticity, max_similarity, partner, constant
+    layers: pd.DataFrame  # layer, units, redundancy, clarity_mean, polysemanticity_mean
+    backend: str
+    params: dict = field(default_factory=dict)
+
+
+def measures(atlas, backend=None, layers=None, write: bool = True, seed: int = 0, n_init: int = 10,
+             device=None) -> MeasuresResult:
+    """Clarity, polysemanticity and max similarity of every unit and redundancy of every layer, from the stored
+    example embeddings; written to ``scores.parquet`` (metrics clarity, polysemanticity, max_similarity; the
+    backend's name; params with m, crop, seed, n_init) and the per-layer table to ``lens/<backend>/measures.parquet``.
+    """
+    from unitlens.lens.measures import measures_table
+
+    store = _store(atlas, backend)
+    names = store.resolve(layers)
+    device = torch.device(device or "cpu")
+    frames, layer_rows = [], []
+    for name in names:
+        data = store.read_layer(name)
+        meta = store.layer_meta(name)
+        units = torch.nonzero(~data.constant).flatten()
+        U = data.theta.shape[0]
+        full = pd.DataFrame({"layer": name, "unit": np.arange(U), "constant": data.constant.numpy()})
+        if len(units):
+            E = data.examples[units].to(device)
+            table = measures_table(E, data.vectors[units].to(device), data.mask[units].to(device),
+                                   units=units.tolist(), seed=seed, n_init=n_init)
+            redundancy = float(table.attrs.get("redundancy", float("nan")))
+            full = full.merge(table, on="unit", how="left")
+        else:
+            redundancy = float("nan")
+            full = full.assign(n_examples=0, **{k: np.nan for k in METRICS}, partner=None)
+        full["m"], full["crop"] = meta.get("m"), meta.get("crop")
+        frames.append(full)
+        layer_rows.append({"layer": name, "units": U, "scored": int(len(units)), "redundancy": redundancy,
+                           "clarity_mean": float(full["clarity"].mean()),
+                           "polysemanticity_mean": float(full["polysemanticity"].mean()),
+                           "m": meta.get("m"), "crop": meta.get("crop")})
+    frame = pd.concat(frames, ignore_index=True)
+    per_layer = pd.DataFrame(layer_rows)
+    crops = sorted({str(store.layer_meta(n).get("crop")) for n in names})
+    ms = sorted({int(store.layer_meta(n).get("m")) for n in names})
+    params = {"m": ms[0] if len(ms) == 1 else ms, "crop": crops[0] if len(crops) == 1 else crops, "seed": seed,
+              "n_init": n_init}
+    if write:
+        _write_scores(store, frame, params, names)
+        old_path = store.path / "measures.parquet"
+        if old_path.is_file():
+            old = pd.read_parquet(old_path)
+            per_layer_all = pd.concat([old[~old["layer"].isin(names)], per_layer], ignore_index=True)
+        else:
+            per_layer_all = per_layer
+        store.write_table("measures.parquet", per_layer_all)
+    return MeasuresResult(frame, per_layer, store.backend, params)
+
+
+def _write_scores(store: LensStore, frame: pd.DataFrame, params: dict, names: list[str]) -> None:
+    """Long score rows; params per layer: that layer's m and crop, and the 2-means seed and restarts."""
+    per_layer = {name: json.dumps({**params, "m": int(store.layer_meta(name)["m"]),
+                                   "crop": str(store.layer_meta(name)["crop"])}, sort_keys=True) for name in names}
+    p = frame["layer"].map(per_layer)
+    rows = pd.concat([
+        pd.DataFrame({"layer": frame["layer"], "unit": frame["unit"].astype("int64"), "metric": metric,
+                      "backend": store.backend, "value": frame[metric].astype(float), "params": p})
+        for metric in METRICS], ignore_index=True)
+    old = store.atlas.scores()
+    if len(old):  # keep this backend's earlier rows of the layers not measured now
+        other = old[old["metric"].isin(METRICS) & (old["backend"] == store.backend) & ~old["layer"].isin(names)]
+        if len(other):
+            rows = pd.concat([other, rows], ignore_index=True)
+    store.atlas.put_scores(rows)
+
+
+def theta_similarity(store: LensStore, layer: str, units=None) -> torch.Tensor:
+    """cos(θ_i, θ_j) between units of one layer (all units by default)."""
+    v = store.read_layer(layer).vectors
+    if units is not None:
+        v = v[torch.as_tensor(units)]
+    return F.normalize(v, dim=-1) @ F.normalize(v, dim=-1).T

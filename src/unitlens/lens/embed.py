@@ -1,0 +1,157 @@
+"""``embed_atlas``: concept examples of every unit, their embeddings (cached per image and crop), θ per unit,
+written to the atlas's lens store.
+
+θ_k = mean of the normalised embeddings of unit k's m concept examples (paper eq. 2; not re-normalised on disk,
+so ‖θ_k‖ keeps how consistent the examples are; every cosine uses θ_k/‖θ_k‖).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+import torch
+
+from unitlens.atlas.atlas import Atlas, AtlasError
+from unitlens.lens.examples import (ACTIVATION_THRESHOLD, ConceptExamples, CropContext, crop_examples,
+                                    resolve_layers, select_examples)
+from unitlens.lens.probes import NULL_SAMPLES, dataset_null
+from unitlens.lens.store import LayerLens, LensStore
+
+
+@dataclass
+class EmbedResult:
+    store: LensStore
+    embedded: list[str]
+    skipped: list[str]  # already embedded with the same settings
+    n_examples: int = 0  # (image, crop) keys the embedded layers use
+    cache_hits: int = 0
+    cache_misses: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def open_atlas(atlas) -> Atlas:
+    return atlas if isinstance(atlas, Atlas) else Atlas(atlas)
+
+
+def get_backend(backend, device=None):
+    """A Backend instance from a name (``offline``, ``name+random`` for random weights) or an instance."""
+    from unitlens.backends import load_backend
+
+    if not isinstance(backend, str):
+        return backend
+    if backend.endswith("+random"):
+        return load_backend(backend[: -len("+random")], device=device, pretrained=False)
+    return load_backend(backend, device=device)
+
+
+def _unit_constant(atlas: Atlas, layer: str, n_units: int) -> torch.Tensor:
+    units = atlas.units()
+    rows = units[units["layer"] == layer].sort_values("unit")
+    const = torch.zeros(n_units, dtype=torch.bool)
+    flags = torch.tensor(rows["constant"].to_numpy(dtype=bool))
+    const[torch.tensor(rows["unit"].to_numpy(), dtype=torch.int64)] = flags
+    return const
+
+
+def _layer_lens(ex: ConceptExamples, vectors: torch.Tensor, constant: torch.Tensor) -> LayerLens:
+    """Deduplicate the (image, crop) keys of a layer and build its LayerLens from their embeddings (flat order)."""
+    ids, crops = ex.keys()
+    slot: dict[tuple, int] = {}
+    rows, flat_index = [], []
+    for pos, key in enumerate(zip(ids, crops)):
+        if key not in slot:
+            slot[key] = len(rows)
+            rows.append(pos)
+        flat_index.append(slot[key])
+    unique_vectors = vectors[torch.tensor(rows, dtype=torch.int64)] if rows else torch.empty(0, vectors.shape[1])
+    flat_index = torch.tensor(flat_index, dtype=torch.int64)
+    U, m = ex.ids.shape
+    example_index = torch.full((U * m,), -1, dtype=torch.int64)
+    example_index[ex.mask.reshape(-1)] = flat_index
+    example_index = example_index.reshape(U, m)
+    E = unique_vectors[example_index.clamp_min(0)] * ex.mask[..., None]
+    theta = E.sum(1) / ex.mask.sum(1, keepdim=True).clamp_min(1)
+    return LayerLens(layer=ex.layer, theta=theta.float(), ids=ex.ids, vals=ex.vals, mask=ex.mask, boxes=ex.boxes,
+                     has_box=ex.has_box, example_index=example_index, example_vectors=unique_vectors.float(),
+                     constant=constant)
+
+
+def embed_atlas(atlas, backend="offline", m: int = 30, crop: str = "none", layers=None, model=None,
+                device=None, batch_size: int = 64, crop_batch_size: int = 32,
+                threshold: float = ACTIVATION_THRESHOLD, null_samples: int = NULL_SAMPLES, force: bool = False,
+                progress: bool = True) -> EmbedResult:
+    """Embed the concept examples of every unit of ``layers`` (default: all) and store θ and the vector table.
+
+    ``crop``: ``none`` or ``activation`` (or any registered crop mode); ``model``: the analysed model as a
+    ``LoadedModel`` (activation crops load it from the atlas manifest when None). A layer already embedded with
+    the same backend, m and crop is skipped unless ``force``. All layers' examples are embedded in one cached
+    pass: every (image, crop) is embedded once per backend and atlas.
+    """
+    from unitlens.backends.cache import EmbeddingCache
+
+    t0 = time.perf_counter()
+    atlas = open_atlas(atlas)
+    if not atlas.complete:
+        raise AtlasError(f"the record run of {atlas.path} has not finished; it has no exemplars to embed yet")
+    names = resolve_layers(atlas, layers)
+    backend = get_backend(backend, device)
+    t_load = time.perf_counter()
+    store = LensStore(atlas, backend.name, dim=backend.dim, create=True)
+    done = store.meta.get("layers", {})
+    todo, skipped = [], []
+    for name in names:
+        old = done.get(name)
+        if not force and old and old.get("m") == m and old.get("crop") == crop and \
+                old.get("threshold", threshold) == threshold:
+            skipped.append(name)
+        else:
+            todo.append(name)
+    result = EmbedResult(store, todo, skipped)
+    result.seconds["backend"] = t_load - t0
+    if store.null_image() is None or force:
+        t = time.perf_counter()
+        vec, ids = dataset_null(atlas, backend, n=null_samples, progress=progress)
+        store.path.mkdir(parents=True, exist_ok=True)
+        store.write_null_image(vec, ids)
+        result.seconds["null"] = time.perf_counter() - t
+    if not todo:
+        result.seconds["total"] = time.perf_counter() - t0
+        return result
+    t_ex = time.perf_counter()
+    examples = {name: select_examples(atlas, name, m) for name in todo}
+    t1 = time.perf_counter()
+    context = CropContext(atlas, model=model, device=device, batch_size=crop_batch_size, threshold=threshold,
+                          progress=progress)
+    examples = crop_examples(context, examples, crop)
+    result.notes.extend(context.notes)
+    t2 = time.perf_counter()
+    cache = EmbeddingCache(atlas, backend)
+    flat_ids, flat_crops, spans = [], [], {}
+    for name in todo:
+        ids, crops = examples[name].keys()
+        spans[name] = (len(flat_ids), len(flat_ids) + len(ids))
+        flat_ids += ids
+        flat_crops += crops
+    result.n_examples = len(set(zip(flat_ids, flat_crops)))
+    hits0, misses0 = cache.hits, cache.misses
+    vectors = cache.get(flat_ids, flat_crops, batch_size=batch_size, progress=progress)
+    result.cache_hits, result.cache_misses = cache.hits - hits0, cache.misses - misses0
+    t3 = time.perf_counter()
+    for name in todo:
+        ex = examples[name]
+        a, b = spans[name]
+        data = _layer_lens(ex, vectors[a:b], _unit_constant(atlas, name, ex.ids.shape[0]))
+        store.write_layer(data, {"units": int(ex.ids.shape[0]), "m": int(ex.m), "m_requested": m, "crop": crop,
+                                 "threshold": threshold, "n_distinct_examples": int(data.example_vectors.shape[0]),
+                                 "n_cropped": int(ex.has_box.sum())})
+    t4 = time.perf_counter()
+    result.seconds.update({"examples": t1 - t_ex, "crop": t2 - t1, "embed": t3 - t2, "write": t4 - t3,
+                           "total": t4 - t0})
+    return result
+
+
+def require_embedded(atlas, backend: str | None = None) -> LensStore:
+    """The lens store of an atlas (see ``LensStore.open``); a clear error when it was never embedded."""
+    atlas = open_atlas(atlas)
+    atlas._require_complete()
+    return LensStore.open(atlas, backend)
