@@ -72,6 +72,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="torch CPU threads (default: torch's own). On a machine shared with other jobs, --threads 1 "
                         "makes the CPU-time ratio trustworthy (no OpenMP threads spinning for a descheduled peer)")
     p.add_argument("--skip-end-to-end", action="store_true", help="do not time the public record() call")
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                   help="run every variant in NCHW instead of channels-last (record()'s default)")
     p.add_argument("--profile", action="store_true",
                    help="afterwards, split ours into forward / reduce / LayerState.update and list the top ops")
     return p.parse_args(argv)
@@ -86,7 +88,7 @@ def subsample(data: ImageDataset, n: int | None) -> ImageDataset:
     return ImageDataset(samples, data.spec, data.transform)
 
 
-def preload(data: ImageDataset, batch_size: int, device: torch.device):
+def preload(data: ImageDataset, batch_size: int, device: torch.device, channels_last: bool = True):
     """Decode and transform every image once: a list of (images, ids) batches on ``device``."""
     xs, ids = [], []
     for i in range(len(data)):
@@ -96,7 +98,8 @@ def preload(data: ImageDataset, batch_size: int, device: torch.device):
             ids.append(sid)
     batches = []
     for s in range(0, len(xs), batch_size):
-        batches.append((torch.stack(xs[s:s + batch_size]).to(device),
+        images = torch.stack(xs[s:s + batch_size]).to(device)
+        batches.append((images.contiguous(memory_format=torch.channels_last) if channels_last else images,
                         torch.tensor(ids[s:s + batch_size], dtype=torch.int64, device=device)))
     return batches, len(data) - len(xs)
 
@@ -392,10 +395,12 @@ def main(argv=None) -> int:
 
     loaded = load_model(args.model)
     net = loaded.model.to(device).eval()
+    if args.channels_last:  # the same memory format for every variant, as record() uses by default
+        net = net.to(memory_format=torch.channels_last)
     layers = enumerate_units(net)
     data = subsample(load_dataset(args.data, loaded.transform), args.images)
     t0 = time.perf_counter()
-    batches, n_bad = preload(data, args.batch_size, device)
+    batches, n_bad = preload(data, args.batch_size, device, args.channels_last)
     n = sum(len(ids) for _, ids in batches)
     stream_ids = torch.cat([ids for _, ids in batches]).cpu()
     print(f"model {args.model}: {len(layers)} analysable layers, "
@@ -447,7 +452,8 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory(prefix="unitlens-bench-") as tmp:
             t0 = time.perf_counter()
             res = record(loaded, data, Path(tmp) / "atlas", layers=layers, k=args.k,
-                         batch_size=args.batch_size, device=device, force=True, progress=False)
+                         batch_size=args.batch_size, device=device, channels_last=args.channels_last,
+                         force=True, progress=False)
             wall = time.perf_counter() - t0
             e2e_problems = check_end_to_end(Path(tmp) / "atlas", results["ours"], layers)
         e2e = (res.seconds, res.n_images - res.n_skipped, wall)

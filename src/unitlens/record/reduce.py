@@ -20,9 +20,9 @@ def reduce_output(output: torch.Tensor, channel_dim: int, spatial: str = "mean",
         output = output[0]
     if output.ndim == 2:
         return output
-    if channel_dim == 1:
-        flat = output.flatten(2)
-        return flat.amax(-1) if spatial == "max" else flat.mean(-1)
+    if channel_dim == 1:  # reduce over the trailing dims in place: flatten(2) would copy channels-last maps
+        dims = tuple(range(2, output.ndim))
+        return output.amax(dims) if spatial == "max" else output.mean(dims)
     flat = output.flatten(1, -2)  # (B, T, C)
     if tokens == "cls":
         return flat[:, 0]
