@@ -49,6 +49,11 @@ class Atlas:
             raise AtlasError(f"{self.path} is not an atlas (no manifest.json); create one with unitlens record")
         self.manifest = read_json(self.path / "manifest.json")
 
+    @classmethod
+    def open(cls, atlas: "Atlas | str | Path") -> "Atlas":
+        """``atlas`` itself if it is an Atlas, else the atlas at that path."""
+        return atlas if isinstance(atlas, cls) else cls(atlas)
+
     @property
     def complete(self) -> bool:
         return self.manifest.get("status") == "complete"

@@ -102,12 +102,23 @@ def register_backend(prefix: str) -> Callable[[BackendFactory], BackendFactory]:
     return deco
 
 
+def as_backend(backend: "Backend | str", device: str | torch.device | None = None) -> Backend:
+    """A Backend from an instance (returned as is) or a registered name."""
+    return load_backend(backend, device=device) if isinstance(backend, str) else backend
+
+
 def available_backends() -> list[str]:
     return sorted(_REGISTRY)
 
 
 def load_backend(name: str, device: str | torch.device | None = None, **kwargs) -> Backend:
-    """Build the backend called ``name`` (``prefix`` or ``prefix:spec``); ``kwargs`` go to its factory."""
+    """Build the backend called ``name`` (``prefix`` or ``prefix:spec``); ``kwargs`` go to its factory.
+
+    A name ending in ``+random`` (what random-weight builds are called) builds that architecture with
+    random weights, so every backend's ``name`` loads it again.
+    """
+    if name.endswith("+random"):
+        name, kwargs = name[: -len("+random")], {**kwargs, "pretrained": False}
     prefix, _, spec = name.partition(":")
     if prefix not in _REGISTRY:
         raise ValueError(f"unknown backend '{name}'; registered: {', '.join(available_backends())}")

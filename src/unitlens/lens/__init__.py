@@ -33,17 +33,17 @@ class Lens:
     """One atlas seen through one backend. ``backend`` is a name or a ``Backend`` instance (kept for probes)."""
 
     def __init__(self, atlas, backend="offline", device=None):
-        from unitlens.lens.embed import open_atlas
+        from unitlens.atlas import Atlas
 
-        self.atlas = open_atlas(atlas)
+        self.atlas = Atlas.open(atlas)
         self.backend = backend
         self.device = device
 
     def _backend(self):
-        from unitlens.lens.embed import get_backend
+        from unitlens.backends import as_backend
 
         if isinstance(self.backend, str):
-            self.backend = get_backend(self.backend, self.device)
+            self.backend = as_backend(self.backend, self.device)
         return self.backend
 
     @property

@@ -22,7 +22,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from unitlens.lens.embed import get_backend, open_atlas
+from unitlens.atlas import Atlas
+from unitlens.backends import as_backend
 from unitlens.lens.examples import LensError
 from unitlens.lens.probes import (ConceptSet, Probe, concept_probes, image_probe, load_concepts, load_parents,
                                   text_probe)
@@ -38,7 +39,7 @@ def _store(atlas, backend=None) -> LensStore:
     if isinstance(atlas, LensStore):
         return atlas
     name = backend if isinstance(backend, str) or backend is None else backend.name
-    return LensStore.open(open_atlas(atlas), name)
+    return LensStore.open(Atlas.open(atlas), name)
 
 
 def _backend_for(store: LensStore, backend=None, device=None):
@@ -48,7 +49,7 @@ def _backend_for(store: LensStore, backend=None, device=None):
             raise LensError(f"backend '{backend.name}' is not the one atlas {store.atlas.path} was embedded with "
                             f"('{store.backend}')")
         return backend
-    return get_backend(store.backend, device)
+    return as_backend(store.backend, device)
 
 
 def exemplar_paths(store: LensStore, layer: str, unit: int, n: int = 5) -> list[str]:
@@ -206,8 +207,8 @@ def compare(atlas_a, atlas_b, backend=None, layers_a=None, layers_b=None,
             threshold: float = COMPARE_THRESHOLD) -> CompareResult:
     """S(A→B) per layer pair (mean over units of A of the max cosine to a unit of the B layer), and the units
     of A with no counterpart in B (max cosine over all selected layers of B below ``threshold``)."""
-    a = open_atlas(atlas_a)
-    b = open_atlas(atlas_b)
+    a = Atlas.open(atlas_a)
+    b = Atlas.open(atlas_b)
     have_a, have_b = LensStore.backends(a), LensStore.backends(b)
     if not have_a:
         raise LensError(f"atlas {a.path} has not been embedded yet; run unitlens lens embed {a.path}")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 
 from unitlens.atlas.atlas import Atlas, AtlasError
+from unitlens.backends import as_backend
 from unitlens.lens.examples import (ACTIVATION_THRESHOLD, ConceptExamples, CropContext, crop_examples,
                                     resolve_layers, select_examples)
 from unitlens.lens.probes import NULL_SAMPLES, dataset_null
@@ -27,21 +28,6 @@ class EmbedResult:
     cache_misses: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-
-
-def open_atlas(atlas) -> Atlas:
-    return atlas if isinstance(atlas, Atlas) else Atlas(atlas)
-
-
-def get_backend(backend, device=None):
-    """A Backend instance from a name (``offline``, ``name+random`` for random weights) or an instance."""
-    from unitlens.backends import load_backend
-
-    if not isinstance(backend, str):
-        return backend
-    if backend.endswith("+random"):
-        return load_backend(backend[: -len("+random")], device=device, pretrained=False)
-    return load_backend(backend, device=device)
 
 
 def _unit_constant(atlas: Atlas, layer: str, n_units: int) -> torch.Tensor:
@@ -90,11 +76,11 @@ def embed_atlas(atlas, backend="offline", m: int = 30, crop: str = "none", layer
     from unitlens.backends.cache import EmbeddingCache
 
     t0 = time.perf_counter()
-    atlas = open_atlas(atlas)
+    atlas = Atlas.open(atlas)
     if not atlas.complete:
         raise AtlasError(f"the record run of {atlas.path} has not finished; it has no exemplars to embed yet")
     names = resolve_layers(atlas, layers)
-    backend = get_backend(backend, device)
+    backend = as_backend(backend, device)
     t_load = time.perf_counter()
     store = LensStore(atlas, backend.name, dim=backend.dim, create=True)
     done = store.meta.get("layers", {})
@@ -152,6 +138,6 @@ def embed_atlas(atlas, backend="offline", m: int = 30, crop: str = "none", layer
 
 def require_embedded(atlas, backend: str | None = None) -> LensStore:
     """The lens store of an atlas (see ``LensStore.open``); a clear error when it was never embedded."""
-    atlas = open_atlas(atlas)
+    atlas = Atlas.open(atlas)
     atlas._require_complete()
     return LensStore.open(atlas, backend)

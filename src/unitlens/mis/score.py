@@ -34,6 +34,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from unitlens.atlas import Atlas
 from unitlens.mis.tasks import K_EXPL, N_TASKS, Tasks, build_tasks, check_exemplars, min_exemplars
 
 TAU = 0.16
@@ -275,12 +276,6 @@ class MISRun:
         return summarize(self.frame, model=self.model)
 
 
-def _open_atlas(atlas):
-    from unitlens.atlas import Atlas
-
-    return atlas if isinstance(atlas, Atlas) else Atlas(atlas)
-
-
 def select_layers(atlas, layers=None) -> list:
     """The atlas's LayerInfo records named by ``layers`` (names or globs; None = all), in depth order."""
     infos = atlas.layers
@@ -302,10 +297,9 @@ def unit_status(units: pd.DataFrame) -> pd.Series:
 
 
 def _load_backend(backend, device):
-    if isinstance(backend, str):
-        from unitlens.backends import load_backend
+    from unitlens.backends import as_backend
 
-        backend = load_backend(backend, device=device)
+    backend = as_backend(backend, device)
     if not getattr(backend, "embeds", True):
         raise ValueError(
             f"backend '{backend.name}' is a pairwise distance without embeddings; MIS here scores cached "
@@ -323,7 +317,7 @@ def run_atlas(atlas, backend="offline", n_tasks: int = N_TASKS, k_expl: int = K_
     if not tau > 0:
         raise ValueError(f"tau must be positive, got {tau}")
     t0 = time.perf_counter()
-    atlas = _open_atlas(atlas)
+    atlas = Atlas.open(atlas)
     infos = select_layers(atlas, layers)
     units = atlas.units()
     units = units[units["layer"].isin({i.name for i in infos})].copy()
@@ -450,7 +444,7 @@ def load_scores(atlas, backend: str | None = None) -> pd.DataFrame:
 
     ``backend`` picks among several scored backends; it may be left out when there is only one.
     """
-    atlas = _open_atlas(atlas)
+    atlas = Atlas.open(atlas)
     scores = atlas.scores()
     mis = scores[scores["metric"].isin([METRIC, METRIC_ACCURACY])]
     backends = sorted(mis.loc[mis["metric"] == METRIC, "backend"].unique())

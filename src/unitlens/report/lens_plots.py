@@ -124,7 +124,7 @@ def plot_lens(atlas, out, layer: str | None = None, backend: str | None = None, 
     the best-aligned labelled units, else the first units.
     """
     from unitlens.lens.analysis import _backend_for, make_probe, stored_labels
-    from unitlens.lens.embed import open_atlas
+    from unitlens.atlas import Atlas
     from unitlens.lens.examples import LensError
     from unitlens.lens.store import LensStore
 
@@ -132,7 +132,7 @@ def plot_lens(atlas, out, layer: str | None = None, backend: str | None = None, 
         raise ValueError("color must be label or probe")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    store = LensStore.open(open_atlas(atlas), backend)
+    store = LensStore.open(Atlas.open(atlas), backend)
     layer = layer or store.layers[-1]
     data = store.read_layer(store.resolve([layer])[0])
     keep = torch.nonzero(~data.constant).flatten()
