@@ -1,8 +1,8 @@
 """SemanticLens measures speed: unitlens's batched measures against the ``semanticlens`` package, same data, same run.
 
-    /work/main/.venv/bin/python benchmarks/lens_speed.py               # synthetic U=1000, m=30, D=1280: 40 s-2.5 min
-    /work/main/.venv/bin/python benchmarks/lens_speed.py --units 2000  # twice as long (reference: 30-130 ms/unit)
-    /work/main/.venv/bin/python benchmarks/lens_speed.py --atlas atlas/lite0-demo --backend offline   # real embeddings
+    .venv/bin/python benchmarks/lens_speed.py               # synthetic U=1000, m=30, D=1280: 40 s-2.5 min
+    .venv/bin/python benchmarks/lens_speed.py --units 2000  # twice as long (reference: 30-130 ms/unit)
+    .venv/bin/python benchmarks/lens_speed.py --atlas atlas/lite0-demo --backend offline   # real embeddings
 
 Synthetic data (seeded): a pool of ``--concepts`` random concept directions in R^D; each unit draws one concept,
 or (half of the units) two, the second supplying 20–50 % of its m examples; every example is the concept

@@ -1,7 +1,7 @@
 """MIS scoring speed: the vectorised scorer against a per-unit, per-task loop, same data, same run.
 
-    /work/main/.venv/bin/python benchmarks/mis_speed.py
-    /work/main/.venv/bin/python benchmarks/mis_speed.py --atlas /tmp/mis-demo-atlas   # also a real atlas
+    .venv/bin/python benchmarks/mis_speed.py
+    .venv/bin/python benchmarks/mis_speed.py --atlas atlas/lite0-demo   # also a real atlas (after unitlens mis)
 
 Synthetic layer (seeded): ``--units`` units whose k = 200 top/bottom exemplar ids are drawn from ``--images``
 images with ``--dim``-dimensional L2-normalised float32 embeddings; N = 20 tasks, K = 9, τ = 0.16.

@@ -152,6 +152,17 @@ def dataset_null(atlas, backend, n: int = NULL_SAMPLES, progress: bool = False) 
     return F.normalize(vecs.mean(0), dim=-1), ids
 
 
+def _image_null(null: str, null_vector, atlas, backend, progress: bool, how_to_skip: str):
+    """The null vector of image probes: None for ``none``; for ``dataset`` the given one or the atlas's."""
+    if null != "dataset":
+        return None
+    if null_vector is not None:
+        return null_vector
+    if atlas is None:
+        raise LensError(f"the dataset null of image probes needs the atlas ({how_to_skip})")
+    return dataset_null(atlas, backend, progress=progress)[0]
+
+
 def image_probe(backend, images: Sequence, name: str | None = None, atlas=None, null: str = "none",
                 null_vector: torch.Tensor | None = None, progress: bool = False) -> Probe:
     """One probe from several images (paths or folders, or PIL images), their normalised embeddings averaged.
@@ -174,13 +185,7 @@ def image_probe(backend, images: Sequence, name: str | None = None, atlas=None, 
     if pil:
         parts.append(embed_images(backend, [im.convert("RGB") for im in pil]))
     vector = F.normalize(torch.cat(parts).mean(0), dim=-1)
-    n = None
-    if null == "dataset":
-        n = null_vector
-        if n is None:
-            if atlas is None:
-                raise LensError("the dataset null of an image probe needs the atlas (or pass null='none')")
-            n, _ = dataset_null(atlas, backend, progress=progress)
+    n = _image_null(null, null_vector, atlas, backend, progress, "pass null='none'")
     n_in = len(files) + len(pil)
     first = Path(str(images[0])).name if not isinstance(images[0], Image.Image) else "image"
     label = name or (first if n_in == 1 else f"{n_in} images ({first}, ...)")
@@ -263,13 +268,7 @@ def concept_probes(backend, concepts: ConceptSet, atlas=None, null_vector: torch
         return text_probes(backend, concepts.names, null=text_null)
     flat = [f for name in concepts.names for f in concepts.files[name]]
     vecs = embed_paths(backend, flat, atlas, progress)
-    n = None
-    if image_null == "dataset":
-        n = null_vector
-        if n is None:
-            if atlas is None:
-                raise LensError("the dataset null of image concepts needs the atlas (or image_null='none')")
-            n, _ = dataset_null(atlas, backend, progress=progress)
+    n = _image_null(image_null, null_vector, atlas, backend, progress, "pass image_null='none'")
     probes, start = [], 0
     for name in concepts.names:
         k = len(concepts.files[name])
