@@ -206,5 +206,8 @@ def test_token_and_spatial_reductions():
     m = torch.randn(2, 3, 4, 4)
     torch.testing.assert_close(reduce_output(m, 1), m.mean((2, 3)))
     torch.testing.assert_close(reduce_output(m, 1, spatial="max"), m.amax((2, 3)))
+    nhwc_map = m.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(reduce_output(nhwc_map, 1), m.mean((2, 3)))
+    torch.testing.assert_close(reduce_output(nhwc_map, 1, spatial="max"), m.amax((2, 3)))
     nhwc = torch.randn(2, 4, 4, 6)  # channel-last maps (e.g. ConvNeXt/Swin LayerNorm)
     torch.testing.assert_close(reduce_output(nhwc, -1), nhwc.mean((1, 2)))
