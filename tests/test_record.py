@@ -149,6 +149,16 @@ def test_finished_atlas_is_a_noop_unless_forced(exact_model, random_images, tmp_
     forced = record(exact_model, str(random_images), tmp_path / "a", layers, k=6, force=True, progress=False,
                     num_workers=0)
     assert not forced.already_complete and forced.atlas.exemplars("conv").k == 6
+    # results derived from the old exemplars are removed; embeddings of the same images are kept
+    for derived in ("scores.parquet", "lens/x/theta.safetensors", "embeddings/b/index.parquet"):
+        (tmp_path / "a" / derived).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "a" / derived).write_text("old")
+    record(exact_model, str(random_images), tmp_path / "a", layers, k=7, force=True, progress=False, num_workers=0)
+    assert not (tmp_path / "a" / "scores.parquet").exists() and not (tmp_path / "a" / "lens").exists()
+    assert (tmp_path / "a" / "embeddings/b/index.parquet").exists()
+    (random_images / "c0" / "extra.png").write_bytes((random_images / "c0" / "img_0000.png").read_bytes())
+    record(exact_model, str(random_images), tmp_path / "a", layers, k=7, force=True, progress=False, num_workers=0)
+    assert not (tmp_path / "a" / "embeddings").exists()  # other images: cached ids would point elsewhere
     assert first.atlas.manifest["config"]["weights_hash"] == forced.atlas.manifest["config"]["weights_hash"]
 
 

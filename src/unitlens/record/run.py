@@ -103,9 +103,14 @@ def _prepare_out(out: Path, config: dict, force: bool) -> dict | None:
     """Return the saved state metadata to resume from, None to start fresh; raise on a conflicting atlas."""
     manifest_path = out / "manifest.json"
     if force and out.exists():
-        for name in ("manifest.json", "units.parquet", "samples.parquet", STATE_FILE):
+        old_data = read_json(manifest_path).get("config", {}).get("dataset_fingerprint") \
+            if manifest_path.is_file() else None
+        for name in ("manifest.json", "units.parquet", "samples.parquet", "scores.parquet", STATE_FILE):
             (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / "exemplars", ignore_errors=True)
+        # results derived from the old exemplars go; cached image embeddings stay if the images are the same
+        derived = ["exemplars", "lens"] + ([] if old_data == config["dataset_fingerprint"] else ["embeddings"])
+        for folder in derived:
+            shutil.rmtree(out / folder, ignore_errors=True)
         return None
     if not manifest_path.is_file():
         if out.exists() and any(out.iterdir()):
