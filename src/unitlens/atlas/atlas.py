@@ -101,15 +101,21 @@ class Atlas:
         return frame.pivot_table(index=["layer", "unit"], columns="column", values="value", sort=False).reset_index()
 
     def put_scores(self, frame: pd.DataFrame) -> None:
-        """Add scores, replacing earlier rows of the same (metric, backend) pairs; written atomically."""
-        missing = set(self.SCORE_COLUMNS) - set(frame.columns)
+        """Add scores, replacing earlier rows of the same (metric, backend, layer); written atomically.
+
+        Scoring some layers again leaves the rows of the other layers as they were.
+        """
+        columns = list(self.SCORE_COLUMNS)
+        missing = set(columns) - set(frame.columns)
         if missing:
             raise ValueError(f"scores need columns {sorted(missing)}")
         old = self.scores()
-        replaced = set(zip(frame["metric"], frame["backend"]))
-        keep = ~pd.Series(list(zip(old["metric"], old["backend"])), dtype=object).isin(replaced).to_numpy()
-        merged = pd.concat([old[keep], frame[list(self.SCORE_COLUMNS)]], ignore_index=True) if len(old) else \
-            frame[list(self.SCORE_COLUMNS)].reset_index(drop=True)
+        if len(old):
+            key = ["metric", "backend", "layer"]
+            hit = old[key].merge(frame[key].drop_duplicates(), on=key, how="left", indicator=True)["_merge"]
+            old = old[(hit != "both").to_numpy()]
+        merged = pd.concat([old, frame[columns]], ignore_index=True) if len(old) else \
+            frame[columns].reset_index(drop=True)
         write_parquet(self.path / "scores.parquet", merged)
 
     def dataset(self, transform=None):

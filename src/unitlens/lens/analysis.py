@@ -332,12 +332,7 @@ def _write_scores(store: LensStore, frame: pd.DataFrame, params: dict, names: li
         pd.DataFrame({"layer": frame["layer"], "unit": frame["unit"].astype("int64"), "metric": metric,
                       "backend": store.backend, "value": frame[metric].astype(float), "params": p})
         for metric in METRICS], ignore_index=True)
-    old = store.atlas.scores()
-    if len(old):  # keep this backend's earlier rows of the layers not measured now
-        other = old[old["metric"].isin(METRICS) & (old["backend"] == store.backend) & ~old["layer"].isin(names)]
-        if len(other):
-            rows = pd.concat([other, rows], ignore_index=True)
-    store.atlas.put_scores(rows)
+    store.atlas.put_scores(rows)  # rows of the layers not measured now stay
 
 
 def theta_similarity(store: LensStore, layer: str, units=None) -> torch.Tensor:

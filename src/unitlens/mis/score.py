@@ -393,13 +393,7 @@ def run_atlas(atlas, backend="offline", n_tasks: int = N_TASKS, k_expl: int = K_
         "mis_accuracy": acc_col, "n_tasks": n_tasks, "backend": name, "tau": tau, "status": units["status"],
     }).sort_values(["depth", "unit"], kind="stable").reset_index(drop=True)
     if write:
-        rows = scores_rows(frame, name, params)
-        if layers is not None:  # keep this backend's earlier MIS rows of the layers not scored now
-            old = atlas.scores()
-            other = old[old["metric"].isin([METRIC, METRIC_ACCURACY]) & (old["backend"] == name)
-                        & ~old["layer"].isin({i.name for i in infos})]
-            rows = pd.concat([other, rows], ignore_index=True) if len(other) else rows
-        atlas.put_scores(rows)
+        atlas.put_scores(scores_rows(frame, name, params))  # other layers' rows stay
     t4 = time.perf_counter()
     return MISRun(frame=frame, backend=name, model=str(atlas.manifest.get("config", {}).get("model", "model")),
                   params=params, n_images=int(len(ids)), cache_hits=hits, cache_misses=misses,
