@@ -12,6 +12,7 @@ Layout::
 """
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +75,20 @@ class Atlas:
             if info.name == name:
                 return info
         raise AtlasError(f"layer '{name}' is not in atlas {self.path}; it has {[i.name for i in self.layers]}")
+
+    def select_layers(self, layers: str | list[str] | None = None) -> list[LayerInfo]:
+        """The layers named by ``layers`` (names or globs; a comma-separated string allowed; None: all), in
+        depth order; a pattern that matches no layer is an error naming the atlas's layers."""
+        infos = self.layers
+        if layers is None:
+            return infos
+        patterns = [p.strip() for p in layers.split(",") if p.strip()] if isinstance(layers, str) else list(layers)
+        names = [info.name for info in infos]
+        for pattern in patterns:
+            if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+                shown = ", ".join(names[:12]) + (f", ... ({len(names)} layers)" if len(names) > 12 else "")
+                raise AtlasError(f"layer '{pattern}' is not in atlas {self.path}; it has {shown}")
+        return [info for info in infos if any(fnmatch.fnmatchcase(info.name, p) for p in patterns)]
 
     def units(self) -> pd.DataFrame:
         self._require_complete()

@@ -13,7 +13,7 @@ import torch
 from unitlens.atlas.atlas import Atlas, AtlasError
 from unitlens.backends import as_backend
 from unitlens.lens.examples import (ACTIVATION_THRESHOLD, ConceptExamples, CropContext, crop_examples,
-                                    resolve_layers, select_examples)
+                                    select_examples)
 from unitlens.lens.probes import NULL_SAMPLES, dataset_null
 from unitlens.lens.store import LayerLens, LensStore
 
@@ -79,7 +79,7 @@ def embed_atlas(atlas, backend="offline", m: int = 30, crop: str = "none", layer
     atlas = Atlas.open(atlas)
     if not atlas.complete:
         raise AtlasError(f"the record run of {atlas.path} has not finished; it has no exemplars to embed yet")
-    names = resolve_layers(atlas, layers)
+    names = [info.name for info in atlas.select_layers(layers)]
     backend = as_backend(backend, device)
     t_load = time.perf_counter()
     store = LensStore(atlas, backend.name, dim=backend.dim, create=True)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
@@ -72,25 +72,6 @@ class ConceptExamples:
         boxes = self.boxes.reshape(-1, 4)[sel].tolist()
         has = self.has_box.reshape(-1)[sel].tolist()
         return ids, [tuple(b) if h else None for b, h in zip(boxes, has)]
-
-
-def resolve_layers(atlas: Atlas, layers: Sequence[str] | str | None) -> list[str]:
-    """Atlas layer names for ``layers`` (names or globs, comma-separated string allowed; None: all), in atlas order."""
-    import fnmatch
-
-    names = [info.name for info in atlas.layers]
-    if layers is None:
-        return names
-    if isinstance(layers, str):
-        layers = [p.strip() for p in layers.split(",") if p.strip()]
-    chosen: set[str] = set()
-    for pattern in layers:
-        hits = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
-        if not hits:
-            shown = ", ".join(names[:12]) + (f", ... ({len(names)} layers)" if len(names) > 12 else "")
-            raise AtlasError(f"layer '{pattern}' is not in atlas {atlas.path}; it has {shown}")
-        chosen.update(hits)
-    return [n for n in names if n in chosen]
 
 
 def select_examples(atlas: Atlas, layer: str, m: int = 30) -> ConceptExamples:

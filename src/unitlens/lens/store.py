@@ -158,9 +158,8 @@ class LensStore:
 
     def resolve(self, layers=None) -> list[str]:
         """Embedded layer names for ``layers`` (names/globs/None); unknown or not-embedded layers are errors."""
-        from unitlens.lens.examples import resolve_layers
 
-        wanted = resolve_layers(self.atlas, layers)
+        wanted = [info.name for info in self.atlas.select_layers(layers)]
         missing = [n for n in wanted if n not in self.meta.get("layers", {})]
         if layers is None:
             wanted = [n for n in wanted if n not in missing]

@@ -24,7 +24,6 @@ Entry points:
 """
 from __future__ import annotations
 
-import fnmatch
 import json
 import time
 from dataclasses import dataclass, field
@@ -276,19 +275,6 @@ class MISRun:
         return summarize(self.frame, model=self.model)
 
 
-def select_layers(atlas, layers=None) -> list:
-    """The atlas's LayerInfo records named by ``layers`` (names or globs; None = all), in depth order."""
-    infos = atlas.layers
-    if layers is None:
-        return infos
-    patterns = [layers] if isinstance(layers, str) else list(layers)
-    names = [i.name for i in infos]
-    for pat in patterns:
-        if not fnmatch.filter(names, pat):
-            raise ValueError(f"no layer of atlas {atlas.path} matches '{pat}'; it has {names}")
-    return [i for i in infos if any(fnmatch.fnmatchcase(i.name, p) for p in patterns)]
-
-
 def unit_status(units: pd.DataFrame) -> pd.Series:
     """scored / constant / nonfinite for each row of an atlas unit table (non-finite wins over constant)."""
     status = np.where(units["nonfinite"].to_numpy() > 0, STATUS_NONFINITE,
@@ -318,7 +304,7 @@ def run_atlas(atlas, backend="offline", n_tasks: int = N_TASKS, k_expl: int = K_
         raise ValueError(f"tau must be positive, got {tau}")
     t0 = time.perf_counter()
     atlas = Atlas.open(atlas)
-    infos = select_layers(atlas, layers)
+    infos = atlas.select_layers(layers)
     units = atlas.units()
     units = units[units["layer"].isin({i.name for i in infos})].copy()
     units["status"] = unit_status(units)
