@@ -121,3 +121,18 @@ def test_sources_and_errors(tmp_path):
     with pytest.raises(ValueError, match="unknown offline model"):
         load_model("efficientnet_lite7")
     assert load_model("efficientnet_lite0").weights_hash() != load_model("efficientnet_lite0", False).weights_hash()
+
+
+def test_resolve_class_by_index_name_and_synonym():
+    from unitlens.zoo.classes import resolve_class
+
+    loaded = load_model("efficientnet_lite0", pretrained=False)
+    assert resolve_class(loaded, 437) == (437, "beacon")  # "beacon, lighthouse, beacon light, pharos"
+    assert resolve_class(loaded, "lighthouse") == (437, "lighthouse")
+    assert resolve_class(loaded, "School Bus") == (779, "school bus")
+    with pytest.raises(ValueError, match="ambiguous"):
+        resolve_class(loaded, "crane")  # the bird (134) and the machine (517)
+    with pytest.raises(ValueError, match="out of range"):
+        resolve_class(loaded, 1000)
+    with pytest.raises(ValueError, match="no class named"):
+        resolve_class(loaded, "unicorn")
