@@ -108,7 +108,8 @@ def _prepare_out(out: Path, config: dict, force: bool) -> dict | None:
         for name in ("manifest.json", "units.parquet", "samples.parquet", "scores.parquet", STATE_FILE):
             (out / name).unlink(missing_ok=True)
         # results derived from the old exemplars go; cached image embeddings stay if the images are the same
-        derived = ["exemplars", "lens"] + ([] if old_data == config["dataset_fingerprint"] else ["embeddings"])
+        derived = ["exemplars", "lens", "relevance", "audit"] + \
+            ([] if old_data == config["dataset_fingerprint"] else ["embeddings"])
         for folder in derived:
             shutil.rmtree(out / folder, ignore_errors=True)
         return None

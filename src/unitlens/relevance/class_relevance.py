@@ -1,0 +1,81 @@
+"""``compute_relevance(atlas, cls)``: how relevant every unit of the analysed layers is for one output class.
+
+For every chosen sample, one CRP backward from the class logit (ε z⁺ ♭ composite) gives the relevance R_k of every
+unit of every requested layer at once; per sample and layer, share_k = R_k / Σ_j |R_j|. Stored per unit: the mean
+and max share over the samples (``rel_mean``, ``rel_max``), the mean raw relevance, the number of samples and the
+samples with the highest share (``top_ids``).
+
+Samples (``samples``): ``top5`` (default) — those whose top-5 predictions contain the class, as the paper explains
+a class on the images the model sees it in; ``top1`` — those predicted as the class; ``all`` — every sample.
+"""
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+
+from unitlens.relevance.errors import RelevanceError
+from unitlens.relevance.session import conservation_summary, explain_batches, open_session, top_predictions
+from unitlens.relevance.stats import ShareStats
+from unitlens.relevance.store import CLASS_COLUMNS, write_result
+
+SAMPLE_RULES = ("top5", "top1", "all")
+
+
+def class_label(loaded, spec) -> tuple[int, str, str]:
+    """(index, short name, full description) of class ``spec`` of a loaded model."""
+    from unitlens.zoo.classes import class_names, resolve_class, short_name
+
+    try:
+        index, _ = resolve_class(loaded, spec)
+    except ValueError as err:
+        raise RelevanceError(str(err)) from err
+    names = class_names(loaded)
+    description = names[index] if names else str(index)
+    return index, short_name(description), description
+
+
+def select_samples(predictions: pd.DataFrame, index: int, rule: str) -> list[int]:
+    """Sample ids that explain class ``index`` under ``rule`` (top5, top1, all)."""
+    if rule not in SAMPLE_RULES:
+        raise ValueError(f"unknown sample rule '{rule}'; choose one of {', '.join(SAMPLE_RULES)}")
+    if rule == "all":
+        return predictions["id"].astype(int).tolist()
+    depth = 5 if rule == "top5" else 1
+    keep = [index in list(top)[:depth] for top in predictions["top5"]]
+    return predictions.loc[keep, "id"].astype(int).tolist()
+
+
+def compute_relevance(atlas, cls, layers=None, data=None, samples: str = "top5", batch_size: int = 16, device=None,
+                      progress: bool = True, top_n: int = 10, model=None) -> pd.DataFrame:
+    """Relevance of every unit of ``layers`` (default: all of the atlas's) for class ``cls`` (index or name), over
+    the atlas's samples (or the images of ``data``) chosen by ``samples``; stored as
+    ``relevance/class_<index>.parquet`` and returned. ``model``: the analysed ``LoadedModel`` (default: loaded
+    from the atlas manifest, weights checked)."""
+    t0 = time.perf_counter()
+    session = open_session(atlas, layers=layers, data=data, device=device, model=model)
+    index, name, description = class_label(session.loaded, cls)
+    predictions = top_predictions(session, progress=progress)
+    ids = select_samples(predictions, index, samples)
+    if not ids:
+        raise RelevanceError(
+            f"no sample of {session.data_spec} has class {index} ({name}) among its {samples} predictions; explain "
+            "it on every sample with --samples all (Python: samples='all') or give images of the class with --data")
+    stats: dict[str, ShareStats] = {}
+
+    def on_batch(chunk, _targets, _logits, rel):
+        for layer, r in rel.items():
+            if layer not in stats:
+                stats[layer] = ShareStats(r.shape[1], top_n)
+            stats[layer].add(r, chunk)
+
+    explain_batches(session, ids, [index] * len(ids), batch_size, progress, on_batch, label=f"relevance {name}")
+    frame = pd.concat([stats[layer].frame(layer) for layer in session.layers], ignore_index=True)
+    frame.insert(2, "class_index", index)
+    frame.insert(3, "class_name", name)
+    frame = frame[CLASS_COLUMNS]
+    meta = {**session.describe(), "class_index": index, "class_name": name, "description": description,
+            "samples": samples, "n_samples": len(ids), "top_n": top_n, "layers": list(session.layers),
+            "conservation": conservation_summary(session), "seconds": time.perf_counter() - t0}
+    write_result(session.atlas, f"class_{index}", frame, meta)
+    return frame

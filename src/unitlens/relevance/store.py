@@ -1,0 +1,100 @@
+"""The relevance results of an atlas, under ``<atlas>/relevance/`` (every file written atomically)::
+
+    class_<index>.parquet / .json   per unit: layer, unit, class_index, class_name, rel_mean, rel_max,
+                                    rel_raw_mean, n_samples, top_ids (sample ids, highest share first); meta:
+                                    composite, sample rule, data and its fingerprint, conservation per layer
+    predicted.parquet / .json       per unit its top classes by mean share over the samples predicted as that
+                                    class: layer, unit, rank, class_index, class_name, rel_mean, rel_max, ...
+    predictions_<data>_<weights>.parquet   top-5 predictions of every sample (cache)
+
+``load_relevance(atlas, cls)`` and ``relevant_classes(atlas, layer)`` read them back.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from unitlens.atlas.atlas import Atlas
+from unitlens.atlas.files import read_json, write_json, write_parquet
+from unitlens.relevance.errors import RelevanceError
+
+FOLDER = "relevance"
+CLASS_COLUMNS = ["layer", "unit", "class_index", "class_name", "rel_mean", "rel_max", "rel_raw_mean", "n_samples",
+                 "top_ids"]
+
+
+def folder(atlas) -> Path:
+    return Atlas.open(atlas).path / FOLDER
+
+
+def write_result(atlas, stem: str, frame: pd.DataFrame, meta: dict) -> Path:
+    """Write ``<stem>.parquet`` and its ``<stem>.json`` meta; the table last, so a table always has its meta."""
+    base = folder(atlas)
+    write_json(base / f"{stem}.json", meta)
+    write_parquet(base / f"{stem}.parquet", frame)
+    return base / f"{stem}.parquet"
+
+
+def stored_classes(atlas) -> pd.DataFrame:
+    """One row per class with stored relevance: class_index, class_name, description, samples rule, n_samples."""
+    rows = []
+    for path in sorted(folder(atlas).glob("class_*.parquet")):
+        meta_path = path.with_suffix(".json")
+        meta = read_json(meta_path) if meta_path.is_file() else {}
+        rows.append({"class_index": int(path.stem.split("_", 1)[1]), "class_name": meta.get("class_name", ""),
+                     "description": meta.get("description", ""), "samples": meta.get("samples", ""),
+                     "n_samples": meta.get("n_samples", 0)})
+    return pd.DataFrame(rows, columns=["class_index", "class_name", "description", "samples", "n_samples"])
+
+
+def _match(stored: pd.DataFrame, cls) -> int | None:
+    text = str(cls).strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    key = text.lower()
+    for row in stored.itertuples():
+        names = {row.class_name.lower(), row.description.lower()} | \
+            {s.strip().lower() for s in row.description.split(",")}
+        if key in names:
+            return int(row.class_index)
+    return None
+
+
+def load_relevance(atlas, cls) -> pd.DataFrame:
+    """The stored per-unit relevance for class ``cls`` (index, or a stored class's name or synonym)."""
+    atlas = Atlas.open(atlas)
+    stored = stored_classes(atlas)
+    index = _match(stored, cls)
+    path = folder(atlas) / f"class_{index}.parquet"
+    if index is None or not path.is_file():
+        have = ", ".join(f"{r.class_index} ({r.class_name})" for r in stored.itertuples()) or "none"
+        raise RelevanceError(f"atlas {atlas.path} has no relevance for class '{cls}' (stored: {have}); compute it "
+                             f"with: unitlens relevance {atlas.path} --class '{cls}'")
+    return pd.read_parquet(path)
+
+
+def load_meta(atlas, stem: str) -> dict:
+    path = folder(atlas) / f"{stem}.json"
+    return read_json(path) if path.is_file() else {}
+
+
+def relevant_classes(atlas, layer: str, units=None, top: int = 5) -> pd.DataFrame:
+    """Per unit of ``layer`` (or of ``units``), the ``top`` classes it is most relevant for (mean share over the
+    samples predicted as the class), from the predicted-class run: layer, unit, class_index, class_name, rel_mean."""
+    atlas = Atlas.open(atlas)
+    path = folder(atlas) / "predicted.parquet"
+    if not path.is_file():
+        raise RelevanceError(f"atlas {atlas.path} has no predicted-class relevance; compute it with: "
+                             f"unitlens relevance {atlas.path} --predicted")
+    frame = pd.read_parquet(path)
+    frame = frame[frame["layer"] == layer]
+    if frame.empty:
+        have = load_meta(atlas, "predicted").get("layers", [])
+        raise RelevanceError(f"the predicted-class relevance of atlas {atlas.path} has no layer '{layer}' (it has "
+                             f"{len(have)} layers); run unitlens relevance {atlas.path} --predicted --layers "
+                             f"'{layer}'")
+    if units is not None:
+        frame = frame[frame["unit"].isin([int(u) for u in units])]
+    frame = frame[frame["rank"] < top].sort_values(["unit", "rank"])
+    return frame[["layer", "unit", "class_index", "class_name", "rel_mean"]].reset_index(drop=True)
