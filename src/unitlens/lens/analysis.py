@@ -106,6 +106,48 @@ def search(atlas, text: str | None = None, images=None, backend=None, layers=Non
     return SearchResult(frame, probe, store.backend, used)
 
 
+# ------------------------------------------------------------------------------------------ concept alignment
+def concept_set_probes(store: LensStore, concepts, backend=None, text_null: str = "template",
+                       image_null: str = "dataset", device=None, progress: bool = False) -> list[Probe]:
+    """The probes of ``concepts`` in ``store``'s space: a path (text file or folder of image folders), a
+    ``ConceptSet``, a list of strings (text concepts) or a list of ``Probe`` (returned as they are)."""
+    if isinstance(concepts, (str, Path)):
+        concepts = load_concepts(concepts)
+    if isinstance(concepts, (list, tuple)) and concepts and all(isinstance(c, Probe) for c in concepts):
+        return list(concepts)
+    if isinstance(concepts, (list, tuple)):
+        concepts = ConceptSet([str(c) for c in concepts], "text")
+    if not concepts.names:
+        raise LensError("the concept list is empty")
+    return concept_probes(_backend_for(store, backend, device), concepts, atlas=store.atlas,
+                          null_vector=store.null_image(), text_null=text_null, image_null=image_null,
+                          progress=progress)
+
+
+@dataclass
+class LayerAlignment:
+    """a(θ_k, p) = cos(θ_k, p) − cos(θ_k, null) of every non-constant unit k of a layer with every probe p."""
+
+    layer: str
+    units: torch.Tensor  # (U,) the non-constant units
+    a: torch.Tensor  # (U, L), columns in probe order
+    n_constant: int
+
+
+def concept_alignments(store: LensStore, probes: list[Probe], layers: list[str]) -> list[LayerAlignment]:
+    """The alignment of every non-constant unit of ``layers`` with every probe (one matrix product per layer);
+    shared by ``label`` (best concept per unit) and the audit (best valid and best spurious concept)."""
+    if not probes:
+        raise LensError("the concept list is empty")
+    Q = torch.stack([p.query for p in probes])  # (L, D)
+    out = []
+    for name in layers:
+        data = store.read_layer(name)
+        units = torch.nonzero(~data.constant).flatten()
+        out.append(LayerAlignment(name, units, data.vectors[units] @ Q.T, int(data.constant.sum())))
+    return out
+
+
 # ------------------------------------------------------------------------------------------ label
 @dataclass
 class LabelResult:
@@ -131,35 +173,19 @@ def label(atlas, concepts, backend=None, threshold: float = LABEL_THRESHOLD, par
     names = store.resolve(layers)
     if isinstance(concepts, (str, Path)):
         concepts = load_concepts(concepts)
-    if isinstance(concepts, (list, tuple)) and concepts and all(isinstance(c, Probe) for c in concepts):
-        probes = list(concepts)
-    else:
-        if isinstance(concepts, (list, tuple)):
-            if not concepts:
-                raise LensError("the concept list is empty")
-            concepts = ConceptSet([str(c) for c in concepts], "text")
-        if not concepts.names:
-            raise LensError("the concept list is empty")
-        probes = concept_probes(_backend_for(store, backend, device), concepts, atlas=store.atlas,
-                                null_vector=store.null_image(), text_null=text_null, image_null=image_null,
-                                progress=progress)
-    if not probes:
-        raise LensError("the concept list is empty")
+    probes = concept_set_probes(store, concepts, backend=backend, text_null=text_null, image_null=image_null,
+                                device=device, progress=progress)
     if isinstance(parents, (str, Path)):
         parents = load_parents(parents)
     concept_names = [p.name for p in probes]
-    Q = torch.stack([p.query for p in probes])  # (L, D)
     rows, n_const = [], 0
-    for name in names:
-        data = store.read_layer(name)
-        keep = ~data.constant
-        n_const += int(data.constant.sum())
-        units = torch.nonzero(keep).flatten()
-        A = data.vectors[units] @ Q.T  # (U, L)
+    for layer in concept_alignments(store, probes, names):
+        n_const += layer.n_constant
+        A = layer.a
         top = A.topk(min(2, A.shape[1]), dim=1)
         best_a = top.values[:, 0].double().numpy()
         best = [concept_names[i] for i in top.indices[:, 0].tolist()]
-        frame = pd.DataFrame({"layer": name, "unit": units.numpy(), "label": best, "a": best_a})
+        frame = pd.DataFrame({"layer": layer.layer, "unit": layer.units.numpy(), "label": best, "a": best_a})
         if A.shape[1] > 1:
             frame["runner_up"] = [concept_names[i] for i in top.indices[:, 1].tolist()]
             frame["a_runner_up"] = top.values[:, 1].double().numpy()

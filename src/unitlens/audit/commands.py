@@ -1,0 +1,247 @@
+"""``unitlens audit …`` commands (``audit_app``)::
+
+    unitlens audit ATLAS --class C --valid CONCEPTS --spurious CONCEPTS [--min-relevance 0.028] [--out DIR]
+    unitlens audit test [ATLAS | --model M] --class C --valid-images DIR --spurious-images DIR
+    unitlens audit prune [ATLAS | --model M] --class C (--units LAYER:U,U | --from-audit [--verdict spurious])
+                         [--ablate zero|mean] [--labelled DIR] [--spurious-images DIR]
+
+CONCEPTS is a text file (one concept per line; needs a backend with a text encoder) or a folder of concept image
+folders. ``unitlens audit ATLAS …`` is short for ``unitlens audit alignment ATLAS …`` (an atlas folder literally
+called ``alignment``, ``test`` or ``prune`` needs the explicit ``alignment``, or a path such as ``./test``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from unitlens.mis.commands import DefaultCommandGroup
+from unitlens.report import console as _out
+
+
+class _AuditGroup(DefaultCommandGroup):
+    default_command = "alignment"
+
+
+audit_app = typer.Typer(
+    cls=_AuditGroup, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="Audit a class: are the units it relies on aligned with valid or spurious concepts (paper 002, 3.4/4.2), "
+         "does its logit separate valid from spurious images, what does pruning units do. 'unitlens audit ATLAS "
+         "...' is short for 'unitlens audit alignment ATLAS ...'.")
+
+
+def _errors():
+    from unitlens.atlas.atlas import AtlasError
+    from unitlens.audit.errors import AuditError
+    from unitlens.backends.base import BackendUnavailable
+    from unitlens.lens.examples import LensError
+    from unitlens.relevance import RelevanceError
+
+    return (AuditError, RelevanceError, LensError, AtlasError, BackendUnavailable, ValueError, FileNotFoundError,
+            ImportError, RuntimeError)
+
+
+def _print(msg: str) -> None:
+    _out.console.print(msg)
+
+
+def _names(paths, n: int = 3) -> str:
+    return ", ".join(Path(p).name for p in list(paths)[:n])
+
+
+@audit_app.command("alignment")
+def alignment_command(
+    atlas: Path = typer.Argument(..., help="Embedded atlas folder (unitlens lens embed) with relevance "
+                                           "(unitlens relevance ATLAS --class C)."),
+    cls: str = typer.Option(..., "--class", help="Class index or name (e.g. 549 or envelope)."),
+    valid: Path = typer.Option(..., help="Valid concepts: text file (one per line) or folder of concept folders."),
+    spurious: Path = typer.Option(..., help="Spurious concepts: text file or folder of concept image folders."),
+    min_relevance: float = typer.Option(0.028, help="Judge only units whose relevance (share of the layer's "
+                                                    "|relevance| per sample of the class) is at least this."),
+    relevance_stat: str = typer.Option("max", help="Relevance per unit: its max over the class's samples (the "
+                                                   "paper's 2.8 % filter), or mean."),
+    layers: Optional[str] = typer.Option(None, help="Comma-separated layers/globs (default: every layer with "
+                                                    "relevance and lens vectors)."),
+    backend: Optional[str] = typer.Option(None, help="Which lens embedding (needed when the atlas has several)."),
+    out: Optional[Path] = typer.Option(None, help="Folder for the figures (default: ATLAS/audit)."),
+    show: int = typer.Option(20, help="Units listed per table."),
+    exemplars: int = typer.Option(5, help="Concept examples per flagged unit (table and figure)."),
+    plot: bool = typer.Option(True, help="Write the scatter and flagged-unit figures."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, ... for embedding image concepts."),
+) -> None:
+    """Verdict per relevant unit: valid, spurious, both or unexpected, from a_valid and a_spur (paper section 3.4)."""
+    from unitlens.audit.alignment import audit
+
+    try:
+        res = audit(atlas, cls, valid, spurious, backend=backend, layers=_out.split_list(layers),
+                    min_relevance=min_relevance, stat=relevance_stat, n_exemplars=max(exemplars, 1), device=device,
+                    progress=True)
+        paths = []
+        if plot and not res.frame.empty:
+            from unitlens.report.audit_plots import plot_audit
+
+            paths = plot_audit(res, out or Path(atlas) / "audit", n_exemplars=max(exemplars, 1))
+    except _errors() as err:
+        _out.fail(err)
+    frame = res.frame
+    several = frame["layer"].nunique() > 1
+    cols = (["layer"] if several else []) + ["unit", "relevance", "a_valid", "valid_concept", "a_spur",
+                                             "spurious_concept", "verdict", "leans"]
+    layers_text = ", ".join(dict.fromkeys(res.summary["layer"]))
+    _out.print_frame(frame[cols].head(show), title=f"{len(frame)} units of {layers_text} relevant for class "
+                     f"{res.class_index} '{res.class_name}' ({res.stat} relevance ≥ {res.min_relevance:g}; "
+                     f"{res.backend})" + (f", showing {show}" if len(frame) > show else ""))
+    _out.print_frame(res.summary, title="units per verdict; rel_share: the mean share of the layer's relevance "
+                                        "they carry")
+    flagged = res.flagged
+    if len(flagged):
+        shown = flagged.head(show)
+        table = shown[(["layer"] if several else []) + ["unit", "verdict", "relevance"]].assign(
+            exemplars=[_names(p) for p in shown["exemplars"]],
+            other_classes=[o if isinstance(o, str) else "?" for o in shown["other_classes"]])
+        _out.print_frame(table, title=f"{len(flagged)} spurious or unexpected units: top concept examples and the "
+                                      "other classes they are relevant for")
+    for note in res.notes:
+        _print(f"[yellow]note:[/] {note}")
+    if res.path:
+        _print(f"wrote {res.path} (and .csv, .json)")
+    for p in paths:
+        _print(f"figure: {p}")
+
+
+def _model(atlas: Optional[Path], model: Optional[str], checkpoint: Optional[Path], random: bool):
+    """The model to test: ``--model`` (with ``--checkpoint``/``--random``), else the atlas's model."""
+    from unitlens.audit.errors import AuditError
+    from unitlens.lens.examples import LensError, load_atlas_model
+    from unitlens.zoo import load_model
+
+    if model:
+        return load_model(model, pretrained=not random, checkpoint=checkpoint)
+    if atlas is None:
+        raise AuditError("name the model: give an ATLAS (its model is loaded) or --model NAME")
+    from unitlens.atlas import Atlas
+
+    try:
+        return load_atlas_model(Atlas(atlas))
+    except LensError as err:
+        raise AuditError(f"cannot load the model of atlas {atlas} ({err.__cause__ or err}); give it with --model "
+                         "NAME [--checkpoint FILE]") from err
+
+
+@audit_app.command("test")
+def test_command(
+    atlas: Optional[Path] = typer.Argument(None, help="Atlas whose model is tested (or give --model)."),
+    cls: str = typer.Option(..., "--class", help="Class index or name."),
+    valid_images: Path = typer.Option(..., help="Images of the class (folder, recursive, or .txt/.csv list)."),
+    spurious_images: Path = typer.Option(..., help="Images with the spurious features only."),
+    model: Optional[str] = typer.Option(None, help="Model instead of the atlas's (efficientnet_lite0, timm:..., "
+                                                   "a saved module)."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Local state dict for --model."),
+    random: bool = typer.Option(False, "--random", help="Random init for --model."),
+    batch_size: int = typer.Option(32, help="Images per forward pass."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, ..."),
+) -> None:
+    """AUC of the class logit separating valid (positives) from spurious (negatives) images (fig. 3a, step 3)."""
+    from unitlens.audit.model_test import audit_test
+
+    try:
+        loaded = _model(atlas, model, checkpoint, random)
+        auc, table = audit_test(loaded, cls, valid_images, spurious_images, batch_size=batch_size, device=device,
+                                progress=True)
+    except _errors() as err:
+        _out.fail(err)
+    name = f"{table.attrs['class_index']} '{table.attrs['class_name']}'"
+    _out.print_frame(table, title=f"logit of class {name} ({loaded.name})")
+    for path in table.attrs.get("skipped", []):
+        _print(f"[yellow]skipped unreadable image:[/] {path}")
+    _print(f"AUC = {auc:.4f}: the logit of class {name} separates the valid images from the spurious ones "
+           + ("perfectly" if auc == 1 else "not at all" if auc == 0.5 else "partly" if auc > 0.5 else
+              "worse than chance: the spurious images score higher")
+           + " (1 = perfectly, 0.5 = not at all)")
+
+
+def _parse_units(specs: list[str]) -> dict[str, list[int]]:
+    units: dict[str, list[int]] = {}
+    for spec in specs:
+        layer, _, rest = spec.rpartition(":")
+        try:
+            idx = [int(u) for u in rest.split(",") if u.strip()]
+        except ValueError:
+            idx = []
+        if not layer or not idx:
+            raise ValueError(f"--units takes LAYER:UNIT[,UNIT...], e.g. blocks.6.0.conv_pwl:12,40; got '{spec}'")
+        units.setdefault(layer, []).extend(idx)
+    return units
+
+
+def _audit_units(atlas: Path, index: int, verdicts: list[str]) -> dict[str, list[int]]:
+    from unitlens.audit.alignment import VERDICTS, stored_audit
+    from unitlens.audit.errors import AuditError
+
+    unknown = sorted(set(verdicts) - set(VERDICTS))
+    if unknown:
+        raise AuditError(f"unknown verdict(s) {unknown}; choose from {', '.join(VERDICTS)}")
+    table = stored_audit(atlas, index)
+    hit = table[table["verdict"].isin(verdicts)]
+    if hit.empty:
+        counts = ", ".join(f"{v} {n}" for v, n in table["verdict"].value_counts().items()) or "no units"
+        raise AuditError(f"the stored audit of class {index} has no unit with verdict {', '.join(verdicts)} (it has "
+                         f"{counts})")
+    return {layer: sorted(map(int, g["unit"])) for layer, g in hit.groupby("layer", sort=False)}
+
+
+@audit_app.command("prune")
+def prune_command(
+    atlas: Optional[Path] = typer.Argument(None, help="Atlas whose model is pruned (or give --model)."),
+    cls: str = typer.Option(..., "--class", help="Class index or name."),
+    units: Optional[List[str]] = typer.Option(None, "--units", help="LAYER:UNIT[,UNIT...] to ablate (repeatable)."),
+    from_audit: bool = typer.Option(False, "--from-audit", help="Ablate the units of the stored audit of --class."),
+    verdict: str = typer.Option("spurious", help="With --from-audit: comma-separated verdicts to ablate."),
+    ablate: str = typer.Option("zero", help="zero (the paper's pruning), or mean: each unit's mean activation over "
+                                            "the atlas's data (for layers a batch norm follows)."),
+    labelled: Optional[Path] = typer.Option(None, help="Folder with one sub-folder of images per class (named "
+                                                       "by class index, name, or WordNet id): accuracy."),
+    spurious_images: Optional[Path] = typer.Option(None, help="Images with the spurious features only: class "
+                                                              "logit and top-5 rate."),
+    model: Optional[str] = typer.Option(None, help="Model instead of the atlas's."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Local state dict for --model."),
+    random: bool = typer.Option(False, "--random", help="Random init for --model."),
+    batch_size: int = typer.Option(32, help="Images per forward pass."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, ..."),
+) -> None:
+    """Zero (or mean-ablate) units and report accuracy and the class logit before and after (paper 4.3)."""
+    import pandas as pd
+
+    from unitlens.audit.errors import AuditError
+    from unitlens.audit.prune import prune_check
+    from unitlens.zoo.classes import resolve_class
+
+    try:
+        chosen = _parse_units(units or [])
+        loaded = _model(atlas, model, checkpoint, random)
+        if from_audit:
+            if atlas is None:
+                raise AuditError("--from-audit reads the stored audit of an atlas: give the ATLAS")
+            index = resolve_class(loaded, cls)[0]
+            for layer, us in _audit_units(atlas, index, _out.split_list(verdict) or []).items():
+                chosen.setdefault(layer, []).extend(us)
+        if not chosen:
+            raise AuditError("no unit to ablate: give --units LAYER:UNIT,... or --from-audit")
+        if ablate == "mean" and atlas is None:
+            raise AuditError("--ablate mean takes each unit's mean activation from an atlas: give the ATLAS")
+        res = prune_check(loaded, chosen, cls, labelled=labelled, spurious=spurious_images, ablate=ablate,
+                          atlas=atlas, batch_size=batch_size, device=device, progress=True)
+    except _errors() as err:
+        _out.fail(err)
+    n = sum(len(v) for v in res.units.values())
+    done = "zeroed" if res.ablate == "zero" else "set to their mean"
+    _out.print_frame(pd.DataFrame([{"layer": layer, "units": len(us), "ablated": ",".join(map(str, us))}
+                                   for layer, us in res.units.items()]), title=f"{n} units {done}")
+    _out.print_frame(res.table, title=f"before and after, class {res.class_index} '{res.class_name}'")
+    if res.per_class is not None and len(res.per_class) > 1:
+        _out.print_frame(res.per_class.head(30), title="top-1 accuracy per labelled class")
+    for note in res.notes:
+        _print(f"[yellow]note:[/] {note}")
+    for path in res.skipped:
+        _print(f"[yellow]skipped unreadable image:[/] {path}")

@@ -1,0 +1,164 @@
+"""``prune_check(model, units, cls, labelled=DIR, spurious=DIR)``: what removing units does (paper 002, 4.3).
+
+The paper prunes the neurons it labelled spurious (without retraining) and measures clean accuracy and the
+sensitivity to the artefacts. Here forward hooks (``unitlens.audit.logits``) replace the given units' outputs,
+``ablate='zero'`` by 0 (the paper's pruning; it removes a unit that follows a ReLU) or ``ablate='mean'`` by the
+unit's mean activation over the atlas's data (from ``units.parquet``; use it for layers a batch norm follows,
+such as EfficientNet's ``conv_pwl``: there 0 becomes the BN's shift, which can be many standard deviations away
+from anything the unit produces — a note says so). From one pass per image set:
+
+- on a labelled folder (one sub-folder per class, named by class index, class name or synonym — '_' read as a
+  space — or ImageNet WordNet id such as n04285008): top-1 and top-5 accuracy before and after, overall, on the
+  audited class's images, and per class;
+- on a spurious set (images with the spurious features only): the class logit (mean and rank), and how often
+  the class is the top-1 / among the top-5 predictions, before and after.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import pandas as pd
+import torch
+
+from unitlens.audit.errors import AuditError
+from unitlens.audit.logits import Logits, model_logits
+
+
+ABLATIONS = ("zero", "mean")
+
+
+@dataclass
+class PruneResult:
+    table: pd.DataFrame  # set, measure, images, before, after, change
+    per_class: pd.DataFrame | None  # labelled set: folder, class_index, images, top1_before, top1_after
+    units: dict[str, list[int]]
+    class_index: int
+    class_name: str
+    ablate: str
+    skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _folder_classes(model, folders: list[str]) -> dict[str, int]:
+    """Class index of every labelled sub-folder; an error names the folders that match no class."""
+    from unitlens.zoo.classes import class_names, resolve_class
+
+    names = class_names(model)
+    wnids = None
+    if names is not None and len(names) == 1000:
+        from timm.data import ImageNetInfo
+
+        wnids = {w: i for i, w in enumerate(ImageNetInfo("imagenet-1k").label_names())}
+    out, bad = {}, []
+    for folder in folders:
+        index = None
+        if wnids is not None and re.fullmatch(r"n\d{8}", folder):
+            index = wnids.get(folder)
+        for candidate in (folder, folder.replace("_", " ")):
+            if index is not None:
+                break
+            try:
+                index = resolve_class(model, candidate)[0]
+            except ValueError:
+                pass
+        if index is None:
+            bad.append(folder)
+        else:
+            out[folder] = index
+    if bad:
+        raise AuditError(f"labelled sub-folder(s) {', '.join(repr(b) for b in bad)} name no class of model "
+                         f"'{model.name}': name each sub-folder by a class index, a class name or synonym "
+                         "(e.g. 'sports car' or 'sports_car'), or an ImageNet WordNet id (n04285008)")
+    return out
+
+
+def _accuracy_rows(data: Logits, targets: torch.Tensor, index: int, name: str) -> list[dict]:
+    rows = []
+    k = min(5, data.plain.shape[1])
+    own = targets == index
+    for what, sel in (("all images", torch.ones_like(own)), (f"images of class {name}", own)):
+        if not bool(sel.any()):
+            continue
+        for top in sorted({1, k}):
+            before, after = (_hits(data.of(z)[sel], targets[sel], top) for z in (False, True))
+            rows.append({"set": "labelled", "measure": f"top-{top} accuracy, {what}", "images": int(sel.sum()),
+                         "before": before, "after": after, "change": after - before})
+    return rows
+
+
+def _hits(logits: torch.Tensor, targets: torch.Tensor, top: int) -> float:
+    return float((logits.topk(top, 1).indices == targets[:, None]).any(1).double().mean())
+
+
+def _mean_values(atlas, units: dict[str, list[int]]) -> dict[str, torch.Tensor]:
+    """Each unit's mean activation over the atlas's data (``units.parquet``), in the order of ``units``."""
+    from unitlens.atlas import Atlas
+
+    if atlas is None:
+        raise AuditError("ablate='mean' replaces units by their mean activation over an atlas's data: give the atlas")
+    table = Atlas.open(atlas).units().set_index(["layer", "unit"])["mean"]
+    missing = [f"{layer}:{u}" for layer, us in units.items() for u in us if (layer, u) not in table.index]
+    if missing:
+        raise AuditError(f"atlas {Atlas.open(atlas).path} has no recorded mean for {', '.join(missing[:5])}; "
+                         "ablate units of recorded layers, or use ablate='zero'")
+    return {layer: torch.tensor([float(table[(layer, u)]) for u in us]) for layer, us in units.items()}
+
+
+def _feeds_batch_norm(net: torch.nn.Module, layer: str) -> bool:
+    """Whether the module registered right after ``layer`` (its own children aside) is a batch norm."""
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    names = [n for n, _ in net.named_modules()]
+    if layer not in names:
+        return False
+    after = [n for n in names[names.index(layer) + 1:] if not n.startswith(layer + ".")]
+    return bool(after) and isinstance(net.get_submodule(after[0]), _BatchNorm)
+
+
+def prune_check(model, units: dict[str, list[int]], cls, labelled=None, spurious=None, ablate: str = "zero",
+                atlas=None, batch_size: int = 32, device=None, progress: bool = False) -> PruneResult:
+    """Ablate ``units`` (``{layer: [unit, ...]}``) of ``model`` (a ``LoadedModel``) and compare, before and after:
+    accuracy on the ``labelled`` folder and the logit of class ``cls`` on the ``spurious`` images. ``ablate``:
+    ``zero``, or ``mean`` (each unit's mean activation over ``atlas``'s data)."""
+    from unitlens.data.datasets import load_dataset
+    from unitlens.zoo.classes import resolve_class
+
+    if labelled is None and spurious is None:
+        raise AuditError("give a labelled folder, a spurious image set, or both, to measure the pruning on")
+    if ablate not in ABLATIONS:
+        raise ValueError(f"ablate must be one of {', '.join(ABLATIONS)}")
+    units = {layer: sorted({int(u) for u in us}) for layer, us in units.items() if us}
+    values = _mean_values(atlas, units) if ablate == "mean" else None
+    notes = [f"layer {layer} feeds a batch norm: zeroing its output sets the units to the BN's shift, not to 0; "
+             "ablate='mean' (CLI --ablate mean) replaces them by their mean activation instead"
+             for layer in units if ablate == "zero" and _feeds_batch_norm(model.model, layer)]
+    index, name = resolve_class(model, cls)
+    rows, per_class, skipped = [], None, []
+    if labelled is not None:
+        images = load_dataset(labelled)  # folders are checked before the model runs
+        if (images.samples["label"] == "").any():
+            raise AuditError(f"{labelled} has images outside class sub-folders: put every image in a sub-folder "
+                             "named by its class")
+        classes = _folder_classes(model, sorted(set(images.samples["label"])))
+        data = model_logits(model, images, ablate=units, values=values, batch_size=batch_size, device=device,
+                            progress=progress, what="labelled images")
+        targets = torch.tensor([classes[lab] for lab in data.labels])
+        rows += _accuracy_rows(data, targets, index, name)
+        per_class = pd.DataFrame([
+            {"folder": folder, "class_index": ci, "images": int(sel.sum()),
+             "top1_before": _hits(data.plain[sel], targets[sel], 1),
+             "top1_after": _hits(data.ablated[sel], targets[sel], 1)}
+            for folder, ci in classes.items() for sel in [torch.tensor([lab == folder for lab in data.labels])]])
+        skipped += data.skipped
+    if spurious is not None:
+        data = model_logits(model, spurious, ablate=units, values=values, batch_size=batch_size, device=device,
+                            progress=progress, what="spurious images")
+        before, after = data.stats(index), data.stats(index, ablated=True)
+        k = min(5, data.plain.shape[1])
+        for key, measure in (("logit_mean", f"logit of {name}, mean"), ("rank_mean", f"rank of {name}, mean"),
+                             ("top1", f"{name} is top-1, rate"), (f"top{k}", f"{name} in top-{k}, rate")):
+            rows.append({"set": "spurious", "measure": measure, "images": before["images"], "before": before[key],
+                         "after": after[key], "change": after[key] - before[key]})
+        skipped += data.skipped
+    return PruneResult(pd.DataFrame(rows), per_class, units, index, name, ablate, skipped, notes)
