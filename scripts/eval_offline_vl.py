@@ -82,8 +82,9 @@ def main(argv=None) -> None:
     probes = {name: torch.stack([p.vector for p in text_probes(backend, [data.readable(c) for c in classes],
                                                                null="none")])
               for name, classes in (("top", tops), ("sub", subs))}
-    print(f"offline-vl projection {manifest['projection']['config']} (SHA-256 {manifest['projection']['sha256'][:12]}…)"
-          f", openclipart-png {source.version}, split seed {manifest['split']['seed']}")
+    sha = manifest["projection"]["sha256"]
+    print(f"offline-vl projection {manifest['projection']['config']} (SHA-256 {sha[:12]}…), openclipart-png "
+          f"{source.version}, split seed {manifest['split']['seed']}")
     print(f"test split: {len(ex.shas)} images ({sum(im.demo for im in test_images)} of them the bundled demo set), "
           f"{len(ex.path_top)} paths, {len(ex.captions)} distinct captions; {len(tops)} top categories, "
           f"{len(subs)} sub-categories")

@@ -12,7 +12,7 @@ Images
     bundled demo JPEGs are byte-identical renderings and the projection sees training images in the form the lens
     demo embeds. Files Pillow refuses (its decompression-bomb limit) are skipped and counted.
 
-Captions (one per path; deterministic, no hand-edited names)
+Captions (one per path; deterministic; the only hand-made lists are ``FUNCTION_WORDS`` and ``NOT_AUTHORS``)
     ``"<title words>, <sub-folder words, deepest first>, <category words>"``, e.g.
     ``transportation/vehicles/ambulans_romus_01.png`` -> ``"ambulans romus, vehicles, transportation"`` and
     ``animals/mammals/canguro_architetto_franc_01.png`` -> ``"canguro, mammals, animals"``. The title comes from the
@@ -306,7 +306,7 @@ def _save_cached(path: Path, table: dict[str, torch.Tensor], what: str) -> None:
 
 
 def image_features(images: list[ClipArt], cache: Path, towers, progress, chunk: int = 256) -> dict[str, torch.Tensor]:
-    """{sha1: (1280,) normalised Lite2 feature} of every rendered image (cached in ``<cache>/features-*.safetensors``)."""
+    """{sha1: (1280,) normalised Lite2 feature} of every rendered image (cached: ``<cache>/features-*.safetensors``)."""
     from unitlens.backends import embed_images
     from unitlens.data.images import open_rgb
 

