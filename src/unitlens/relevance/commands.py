@@ -63,7 +63,8 @@ def relevance_command(
         rows = frame[frame["layer"] == name]
         if predicted:
             top = rows[rows["rank"] == 0].sort_values("rel_mean", ascending=False).head(show)
-            _out.print_frame(top[["unit", "class_index", "class_name", "rel_mean", "n_samples"]], title=f"{name}: units by share for their top class")
+            _out.print_frame(top[["unit", "class_index", "class_name", "rel_mean", "n_samples"]],
+                             title=f"{name}: units by share for their top class")
         else:
             top = rows.sort_values("rel_mean", ascending=False).head(show)
             top = top[["unit", "rel_mean", "rel_max", "rel_raw_mean"]].assign(

@@ -136,9 +136,9 @@ def _relevance_crop(context: CropContext, examples: dict[str, ConceptExamples]) 
         context.notes.append(msg)
         return crop_examples(context, examples, "activation")
     infos = {info.name: info for info in context.atlas.layers}
-    boxes = relevance_boxes(model, composite, context.atlas.dataset(), {n: (infos[n], ex) for n, ex in examples.items()},
-                            threshold=context.threshold, batch_size=context.batch_size, device=context.device,
-                            progress=context.progress)
+    requests = {n: (infos[n], ex) for n, ex in examples.items()}
+    boxes = relevance_boxes(model, composite, context.atlas.dataset(), requests, threshold=context.threshold,
+                            batch_size=context.batch_size, device=context.device, progress=context.progress)
     return {n: replace(ex, boxes=boxes[n][0], has_box=boxes[n][1], crop="relevance") for n, ex in examples.items()}
 
 
