@@ -43,10 +43,7 @@ CHANCE_NOTE = "chance of a uniform guess: top 1/22 = 4.5 %"
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description="Test-set figures of the offline-vl projection vs random projections.")
-    src = ap.add_mutually_exclusive_group()
-    src.add_argument("--source", type=Path, help="extracted openclipart-png tree (root or its png/ folder)")
-    src.add_argument("--deb", type=Path, help="a downloaded openclipart-png .deb")
-    ap.add_argument("--cache", type=Path, default=data.DEFAULT_CACHE, help="package, renderings, cached features")
+    data.add_source_arguments(ap)
     ap.add_argument("--weights", type=Path, default=WEIGHTS_DIR, help="folder with projection + manifest")
     ap.add_argument("--random-seeds", type=int, default=10, help="random projections averaged for the floor")
     ap.add_argument("--jobs", type=int, default=2, help="rendering processes")

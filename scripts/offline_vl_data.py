@@ -93,6 +93,14 @@ def _deb_version(deb: Path) -> str:
     return out.stdout.strip()
 
 
+def add_source_arguments(ap) -> None:
+    """The ``--source | --deb`` and ``--cache`` options every offline-vl script reads with ``locate_source``."""
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--source", type=Path, help="extracted openclipart-png tree (root or its png/ folder)")
+    src.add_argument("--deb", type=Path, help="a downloaded openclipart-png .deb")
+    ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="package, renderings, cached features")
+
+
 def locate_source(source: Path | None, deb: Path | None, cache: Path) -> Source:
     """The extracted package: ``source`` (extracted tree), else ``deb`` extracted into the cache, else a cached
     extraction, else ``apt-get download openclipart-png`` into the cache and ``dpkg -x``."""

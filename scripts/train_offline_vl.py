@@ -147,10 +147,7 @@ def train_one(kind, hidden, wd, seed, train: Task, evaluate) -> dict:
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description="Train the offline-vl projection (Lite2 features -> MiniLM text space) "
                                              "on Debian's openclipart-png.")
-    src = ap.add_mutually_exclusive_group()
-    src.add_argument("--source", type=Path, help="extracted openclipart-png tree (root or its png/ folder)")
-    src.add_argument("--deb", type=Path, help="a downloaded openclipart-png .deb")
-    ap.add_argument("--cache", type=Path, default=data.DEFAULT_CACHE, help="package, renderings, cached features")
+    data.add_source_arguments(ap)
     ap.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="where projection + manifest are written")
     ap.add_argument("--seed", type=int, default=0, help="split and initialisation seed")
     ap.add_argument("--jobs", type=int, default=2, help="rendering processes (do not change the output)")

@@ -46,10 +46,6 @@ def _print(msg: str) -> None:
     _out.console.print(msg)
 
 
-def _names(paths, n: int = 3) -> str:
-    return ", ".join(Path(p).name for p in list(paths)[:n])
-
-
 @audit_app.command("alignment")
 def alignment_command(
     atlas: Path = typer.Argument(..., help="Embedded atlas folder (unitlens lens embed) with relevance "
@@ -98,7 +94,7 @@ def alignment_command(
     if len(flagged):
         shown = flagged.head(show)
         table = shown[(["layer"] if several else []) + ["unit", "verdict", "relevance"]].assign(
-            exemplars=[_names(p) for p in shown["exemplars"]],
+            exemplars=[_out.short_names(p) for p in shown["exemplars"]],
             other_classes=[o if isinstance(o, str) else "?" for o in shown["other_classes"]])
         _out.print_frame(table, title=f"{len(flagged)} spurious or unexpected units: top concept examples and the "
                                       "other classes they are relevant for")

@@ -35,10 +35,6 @@ def _print(msg: str) -> None:
     _out.console.print(msg)
 
 
-def _short(paths, n: int = 3) -> str:
-    return ", ".join(Path(p).name for p in list(paths)[:n])
-
-
 @lens_app.command("embed")
 def embed_command(
     atlas: Path = typer.Argument(..., help="Atlas folder (from unitlens record)."),
@@ -102,7 +98,8 @@ def search_command(
     except _errors() as err:
         _out.fail(err)
     frame = res.frame
-    shown = frame.drop(columns=["exemplars"]).assign(exemplars=[_short(p, exemplars) for p in frame["exemplars"]])
+    shown = frame.drop(columns=["exemplars"]).assign(
+        exemplars=[_out.short_names(p, exemplars) for p in frame["exemplars"]])
     what = f"'{res.probe.name}'" if res.probe.kind == "text" else f"{res.probe.n_inputs} image(s)"
     _out.print_frame(shown, title=f"search {what} in {atlas} ({res.backend}, {res.engine}, null "
                                   f"{'subtracted' if res.probe.null is not None else 'none'})")

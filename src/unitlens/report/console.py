@@ -1,6 +1,7 @@
 """The one rich console every command prints through, and the small helpers the CLI modules share."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -29,3 +30,8 @@ def fail(err: Exception) -> None:
 def split_list(value: Optional[str]) -> Optional[list[str]]:
     """``"a, b,c"`` -> ``["a", "b", "c"]``; None or empty -> None."""
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def short_names(paths, n: int = 3) -> str:
+    """The file names of the first ``n`` paths, comma-separated (exemplar lists in tables)."""
+    return ", ".join(Path(p).name for p in list(paths)[:n])
