@@ -15,8 +15,9 @@ Why
 How
     1. Data (``offline_vl_data``): the package (``--source DIR`` extracted tree, ``--deb FILE``, or ``apt-get
        download`` into the cache), its 6,900 distinct images (8,121 paths) rendered like the demo set, one caption
-       per path by the documented folder + file-name rule (authors and numbering dropped), a split by image: every
-       bundled demo image is test, the rest 80/10/10 train/validation/test with ``--seed``.
+       per path by the documented folder + file-name rule (authors and numbering dropped), a split by image,
+       stratified by category, 80/10/10 train/validation/test with ``--seed``, that holds the bundled demo images
+       out of training wherever a category keeps 70 % of its images for training.
     2. Frozen features, cached in ``--cache``: Lite2 features of every rendering (the slow part) and MiniLM
        embeddings of every caption.
     3. Locked-text contrastive training: z = normalise(head(x)); logits = exp(s) · z Tᵀ between a batch of
@@ -265,11 +266,15 @@ def _manifest(args, source, images, lexicon, unrendered, skipped, tasks, tops, s
                              "words of 2+ letters a-z (scripts/offline_vl_data.py docstring)",
                      "author_lexicon": lexicon, "not_authors": sorted(data.NOT_AUTHORS),
                      "function_words": sorted(data.FUNCTION_WORDS)},
-        "split": {"seed": args.seed, "rule": "images with a path in the bundled demo set are test; the rest, sorted by "
-                                              "SHA-1 and shuffled with numpy default_rng(seed): 10 % validation, "
-                                              "10 % test, 80 % train",
-                  "fractions": data.SPLIT_FRACTIONS, "counts": counts, "demo_images_in_test":
-                      sum(1 for im in images if im.demo), "sha256": data.split_digest(images)},
+        "split": {"seed": args.seed,
+                  "rule": "by image, stratified by category (top folder of the first path): per category of n "
+                          "images, demo images (SHA-1 order, seeded shuffle) fill test up to round(0.2 n), then "
+                          "validation up to round(0.1 n), the rest train; the other images fill test and "
+                          "validation up to round(0.1 n) each, the rest train (scripts/offline_vl_data.py)",
+                  "fractions": data.SPLIT_FRACTIONS, "demo_test_cap": data.DEMO_TEST_CAP, "counts": counts,
+                  "demo_images": {s: sum(1 for im in images if im.demo and im.split == s)
+                                  for s in ("train", "validation", "test")},
+                  "sha256": data.split_digest(images)},
         "training": {"loss": "multi-positive InfoNCE, both directions, distinct texts per batch, learned temperature",
                      "optimizer": "AdamW", "lr": LR, "epochs": EPOCHS, "batch": BATCH, "seed": args.seed,
                      "texts": "each path's caption, its folders, its category, its first sub-folder (offline_vl_data)",

@@ -191,6 +191,24 @@ def test_theta_is_mean_of_example_embeddings_and_cached_once(atlases):
     assert again.embedded == [] and set(again.skipped) == {"detect", "pool", "tokens"} and backend.images_seen == 0
 
 
+def test_other_weights_under_the_same_name_are_never_mixed(atlases, tmp_path):
+    """A backend rebuilt with other weights (same name, new weights_id) drops the old vectors and re-embeds."""
+    copy = tmp_path / "A"
+    shutil.copytree(atlases["A"], copy)
+    retrained = HistBackend()
+    retrained.weights_id = "v2"
+    with pytest.raises(LensError, match="other weights.*embed again"):
+        search(copy, text="red", backend=retrained)
+    again = embed_atlas(copy, retrained, m=5, progress=False)
+    assert set(again.embedded) == {"detect", "pool", "tokens"} and again.skipped == []
+    n_images = len(pd.read_parquet(copy / "samples.parquet"))
+    assert retrained.images_seen == n_images  # the example cache of the old weights was dropped too (+ the null)
+    assert LensStore.open(copy).weights_id == "v2"
+    assert int(search(copy, text="red", backend=retrained, top=1).frame["unit"].iloc[0]) == 0
+    with pytest.raises(LensError, match="other weights"):
+        search(copy, text="red", backend=HistBackend())
+
+
 def test_select_examples_and_unknown_layer(atlases):
     from unitlens.atlas import Atlas, AtlasError
 

@@ -24,11 +24,14 @@ class BackendUnavailable(RuntimeError):
 class Backend(ABC):
     """An embedding model with its own preprocessing. Outputs are float32, L2-normalised, on CPU.
 
-    ``name`` identifies the weights too (random-weight builds end in ``+random``), so it keys caches.
+    ``name`` identifies the weights too (random-weight builds end in ``+random``), so it keys caches. Where one
+    name can mean several weights (a projection rebuilt by a training script), ``weights_id`` is their digest:
+    caches and lens stores record it, drop vectors of other weights and refuse to mix them.
     """
 
     name: str
     dim: int
+    weights_id: str = ""
     has_text: bool = False
     embeds: bool = True  # False for pairwise-only perceptual distances
 

@@ -2,7 +2,7 @@
 
 Layout, under ``<atlas>/embeddings/<backend name made filesystem-safe>/``::
 
-    meta.json                   backend name and embedding width (checked on open)
+    meta.json                   backend name, embedding width, weights_id (checked on open; other weights: dropped)
     shard-<n>-<tag>.safetensors embeddings (n, D) float32 with their own keys: ids (n,), boxes (n, 4), has_box (n,)
     index.parquet               id, x0, y0, x1, y1 (null: whole image), shard, row: one row per cached key
 
@@ -133,15 +133,18 @@ class EmbeddingCache:
     def _open(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         meta_path = self.path / "meta.json"
-        if meta_path.is_file():
-            meta = read_json(meta_path)
+        meta = read_json(meta_path) if meta_path.is_file() else None
+        if meta is not None:
             if meta.get("backend") != self.backend.name:
                 raise ValueError(f"{self.path} caches backend '{meta.get('backend')}', not '{self.backend.name}'")
             if meta.get("dim") not in (None, self.backend.dim):
                 raise ValueError(f"{self.path} holds {meta['dim']}-d embeddings but '{self.backend.name}' gives "
                                  f"{self.backend.dim}-d; delete the folder to re-embed")
-        else:
-            write_json(meta_path, {"backend": self.backend.name, "dim": self.backend.dim, "format": FORMAT})
+        if meta is None or meta.get("weights", "") != self.backend.weights_id:
+            for stale in [*self.path.glob("shard-*.safetensors"), self.path / "index.parquet"]:
+                stale.unlink(missing_ok=True)  # embeddings of other weights under the same name: wrong now
+            write_json(meta_path, {"backend": self.backend.name, "dim": self.backend.dim,
+                                   "weights": self.backend.weights_id, "format": FORMAT})
         index_path = self.path / "index.parquet"
         if index_path.is_file():
             index = pd.read_parquet(index_path)

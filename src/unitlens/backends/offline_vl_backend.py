@@ -126,6 +126,7 @@ class OfflineVLBackend(Backend):
         self.name = display_name(NAME, pretrained)
         if pretrained:
             head, self.manifest = load_projection(weights_dir or WEIGHTS_DIR)
+            self.weights_id = self.manifest["projection"]["sha256"][:16]
         else:
             with random_init():
                 head = ProjectionHead(**DEFAULT_HEAD)

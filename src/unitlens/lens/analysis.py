@@ -48,8 +48,10 @@ def _backend_for(store: LensStore, backend=None, device=None):
         if backend.name != store.backend:
             raise LensError(f"backend '{backend.name}' is not the one atlas {store.atlas.path} was embedded with "
                             f"('{store.backend}')")
-        return backend
-    return as_backend(store.backend, device)
+    else:
+        backend = as_backend(store.backend, device)
+    store.check_weights(backend)
+    return backend
 
 
 def exemplar_paths(store: LensStore, layer: str, unit: int, n: int = 5) -> list[str]:

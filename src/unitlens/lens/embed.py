@@ -84,6 +84,8 @@ def embed_atlas(atlas, backend=DEFAULT_LENS_BACKEND, m: int = 30, crop: str = "n
     backend = as_backend(backend, device)
     t_load = time.perf_counter()
     store = LensStore(atlas, backend.name, dim=backend.dim, create=True)
+    if store.weights_id != backend.weights_id:
+        store.reset(backend.weights_id)  # embedded with other weights under this name: none of it is valid now
     done = store.meta.get("layers", {})
     todo, skipped = [], []
     for name in names:

@@ -3,7 +3,8 @@ vector table that search runs on.
 
 Layout, under ``<atlas>/lens/<backend dir>/`` (``<backend dir>`` = ``unitlens.backends.cache_dirname(name)``)::
 
-    meta.json                    backend name, embedding width, and per layer: units, m, crop, seconds; written last
+    meta.json                    backend name, embedding width, weights_id, and per layer: units, m, crop,
+                                 seconds; written last
     layers/<layer>.safetensors   theta (U, D): mean of the normalised example embeddings (not re-normalised);
                                  ids, vals, mask (U, m): the concept examples; boxes (U, m, 4), has_box (U, m):
                                  their crop boxes; example_index (U, m) into example_vectors (n, D), which holds
@@ -144,6 +145,34 @@ class LensStore:
             return cls(atlas, matches[0])
         raise LensError(f"atlas {atlas.path} has no lens vectors of backend '{backend}'"
                         + (f" (ambiguous: {', '.join(matches)})" if matches else f"; it has {', '.join(have)}"))
+
+    @property
+    def weights_id(self) -> str:
+        """The digest of the backend weights the vectors come from ("" where the name alone pins them)."""
+        return self.meta.get("weights", "")
+
+    def check_weights(self, backend) -> None:
+        """Refuse to compare the stored vectors with a backend of the same name but other weights."""
+        if backend.weights_id != self.weights_id:
+            raise LensError(f"the lens vectors of {self.atlas.path} were embedded with other weights of backend "
+                            f"'{self.backend}' ({self.weights_id or 'unrecorded'}, loaded now: "
+                            f"{backend.weights_id or 'none'}); embed again: unitlens lens embed {self.atlas.path} "
+                            f"--backend {self.backend}")
+
+    def reset(self, weights_id: str) -> None:
+        """Forget every layer (vectors of other weights): files, vector tables, null, labels, measures."""
+        import shutil
+
+        for path in (self.path / "layers", self.path / "vectors.lancedb"):
+            shutil.rmtree(path, ignore_errors=True)
+        for path in self.path.glob("*.parquet"):
+            path.unlink()
+        (self.path / "null_image.safetensors").unlink(missing_ok=True)
+        self._cache.clear()
+        self.meta = {"backend": self.backend, "dim": self.meta.get("dim"), "weights": weights_id,
+                     "format": FORMAT, "layers": {}}
+        if self.path.is_dir():
+            write_json(self.path / "meta.json", self.meta)
 
     # ------------------------------------------------------------------ layers
     @property
