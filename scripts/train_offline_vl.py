@@ -39,7 +39,7 @@ Determinism
     (``torch.set_num_threads(1)``; features use ``--threads``). A run from scratch and two reruns from its cache
     wrote byte-identical ``projection.safetensors`` files (the script prints the SHA-256).
 
-Usage (from the repository root; 23.5 minutes from scratch on 2 busy cores, about 3 minutes with a warm cache)
+Usage (from the repository root; 12.7 minutes from scratch on 2 idle cores, about 3 minutes with a warm cache)
     python scripts/train_offline_vl.py [--source DIR | --deb FILE] [--cache DIR] [--out DIR] [--seed 0]
         [--jobs 2] [--threads 2]
 """
