@@ -116,8 +116,8 @@ def test_random_variant_is_seeded_and_differs(vl, demo_batch):
 # ---------------------------------------------------------------------------------------------- end to end
 # demo categories whose images the queries are about (checked by hand on the full demo atlas, see README): the
 # stars of 'shapes', the flags of 'signs_and_symbols'; three more categories are distractors. "car" is not asserted:
-# the demo set has 19 pictures of vehicles (car and bus symbols included) in 1,000 and no unit of any of Lite0's 97
-# layers holds more than 9 of them among its 30 top exemplars, so no unit is mostly cars for a search to find
+# the demo set has 18 pictures of vehicles (car and bus symbols included) in 1,000 and no unit of any of Lite0's 97
+# layers holds more than 8 of them among its 30 top exemplars, so no unit is mostly cars for a search to find
 QUERIES = {"star": "shapes", "flag": "signs_and_symbols"}
 DISTRACTORS = ["transportation", "food", "animals"]
 EVERY = 3  # every third demo image of these categories: 93 images
