@@ -100,12 +100,6 @@ class AblateUnits:
             h.remove()
 
 
-def _collate(batch):
-    good = [(x, i) for x, i in batch if x is not None]
-    images = torch.stack([x for x, _ in good]) if good else None
-    return images, torch.tensor([i for _, i in good], dtype=torch.int64), [i for x, i in batch if x is None]
-
-
 def _outputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     out = model(x)
     if isinstance(out, (tuple, list)):
@@ -124,14 +118,14 @@ def model_logits(loaded, images, ablate: dict[str, list[int]] | None = None,
     from torch.utils.data import DataLoader
 
     from unitlens.backends.cache import _progress
-    from unitlens.data.datasets import ImageDataset, load_dataset
+    from unitlens.data.datasets import ImageDataset, collate_readable, load_dataset
 
     data = images.with_transform(loaded.transform) if isinstance(images, ImageDataset) else \
         load_dataset(images, loaded.transform)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     net = loaded.model.to(device).eval()
     plain, ablated, ids, failed = [], [], [], []
-    loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=0, collate_fn=_collate)
+    loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=0, collate_fn=collate_readable)
     hooks_or_none = AblateUnits(net, ablate, values) if ablate else nullcontext()
     with torch.no_grad(), _progress(progress) as bar, hooks_or_none as hooks:
         task = bar.add_task(what, total=len(data))

@@ -69,6 +69,15 @@ class ImageDataset(Dataset):
         return h.hexdigest()[:16]
 
 
+def collate_readable(batch: list[tuple[torch.Tensor | None, int]]):
+    """DataLoader collate for ``ImageDataset``: (stacked images or None if none was readable, their ids, the ids
+    of the unreadable ones)."""
+    images = [x for x, _ in batch if x is not None]
+    ids = torch.tensor([i for x, i in batch if x is not None], dtype=torch.int64)
+    failed = [i for x, i in batch if x is None]
+    return (torch.stack(images) if images else None), ids, failed
+
+
 def _common_root(paths: list[str]) -> Path:
     import os
 

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Subset
 
 from unitlens.atlas.atlas import Atlas, AtlasError
 from unitlens.atlas.files import read_json, read_tensors, write_json, write_parquet, write_tensors
-from unitlens.data.datasets import ImageDataset, load_dataset
+from unitlens.data.datasets import ImageDataset, collate_readable, load_dataset
 from unitlens.record.reduce import SPATIAL, TOKENS, channel_dim_of, reduce_output
 from unitlens.record.state import MAX_SAMPLES, LayerState
 from unitlens.zoo.factory import LoadedModel
@@ -46,13 +46,6 @@ class RecordResult:
     @property
     def images_per_s(self) -> float:
         return (self.n_images - self.resumed_from) / self.seconds if self.seconds > 0 else float("nan")
-
-
-def _collate(batch):
-    images = [x for x, _ in batch if x is not None]
-    ids = torch.tensor([i for x, i in batch if x is not None], dtype=torch.int64)
-    failed = [i for x, i in batch if x is None]
-    return (torch.stack(images) if images else None), ids, failed
 
 
 def _versions() -> dict:
@@ -192,7 +185,7 @@ def record(
     write_json(manifest_path, manifest)
     workers = num_workers if num_workers is not None else min(4, max(1, (torch.get_num_threads() or 2) // 2))
     loader = DataLoader(Subset(data, range(start, len(data))), batch_size=batch_size, shuffle=False,
-                        num_workers=workers, collate_fn=_collate, pin_memory=device.type == "cuda")
+                        num_workers=workers, collate_fn=collate_readable, pin_memory=device.type == "cuda")
     position, since_checkpoint, t0 = start, 0, time.perf_counter()
 
     def checkpoint() -> None:
