@@ -42,10 +42,6 @@ def _errors():
             ImportError, RuntimeError)
 
 
-def _print(msg: str) -> None:
-    _out.console.print(msg)
-
-
 @audit_app.command("alignment")
 def alignment_command(
     atlas: Path = typer.Argument(..., help="Embedded atlas folder (unitlens lens embed) with relevance "
@@ -99,11 +95,11 @@ def alignment_command(
         _out.print_frame(table, title=f"{len(flagged)} spurious or unexpected units: top concept examples and the "
                                       "other classes they are relevant for")
     for note in res.notes:
-        _print(f"[yellow]note:[/] {note}")
+        _out.console.print(f"[yellow]note:[/] {note}")
     if res.path:
-        _print(f"wrote {res.path} (and .csv, .json)")
+        _out.console.print(f"wrote {res.path} (and .csv, .json)")
     for p in paths:
-        _print(f"figure: {p}")
+        _out.console.print(f"figure: {p}")
 
 
 def _model(atlas: Optional[Path], model: Optional[str], checkpoint: Optional[Path], random: bool):
@@ -125,18 +121,25 @@ def _model(atlas: Optional[Path], model: Optional[str], checkpoint: Optional[Pat
                          "NAME [--checkpoint FILE]") from err
 
 
+# the model options of `audit test` and `audit prune` (both run a model on image sets)
+_MODEL = typer.Option(None, help="Model instead of the atlas's (efficientnet_lite0, timm:..., a saved module).")
+_CHECKPOINT = typer.Option(None, help="Local state dict for --model.")
+_RANDOM = typer.Option(False, "--random", help="Random init for --model.")
+_BATCH_SIZE = typer.Option(32, help="Images per forward pass.")
+_DEVICE = typer.Option(None, help="cpu, cuda, ...")
+
+
 @audit_app.command("test")
 def test_command(
     atlas: Optional[Path] = typer.Argument(None, help="Atlas whose model is tested (or give --model)."),
     cls: str = typer.Option(..., "--class", help="Class index or name."),
     valid_images: Path = typer.Option(..., help="Images of the class (folder, recursive, or .txt/.csv list)."),
     spurious_images: Path = typer.Option(..., help="Images with the spurious features only."),
-    model: Optional[str] = typer.Option(None, help="Model instead of the atlas's (efficientnet_lite0, timm:..., "
-                                                   "a saved module)."),
-    checkpoint: Optional[Path] = typer.Option(None, help="Local state dict for --model."),
-    random: bool = typer.Option(False, "--random", help="Random init for --model."),
-    batch_size: int = typer.Option(32, help="Images per forward pass."),
-    device: Optional[str] = typer.Option(None, help="cpu, cuda, ..."),
+    model: Optional[str] = _MODEL,
+    checkpoint: Optional[Path] = _CHECKPOINT,
+    random: bool = _RANDOM,
+    batch_size: int = _BATCH_SIZE,
+    device: Optional[str] = _DEVICE,
 ) -> None:
     """AUC of the class logit separating valid (positives) from spurious (negatives) images (fig. 3a, step 3)."""
     from unitlens.audit.model_test import audit_test
@@ -150,8 +153,8 @@ def test_command(
     name = f"{table.attrs['class_index']} '{table.attrs['class_name']}'"
     _out.print_frame(table, title=f"logit of class {name} ({loaded.name})")
     for path in table.attrs.get("skipped", []):
-        _print(f"[yellow]skipped unreadable image:[/] {path}")
-    _print(f"AUC = {auc:.4f}: the logit of class {name} separates the valid images from the spurious ones "
+        _out.console.print(f"[yellow]skipped unreadable image:[/] {path}")
+    _out.console.print(f"AUC = {auc:.4f}: the logit of class {name} separates the valid images from the spurious ones "
            + ("perfectly" if auc == 1 else "not at all" if auc == 0.5 else "partly" if auc > 0.5 else
               "worse than chance: the spurious images score higher")
            + " (1 = perfectly, 0.5 = not at all)")
@@ -200,11 +203,11 @@ def prune_command(
                                                        "by class index, name, or WordNet id): accuracy."),
     spurious_images: Optional[Path] = typer.Option(None, help="Images with the spurious features only: class "
                                                               "logit and top-5 rate."),
-    model: Optional[str] = typer.Option(None, help="Model instead of the atlas's."),
-    checkpoint: Optional[Path] = typer.Option(None, help="Local state dict for --model."),
-    random: bool = typer.Option(False, "--random", help="Random init for --model."),
-    batch_size: int = typer.Option(32, help="Images per forward pass."),
-    device: Optional[str] = typer.Option(None, help="cpu, cuda, ..."),
+    model: Optional[str] = _MODEL,
+    checkpoint: Optional[Path] = _CHECKPOINT,
+    random: bool = _RANDOM,
+    batch_size: int = _BATCH_SIZE,
+    device: Optional[str] = _DEVICE,
 ) -> None:
     """Zero (or mean-ablate) units and report accuracy and the class logit before and after (paper 4.3)."""
     import pandas as pd
@@ -238,6 +241,6 @@ def prune_command(
     if res.per_class is not None and len(res.per_class) > 1:
         _out.print_frame(res.per_class.head(30), title="top-1 accuracy per labelled class")
     for note in res.notes:
-        _print(f"[yellow]note:[/] {note}")
+        _out.console.print(f"[yellow]note:[/] {note}")
     for path in res.skipped:
-        _print(f"[yellow]skipped unreadable image:[/] {path}")
+        _out.console.print(f"[yellow]skipped unreadable image:[/] {path}")

@@ -31,10 +31,6 @@ def _errors():
     return (LensError, AtlasError, BackendUnavailable, ValueError, FileNotFoundError, ImportError, RuntimeError)
 
 
-def _print(msg: str) -> None:
-    _out.console.print(msg)
-
-
 @lens_app.command("embed")
 def embed_command(
     atlas: Path = typer.Argument(..., help="Atlas folder (from unitlens record)."),
@@ -60,7 +56,7 @@ def embed_command(
     except _errors() as err:
         _out.fail(err)
     for note in r.notes:
-        _print(f"[yellow]note:[/] {note}")
+        _out.console.print(f"[yellow]note:[/] {note}")
     if r.embedded:
         rows = [{"layer": n, **{k: r.store.layer_meta(n)[k] for k in ("units", "m", "crop", "n_distinct_examples",
                                                                         "n_cropped", "lancedb")}}
@@ -71,7 +67,7 @@ def embed_command(
                                         "newly embedded": r.cache_misses,
                                         **{f"{k} (s)": v for k, v in s.items()}}]), title="work")
     if r.skipped:
-        _print(f"already embedded with the same settings (use --force to redo): {', '.join(r.skipped)}")
+        _out.console.print(f"already embedded with the same settings (use --force to redo): {', '.join(r.skipped)}")
 
 
 @lens_app.command("search")
@@ -104,12 +100,12 @@ def search_command(
     _out.print_frame(shown, title=f"search {what} in {atlas} ({res.backend}, {res.engine}, null "
                                   f"{'subtracted' if res.probe.null is not None else 'none'})")
     if frame.shape[0]:
-        _print(f"top unit's exemplars: {', '.join(frame['exemplars'].iloc[0])}")
+        _out.console.print(f"top unit's exemplars: {', '.join(frame['exemplars'].iloc[0])}")
     if csv is not None:
         out = frame.assign(exemplars=[";".join(p) for p in frame["exemplars"]])
         csv.parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame(out).to_csv(csv, index=False)
-        _print(f"wrote {csv}")
+        _out.console.print(f"wrote {csv}")
 
 
 @lens_app.command("label")
@@ -143,9 +139,9 @@ def label_command(
     _out.print_frame(shown, title=f"unexpected: {len(res.unexpected)} units align with no concept"
                                   + (f" (showing {len(shown)})" if len(shown) < len(res.unexpected) else ""))
     if res.n_constant:
-        _print(f"{res.n_constant} constant units were not labelled")
+        _out.console.print(f"{res.n_constant} constant units were not labelled")
     if res.path:
-        _print(f"wrote {res.path}")
+        _out.console.print(f"wrote {res.path}")
 
 
 @lens_app.command("compare")
@@ -191,7 +187,7 @@ def measures_command(
         _out.fail(err)
     _out.print_frame(res.layers, title=f"interpretability measures of {atlas} ({res.backend})")
     if write:
-        _print(f"wrote metrics clarity, polysemanticity, max_similarity (backend {res.backend}) to "
+        _out.console.print(f"wrote metrics clarity, polysemanticity, max_similarity (backend {res.backend}) to "
                f"{Path(atlas) / 'scores.parquet'}; per-layer redundancy to lens/…/measures.parquet")
 
 
@@ -219,4 +215,4 @@ def plot_lens_command(
     except _errors() as err:
         _out.fail(err)
     for p in paths:
-        _print(str(p))
+        _out.console.print(str(p))
