@@ -257,13 +257,13 @@ def assign_split(images: list[ClipArt], seed: int) -> None:
         n = len(members)
         quota = {s: round(f * n) for s, f in SPLIT_FRACTIONS.items()}
         demo_quota = {"test": round(DEMO_TEST_CAP * n), "validation": quota["validation"]}
-        filled = {"test": 0, "validation": 0}
+        filled = {"test": 0, "validation": 0, "train": 0}
         for is_demo, limits in ((True, demo_quota), (False, quota)):
             group = sorted((im for im in members if im.demo == is_demo), key=lambda im: im.sha1)
             for idx in rng.permutation(len(group)):
                 split = next((s for s in ("test", "validation") if filled[s] < limits[s]), "train")
                 group[idx].split = split
-                filled[split] = filled.get(split, 0) + 1
+                filled[split] += 1
 
 
 def category(im: ClipArt) -> str:
