@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from unitlens.lens.measures import clarity, polysemanticity, redundancy, theta_from_examples
+from unitlens.lens.unit_measures import clarity, polysemanticity, redundancy, theta_from_examples
 
 
 def synthetic(units: int, m: int, dim: int, concepts: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

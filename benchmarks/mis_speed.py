@@ -28,7 +28,7 @@ import time
 import numpy as np
 import torch
 
-from unitlens.mis.score import score
+from unitlens.mis.scoring import score
 from unitlens.mis.tasks import build_tasks
 
 
@@ -117,7 +117,7 @@ def atlas_part(path: str, n_tasks: int, k_expl: int, tau: float, sample: int, se
     sample of the same units (the loop over all of them would take minutes)."""
     from unitlens.atlas import Atlas
     from unitlens.backends import EmbeddingCache, load_backend
-    from unitlens.mis.score import STATUS_SCORED, run_atlas
+    from unitlens.mis.scoring import STATUS_SCORED, run_atlas
 
     backend = load_backend("offline", device="cpu")
     runs = [run_atlas(path, backend, n_tasks, k_expl, tau, device="cpu", write=False, progress=False)

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import offline_vl_data as data  # noqa: E402
 import offline_vl_metrics as metrics  # noqa: E402
 
-from unitlens.backends._hub import random_init  # noqa: E402
+from unitlens.backends.hub import random_init  # noqa: E402
 from unitlens.backends.offline_vl_backend import WEIGHTS_DIR, OfflineVLBackend, ProjectionHead  # noqa: E402
 
 CHANCE_NOTE = "chance of a uniform guess: top 1/22 = 4.5 %"

@@ -25,10 +25,11 @@ from rich.console import Console
 from torch import nn
 from typer.testing import CliRunner
 
-import unitlens.report.console
+import unitlens.cli.common
 from conftest import to_int_tensor, write_images
-from unitlens.audit import AuditError, audit, audit_test, prune_check, stored_audit, verdicts
-from unitlens.audit.commands import audit_app
+from unitlens.audit import audit, audit_test, prune_check, stored_audit, verdicts
+from unitlens.errors import AuditError
+from unitlens.cli.audit import app as audit_app
 from unitlens.backends.base import Backend, register_backend
 from unitlens.lens.store import LayerLens, LensStore
 from unitlens.zoo.factory import LoadedModel
@@ -139,7 +140,7 @@ def atlas(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def wide_console(monkeypatch):
-    monkeypatch.setattr(unitlens.report.console, "console", Console(width=250, soft_wrap=True))
+    monkeypatch.setattr(unitlens.cli.common, "console", Console(width=250, soft_wrap=True))
 
 
 def expected_alignment(unit: int, concepts: list[str]) -> float:
@@ -232,7 +233,8 @@ def test_audit_on_stored_crp_relevance(atlas, tmp_path):
     unit 0 alone (head weights), so CRP gives unit 0 the whole relevance of every sample and no other unit any."""
     import shutil
 
-    from unitlens.relevance import RelevanceError, compute_relevance
+    from unitlens.errors import RelevanceError
+    from unitlens.relevance import compute_relevance
 
     copy = tmp_path / "atlas"
     shutil.copytree(atlas / "atlas", copy)
@@ -253,17 +255,18 @@ def test_audit_test_auc_identical_separable_and_brute_force(tmp_path):
     solid([(v, 0, 0) for v in (20, 40)], tmp_path / "spur")
     solid([(v, 5, 5) for v in (200, 220)], tmp_path / "bright")
     solid([(v, 5, 5) for v in (10, 20)], tmp_path / "dark")
-    auc, table = audit_test(model, "red", tmp_path / "valid", tmp_path / "valid")
+    auc = audit_test(model, "red", tmp_path / "valid", tmp_path / "valid").auc
     assert auc == 0.5
-    auc, table = audit_test(model, 0, tmp_path / "bright", tmp_path / "dark")
+    res = audit_test(model, 0, tmp_path / "bright", tmp_path / "dark")
+    auc, table = res.auc, res.table
     assert auc == 1.0
     rows = table.set_index("set")
     assert rows.loc["valid", "logit_mean"] == 210 and rows.loc["spurious", "logit_mean"] == 15
-    assert rows.loc["spurious", "rank_mean"] == 1 and table.attrs["class_name"] == "red"
-    auc, _ = audit_test(model, "red", tmp_path / "valid", tmp_path / "spur")
+    assert rows.loc["spurious", "rank_mean"] == 1 and res.class_name == "red"
+    auc = audit_test(model, "red", tmp_path / "valid", tmp_path / "spur").auc
     pairs = [(v > s) + 0.5 * (v == s) for v in (10, 30, 50, 60) for s in (20, 40)]
     assert auc == pytest.approx(sum(pairs) / len(pairs))  # 5/8
-    _, table = audit_test(model, "green", tmp_path / "bright", tmp_path / "dark")
+    table = audit_test(model, "green", tmp_path / "bright", tmp_path / "dark").table
     # green logit 5 vs red 200+: rank 2 of 3 for bright, rank 2 for dark (10, 20 > 5)
     assert table.set_index("set")["rank_mean"].tolist() == [2, 2] and table["top1"].tolist() == [0, 0]
 
@@ -334,7 +337,7 @@ def test_prune_errors(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- CLI and plots
 def test_plots(atlas, tmp_path):
-    from unitlens.report.audit_plots import plot_audit
+    from unitlens.audit.figures import plot_audit
 
     res = audit(atlas / "atlas", 0, ["fur", "horns"], ["palm", "cart"], relevance=relevance_frame(),
                 other_classes=relevance_frame().iloc[:0], write=False)
@@ -347,10 +350,9 @@ def test_plots(atlas, tmp_path):
 
 def fake_relevance_module(frame: pd.DataFrame) -> types.ModuleType:
     """Stands in for unitlens.relevance: stored relevance of class 0, no --predicted run."""
-    mod = types.ModuleType("unitlens.relevance")
+    from unitlens.errors import RelevanceError
 
-    class RelevanceError(RuntimeError):
-        pass
+    mod = types.ModuleType("unitlens.relevance")
 
     def load_relevance(atlas, cls):
         if str(cls) not in ("0", "red"):

@@ -12,15 +12,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from unitlens.backends import (
-    Backend,
-    BackendUnavailable,
-    EmbeddingCache,
-    available_backends,
-    cache_dirname,
-    embed_images,
-    load_backend,
-)
+from unitlens.atlas.layout import backend_dirname as cache_dirname
+from unitlens.backends import Backend, EmbeddingCache, available_backends, embed_images, load_backend
+from unitlens.errors import BackendUnavailable
 
 
 def _image(seed: int, size=(96, 72)) -> Image.Image:

@@ -7,7 +7,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-import unitlens.report.console
+import unitlens.cli.common
 from unitlens.cli import app
 
 from conftest import write_images
@@ -18,7 +18,7 @@ runner = CliRunner()
 @pytest.fixture(autouse=True)
 def wide_console(monkeypatch):
     """Tables as a wide terminal shows them, so cell text is not folded."""
-    monkeypatch.setattr(unitlens.report.console, "console", Console(width=200, soft_wrap=True))
+    monkeypatch.setattr(unitlens.cli.common, "console", Console(width=200, soft_wrap=True))
 
 
 def test_record_info_and_duckdb_across_atlases(tmp_path):

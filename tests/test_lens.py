@@ -23,11 +23,13 @@ from torch import nn
 from torchvision import transforms as T
 from typer.testing import CliRunner
 
-import unitlens.report.console
+import unitlens.cli.common
 from unitlens.backends.base import Backend, register_backend
-from unitlens.lens import (LensError, LensStore, compare, embed_atlas, input_geometry, label, measures, search,
-                           select_examples)
-from unitlens.lens.commands import lens_app, plot_lens_command
+from unitlens.data.geometry import input_geometry
+from unitlens.errors import LensError
+from unitlens.lens import LensStore, compare, embed_atlas, label, measures, search, select_examples
+from unitlens.cli.lens import app as lens_app
+from unitlens.cli.plot import lens as plot_lens_command
 from unitlens.lens.store import LayerLens, lancedb_available
 from unitlens.zoo.factory import LoadedModel
 
@@ -163,7 +165,7 @@ def atlases(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def wide_console(monkeypatch):
-    monkeypatch.setattr(unitlens.report.console, "console", Console(width=250, soft_wrap=True))
+    monkeypatch.setattr(unitlens.cli.common, "console", Console(width=250, soft_wrap=True))
 
 
 # ---------------------------------------------------------------------------------------------- embed
@@ -210,7 +212,8 @@ def test_other_weights_under_the_same_name_are_never_mixed(atlases, tmp_path):
 
 
 def test_select_examples_and_unknown_layer(atlases):
-    from unitlens.atlas import Atlas, AtlasError
+    from unitlens.atlas import Atlas
+    from unitlens.errors import AtlasError
 
     atlas = Atlas(atlases["A"])
     ex = select_examples(atlas, "detect", 3)
@@ -358,7 +361,7 @@ def test_errors_before_embedding(atlases, tmp_path):
     with pytest.raises(LensError, match="not embedded"):
         measures(copy, layers=["detect"])
     # an atlas without the exemplars of a layer, and one whose record run has not finished
-    from unitlens.atlas import AtlasError
+    from unitlens.errors import AtlasError
 
     (copy / "exemplars" / "detect.safetensors").unlink()
     with pytest.raises(AtlasError, match="no exemplars for layer 'detect'"):
@@ -476,7 +479,7 @@ def test_cli_end_to_end_and_errors(atlases, tmp_path):
 def test_plots(atlases, tmp_path):
     import typer
 
-    from unitlens.report.lens_plots import plot_lens
+    from unitlens.lens.figures import plot_lens
 
     label(atlases["A"], atlases["concepts"], backend=atlases["backend"])
     paths = plot_lens(atlases["A"], tmp_path / "plots", layer="detect", projection="pca", n_cards=2)

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unitlens.lens.measures import (clarity, init_centers, measures_table, polysemanticity, redundancy,
+from unitlens.lens.unit_measures import (clarity, init_centers, measures_table, polysemanticity, redundancy,
                                     similarity, theta_from_examples, two_means)
 
 

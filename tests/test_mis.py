@@ -14,12 +14,15 @@ from rich.console import Console
 from torch import nn
 from typer.testing import CliRunner
 
-import unitlens.mis.commands as mis_commands
+import unitlens.cli.common
+import unitlens.cli.mis as mis_commands
+import unitlens.cli.plot as plot_commands
 from unitlens.backends.base import Backend, register_backend
-from unitlens.mis import (TooFewExemplars, build_tasks, fit_tau, noise_ceiling, run_atlas, score,
+from unitlens.errors import TooFewExemplars
+from unitlens.mis import (build_tasks, fit_tau, noise_ceiling, run_atlas, score,
                           score_atlas, score_embeddings, summarize, task_layout)
 from unitlens.mis.calibrate import pearson
-from unitlens.mis.score import accuracy_from_margins, load_scores, mis_from_margins, score_gram
+from unitlens.mis.scoring import accuracy_from_margins, load_scores, mis_from_margins, score_gram
 from unitlens.zoo import enumerate_units
 from unitlens.zoo.factory import LoadedModel
 
@@ -394,11 +397,11 @@ def test_score_atlas_end_to_end(colour_atlas):
 
 def test_commands_route_to_score_and_plot(colour_atlas, tmp_path, monkeypatch):
     atlas, _ = colour_atlas
-    monkeypatch.setattr(mis_commands, "console", Console(width=250, soft_wrap=True))
+    monkeypatch.setattr(unitlens.cli.common, "console", Console(width=250, soft_wrap=True))
     app = typer.Typer()
-    app.add_typer(mis_commands.mis_app, name="mis")
+    app.add_typer(mis_commands.app, name="mis")
     plot = typer.Typer()
-    plot.command("mis")(mis_commands.plot_mis_command)
+    plot.command("mis")(plot_commands.mis)
     app.add_typer(plot, name="plot")
     runner = CliRunner()
     args = [str(atlas.path), "--backend", "colourtest", "--n-tasks", "5", "--k-expl", "4"]
@@ -418,7 +421,7 @@ def test_commands_route_to_score_and_plot(colour_atlas, tmp_path, monkeypatch):
     # calibrate: human scores made from the atlas's own margins at a known tau
     run = run_atlas(atlas, "colourtest", n_tasks=5, k_expl=4, progress=False, write=False, keep_margins=True)
     human = pd.DataFrame({"layer": ["colour", "colour", "texture", "texture"], "unit": [0, 2, 0, 1]})
-    from unitlens.mis.score import margins_frame
+    from unitlens.mis.scoring import margins_frame
 
     m = margins_frame(run).loc[list(zip(human["layer"], human["unit"]))]
     human["score"] = mis_from_margins(torch.tensor(m.to_numpy()), 0.3).numpy()

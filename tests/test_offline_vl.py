@@ -16,7 +16,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unitlens.backends import BackendUnavailable, load_backend
+from unitlens.backends import load_backend
+from unitlens.errors import BackendUnavailable
 from unitlens.backends.offline_vl_backend import (DEFAULT_HEAD, MANIFEST_FILE, PROJECTION_FILE, WEIGHTS_DIR,
                                                   OfflineVLBackend)
 from unitlens.data import load_dataset
@@ -73,14 +74,14 @@ def test_text_tower_is_all_minilm_from_the_package(vl):
 
 
 def test_text_tower_loads_with_no_network(monkeypatch):
-    from unitlens.backends.offline_vl_backend import _text_model
+    from unitlens.backends.offline_vl_backend import load_text_model
 
     def refuse(*args, **kwargs):
         raise OSError("network use in an offline test")
 
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    model = _text_model.__wrapped__("cpu")  # a fresh load, not the cached one
+    model = load_text_model.__wrapped__("cpu")  # a fresh load, not the cached one
     assert model.encode(["a flag"]).shape == (1, 384)
 
 
@@ -101,7 +102,7 @@ def test_missing_or_damaged_projection_is_a_clear_error(tmp_path):
 
 
 def test_random_variant_is_seeded_and_differs(vl, demo_batch):
-    from unitlens.backends._hub import random_init
+    from unitlens.backends.hub import random_init
     from unitlens.backends.offline_vl_backend import ProjectionHead
 
     rnd = load_backend("offline-vl+random", device="cpu")

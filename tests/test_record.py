@@ -6,14 +6,15 @@ import pandas as pd
 import pytest
 import torch
 
-from unitlens.atlas import Atlas, AtlasError
+from unitlens.atlas import Atlas
+from unitlens.errors import AtlasError
 from unitlens.data import load_dataset
 from unitlens.record import LayerState, record
 from unitlens.record.reduce import reduce_output
 from unitlens.record.state import decode, encode
 from unitlens.zoo import enumerate_units
 
-from conftest import to_int_tensor, write_images
+from conftest import to_int_tensor
 
 
 def brute_force(model, data, layer_names):

@@ -15,13 +15,15 @@ from torch import nn
 from zennit.composites import EpsilonPlusFlat
 
 from conftest import to_int_tensor, write_images
-from unitlens.lens.examples import CropContext, crop_examples, select_examples
-from unitlens.relevance import (RelevanceError, compute_predicted_relevance, compute_relevance, load_relevance,
+from unitlens.lens.crops import CropContext, crop_examples
+from unitlens.lens.examples import select_examples
+from unitlens.errors import RelevanceError
+from unitlens.relevance import (compute_predicted_relevance, compute_relevance, load_relevance,
                                 relevant_classes)
 from unitlens.relevance.attribute import Attribution, class_relevance, unit_heatmaps
 from unitlens.relevance.canonizers import ExactMergeBatchNorm
 from unitlens.relevance.composite import composite_for
-from unitlens.relevance.errors import RelevanceUnavailable
+from unitlens.errors import RelevanceUnavailable
 from unitlens.zoo.factory import LoadedModel
 
 
@@ -438,13 +440,13 @@ def test_relevance_cli(share_atlas, monkeypatch):
     from rich.console import Console
     from typer.testing import CliRunner
 
-    import unitlens.lens.examples
-    import unitlens.report.console
+    import unitlens.cli.common
+    from unitlens.atlas import Atlas
     from unitlens.cli import app
 
     atlas, model, _ = share_atlas
-    monkeypatch.setattr(unitlens.report.console, "console", Console(width=200, soft_wrap=True))
-    monkeypatch.setattr(unitlens.lens.examples, "load_atlas_model", lambda _atlas: model)
+    monkeypatch.setattr(unitlens.cli.common, "console", Console(width=200, soft_wrap=True))
+    monkeypatch.setattr(Atlas, "load_model", lambda _atlas: model)
     runner = CliRunner()
     res = runner.invoke(app, ["relevance", str(atlas), "--class", "c2", "--device", "cpu"])
     assert res.exit_code == 0, res.output

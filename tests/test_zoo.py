@@ -11,7 +11,7 @@ from torch import nn
 
 from unitlens.data import load_dataset
 from unitlens.zoo import enumerate_units, load_model
-from unitlens.zoo.checkpoint import CheckpointMismatch
+from unitlens.errors import CheckpointMismatch
 from unitlens.zoo.factory import offline_weights_path
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "offline_top1.json").read_text())["top1"]

@@ -1,4 +1,12 @@
-"""The on-disk atlas: manifest, unit table, exemplar arrays, samples; atomic writes and resumable state."""
-from unitlens.atlas.atlas import Atlas, AtlasError, Exemplars
+"""The on-disk atlas: manifest, unit table, exemplar arrays, samples, derived results; atomic writes."""
+from __future__ import annotations
 
-__all__ = ["Atlas", "AtlasError", "Exemplars"]
+from typing import TYPE_CHECKING
+
+from unitlens.runtime import lazy_exports
+
+if TYPE_CHECKING:
+    from unitlens.atlas.atlas import Atlas, Exemplars
+
+__all__ = ["Atlas", "Exemplars"]
+__getattr__, __dir__ = lazy_exports(__name__, {"Atlas": "unitlens.atlas.atlas", "Exemplars": "unitlens.atlas.atlas"})

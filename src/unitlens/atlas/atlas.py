@@ -20,11 +20,16 @@ import pandas as pd
 import torch
 
 from unitlens.atlas.files import read_json, read_tensors, write_parquet
+from unitlens.atlas.layout import (
+    EXEMPLARS,
+    MANIFEST,
+    SAMPLES,
+    UNITS,
+    backend_dirname,
+    derived_path,
+)
+from unitlens.errors import AtlasError, AtlasIncomplete, BadInput
 from unitlens.zoo.units import LayerInfo
-
-
-class AtlasError(RuntimeError):
-    """An atlas is missing, incomplete, or lacks what a step needs."""
 
 
 @dataclass
@@ -46,9 +51,9 @@ class Atlas:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        if not (self.path / "manifest.json").is_file():
-            raise AtlasError(f"{self.path} is not an atlas (no manifest.json); create one with unitlens record")
-        self.manifest = read_json(self.path / "manifest.json")
+        if not (self.path / MANIFEST).is_file():
+            raise AtlasError(f"{self.path} is not an atlas (no {MANIFEST}); create one with unitlens record")
+        self.manifest = read_json(self.path / MANIFEST)
 
     @classmethod
     def open(cls, atlas: "Atlas | str | Path") -> "Atlas":
@@ -59,12 +64,25 @@ class Atlas:
     def complete(self) -> bool:
         return self.manifest.get("status") == "complete"
 
-    def _require_complete(self) -> None:
+    def require_complete(self) -> None:
+        """Raise ``AtlasIncomplete`` (naming the command that resumes it) unless the record run finished."""
         if not self.complete:
-            raise AtlasError(
+            raise AtlasIncomplete(
                 f"the record run of {self.path} has not finished (status {self.manifest.get('status')}); "
                 "run the same unitlens record command again to resume it"
             )
+
+    # ------------------------------------------------------------------ layout
+    def derived_path(self, name: str, *parts: str) -> Path:
+        """Where derived result ``name`` (see ``unitlens.atlas.layout.DERIVED``) lives in this atlas."""
+        return derived_path(self.path, name, *parts)
+
+    def backend_path(self, name: str, backend: str) -> Path:
+        """The folder of derived result ``name`` (``lens``, ``embeddings``) for one embedding backend."""
+        return self.derived_path(name, backend_dirname(backend))
+
+    def exemplar_file(self, layer: str) -> Path:
+        return self.path / EXEMPLARS / f"{layer}.safetensors"
 
     @property
     def layers(self) -> list[LayerInfo]:
@@ -91,24 +109,24 @@ class Atlas:
         return [info for info in infos if any(fnmatch.fnmatchcase(info.name, p) for p in patterns)]
 
     def units(self) -> pd.DataFrame:
-        self._require_complete()
-        return pd.read_parquet(self.path / "units.parquet")
+        self.require_complete()
+        return pd.read_parquet(self.path / UNITS)
 
     def samples(self) -> pd.DataFrame:
-        self._require_complete()
-        return pd.read_parquet(self.path / "samples.parquet")
+        self.require_complete()
+        return pd.read_parquet(self.path / SAMPLES)
 
     def exemplars(self, layer: str) -> Exemplars:
-        self._require_complete()
+        self.require_complete()
         self.layer(layer)
-        arrays = read_tensors(self.path / "exemplars" / f"{layer}.safetensors")  # ids are int32 on disk
+        arrays = read_tensors(self.exemplar_file(layer))  # ids are int32 on disk
         return Exemplars(**{k: v.long() if k.endswith("_ids") else v for k, v in arrays.items()})
 
     SCORE_COLUMNS = ("layer", "unit", "metric", "backend", "value", "params")
 
     def scores(self, wide: bool = False) -> pd.DataFrame:
         """All scores written so far; ``wide=True`` pivots to one row per unit, one column per metric@backend."""
-        path = self.path / "scores.parquet"
+        path = self.derived_path("scores")
         frame = pd.read_parquet(path) if path.is_file() else pd.DataFrame(columns=list(self.SCORE_COLUMNS))
         if not wide:
             return frame
@@ -123,7 +141,7 @@ class Atlas:
         columns = list(self.SCORE_COLUMNS)
         missing = set(columns) - set(frame.columns)
         if missing:
-            raise ValueError(f"scores need columns {sorted(missing)}")
+            raise BadInput(f"scores need columns {sorted(missing)}")
         old = self.scores()
         if len(old):
             key = ["metric", "backend", "layer"]
@@ -131,7 +149,32 @@ class Atlas:
             old = old[(hit != "both").to_numpy()]
         merged = pd.concat([old, frame[columns]], ignore_index=True) if len(old) else \
             frame[columns].reset_index(drop=True)
-        write_parquet(self.path / "scores.parquet", merged)
+        write_parquet(self.derived_path("scores"), merged)
+
+    def load_model(self):
+        """The model this atlas was recorded with (same source and weights; the weights hash is checked)."""
+        from unitlens.zoo import load_model
+
+        cfg = self.manifest.get("config", {})
+        name, weights = cfg.get("model"), cfg.get("weights")
+        if not name:
+            raise AtlasError(f"atlas {self.path} does not name its model; pass the model to the Python API")
+        try:
+            if weights == "pretrained":
+                loaded = load_model(name)
+            elif weights == "random":
+                loaded = load_model(name, pretrained=False)
+            else:
+                loaded = load_model(name, checkpoint=weights)
+        except Exception as err:  # unknown names (hand-built test models), missing weights, missing checkpoints
+            raise AtlasError(f"cannot load the analysed model '{name}' (weights {weights}) of atlas {self.path}: "
+                             f"{err}. Pass the model to the Python API (model=LoadedModel)") from err
+        want = cfg.get("weights_hash")
+        if want and loaded.weights_hash() != want:
+            raise AtlasError(f"the model '{name}' loaded now (weights {weights}) is not the one atlas {self.path} "
+                             f"was recorded with (weights hash {loaded.weights_hash()} != {want}); pass that model "
+                             "to the Python API")
+        return loaded
 
     def dataset(self, transform=None):
         """The recorded images as an ``ImageDataset`` with the atlas's sample ids."""

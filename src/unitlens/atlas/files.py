@@ -1,8 +1,10 @@
 """Atomic file writes (write to a temporary file in the same folder, then rename) for every atlas file."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +25,18 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def safe_name(name: str, default: str = "item", hashed: bool = True) -> str:
+    """``name`` as a file name: runs of characters other than letters, digits, ``.``, ``_`` and ``-`` become ``_``.
+
+    With ``hashed`` (the default) a name that had to change gets a short hash of the original appended, so two
+    names never share a file; names that are already safe stay as they are.
+    """
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or default
+    if hashed and safe != name:
+        safe += "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
+    return safe
 
 
 def write_json(path: str | Path, obj: dict) -> None:

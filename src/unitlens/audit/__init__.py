@@ -3,10 +3,27 @@
 (``prune_check``). CLI: ``unitlens audit ATLAS``, ``unitlens audit test``, ``unitlens audit prune``."""
 from __future__ import annotations
 
-from unitlens.audit.alignment import MIN_RELEVANCE, VERDICTS, AuditResult, audit, stored_audit, verdicts
-from unitlens.audit.errors import AuditError
-from unitlens.audit.model_test import audit_test
-from unitlens.audit.prune import PruneResult, prune_check
+from typing import TYPE_CHECKING
 
-__all__ = ["MIN_RELEVANCE", "VERDICTS", "AuditError", "AuditResult", "PruneResult", "audit", "audit_test",
-           "prune_check", "stored_audit", "verdicts"]
+from unitlens.runtime import lazy_exports
+
+if TYPE_CHECKING:
+    from unitlens.audit.alignment import (
+        VERDICTS,
+        AuditResult,
+        audit,
+        stored_audit,
+        verdicts,
+    )
+    from unitlens.audit.defaults import AUDIT_MIN_RELEVANCE
+    from unitlens.audit.figures import plot_audit
+    from unitlens.audit.logit_auc import AucResult, audit_test
+    from unitlens.audit.prune import PruneResult, prune_check
+
+__all__ = ["AUDIT_MIN_RELEVANCE", "AucResult", "AuditResult", "PruneResult", "VERDICTS", "audit", "audit_test", "plot_audit", "prune_check", "stored_audit", "verdicts"]
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "AUDIT_MIN_RELEVANCE": "unitlens.audit.defaults", "VERDICTS": "unitlens.audit.alignment", "AuditResult": "unitlens.audit.alignment", "audit": "unitlens.audit.alignment", "stored_audit": "unitlens.audit.alignment", "verdicts": "unitlens.audit.alignment",
+    "plot_audit": "unitlens.audit.figures",
+    "AucResult": "unitlens.audit.logit_auc", "audit_test": "unitlens.audit.logit_auc",
+    "PruneResult": "unitlens.audit.prune", "prune_check": "unitlens.audit.prune",
+})

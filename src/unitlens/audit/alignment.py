@@ -32,7 +32,6 @@ and summary). ``stored_audit(atlas, index)`` reads the table back (``unitlens au
 """
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,16 +40,21 @@ import numpy as np
 import pandas as pd
 
 from unitlens.atlas import Atlas
-from unitlens.atlas.files import atomic_write, write_json, write_parquet
-from unitlens.audit.errors import AuditError
-from unitlens.lens.analysis import _backend_for, concept_alignments, concept_set_probes, exemplar_paths
-from unitlens.lens.examples import LensError
+from unitlens.atlas.files import atomic_write, safe_name, write_json, write_parquet
+from unitlens.audit.defaults import AUDIT_MIN_RELEVANCE
+from unitlens.errors import AuditError, AuditNotComputed, BadInput, LensError, RelevanceError
+from unitlens.lens.analysis import (
+    backend_for,
+    concept_alignments,
+    concept_set_probes,
+    exemplar_paths,
+)
+from unitlens.lens.defaults import DEFAULT_LENS_BACKEND
 from unitlens.lens.probes import ConceptSet, Probe, load_concepts
-from unitlens.lens.store import DEFAULT_LENS_BACKEND, LensStore
+from unitlens.lens.store import LensStore
 
 VERDICTS = ("valid", "spurious", "both", "unexpected")
 NOT_RELEVANT = "not relevant"
-MIN_RELEVANCE = 0.028  # the paper's 2.8 % (supplementary note F.1.1)
 STATS = {"mean": "rel_mean", "max": "rel_max"}
 OTHER_CLASSES = 5
 
@@ -86,7 +90,7 @@ def verdicts(a_valid: np.ndarray, a_spur: np.ndarray) -> np.ndarray:
     return np.select([v & ~s, s & ~v, v & s], ["valid", "spurious", "both"], "unexpected").astype(object)
 
 
-def audit(atlas, cls, valid, spurious, backend=None, layers=None, min_relevance: float = MIN_RELEVANCE,
+def audit(atlas, cls, valid, spurious, backend=None, layers=None, min_relevance: float = AUDIT_MIN_RELEVANCE,
           relevance: pd.DataFrame | None = None, stat: str = "max", other_classes: pd.DataFrame | None = None,
           n_exemplars: int = 5, write: bool = True, device=None, progress: bool = False) -> AuditResult:
     """Verdicts for the units relevant to class ``cls`` (an index or a class name).
@@ -98,7 +102,7 @@ def audit(atlas, cls, valid, spurious, backend=None, layers=None, min_relevance:
     stays empty and a note says how to fill it). ``layers``: default all layers with both relevance and θ.
     """
     if stat not in STATS:
-        raise ValueError(f"stat must be one of {', '.join(STATS)}")
+        raise BadInput(f"stat must be one of {', '.join(STATS)}")
     store = _open_store(atlas, backend)
     if relevance is None:
         from unitlens.relevance import load_relevance
@@ -109,7 +113,7 @@ def audit(atlas, cls, valid, spurious, backend=None, layers=None, min_relevance:
     names = _layers(store, rel, layers, index, notes)
     rel = rel[rel["layer"].isin(names)]
     if not (_is_probes(valid) and _is_probes(spurious)):
-        backend = _backend_for(store, backend, device)  # loaded once for both sets
+        backend = backend_for(store, backend, device)  # loaded once for both sets
     v_probes = _probes(store, valid, "valid", backend, progress)
     s_probes = _probes(store, spurious, "spurious", backend, progress)
     aligned = _alignment_frame(store, v_probes, s_probes, names)
@@ -263,7 +267,7 @@ def _other_classes(atlas: Atlas, frame: pd.DataFrame, index: int, given: pd.Data
     if frame.empty:
         return []
     if given is None:
-        from unitlens.relevance import RelevanceError, relevant_classes
+        from unitlens.relevance import relevant_classes
 
         try:
             given = pd.concat([relevant_classes(atlas, layer, units=sorted(map(int, g["unit"])),
@@ -296,11 +300,11 @@ def _summary(frame: pd.DataFrame, rel: pd.DataFrame, min_relevance: float, layer
 
 def audit_basename(index: int, name: str) -> str:
     """``class<index>-<name>``, the stem of an audit's files."""
-    return f"class{index}-" + (re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "class")
+    return f"class{index}-" + safe_name(name, default="class", hashed=False)
 
 
 def _write(result: AuditResult, valid_source: str, spurious_source: str) -> Path:
-    base = result.atlas / "audit" / audit_basename(result.class_index, result.class_name)
+    base = Atlas.open(result.atlas).derived_path("audit", audit_basename(result.class_index, result.class_name))
     path = base.parent / (base.name + ".parquet")
     write_parquet(path, result.frame)
     flat = result.frame.assign(**{c: [";".join(map(str, v)) for v in result.frame[c]]
@@ -318,8 +322,8 @@ def _write(result: AuditResult, valid_source: str, spurious_source: str) -> Path
 def stored_audit(atlas, class_index: int) -> pd.DataFrame:
     """The stored audit table of class ``class_index`` (the last ``audit`` of it)."""
     atlas = Atlas.open(atlas)
-    hits = sorted((atlas.path / "audit").glob(f"class{int(class_index)}-*.parquet"))
+    hits = sorted(atlas.derived_path("audit").glob(f"class{int(class_index)}-*.parquet"))
     if not hits:
-        raise AuditError(f"atlas {atlas.path} has no stored audit of class {class_index}; run unitlens audit "
+        raise AuditNotComputed(f"atlas {atlas.path} has no stored audit of class {class_index}; run unitlens audit "
                          f"{atlas.path} --class {class_index} --valid CONCEPTS --spurious CONCEPTS first")
     return pd.read_parquet(hits[0])

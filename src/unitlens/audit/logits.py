@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from unitlens.audit.errors import AuditError
+from unitlens.errors import AuditError, BadInput
+from unitlens.runtime import ForwardHooks, Progress, pick_device
+from unitlens.zoo.units import channel_dim_of, enumerate_units
 
 
 @dataclass
@@ -30,7 +32,7 @@ class Logits:
     def of(self, ablated: bool = False) -> torch.Tensor:
         out = self.ablated if ablated else self.plain
         if out is None:
-            raise ValueError("these logits were computed without ablated units")
+            raise BadInput("these logits were computed without ablated units")
         return out
 
     def rank(self, index: int, ablated: bool = False) -> torch.Tensor:
@@ -54,25 +56,20 @@ class AblateUnits:
 
     def __init__(self, model: nn.Module, units: dict[str, list[int]],
                  values: dict[str, torch.Tensor] | None = None):
-        from unitlens.zoo.units import enumerate_units
-
         if not units or not any(units.values()):
             raise AuditError("no unit to ablate: give at least one layer:unit")
         infos = {i.name: i for i in enumerate_units(model, include=list(units), skip_first_last=False)}
-        modules = dict(model.named_modules())
         self.active = False
-        hooks = [(modules[name], self._hook(name, infos[name].channel_dim, list(idx), torch.as_tensor(
-            (values or {}).get(name, torch.zeros(len(idx))), dtype=torch.float32)))
-            for name, idx in units.items() if idx]  # every hook is checked before any is registered
-        self.handles = [module.register_forward_hook(hook) for module, hook in hooks]
+        self.replace = {name: self._replacement(name, infos[name].channel_dim, list(idx), torch.as_tensor(
+            (values or {}).get(name, torch.zeros(len(idx))), dtype=torch.float32))
+            for name, idx in units.items() if idx}  # every layer is checked before any hook is registered
+        self.hooks = ForwardHooks(model, self.replace, lambda name, output: self.replace[name](output))
 
-    def _hook(self, name: str, declared: int, units: list[int], values: torch.Tensor):
-        from unitlens.record.reduce import channel_dim_of
-
+    def _replacement(self, name: str, declared: int, units: list[int], values: torch.Tensor):
         if values.shape != (len(units),):
             raise AuditError(f"layer {name}: {len(units)} units to ablate but {tuple(values.shape)} values")
 
-        def hook(_module, _inputs, output):
+        def ablated(output):
             if not self.active:
                 return None
             if not torch.is_tensor(output):
@@ -90,14 +87,13 @@ class AblateUnits:
             source = values.to(output).view(shape).expand(size)
             return output.index_copy(dim, torch.tensor(units, device=output.device), source)
 
-        return hook
+        return ablated
 
     def __enter__(self) -> "AblateUnits":
         return self
 
     def __exit__(self, *exc) -> None:
-        for h in self.handles:
-            h.remove()
+        self.hooks.remove()
 
 
 def _outputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -117,18 +113,16 @@ def model_logits(loaded, images, ablate: dict[str, list[int]] | None = None,
     skipped and named."""
     from torch.utils.data import DataLoader
 
-    from unitlens.backends.cache import _progress
     from unitlens.data.datasets import ImageDataset, collate_readable, load_dataset
 
     data = images.with_transform(loaded.transform) if isinstance(images, ImageDataset) else \
         load_dataset(images, loaded.transform)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = pick_device(device)
     net = loaded.model.to(device).eval()
     plain, ablated, ids, failed = [], [], [], []
     loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=0, collate_fn=collate_readable)
     hooks_or_none = AblateUnits(net, ablate, values) if ablate else nullcontext()
-    with torch.no_grad(), _progress(progress) as bar, hooks_or_none as hooks:
-        task = bar.add_task(what, total=len(data))
+    with torch.no_grad(), Progress(what, len(data), progress, unit="img") as bar, hooks_or_none as hooks:
         for x, batch_ids, bad in loader:
             failed += bad
             if x is not None:
@@ -141,7 +135,7 @@ def model_logits(loaded, images, ablate: dict[str, list[int]] | None = None,
                     finally:
                         hooks.active = False
                 ids.append(batch_ids)
-            bar.advance(task, len(batch_ids) + len(bad))
+            bar.advance(len(batch_ids) + len(bad))
     if not ids:
         raise AuditError(f"none of the {len(data)} images of {data.spec} could be read")
     ids_t = torch.cat(ids)

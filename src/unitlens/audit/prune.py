@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
-from unitlens.audit.errors import AuditError
 from unitlens.audit.logits import Logits, model_logits
-
+from unitlens.errors import AuditError, BadInput
 
 ABLATIONS = ("zero", "mean")
 
@@ -127,7 +126,7 @@ def prune_check(model, units: dict[str, list[int]], cls, labelled=None, spurious
     if labelled is None and spurious is None:
         raise AuditError("give a labelled folder, a spurious image set, or both, to measure the pruning on")
     if ablate not in ABLATIONS:
-        raise ValueError(f"ablate must be one of {', '.join(ABLATIONS)}")
+        raise BadInput(f"ablate must be one of {', '.join(ABLATIONS)}")
     units = {layer: sorted({int(u) for u in us}) for layer, us in units.items() if us}
     values = _mean_values(atlas, units) if ablate == "mean" else None
     notes = [f"layer {layer} feeds a batch norm: zeroing its output sets the units to the BN's shift, not to 0; "

@@ -16,25 +16,23 @@ from unitlens.backends import (  # noqa: F401  (imported so that they register)
 )
 from unitlens.backends.base import (
     Backend,
-    BackendUnavailable,
     PairwiseBackend,
     as_backend,
     available_backends,
     load_backend,
     register_backend,
 )
-from unitlens.backends.cache import EmbeddingCache, cache_dirname, embed_images
+from unitlens.backends.cache import EmbeddingCache, NotEmbeddable, embed_images
 from unitlens.backends.offline_backend import DEFAULT_OFFLINE_MODEL
 
 __all__ = [
     "Backend",
-    "BackendUnavailable",
     "DEFAULT_OFFLINE_MODEL",
     "EmbeddingCache",
     "PairwiseBackend",
     "as_backend",
     "available_backends",
-    "cache_dirname",
+    "NotEmbeddable",
     "embed_images",
     "load_backend",
     "register_backend",

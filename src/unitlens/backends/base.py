@@ -16,9 +16,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-
-class BackendUnavailable(RuntimeError):
-    """A backend's weights or package cannot be had here; the message says how to get them."""
+from unitlens.errors import BadInput
+from unitlens.runtime import pick_device
 
 
 class Backend(ABC):
@@ -36,7 +35,7 @@ class Backend(ABC):
     embeds: bool = True  # False for pairwise-only perceptual distances
 
     def __init__(self, device: str | torch.device | None = None):
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = pick_device(device)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, device={self.device})"
@@ -124,5 +123,5 @@ def load_backend(name: str, device: str | torch.device | None = None, **kwargs) 
         name, kwargs = name[: -len("+random")], {**kwargs, "pretrained": False}
     prefix, _, spec = name.partition(":")
     if prefix not in _REGISTRY:
-        raise ValueError(f"unknown backend '{name}'; registered: {', '.join(available_backends())}")
+        raise BadInput(f"unknown backend '{name}'; registered: {', '.join(available_backends())}")
     return _REGISTRY[prefix](spec, device=device, **kwargs)

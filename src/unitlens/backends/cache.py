@@ -1,6 +1,6 @@
 """Embedding cache: every (sample id, crop box) is embedded once per backend and kept in the atlas.
 
-Layout, under ``<atlas>/embeddings/<backend name made filesystem-safe>/``::
+Layout, under ``Atlas.backend_path("embeddings", backend)``::
 
     meta.json                   backend name, embedding width, weights_id (checked on open; other weights: dropped)
     shard-<n>-<tag>.safetensors embeddings (n, D) float32 with their own keys: ids (n,), boxes (n, 4), has_box (n,)
@@ -13,32 +13,28 @@ rounded to integers.
 """
 from __future__ import annotations
 
-import hashlib
-import os
-import re
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from collections.abc import Iterable, Sequence
 
 import pandas as pd
 import torch
 from PIL import Image
 
-from unitlens.atlas.files import read_json, read_tensors, write_json, write_parquet, write_tensors
+from unitlens.atlas import Atlas
+from unitlens.atlas.files import (
+    read_json,
+    read_tensors,
+    write_json,
+    write_parquet,
+    write_tensors,
+)
 from unitlens.backends.base import Backend
+from unitlens.errors import BadInput, UnitlensError
+from unitlens.runtime import Progress, prefetch
 
 Box = tuple[int, int, int, int]
 Key = tuple[int, Box | None]
 FORMAT = 1
-
-
-def cache_dirname(backend_name: str) -> str:
-    """``openclip:ViT-B-32/openai`` -> ``openclip_ViT-B-32_openai-<hash>``; already safe names stay as they are."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", backend_name).strip("._") or "backend"
-    if safe != backend_name:
-        safe += "-" + hashlib.sha1(backend_name.encode()).hexdigest()[:8]
-    return safe
 
 
 def _box(crop) -> Box | None:
@@ -46,22 +42,17 @@ def _box(crop) -> Box | None:
         return None
     box = tuple(int(round(float(v))) for v in crop)
     if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1]:
-        raise ValueError(f"a crop box is (x0, y0, x1, y1) with x1 > x0 and y1 > y0 in image pixels; got {crop}")
+        raise BadInput(f"a crop box is (x0, y0, x1, y1) with x1 > x0 and y1 > y0 in image pixels; got {crop}")
     return box
 
 
-def _progress(enabled: bool):
-    from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=Console(stderr=True), disable=not enabled, transient=False)
+class NotEmbeddable(BadInput, TypeError):
+    """A pairwise-only backend was given where embeddings are needed."""
 
 
 def _require_embeddings(backend: Backend) -> None:
     if not backend.embeds:
-        raise TypeError(
+        raise NotEmbeddable(
             f"backend '{backend.name}' compares image pairs and has no embeddings to cache; use its "
             "similarity(a, b), or an embedding backend (dreamsim, openclip:..., hf:..., timm:..., offline)"
         )
@@ -70,23 +61,8 @@ def _require_embeddings(backend: Backend) -> None:
 def _encode(backend: Backend, tensors: list[torch.Tensor]) -> torch.Tensor:
     out = backend.encode_images(torch.stack(tensors))
     if out.ndim != 2 or out.shape[0] != len(tensors):
-        raise RuntimeError(f"backend '{backend.name}' returned shape {tuple(out.shape)} for {len(tensors)} images")
+        raise UnitlensError(f"backend '{backend.name}' returned shape {tuple(out.shape)} for {len(tensors)} images")
     return out.float().cpu()
-
-
-def _workers() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
-
-
-def _batches(items: list, prepare, batch_size: int) -> Iterator[tuple[list, list[torch.Tensor]]]:
-    """Yield (chunk, prepared tensors) per batch; threads decode and preprocess the next batch meanwhile."""
-    chunks = [items[s:s + batch_size] for s in range(0, len(items), batch_size)]
-    with ThreadPoolExecutor(_workers()) as pool:
-        ahead = [pool.submit(prepare, x) for x in chunks[0]] if chunks else []
-        for i, chunk in enumerate(chunks):
-            current = ahead
-            ahead = [pool.submit(prepare, x) for x in chunks[i + 1]] if i + 1 < len(chunks) else []
-            yield chunk, [f.result() for f in current]
 
 
 def embed_images(backend: Backend, images: Sequence[Image.Image], batch_size: int = 64,
@@ -97,11 +73,10 @@ def embed_images(backend: Backend, images: Sequence[Image.Image], batch_size: in
     if not images:
         return torch.empty(0, backend.dim)
     out = []
-    with _progress(progress) as bar:
-        task = bar.add_task(f"embed {backend.name}", total=len(images))
-        for chunk, tensors in _batches(images, lambda im: backend.preprocess(im.convert("RGB")), batch_size):
+    with Progress(f"embed {backend.name}", len(images), progress, unit="img") as bar:
+        for chunk, tensors in prefetch(images, lambda im: backend.preprocess(im.convert("RGB")), batch_size):
             out.append(_encode(backend, tensors))
-            bar.advance(task, len(chunk))
+            bar.advance(len(chunk))
     return torch.cat(out)
 
 
@@ -114,14 +89,10 @@ class EmbeddingCache:
 
     def __init__(self, atlas, backend: Backend, shard_rows: int = 4096):
         _require_embeddings(backend)
-        if isinstance(atlas, (str, Path)):
-            from unitlens.atlas import Atlas
-
-            atlas = Atlas(atlas)
-        self.atlas = atlas
+        self.atlas = Atlas.open(atlas)
         self.backend = backend
         self.shard_rows = int(shard_rows)
-        self.path = Path(atlas.path) / "embeddings" / cache_dirname(backend.name)
+        self.path = self.atlas.backend_path("embeddings", backend.name)
         self.hits = 0
         self.misses = 0
         self._dataset = None
@@ -136,9 +107,9 @@ class EmbeddingCache:
         meta = read_json(meta_path) if meta_path.is_file() else None
         if meta is not None:
             if meta.get("backend") != self.backend.name:
-                raise ValueError(f"{self.path} caches backend '{meta.get('backend')}', not '{self.backend.name}'")
+                raise BadInput(f"{self.path} caches backend '{meta.get('backend')}', not '{self.backend.name}'")
             if meta.get("dim") not in (None, self.backend.dim):
-                raise ValueError(f"{self.path} holds {meta['dim']}-d embeddings but '{self.backend.name}' gives "
+                raise BadInput(f"{self.path} holds {meta['dim']}-d embeddings but '{self.backend.name}' gives "
                                  f"{self.backend.dim}-d; delete the folder to re-embed")
         if meta is None or meta.get("weights", "") != self.backend.weights_id:
             for stale in [*self.path.glob("shard-*.safetensors"), self.path / "index.parquet"]:
@@ -219,18 +190,17 @@ class EmbeddingCache:
         try:
             image = self.dataset.image(sample_id)
         except Exception as err:
-            raise RuntimeError(f"cannot read sample {sample_id} ({self.dataset.path(sample_id)}): {err}") from err
+            raise UnitlensError(f"cannot read sample {sample_id} ({self.dataset.path(sample_id)}): {err}") from err
         return image.crop(box) if box is not None else image
 
     def _embed(self, keys: list[Key], batch_size: int, progress: bool) -> None:
         pending_keys: list[Key] = []
         pending: list[torch.Tensor] = []
-        with _progress(progress) as bar:
-            task = bar.add_task(f"embed {self.backend.name}", total=len(keys))
-            for chunk, tensors in _batches(keys, lambda k: self.backend.preprocess(self._image(k)), batch_size):
+        with Progress(f"embed {self.backend.name}", len(keys), progress, unit="img") as bar:
+            for chunk, tensors in prefetch(keys, lambda k: self.backend.preprocess(self._image(k)), batch_size):
                 pending.append(_encode(self.backend, tensors))
                 pending_keys.extend(chunk)
-                bar.advance(task, len(chunk))
+                bar.advance(len(chunk))
                 if len(pending_keys) >= self.shard_rows:
                     self._flush(pending_keys, pending)
                     pending_keys, pending = [], []
@@ -247,7 +217,7 @@ class EmbeddingCache:
         ids = [int(i) for i in (ids.tolist() if isinstance(ids, torch.Tensor) else ids)]
         crops = [None] * len(ids) if crops is None else list(crops)
         if len(crops) != len(ids):
-            raise ValueError(f"got {len(ids)} ids but {len(crops)} crops")
+            raise BadInput(f"got {len(ids)} ids but {len(crops)} crops")
         keys = [(i, _box(c)) for i, c in zip(ids, crops)]
         missing = list(dict.fromkeys(k for k in keys if k not in self._where))
         self.hits += len(keys) - sum(1 for k in keys if k not in self._where)

@@ -19,8 +19,15 @@ from unittest import mock
 import torch
 from PIL import Image
 
-from unitlens.backends._hub import display_name, offline, random_init, torch_home, unavailable
-from unitlens.backends.base import Backend, BackendUnavailable, register_backend
+from unitlens.backends.hub import (
+    display_name,
+    offline,
+    random_init,
+    torch_home,
+    unavailable,
+)
+from unitlens.backends.base import Backend, register_backend
+from unitlens.errors import BackendUnavailable, BadInput
 
 # Files ``dreamsim.model.download_weights`` checks for before it downloads (it keeps this list private).
 REQUIRED = {
@@ -96,7 +103,7 @@ class DreamSimBackend(Backend):
 
         kind = kind or "ensemble"
         if kind not in REQUIRED:
-            raise ValueError(f"unknown DreamSim type '{kind}'; choose one of {', '.join(REQUIRED)}")
+            raise BadInput(f"unknown DreamSim type '{kind}'; choose one of {', '.join(REQUIRED)}")
         self.kind = kind
         self.name = display_name("dreamsim" if kind == "ensemble" else f"dreamsim:{kind}", pretrained)
         cfg = dreamsim_args["model_config"][kind]

@@ -10,8 +10,16 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
-from unitlens.backends._hub import display_name, hf_hub_cache, hub_mode, hub_offline, random_init, unavailable
+from unitlens.backends.hub import (
+    display_name,
+    hf_hub_cache,
+    hub_mode,
+    hub_offline,
+    random_init,
+    unavailable,
+)
 from unitlens.backends.base import Backend, register_backend
+from unitlens.errors import BadInput
 
 
 def _features(out) -> torch.Tensor:
@@ -22,10 +30,15 @@ def _features(out) -> torch.Tensor:
 class HFBackend(Backend):
     def __init__(self, model_id: str, device=None, pretrained: bool = True, cache_dir=None):
         super().__init__(device)
-        from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer
+        from transformers import (
+            AutoConfig,
+            AutoImageProcessor,
+            AutoModel,
+            AutoTokenizer,
+        )
 
         if not model_id:
-            raise ValueError("the hf backend needs a model id, e.g. hf:facebook/dinov2-base or "
+            raise BadInput("the hf backend needs a model id, e.g. hf:facebook/dinov2-base or "
                              "hf:openai/clip-vit-base-patch32 (or a local folder saved with save_pretrained)")
         self.name = display_name(f"hf:{model_id}", pretrained)
         cache = str(cache_dir or hf_hub_cache())

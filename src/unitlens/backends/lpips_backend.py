@@ -18,8 +18,15 @@ from contextlib import contextmanager
 import torch
 from PIL import Image
 
-from unitlens.backends._hub import display_name, offline, random_init, torch_checkpoints, unavailable
+from unitlens.backends.hub import (
+    display_name,
+    offline,
+    random_init,
+    torch_checkpoints,
+    unavailable,
+)
 from unitlens.backends.base import PairwiseBackend, register_backend
+from unitlens.errors import BadInput
 
 NETS = ("alex", "vgg", "squeeze")
 
@@ -47,7 +54,7 @@ class LpipsBackend(PairwiseBackend):
         from torchvision import transforms
 
         if net not in NETS:
-            raise ValueError(f"unknown LPIPS network '{net}'; choose one of {', '.join(NETS)}")
+            raise BadInput(f"unknown LPIPS network '{net}'; choose one of {', '.join(NETS)}")
         self.name = display_name(f"lpips-{net}", pretrained)
         self.chunk = chunk
         if pretrained:
@@ -108,7 +115,7 @@ class LpipsBackend(PairwiseBackend):
 def _factory(net: str):
     def load(spec: str, device=None, pretrained: bool = True, **kwargs) -> LpipsBackend:
         if spec:
-            raise ValueError(f"lpips-{net} takes no spec (got '{spec}'); use lpips-alex, lpips-vgg or lpips-squeeze")
+            raise BadInput(f"lpips-{net} takes no spec (got '{spec}'); use lpips-alex, lpips-vgg or lpips-squeeze")
         return LpipsBackend(net, device=device, pretrained=pretrained, **kwargs)
 
     return load

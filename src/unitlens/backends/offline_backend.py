@@ -9,8 +9,9 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
-from unitlens.backends._hub import display_name, random_init
-from unitlens.backends.base import Backend, BackendUnavailable, register_backend
+from unitlens.backends.hub import display_name, random_init
+from unitlens.backends.base import Backend, register_backend
+from unitlens.errors import BackendUnavailable, BadInput
 
 DEFAULT_OFFLINE_MODEL = "efficientnet_lite2"
 
@@ -21,7 +22,7 @@ class OfflineBackend(Backend):
         from unitlens.zoo.factory import OFFLINE_MODELS, WeightsUnavailable, load_model
 
         if model not in OFFLINE_MODELS:
-            raise ValueError(f"unknown offline model '{model}'; choose one of {', '.join(OFFLINE_MODELS)}")
+            raise BadInput(f"unknown offline model '{model}'; choose one of {', '.join(OFFLINE_MODELS)}")
         try:
             with random_init():
                 loaded = load_model(model, pretrained=pretrained)

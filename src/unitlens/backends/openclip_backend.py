@@ -9,8 +9,15 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
-from unitlens.backends._hub import display_name, hf_hub_cache, hub_mode, random_init, unavailable
+from unitlens.backends.hub import (
+    display_name,
+    hf_hub_cache,
+    hub_mode,
+    random_init,
+    unavailable,
+)
 from unitlens.backends.base import Backend, register_backend
+from unitlens.errors import BadInput
 
 DEFAULT_OPENCLIP = "MobileCLIP-S2/datacompdr"
 
@@ -20,10 +27,10 @@ def _parse(spec: str) -> tuple[str, str]:
 
     arch, _, tag = (spec or DEFAULT_OPENCLIP).partition("/")
     if arch not in open_clip.list_models():
-        raise ValueError(f"open_clip has no architecture '{arch}' (see open_clip.list_models())")
+        raise BadInput(f"open_clip has no architecture '{arch}' (see open_clip.list_models())")
     tags = open_clip.list_pretrained_tags_by_model(arch)
     if tag not in tags:
-        raise ValueError(
+        raise BadInput(
             f"openclip:{arch}: give a pretrained tag as openclip:{arch}/<tag>; known tags: {', '.join(tags) or 'none'}"
         )
     return arch, tag

@@ -8,8 +8,16 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
-from unitlens.backends._hub import display_name, hf_hub_cache, hub_mode, random_init, torch_checkpoints, unavailable
+from unitlens.backends.hub import (
+    display_name,
+    hf_hub_cache,
+    hub_mode,
+    random_init,
+    torch_checkpoints,
+    unavailable,
+)
 from unitlens.backends.base import Backend, register_backend
+from unitlens.errors import BadInput
 
 
 class TimmBackend(Backend):
@@ -19,10 +27,10 @@ class TimmBackend(Backend):
         import timm.data
 
         if not model_name:
-            raise ValueError("the timm backend needs a model name, e.g. timm:resnet50 or timm:vit_small_patch14_dinov2")
+            raise BadInput("the timm backend needs a model name, e.g. timm:resnet50 or timm:vit_small_patch14_dinov2")
         arch = model_name.split(".")[0]
         if not timm.is_model(arch):
-            raise ValueError(f"timm has no architecture '{arch}' (see timm.list_models())")
+            raise BadInput(f"timm has no architecture '{arch}' (see timm.list_models())")
         self.name = display_name(f"timm:{model_name}", pretrained)
         if pretrained:
             cfg = timm.models.get_pretrained_cfg(model_name)

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from unitlens.data.images import open_rgb
+from unitlens.errors import BadInput, MissingFile
 
 DEMO_ROOT = Path(__file__).parent / "demo"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
@@ -30,7 +31,7 @@ class ImageDataset(Dataset):
 
     def __init__(self, samples: pd.DataFrame, spec: str, transform: Callable | None = None):
         if len(samples) == 0:
-            raise ValueError(f"dataset '{spec}' holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            raise BadInput(f"dataset '{spec}' holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         self.samples = samples.reset_index(drop=True)
         if "id" not in self.samples:
             self.samples.insert(0, "id", range(len(self.samples)))
@@ -100,7 +101,7 @@ def _list_samples(listing: Path) -> pd.DataFrame:
         with listing.open(newline="", encoding="utf-8") as f:
             table = pd.DataFrame(list(csv.DictReader(f)))
         if "path" not in table:
-            raise ValueError(f"{listing} has no 'path' column; columns are {list(table.columns)}")
+            raise BadInput(f"{listing} has no 'path' column; columns are {list(table.columns)}")
     else:
         lines = [ln.strip() for ln in listing.read_text(encoding="utf-8").splitlines()]
         table = pd.DataFrame({"path": [ln for ln in lines if ln and not ln.startswith("#")]})
@@ -116,19 +117,19 @@ def load_dataset(spec: str | Path, transform: Callable | None = None) -> ImageDa
     if spec == "demo":
         index = DEMO_ROOT / "index.csv"
         if not index.is_file():
-            raise FileNotFoundError(f"the bundled demo set is missing ({index}); reinstall unitlens")
+            raise MissingFile(f"the bundled demo set is missing ({index}); reinstall unitlens")
         samples = _list_samples(index)
         samples["label"] = samples["category"]
         return ImageDataset(samples, spec, transform)
     path = Path(spec).expanduser()
     if not path.exists():
-        raise FileNotFoundError(f"dataset '{spec}' does not exist: give 'demo', an image folder or a file list")
+        raise MissingFile(f"dataset '{spec}' does not exist: give 'demo', an image folder or a file list")
     if path.is_dir():
         return ImageDataset(_folder_samples(path.resolve()), spec, transform)
     if path.suffix in (".txt", ".csv"):
         samples = _list_samples(path.resolve())
         missing = [p for p in samples["path"] if not Path(p).exists()]
         if missing:
-            raise FileNotFoundError(f"{len(missing)} file(s) listed in {spec} do not exist, e.g. {missing[0]}")
+            raise MissingFile(f"{len(missing)} file(s) listed in {spec} do not exist, e.g. {missing[0]}")
         return ImageDataset(samples, spec, transform)
-    raise ValueError(f"dataset '{spec}' is neither a folder nor a .txt/.csv file list")
+    raise BadInput(f"dataset '{spec}' is neither a folder nor a .txt/.csv file list")

@@ -10,58 +10,59 @@ backend::
 """
 from __future__ import annotations
 
-from unitlens.lens.analysis import (LABEL_THRESHOLD, CompareResult, LabelResult, MeasuresResult, SearchResult,
-                                    compare, label, measures, search, stored_labels)
-from unitlens.lens.embed import EmbedResult, embed_atlas
-from unitlens.lens.examples import (ACTIVATION_THRESHOLD, ConceptExamples, CropContext, LensError,
-                                    activation_boxes, crop_examples, crop_modes, input_geometry,
-                                    register_crop_mode, select_examples)
-from unitlens.lens.probes import (TEMPLATES, ConceptSet, Probe, image_probe, load_concepts, load_parents,
-                                  text_probe, text_probes)
-from unitlens.lens.store import DEFAULT_LENS_BACKEND, LayerLens, LensStore
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "ACTIVATION_THRESHOLD", "DEFAULT_LENS_BACKEND", "LABEL_THRESHOLD", "TEMPLATES", "CompareResult",
-    "ConceptExamples", "ConceptSet", "CropContext", "EmbedResult", "LabelResult", "LayerLens", "Lens", "LensError",
-    "LensStore", "MeasuresResult", "Probe", "SearchResult", "activation_boxes", "compare", "crop_examples",
-    "crop_modes", "embed_atlas", "image_probe", "input_geometry", "label", "load_concepts", "load_parents",
-    "measures", "register_crop_mode", "search", "select_examples", "stored_labels", "text_probe", "text_probes",
-]
+from unitlens.runtime import lazy_exports
 
+if TYPE_CHECKING:
+    from unitlens.lens.analysis import (
+        CompareResult,
+        LabelResult,
+        MeasuresResult,
+        SearchResult,
+        compare,
+        label,
+        measures,
+        search,
+        stored_labels,
+    )
+    from unitlens.lens.crops import (
+        CropContext,
+        activation_boxes,
+        crop_examples,
+        crop_modes,
+        register_crop_mode,
+    )
+    from unitlens.lens.defaults import (
+        ACTIVATION_THRESHOLD,
+        COMPARE_THRESHOLD,
+        DEFAULT_LENS_BACKEND,
+        LABEL_THRESHOLD,
+        M,
+    )
+    from unitlens.lens.embed import EmbedResult, embed_atlas
+    from unitlens.lens.examples import ConceptExamples, select_examples
+    from unitlens.lens.lens import Lens
+    from unitlens.lens.probes import (
+        TEMPLATES,
+        ConceptSet,
+        Probe,
+        image_probe,
+        load_concepts,
+        load_parents,
+        text_probe,
+        text_probes,
+    )
+    from unitlens.lens.store import LayerLens, LensStore
 
-class Lens:
-    """One atlas seen through one backend. ``backend`` is a name or a ``Backend`` instance (kept for probes)."""
-
-    def __init__(self, atlas, backend=DEFAULT_LENS_BACKEND, device=None):
-        from unitlens.atlas import Atlas
-
-        self.atlas = Atlas.open(atlas)
-        self.backend = backend
-        self.device = device
-
-    def _backend(self):
-        from unitlens.backends import as_backend
-
-        if isinstance(self.backend, str):
-            self.backend = as_backend(self.backend, self.device)
-        return self.backend
-
-    @property
-    def store(self) -> LensStore:
-        return LensStore(self.atlas, self._backend().name)
-
-    def embed(self, **kwargs) -> EmbedResult:
-        return embed_atlas(self.atlas, self._backend(), device=self.device, **kwargs)
-
-    def search(self, text=None, images=None, **kwargs) -> SearchResult:
-        return search(self.store, text=text, images=images, backend=self._backend(), **kwargs)
-
-    def label(self, concepts, **kwargs) -> LabelResult:
-        return label(self.store, concepts, backend=self._backend(), **kwargs)
-
-    def compare(self, other, **kwargs) -> CompareResult:
-        return compare(self.atlas, other.atlas if isinstance(other, Lens) else other, backend=self._backend().name,
-                       **kwargs)
-
-    def measures(self, **kwargs) -> MeasuresResult:
-        return measures(self.store, **kwargs)
+__all__ = ["ACTIVATION_THRESHOLD", "COMPARE_THRESHOLD", "CompareResult", "ConceptExamples", "ConceptSet", "CropContext", "DEFAULT_LENS_BACKEND", "EmbedResult", "LABEL_THRESHOLD", "LabelResult", "LayerLens", "Lens", "LensStore", "M", "MeasuresResult", "Probe", "SearchResult", "TEMPLATES", "activation_boxes", "compare", "crop_examples", "crop_modes", "embed_atlas", "image_probe", "label", "load_concepts", "load_parents", "measures", "register_crop_mode", "search", "select_examples", "stored_labels", "text_probe", "text_probes"]
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "CompareResult": "unitlens.lens.analysis", "LabelResult": "unitlens.lens.analysis", "MeasuresResult": "unitlens.lens.analysis", "SearchResult": "unitlens.lens.analysis", "compare": "unitlens.lens.analysis", "label": "unitlens.lens.analysis", "measures": "unitlens.lens.analysis", "search": "unitlens.lens.analysis", "stored_labels": "unitlens.lens.analysis",
+    "ACTIVATION_THRESHOLD": "unitlens.lens.defaults", "COMPARE_THRESHOLD": "unitlens.lens.defaults", "DEFAULT_LENS_BACKEND": "unitlens.lens.defaults", "LABEL_THRESHOLD": "unitlens.lens.defaults", "M": "unitlens.lens.defaults",
+    "EmbedResult": "unitlens.lens.embed", "embed_atlas": "unitlens.lens.embed",
+    "ConceptExamples": "unitlens.lens.examples", "select_examples": "unitlens.lens.examples",
+    "CropContext": "unitlens.lens.crops", "activation_boxes": "unitlens.lens.crops", "crop_examples": "unitlens.lens.crops", "crop_modes": "unitlens.lens.crops", "register_crop_mode": "unitlens.lens.crops",
+    "TEMPLATES": "unitlens.lens.probes", "ConceptSet": "unitlens.lens.probes", "Probe": "unitlens.lens.probes", "image_probe": "unitlens.lens.probes", "load_concepts": "unitlens.lens.probes", "load_parents": "unitlens.lens.probes", "text_probe": "unitlens.lens.probes", "text_probes": "unitlens.lens.probes",
+    "LayerLens": "unitlens.lens.store", "LensStore": "unitlens.lens.store",
+    "Lens": "unitlens.lens.lens",
+})

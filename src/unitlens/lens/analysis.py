@@ -6,7 +6,7 @@
 - ``compare``: S(A→B) = mean over θ ∈ A of max over θ' ∈ B of cos(θ, θ'), for every pair of layers, and the
   units of A whose best match anywhere in B is below a threshold (no counterpart).
 - ``measures``: clarity, polysemanticity and max similarity per unit and redundancy per layer (the colleague's
-  ``unitlens.lens.measures``), written to ``scores.parquet``.
+  ``unitlens.lens.unit_measures``), written to ``scores.parquet``.
 
 Constant units (max − min < 1e-8 over the dataset) have arbitrary exemplars, so they are left out of search,
 label, compare and measures (measures writes missing values for them, as MIS does).
@@ -20,18 +20,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from unitlens.atlas import Atlas
 from unitlens.backends import as_backend
-from unitlens.lens.examples import LensError
-from unitlens.lens.probes import (ConceptSet, Probe, concept_probes, image_probe, load_concepts, load_parents,
-                                  text_probe)
+from unitlens.errors import LensError, NotEmbedded
+from unitlens.lens.defaults import COMPARE_THRESHOLD, LABEL_THRESHOLD
+from unitlens.lens.probes import (
+    ConceptSet,
+    Probe,
+    concept_probes,
+    image_probe,
+    load_concepts,
+    load_parents,
+    text_probe,
+)
 from unitlens.lens.store import LensStore
 
-LABEL_THRESHOLD = 0.025
 NO_LABEL = "none"
-COMPARE_THRESHOLD = 0.9  # the paper gives none; cosines between θs are backend-dependent (0.9–0.99 offline)
 METRICS = ("clarity", "polysemanticity", "max_similarity")
 
 
@@ -42,7 +47,7 @@ def _store(atlas, backend=None) -> LensStore:
     return LensStore.open(Atlas.open(atlas), name)
 
 
-def _backend_for(store: LensStore, backend=None, device=None):
+def backend_for(store: LensStore, backend=None, device=None):
     """The backend instance that made the store (loaded by its name unless an instance is given)."""
     if backend is not None and not isinstance(backend, str):
         if backend.name != store.backend:
@@ -90,7 +95,7 @@ def search(atlas, text: str | None = None, images=None, backend=None, layers=Non
     store = _store(atlas, backend)
     names = store.resolve(layers)
     if probe is None:
-        probe = make_probe(store, _backend_for(store, backend, device), text, images, null, progress)
+        probe = make_probe(store, backend_for(store, backend, device), text, images, null, progress)
     used = engine
     if engine == "auto":
         used = "lancedb" if store.has_lance(names) else "exact"
@@ -121,7 +126,7 @@ def concept_set_probes(store: LensStore, concepts, backend=None, text_null: str 
         concepts = ConceptSet([str(c) for c in concepts], "text")
     if not concepts.names:
         raise LensError("the concept list is empty")
-    return concept_probes(_backend_for(store, backend, device), concepts, atlas=store.atlas,
+    return concept_probes(backend_for(store, backend, device), concepts, atlas=store.atlas,
                           null_vector=store.null_image(), text_null=text_null, image_null=image_null,
                           progress=progress)
 
@@ -239,9 +244,9 @@ def compare(atlas_a, atlas_b, backend=None, layers_a=None, layers_b=None,
     b = Atlas.open(atlas_b)
     have_a, have_b = LensStore.backends(a), LensStore.backends(b)
     if not have_a:
-        raise LensError(f"atlas {a.path} has not been embedded yet; run unitlens lens embed {a.path}")
+        raise NotEmbedded(f"atlas {a.path} has not been embedded yet; run unitlens lens embed {a.path}")
     if not have_b:
-        raise LensError(f"atlas {b.path} has not been embedded yet; run unitlens lens embed {b.path}")
+        raise NotEmbedded(f"atlas {b.path} has not been embedded yet; run unitlens lens embed {b.path}")
     if backend is None:
         common = sorted(set(have_a) & set(have_b))
         if not common:
@@ -298,6 +303,7 @@ class MeasuresResult:
     layers: pd.DataFrame  # layer, units, redundancy, clarity_mean, polysemanticity_mean
     backend: str
     params: dict = field(default_factory=dict)
+    path: Path | None = None  # the per-layer table, when written
 
 
 def measures(atlas, backend=None, layers=None, write: bool = True, seed: int = 0, n_init: int = 10,
@@ -306,7 +312,7 @@ def measures(atlas, backend=None, layers=None, write: bool = True, seed: int = 0
     example embeddings; written to ``scores.parquet`` (metrics clarity, polysemanticity, max_similarity; the
     backend's name; params with m, crop, seed, n_init) and the per-layer table to ``lens/<backend>/measures.parquet``.
     """
-    from unitlens.lens.measures import measures_table
+    from unitlens.lens.unit_measures import measures_table
 
     store = _store(atlas, backend)
     names = store.resolve(layers)
@@ -347,8 +353,8 @@ def measures(atlas, backend=None, layers=None, write: bool = True, seed: int = 0
             per_layer_all = pd.concat([old[~old["layer"].isin(names)], per_layer], ignore_index=True)
         else:
             per_layer_all = per_layer
-        store.write_table("measures.parquet", per_layer_all)
-    return MeasuresResult(frame, per_layer, store.backend, params)
+        path = store.write_table("measures.parquet", per_layer_all)
+    return MeasuresResult(frame, per_layer, store.backend, params, path if write else None)
 
 
 def _write_scores(store: LensStore, frame: pd.DataFrame, params: dict, names: list[str]) -> None:
@@ -361,11 +367,3 @@ def _write_scores(store: LensStore, frame: pd.DataFrame, params: dict, names: li
                       "backend": store.backend, "value": frame[metric].astype(float), "params": p})
         for metric in METRICS], ignore_index=True)
     store.atlas.put_scores(rows)  # rows of the layers not measured now stay
-
-
-def theta_similarity(store: LensStore, layer: str, units=None) -> torch.Tensor:
-    """cos(θ_i, θ_j) between units of one layer (all units by default)."""
-    v = store.read_layer(layer).vectors
-    if units is not None:
-        v = v[torch.as_tensor(units)]
-    return F.normalize(v, dim=-1) @ F.normalize(v, dim=-1).T

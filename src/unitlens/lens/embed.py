@@ -8,15 +8,24 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+
 import torch
 
-from unitlens.atlas.atlas import Atlas, AtlasError
+from unitlens.atlas.atlas import Atlas
 from unitlens.backends import as_backend
-from unitlens.lens.examples import (ACTIVATION_THRESHOLD, ConceptExamples, CropContext, crop_examples,
-                                    select_examples)
+from unitlens.backends.cache import EmbeddingCache
+from unitlens.errors import AtlasIncomplete
+from unitlens.lens.crops import CropContext, crop_examples
+from unitlens.lens.defaults import (
+    ACTIVATION_THRESHOLD,
+    CROP_BATCH_SIZE,
+    DEFAULT_LENS_BACKEND,
+    EMBED_BATCH_SIZE,
+    M,
+)
+from unitlens.lens.examples import ConceptExamples, select_examples
 from unitlens.lens.probes import NULL_SAMPLES, dataset_null
-from unitlens.lens.store import DEFAULT_LENS_BACKEND, LayerLens, LensStore
-import unitlens.relevance.crops  # noqa: E402,F401  (registers the "relevance" crop mode)
+from unitlens.lens.store import LayerLens, LensStore
 
 
 @dataclass
@@ -63,8 +72,8 @@ def _layer_lens(ex: ConceptExamples, vectors: torch.Tensor, constant: torch.Tens
                      constant=constant)
 
 
-def embed_atlas(atlas, backend=DEFAULT_LENS_BACKEND, m: int = 30, crop: str = "none", layers=None, model=None,
-                device=None, batch_size: int = 64, crop_batch_size: int = 32,
+def embed_atlas(atlas, backend=DEFAULT_LENS_BACKEND, m: int = M, crop: str = "none", layers=None, model=None,
+                device=None, batch_size: int = EMBED_BATCH_SIZE, crop_batch_size: int = CROP_BATCH_SIZE,
                 threshold: float = ACTIVATION_THRESHOLD, null_samples: int = NULL_SAMPLES, force: bool = False,
                 progress: bool = True) -> EmbedResult:
     """Embed the concept examples of every unit of ``layers`` (default: all) and store θ and the vector table.
@@ -74,12 +83,10 @@ def embed_atlas(atlas, backend=DEFAULT_LENS_BACKEND, m: int = 30, crop: str = "n
     the same backend, m and crop is skipped unless ``force``. All layers' examples are embedded in one cached
     pass: every (image, crop) is embedded once per backend and atlas.
     """
-    from unitlens.backends.cache import EmbeddingCache
-
     t0 = time.perf_counter()
     atlas = Atlas.open(atlas)
     if not atlas.complete:
-        raise AtlasError(f"the record run of {atlas.path} has not finished; it has no exemplars to embed yet")
+        raise AtlasIncomplete(f"the record run of {atlas.path} has not finished; it has no exemplars to embed yet")
     names = [info.name for info in atlas.select_layers(layers)]
     backend = as_backend(backend, device)
     t_load = time.perf_counter()
@@ -137,10 +144,3 @@ def embed_atlas(atlas, backend=DEFAULT_LENS_BACKEND, m: int = 30, crop: str = "n
     result.seconds.update({"examples": t1 - t_ex, "crop": t2 - t1, "embed": t3 - t2, "write": t4 - t3,
                            "total": t4 - t0})
     return result
-
-
-def require_embedded(atlas, backend: str | None = None) -> LensStore:
-    """The lens store of an atlas (see ``LensStore.open``); a clear error when it was never embedded."""
-    atlas = Atlas.open(atlas)
-    atlas._require_complete()
-    return LensStore.open(atlas, backend)

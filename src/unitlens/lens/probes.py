@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from unitlens.lens.examples import LensError
+from unitlens.errors import BadInput, LensError
 
 TEMPLATES = ("{}", "{}-like", "a {}", "an image of a close up of {}")
 IMAGE_NULLS = ("dataset", "none")
@@ -79,7 +79,7 @@ def text_probes(backend, concepts: Sequence[str], templates: Sequence[str] = TEM
     """One probe per concept: templates averaged; null = the empty templates averaged (``null='none'``: no null)."""
     _require_text(backend)
     if null not in TEXT_NULLS:
-        raise ValueError(f"text null must be one of {TEXT_NULLS}")
+        raise BadInput(f"text null must be one of {TEXT_NULLS}")
     concepts = [c.strip() for c in concepts]
     if not concepts or any(not c for c in concepts):
         raise LensError("a text probe needs a non-empty concept")
@@ -175,7 +175,7 @@ def image_probe(backend, images: Sequence, name: str | None = None, atlas=None, 
     from unitlens.backends.cache import embed_images
 
     if null not in IMAGE_NULLS:
-        raise ValueError(f"image null must be one of {IMAGE_NULLS}")
+        raise BadInput(f"image null must be one of {IMAGE_NULLS}")
     if not images:
         raise LensError("an image probe needs at least one image")
     pil = [im for im in images if isinstance(im, Image.Image)]

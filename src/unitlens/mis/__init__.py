@@ -11,15 +11,39 @@ Atlases::
     frame = mis.score_atlas("atlas/", "offline")                        # per-unit table, scores.parquet
     tables = mis.summarize(frame)                                       # per layer / type / model
 """
-from unitlens.mis.calibrate import TauFit, fit_tau, noise_ceiling
-from unitlens.mis.score import (TAU, MISRun, MISScores, accuracy_from_margins, load_scores, mis_from_margins,
-                                run_atlas, score, score_atlas, score_embeddings, summarize)
-from unitlens.mis.tasks import (K_EXPL, N_TASKS, Tasks, TooFewExemplars, build_tasks, min_exemplars,
-                                task_layout, tasks_from_exemplars)
+from __future__ import annotations
 
-__all__ = [
-    "K_EXPL", "N_TASKS", "TAU", "MISRun", "MISScores", "TauFit", "Tasks", "TooFewExemplars",
-    "accuracy_from_margins", "build_tasks", "fit_tau", "load_scores", "min_exemplars", "mis_from_margins",
-    "noise_ceiling", "run_atlas", "score", "score_atlas", "score_embeddings", "summarize", "task_layout",
-    "tasks_from_exemplars",
-]
+from typing import TYPE_CHECKING
+
+from unitlens.runtime import lazy_exports
+
+if TYPE_CHECKING:
+    from unitlens.mis.calibrate import TauFit, fit_tau, noise_ceiling
+    from unitlens.mis.defaults import BACKEND, K_EXPL, N_TASKS, TAU
+    from unitlens.mis.scoring import (
+        MISRun,
+        MISScores,
+        accuracy_from_margins,
+        load_scores,
+        mis_from_margins,
+        run_atlas,
+        score,
+        score_atlas,
+        score_embeddings,
+        summarize,
+    )
+    from unitlens.mis.tasks import (
+        Tasks,
+        build_tasks,
+        min_exemplars,
+        task_layout,
+        tasks_from_exemplars,
+    )
+
+__all__ = ["BACKEND", "K_EXPL", "MISRun", "MISScores", "N_TASKS", "TAU", "Tasks", "TauFit", "accuracy_from_margins", "build_tasks", "fit_tau", "load_scores", "min_exemplars", "mis_from_margins", "noise_ceiling", "run_atlas", "score", "score_atlas", "score_embeddings", "summarize", "task_layout", "tasks_from_exemplars"]
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "TauFit": "unitlens.mis.calibrate", "fit_tau": "unitlens.mis.calibrate", "noise_ceiling": "unitlens.mis.calibrate",
+    "BACKEND": "unitlens.mis.defaults", "K_EXPL": "unitlens.mis.defaults", "N_TASKS": "unitlens.mis.defaults", "TAU": "unitlens.mis.defaults",
+    "MISRun": "unitlens.mis.scoring", "MISScores": "unitlens.mis.scoring", "accuracy_from_margins": "unitlens.mis.scoring", "load_scores": "unitlens.mis.scoring", "mis_from_margins": "unitlens.mis.scoring", "run_atlas": "unitlens.mis.scoring", "score": "unitlens.mis.scoring", "score_atlas": "unitlens.mis.scoring", "score_embeddings": "unitlens.mis.scoring", "summarize": "unitlens.mis.scoring",
+    "Tasks": "unitlens.mis.tasks", "build_tasks": "unitlens.mis.tasks", "min_exemplars": "unitlens.mis.tasks", "task_layout": "unitlens.mis.tasks", "tasks_from_exemplars": "unitlens.mis.tasks",
+})

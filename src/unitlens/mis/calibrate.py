@@ -20,6 +20,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from unitlens.errors import BadInput
+from unitlens.mis.defaults import CALIBRATION_FRACTION, NOISE_SIMULATIONS
+
 SCORE_COLUMN = "score"
 
 
@@ -96,17 +99,17 @@ def _align(mis_inputs, human_scores) -> tuple[np.ndarray, np.ndarray, list]:
         else:
             human = pd.Series(human_scores) if not isinstance(human_scores, pd.Series) else human_scores
         if human.index.has_duplicates:
-            raise ValueError("human scores list some units more than once; give one score per unit")
+            raise BadInput("human scores list some units more than once; give one score per unit")
         common = margins.index.intersection(human.index)
         if len(common) == 0:
-            raise ValueError("no unit has both margins and a human score (do the unit keys match? expected "
+            raise BadInput("no unit has both margins and a human score (do the unit keys match? expected "
                              f"keys like {list(margins.index[:3])}, got {list(human.index[:3])})")
         return margins.loc[common].to_numpy(float), human.loc[common].to_numpy(float), list(common)
     m = mis_inputs.detach().cpu().double().numpy() if isinstance(mis_inputs, torch.Tensor) else np.asarray(
         mis_inputs, float)
     h = np.asarray(human_scores.detach().cpu() if isinstance(human_scores, torch.Tensor) else human_scores, float)
     if m.ndim != 2 or h.shape != (m.shape[0],):
-        raise ValueError(f"expected (U, N) margins and (U,) human scores, got {m.shape} and {h.shape}")
+        raise BadInput(f"expected (U, N) margins and (U,) human scores, got {m.shape} and {h.shape}")
     return m, h, list(range(len(h)))
 
 
@@ -133,7 +136,7 @@ def _golden(f, lo: float, hi: float, tol: float = 1e-10, max_iter: int = 200) ->
     return (a + b) / 2
 
 
-def fit_tau(mis_inputs, human_scores, fraction: float = 0.05, seed: int = 0,
+def fit_tau(mis_inputs, human_scores, fraction: float = CALIBRATION_FRACTION, seed: int = 0,
             bounds: tuple[float, float] = (1e-3, 10.0), grid: int = 241) -> TauFit:
     """Fit τ on a random ``fraction`` of the units (at least one), evaluate on the rest.
 
@@ -147,12 +150,12 @@ def fit_tau(mis_inputs, human_scores, fraction: float = 0.05, seed: int = 0,
     margins, human, keys = margins[ok], human[ok], [k for k, o in zip(keys, ok) if o]
     n = len(human)
     if n == 0:
-        raise ValueError("no unit with finite margins and a finite human score")
+        raise BadInput("no unit with finite margins and a finite human score")
     if not 0 < fraction <= 1:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        raise BadInput(f"fraction must be in (0, 1], got {fraction}")
     lo, hi = bounds
     if not 0 < lo < hi:
-        raise ValueError(f"bounds must satisfy 0 < low < high, got {bounds}")
+        raise BadInput(f"bounds must satisfy 0 < low < high, got {bounds}")
     rng = np.random.default_rng(seed)
     n_fit = min(n, max(1, int(round(fraction * n))))
     order = rng.permutation(n)
@@ -179,7 +182,7 @@ def fit_tau(mis_inputs, human_scores, fraction: float = 0.05, seed: int = 0,
                   fit_index=[keys[i] for i in fit])
 
 
-def noise_ceiling(human_scores, n_trials, n_sim: int = 1000, seed: int = 0) -> NoiseCeiling:
+def noise_ceiling(human_scores, n_trials, n_sim: int = NOISE_SIMULATIONS, seed: int = 0) -> NoiseCeiling:
     """Appendix B: correlation between per-unit human rates and scores re-simulated from them.
 
     ``human_scores``: (U,) rates in [0, 1] (array, Series, or DataFrame with a ``score`` column);
@@ -195,11 +198,11 @@ def noise_ceiling(human_scores, n_trials, n_sim: int = 1000, seed: int = 0) -> N
     ok = np.isfinite(h)
     h, t = h[ok], t[ok]
     if len(h) < 3:
-        raise ValueError("the noise ceiling needs at least 3 units with human scores")
+        raise BadInput("the noise ceiling needs at least 3 units with human scores")
     if (t < 1).any():
-        raise ValueError("n_trials must be at least 1 for every unit")
+        raise BadInput("n_trials must be at least 1 for every unit")
     if ((h < 0) | (h > 1)).any():
-        raise ValueError("human scores must be proportions in [0, 1] for the Bernoulli simulation")
+        raise BadInput("human scores must be proportions in [0, 1] for the Bernoulli simulation")
     rng = np.random.default_rng(seed)
     sim = rng.binomial(t, h, size=(n_sim, len(h))) / t
     pr = _rowwise_pearson(sim, h)

@@ -9,7 +9,7 @@ For every unit, from its N·(K+1) most activating samples (descending) and least
 
 Everything here is index arithmetic on (C, k) id tensors, done for all units of a layer at once. Tasks can
 also be given directly as explanation *embeddings* (appendix D: feature visualisations or any other
-explanation method) — see :func:`unitlens.mis.score.score_embeddings`.
+explanation method) — see :func:`unitlens.mis.scoring.score_embeddings`.
 """
 from __future__ import annotations
 
@@ -17,12 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
-N_TASKS = 20
-K_EXPL = 9
-
-
-class TooFewExemplars(ValueError):
-    """A unit has fewer recorded exemplars than N·(K+1); the message says the minimum and how to lower it."""
+from unitlens.errors import BadInput, TooFewExemplars
+from unitlens.mis.defaults import K_EXPL, N_TASKS
 
 
 def min_exemplars(n_tasks: int = N_TASKS, k_expl: int = K_EXPL) -> int:
@@ -33,7 +29,7 @@ def min_exemplars(n_tasks: int = N_TASKS, k_expl: int = K_EXPL) -> int:
 def task_layout(n_tasks: int = N_TASKS, k_expl: int = K_EXPL) -> tuple[torch.Tensor, torch.Tensor]:
     """Exemplar ranks of the tasks: explanations (N, K) with ``[i, j] = i + j·N`` and queries (N,) ``N·K + i``."""
     if n_tasks < 1 or k_expl < 1:
-        raise ValueError(f"n_tasks and k_expl must be at least 1 (got n_tasks={n_tasks}, k_expl={k_expl})")
+        raise BadInput(f"n_tasks and k_expl must be at least 1 (got n_tasks={n_tasks}, k_expl={k_expl})")
     tasks = torch.arange(n_tasks)
     expl = tasks[:, None] + n_tasks * torch.arange(k_expl)[None, :]
     return expl, n_tasks * k_expl + tasks
@@ -101,7 +97,7 @@ def build_tasks(top_ids: torch.Tensor, bottom_ids: torch.Tensor, n_tasks: int = 
     if top_ids.ndim == 1:
         top_ids, bottom_ids = top_ids[None], bottom_ids[None]
     if top_ids.ndim != 2 or top_ids.shape != bottom_ids.shape:
-        raise ValueError(f"expected two (C, k) id tensors of the same shape, got {tuple(top_ids.shape)} "
+        raise BadInput(f"expected two (C, k) id tensors of the same shape, got {tuple(top_ids.shape)} "
                          f"and {tuple(bottom_ids.shape)}")
     check_exemplars(top_ids.shape[1], n_tasks, k_expl, where)
     expl, query = task_layout(n_tasks, k_expl)

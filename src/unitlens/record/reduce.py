@@ -3,21 +3,12 @@ from __future__ import annotations
 
 import torch
 
-SPATIAL = ("mean", "max")
-TOKENS = ("mean", "cls", "max")
-
-
-def channel_dim_of(output: torch.Tensor, declared: int) -> int:
-    """``declared`` from LayerInfo; 0 means unknown (a user-named module): 4-D maps are NCHW, else channel-last."""
-    if declared:
-        return declared
-    return 1 if output.ndim == 4 else -1
+from unitlens.runtime import first_tensor
 
 
 def reduce_output(output: torch.Tensor, channel_dim: int, spatial: str = "mean", tokens: str = "mean") -> torch.Tensor:
     """Average (or max) over space for channel-first maps; mean/cls/max over tokens for channel-last outputs."""
-    if isinstance(output, (tuple, list)):
-        output = output[0]
+    output = first_tensor(output)
     if output.ndim == 2:
         return output
     if channel_dim == 1:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import platform
-import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -19,16 +18,41 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from unitlens.atlas.atlas import Atlas, AtlasError
-from unitlens.atlas.files import read_json, read_tensors, write_json, write_parquet, write_tensors
+from unitlens.atlas.atlas import Atlas
+from unitlens.atlas.files import (
+    read_json,
+    read_tensors,
+    write_json,
+    write_parquet,
+    write_tensors,
+)
+from unitlens.atlas.layout import (
+    CORE,
+    EXEMPLARS,
+    MANIFEST,
+    RECORD_STATE,
+    SAMPLES,
+    UNITS,
+    clear_derived,
+)
 from unitlens.data.datasets import ImageDataset, collate_readable, load_dataset
-from unitlens.record.reduce import SPATIAL, TOKENS, channel_dim_of, reduce_output
+from unitlens.errors import AtlasError, BadInput
+from unitlens.record.defaults import (
+    BATCH_SIZE,
+    CHECKPOINT_EVERY,
+    CONSTANT_EPS,
+    MERGE_EVERY,
+    SPATIAL,
+    SPATIAL_DEFAULT,
+    TOKENS,
+    TOKENS_DEFAULT,
+    K,
+)
+from unitlens.record.reduce import reduce_output
 from unitlens.record.state import MAX_SAMPLES, LayerState
+from unitlens.runtime import ForwardHooks, Progress, first_tensor, pick_device
 from unitlens.zoo.factory import LoadedModel
-from unitlens.zoo.units import LayerInfo, enumerate_units
-
-CONSTANT_EPS = 1e-8
-STATE_FILE = "record_state.safetensors"
+from unitlens.zoo.units import LayerInfo, channel_dim_of, enumerate_units
 
 
 @dataclass
@@ -65,46 +89,48 @@ def _config(loaded: LoadedModel, data: ImageDataset, layers: list[LayerInfo], k:
             "layers": [info.name for info in layers], "k": k, "spatial": spatial, "tokens": tokens}
 
 
-class _Recorder:
-    """Forward hooks that fold each selected layer's reduced output into its ``LayerState``."""
+class Recorder:
+    """Forward hooks that fold each selected layer's reduced output into its ``LayerState``.
+
+    Set ``ids`` to the batch's sample ids before each forward; ``states`` holds the running state per layer.
+    """
 
     def __init__(self, model: nn.Module, layers: list[LayerInfo], k: int, spatial: str, tokens: str, device,
-                 merge_every: int = 512):
-        self.layers, self.k, self.spatial, self.tokens, self.device = layers, k, spatial, tokens, device
+                 merge_every: int = MERGE_EVERY):
+        self.k, self.spatial, self.tokens, self.device = k, spatial, tokens, device
         self.merge_every = merge_every
+        self.infos = {info.name: info for info in layers}
         self.states: dict[str, LayerState] = {}
         self.ids: torch.Tensor | None = None
-        modules = dict(model.named_modules())
-        self.handles = [modules[info.name].register_forward_hook(self._hook(info)) for info in layers]
+        self.hooks = ForwardHooks(model, self.infos, self._fold)
 
-    def _hook(self, info: LayerInfo):
-        def hook(_module, _inputs, output):
-            out = output[0] if isinstance(output, (tuple, list)) else output
-            acts = reduce_output(out, channel_dim_of(out, info.channel_dim), self.spatial, self.tokens)
-            state = self.states.get(info.name)
-            if state is None:
-                state = self.states[info.name] = LayerState(acts.shape[1], self.k, self.device, self.merge_every)
-            state.update(acts, self.ids)
-        return hook
+    def _fold(self, name: str, output) -> None:
+        out = first_tensor(output)
+        acts = reduce_output(out, channel_dim_of(out, self.infos[name].channel_dim), self.spatial, self.tokens)
+        state = self.states.get(name)
+        if state is None:
+            state = self.states[name] = LayerState(acts.shape[1], self.k, self.device, self.merge_every)
+        state.update(acts, self.ids)
 
     def close(self) -> None:
-        for h in self.handles:
-            h.remove()
+        self.hooks.remove()
 
 
 def _prepare_out(out: Path, config: dict, force: bool) -> dict | None:
     """Return the saved state metadata to resume from, None to start fresh; raise on a conflicting atlas."""
-    manifest_path = out / "manifest.json"
+    manifest_path = out / MANIFEST
     if force and out.exists():
         old_data = read_json(manifest_path).get("config", {}).get("dataset_fingerprint") \
             if manifest_path.is_file() else None
-        for name in ("manifest.json", "units.parquet", "samples.parquet", "scores.parquet", STATE_FILE):
-            (out / name).unlink(missing_ok=True)
+        for name in CORE:
+            path = out / name
+            if path.is_dir():
+                for file in path.iterdir():
+                    file.unlink()
+            else:
+                path.unlink(missing_ok=True)
         # results derived from the old exemplars go; cached image embeddings stay if the images are the same
-        derived = ["exemplars", "lens", "relevance", "audit"] + \
-            ([] if old_data == config["dataset_fingerprint"] else ["embeddings"])
-        for folder in derived:
-            shutil.rmtree(out / folder, ignore_errors=True)
+        clear_derived(out, images_changed=old_data != config["dataset_fingerprint"])
         return None
     if not manifest_path.is_file():
         if out.exists() and any(out.iterdir()):
@@ -117,10 +143,10 @@ def _prepare_out(out: Path, config: dict, force: bool) -> dict | None:
             f"{out} holds an atlas recorded with another configuration (differs in: {', '.join(diff)}); "
             "use another --out, or --force to overwrite it"
         )
-    if (out / STATE_FILE).is_file():
+    if (out / RECORD_STATE).is_file():
         from safetensors import safe_open
 
-        with safe_open(str(out / STATE_FILE), "pt") as f:
+        with safe_open(str(out / RECORD_STATE), "pt") as f:
             return f.metadata()
     return None
 
@@ -130,14 +156,14 @@ def record(
     data: ImageDataset | str,
     out: str | Path,
     layers: list[LayerInfo] | None = None,
-    k: int = 200,
-    spatial: str = "mean",
-    tokens: str = "mean",
-    batch_size: int = 64,
+    k: int = K,
+    spatial: str = SPATIAL_DEFAULT,
+    tokens: str = TOKENS_DEFAULT,
+    batch_size: int = BATCH_SIZE,
     device: str | torch.device | None = None,
     num_workers: int | None = None,
-    checkpoint_every: int = 2048,
-    merge_every: int = 512,
+    checkpoint_every: int = CHECKPOINT_EVERY,
+    merge_every: int = MERGE_EVERY,
     channels_last: bool = True,
     force: bool = False,
     progress: bool = True,
@@ -150,30 +176,30 @@ def record(
     it, ``batch_size`` or ``checkpoint_every`` changes the result.
     """
     if spatial not in SPATIAL or tokens not in TOKENS:
-        raise ValueError(f"spatial must be one of {SPATIAL} and tokens one of {TOKENS}")
+        raise BadInput(f"spatial must be one of {SPATIAL} and tokens one of {TOKENS}")
     if k < 1:
-        raise ValueError("k must be at least 1")
+        raise BadInput("k must be at least 1")
     data = load_dataset(data, model.transform) if isinstance(data, str) else data.with_transform(model.transform)
     if len(data) >= MAX_SAMPLES:
-        raise ValueError(f"at most {MAX_SAMPLES - 1} samples per atlas")
+        raise BadInput(f"at most {MAX_SAMPLES - 1} samples per atlas")
     layers = layers if layers is not None else enumerate_units(model.model)
     out = Path(out)
     config = _config(model, data, layers, k, spatial, tokens)
-    manifest_path = out / "manifest.json"
+    manifest_path = out / MANIFEST
     if manifest_path.is_file() and read_json(manifest_path).get("status") == "complete" and not force:
         _prepare_out(out, config, force=False)  # raises if the finished atlas is of another configuration
         atlas = Atlas(out)
         return RecordResult(atlas, atlas.manifest["n_images"], atlas.manifest["n_skipped"], 0.0,
                             already_complete=True)
     resume = _prepare_out(out, config, force)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = pick_device(device)
     net = model.model.to(device).eval()
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
-    recorder = _Recorder(net, layers, k, spatial, tokens, device, merge_every)
+    recorder = Recorder(net, layers, k, spatial, tokens, device, merge_every)
     start, skipped, elapsed_before = 0, [], 0.0
     if resume is not None:
-        saved = read_tensors(out / STATE_FILE)
+        saved = read_tensors(out / RECORD_STATE)
         for info in layers:
             recorder.states[info.name] = LayerState.from_state_dict(
                 {f: saved[f"{info.name}/{f}"] for f in LayerState.FIELDS}, k, device, merge_every)
@@ -192,9 +218,9 @@ def record(
         tensors = {f"{name}/{f}": v for name, st in recorder.states.items() for f, v in st.state_dict().items()}
         meta = {"position": str(position), "skipped": json.dumps(skipped),
                 "elapsed_s": str(elapsed_before + time.perf_counter() - t0)}
-        write_tensors(out / STATE_FILE, tensors, meta)
+        write_tensors(out / RECORD_STATE, tensors, meta)
 
-    bar = _progress(progress, len(data), start)
+    bar = Progress("recording", len(data), progress, completed=start, unit="img")
     try:
         with torch.inference_mode():
             for images, ids, failed in loader:
@@ -238,7 +264,7 @@ def _write_atlas(out: Path, manifest: dict, layers: list[LayerInfo], states: dic
             info = LayerInfo(**{**info.as_dict(), "width": st.width})
         infos.append(info)
         exemplars = st.exemplars()
-        write_tensors(out / "exemplars" / f"{info.name}.safetensors",
+        write_tensors(out / EXEMPLARS / f"{info.name}.safetensors",
                       {k: v.int() if k.endswith("_ids") else v for k, v in exemplars.items()})
         stats = {k: v.cpu() for k, v in st.stats().items()}
         rows.append(pd.DataFrame({
@@ -249,47 +275,14 @@ def _write_atlas(out: Path, manifest: dict, layers: list[LayerInfo], states: dic
             "constant": ((stats["max"] - stats["min"]) < CONSTANT_EPS).numpy(),
         }))
     units = pd.concat(rows, ignore_index=True)
-    write_parquet(out / "units.parquet", units)
+    write_parquet(out / UNITS, units)
     samples = data.samples.copy()
     samples["skipped"] = samples["id"].isin(set(skipped))
-    write_parquet(out / "samples.parquet", samples)
+    write_parquet(out / SAMPLES, samples)
     manifest.update({
         "status": "complete", "layers": [i.as_dict() for i in infos], "n_images": len(data),
         "n_skipped": len(skipped), "n_units": len(units), "n_constant": int(units["constant"].sum()),
         "seconds": round(seconds, 3),
     })
-    write_json(out / "manifest.json", manifest)
-    (out / STATE_FILE).unlink(missing_ok=True)
-
-
-class _NoBar:
-    def advance(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-class _RichBar:
-    """A rich progress bar with this run's images/s."""
-
-    def __init__(self, total: int, done: int):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.progress = Progress(TextColumn("recording"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[rate]}"), TimeRemainingColumn())
-        self.task = self.progress.add_task("record", total=total, completed=done, rate="")
-        self.t0, self.seen = time.perf_counter(), 0
-        self.progress.start()
-
-    def advance(self, n: int) -> None:
-        self.seen += n
-        rate = self.seen / max(time.perf_counter() - self.t0, 1e-9)
-        self.progress.update(self.task, advance=n, rate=f"{rate:7.1f} img/s")
-
-    def close(self) -> None:
-        self.progress.stop()
-
-
-def _progress(enabled: bool, total: int, done: int):
-    return _RichBar(total, done) if enabled else _NoBar()
+    write_json(out / MANIFEST, manifest)
+    (out / RECORD_STATE).unlink(missing_ok=True)

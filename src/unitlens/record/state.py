@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from unitlens.errors import BadInput
+
 _LOW = 0xFFFFFFFF
 _MAGNITUDE = 0x7FFFFFFF
 _EMPTY = -(1 << 63)  # below every real key
@@ -65,7 +67,7 @@ class LayerState:
         acts = acts.float()
         ids = ids.to(device=acts.device, dtype=torch.int64)
         if acts.ndim != 2 or acts.shape[1] != self.width or acts.shape[0] != ids.shape[0]:
-            raise ValueError(f"expected ({ids.shape[0]}, {self.width}) activations, got {tuple(acts.shape)}")
+            raise BadInput(f"expected ({ids.shape[0]}, {self.width}) activations, got {tuple(acts.shape)}")
         finite = torch.isfinite(acts)
         all_finite = bool(finite.all())
         if not all_finite:

@@ -16,27 +16,15 @@ read zeros.
 """
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-
 import torch
 from crp.attribution import CondAttribution
 from torch import nn
 
-from unitlens.relevance.errors import RelevanceError
+from unitlens.runtime import ForwardHooks, first_tensor, stop_at
+from unitlens.zoo.units import channel_dim_of
 
 
-def pick_device(device=None) -> torch.device:
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-
-def prepare(model: nn.Module, device: torch.device) -> nn.Module:
-    """The model on ``device`` in eval mode, channels-last (faster depthwise convs on CPU and GPU; same numbers)."""
-    return model.to(device, memory_format=torch.channels_last).eval()
-
-
-class _Recorder:
+class OutputGradients:
     """Forward hooks that keep the outputs of named modules and their gradients (= relevances under zennit).
 
     With ``cut``, the first recorded layer to run hands a detached copy of its output on: the backward stops
@@ -44,33 +32,26 @@ class _Recorder:
     """
 
     def __init__(self, model: nn.Module, layers: list[str], cut: bool = False):
-        modules = dict(model.named_modules())
-        missing = [name for name in layers if name not in modules]
-        if missing:
-            raise RelevanceError(f"layer(s) {missing} are not modules of the model")
         self.cut = cut
         self.outputs: dict[str, torch.Tensor] = {}
-        self.handles = [modules[name].register_forward_hook(self._hook(name)) for name in layers]
+        self.hooks = ForwardHooks(model, layers, self._keep)
 
-    def _hook(self, name):
-        def hook(_module, _inputs, output):
-            if self.cut and not self.outputs and isinstance(output, torch.Tensor) and output.requires_grad:
-                self.outputs[name] = output.detach().requires_grad_(True)
-                return self.outputs[name]
-            out = output[0] if isinstance(output, (tuple, list)) else output
-            if out.requires_grad:
-                out.retain_grad()
-            self.outputs[name] = out
-            return None
-        return hook
+    def _keep(self, name: str, output):
+        if self.cut and not self.outputs and isinstance(output, torch.Tensor) and output.requires_grad:
+            self.outputs[name] = output.detach().requires_grad_(True)
+            return self.outputs[name]
+        out = first_tensor(output)
+        if out.requires_grad:
+            out.retain_grad()
+        self.outputs[name] = out
+        return None
 
     def relevance(self, name: str) -> torch.Tensor:
         out = self.outputs[name]
         return out.grad if out.grad is not None else torch.zeros_like(out)
 
     def close(self) -> None:
-        for h in self.handles:
-            h.remove()
+        self.hooks.remove()
 
 
 class Attribution(CondAttribution):
@@ -88,7 +69,7 @@ def unit_sums(relevance: torch.Tensor, channel_dim: int) -> torch.Tensor:
     r = relevance.double()
     if r.ndim == 2:
         return r
-    if channel_dim in (0, 1):
+    if channel_dim_of(r, channel_dim) == 1:
         return r.flatten(2).sum(2)
     return r.flatten(1, -2).sum(1)
 
@@ -99,7 +80,7 @@ def class_relevance(attribution, composite, x: torch.Tensor, targets: torch.Tens
 
     ``layers`` maps layer names to their channel dim. One forward and one backward for the whole batch.
     """
-    recorder = _Recorder(attribution.model, list(layers), cut=True)
+    recorder = OutputGradients(attribution.model, list(layers), cut=True)
     try:
         data = x.detach().clone().requires_grad_(True)
         conditions = [{"y": [int(t)]} for t in targets.tolist()]
@@ -116,7 +97,7 @@ def group_relevance(attribution, composite, x: torch.Tensor, target: int, layer:
     {name: (B, G, C)} for every (sample, group) pair, all in one backward (CRP conditions
     ``{layer: g, "y": [target]}``; CRP's default keeps relevance out of paths that bypass ``layer``)."""
     B, G = x.shape[0], len(groups)
-    recorder = _Recorder(attribution.model, list(record), cut=True)
+    recorder = OutputGradients(attribution.model, list(record), cut=True)
     try:
         data = x.detach().repeat_interleave(G, 0).requires_grad_(True)  # sample-major: (x0, g0), (x0, g1), ...
         conditions = [{layer: list(g), "y": [int(target)]} for g in groups] * B
@@ -124,41 +105,6 @@ def group_relevance(attribution, composite, x: torch.Tensor, target: int, layer:
         return {name: unit_sums(recorder.relevance(name), cdim).view(B, G, -1) for name, cdim in record.items()}
     finally:
         recorder.close()
-
-
-class _Stop(Exception):
-    """Ends a forward pass after the layer a backward starts from."""
-
-
-@contextlib.contextmanager
-def forward_until(model: nn.Module, layer: str):
-    """Within the block, calling ``model`` runs its forward only up to ``layer`` (returns that layer's output).
-
-    The stop hook is registered at call time, so it runs after every hook zennit and CRP put on that layer.
-    """
-    module = dict(model.named_modules())[layer]
-
-    def forward(*args, **kwargs):
-        captured = {}
-
-        def stop(_module, _inputs, output):
-            captured["out"] = output
-            raise _Stop
-
-        handle = module.register_forward_hook(stop)
-        try:
-            type(model).forward(model, *args, **kwargs)
-        except _Stop:
-            pass
-        finally:
-            handle.remove()
-        return captured.get("out")
-
-    model.forward = forward
-    try:
-        yield model
-    finally:
-        del model.forward
 
 
 def unit_heatmaps(attribution, composite, x: torch.Tensor, layer: str, units: torch.Tensor, channel_dim: int = 1
@@ -171,7 +117,7 @@ def unit_heatmaps(attribution, composite, x: torch.Tensor, layer: str, units: to
     start = {}
 
     def init(activation: torch.Tensor) -> torch.Tensor:
-        moved = activation.ndim > 2 and channel_dim not in (0, 1)
+        moved = activation.ndim > 2 and channel_dim_of(activation, channel_dim) != 1
         a = activation.movedim(-1, 1) if moved else activation
         rows, cols = torch.arange(a.shape[0], device=a.device), units.to(a.device)
         maps = a[rows, cols].reshape(a.shape[0], -1)  # (P, positions)
@@ -183,39 +129,7 @@ def unit_heatmaps(attribution, composite, x: torch.Tensor, layer: str, units: to
         return full.movedim(1, -1) if moved else full
 
     data = x.detach().clone().requires_grad_(True)
-    with forward_until(attribution.model, layer):
+    with stop_at(attribution.model, layer):
         result = attribution(data, [{} for _ in range(len(data))], composite, start_layer=layer, init_rel=init,
                              exclude_parallel=False)
     return result.heatmap.detach(), start["value"]
-
-
-def image_batches(dataset, ids: list[int], transform, batch_size: int, device: torch.device, skipped=None
-                  ) -> Iterator[tuple[list[int], torch.Tensor, list[tuple[int, int]]]]:
-    """(ids, model inputs on ``device``, original (width, height) per image) in chunks, the next chunk loaded
-    ahead. Unreadable images are left out of their chunk and reported to ``skipped(id, path, error)``."""
-
-    def load(sample_id: int):
-        try:
-            image = dataset.image(sample_id)
-            return transform(image), image.size
-        except Exception as err:  # corrupt or unreadable file: reported, not fatal
-            return err
-
-    chunks = [ids[s:s + batch_size] for s in range(0, len(ids), batch_size)]
-    if not chunks:
-        return
-    with ThreadPoolExecutor(max(1, min(4, torch.get_num_threads()))) as pool:
-        ahead = [pool.submit(load, int(i)) for i in chunks[0]]
-        for c, chunk in enumerate(chunks):
-            loaded = [f.result() for f in ahead]
-            ahead = [pool.submit(load, int(i)) for i in chunks[c + 1]] if c + 1 < len(chunks) else []
-            good = [(i, item) for i, item in zip(chunk, loaded) if not isinstance(item, Exception)]
-            for i, item in zip(chunk, loaded):
-                if isinstance(item, Exception) and skipped is not None:
-                    skipped(int(i), dataset.path(int(i)), item)
-            if not good:
-                continue
-            x = torch.stack([t for _, (t, _) in good]).to(device)
-            if x.ndim == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            yield [int(i) for i, _ in good], x, [size for _, (_, size) in good]

@@ -14,8 +14,14 @@ import time
 
 import pandas as pd
 
-from unitlens.relevance.errors import RelevanceError
-from unitlens.relevance.session import conservation_summary, explain_batches, open_session, top_predictions
+from unitlens.errors import BadInput, RelevanceError
+from unitlens.relevance.defaults import BATCH_SIZE, SAMPLE_RULE, TOP_N
+from unitlens.relevance.session import (
+    conservation_summary,
+    explain_batches,
+    open_session,
+    top_predictions,
+)
 from unitlens.relevance.stats import ShareStats
 from unitlens.relevance.store import CLASS_COLUMNS, write_result
 
@@ -38,7 +44,7 @@ def class_label(loaded, spec) -> tuple[int, str, str]:
 def select_samples(predictions: pd.DataFrame, index: int, rule: str) -> list[int]:
     """Sample ids that explain class ``index`` under ``rule`` (top5, top1, all)."""
     if rule not in SAMPLE_RULES:
-        raise ValueError(f"unknown sample rule '{rule}'; choose one of {', '.join(SAMPLE_RULES)}")
+        raise BadInput(f"unknown sample rule '{rule}'; choose one of {', '.join(SAMPLE_RULES)}")
     if rule == "all":
         return predictions["id"].astype(int).tolist()
     depth = 5 if rule == "top5" else 1
@@ -46,8 +52,8 @@ def select_samples(predictions: pd.DataFrame, index: int, rule: str) -> list[int
     return predictions.loc[keep, "id"].astype(int).tolist()
 
 
-def compute_relevance(atlas, cls, layers=None, data=None, samples: str = "top5", batch_size: int = 16, device=None,
-                      progress: bool = True, top_n: int = 10, model=None) -> pd.DataFrame:
+def compute_relevance(atlas, cls, layers=None, data=None, samples: str = SAMPLE_RULE, batch_size: int = BATCH_SIZE, device=None,
+                      progress: bool = True, top_n: int = TOP_N, model=None) -> pd.DataFrame:
     """Relevance of every unit of ``layers`` (default: all of the atlas's) for class ``cls`` (index or name), over
     the atlas's samples (or the images of ``data``) chosen by ``samples``; stored as
     ``relevance/class_<index>.parquet`` and returned. ``model``: the analysed ``LoadedModel`` (default: loaded

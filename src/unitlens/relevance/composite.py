@@ -22,8 +22,12 @@ from zennit.core import Composite
 from zennit.rules import Pass
 from zennit.torchvision import ResNetBasicBlockCanonizer, ResNetBottleneckCanonizer
 
-from unitlens.relevance.canonizers import ExactMergeBatchNorm, GatePassCanonizer, SkipSumCanonizer
-from unitlens.relevance.errors import RelevanceUnavailable
+from unitlens.errors import RelevanceUnavailable
+from unitlens.relevance.canonizers import (
+    ExactMergeBatchNorm,
+    GatePassCanonizer,
+    SkipSumCanonizer,
+)
 
 COMPOSITE_NAME = "epsilon_plus_flat"  # the paper's ε z⁺ ♭ composite (supplementary H.2)
 

@@ -25,9 +25,19 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from unitlens.lens.examples import (ConceptExamples, CropContext, boxes_from_maps, crop_examples, input_geometry,
-                                    register_crop_mode, select_examples)
-from unitlens.relevance.errors import RelevanceUnavailable
+from unitlens.data.geometry import input_geometry
+from unitlens.data.loading import load_batches
+from unitlens.errors import RelevanceUnavailable
+from unitlens.lens.crops import (
+    CropContext,
+    boxes_from_maps,
+    crop_examples,
+    example_pairs,
+    register_crop_mode,
+)
+from unitlens.lens.examples import ConceptExamples, select_examples
+from unitlens.report.lens_plots import plot_unit_card
+from unitlens.runtime import Progress, pick_device, prefetch_chunks, prepare_model
 
 BLUR_FRACTION = 51 / 224  # Gaussian blur kernel of the paper (51 px at 224 px inputs), as a fraction of the side
 MASK_THRESHOLD = 0.02  # display mask: pixels below 2 % of the maximum (supplementary H.1)
@@ -60,29 +70,23 @@ def relevance_boxes(model, composite, dataset, requests: dict, threshold: float 
     """
     from crp.attribution import CondAttribution
 
-    from unitlens.backends.cache import _progress
-    from unitlens.relevance.attribute import pick_device, prepare, unit_heatmaps
+    from unitlens.relevance.attribute import unit_heatmaps
 
     dev = pick_device(device)
-    net = prepare(model.model, dev)
+    net = prepare_model(model.model, dev)
     attribution = CondAttribution(net, device=dev)
     out = {}
     total = sum(int(ex.mask.sum()) for _, ex in requests.values())
-    with _progress(progress) as bar:
-        task = bar.add_task("relevance crops", total=total)
+    with Progress("relevance crops", total, progress, unit="crop") as bar:
         for name, (info, ex) in requests.items():
             U, m = ex.ids.shape
             boxes = torch.zeros(U, m, 4, dtype=torch.int64)
             has = torch.zeros(U, m, dtype=torch.bool)
-            flat = torch.nonzero(ex.mask.reshape(-1)).flatten()
-            img = ex.ids.reshape(-1)[flat]
-            unit = ex.units.repeat_interleave(m)[flat]
-            order = torch.argsort(img, stable=True)
-            img, unit, flat = img[order], unit[order], flat[order]
+            img, unit, flat = example_pairs(ex)
             chunks = [(s, min(s + batch_size, len(img))) for s in range(0, len(img), batch_size)]
             for (s, e), (ids, x, sizes) in zip(chunks, _chunk_images(dataset, model.transform, img, chunks, dev)):
                 if not ids:
-                    bar.advance(task, e - s)
+                    bar.advance(e - s)
                     continue
                 slot = {i: b for b, i in enumerate(ids)}
                 in_hw = (x.shape[-2], x.shape[-1])
@@ -100,27 +104,19 @@ def relevance_boxes(model, composite, dataset, requests: dict, threshold: float 
                         if ok and ob != (0, 0, geom.width, geom.height):
                             boxes.view(-1, 4)[flat[p]] = torch.tensor(ob)
                             has.view(-1)[flat[p]] = True
-                bar.advance(task, e - s)
+                bar.advance(e - s)
             out[name] = (boxes, has)
     return out
 
 
 def _chunk_images(dataset, transform, img: torch.Tensor, chunks: list[tuple[int, int]], device):
     """For each chunk of (image-sorted) pairs, its distinct images as (ids, inputs, sizes); loaded one chunk ahead."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from unitlens.relevance.attribute import image_batches
 
     def load(chunk):
         ids = torch.unique(img[chunk[0]:chunk[1]]).tolist()
-        return next(image_batches(dataset, ids, transform, len(ids), device), ([], None, []))
+        return next(load_batches(dataset, ids, transform, len(ids), device), ([], None, []))
 
-    with ThreadPoolExecutor(1) as pool:
-        ahead = pool.submit(load, chunks[0]) if chunks else None
-        for c in range(len(chunks)):
-            loaded = ahead.result()
-            ahead = pool.submit(load, chunks[c + 1]) if c + 1 < len(chunks) else None
-            yield loaded
+    yield from prefetch_chunks(chunks, load)
 
 
 @register_crop_mode("relevance")
@@ -147,12 +143,12 @@ def unit_heatmaps_for(model, layer: str, unit: int, images: list, channel_dim: i
     """Smoothed relevance heatmaps (n, H, W) of one unit on PIL ``images`` (at the model's input size)."""
     from crp.attribution import CondAttribution
 
-    from unitlens.relevance.attribute import pick_device, prepare, unit_heatmaps
+    from unitlens.relevance.attribute import unit_heatmaps
     from unitlens.relevance.composite import composite_for
 
     composite = composite_for(model.model, f"model '{model.name}'")
     dev = pick_device(device)
-    net = prepare(model.model, dev)
+    net = prepare_model(model.model, dev)
     x = torch.stack([model.transform(im) for im in images]).to(dev)
     heat, start = unit_heatmaps(CondAttribution(net, device=dev), composite, x, layer,
                                 torch.full((len(images),), int(unit), device=dev), channel_dim)
@@ -186,11 +182,9 @@ def relevance_card(atlas, layer: str, unit: int, out, m: int = 8, model=None, de
     from pathlib import Path
 
     from unitlens.atlas.atlas import Atlas
-    from unitlens.lens.examples import load_atlas_model
-    from unitlens.report.lens_plots import plot_unit_card
 
     atlas = Atlas.open(atlas)
-    model = model or load_atlas_model(atlas)
+    model = model or atlas.load_model()
     ex = select_examples(atlas, layer, m)
     keep = torch.nonzero(ex.mask[unit]).flatten().tolist()
     dataset = atlas.dataset()

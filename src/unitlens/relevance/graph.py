@@ -23,10 +23,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from unitlens.relevance.errors import RelevanceError
+from unitlens.errors import BadInput, RelevanceError, RelevanceNotComputed
+from unitlens.relevance.defaults import BATCH_SIZE, GRAPH_MIN_RELEVANCE
+from unitlens.report.graph_plots import plot_graph
+from unitlens.runtime import Progress
 
 UNLABELLED = "?"
-MIN_RELEVANCE = 0.01
 
 
 @dataclass
@@ -57,21 +59,25 @@ def _labels(atlas, backend, layers: list[str]) -> pd.DataFrame:
 
     table = stored_labels(atlas, backend)
     if table is None or not set(layers) <= set(table["layer"]):
-        raise RelevanceError(f"the attribution graph groups units by their lens labels, and atlas {atlas.path} has "
+        raise RelevanceNotComputed(f"the attribution graph groups units by their lens labels, and atlas {atlas.path} has "
                              f"none for {', '.join(layers)}: run unitlens lens embed {atlas.path} --layers "
                              f"{','.join(layers)}, then unitlens lens label {atlas.path} --concepts ...")
     return table
 
 
 def attribution_graph(atlas, cls, layers, backend=None, labels: pd.DataFrame | None = None,
-                      min_relevance: float = MIN_RELEVANCE, batch_size: int = 16, device=None, progress: bool = True,
+                      min_relevance: float = GRAPH_MIN_RELEVANCE, batch_size: int = BATCH_SIZE, device=None, progress: bool = True,
                       model=None, out=None) -> GraphResult:
     """The attribution graph of class ``cls`` between two layers (``"lower,upper"`` or a pair; order is taken
     from the atlas). ``labels`` (layer, unit, label) overrides the stored lens labels of ``backend``. Writes
     ``out`` (JSON; default ``relevance/graph_<class>_<lower>__<upper>.json``) and a PNG next to it."""
     from unitlens.atlas.atlas import Atlas
-    from unitlens.backends.cache import _progress
-    from unitlens.relevance.attribute import Attribution, class_relevance, group_relevance, image_batches
+    from unitlens.data.loading import load_batches
+    from unitlens.relevance.attribute import (
+        Attribution,
+        class_relevance,
+        group_relevance,
+    )
     from unitlens.relevance.class_relevance import select_samples
     from unitlens.relevance.session import open_session, top_predictions
     from unitlens.relevance.store import folder, load_meta, load_relevance
@@ -80,14 +86,14 @@ def attribution_graph(atlas, cls, layers, backend=None, labels: pd.DataFrame | N
     atlas = Atlas.open(atlas)
     names = [p.strip() for p in layers.split(",")] if isinstance(layers, str) else list(layers)
     if len(names) != 2 or names[0] == names[1]:
-        raise ValueError(f"give two different layers (lower,upper), got {layers!r}")
+        raise BadInput(f"give two different layers (lower,upper), got {layers!r}")
     depth = {info.name: info.depth for info in atlas.select_layers(names)}
     lower, upper = sorted(names, key=lambda n: depth[n])
     rel = load_relevance(atlas, cls)
     index, name = int(rel["class_index"].iloc[0]), str(rel["class_name"].iloc[0])
     missing = [n for n in (lower, upper) if n not in set(rel["layer"])]
     if missing:
-        raise RelevanceError(f"the stored relevance of class {index} ({name}) has no layer {', '.join(missing)}; run "
+        raise RelevanceNotComputed(f"the stored relevance of class {index} ({name}) has no layer {', '.join(missing)}; run "
                              f"unitlens relevance {atlas.path} --class {index} --layers {lower},{upper}")
     given = labels is not None
     labels = labels if given else _labels(atlas, backend, [lower, upper])
@@ -110,9 +116,8 @@ def attribution_graph(atlas, cls, layers, backend=None, labels: pd.DataFrame | N
     cdim = session.layers[lower]
     per_batch = max(1, batch_size // len(group_units))
     n = 0
-    with _progress(progress) as bar:
-        task = bar.add_task(f"attribution graph {name}", total=len(ids))
-        for chunk, x, _ in image_batches(session.dataset, ids, session.loaded.transform, per_batch, session.device):
+    with Progress(f"attribution graph {name}", len(ids), progress, unit="img") as bar:
+        for chunk, x, _ in load_batches(session.dataset, ids, session.loaded.transform, per_batch, session.device):
             target = torch.full((len(chunk),), index, device=session.device)
             _, total = class_relevance(attribution, session.composite, x, target, {lower: cdim})
             denom = total[lower].abs().sum(1).clamp_min(torch.finfo(torch.float64).tiny).cpu()  # (B,)
@@ -120,7 +125,7 @@ def attribution_graph(atlas, cls, layers, backend=None, labels: pd.DataFrame | N
             flow = cond[lower].cpu() @ members  # (B, G_up, G_low)
             edge_sum += (flow / denom[:, None, None]).sum(0)
             n += len(chunk)
-            bar.advance(task, len(chunk))
+            bar.advance(len(chunk))
     edges = edge_sum / max(n, 1)
     nodes = []
     for layer, groups in ((lower, low_groups), (upper, up_groups)):
@@ -152,43 +157,5 @@ def write_graph(result: GraphResult, json_path: Path) -> None:
 
     json_path = Path(json_path).with_suffix(".json")
     atomic_write(json_path, lambda tmp: tmp.write_text(json.dumps(result.as_dict(), indent=2, default=float) + "\n"))
-    png = json_path.with_suffix(".png")
-    fig = plot_graph(result)
-    atomic_write(png, lambda tmp: fig.savefig(tmp, format="png"))
+    png = plot_graph(result.nodes, result.edges, result.meta, json_path.with_suffix(".png"), UNLABELLED)
     result.json_path, result.png_path = json_path, png
-
-
-def plot_graph(result: GraphResult):
-    """Two columns of nodes (lower layer left, upper right), sized by relevance; edge width ∝ weight."""
-    from unitlens.report.lens_plots import _figure
-
-    nodes, edges, meta = result.nodes, result.edges, result.meta
-    cols = {meta["lower"]: 0.0, meta["upper"]: 1.0}
-    pos = {}
-    height = max(nodes.groupby("layer").size().max(), 2)
-    fig = _figure(8.0, 0.55 * height + 1.6)
-    ax = fig.add_subplot(1, 1, 1)
-    for layer, x in cols.items():
-        rows = nodes[nodes["layer"] == layer].sort_values("relevance", ascending=False)
-        for k, row in enumerate(rows.itertuples()):
-            y = 1.0 - (k + 0.5) / len(rows)
-            pos[row.id] = (x, y)
-            ax.scatter([x], [y], s=60 + 1200 * max(row.relevance, 0), color="tab:blue" if row.label != UNLABELLED
-                       else "tab:grey", zorder=3)
-            ax.text(x + (0.06 if x else -0.06), y, f"{row.label} ({100 * row.relevance:.1f} %, {len(row.units)} u)",
-                    ha="left" if x else "right", va="center", fontsize=8)
-        ax.text(x, 1.04, layer, ha="center", fontsize=9, weight="bold")
-    top = max(float(edges["weight"].abs().max()) if len(edges) else 0.0, 1e-12)
-    for e in edges.itertuples():
-        if abs(e.weight) < 0.01 * top:
-            continue
-        (x0, y0), (x1, y1) = pos[e.target], pos[e.source]
-        ax.plot([x0, x1], [y0, y1], color="tab:red" if e.weight > 0 else "tab:purple", alpha=0.6,
-                linewidth=0.3 + 8 * abs(e.weight) / top, zorder=1)
-    ax.set_xlim(-0.9, 1.9)
-    ax.set_ylim(-0.05, 1.1)
-    ax.axis("off")
-    ax.set_title(f"attribution graph for class {meta['class_index']} ({meta['class_name']}), "
-                 f"{meta['n_samples']} samples; edge width ∝ relevance share", fontsize=9)
-    fig.tight_layout()
-    return fig

@@ -10,8 +10,14 @@ import time
 
 import pandas as pd
 
-from unitlens.relevance.errors import RelevanceError
-from unitlens.relevance.session import conservation_summary, explain_batches, open_session, top_predictions
+from unitlens.errors import RelevanceError
+from unitlens.relevance.defaults import BATCH_SIZE
+from unitlens.relevance.session import (
+    conservation_summary,
+    explain_batches,
+    open_session,
+    top_predictions,
+)
 from unitlens.relevance.stats import ClassShareStats
 from unitlens.relevance.store import write_result
 
@@ -23,7 +29,7 @@ def _names(loaded, classes: list[int]) -> dict[int, str]:
     return {c: short_name(names[c]) if names and c < len(names) else str(c) for c in classes}
 
 
-def compute_predicted_relevance(atlas, layers=None, data=None, batch_size: int = 16, device=None,
+def compute_predicted_relevance(atlas, layers=None, data=None, batch_size: int = BATCH_SIZE, device=None,
                                 progress: bool = True, top: int = 5, model=None) -> pd.DataFrame:
     """Top ``top`` classes per unit of ``layers`` by relevance share for the predicted class; stored as
     ``relevance/predicted.parquet`` (layer, unit, rank, class_index, class_name, rel_mean, rel_max,

@@ -14,9 +14,11 @@ import torch
 
 from unitlens.atlas.atlas import Atlas
 from unitlens.atlas.files import write_parquet
-from unitlens.relevance.attribute import Attribution, class_relevance, image_batches, pick_device, prepare
+from unitlens.data.loading import load_batches
+from unitlens.errors import RelevanceError, UnitlensError
+from unitlens.relevance.attribute import Attribution, class_relevance
 from unitlens.relevance.composite import COMPOSITE_NAME, composite_for
-from unitlens.relevance.errors import RelevanceError
+from unitlens.runtime import Progress, pick_device, prepare_model
 
 TOP = 5  # predictions kept per sample (the "top-5" sample rule)
 
@@ -39,7 +41,7 @@ class Session:
 
     @property
     def folder(self) -> Path:
-        return self.atlas.path / "relevance"
+        return self.atlas.derived_path("relevance")
 
     def describe(self) -> dict:
         """Provenance for the stored meta: composite, model weights, data."""
@@ -54,14 +56,13 @@ class Session:
 def open_session(atlas, layers=None, data=None, device=None, model=None) -> Session:
     """Load the atlas's model (or use ``model``), its composite, and the data to explain."""
     from unitlens.data import load_dataset
-    from unitlens.lens.examples import LensError, load_atlas_model
 
     atlas = Atlas.open(atlas)
-    atlas._require_complete()
+    atlas.require_complete()
     if model is None:
         try:
-            model = load_atlas_model(atlas)
-        except LensError as err:
+            model = atlas.load_model()
+        except UnitlensError as err:
             raise RelevanceError(f"relevance needs the analysed model: {err}") from err
     composite = composite_for(model.model, f"model '{model.name}'")
     infos = atlas.select_layers(layers)
@@ -75,7 +76,7 @@ def open_session(atlas, layers=None, data=None, device=None, model=None) -> Sess
         ids = list(range(len(dataset)))
         spec, fingerprint = str(data), dataset.fingerprint()
     dev = pick_device(device)
-    prepare(model.model, dev)
+    prepare_model(model.model, dev)
     return Session(atlas=atlas, loaded=model, composite=composite, device=dev, dataset=dataset, data_spec=spec,
                    fingerprint=fingerprint, ids=ids, layers={i.name: i.channel_dim for i in infos},
                    weights_hash=model.weights_hash())
@@ -83,21 +84,18 @@ def open_session(atlas, layers=None, data=None, device=None, model=None) -> Sess
 
 def top_predictions(session: Session, batch_size: int = 64, progress: bool = True) -> pd.DataFrame:
     """id, top5 (class indices), top5_logits of every readable sample; cached per dataset and weights."""
-    from unitlens.backends.cache import _progress
-
     path = session.folder / f"predictions_{session.fingerprint}_{session.weights_hash}.parquet"
     if path.is_file():
         return pd.read_parquet(path)
     rows = []
     net = session.loaded.model
-    with _progress(progress) as bar, torch.inference_mode():
-        task = bar.add_task("predictions", total=len(session.ids))
-        for ids, x, _ in image_batches(session.dataset, session.ids, session.loaded.transform, batch_size,
-                                       session.device, skipped=_warn_skipped):
+    with Progress("predictions", len(session.ids), progress, unit="img") as bar, torch.inference_mode():
+        for ids, x, _ in load_batches(session.dataset, session.ids, session.loaded.transform, batch_size,
+                                      session.device, skipped=_warn_skipped):
             logits = net(x).float()
             val, idx = logits.topk(min(TOP, logits.shape[1]), dim=1)
             rows += [{"id": i, "top5": t, "top5_logits": v} for i, t, v in zip(ids, idx.tolist(), val.tolist())]
-            bar.advance(task, len(ids))
+            bar.advance(len(ids))
     frame = pd.DataFrame(rows, columns=["id", "top5", "top5_logits"])
     write_parquet(path, frame)
     return frame
@@ -114,15 +112,12 @@ def explain_batches(session: Session, ids: list[int], targets: list[int], batch_
 
     The first batch is also run without the composite: canonizers must leave the model's output unchanged.
     """
-    from unitlens.backends.cache import _progress
-
     if session.attribution is None:
         session.attribution = Attribution(session.loaded.model, device=session.device)
     target_of = dict(zip(ids, targets))
-    with _progress(progress) as bar:
-        task = bar.add_task(label, total=len(ids))
-        for chunk, x, _ in image_batches(session.dataset, ids, session.loaded.transform, batch_size,
-                                         session.device, skipped=_warn_skipped):
+    with Progress(label, len(ids), progress, unit="img") as bar:
+        for chunk, x, _ in load_batches(session.dataset, ids, session.loaded.transform, batch_size,
+                                        session.device, skipped=_warn_skipped):
             t = torch.tensor([target_of[i] for i in chunk], device=session.device)
             logits, rel = class_relevance(session.attribution, session.composite, x, t, session.layers)
             if not session.checked:
@@ -131,7 +126,7 @@ def explain_batches(session: Session, ids: list[int], targets: list[int], batch_
             for name, r in rel.items():
                 session.conservation.setdefault(name, []).extend((r.sum(1) / explained).tolist())
             on_batch(chunk, t, logits, rel)
-            bar.advance(task, len(chunk))
+            bar.advance(len(chunk))
 
 
 def _check_canonizers(session: Session, x: torch.Tensor, logits: torch.Tensor) -> None:

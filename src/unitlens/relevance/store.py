@@ -17,15 +17,14 @@ import pandas as pd
 
 from unitlens.atlas.atlas import Atlas
 from unitlens.atlas.files import read_json, write_json, write_parquet
-from unitlens.relevance.errors import RelevanceError
+from unitlens.errors import RelevanceNotComputed
 
-FOLDER = "relevance"
 CLASS_COLUMNS = ["layer", "unit", "class_index", "class_name", "rel_mean", "rel_max", "rel_raw_mean", "n_samples",
                  "top_ids"]
 
 
 def folder(atlas) -> Path:
-    return Atlas.open(atlas).path / FOLDER
+    return Atlas.open(atlas).derived_path("relevance")
 
 
 def write_result(atlas, stem: str, frame: pd.DataFrame, meta: dict) -> Path:
@@ -69,7 +68,7 @@ def load_relevance(atlas, cls) -> pd.DataFrame:
     path = folder(atlas) / f"class_{index}.parquet"
     if index is None or not path.is_file():
         have = ", ".join(f"{r.class_index} ({r.class_name})" for r in stored.itertuples()) or "none"
-        raise RelevanceError(f"atlas {atlas.path} has no relevance for class '{cls}' (stored: {have}); compute it "
+        raise RelevanceNotComputed(f"atlas {atlas.path} has no relevance for class '{cls}' (stored: {have}); compute it "
                              f"with: unitlens relevance {atlas.path} --class '{cls}'")
     return pd.read_parquet(path)
 
@@ -85,13 +84,13 @@ def relevant_classes(atlas, layer: str, units=None, top: int = 5) -> pd.DataFram
     atlas = Atlas.open(atlas)
     path = folder(atlas) / "predicted.parquet"
     if not path.is_file():
-        raise RelevanceError(f"atlas {atlas.path} has no predicted-class relevance; compute it with: "
+        raise RelevanceNotComputed(f"atlas {atlas.path} has no predicted-class relevance; compute it with: "
                              f"unitlens relevance {atlas.path} --predicted")
     frame = pd.read_parquet(path)
     frame = frame[frame["layer"] == layer]
     if frame.empty:
         have = load_meta(atlas, "predicted").get("layers", [])
-        raise RelevanceError(f"the predicted-class relevance of atlas {atlas.path} has no layer '{layer}' (it has "
+        raise RelevanceNotComputed(f"the predicted-class relevance of atlas {atlas.path} has no layer '{layer}' (it has "
                              f"{len(have)} layers); run unitlens relevance {atlas.path} --predicted --layers "
                              f"'{layer}'")
     if units is not None:

@@ -1,1 +1,2 @@
-"""Figures and reports built from atlases (MIS plots: ``unitlens.report.mis_plots``)."""
+"""Figures drawn from results (tables, arrays, images) that the steps hand over; nothing here computes or reads
+atlases. ``figures`` holds the canvas and the atomic save; one module per kind of figure."""

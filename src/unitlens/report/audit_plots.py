@@ -1,7 +1,8 @@
 """Audit figures: the valid/spurious alignment scatter of paper 002, fig. 3a (middle), and a sheet of the spurious
 and unexpected units with their concept examples, their most relevant samples and the other classes they serve.
 
-Drawn with matplotlib's object API on Agg canvases (no pyplot, no global backend switch).
+Both draw an audit result (``unitlens.audit.AuditResult``: its tables and class) and the images they are given;
+``unitlens.audit.figures.plot_audit`` gathers those images from the atlas.
 """
 from __future__ import annotations
 
@@ -10,16 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from unitlens.report.figures import new_figure, save_figure
+
 COLOURS = {"valid": "#55a868", "spurious": "#c44e52", "both": "#dd8452", "unexpected": "#8c8c8c"}
-
-
-def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=110)
-    FigureCanvasAgg(fig)
-    return fig
 
 
 MARKERS = "osD^vP*X"
@@ -58,7 +52,7 @@ def plot_scatter(result, path: Path, n_labels: int = 8) -> Path:
     frame = result.frame
     layers = list(dict.fromkeys(frame["layer"]))
     several = len(layers) > 1
-    fig = _figure(8.8, 6.6)
+    fig = new_figure(8.8, 6.6)
     ax = fig.add_subplot()
     rel = frame["relevance"].to_numpy(float)
     size = 25 + 600 * rel / max(rel.max(), 1e-12)
@@ -100,38 +94,21 @@ def plot_scatter(result, path: Path, n_labels: int = 8) -> Path:
             (row.valid_concept if row.a_valid >= row.a_spur else row.spurious_concept) + " "
         labels.append((row.a_valid, row.a_spur, f"#{row.unit} {concept}({row.relevance:.1%})"))
     _place_labels(fig, ax, labels)
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path, tight=False)
 
 
-def _concept_examples(store, layer: str, unit: int, n: int) -> list:
-    """A unit's top ``n`` concept examples as PIL images, cropped as the lens embedded them."""
-    data = store.read_layer(layer)
-    dataset = store.atlas.dataset()
-    images = []
-    for j in np.flatnonzero(data.mask[unit].numpy())[:n]:
-        img = dataset.image(int(data.ids[unit, j]))
-        if bool(data.has_box[unit, j]):
-            img = img.crop(tuple(int(v) for v in data.boxes[unit, j].tolist()))
-        images.append(img)
-    return images
-
-
-def plot_flagged(result, path: Path, n_units: int = 12, n_exemplars: int = 5, n_relevant: int = 3) -> Path | None:
-    """One row per spurious or unexpected unit (most relevant first): its verdict, alignments and other classes,
-    its top concept examples and its most relevant samples for the class. None when no unit is flagged."""
-    from unitlens.lens.store import LensStore
-
-    flagged = result.flagged.head(n_units)
+def plot_flagged(result, images: dict, path: Path, n_exemplars: int = 5, n_relevant: int = 3) -> Path | None:
+    """One row per spurious or unexpected unit given in ``images`` ((layer, unit) -> (concept example images, most
+    relevant images), most relevant first): its verdict, alignments and other classes, its top concept examples
+    and its most relevant samples for the class. None when no unit is flagged."""
+    flagged = result.flagged.head(len(images))
     if flagged.empty:
         return None
-    store = LensStore.open(result.atlas, result.backend)
-    dataset = store.atlas.dataset()
     several = result.frame["layer"].nunique() > 1
-    n_rel = n_relevant if any(len(ids) for ids in flagged["relevant_ids"]) else 0
+    n_rel = n_relevant if any(len(rel) for _, rel in images.values()) else 0
     ncols = 1 + n_exemplars + n_rel
     height = 1.55 * len(flagged) + 0.8
-    fig = _figure(3.2 + 1.45 * (n_exemplars + n_rel), height)
+    fig = new_figure(3.2 + 1.45 * (n_exemplars + n_rel), height)
     grid = fig.add_gridspec(len(flagged), ncols, width_ratios=[2.2] + [1.0] * (n_exemplars + n_rel))
     for r, row in enumerate(flagged.itertuples()):
         ax = fig.add_subplot(grid[r, 0])
@@ -145,9 +122,9 @@ def plot_flagged(result, path: Path, n_units: int = 12, n_exemplars: int = 5, n_
                 + textwrap.fill(f"also relevant for: {others}", 40))
         ax.text(0.0, 0.5, text, fontsize=8, va="center", ha="left", color=COLOURS[row.verdict],
                 transform=ax.transAxes)
-        images = _concept_examples(store, row.layer, int(row.unit), n_exemplars)
-        relevant = [dataset.image(int(i)) for i in list(row.relevant_ids)[:n_rel]]
-        for c, img in enumerate(images + [None] * (n_exemplars - len(images)) + relevant):
+        concept, relevant = images[(row.layer, int(row.unit))]
+        concept, relevant = concept[:n_exemplars], relevant[:n_rel]
+        for c, img in enumerate(concept + [None] * (n_exemplars - len(concept)) + relevant):
             ax = fig.add_subplot(grid[r, 1 + c])
             ax.set_xticks([])
             ax.set_yticks([])
@@ -164,19 +141,4 @@ def plot_flagged(result, path: Path, n_units: int = 12, n_exemplars: int = 5, n_
     fig.suptitle(f"spurious and unexpected units for class {result.class_index} '{result.class_name}' "
                  f"({len(result.flagged)} flagged, {len(flagged)} shown) · {result.backend}", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / height))
-    fig.savefig(path)
-    return path
-
-
-def plot_audit(result, out, n_labels: int = 8, n_units: int = 12, n_exemplars: int = 5) -> list[Path]:
-    """Write ``<class>_scatter.png`` and, when units are flagged, ``<class>_flagged.png`` into ``out``."""
-    from unitlens.audit.alignment import audit_basename
-
-    if result.frame.empty:
-        raise ValueError(f"no unit reaches relevance {result.min_relevance:g}; nothing to plot")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    base = audit_basename(result.class_index, result.class_name)
-    paths = [plot_scatter(result, out / f"{base}_scatter.png", n_labels)]
-    sheet = plot_flagged(result, out / f"{base}_flagged.png", n_units, n_exemplars)
-    return paths + ([sheet] if sheet is not None else [])
+    return save_figure(fig, path, tight=False)

@@ -1,7 +1,7 @@
 """MIS figures of one atlas: per-unit distribution, per-layer means by depth, and trends over depth and width.
 
-Drawn with matplotlib's object API on Agg canvases (no pyplot, no global backend switch), so this works on
-headless machines and inside programs that use another matplotlib backend.
+``plot_mis`` takes the per-unit frame (``unitlens.mis.load_scores``) and its per-layer summary
+(``unitlens.mis.summarize(frame)["layer"]``).
 """
 from __future__ import annotations
 
@@ -10,36 +10,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from unitlens.mis.score import STATUS_SCORED, summarize
+from unitlens.errors import BadInput
+from unitlens.report.figures import new_figure, save_figure, type_colours
 
+SCORED = "scored"  # the status of units that were scored (the others are constant or non-finite)
 FILES = {"hist": "mis_hist.png", "layers": "mis_by_layer.png", "depth": "mis_vs_rel_depth.png",
          "width": "mis_vs_rel_width.png"}
 
 
-def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=110)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _colours(types) -> dict:
-    from matplotlib import colormaps
-
-    cmap = colormaps["tab10"]
-    return {t: cmap(i % 10) for i, t in enumerate(sorted(types))}
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path)
-    return path
-
-
-def plot_mis(frame: pd.DataFrame, out: str | Path, title: str | None = None) -> list[Path]:
-    """Write the MIS figures of a per-unit frame (as ``score_atlas``/``load_scores`` return) into ``out``.
+def plot_mis(frame: pd.DataFrame, layers: pd.DataFrame, out: str | Path, title: str | None = None) -> list[Path]:
+    """Write the MIS figures of a per-unit frame (as ``score_atlas``/``load_scores`` return) and its per-layer
+    summary (``summarize(frame)["layer"]``) into ``out``.
 
     Files: ``mis_hist.png`` (per-unit MIS histogram), ``mis_by_layer.png`` (layers in depth order, mean with
     5–95 % bars, coloured by layer type), ``mis_vs_rel_depth.png`` and ``mis_vs_rel_width.png`` (layer means
@@ -47,12 +28,11 @@ def plot_mis(frame: pd.DataFrame, out: str | Path, title: str | None = None) -> 
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    scored = frame[frame["status"] == STATUS_SCORED] if "status" in frame else frame[frame["mis"].notna()]
+    scored = frame[frame["status"] == SCORED] if "status" in frame else frame[frame["mis"].notna()]
     if scored.empty:
-        raise ValueError("no scored unit to plot (all units are constant or non-finite, or none was scored)")
-    tables = summarize(frame, model=title or "model")
-    layers = tables["layer"].dropna(subset=["mis_mean"])
-    colours = _colours(frame["type"].unique())
+        raise BadInput("no scored unit to plot (all units are constant or non-finite, or none was scored)")
+    layers = layers.dropna(subset=["mis_mean"])
+    colours = type_colours(frame["type"].unique())
     backend = str(frame["backend"].iloc[0]) if "backend" in frame else ""
     taus = sorted(pd.to_numeric(frame["tau"], errors="coerce").dropna().unique()) if "tau" in frame else []
     tau = f"τ = {', '.join(f'{t:g}' for t in taus)}" if taus else ""
@@ -60,7 +40,7 @@ def plot_mis(frame: pd.DataFrame, out: str | Path, title: str | None = None) -> 
     excluded = len(frame) - len(scored)
     paths = []
 
-    fig = _figure(7, 4.2)
+    fig = new_figure(7, 4.2)
     ax = fig.add_subplot()
     v = scored["mis"].to_numpy(float)
     lo, hi = min(v.min(), 0.5), max(v.max(), 0.5)
@@ -73,10 +53,10 @@ def plot_mis(frame: pd.DataFrame, out: str | Path, title: str | None = None) -> 
     ax.set_ylabel("units")
     ax.set_title(f"MIS of {len(v)} units ({excluded} constant/non-finite excluded)\n{tag}", fontsize=10)
     ax.legend(frameon=False)
-    paths.append(_save(fig, out / FILES["hist"]))
+    paths.append(save_figure(fig, out / FILES["hist"]))
 
     n = len(layers)
-    fig = _figure(min(max(7.0, 0.16 * n + 2), 30.0), 5.0)
+    fig = new_figure(min(max(7.0, 0.16 * n + 2), 30.0), 5.0)
     ax = fig.add_subplot()
     x = np.arange(n)
     for t, g in layers.groupby("type"):
@@ -91,10 +71,10 @@ def plot_mis(frame: pd.DataFrame, out: str | Path, title: str | None = None) -> 
     ax.set_ylabel("MIS (layer mean, 5–95 % of units)")
     ax.set_title(f"MIS by layer, in depth order\n{tag}", fontsize=10)
     ax.legend(frameon=False, fontsize=8, ncol=min(len(colours), 5))
-    paths.append(_save(fig, out / FILES["layers"]))
+    paths.append(save_figure(fig, out / FILES["layers"]))
 
     for key, col, label in (("depth", "rel_depth", "relative depth"), ("width", "rel_width", "relative width")):
-        fig = _figure(6.5, 4.2)
+        fig = new_figure(6.5, 4.2)
         ax = fig.add_subplot()
         data = layers[np.isfinite(pd.to_numeric(layers[col], errors="coerce").to_numpy(float))]
         for t, g in data.groupby("type"):
@@ -110,5 +90,5 @@ def plot_mis(frame: pd.DataFrame, out: str | Path, title: str | None = None) -> 
         ax.set_ylabel("mean MIS of the layer")
         ax.set_title(f"mean MIS vs {label}\n{tag}", fontsize=10)
         ax.legend(frameon=False, fontsize=8)
-        paths.append(_save(fig, out / FILES[key]))
+        paths.append(save_figure(fig, out / FILES[key]))
     return paths

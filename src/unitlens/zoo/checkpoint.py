@@ -7,16 +7,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-
-class CheckpointMismatch(ValueError):
-    """A checkpoint does not fit the architecture it is loaded into."""
+from unitlens.errors import CheckpointMismatch, MissingFile
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a ``.pt/.pth/.bin`` or ``.safetensors`` checkpoint; unwrap common ``{"state_dict": ...}`` nesting."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise MissingFile(f"checkpoint {path} does not exist")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 

@@ -7,6 +7,7 @@ of its description ("beacon, lighthouse, beacon light, pharos" answers to "light
 """
 from __future__ import annotations
 
+from unitlens.errors import BadInput
 from unitlens.zoo.factory import LoadedModel
 
 
@@ -56,11 +57,11 @@ def resolve_class(loaded: LoadedModel, spec: str | int) -> tuple[int, str]:
     if text.lstrip("-").isdigit():
         index = int(text)
         if n is not None and not 0 <= index < n:
-            raise ValueError(f"class index {index} is out of range: model '{loaded.name}' has {n} output classes "
+            raise BadInput(f"class index {index} is out of range: model '{loaded.name}' has {n} output classes "
                              f"(0..{n - 1})")
         return index, short_name(names[index]) if names else str(index)
     if not names:
-        raise ValueError(f"model '{loaded.name}' has no class names; give the class as an index (0..{(n or 0) - 1}) "
+        raise BadInput(f"model '{loaded.name}' has no class names; give the class as an index (0..{(n or 0) - 1}) "
                          "or set LoadedModel.extra['class_names']")
     key = text.lower()
     exact = [i for i, d in enumerate(names) if d.lower() == key]
@@ -72,7 +73,7 @@ def resolve_class(loaded: LoadedModel, spec: str | int) -> tuple[int, str]:
         return hits[0], next(s.strip() for s in names[hits[0]].split(",") if s.strip().lower() == key)
     if hits:
         options = "; ".join(f"{i}: {names[i]}" for i in hits[:8])
-        raise ValueError(f"class name '{text}' is ambiguous for model '{loaded.name}' ({options}); give the index")
+        raise BadInput(f"class name '{text}' is ambiguous for model '{loaded.name}' ({options}); give the index")
     close = [f"{i}: {d}" for i, d in enumerate(names) if key in d.lower()][:8]
     hint = f"; names containing it: {'; '.join(close)}" if close else ""
-    raise ValueError(f"model '{loaded.name}' has no class named '{text}'{hint}")
+    raise BadInput(f"model '{loaded.name}' has no class named '{text}'{hint}")

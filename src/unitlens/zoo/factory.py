@@ -14,13 +14,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from unitlens.errors import BadInput, WeightsUnavailable
 from unitlens.zoo.checkpoint import load_strict, read_state_dict
 
 Transform = Callable[[object], torch.Tensor]
-
-
-class WeightsUnavailable(RuntimeError):
-    """Pretrained weights cannot be obtained here (no network, no cache, package missing)."""
 
 
 @dataclass
@@ -80,7 +77,7 @@ def _load_offline(name: str, pretrained: bool) -> tuple[nn.Module, Transform, tu
     from unitlens.zoo.checkpoint import map_by_order
 
     if name not in OFFLINE_MODELS:
-        raise ValueError(f"unknown offline model '{name}'; choose one of {', '.join(OFFLINE_MODELS)}")
+        raise BadInput(f"unknown offline model '{name}'; choose one of {', '.join(OFFLINE_MODELS)}")
     model = timm.create_model(f"tf_{name}", pretrained=False)
     if pretrained:
         model.load_state_dict(map_by_order(model, read_state_dict(offline_weights_path(name)), name))
@@ -109,7 +106,7 @@ def _load_timm(name: str, pretrained: bool) -> tuple[nn.Module, Transform, tuple
     import timm
 
     if name not in timm.list_models(pretrained=False):
-        raise ValueError(f"timm has no architecture '{name}' (see timm.list_models())")
+        raise BadInput(f"timm has no architecture '{name}' (see timm.list_models())")
     try:
         model = timm.create_model(name, pretrained=pretrained)
     except Exception as err:  # hub errors come in many types
@@ -127,7 +124,7 @@ def _load_torchvision(name: str, pretrained: bool) -> tuple[nn.Module, Transform
     import torchvision
 
     if name not in torchvision.models.list_models():
-        raise ValueError(f"torchvision has no model '{name}' (see torchvision.models.list_models())")
+        raise BadInput(f"torchvision has no model '{name}' (see torchvision.models.list_models())")
     weights = torchvision.models.get_model_weights(name).DEFAULT if pretrained else None
     try:
         model = torchvision.models.get_model(name, weights=weights)
@@ -150,7 +147,7 @@ def _load_saved_module(path: Path) -> tuple[nn.Module, Transform, tuple[int, int
     """A whole module saved with TorchScript or ``torch.save(model)``; ImageNet preprocessing at 224 px."""
     model = torch.load(path, map_location="cpu", weights_only=False)  # also opens TorchScript archives
     if not isinstance(model, nn.Module):
-        raise ValueError(
+        raise BadInput(
             f"{path} holds a {type(model).__name__}, not a module. For a state dict, name its architecture: "
             f"load_model('timm:<arch>', checkpoint='{path}') (CLI: --model timm:<arch> --checkpoint {path})"
         )
@@ -172,7 +169,7 @@ def load_model(name: str, pretrained: bool = True, checkpoint: str | Path | None
         if not rest:
             prefix, rest = "offline", name
         if prefix not in _LOADERS:
-            raise ValueError(
+            raise BadInput(
                 f"unknown model source '{prefix}' in '{name}'; use efficientnet_lite0|1|2, "
                 f"{', '.join(p + ':<name>' for p in _LOADERS if p != 'offline')}, or a saved module file"
             )

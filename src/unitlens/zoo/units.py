@@ -8,10 +8,13 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
+
+from unitlens.errors import BadInput
 
 LAYER_TYPES = ("Conv", "Linear", "BatchNorm", "LayerNorm", "GroupNorm")
 
@@ -56,6 +59,14 @@ def _width(module: nn.Module) -> int | None:
     return None
 
 
+def channel_dim_of(output: Any, declared: int) -> int:
+    """The channel dimension of a layer ``output``: ``declared`` (``LayerInfo.channel_dim``) when known; 0 means
+    unknown (a user-named module): then 4-D maps are taken as NCHW, anything else as channel-last."""
+    if declared:
+        return declared
+    return 1 if output.ndim == 4 else -1
+
+
 def _channel_dim(module: nn.Module, kind: str) -> int:
     # timm's LayerNorm2d normalises channels of NCHW maps; plain LayerNorm and Linear act on the last dim.
     if kind == "Linear" or (kind == "LayerNorm" and not type(module).__name__.endswith("2d")):
@@ -78,7 +89,7 @@ def enumerate_units(
     """
     unknown = sorted(set(types) - set(LAYER_TYPES))
     if unknown:
-        raise ValueError(f"unknown layer type(s) {unknown}; choose from {list(LAYER_TYPES)}")
+        raise BadInput(f"unknown layer type(s) {unknown}; choose from {list(LAYER_TYPES)}")
     modules = dict(model.named_modules())
     candidates = [(n, m, layer_type(m)) for n, m in modules.items() if n and layer_type(m) in types]
     if skip_first_last and len(candidates) > 2:
@@ -92,14 +103,14 @@ def enumerate_units(
             if p in modules and p and p not in taken:
                 chosen.append((p, modules[p], layer_type(modules[p]) or "Other"))
             elif not any(fnmatch.fnmatchcase(n, p) for n in modules if n):
-                raise ValueError(f"layer '{p}' matches no module of the model; list them with unitlens layers")
+                raise BadInput(f"layer '{p}' matches no module of the model; list them with unitlens layers")
         order = {n: i for i, n in enumerate(modules)}
         chosen.sort(key=lambda c: order[c[0]])
     if exclude is not None:
         patterns = list(exclude)
         chosen = [c for c in chosen if not any(fnmatch.fnmatchcase(c[0], p) for p in patterns)]
     if not chosen:
-        raise ValueError("no layer selected: check the types, include and exclude options")
+        raise BadInput("no layer selected: check the types, include and exclude options")
     widest: dict[str, int] = {}
     for _, m, kind in chosen:
         if _width(m) is not None:

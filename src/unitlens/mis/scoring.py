@@ -34,9 +34,12 @@ import torch
 import torch.nn.functional as F
 
 from unitlens.atlas import Atlas
-from unitlens.mis.tasks import K_EXPL, N_TASKS, Tasks, build_tasks, check_exemplars, min_exemplars
+from unitlens.backends import EmbeddingCache, as_backend
+from unitlens.errors import BadInput, NotComputed
+from unitlens.mis.defaults import BACKEND, K_EXPL, N_TASKS, TAU
+from unitlens.mis.tasks import Tasks, build_tasks, check_exemplars, min_exemplars
+from unitlens.runtime import pick_device
 
-TAU = 0.16
 METRIC = "mis"
 METRIC_ACCURACY = "mis_accuracy"
 _CHUNK_BYTES = 256 * 2**20
@@ -78,7 +81,7 @@ class MISScores:
 def mis_from_margins(margin: torch.Tensor, tau: float = TAU) -> torch.Tensor:
     """MIS of (..., N) task margins Δ⁺ − Δ⁻ at temperature ``tau``: mean over tasks of σ(margin / τ)."""
     if not tau > 0:
-        raise ValueError(f"tau must be positive, got {tau}")
+        raise BadInput(f"tau must be positive, got {tau}")
     return torch.sigmoid(margin / tau).mean(-1)
 
 
@@ -92,7 +95,7 @@ def _default_device(table: torch.Tensor, device) -> torch.device:
         return torch.device(device)
     if table.requires_grad or table.device.type != "cpu":
         return table.device
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return pick_device()
 
 
 def _chunk(n_units: int, n_tasks: int, dim: int, elem: int, chunk_units: int | None, device=None) -> int:
@@ -153,9 +156,9 @@ def score(table: torch.Tensor, tasks: Tasks, tau: float = TAU, table_ids: torch.
     cheaper when few distinct images serve many units); ``auto`` picks by a cost estimate.
     """
     if table.ndim != 2:
-        raise ValueError(f"expected an (n, D) embedding table, got shape {tuple(table.shape)}")
+        raise BadInput(f"expected an (n, D) embedding table, got shape {tuple(table.shape)}")
     if method not in ("auto", "gather", "gram"):
-        raise ValueError(f"method must be auto, gather or gram, got '{method}'")
+        raise BadInput(f"method must be auto, gather or gram, got '{method}'")
     out_device = table.device
     device = _default_device(table, device)
     table = table.to(device)
@@ -200,7 +203,7 @@ def score_gram(similarity: torch.Tensor, tasks: Tasks, tau: float = TAU, table_i
     device; differentiable in it.
     """
     if similarity.ndim != 2 or similarity.shape[0] != similarity.shape[1]:
-        raise ValueError(f"expected a square (n, n) similarity matrix, got {tuple(similarity.shape)}")
+        raise BadInput(f"expected a square (n, n) similarity matrix, got {tuple(similarity.shape)}")
     n = similarity.shape[0]
     if table_ids is not None:
         table_ids = table_ids.to(similarity.device)
@@ -232,10 +235,10 @@ def score_embeddings(pos_expl: torch.Tensor, neg_expl: torch.Tensor, pos_query: 
     expected L2-normalised (``normalize=True`` normalises them). Differentiable in all inputs.
     """
     if pos_query.ndim != 3 or pos_query.shape != neg_query.shape:
-        raise ValueError(f"queries must be two (C, N, D) tensors, got {tuple(pos_query.shape)} and "
+        raise BadInput(f"queries must be two (C, N, D) tensors, got {tuple(pos_query.shape)} and "
                          f"{tuple(neg_query.shape)}")
     if pos_expl.ndim not in (3, 4) or neg_expl.ndim not in (3, 4):
-        raise ValueError("explanations must be (C, N, K, D) or (C, K, D) tensors")
+        raise BadInput("explanations must be (C, N, K, D) or (C, K, D) tensors")
     if normalize:
         pos_expl, neg_expl, pos_query, neg_query = (F.normalize(x, dim=-1)
                                                      for x in (pos_expl, neg_expl, pos_query, neg_query))
@@ -283,25 +286,21 @@ def unit_status(units: pd.DataFrame) -> pd.Series:
 
 
 def _load_backend(backend, device):
-    from unitlens.backends import as_backend
-
     backend = as_backend(backend, device)
     if not getattr(backend, "embeds", True):
-        raise ValueError(
+        raise BadInput(
             f"backend '{backend.name}' is a pairwise distance without embeddings; MIS here scores cached "
             "embeddings with cosine similarity: use an embedding backend (offline, dreamsim, openclip:..., hf:..., "
             "timm:...)")
     return backend
 
 
-def run_atlas(atlas, backend="offline", n_tasks: int = N_TASKS, k_expl: int = K_EXPL, tau: float = TAU,
+def run_atlas(atlas, backend=BACKEND, n_tasks: int = N_TASKS, k_expl: int = K_EXPL, tau: float = TAU,
               layers=None, device: str | torch.device | None = None, write: bool = True,
               progress: bool = True, chunk_units: int | None = None, keep_margins: bool = False) -> MISRun:
     """Score every non-constant, finite unit of the selected layers of an atlas; see :func:`score_atlas`."""
-    from unitlens.backends import EmbeddingCache
-
     if not tau > 0:
-        raise ValueError(f"tau must be positive, got {tau}")
+        raise BadInput(f"tau must be positive, got {tau}")
     t0 = time.perf_counter()
     atlas = Atlas.open(atlas)
     infos = atlas.select_layers(layers)
@@ -315,7 +314,7 @@ def run_atlas(atlas, backend="offline", n_tasks: int = N_TASKS, k_expl: int = K_
         check_exemplars(ex.k, n_tasks, k_expl, where=f"layer {info.name}")
         lu = units[units["layer"] == info.name].sort_values("unit")
         if not np.array_equal(lu["unit"].to_numpy(), np.arange(ex.top_ids.shape[0])):
-            raise ValueError(f"layer {info.name}: units.parquet and the exemplars disagree on its units")
+            raise BadInput(f"layer {info.name}: units.parquet and the exemplars disagree on its units")
         keep = (lu["status"] == STATUS_SCORED).to_numpy()
         used += [ex.top_ids.numpy()[keep, :need].ravel(), ex.bottom_ids.numpy()[keep, :need].ravel()]
         per_layer.append((info, lu.index[keep], keep))
@@ -402,7 +401,7 @@ def scores_rows(frame: pd.DataFrame, backend: str, params: dict) -> pd.DataFrame
     ], ignore_index=True)
 
 
-def score_atlas(atlas, backend="offline", n_tasks: int = N_TASKS, k_expl: int = K_EXPL, tau: float = TAU,
+def score_atlas(atlas, backend=BACKEND, n_tasks: int = N_TASKS, k_expl: int = K_EXPL, tau: float = TAU,
                 layers=None, device: str | torch.device | None = None, write: bool = True,
                 progress: bool = True, chunk_units: int | None = None) -> pd.DataFrame:
     """MIS of every unit of an atlas (or of the ``layers`` named, globs allowed), one vectorised pass per layer.
@@ -429,13 +428,13 @@ def load_scores(atlas, backend: str | None = None) -> pd.DataFrame:
     mis = scores[scores["metric"].isin([METRIC, METRIC_ACCURACY])]
     backends = sorted(mis.loc[mis["metric"] == METRIC, "backend"].unique())
     if not backends:
-        raise ValueError(f"atlas {atlas.path} has no MIS scores yet; run unitlens mis {atlas.path} first")
+        raise NotComputed(f"atlas {atlas.path} has no MIS scores yet; run unitlens mis {atlas.path} first")
     if backend is None:
         if len(backends) > 1:
-            raise ValueError(f"atlas {atlas.path} has MIS scores of several backends {backends}; pick one")
+            raise BadInput(f"atlas {atlas.path} has MIS scores of several backends {backends}; pick one")
         backend = backends[0]
     if backend not in backends:
-        raise ValueError(f"atlas {atlas.path} has no MIS scores for backend '{backend}'; it has {backends}")
+        raise NotComputed(f"atlas {atlas.path} has no MIS scores for backend '{backend}'; it has {backends}")
     mis = mis[mis["backend"] == backend]
     wide = mis.pivot_table(index=["layer", "unit"], columns="metric", values="value", dropna=False).reset_index()
     params = mis[mis["metric"] == METRIC].drop_duplicates(["layer", "unit"])[["layer", "unit", "params"]]
@@ -492,7 +491,7 @@ def summarize(frame: pd.DataFrame, model: str = "model") -> dict[str, pd.DataFra
 def margins_frame(run: MISRun) -> pd.DataFrame:
     """Per-task margins Δ⁺ − Δ⁻ of a run made with ``keep_margins=True``: index (layer, unit), columns tasks."""
     if not run.margins:
-        raise ValueError("this run kept no margins; call run_atlas(..., keep_margins=True)")
+        raise BadInput("this run kept no margins; call run_atlas(..., keep_margins=True)")
     parts = []
     for layer, (unit_ids, m) in run.margins.items():
         idx = pd.MultiIndex.from_arrays([[layer] * len(unit_ids), unit_ids], names=["layer", "unit"])

@@ -9,18 +9,31 @@ all outputs (1 = top prediction) and how often the class is the top-1 / among th
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import pandas as pd
 
-from unitlens.audit.errors import AuditError
 from unitlens.audit.logits import model_logits
+from unitlens.errors import AuditError
+
+
+@dataclass
+class AucResult:
+    """The AUC of a class logit separating valid (positive) from spurious images, and per-set statistics."""
+
+    auc: float
+    table: pd.DataFrame  # set (valid, spurious), images, logit_mean, logit_std, rank_mean, top1, top5
+    class_index: int
+    class_name: str
+    skipped: list[str] = field(default_factory=list)
 
 
 def audit_test(model, cls, valid_images, spurious_images, batch_size: int = 32, device=None,
-               progress: bool = False) -> tuple[float, pd.DataFrame]:
-    """(AUC, table): the class logit on ``valid_images`` (positives) against ``spurious_images`` (negatives).
+               progress: bool = False) -> AucResult:
+    """The class logit on ``valid_images`` (positives) against ``spurious_images`` (negatives).
 
     ``model``: a ``LoadedModel``; ``cls``: a class index or name; the image sets: folders (recursive) or
-    .txt/.csv file lists. ``table.attrs`` holds ``class_index`` and ``class_name``.
+    .txt/.csv file lists.
     """
     from sklearn.metrics import roc_auc_score
 
@@ -37,6 +50,4 @@ def audit_test(model, cls, valid_images, spurious_images, batch_size: int = 32, 
     scores = valid.plain[:, index].tolist() + spurious.plain[:, index].tolist()
     auc = float(roc_auc_score(labels, scores))
     table = pd.DataFrame([{"set": "valid", **valid.stats(index)}, {"set": "spurious", **spurious.stats(index)}])
-    table.attrs.update(class_index=index, class_name=name,
-                       skipped=valid.skipped + spurious.skipped)
-    return auc, table
+    return AucResult(auc, table, index, name, valid.skipped + spurious.skipped)

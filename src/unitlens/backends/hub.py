@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from unitlens.backends.base import BackendUnavailable
+from unitlens.errors import BackendUnavailable
 
 OFFLINE_ENV = ("UNITLENS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 RANDOM_SUFFIX = "+random"

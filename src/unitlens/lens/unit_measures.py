@@ -45,6 +45,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from unitlens.errors import BadInput
+
 Tensor = torch.Tensor
 
 __all__ = ["Redundancy", "TwoMeans", "clarity", "init_centers", "measures_table", "polysemanticity",
@@ -60,11 +62,11 @@ def _prepare(E: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
     """Float examples with invalid rows zeroed, and the (U, m) 0/1 validity weights."""
     E = _float(E)
     if E.dim() != 3:
-        raise ValueError(f"expected examples of shape (U, m, D), got {tuple(E.shape)}")
+        raise BadInput(f"expected examples of shape (U, m, D), got {tuple(E.shape)}")
     if mask is None:
         return E, E.new_ones(E.shape[:2])
     if mask.shape != E.shape[:2]:
-        raise ValueError(f"mask shape {tuple(mask.shape)} does not match examples {tuple(E.shape[:2])}")
+        raise BadInput(f"mask shape {tuple(mask.shape)} does not match examples {tuple(E.shape[:2])}")
     w = mask.to(device=E.device, dtype=E.dtype)
     return E * w[..., None], w
 
@@ -127,7 +129,7 @@ def init_centers(E: Tensor, mask: Tensor | None = None, *, n_init: int = 10, see
 
 def _init_from_gram(G: Tensor, g: Tensor, w: Tensor, n_init: int, seed: int) -> Tensor:
     if n_init < 1:
-        raise ValueError("n_init must be >= 1")
+        raise BadInput("n_init must be >= 1")
     U, m, _ = G.shape
     valid = w > 0
     neg_inf = torch.tensor(float("-inf"), device=G.device, dtype=G.dtype)
@@ -153,7 +155,7 @@ def _init_from_gram(G: Tensor, g: Tensor, w: Tensor, n_init: int, seed: int) -> 
 def _lloyd(G: Tensor, g: Tensor, w: Tensor, idx: Tensor, max_iter: int) -> dict:
     """Lloyd iterations of all units and restarts in Gram space; the best restart per unit, as weights."""
     if max_iter < 1:
-        raise ValueError("max_iter must be >= 1")
+        raise BadInput("max_iter must be >= 1")
     U, R, m = idx.shape[0], idx.shape[1], G.shape[1]
     valid = (w > 0)[:, None, :]
     d = _dist_to_examples(G, g, idx.reshape(U, 2 * R)).reshape(U, R, 2, m)
@@ -264,7 +266,7 @@ def measures_table(E: Tensor, theta: Tensor | None = None, mask: Tensor | None =
         theta = theta_from_examples(E, mask)
     U = E.shape[0]
     if theta.shape[0] != U:
-        raise ValueError(f"theta has {theta.shape[0]} units, examples {U}")
+        raise BadInput(f"theta has {theta.shape[0]} units, examples {U}")
     labels = list(range(U)) if units is None else list(units)
     red = redundancy(theta)
     n = torch.full((U,), E.shape[1]) if mask is None else mask.sum(1)

@@ -1,4 +1,4 @@
-"""``unitlens relevance`` (``relevance_command``) and ``unitlens graph`` (``graph_command``).
+"""``unitlens relevance`` and ``unitlens graph``: CRP relevance of units for a class, and attribution graphs.
 
 ::
 
@@ -13,18 +13,16 @@ from typing import Optional
 
 import typer
 
-from unitlens.report import console as _out
+from unitlens.cli.common import fail, failing_cleanly, print_frame, say, split_list
+from unitlens.relevance.defaults import (
+    BATCH_SIZE,
+    GRAPH_MIN_RELEVANCE,
+    SAMPLE_RULE,
+    TOP_N,
+)
 
 
-def _errors():
-    from unitlens.atlas.atlas import AtlasError
-    from unitlens.lens.examples import LensError
-    from unitlens.relevance.errors import RelevanceError, RelevanceUnavailable
-
-    return (RelevanceError, RelevanceUnavailable, LensError, AtlasError, ValueError, FileNotFoundError, RuntimeError)
-
-
-def relevance_command(
+def relevance(
     atlas: Path = typer.Argument(..., help="Atlas folder (from unitlens record)."),
     cls: Optional[str] = typer.Option(None, "--class", help="Output class to explain: index or name ('analog clock')."),
     predicted: bool = typer.Option(False, "--predicted", help="Explain every sample's own top-1 class instead; keeps "
@@ -32,77 +30,73 @@ def relevance_command(
     layers: Optional[str] = typer.Option(None, help="Comma-separated layer names or globs (default: all recorded)."),
     data: Optional[str] = typer.Option(None, help="Other images to explain on (folder or .txt/.csv list; default: "
                                                   "the atlas's samples)."),
-    samples: str = typer.Option("top5", help="Which samples explain --class: top5 (class among the top-5 "
+    samples: str = typer.Option(SAMPLE_RULE, help="Which samples explain --class: top5 (class among the top-5 "
                                               "predictions), top1, or all."),
-    batch_size: int = typer.Option(16, help="Images per CRP pass."),
+    batch_size: int = typer.Option(BATCH_SIZE, help="Images per CRP pass."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, ... (default: cuda when present)."),
-    top_n: int = typer.Option(10, help="Samples kept per unit (highest relevance share)."),
+    top_n: int = typer.Option(TOP_N, help="Samples kept per unit (highest relevance share)."),
     show: int = typer.Option(10, help="Most relevant units listed per layer (last layers shown)."),
 ) -> None:
     """Relevance (CRP, ε z⁺ ♭) of every unit for a class: mean and max share over samples, stored in the atlas."""
     import pandas as pd
 
     from unitlens.relevance import compute_predicted_relevance, compute_relevance
-    from unitlens.relevance.store import load_meta
+    from unitlens.relevance.store import folder, load_meta
 
     if (cls is None) == (not predicted):
-        _out.fail(ValueError("give --class <index|name> or --predicted (one of them)"))
-    try:
+        fail("give --class <index|name> or --predicted (one of them)")
+    with failing_cleanly():
         if predicted:
-            frame = compute_predicted_relevance(atlas, layers=_out.split_list(layers), data=data,
+            frame = compute_predicted_relevance(atlas, layers=split_list(layers), data=data,
                                                 batch_size=batch_size, device=device, progress=True)
             meta = load_meta(atlas, "predicted")
         else:
-            frame = compute_relevance(atlas, cls, layers=_out.split_list(layers), data=data, samples=samples,
+            frame = compute_relevance(atlas, cls, layers=split_list(layers), data=data, samples=samples,
                                       batch_size=batch_size, device=device, progress=True, top_n=top_n)
             meta = load_meta(atlas, f"class_{int(frame['class_index'].iloc[0])}")
-    except _errors() as err:
-        _out.fail(err)
     names = list(dict.fromkeys(frame["layer"]))
     for name in names[-2:]:
         rows = frame[frame["layer"] == name]
         if predicted:
             top = rows[rows["rank"] == 0].sort_values("rel_mean", ascending=False).head(show)
-            _out.print_frame(top[["unit", "class_index", "class_name", "rel_mean", "n_samples"]],
+            print_frame(top[["unit", "class_index", "class_name", "rel_mean", "n_samples"]],
                              title=f"{name}: units by share for their top class")
         else:
             top = rows.sort_values("rel_mean", ascending=False).head(show)
             top = top[["unit", "rel_mean", "rel_max", "rel_raw_mean"]].assign(
                 top_samples=[" ".join(map(str, t[:3])) for t in top["top_ids"]])
-            _out.print_frame(top, title=f"{name}: most relevant units for class {rows['class_index'].iloc[0]} "
+            print_frame(top, title=f"{name}: most relevant units for class {rows['class_index'].iloc[0]} "
                                         f"({rows['class_name'].iloc[0]})")
     cons = meta.get("conservation", {})
-    _out.print_frame(pd.DataFrame([{"layers": len(names), "units": frame.groupby(["layer", "unit"]).ngroups,
+    print_frame(pd.DataFrame([{"layers": len(names), "units": frame.groupby(["layer", "unit"]).ngroups,
                                     "samples": meta.get("n_samples"),
                                     "rule": meta.get("samples"),
                                     "Σ R / logit (last layer)": cons.get(names[-1], float("nan")),
                                     "time (s)": meta.get("seconds", float("nan"))}]), title="relevance")
-    _out.console.print(f"wrote {Path(atlas) / 'relevance'}")
+    say(f"wrote {folder(atlas)}")
 
 
-def graph_command(
+def graph(
     atlas: Path = typer.Argument(..., help="Atlas folder with class relevance and lens labels."),
     cls: str = typer.Option(..., "--class", help="Class (index or name) with stored relevance."),
     layers: str = typer.Option(..., help="Two layers, lower,upper (e.g. blocks.5.3.conv_pwl,blocks.6.0.conv_pwl)."),
     backend: Optional[str] = typer.Option(None, help="Lens backend whose labels group the units (when several)."),
     out: Optional[Path] = typer.Option(None, help="JSON file to write (PNG next to it; default: "
                                                    "relevance/graph_<class>_<lower>__<upper>.json)."),
-    min_relevance: float = typer.Option(0.01, help="Units whose highest relevance share is below this are left out."),
-    batch_size: int = typer.Option(16, help="(sample, group) pairs per CRP pass."),
+    min_relevance: float = typer.Option(GRAPH_MIN_RELEVANCE, help="Units whose highest relevance share is below this are left out."),
+    batch_size: int = typer.Option(BATCH_SIZE, help="(sample, group) pairs per CRP pass."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, ... (default: cuda when present)."),
 ) -> None:
     """Attribution graph between the labelled unit groups of two layers for a class (JSON + PNG)."""
     from unitlens.relevance.graph import attribution_graph
 
-    try:
+    with failing_cleanly():
         res = attribution_graph(atlas, cls, layers, backend=backend, min_relevance=min_relevance,
                                 batch_size=batch_size, device=device, progress=True, out=out)
-    except _errors() as err:
-        _out.fail(err)
     nodes = res.nodes.assign(units=[len(u) for u in res.nodes["units"]])
-    _out.print_frame(nodes.drop(columns=["id"]), title=f"groups (relevance = sum of mean shares for class "
+    print_frame(nodes.drop(columns=["id"]), title=f"groups (relevance = sum of mean shares for class "
                                                          f"{res.meta['class_name']})")
     edges = res.edges.sort_values("weight", ascending=False).head(15)
-    _out.print_frame(edges, title="strongest edges (upper group -> lower group, share of the lower layer's relevance)")
-    _out.console.print(f"wrote {res.json_path} and {res.png_path} ({res.meta['n_samples']} samples, "
+    print_frame(edges, title="strongest edges (upper group -> lower group, share of the lower layer's relevance)")
+    say(f"wrote {res.json_path} and {res.png_path} ({res.meta['n_samples']} samples, "
                        f"{res.meta['seconds']:.1f} s)")

@@ -16,40 +16,32 @@ from typing import List, Optional
 
 import typer
 
-from unitlens.mis.commands import DefaultCommandGroup
-from unitlens.report import console as _out
+from unitlens.audit.defaults import AUDIT_MIN_RELEVANCE, BATCH_SIZE
+from unitlens.cli.common import (
+    failing_cleanly,
+    group,
+    note,
+    print_frame,
+    say,
+    short_names,
+    split_list,
+)
+from unitlens.errors import AuditError, BadInput, UnitlensError
+
+app = group("audit", default="alignment",
+            help="Audit a class: are the units it relies on aligned with valid or spurious concepts (paper 002, "
+                 "3.4/4.2), does its logit separate valid from spurious images, what does pruning units do. "
+                 "'unitlens audit ATLAS ...' is short for 'unitlens audit alignment ATLAS ...'.")
 
 
-class _AuditGroup(DefaultCommandGroup):
-    default_command = "alignment"
-
-
-audit_app = typer.Typer(
-    cls=_AuditGroup, no_args_is_help=True, pretty_exceptions_enable=False,
-    help="Audit a class: are the units it relies on aligned with valid or spurious concepts (paper 002, 3.4/4.2), "
-         "does its logit separate valid from spurious images, what does pruning units do. 'unitlens audit ATLAS "
-         "...' is short for 'unitlens audit alignment ATLAS ...'.")
-
-
-def _errors():
-    from unitlens.atlas.atlas import AtlasError
-    from unitlens.audit.errors import AuditError
-    from unitlens.backends.base import BackendUnavailable
-    from unitlens.lens.examples import LensError
-    from unitlens.relevance import RelevanceError
-
-    return (AuditError, RelevanceError, LensError, AtlasError, BackendUnavailable, ValueError, FileNotFoundError,
-            ImportError, RuntimeError)
-
-
-@audit_app.command("alignment")
+@app.command("alignment")
 def alignment_command(
     atlas: Path = typer.Argument(..., help="Embedded atlas folder (unitlens lens embed) with relevance "
                                            "(unitlens relevance ATLAS --class C)."),
     cls: str = typer.Option(..., "--class", help="Class index or name (e.g. 549 or envelope)."),
     valid: Path = typer.Option(..., help="Valid concepts: text file (one per line) or folder of concept folders."),
     spurious: Path = typer.Option(..., help="Spurious concepts: text file or folder of concept image folders."),
-    min_relevance: float = typer.Option(0.028, help="Judge only units whose relevance (share of the layer's "
+    min_relevance: float = typer.Option(AUDIT_MIN_RELEVANCE, help="Judge only units whose relevance (share of the layer's "
                                                     "|relevance| per sample of the class) is at least this."),
     relevance_stat: str = typer.Option("max", help="Relevance per unit: its max over the class's samples (the "
                                                    "paper's 2.8 % filter), or mean."),
@@ -65,58 +57,54 @@ def alignment_command(
     """Verdict per relevant unit: valid, spurious, both or unexpected, from a_valid and a_spur (paper section 3.4)."""
     from unitlens.audit.alignment import audit
 
-    try:
-        res = audit(atlas, cls, valid, spurious, backend=backend, layers=_out.split_list(layers),
+    with failing_cleanly():
+        res = audit(atlas, cls, valid, spurious, backend=backend, layers=split_list(layers),
                     min_relevance=min_relevance, stat=relevance_stat, n_exemplars=max(exemplars, 1), device=device,
                     progress=True)
         paths = []
         if plot and not res.frame.empty:
-            from unitlens.report.audit_plots import plot_audit
+            from unitlens.atlas import Atlas
+            from unitlens.audit.figures import plot_audit
 
-            paths = plot_audit(res, out or Path(atlas) / "audit", n_exemplars=max(exemplars, 1))
-    except _errors() as err:
-        _out.fail(err)
+            paths = plot_audit(res, out or Atlas(atlas).derived_path("audit"), n_exemplars=max(exemplars, 1))
     frame = res.frame
     several = frame["layer"].nunique() > 1
     cols = (["layer"] if several else []) + ["unit", "relevance", "a_valid", "valid_concept", "a_spur",
                                              "spurious_concept", "verdict", "leans"]
     layers_text = ", ".join(dict.fromkeys(res.summary["layer"]))
-    _out.print_frame(frame[cols].head(show), title=f"{len(frame)} units of {layers_text} relevant for class "
+    print_frame(frame[cols].head(show), title=f"{len(frame)} units of {layers_text} relevant for class "
                      f"{res.class_index} '{res.class_name}' ({res.stat} relevance ≥ {res.min_relevance:g}; "
                      f"{res.backend})" + (f", showing {show}" if len(frame) > show else ""))
-    _out.print_frame(res.summary, title="units per verdict; rel_share: the mean share of the layer's relevance "
+    print_frame(res.summary, title="units per verdict; rel_share: the mean share of the layer's relevance "
                                         "they carry")
     flagged = res.flagged
     if len(flagged):
         shown = flagged.head(show)
         table = shown[(["layer"] if several else []) + ["unit", "verdict", "relevance"]].assign(
-            exemplars=[_out.short_names(p) for p in shown["exemplars"]],
+            exemplars=[short_names(p) for p in shown["exemplars"]],
             other_classes=[o if isinstance(o, str) else "?" for o in shown["other_classes"]])
-        _out.print_frame(table, title=f"{len(flagged)} spurious or unexpected units: top concept examples and the "
+        print_frame(table, title=f"{len(flagged)} spurious or unexpected units: top concept examples and the "
                                       "other classes they are relevant for")
-    for note in res.notes:
-        _out.console.print(f"[yellow]note:[/] {note}")
+    for message in res.notes:
+        note(message)
     if res.path:
-        _out.console.print(f"wrote {res.path} (and .csv, .json)")
+        say(f"wrote {res.path} (and .csv, .json)")
     for p in paths:
-        _out.console.print(f"figure: {p}")
+        say(f"figure: {p}")
 
 
 def _model(atlas: Optional[Path], model: Optional[str], checkpoint: Optional[Path], random: bool):
     """The model to test: ``--model`` (with ``--checkpoint``/``--random``), else the atlas's model."""
-    from unitlens.audit.errors import AuditError
-    from unitlens.lens.examples import LensError, load_atlas_model
+    from unitlens.atlas import Atlas
     from unitlens.zoo import load_model
 
     if model:
         return load_model(model, pretrained=not random, checkpoint=checkpoint)
     if atlas is None:
         raise AuditError("name the model: give an ATLAS (its model is loaded) or --model NAME")
-    from unitlens.atlas import Atlas
-
     try:
-        return load_atlas_model(Atlas(atlas))
-    except LensError as err:
+        return Atlas(atlas).load_model()
+    except UnitlensError as err:
         raise AuditError(f"cannot load the model of atlas {atlas} ({err.__cause__ or err}); give it with --model "
                          "NAME [--checkpoint FILE]") from err
 
@@ -125,11 +113,11 @@ def _model(atlas: Optional[Path], model: Optional[str], checkpoint: Optional[Pat
 _MODEL = typer.Option(None, help="Model instead of the atlas's (efficientnet_lite0, timm:..., a saved module).")
 _CHECKPOINT = typer.Option(None, help="Local state dict for --model.")
 _RANDOM = typer.Option(False, "--random", help="Random init for --model.")
-_BATCH_SIZE = typer.Option(32, help="Images per forward pass.")
+_BATCH_SIZE = typer.Option(BATCH_SIZE, help="Images per forward pass.")
 _DEVICE = typer.Option(None, help="cpu, cuda, ...")
 
 
-@audit_app.command("test")
+@app.command("test")
 def test_command(
     atlas: Optional[Path] = typer.Argument(None, help="Atlas whose model is tested (or give --model)."),
     cls: str = typer.Option(..., "--class", help="Class index or name."),
@@ -142,19 +130,18 @@ def test_command(
     device: Optional[str] = _DEVICE,
 ) -> None:
     """AUC of the class logit separating valid (positives) from spurious (negatives) images (fig. 3a, step 3)."""
-    from unitlens.audit.model_test import audit_test
+    from unitlens.audit.logit_auc import audit_test
 
-    try:
+    with failing_cleanly():
         loaded = _model(atlas, model, checkpoint, random)
-        auc, table = audit_test(loaded, cls, valid_images, spurious_images, batch_size=batch_size, device=device,
-                                progress=True)
-    except _errors() as err:
-        _out.fail(err)
-    name = f"{table.attrs['class_index']} '{table.attrs['class_name']}'"
-    _out.print_frame(table, title=f"logit of class {name} ({loaded.name})")
-    for path in table.attrs.get("skipped", []):
-        _out.console.print(f"[yellow]skipped unreadable image:[/] {path}")
-    _out.console.print(f"AUC = {auc:.4f}: the logit of class {name} separates the valid images from the spurious ones "
+        res = audit_test(loaded, cls, valid_images, spurious_images, batch_size=batch_size, device=device,
+                         progress=True)
+    auc = res.auc
+    name = f"{res.class_index} '{res.class_name}'"
+    print_frame(res.table, title=f"logit of class {name} ({loaded.name})")
+    for path in res.skipped:
+        say(f"[yellow]skipped unreadable image:[/] {path}")
+    say(f"AUC = {auc:.4f}: the logit of class {name} separates the valid images from the spurious ones "
            + ("perfectly" if auc == 1 else "not at all" if auc == 0.5 else "partly" if auc > 0.5 else
               "worse than chance: the spurious images score higher")
            + " (1 = perfectly, 0.5 = not at all)")
@@ -169,14 +156,13 @@ def _parse_units(specs: list[str]) -> dict[str, list[int]]:
         except ValueError:
             idx = []
         if not layer or not idx:
-            raise ValueError(f"--units takes LAYER:UNIT[,UNIT...], e.g. blocks.6.0.conv_pwl:12,40; got '{spec}'")
+            raise BadInput(f"--units takes LAYER:UNIT[,UNIT...], e.g. blocks.6.0.conv_pwl:12,40; got '{spec}'")
         units.setdefault(layer, []).extend(idx)
     return units
 
 
 def _audit_units(atlas: Path, index: int, verdicts: list[str]) -> dict[str, list[int]]:
     from unitlens.audit.alignment import VERDICTS, stored_audit
-    from unitlens.audit.errors import AuditError
 
     unknown = sorted(set(verdicts) - set(VERDICTS))
     if unknown:
@@ -190,7 +176,7 @@ def _audit_units(atlas: Path, index: int, verdicts: list[str]) -> dict[str, list
     return {layer: sorted(map(int, g["unit"])) for layer, g in hit.groupby("layer", sort=False)}
 
 
-@audit_app.command("prune")
+@app.command("prune")
 def prune_command(
     atlas: Optional[Path] = typer.Argument(None, help="Atlas whose model is pruned (or give --model)."),
     cls: str = typer.Option(..., "--class", help="Class index or name."),
@@ -212,18 +198,17 @@ def prune_command(
     """Zero (or mean-ablate) units and report accuracy and the class logit before and after (paper 4.3)."""
     import pandas as pd
 
-    from unitlens.audit.errors import AuditError
     from unitlens.audit.prune import prune_check
     from unitlens.zoo.classes import resolve_class
 
-    try:
+    with failing_cleanly():
         chosen = _parse_units(units or [])
         loaded = _model(atlas, model, checkpoint, random)
         if from_audit:
             if atlas is None:
                 raise AuditError("--from-audit reads the stored audit of an atlas: give the ATLAS")
             index = resolve_class(loaded, cls)[0]
-            for layer, us in _audit_units(atlas, index, _out.split_list(verdict) or []).items():
+            for layer, us in _audit_units(atlas, index, split_list(verdict) or []).items():
                 chosen.setdefault(layer, []).extend(us)
         if not chosen:
             raise AuditError("no unit to ablate: give --units LAYER:UNIT,... or --from-audit")
@@ -231,16 +216,14 @@ def prune_command(
             raise AuditError("--ablate mean takes each unit's mean activation from an atlas: give the ATLAS")
         res = prune_check(loaded, chosen, cls, labelled=labelled, spurious=spurious_images, ablate=ablate,
                           atlas=atlas, batch_size=batch_size, device=device, progress=True)
-    except _errors() as err:
-        _out.fail(err)
     n = sum(len(v) for v in res.units.values())
     done = "zeroed" if res.ablate == "zero" else "set to their mean"
-    _out.print_frame(pd.DataFrame([{"layer": layer, "units": len(us), "ablated": ",".join(map(str, us))}
+    print_frame(pd.DataFrame([{"layer": layer, "units": len(us), "ablated": ",".join(map(str, us))}
                                    for layer, us in res.units.items()]), title=f"{n} units {done}")
-    _out.print_frame(res.table, title=f"before and after, class {res.class_index} '{res.class_name}'")
+    print_frame(res.table, title=f"before and after, class {res.class_index} '{res.class_name}'")
     if res.per_class is not None and len(res.per_class) > 1:
-        _out.print_frame(res.per_class.head(30), title="top-1 accuracy per labelled class")
-    for note in res.notes:
-        _out.console.print(f"[yellow]note:[/] {note}")
+        print_frame(res.per_class.head(30), title="top-1 accuracy per labelled class")
+    for message in res.notes:
+        note(message)
     for path in res.skipped:
-        _out.console.print(f"[yellow]skipped unreadable image:[/] {path}")
+        say(f"[yellow]skipped unreadable image:[/] {path}")

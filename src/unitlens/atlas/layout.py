@@ -1,0 +1,72 @@
+"""Where everything lives inside an atlas folder, and what each derived result depends on.
+
+The record pass writes the core files; every later step writes one registered derived result. ``record
+--force`` clears the results that depend on the exemplars (and those that depend on the images when the
+dataset changed), so no step builds atlas paths by hand and none is forgotten.
+"""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from unitlens.atlas.files import safe_name
+
+MANIFEST = "manifest.json"
+UNITS = "units.parquet"
+SAMPLES = "samples.parquet"
+EXEMPLARS = "exemplars"
+RECORD_STATE = "record_state.safetensors"
+LOCK = ".lock"
+CORE = (MANIFEST, UNITS, SAMPLES, EXEMPLARS, RECORD_STATE)
+
+
+@dataclass(frozen=True)
+class Derived:
+    """A result some step adds to an atlas: its name, its path relative to the atlas and what it depends on
+    (``exemplars``: the recorded units and exemplars; ``images``: only the dataset's images)."""
+
+    name: str
+    path: str
+    depends_on: str
+    what: str
+
+
+DERIVED = {d.name: d for d in (
+    Derived("scores", "scores.parquet", "exemplars", "per-unit scores: MIS, lens measures (unitlens mis, lens measures)"),
+    Derived("lens", "lens", "exemplars", "SemanticLens vectors per backend (unitlens lens embed)"),
+    Derived("relevance", "relevance", "exemplars", "CRP relevance per class (unitlens relevance)"),
+    Derived("audit", "audit", "exemplars", "audit verdicts (unitlens audit)"),
+    Derived("basis", "basis", "exemplars", "fitted dictionaries of layers (unitlens basis fit)"),
+    Derived("probe", "probe", "exemplars", "activations on labelled probe sets (unitlens probe)"),
+    Derived("embeddings", "embeddings", "images", "cached image embeddings per backend"),
+    Derived("thumbnails", "thumbnails", "images", "explorer thumbnails"),
+)}
+
+
+def derived_path(root: str | Path, name: str, *parts: str) -> Path:
+    """``<root>/<path of derived result name>/<parts...>``; an unknown name is a programming error."""
+    return Path(root, DERIVED[name].path, *parts)
+
+
+def backend_dirname(backend_name: str) -> str:
+    """The folder a backend's files live in: ``openclip:ViT-B-32/openai`` -> ``openclip_ViT-B-32_openai-<hash>``."""
+    return safe_name(backend_name, default="backend")
+
+
+def clear_derived(root: str | Path, images_changed: bool) -> list[str]:
+    """Remove every derived result that the new exemplars make stale (and, when ``images_changed``, those
+    that depend on the images); return the names removed."""
+    removed = []
+    for d in DERIVED.values():
+        if d.depends_on == "images" and not images_changed:
+            continue
+        path = Path(root, d.path)
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        else:
+            continue
+        removed.append(d.name)
+    return removed

@@ -1,0 +1,27 @@
+"""The ``unitlens`` command line: a thin layer over the Python API (its defaults are the API's constants).
+
+One module per command group; each command imports the domain packages it needs inside its body, so
+``unitlens --help`` starts without loading torch.
+"""
+from __future__ import annotations
+
+import typer
+
+from unitlens.cli import atlas, audit, lens, mis, plot, record, relevance
+
+app = typer.Typer(help="Measure and explain every unit of a vision model.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+app.command("layers")(record.layers)
+app.command("record")(record.record)
+app.add_typer(atlas.app, name="atlas")
+app.add_typer(mis.app, name="mis")
+app.add_typer(lens.app, name="lens")
+app.add_typer(plot.app, name="plot")
+app.add_typer(audit.app, name="audit")
+app.command("relevance")(relevance.relevance)
+app.command("graph")(relevance.graph)
+
+__all__ = ["app"]
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,57 @@
+"""``unitlens plot …``: figures (PNG) of the results an atlas holds."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from unitlens.cli.common import failing_cleanly, group, say, split_list
+
+app = group("plot", help="Write figures (PNG).")
+
+
+@app.command("mis")
+def mis(
+    atlas: Path = typer.Argument(..., help="Atlas folder with MIS scores (unitlens mis ATLAS)."),
+    out: Path = typer.Option(..., help="Folder to write the PNG files to."),
+    backend: Optional[str] = typer.Option(None, help="Which backend's scores (needed when there are several)."),
+) -> None:
+    """Plot MIS: per-unit histogram, layers by depth (coloured by type), mean MIS vs relative depth and width."""
+    from unitlens.atlas import Atlas
+    from unitlens.mis.scoring import load_scores, summarize
+    from unitlens.report.mis_plots import plot_mis
+
+    with failing_cleanly():
+        a = Atlas(atlas)
+        frame = load_scores(a, backend)
+        title = str(a.manifest.get("config", {}).get("model", atlas))
+        paths = plot_mis(frame, summarize(frame, model=title)["layer"], out, title=title)
+    for p in paths:
+        say(str(p))
+
+
+@app.command("lens")
+def lens(
+    atlas: Path = typer.Argument(..., help="Embedded atlas folder."),
+    out: Path = typer.Option(..., help="Folder to write the PNG files to."),
+    layer: Optional[str] = typer.Option(None, help="Layer to map (default: the last embedded layer)."),
+    backend: Optional[str] = typer.Option(None, help="Which embedding (needed when the atlas has several)."),
+    color: str = typer.Option("label", help="label (from unitlens lens label) or probe (needs --text/--image)."),
+    text: Optional[str] = typer.Option(None, help="Text probe to colour by."),
+    image: Optional[List[Path]] = typer.Option(None, "--image", help="Probe image/folder to colour by (repeatable)."),
+    projection: str = typer.Option("umap", help="umap or pca."),
+    cards: int = typer.Option(8, help="Unit cards to draw: the units best aligned with the probe, else the "
+                                      "best-aligned labelled units, else the first units."),
+    units: Optional[str] = typer.Option(None, help="Comma-separated unit indices for cards (overrides --cards)."),
+    exemplars: int = typer.Option(8, help="Exemplars per unit card."),
+) -> None:
+    """Map of θ for a layer (UMAP/PCA, coloured by label or probe alignment) and unit cards, as PNGs."""
+    from unitlens.lens.figures import plot_lens
+
+    with failing_cleanly():
+        chosen = [int(u) for u in split_list(units)] if units else None
+        paths = plot_lens(atlas, out, layer=layer, backend=backend, color=color, text=text, images=image or None,
+                          projection=projection, n_cards=cards, units=chosen, n_exemplars=exemplars)
+    for p in paths:
+        say(str(p))

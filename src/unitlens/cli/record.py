@@ -1,0 +1,73 @@
+"""``unitlens layers`` and ``unitlens record``: the analysable layers of a model, and the record pass."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from unitlens.cli.common import failing_cleanly, print_frame, say, split_list
+from unitlens.record.defaults import BATCH_SIZE, SPATIAL_DEFAULT, TOKENS_DEFAULT, K
+
+
+def layers(
+    model: str = typer.Option("efficientnet_lite0", help="Model name (efficientnet_lite0, timm:<n>, ...)."),
+    types: Optional[str] = typer.Option(None, help="Comma-separated layer types (Conv,Linear,BatchNorm,...)."),
+    keep_first_last: bool = typer.Option(False, help="Keep the first and last layer (MIS skips them)."),
+) -> None:
+    """List the analysable layers of a model."""
+    import pandas as pd
+
+    from unitlens.zoo import enumerate_units, load_model
+    from unitlens.zoo.units import LAYER_TYPES
+
+    with failing_cleanly():
+        loaded = load_model(model, pretrained=False)
+        infos = enumerate_units(loaded.model, types=split_list(types) or LAYER_TYPES,
+                                skip_first_last=not keep_first_last)
+    print_frame(pd.DataFrame([i.as_dict() for i in infos]).drop(columns=["channel_dim"]), title=model)
+
+
+def record(
+    model: str = typer.Option(..., help="efficientnet_lite0|1|2, timm:<name>, torchvision:<name>, or a saved module."),
+    data: str = typer.Option(..., help="'demo', an image folder (class = sub-folder), or a .txt/.csv file list."),
+    out: Path = typer.Option(..., help="Atlas folder to write (resumed if a run stopped)."),
+    layers: Optional[str] = typer.Option(None, help="Comma-separated layer names or globs to record."),
+    types: Optional[str] = typer.Option(None, help="Comma-separated layer types (default: all analysable)."),
+    exclude: Optional[str] = typer.Option(None, help="Comma-separated layer names or globs to leave out."),
+    keep_first_last: bool = typer.Option(False, help="Keep the model's first and last layer."),
+    k: int = typer.Option(K, help="Exemplars kept per unit and direction (MIS needs N*(K+1) = 200)."),
+    spatial: str = typer.Option(SPATIAL_DEFAULT, help="Reduce (B,C,H,W) maps over space: mean or max."),
+    tokens: str = typer.Option(TOKENS_DEFAULT, help="Reduce (B,T,C) token outputs: mean, cls or max."),
+    batch_size: int = typer.Option(BATCH_SIZE, help="Images per forward pass."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda when present)."),
+    workers: Optional[int] = typer.Option(None, help="Data-loading worker processes."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Local state dict to load into the architecture."),
+    random: bool = typer.Option(False, "--random", help="Random init instead of pretrained weights."),
+    force: bool = typer.Option(False, help="Re-record even if the atlas is complete."),
+) -> None:
+    """Record the top-k and bottom-k exemplars and statistics of every unit into an atlas."""
+    import pandas as pd
+
+    from unitlens.data import load_dataset
+    from unitlens.record import record as run_record
+    from unitlens.zoo import enumerate_units, load_model
+    from unitlens.zoo.units import LAYER_TYPES
+
+    with failing_cleanly():
+        loaded = load_model(model, pretrained=not random, checkpoint=checkpoint)
+        dataset = load_dataset(data, loaded.transform)
+        infos = enumerate_units(loaded.model, types=split_list(types) or LAYER_TYPES, include=split_list(layers),
+                                exclude=split_list(exclude), skip_first_last=not keep_first_last)
+        result = run_record(loaded, dataset, out, infos, k=k, spatial=spatial, tokens=tokens,
+                            batch_size=batch_size, device=device, num_workers=workers, force=force)
+    if result.already_complete:
+        say(f"{out} is already complete; nothing to do (use --force to record again).")
+        return
+    m = result.atlas.manifest
+    print_frame(pd.DataFrame([{
+        "layers": len(m["layers"]), "units": m["n_units"], "constant units": m["n_constant"],
+        "images": m["n_images"], "skipped": m["n_skipped"], "time (s)": result.seconds,
+        "images/s": result.images_per_s}]), title=f"recorded {model} on {data} -> {out}")
+    if result.resumed_from:
+        say(f"resumed from image {result.resumed_from}")

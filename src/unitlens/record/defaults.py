@@ -1,0 +1,10 @@
+"""Defaults of the record pass (the CLI takes its option defaults from here)."""
+K = 200  # exemplars per unit and direction: MIS needs N·(K+1) = 20·10
+BATCH_SIZE = 64
+SPATIAL = ("mean", "max")  # reductions of (B, C, H, W) maps over space
+TOKENS = ("mean", "cls", "max")  # reductions of (B, T, C) token outputs
+SPATIAL_DEFAULT = "mean"
+TOKENS_DEFAULT = "mean"
+CHECKPOINT_EVERY = 2048  # images between two saved states of a run
+MERGE_EVERY = 512  # samples buffered before a top-k merge
+CONSTANT_EPS = 1e-8  # a unit is constant when max - min < this over the dataset
