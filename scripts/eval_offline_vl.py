@@ -4,7 +4,8 @@
 What
     On the test images of the split the projection was trained with (about 10 % of every category, most of them
     bundled demo images; never seen in training or model selection, see ``offline_vl_data``), prints zero-shot
-    accuracy over the 22 top categories and over the sub-categories (the 4 prompt templates of ``unitlens.lens.probes.TEMPLATES``) and text->image
+    accuracy over the 22 top categories and over the sub-categories (the 4 prompt templates of
+``unitlens.lens.probes.TEMPLATES``) and text->image
     recall@1/@5, for the trained projection and for ``--random-seeds`` seeded random projections (the floor; seed 0
     is the ``offline-vl+random`` backend). The definitions are printed with the numbers (see
     ``offline_vl_metrics``). A per-category table and the demo / non-demo parts of the test split follow.
@@ -34,7 +35,6 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import offline_vl_data as data  # noqa: E402
 import offline_vl_metrics as metrics  # noqa: E402
-
 from unitlens.backends.hub import random_init  # noqa: E402
 from unitlens.backends.offline_vl_backend import WEIGHTS_DIR, OfflineVLBackend, ProjectionHead  # noqa: E402
 

@@ -59,9 +59,15 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import offline_vl_data as data  # noqa: E402
 import offline_vl_metrics as metrics  # noqa: E402
-
 from unitlens.backends.offline_vl_backend import (  # noqa: E402
-    IMAGE_MODEL, MANIFEST_FILE, PROJECTION_FILE, WEIGHTS_DIR, OfflineVLBackend, ProjectionHead, file_sha256)
+    IMAGE_MODEL,
+    MANIFEST_FILE,
+    PROJECTION_FILE,
+    WEIGHTS_DIR,
+    OfflineVLBackend,
+    ProjectionHead,
+    file_sha256,
+)
 
 GRID = [("linear", 0, 0.0), ("mlp", 512, 0.0), ("mlp", 1024, 0.0)]  # (kind, hidden, weight decay)
 EPOCHS = 30

@@ -26,13 +26,14 @@ from torch import nn
 from typer.testing import CliRunner
 
 import unitlens.cli.common
-from conftest import to_int_tensor, write_images
 from unitlens.audit import audit, audit_test, prune_check, stored_audit, verdicts
-from unitlens.errors import AuditError
-from unitlens.cli.audit import app as audit_app
 from unitlens.backends.base import Backend, register_backend
+from unitlens.cli.audit import app as audit_app
+from unitlens.errors import AuditError
 from unitlens.lens.store import LayerLens, LensStore
 from unitlens.zoo.factory import LoadedModel
+
+from conftest import to_int_tensor, write_images
 
 runner = CliRunner()
 E = torch.eye(5)

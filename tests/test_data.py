@@ -25,7 +25,8 @@ def test_folder_ids_follow_sorted_paths_and_classes_are_top_folders(tmp_path):
     assert np.array_equal(np.asarray(data.image(2)), arrays[0])
     before = data.fingerprint()
     assert load_dataset(tmp_path / "d").fingerprint() == before
-    (tmp_path / "d" / "zebra" / "img_0002.png").write_bytes((tmp_path / "d" / "apple" / "sub" / "x.png").read_bytes() + b"0")
+    changed = (tmp_path / "d" / "apple" / "sub" / "x.png").read_bytes() + b"0"
+    (tmp_path / "d" / "zebra" / "img_0002.png").write_bytes(changed)
     assert load_dataset(tmp_path / "d").fingerprint() != before
 
 

@@ -25,11 +25,11 @@ from typer.testing import CliRunner
 
 import unitlens.cli.common
 from unitlens.backends.base import Backend, register_backend
+from unitlens.cli.lens import app as lens_app
+from unitlens.cli.plot import lens as plot_lens_command
 from unitlens.data.geometry import input_geometry
 from unitlens.errors import LensError
 from unitlens.lens import LensStore, compare, embed_atlas, label, measures, search, select_examples
-from unitlens.cli.lens import app as lens_app
-from unitlens.cli.plot import lens as plot_lens_command
 from unitlens.lens.store import LayerLens, lancedb_available
 from unitlens.zoo.factory import LoadedModel
 

@@ -8,8 +8,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unitlens.lens.unit_measures import (clarity, init_centers, measures_table, polysemanticity, redundancy,
-                                    similarity, theta_from_examples, two_means)
+from unitlens.lens.unit_measures import (
+    clarity,
+    init_centers,
+    measures_table,
+    polysemanticity,
+    redundancy,
+    similarity,
+    theta_from_examples,
+    two_means,
+)
 
 
 def _rand(*shape: int, seed: int = 0) -> torch.Tensor:

@@ -19,8 +19,17 @@ import unitlens.cli.mis as mis_commands
 import unitlens.cli.plot as plot_commands
 from unitlens.backends.base import Backend, register_backend
 from unitlens.errors import TooFewExemplars
-from unitlens.mis import (build_tasks, fit_tau, noise_ceiling, run_atlas, score,
-                          score_atlas, score_embeddings, summarize, task_layout)
+from unitlens.mis import (
+    build_tasks,
+    fit_tau,
+    noise_ceiling,
+    run_atlas,
+    score,
+    score_atlas,
+    score_embeddings,
+    summarize,
+    task_layout,
+)
 from unitlens.mis.calibrate import pearson
 from unitlens.mis.scoring import accuracy_from_margins, load_scores, mis_from_margins, score_gram
 from unitlens.zoo import enumerate_units
@@ -113,12 +122,18 @@ def test_clean_unit_beats_mixed_unit_beats_noise_unit():
     emb, labels = concept_table(noise=0.35, seed=0)
     n_noise = 300
     tops, bottoms, kinds = [], [], []
-    tops.append(ids_of(labels, 0, 200, rng)); bottoms.append(ids_of(labels, 1, 200, rng)); kinds.append("clean")
+    tops.append(ids_of(labels, 0, 200, rng))
+    bottoms.append(ids_of(labels, 1, 200, rng))
+    kinds.append("clean")
     mixed = rng.permutation(np.concatenate([ids_of(labels, 2, 100, rng), ids_of(labels, 3, 100, rng)]))
-    tops.append(mixed); bottoms.append(ids_of(labels, 4, 200, rng)); kinds.append("mixed")
+    tops.append(mixed)
+    bottoms.append(ids_of(labels, 4, 200, rng))
+    kinds.append("mixed")
     for _ in range(n_noise):  # random ranking: exemplars drawn from all images regardless of concept
         pick = rng.permutation(len(labels))[:400]
-        tops.append(pick[:200]); bottoms.append(pick[200:]); kinds.append("noise")
+        tops.append(pick[:200])
+        bottoms.append(pick[200:])
+        kinds.append("noise")
     res = score(emb, build_tasks(torch.tensor(np.stack(tops)), torch.tensor(np.stack(bottoms))), TAU)
     mis = res.mis.numpy()
     clean, mixed_mis, noise = mis[0], mis[1], mis[2:]
@@ -207,7 +222,7 @@ def test_explanations_given_as_embeddings_and_gradients():
     np.testing.assert_allclose(shared.mis.numpy(), repeated.mis.numpy(), atol=1e-12)
     # differentiable in the embedding table (gather and gram paths) and in direct embeddings
     for method in ("gather", "gram"):
-        assert torch.autograd.gradcheck(lambda t: score(t, tasks, method=method).mis,
+        assert torch.autograd.gradcheck(lambda t, method=method: score(t, tasks, method=method).mis,
                                         (emb.clone().requires_grad_(True),), fast_mode=True)
     assert torch.autograd.gradcheck(lambda t: score_gram(t @ t.T, tasks).mis, (emb.clone().requires_grad_(True),),
                                     fast_mode=True)

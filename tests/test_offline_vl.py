@@ -17,11 +17,16 @@ import torch
 import torch.nn.functional as F
 
 from unitlens.backends import load_backend
-from unitlens.errors import BackendUnavailable
-from unitlens.backends.offline_vl_backend import (DEFAULT_HEAD, MANIFEST_FILE, PROJECTION_FILE, WEIGHTS_DIR,
-                                                  OfflineVLBackend)
+from unitlens.backends.offline_vl_backend import (
+    DEFAULT_HEAD,
+    MANIFEST_FILE,
+    PROJECTION_FILE,
+    WEIGHTS_DIR,
+    OfflineVLBackend,
+)
 from unitlens.data import load_dataset
 from unitlens.data.datasets import DEMO_ROOT
+from unitlens.errors import BackendUnavailable
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from unitlens.atlas import Atlas
-from unitlens.errors import AtlasError
 from unitlens.data import load_dataset
+from unitlens.errors import AtlasError
 from unitlens.record import LayerState, record
 from unitlens.record.reduce import reduce_output
 from unitlens.record.state import decode, encode

@@ -14,17 +14,16 @@ from timm.models._efficientnet_blocks import InvertedResidual
 from torch import nn
 from zennit.composites import EpsilonPlusFlat
 
-from conftest import to_int_tensor, write_images
+from unitlens.errors import RelevanceError, RelevanceUnavailable
 from unitlens.lens.crops import CropContext, crop_examples
 from unitlens.lens.examples import select_examples
-from unitlens.errors import RelevanceError
-from unitlens.relevance import (compute_predicted_relevance, compute_relevance, load_relevance,
-                                relevant_classes)
+from unitlens.relevance import compute_predicted_relevance, compute_relevance, load_relevance, relevant_classes
 from unitlens.relevance.attribute import Attribution, class_relevance, unit_heatmaps
 from unitlens.relevance.canonizers import ExactMergeBatchNorm
 from unitlens.relevance.composite import composite_for
-from unitlens.errors import RelevanceUnavailable
 from unitlens.zoo.factory import LoadedModel
+
+from conftest import to_int_tensor, write_images
 
 
 def _record(model: LoadedModel, data, out, layers, k=6):

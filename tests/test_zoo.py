@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from unitlens.data import load_dataset
-from unitlens.zoo import enumerate_units, load_model
 from unitlens.errors import CheckpointMismatch
+from unitlens.zoo import enumerate_units, load_model
 from unitlens.zoo.factory import offline_weights_path
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "offline_top1.json").read_text())["top1"]

@@ -4,6 +4,7 @@ The main entries are re-exported here and imported on first use (``import unitle
 
     from unitlens import Atlas, enumerate_units, load_dataset, load_model, record
 """
+
 from __future__ import annotations
 
 import importlib
@@ -20,13 +21,29 @@ if TYPE_CHECKING:
     from unitlens.record import record
     from unitlens.zoo import LayerInfo, enumerate_units, load_model
 
-__all__ = ["Atlas", "ImageDataset", "LayerInfo", "UnitlensError", "enumerate_units", "load_dataset", "load_model",
-           "record"]
-__getattr__, __dir__ = lazy_exports(__name__, {
-    "Atlas": "unitlens.atlas", "ImageDataset": "unitlens.data", "LayerInfo": "unitlens.zoo",
-    "UnitlensError": "unitlens.errors", "enumerate_units": "unitlens.zoo", "load_dataset": "unitlens.data",
-    "load_model": "unitlens.zoo", "record": "unitlens.record",
-})
+__all__ = [
+    "Atlas",
+    "ImageDataset",
+    "LayerInfo",
+    "UnitlensError",
+    "enumerate_units",
+    "load_dataset",
+    "load_model",
+    "record",
+]
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "Atlas": "unitlens.atlas",
+        "ImageDataset": "unitlens.data",
+        "LayerInfo": "unitlens.zoo",
+        "UnitlensError": "unitlens.errors",
+        "enumerate_units": "unitlens.zoo",
+        "load_dataset": "unitlens.data",
+        "load_model": "unitlens.zoo",
+        "record": "unitlens.record",
+    },
+)
 
 # ``unitlens.record`` names both a subpackage and the function ``record``. Importing the subpackage (light: its
 # names are lazy too) binds it as an attribute here; dropping that attribute now leaves the name to

@@ -1,4 +1,5 @@
 """The on-disk atlas: manifest, unit table, exemplar arrays, samples, derived results; atomic writes."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

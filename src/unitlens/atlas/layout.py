@@ -33,7 +33,7 @@ class Derived:
 
 
 DERIVED = {d.name: d for d in (
-    Derived("scores", "scores.parquet", "exemplars", "per-unit scores: MIS, lens measures (unitlens mis, lens measures)"),
+    Derived("scores", "scores.parquet", "exemplars", "per-unit scores (unitlens mis, unitlens lens measures)"),
     Derived("lens", "lens", "exemplars", "SemanticLens vectors per backend (unitlens lens embed)"),
     Derived("relevance", "relevance", "exemplars", "CRP relevance per class (unitlens relevance)"),
     Derived("audit", "audit", "exemplars", "audit verdicts (unitlens audit)"),

@@ -5,6 +5,7 @@ offline image–text space: Lite2 features projected into MiniLM's text space), 
 ``openclip:<arch>/<tag>``, ``hf:<model id>``, ``timm:<name>``, and the pairwise-only perceptual distance
 ``lpips-alex`` / ``lpips-vgg`` / ``lpips-squeeze``. Heavy packages are imported only when a backend is built.
 """
+
 from unitlens.backends import (  # noqa: F401  (imported so that they register)
     dreamsim_backend,
     hf_backend,

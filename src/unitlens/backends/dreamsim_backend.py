@@ -19,6 +19,7 @@ from unittest import mock
 import torch
 from PIL import Image
 
+from unitlens.backends.base import Backend, register_backend
 from unitlens.backends.hub import (
     display_name,
     offline,
@@ -26,7 +27,6 @@ from unitlens.backends.hub import (
     torch_home,
     unavailable,
 )
-from unitlens.backends.base import Backend, register_backend
 from unitlens.errors import BackendUnavailable, BadInput
 
 # Files ``dreamsim.model.download_weights`` checks for before it downloads (it keeps this list private).

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
+from unitlens.backends.base import Backend, register_backend
 from unitlens.backends.hub import (
     display_name,
     hf_hub_cache,
@@ -18,7 +19,6 @@ from unitlens.backends.hub import (
     random_init,
     unavailable,
 )
-from unitlens.backends.base import Backend, register_backend
 from unitlens.errors import BadInput
 
 

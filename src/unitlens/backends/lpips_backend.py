@@ -18,6 +18,7 @@ from contextlib import contextmanager
 import torch
 from PIL import Image
 
+from unitlens.backends.base import PairwiseBackend, register_backend
 from unitlens.backends.hub import (
     display_name,
     offline,
@@ -25,7 +26,6 @@ from unitlens.backends.hub import (
     torch_checkpoints,
     unavailable,
 )
-from unitlens.backends.base import PairwiseBackend, register_backend
 from unitlens.errors import BadInput
 
 NETS = ("alex", "vgg", "squeeze")

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
-from unitlens.backends.hub import display_name, random_init
 from unitlens.backends.base import Backend, register_backend
+from unitlens.backends.hub import display_name, random_init
 from unitlens.errors import BackendUnavailable, BadInput
 
 DEFAULT_OFFLINE_MODEL = "efficientnet_lite2"

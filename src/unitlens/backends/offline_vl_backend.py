@@ -23,8 +23,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from unitlens.backends.hub import display_name, random_init, unavailable
 from unitlens.backends.base import Backend, register_backend
+from unitlens.backends.hub import display_name, random_init, unavailable
 from unitlens.errors import BadInput
 
 NAME = "offline-vl"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
+from unitlens.backends.base import Backend, register_backend
 from unitlens.backends.hub import (
     display_name,
     hf_hub_cache,
@@ -16,7 +17,6 @@ from unitlens.backends.hub import (
     torch_checkpoints,
     unavailable,
 )
-from unitlens.backends.base import Backend, register_backend
 from unitlens.errors import BadInput
 
 

@@ -3,14 +3,16 @@
 One module per command group; each command imports the domain packages it needs inside its body, so
 ``unitlens --help`` starts without loading torch.
 """
+
 from __future__ import annotations
 
 import typer
 
 from unitlens.cli import atlas, audit, lens, mis, plot, record, relevance
 
-app = typer.Typer(help="Measure and explain every unit of a vision model.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Measure and explain every unit of a vision model.", no_args_is_help=True, pretty_exceptions_enable=False
+)
 app.command("layers")(record.layers)
 app.command("record")(record.record)
 app.add_typer(atlas.app, name="atlas")

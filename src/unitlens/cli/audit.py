@@ -41,8 +41,9 @@ def alignment_command(
     cls: str = typer.Option(..., "--class", help="Class index or name (e.g. 549 or envelope)."),
     valid: Path = typer.Option(..., help="Valid concepts: text file (one per line) or folder of concept folders."),
     spurious: Path = typer.Option(..., help="Spurious concepts: text file or folder of concept image folders."),
-    min_relevance: float = typer.Option(AUDIT_MIN_RELEVANCE, help="Judge only units whose relevance (share of the layer's "
-                                                    "|relevance| per sample of the class) is at least this."),
+    min_relevance: float = typer.Option(AUDIT_MIN_RELEVANCE,
+                                        help="Judge only units whose relevance (share of the layer's |relevance| per "
+                                             "sample of the class) is at least this."),
     relevance_stat: str = typer.Option("max", help="Relevance per unit: its max over the class's samples (the "
                                                    "paper's 2.8 % filter), or mean."),
     layers: Optional[str] = typer.Option(None, help="Comma-separated layers/globs (default: every layer with "

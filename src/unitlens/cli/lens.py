@@ -49,7 +49,8 @@ def embed_command(
     layers: Optional[str] = typer.Option(None, help="Comma-separated layer names or globs (default: all)."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, ... (default: cuda when present)."),
     batch_size: int = typer.Option(EMBED_BATCH_SIZE, help="Images per embedding batch."),
-    crop_threshold: float = typer.Option(ACTIVATION_THRESHOLD, help="Activation crops keep pixels >= this fraction of the map's max."),
+    crop_threshold: float = typer.Option(ACTIVATION_THRESHOLD,
+                                         help="Activation crops keep pixels >= this fraction of the map's max."),
     force: bool = typer.Option(False, help="Embed again layers already embedded with the same settings."),
 ) -> None:
     """Embed every unit's concept examples and store θ (mean embedding) and the vector table in the atlas."""
@@ -83,7 +84,8 @@ def search_command(
     top: int = typer.Option(10, help="Units to show."),
     layer: Optional[str] = typer.Option(None, "--layer", "--layers", help="Comma-separated layers/globs."),
     backend: Optional[str] = typer.Option(None, help="Which embedding (needed when the atlas has several)."),
-    null: Optional[str] = typer.Option(None, help="Null vector: template (default) or none for text; none (default) or dataset for images."),
+    null: Optional[str] = typer.Option(None, help="Null vector: template (default) or none for text; none (default) "
+                                                  "or dataset for images."),
     engine: str = typer.Option("auto", help="auto, exact (in memory) or lancedb (vector table)."),
     exemplars: int = typer.Option(3, help="Exemplar files listed per unit."),
     csv: Optional[Path] = typer.Option(None, help="Also write the full table (with exemplar paths) to this CSV."),
@@ -152,8 +154,9 @@ def compare_command(
     backend: Optional[str] = typer.Option(None, help="Backend both were embedded with (when several)."),
     layers_a: Optional[str] = typer.Option(None, help="Layers of A (comma-separated/globs)."),
     layers_b: Optional[str] = typer.Option(None, help="Layers of B (comma-separated/globs)."),
-    threshold: float = typer.Option(COMPARE_THRESHOLD, help="Units of A whose best cosine to B is below this have no counterpart "
-                                                  "(backend-dependent; the paper gives no value)."),
+    threshold: float = typer.Option(COMPARE_THRESHOLD,
+                                    help="Units of A whose best cosine to B is below this have no counterpart "
+                                         "(backend-dependent; the paper gives no value)."),
     show_units: int = typer.Option(20, help="Unmatched units to list."),
 ) -> None:
     """S(A→B) = mean over units of A of the max cosine to a unit of B, per layer pair; unmatched units of A."""

@@ -83,7 +83,8 @@ def graph(
     backend: Optional[str] = typer.Option(None, help="Lens backend whose labels group the units (when several)."),
     out: Optional[Path] = typer.Option(None, help="JSON file to write (PNG next to it; default: "
                                                    "relevance/graph_<class>_<lower>__<upper>.json)."),
-    min_relevance: float = typer.Option(GRAPH_MIN_RELEVANCE, help="Units whose highest relevance share is below this are left out."),
+    min_relevance: float = typer.Option(GRAPH_MIN_RELEVANCE,
+                                        help="Units whose highest relevance share is below this are left out."),
     batch_size: int = typer.Option(BATCH_SIZE, help="(sample, group) pairs per CRP pass."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, ... (default: cuda when present)."),
 ) -> None:

@@ -8,6 +8,7 @@ backend::
     lens.search(text="star").frame             # or images=["demo/images/transportation"]
     lens.label("demo/images").counts
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -55,14 +56,78 @@ if TYPE_CHECKING:
     )
     from unitlens.lens.store import LayerLens, LensStore
 
-__all__ = ["ACTIVATION_THRESHOLD", "COMPARE_THRESHOLD", "CompareResult", "ConceptExamples", "ConceptSet", "CropContext", "DEFAULT_LENS_BACKEND", "EmbedResult", "LABEL_THRESHOLD", "LabelResult", "LayerLens", "Lens", "LensStore", "M", "MeasuresResult", "Probe", "SearchResult", "TEMPLATES", "activation_boxes", "compare", "crop_examples", "crop_modes", "embed_atlas", "image_probe", "label", "load_concepts", "load_parents", "measures", "register_crop_mode", "search", "select_examples", "stored_labels", "text_probe", "text_probes"]
-__getattr__, __dir__ = lazy_exports(__name__, {
-    "CompareResult": "unitlens.lens.analysis", "LabelResult": "unitlens.lens.analysis", "MeasuresResult": "unitlens.lens.analysis", "SearchResult": "unitlens.lens.analysis", "compare": "unitlens.lens.analysis", "label": "unitlens.lens.analysis", "measures": "unitlens.lens.analysis", "search": "unitlens.lens.analysis", "stored_labels": "unitlens.lens.analysis",
-    "ACTIVATION_THRESHOLD": "unitlens.lens.defaults", "COMPARE_THRESHOLD": "unitlens.lens.defaults", "DEFAULT_LENS_BACKEND": "unitlens.lens.defaults", "LABEL_THRESHOLD": "unitlens.lens.defaults", "M": "unitlens.lens.defaults",
-    "EmbedResult": "unitlens.lens.embed", "embed_atlas": "unitlens.lens.embed",
-    "ConceptExamples": "unitlens.lens.examples", "select_examples": "unitlens.lens.examples",
-    "CropContext": "unitlens.lens.crops", "activation_boxes": "unitlens.lens.crops", "crop_examples": "unitlens.lens.crops", "crop_modes": "unitlens.lens.crops", "register_crop_mode": "unitlens.lens.crops",
-    "TEMPLATES": "unitlens.lens.probes", "ConceptSet": "unitlens.lens.probes", "Probe": "unitlens.lens.probes", "image_probe": "unitlens.lens.probes", "load_concepts": "unitlens.lens.probes", "load_parents": "unitlens.lens.probes", "text_probe": "unitlens.lens.probes", "text_probes": "unitlens.lens.probes",
-    "LayerLens": "unitlens.lens.store", "LensStore": "unitlens.lens.store",
-    "Lens": "unitlens.lens.lens",
-})
+__all__ = [
+    "ACTIVATION_THRESHOLD",
+    "COMPARE_THRESHOLD",
+    "CompareResult",
+    "ConceptExamples",
+    "ConceptSet",
+    "CropContext",
+    "DEFAULT_LENS_BACKEND",
+    "EmbedResult",
+    "LABEL_THRESHOLD",
+    "LabelResult",
+    "LayerLens",
+    "Lens",
+    "LensStore",
+    "M",
+    "MeasuresResult",
+    "Probe",
+    "SearchResult",
+    "TEMPLATES",
+    "activation_boxes",
+    "compare",
+    "crop_examples",
+    "crop_modes",
+    "embed_atlas",
+    "image_probe",
+    "label",
+    "load_concepts",
+    "load_parents",
+    "measures",
+    "register_crop_mode",
+    "search",
+    "select_examples",
+    "stored_labels",
+    "text_probe",
+    "text_probes",
+]
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "CompareResult": "unitlens.lens.analysis",
+        "LabelResult": "unitlens.lens.analysis",
+        "MeasuresResult": "unitlens.lens.analysis",
+        "SearchResult": "unitlens.lens.analysis",
+        "compare": "unitlens.lens.analysis",
+        "label": "unitlens.lens.analysis",
+        "measures": "unitlens.lens.analysis",
+        "search": "unitlens.lens.analysis",
+        "stored_labels": "unitlens.lens.analysis",
+        "ACTIVATION_THRESHOLD": "unitlens.lens.defaults",
+        "COMPARE_THRESHOLD": "unitlens.lens.defaults",
+        "DEFAULT_LENS_BACKEND": "unitlens.lens.defaults",
+        "LABEL_THRESHOLD": "unitlens.lens.defaults",
+        "M": "unitlens.lens.defaults",
+        "EmbedResult": "unitlens.lens.embed",
+        "embed_atlas": "unitlens.lens.embed",
+        "ConceptExamples": "unitlens.lens.examples",
+        "select_examples": "unitlens.lens.examples",
+        "CropContext": "unitlens.lens.crops",
+        "activation_boxes": "unitlens.lens.crops",
+        "crop_examples": "unitlens.lens.crops",
+        "crop_modes": "unitlens.lens.crops",
+        "register_crop_mode": "unitlens.lens.crops",
+        "TEMPLATES": "unitlens.lens.probes",
+        "ConceptSet": "unitlens.lens.probes",
+        "Probe": "unitlens.lens.probes",
+        "image_probe": "unitlens.lens.probes",
+        "load_concepts": "unitlens.lens.probes",
+        "load_parents": "unitlens.lens.probes",
+        "text_probe": "unitlens.lens.probes",
+        "text_probes": "unitlens.lens.probes",
+        "LayerLens": "unitlens.lens.store",
+        "LensStore": "unitlens.lens.store",
+        "Lens": "unitlens.lens.lens",
+    },
+)

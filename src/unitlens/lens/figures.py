@@ -42,6 +42,7 @@ def plot_lens(atlas, out, layer: str | None = None, backend: str | None = None, 
     elif color == "probe":
         raise LensError("colouring by a probe needs --text or --image")
     paths = []
+    map_path = out / f"lens_map_{safe_name(layer, hashed=False)}.png"
     model = str(store.atlas.manifest.get("config", {}).get("model", ""))
     labels_by_unit, a_by_unit = {}, {}
     table = stored_labels(store)
@@ -52,14 +53,14 @@ def plot_lens(atlas, out, layer: str | None = None, backend: str | None = None, 
     if probe is not None:
         values = (data.vectors[keep] @ probe.query).numpy()
         title = f"{model} {layer}: θ of {len(keep)} units, alignment with {probe.kind} probe '{probe.name}'"
-        paths.append(lens_plots.plot_theta_map(vectors, unit_ids, out / f"lens_map_{safe_name(layer, hashed=False)}.png", title, values=values,
+        paths.append(lens_plots.plot_theta_map(vectors, unit_ids, map_path, title, values=values,
                                     value_name="a = cos(θ,p) − cos(θ,null)" if probe.null is not None
                                     else "a = cos(θ,p)", projection=projection))
     else:
         labels = [labels_by_unit.get(int(u), "unlabelled") for u in unit_ids] if labels_by_unit else None
         title = f"{model} {layer}: θ of {len(keep)} units ({store.backend})" + \
             (", coloured by label" if labels else ", no labels yet (run unitlens lens label)")
-        paths.append(lens_plots.plot_theta_map(vectors, unit_ids, out / f"lens_map_{safe_name(layer, hashed=False)}.png", title, labels=labels,
+        paths.append(lens_plots.plot_theta_map(vectors, unit_ids, map_path, title, labels=labels,
                                     projection=projection))
     if units is None:
         if probe is not None:

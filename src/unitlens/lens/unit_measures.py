@@ -161,7 +161,7 @@ def _lloyd(G: Tensor, g: Tensor, w: Tensor, idx: Tensor, max_iter: int) -> dict:
     d = _dist_to_examples(G, g, idx.reshape(U, 2 * R)).reshape(U, R, 2, m)
     labels = (d[:, :, 1] < d[:, :, 0]) & valid  # ties go to cluster 0, as argmin does
     n_iter = 0
-    for n_iter in range(1, max_iter + 1):
+    for n_iter in range(1, max_iter + 1):  # noqa: B007 (the count of iterations run is returned)
         assigned = labels
         W = torch.stack([(~labels) & valid, labels], 2).to(G.dtype)  # (U, R, 2, m)
         counts = W.sum(-1)
@@ -270,7 +270,9 @@ def measures_table(E: Tensor, theta: Tensor | None = None, mask: Tensor | None =
     labels = list(range(U)) if units is None else list(units)
     red = redundancy(theta)
     n = torch.full((U,), E.shape[1]) if mask is None else mask.sum(1)
-    cpu = (lambda t: t.detach().double().cpu().numpy())
+    def cpu(t: torch.Tensor):
+        return t.detach().double().cpu().numpy()
+
     df = pd.DataFrame({
         "unit": labels,
         "n_examples": n.long().cpu().numpy(),

@@ -11,6 +11,7 @@ Atlases::
     frame = mis.score_atlas("atlas/", "offline")                        # per-unit table, scores.parquet
     tables = mis.summarize(frame)                                       # per layer / type / model
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -40,10 +41,54 @@ if TYPE_CHECKING:
         tasks_from_exemplars,
     )
 
-__all__ = ["BACKEND", "K_EXPL", "MISRun", "MISScores", "N_TASKS", "TAU", "Tasks", "TauFit", "accuracy_from_margins", "build_tasks", "fit_tau", "load_scores", "min_exemplars", "mis_from_margins", "noise_ceiling", "run_atlas", "score", "score_atlas", "score_embeddings", "summarize", "task_layout", "tasks_from_exemplars"]
-__getattr__, __dir__ = lazy_exports(__name__, {
-    "TauFit": "unitlens.mis.calibrate", "fit_tau": "unitlens.mis.calibrate", "noise_ceiling": "unitlens.mis.calibrate",
-    "BACKEND": "unitlens.mis.defaults", "K_EXPL": "unitlens.mis.defaults", "N_TASKS": "unitlens.mis.defaults", "TAU": "unitlens.mis.defaults",
-    "MISRun": "unitlens.mis.scoring", "MISScores": "unitlens.mis.scoring", "accuracy_from_margins": "unitlens.mis.scoring", "load_scores": "unitlens.mis.scoring", "mis_from_margins": "unitlens.mis.scoring", "run_atlas": "unitlens.mis.scoring", "score": "unitlens.mis.scoring", "score_atlas": "unitlens.mis.scoring", "score_embeddings": "unitlens.mis.scoring", "summarize": "unitlens.mis.scoring",
-    "Tasks": "unitlens.mis.tasks", "build_tasks": "unitlens.mis.tasks", "min_exemplars": "unitlens.mis.tasks", "task_layout": "unitlens.mis.tasks", "tasks_from_exemplars": "unitlens.mis.tasks",
-})
+__all__ = [
+    "BACKEND",
+    "K_EXPL",
+    "MISRun",
+    "MISScores",
+    "N_TASKS",
+    "TAU",
+    "Tasks",
+    "TauFit",
+    "accuracy_from_margins",
+    "build_tasks",
+    "fit_tau",
+    "load_scores",
+    "min_exemplars",
+    "mis_from_margins",
+    "noise_ceiling",
+    "run_atlas",
+    "score",
+    "score_atlas",
+    "score_embeddings",
+    "summarize",
+    "task_layout",
+    "tasks_from_exemplars",
+]
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "TauFit": "unitlens.mis.calibrate",
+        "fit_tau": "unitlens.mis.calibrate",
+        "noise_ceiling": "unitlens.mis.calibrate",
+        "BACKEND": "unitlens.mis.defaults",
+        "K_EXPL": "unitlens.mis.defaults",
+        "N_TASKS": "unitlens.mis.defaults",
+        "TAU": "unitlens.mis.defaults",
+        "MISRun": "unitlens.mis.scoring",
+        "MISScores": "unitlens.mis.scoring",
+        "accuracy_from_margins": "unitlens.mis.scoring",
+        "load_scores": "unitlens.mis.scoring",
+        "mis_from_margins": "unitlens.mis.scoring",
+        "run_atlas": "unitlens.mis.scoring",
+        "score": "unitlens.mis.scoring",
+        "score_atlas": "unitlens.mis.scoring",
+        "score_embeddings": "unitlens.mis.scoring",
+        "summarize": "unitlens.mis.scoring",
+        "Tasks": "unitlens.mis.tasks",
+        "build_tasks": "unitlens.mis.tasks",
+        "min_exemplars": "unitlens.mis.tasks",
+        "task_layout": "unitlens.mis.tasks",
+        "tasks_from_exemplars": "unitlens.mis.tasks",
+    },
+)

@@ -80,8 +80,10 @@ class LayerState:
             centred = torch.where(finite, centred, 0.0)
         self.sum += centred.sum(0)
         self.sumsq += (centred * centred).sum(0)
-        self.min = torch.minimum(self.min, acts.amin(0) if all_finite else torch.where(finite, acts, float("inf")).amin(0))
-        self.max = torch.maximum(self.max, acts.amax(0) if all_finite else torch.where(finite, acts, float("-inf")).amax(0))
+        low = acts if all_finite else torch.where(finite, acts, float("inf"))
+        high = acts if all_finite else torch.where(finite, acts, float("-inf"))
+        self.min = torch.minimum(self.min, low.amin(0))
+        self.max = torch.maximum(self.max, high.amax(0))
         self.count += acts.shape[0]
         self._pending.append((acts if all_finite else acts.masked_fill(~finite, float("nan")), ids))
         self._pending_n += acts.shape[0]

@@ -52,8 +52,8 @@ def select_samples(predictions: pd.DataFrame, index: int, rule: str) -> list[int
     return predictions.loc[keep, "id"].astype(int).tolist()
 
 
-def compute_relevance(atlas, cls, layers=None, data=None, samples: str = SAMPLE_RULE, batch_size: int = BATCH_SIZE, device=None,
-                      progress: bool = True, top_n: int = TOP_N, model=None) -> pd.DataFrame:
+def compute_relevance(atlas, cls, layers=None, data=None, samples: str = SAMPLE_RULE, batch_size: int = BATCH_SIZE,
+                      device=None, progress: bool = True, top_n: int = TOP_N, model=None) -> pd.DataFrame:
     """Relevance of every unit of ``layers`` (default: all of the atlas's) for class ``cls`` (index or name), over
     the atlas's samples (or the images of ``data``) chosen by ``samples``; stored as
     ``relevance/class_<index>.parquet`` and returned. ``model``: the analysed ``LoadedModel`` (default: loaded

@@ -59,15 +59,16 @@ def _labels(atlas, backend, layers: list[str]) -> pd.DataFrame:
 
     table = stored_labels(atlas, backend)
     if table is None or not set(layers) <= set(table["layer"]):
-        raise RelevanceNotComputed(f"the attribution graph groups units by their lens labels, and atlas {atlas.path} has "
-                             f"none for {', '.join(layers)}: run unitlens lens embed {atlas.path} --layers "
-                             f"{','.join(layers)}, then unitlens lens label {atlas.path} --concepts ...")
+        raise RelevanceNotComputed(
+            f"the attribution graph groups units by their lens labels, and atlas {atlas.path} has "
+            f"none for {', '.join(layers)}: run unitlens lens embed {atlas.path} --layers "
+            f"{','.join(layers)}, then unitlens lens label {atlas.path} --concepts ...")
     return table
 
 
 def attribution_graph(atlas, cls, layers, backend=None, labels: pd.DataFrame | None = None,
-                      min_relevance: float = GRAPH_MIN_RELEVANCE, batch_size: int = BATCH_SIZE, device=None, progress: bool = True,
-                      model=None, out=None) -> GraphResult:
+                      min_relevance: float = GRAPH_MIN_RELEVANCE, batch_size: int = BATCH_SIZE, device=None,
+                      progress: bool = True, model=None, out=None) -> GraphResult:
     """The attribution graph of class ``cls`` between two layers (``"lower,upper"`` or a pair; order is taken
     from the atlas). ``labels`` (layer, unit, label) overrides the stored lens labels of ``backend``. Writes
     ``out`` (JSON; default ``relevance/graph_<class>_<lower>__<upper>.json``) and a PNG next to it."""
@@ -93,15 +94,16 @@ def attribution_graph(atlas, cls, layers, backend=None, labels: pd.DataFrame | N
     index, name = int(rel["class_index"].iloc[0]), str(rel["class_name"].iloc[0])
     missing = [n for n in (lower, upper) if n not in set(rel["layer"])]
     if missing:
-        raise RelevanceNotComputed(f"the stored relevance of class {index} ({name}) has no layer {', '.join(missing)}; run "
-                             f"unitlens relevance {atlas.path} --class {index} --layers {lower},{upper}")
+        raise RelevanceNotComputed(
+            f"the stored relevance of class {index} ({name}) has no layer {', '.join(missing)}; run "
+            f"unitlens relevance {atlas.path} --class {index} --layers {lower},{upper}")
     given = labels is not None
     labels = labels if given else _labels(atlas, backend, [lower, upper])
     up_groups = _groups(rel, labels, upper, min_relevance)
     low_groups = _groups(rel, labels, lower, min_relevance)
     if not up_groups or not low_groups:
         raise RelevanceError(f"no unit of {upper if not up_groups else lower} has a relevance share of at least "
-                             f"{min_relevance:g} for class {name}; lower --min-relevance")
+            f"{min_relevance:g} for class {name}; lower --min-relevance")
     meta = load_meta(atlas, f"class_{index}")
     data = None if meta.get("dataset_fingerprint") == atlas.manifest["dataset"]["fingerprint"] else meta.get("data")
     session = open_session(atlas, layers=[lower, upper], data=data, device=device, model=model)

@@ -68,8 +68,9 @@ def load_relevance(atlas, cls) -> pd.DataFrame:
     path = folder(atlas) / f"class_{index}.parquet"
     if index is None or not path.is_file():
         have = ", ".join(f"{r.class_index} ({r.class_name})" for r in stored.itertuples()) or "none"
-        raise RelevanceNotComputed(f"atlas {atlas.path} has no relevance for class '{cls}' (stored: {have}); compute it "
-                             f"with: unitlens relevance {atlas.path} --class '{cls}'")
+        raise RelevanceNotComputed(
+            f"atlas {atlas.path} has no relevance for class '{cls}' (stored: {have}); compute it "
+            f"with: unitlens relevance {atlas.path} --class '{cls}'")
     return pd.read_parquet(path)
 
 
@@ -84,15 +85,17 @@ def relevant_classes(atlas, layer: str, units=None, top: int = 5) -> pd.DataFram
     atlas = Atlas.open(atlas)
     path = folder(atlas) / "predicted.parquet"
     if not path.is_file():
-        raise RelevanceNotComputed(f"atlas {atlas.path} has no predicted-class relevance; compute it with: "
-                             f"unitlens relevance {atlas.path} --predicted")
+        raise RelevanceNotComputed(
+            f"atlas {atlas.path} has no predicted-class relevance; compute it with: "
+            f"unitlens relevance {atlas.path} --predicted")
     frame = pd.read_parquet(path)
     frame = frame[frame["layer"] == layer]
     if frame.empty:
         have = load_meta(atlas, "predicted").get("layers", [])
-        raise RelevanceNotComputed(f"the predicted-class relevance of atlas {atlas.path} has no layer '{layer}' (it has "
-                             f"{len(have)} layers); run unitlens relevance {atlas.path} --predicted --layers "
-                             f"'{layer}'")
+        raise RelevanceNotComputed(
+            f"the predicted-class relevance of atlas {atlas.path} has no layer '{layer}' (it has "
+            f"{len(have)} layers); run unitlens relevance {atlas.path} --predicted --layers "
+            f"'{layer}'")
     if units is not None:
         frame = frame[frame["unit"].isin([int(u) for u in units])]
     frame = frame[frame["rank"] < top].sort_values(["unit", "rank"])

@@ -1,4 +1,5 @@
 """Model zoo: load analysed models with their preprocessing, and list their units."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -10,7 +11,12 @@ if TYPE_CHECKING:
     from unitlens.zoo.units import LayerInfo, enumerate_units
 
 __all__ = ["LayerInfo", "LoadedModel", "enumerate_units", "load_model"]
-__getattr__, __dir__ = lazy_exports(__name__, {
-    "LoadedModel": "unitlens.zoo.factory", "load_model": "unitlens.zoo.factory",
-    "LayerInfo": "unitlens.zoo.units", "enumerate_units": "unitlens.zoo.units",
-})
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "LoadedModel": "unitlens.zoo.factory",
+        "load_model": "unitlens.zoo.factory",
+        "LayerInfo": "unitlens.zoo.units",
+        "enumerate_units": "unitlens.zoo.units",
+    },
+)
