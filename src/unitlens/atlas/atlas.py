@@ -13,6 +13,8 @@ Layout::
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from unitlens.atlas.layout import (
     backend_dirname,
     derived_path,
 )
+from unitlens.atlas.lock import writing
 from unitlens.errors import AtlasError, AtlasIncomplete, BadInput
 from unitlens.zoo.units import LayerInfo
 
@@ -71,6 +74,31 @@ class Atlas:
                 f"the record run of {self.path} has not finished (status {self.manifest.get('status')}); "
                 "run the same unitlens record command again to resume it"
             )
+
+    # ------------------------------------------------------------------ identity and writing
+    def identity(self) -> dict:
+        """What a derived result must match to belong to this atlas: weights, data and the recorded layers."""
+        cfg = self.manifest.get("config", {})
+        layers = "\n".join(f"{d['name']}\t{d.get('width')}" for d in self.manifest.get("layers", []))
+        return {"weights_hash": cfg.get("weights_hash"), "dataset_fingerprint": cfg.get("dataset_fingerprint"),
+                "layers": hashlib.sha256(layers.encode()).hexdigest()[:16]}
+
+    def check_identity(self, stamp: dict | None, what: str, fix: str) -> None:
+        """Refuse a derived result stamped with another atlas's identity (``stamp`` None: written before stamps
+        existed, accepted). ``what`` names the result, ``fix`` says how to rebuild it."""
+        if stamp is None:
+            return
+        mine = self.identity()
+        differs = [k for k in mine if stamp.get(k) is not None and stamp.get(k) != mine[k]]
+        if differs:
+            theirs = ", ".join(str(stamp[k]) for k in differs)
+            ours = ", ".join(str(mine[k]) for k in differs)
+            raise AtlasError(f"{what} does not belong to atlas {self.path}: it was made for other "
+                             f"{', '.join(k.replace('_', ' ') for k in differs)} ({theirs} != {ours}); {fix}")
+
+    def writing(self, command: str) -> AbstractContextManager:
+        """The atlas's write lock for ``command`` (see ``unitlens.atlas.lock``)."""
+        return writing(self.path, command)
 
     # ------------------------------------------------------------------ layout
     def derived_path(self, name: str, *parts: str) -> Path:

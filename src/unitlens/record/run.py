@@ -29,12 +29,14 @@ from unitlens.atlas.files import (
 from unitlens.atlas.layout import (
     CORE,
     EXEMPLARS,
+    LOCK,
     MANIFEST,
     RECORD_STATE,
     SAMPLES,
     UNITS,
     clear_derived,
 )
+from unitlens.atlas.lock import writing
 from unitlens.data.datasets import ImageDataset, collate_readable, load_dataset
 from unitlens.errors import AtlasError, BadInput
 from unitlens.record.defaults import (
@@ -133,7 +135,7 @@ def _prepare_out(out: Path, config: dict, force: bool) -> dict | None:
         clear_derived(out, images_changed=old_data != config["dataset_fingerprint"])
         return None
     if not manifest_path.is_file():
-        if out.exists() and any(out.iterdir()):
+        if out.exists() and any(p.name != LOCK for p in out.iterdir()):
             raise AtlasError(f"{out} exists and is not an atlas; choose another --out or empty it")
         return None
     old = read_json(manifest_path).get("config", {})
@@ -191,6 +193,16 @@ def record(
         atlas = Atlas(out)
         return RecordResult(atlas, atlas.manifest["n_images"], atlas.manifest["n_skipped"], 0.0,
                             already_complete=True)
+    with writing(out, "record"):
+        return _run(model, data, out, layers, config, k, spatial, tokens, batch_size, device, num_workers,
+                    checkpoint_every, merge_every, channels_last, force, progress)
+
+
+def _run(model: LoadedModel, data: ImageDataset, out: Path, layers: list[LayerInfo], config: dict, k: int,
+         spatial: str, tokens: str, batch_size: int, device, num_workers: int | None, checkpoint_every: int,
+         merge_every: int, channels_last: bool, force: bool, progress: bool) -> RecordResult:
+    """The record pass proper, under the atlas's write lock."""
+    manifest_path = out / MANIFEST
     resume = _prepare_out(out, config, force)
     device = pick_device(device)
     net = model.model.to(device).eval()
