@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test demo bench
+.PHONY: setup test lint demo bench
 
 setup:
 	$(PY) -m venv $(VENV)
@@ -12,6 +12,10 @@ setup:
 
 test:
 	$(BIN)/python -m pytest
+
+lint:
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/mypy
 
 demo:
 	$(BIN)/unitlens record --model efficientnet_lite0 --data demo --out atlas/lite0-demo

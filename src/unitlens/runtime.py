@@ -192,10 +192,11 @@ def prefetch_chunks(chunks: Sequence[T], load: Callable[[T], R]) -> Iterator[R]:
     if not chunks:
         return
     with ThreadPoolExecutor(1) as pool:
-        ahead = pool.submit(load, chunks[0])
+        ahead = [pool.submit(load, chunks[0])]
         for c in range(len(chunks)):
-            result = ahead.result()
-            ahead = pool.submit(load, chunks[c + 1]) if c + 1 < len(chunks) else None
+            result = ahead.pop().result()
+            if c + 1 < len(chunks):
+                ahead.append(pool.submit(load, chunks[c + 1]))
             yield result
 
 
@@ -320,7 +321,7 @@ def stop_at(model: "nn.Module", name: str) -> Iterator["nn.Module"]:
             handle.remove()
         return captured.get("out")
 
-    model.forward = forward  # type: ignore[method-assign]
+    model.forward = forward
     try:
         yield model
     finally:

@@ -61,7 +61,7 @@ class Atlas:
     @classmethod
     def open(cls, atlas: "Atlas | str | Path") -> "Atlas":
         """``atlas`` itself if it is an Atlas, else the atlas at that path."""
-        return atlas if isinstance(atlas, cls) else cls(atlas)
+        return atlas if isinstance(atlas, Atlas) else cls(atlas)
 
     @property
     def complete(self) -> bool:

@@ -147,7 +147,7 @@ def prune_check(model, units: dict[str, list[int]], cls, labelled=None, spurious
         per_class = pd.DataFrame([
             {"folder": folder, "class_index": ci, "images": int(sel.sum()),
              "top1_before": _hits(data.plain[sel], targets[sel], 1),
-             "top1_after": _hits(data.ablated[sel], targets[sel], 1)}
+             "top1_after": _hits(data.of(ablated=True)[sel], targets[sel], 1)}
             for folder, ci in classes.items() for sel in [torch.tensor([lab == folder for lab in data.labels])]])
         skipped += data.skipped
     if spurious is not None:

@@ -140,7 +140,8 @@ class EmbeddingCache:
     def _add_keys(self, shard: str, tensors: dict[str, torch.Tensor]) -> None:
         ids, boxes, has_box = tensors["ids"].tolist(), tensors["boxes"].tolist(), tensors["has_box"].tolist()
         for row, (i, box, hb) in enumerate(zip(ids, boxes, has_box)):
-            self._where.setdefault((int(i), tuple(int(v) for v in box) if hb else None), (shard, row))
+            key_box = (int(box[0]), int(box[1]), int(box[2]), int(box[3])) if hb else None
+            self._where.setdefault((int(i), key_box), (shard, row))
 
     def _write_index(self) -> None:
         keys = list(self._where)

@@ -7,6 +7,8 @@ the model's own ``AutoImageProcessor``; texts go through its ``AutoTokenizer``.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from PIL import Image
 
@@ -58,7 +60,7 @@ class HFBackend(Backend):
                 with random_init():
                     model = AutoModel.from_config(config)
             self.has_text = hasattr(model, "get_text_features")
-            self.tokenizer = None
+            self.tokenizer: Any = None
             if self.has_text:
                 try:
                     self.tokenizer = AutoTokenizer.from_pretrained(model_id, **kw)
@@ -69,7 +71,7 @@ class HFBackend(Backend):
         self._dim: int | None = None
 
     @property
-    def dim(self) -> int:
+    def dim(self) -> int:  # type: ignore[override]  # read off the model: configs name the width differently
         """Read off one forward pass of a blank image (configs name the output width differently)."""
         if self._dim is None:
             blank = Image.new("RGB", (224, 224), (127, 127, 127))

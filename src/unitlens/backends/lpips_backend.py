@@ -97,7 +97,7 @@ class LpipsBackend(PairwiseBackend):
         rows = []
         for start in range(0, len(a), self.chunk):
             fa = self._features(a[start:start + self.chunk])
-            d = 0
+            d = torch.zeros(())
             for w, f_a, f_b, q_b in zip(weights, fa, fb, sq_b):
                 hw = f_a.shape[2] * f_a.shape[3]
                 q_a = (w * f_a.pow(2)).sum(1).mean((1, 2))

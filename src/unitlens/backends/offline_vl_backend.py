@@ -45,6 +45,7 @@ class ProjectionHead(nn.Module):
 
     def __init__(self, kind: str = "linear", in_dim: int = 1280, out_dim: int = TEXT_DIM, hidden: int = 0):
         super().__init__()
+        self.net: nn.Module
         if kind == "linear":
             self.net = nn.Linear(in_dim, out_dim)
         elif kind == "mlp" and hidden > 0:
@@ -130,7 +131,7 @@ class OfflineVLBackend(Backend):
             self.weights_id = self.manifest["projection"]["sha256"][:16]
         else:
             with random_init():
-                head = ProjectionHead(**DEFAULT_HEAD)
+                head = ProjectionHead(**DEFAULT_HEAD)  # type: ignore[arg-type]
             self.manifest = {"projection": {"config": dict(DEFAULT_HEAD), "random": True}}
         self.features = _image_features(str(self.device))
         self.head = head.eval().to(self.device)

@@ -5,6 +5,8 @@ in the cache first. ``<name>`` may carry a pretrained tag, e.g. ``timm:resnet50.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from PIL import Image
 
@@ -18,6 +20,7 @@ from unitlens.backends.hub import (
     unavailable,
 )
 from unitlens.errors import BadInput
+from unitlens.runtime import prepare_model
 
 
 class TimmBackend(Backend):
@@ -51,10 +54,10 @@ class TimmBackend(Backend):
         else:
             with random_init():
                 model = timm.create_model(model_name, pretrained=False, num_classes=0)
-        self.model = model.eval().to(self.device, memory_format=torch.channels_last)  # faster convs on CPU
+        self.model: Any = prepare_model(model, self.device)  # channels-last: faster convs on CPU
         self.data_config = timm.data.resolve_model_data_config(model)
         self.transform = timm.data.create_transform(**self.data_config, is_training=False)
-        self.dim = int(getattr(model, "head_hidden_size", None) or model.num_features)
+        self.dim = int(getattr(model, "head_hidden_size", None) or model.num_features)  # type: ignore[arg-type]
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         return self.transform(image)

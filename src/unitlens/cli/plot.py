@@ -50,7 +50,7 @@ def lens(
     from unitlens.lens.figures import plot_lens
 
     with failing_cleanly():
-        chosen = [int(u) for u in split_list(units)] if units else None
+        chosen = [int(u) for u in split_list(units) or []] if units else None
         paths = plot_lens(atlas, out, layer=layer, backend=backend, color=color, text=text, images=image or None,
                           projection=projection, n_cards=cards, units=chosen, n_exemplars=exemplars)
     for p in paths:

@@ -342,7 +342,7 @@ def measures(atlas, backend=None, layers=None, write: bool = True, seed: int = 0
     frame = pd.concat(frames, ignore_index=True)
     per_layer = pd.DataFrame(layer_rows)
     crops = sorted({str(store.layer_meta(n).get("crop")) for n in names})
-    ms = sorted({int(store.layer_meta(n).get("m")) for n in names})
+    ms = sorted({int(store.layer_meta(n)["m"]) for n in names})
     params = {"m": ms[0] if len(ms) == 1 else ms, "crop": crops[0] if len(crops) == 1 else crops, "seed": seed,
               "n_init": n_init}
     if write:

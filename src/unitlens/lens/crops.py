@@ -43,7 +43,7 @@ from unitlens.data.loading import load_batches
 from unitlens.errors import BadInput, LensError, UnitlensError
 from unitlens.lens.defaults import ACTIVATION_THRESHOLD
 from unitlens.lens.examples import ConceptExamples
-from unitlens.runtime import OutputCapture, Progress, first_tensor, pick_device
+from unitlens.runtime import OutputCapture, Progress, first_tensor, pick_device, prepare_model
 from unitlens.zoo.units import channel_dim_of
 
 
@@ -180,7 +180,7 @@ def activation_boxes(model, dataset, requests: dict[str, tuple], threshold: floa
     notes = notes if notes is not None else []
     device = pick_device(device)
     # channels-last runs depthwise convolutions faster on CPU and GPU alike; the numbers are the same
-    net = model.model.to(device, memory_format=torch.channels_last).eval()
+    net = prepare_model(model.model, device)
     modules = dict(net.named_modules())
     prefix = getattr(net, "num_prefix_tokens", None)
     out = {}

@@ -53,17 +53,17 @@ def _layer_lens(ex: ConceptExamples, vectors: torch.Tensor, constant: torch.Tens
     """Deduplicate the (image, crop) keys of a layer and build its LayerLens from their embeddings (flat order)."""
     ids, crops = ex.keys()
     slot: dict[tuple, int] = {}
-    rows, flat_index = [], []
+    rows: list[int] = []
+    positions: list[int] = []
     for pos, key in enumerate(zip(ids, crops)):
         if key not in slot:
             slot[key] = len(rows)
             rows.append(pos)
-        flat_index.append(slot[key])
+        positions.append(slot[key])
     unique_vectors = vectors[torch.tensor(rows, dtype=torch.int64)] if rows else torch.empty(0, vectors.shape[1])
-    flat_index = torch.tensor(flat_index, dtype=torch.int64)
     U, m = ex.ids.shape
     example_index = torch.full((U * m,), -1, dtype=torch.int64)
-    example_index[ex.mask.reshape(-1)] = flat_index
+    example_index[ex.mask.reshape(-1)] = torch.tensor(positions, dtype=torch.int64)
     example_index = example_index.reshape(U, m)
     E = unique_vectors[example_index.clamp_min(0)] * ex.mask[..., None]
     theta = E.sum(1) / ex.mask.sum(1, keepdim=True).clamp_min(1)
@@ -122,12 +122,14 @@ def embed_atlas(atlas, backend=DEFAULT_LENS_BACKEND, m: int = M, crop: str = "no
     result.notes.extend(context.notes)
     t2 = time.perf_counter()
     cache = EmbeddingCache(atlas, backend)
-    flat_ids, flat_crops, spans = [], [], {}
+    flat_ids: list[int] = []
+    flat_crops: list = []
+    spans: dict[str, tuple[int, int]] = {}
     for name in todo:
-        ids, crops = examples[name].keys()
-        spans[name] = (len(flat_ids), len(flat_ids) + len(ids))
-        flat_ids += ids
-        flat_crops += crops
+        layer_ids, layer_crops = examples[name].keys()
+        spans[name] = (len(flat_ids), len(flat_ids) + len(layer_ids))
+        flat_ids += layer_ids
+        flat_crops += layer_crops
     result.n_examples = len(set(zip(flat_ids, flat_crops)))
     hits0, misses0 = cache.hits, cache.misses
     vectors = cache.get(flat_ids, flat_crops, batch_size=batch_size, progress=progress)

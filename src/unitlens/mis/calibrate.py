@@ -54,8 +54,8 @@ class NoiseCeiling:
     spearman_std: float
     n_units: int
     n_sim: int
-    pearson: np.ndarray = field(repr=False, default=None)
-    spearman: np.ndarray = field(repr=False, default=None)
+    pearson: np.ndarray | None = field(repr=False, default=None)
+    spearman: np.ndarray | None = field(repr=False, default=None)
 
     def as_dict(self) -> dict:
         return {"pearson_mean": self.pearson_mean, "pearson_std": self.pearson_std,

@@ -331,7 +331,7 @@ def run_atlas(atlas, backend=BACKEND, n_tasks: int = N_TASKS, k_expl: int = K_EX
 
     mis_col = pd.Series(np.nan, index=units.index)
     acc_col = pd.Series(np.nan, index=units.index)
-    margins = {}
+    margins: dict[str, tuple[np.ndarray, torch.Tensor]] = {}
     compute = _default_device(table, device)
     table = table.to(compute)
     lut = np.full(int(ids.max()) + 1 if len(ids) else 0, -1, dtype=np.int64)  # sample id -> table row

@@ -52,7 +52,7 @@ from unitlens.record.defaults import (
 )
 from unitlens.record.reduce import reduce_output
 from unitlens.record.state import MAX_SAMPLES, LayerState
-from unitlens.runtime import ForwardHooks, Progress, first_tensor, pick_device
+from unitlens.runtime import ForwardHooks, Progress, first_tensor, pick_device, prepare_model
 from unitlens.zoo.factory import LoadedModel
 from unitlens.zoo.units import LayerInfo, channel_dim_of, enumerate_units
 
@@ -103,7 +103,7 @@ class Recorder:
         self.merge_every = merge_every
         self.infos = {info.name: info for info in layers}
         self.states: dict[str, LayerState] = {}
-        self.ids: torch.Tensor | None = None
+        self.ids = torch.empty(0, dtype=torch.int64)  # the sample ids of the batch being run
         self.hooks = ForwardHooks(model, self.infos, self._fold)
 
     def _fold(self, name: str, output) -> None:
@@ -205,9 +205,7 @@ def _run(model: LoadedModel, data: ImageDataset, out: Path, layers: list[LayerIn
     manifest_path = out / MANIFEST
     resume = _prepare_out(out, config, force)
     device = pick_device(device)
-    net = model.model.to(device).eval()
-    if channels_last:
-        net = net.to(memory_format=torch.channels_last)
+    net = prepare_model(model.model, device, channels_last)
     recorder = Recorder(net, layers, k, spatial, tokens, device, merge_every)
     start, skipped, elapsed_before = 0, [], 0.0
     if resume is not None:

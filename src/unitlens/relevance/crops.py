@@ -55,7 +55,7 @@ def smooth(heatmaps: torch.Tensor) -> torch.Tensor:
     """(P, H, W) heatmaps blurred with the scaled paper kernel."""
     from torchvision.transforms.functional import gaussian_blur
 
-    k = blur_kernel(tuple(heatmaps.shape[-2:]))
+    k = blur_kernel((int(heatmaps.shape[-2]), int(heatmaps.shape[-1])))
     if k <= 1:
         return heatmaps
     return gaussian_blur(heatmaps[:, None].float(), kernel_size=[k, k])[:, 0]
@@ -173,7 +173,10 @@ def masked_example(image, heatmap: torch.Tensor, transform=None, box=None, thres
     pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
     pixels = np.where(keep[..., None], pixels, pixels * (1.0 - opacity))
     out = Image.fromarray(pixels.round().astype(np.uint8))
-    return out.crop(tuple(int(v) for v in box)) if box is not None else out
+    if box is None:
+        return out
+    x0, y0, x1, y1 = (int(v) for v in box)
+    return out.crop((x0, y0, x1, y1))
 
 
 def relevance_card(atlas, layer: str, unit: int, out, m: int = 8, model=None, device=None):

