@@ -41,7 +41,7 @@ import pandas as pd
 
 from unitlens.atlas import Atlas
 from unitlens.atlas.files import atomic_write, safe_name, write_json, write_parquet
-from unitlens.audit.defaults import AUDIT_MIN_RELEVANCE
+from unitlens.audit.defaults import AUDIT_MIN_RELEVANCE, RELEVANCE_STAT
 from unitlens.errors import AuditError, AuditNotComputed, BadInput, LensError, RelevanceError
 from unitlens.lens.analysis import (
     backend_for,
@@ -91,7 +91,7 @@ def verdicts(a_valid: np.ndarray, a_spur: np.ndarray) -> np.ndarray:
 
 
 def audit(atlas, cls, valid, spurious, backend=None, layers=None, min_relevance: float = AUDIT_MIN_RELEVANCE,
-          relevance: pd.DataFrame | None = None, stat: str = "max", other_classes: pd.DataFrame | None = None,
+          relevance: pd.DataFrame | None = None, stat: str = RELEVANCE_STAT, other_classes: pd.DataFrame | None = None,
           n_exemplars: int = 5, write: bool = True, device=None, progress: bool = False) -> AuditResult:
     """Verdicts for the units relevant to class ``cls`` (an index or a class name).
 

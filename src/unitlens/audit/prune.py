@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
+from unitlens.audit.defaults import ABLATE
 from unitlens.audit.logits import Logits, model_logits
 from unitlens.errors import AuditError, BadInput
 
@@ -115,7 +116,7 @@ def _feeds_batch_norm(net: torch.nn.Module, layer: str) -> bool:
     return bool(after) and isinstance(net.get_submodule(after[0]), _BatchNorm)
 
 
-def prune_check(model, units: dict[str, list[int]], cls, labelled=None, spurious=None, ablate: str = "zero",
+def prune_check(model, units: dict[str, list[int]], cls, labelled=None, spurious=None, ablate: str = ABLATE,
                 atlas=None, batch_size: int = 32, device=None, progress: bool = False) -> PruneResult:
     """Ablate ``units`` (``{layer: [unit, ...]}``) of ``model`` (a ``LoadedModel``) and compare, before and after:
     accuracy on the ``labelled`` folder and the logit of class ``cls`` on the ``spurious`` images. ``ablate``:

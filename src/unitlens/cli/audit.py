@@ -16,7 +16,7 @@ from typing import List, Optional
 
 import typer
 
-from unitlens.audit.defaults import AUDIT_MIN_RELEVANCE, BATCH_SIZE
+from unitlens.audit.defaults import ABLATE, AUDIT_MIN_RELEVANCE, BATCH_SIZE, RELEVANCE_STAT
 from unitlens.cli.common import (
     failing_cleanly,
     group,
@@ -44,7 +44,7 @@ def alignment_command(
     min_relevance: float = typer.Option(AUDIT_MIN_RELEVANCE,
                                         help="Judge only units whose relevance (share of the layer's |relevance| per "
                                              "sample of the class) is at least this."),
-    relevance_stat: str = typer.Option("max", help="Relevance per unit: its max over the class's samples (the "
+    relevance_stat: str = typer.Option(RELEVANCE_STAT, help="Relevance per unit: its max over the class's samples (the "
                                                    "paper's 2.8 % filter), or mean."),
     layers: Optional[str] = typer.Option(None, help="Comma-separated layers/globs (default: every layer with "
                                                     "relevance and lens vectors)."),
@@ -184,7 +184,7 @@ def prune_command(
     units: Optional[List[str]] = typer.Option(None, "--units", help="LAYER:UNIT[,UNIT...] to ablate (repeatable)."),
     from_audit: bool = typer.Option(False, "--from-audit", help="Ablate the units of the stored audit of --class."),
     verdict: str = typer.Option("spurious", help="With --from-audit: comma-separated verdicts to ablate."),
-    ablate: str = typer.Option("zero", help="zero (the paper's pruning), or mean: each unit's mean activation over "
+    ablate: str = typer.Option(ABLATE, help="zero (the paper's pruning), or mean: each unit's mean activation over "
                                             "the atlas's data (for layers a batch norm follows)."),
     labelled: Optional[Path] = typer.Option(None, help="Folder with one sub-folder of images per class (named "
                                                        "by class index, name, or WordNet id): accuracy."),

@@ -28,9 +28,15 @@ from unitlens.cli.common import (
 from unitlens.lens.defaults import (
     ACTIVATION_THRESHOLD,
     COMPARE_THRESHOLD,
+    CROP,
     DEFAULT_LENS_BACKEND,
     EMBED_BATCH_SIZE,
+    ENGINE,
+    IMAGE_NULL,
     LABEL_THRESHOLD,
+    SEED,
+    TEXT_NULL,
+    TOP,
     M,
 )
 
@@ -44,7 +50,7 @@ def embed_command(
     backend: str = typer.Option(DEFAULT_LENS_BACKEND, help="Embedding backend (offline-vl, offline, openclip:..., "
                                                            "hf:..., timm:...)."),
     m: int = typer.Option(M, "--m", help="Concept examples per unit (most activating samples)."),
-    crop: str = typer.Option("none", help="none (whole images), activation (crop to the unit's activation map) "
+    crop: str = typer.Option(CROP, help="none (whole images), activation (crop to the unit's activation map) "
                                           "or relevance (crop to its CRP relevance heatmap)."),
     layers: Optional[str] = typer.Option(None, help="Comma-separated layer names or globs (default: all)."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, ... (default: cuda when present)."),
@@ -81,12 +87,12 @@ def search_command(
     atlas: Path = typer.Argument(..., help="Embedded atlas folder."),
     text: Optional[str] = typer.Argument(None, help="Text probe (needs a backend with a text encoder)."),
     image: Optional[List[Path]] = typer.Option(None, "--image", help="Probe image or folder (repeatable; averaged)."),
-    top: int = typer.Option(10, help="Units to show."),
+    top: int = typer.Option(TOP, help="Units to show."),
     layer: Optional[str] = typer.Option(None, "--layer", "--layers", help="Comma-separated layers/globs."),
     backend: Optional[str] = typer.Option(None, help="Which embedding (needed when the atlas has several)."),
     null: Optional[str] = typer.Option(None, help="Null vector: template (default) or none for text; none (default) "
                                                   "or dataset for images."),
-    engine: str = typer.Option("auto", help="auto, exact (in memory) or lancedb (vector table)."),
+    engine: str = typer.Option(ENGINE, help="auto, exact (in memory) or lancedb (vector table)."),
     exemplars: int = typer.Option(3, help="Exemplar files listed per unit."),
     csv: Optional[Path] = typer.Option(None, help="Also write the full table (with exemplar paths) to this CSV."),
 ) -> None:
@@ -122,8 +128,8 @@ def label_command(
     layers: Optional[str] = typer.Option(None, help="Comma-separated layers/globs (default: all embedded)."),
     backend: Optional[str] = typer.Option(None, help="Which embedding (needed when the atlas has several)."),
     show_units: int = typer.Option(20, help="Labelled units to list (best aligned first)."),
-    image_null: str = typer.Option("dataset", help="Null for image-folder concepts: dataset or none."),
-    text_null: str = typer.Option("template", help="Null for text concepts: template or none."),
+    image_null: str = typer.Option(IMAGE_NULL, help="Null for image-folder concepts: dataset or none."),
+    text_null: str = typer.Option(TEXT_NULL, help="Null for text concepts: template or none."),
 ) -> None:
     """Label every unit with its best-aligned concept (or none), count units per concept/parent and layer."""
     from unitlens.lens.analysis import label
@@ -178,7 +184,7 @@ def measures_command(
     backend: Optional[str] = typer.Option(None, help="Which embedding (needed when the atlas has several)."),
     layers: Optional[str] = typer.Option(None, help="Comma-separated layers/globs (default: all embedded)."),
     write: bool = typer.Option(True, help="Write the scores to scores.parquet."),
-    seed: int = typer.Option(0, help="Seed of the 2-means restarts (polysemanticity)."),
+    seed: int = typer.Option(SEED, help="Seed of the 2-means restarts (polysemanticity)."),
 ) -> None:
     """Clarity, polysemanticity and max similarity per unit, redundancy per layer (paper section 3.5)."""
     from unitlens.lens.analysis import measures

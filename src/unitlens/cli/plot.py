@@ -7,6 +7,7 @@ from typing import List, Optional
 import typer
 
 from unitlens.cli.common import failing_cleanly, group, say, split_list
+from unitlens.lens.defaults import CARD_EXEMPLARS, CARDS, PROJECTION
 
 app = group("plot", help="Write figures (PNG).")
 
@@ -40,11 +41,11 @@ def lens(
     color: str = typer.Option("label", help="label (from unitlens lens label) or probe (needs --text/--image)."),
     text: Optional[str] = typer.Option(None, help="Text probe to colour by."),
     image: Optional[List[Path]] = typer.Option(None, "--image", help="Probe image/folder to colour by (repeatable)."),
-    projection: str = typer.Option("umap", help="umap or pca."),
-    cards: int = typer.Option(8, help="Unit cards to draw: the units best aligned with the probe, else the "
+    projection: str = typer.Option(PROJECTION, help="umap or pca."),
+    cards: int = typer.Option(CARDS, help="Unit cards to draw: the units best aligned with the probe, else the "
                                       "best-aligned labelled units, else the first units."),
     units: Optional[str] = typer.Option(None, help="Comma-separated unit indices for cards (overrides --cards)."),
-    exemplars: int = typer.Option(8, help="Exemplars per unit card."),
+    exemplars: int = typer.Option(CARD_EXEMPLARS, help="Exemplars per unit card."),
 ) -> None:
     """Map of θ for a layer (UMAP/PCA, coloured by label or probe alignment) and unit cards, as PNGs."""
     from unitlens.lens.figures import plot_lens

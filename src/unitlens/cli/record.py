@@ -51,16 +51,16 @@ def record(
 
     from unitlens.data import load_dataset
     from unitlens.record import record as run_record
-    from unitlens.zoo import enumerate_units, load_model
+    from unitlens.zoo import load_model
     from unitlens.zoo.units import LAYER_TYPES
 
     with failing_cleanly():
         loaded = load_model(model, pretrained=not random, checkpoint=checkpoint)
         dataset = load_dataset(data, loaded.transform)
-        infos = enumerate_units(loaded.model, types=split_list(types) or LAYER_TYPES, include=split_list(layers),
-                                exclude=split_list(exclude), skip_first_last=not keep_first_last)
-        result = run_record(loaded, dataset, out, infos, k=k, spatial=spatial, tokens=tokens,
-                            batch_size=batch_size, device=device, num_workers=workers, force=force)
+        result = run_record(loaded, dataset, out, split_list(layers), k=k, spatial=spatial, tokens=tokens,
+                            batch_size=batch_size, device=device, num_workers=workers, force=force,
+                            types=split_list(types) or LAYER_TYPES, exclude=split_list(exclude),
+                            keep_first_last=keep_first_last)
     if result.already_complete:
         say(f"{out} is already complete; nothing to do (use --force to record again).")
         return

@@ -24,7 +24,7 @@ import torch
 from unitlens.atlas import Atlas
 from unitlens.backends import as_backend
 from unitlens.errors import LensError, NotEmbedded
-from unitlens.lens.defaults import COMPARE_THRESHOLD, LABEL_THRESHOLD
+from unitlens.lens.defaults import COMPARE_THRESHOLD, ENGINE, IMAGE_NULL, LABEL_THRESHOLD, SEED, TEXT_NULL, TOP
 from unitlens.lens.probes import (
     ConceptSet,
     Probe,
@@ -88,8 +88,8 @@ def make_probe(store: LensStore, backend, text: str | None = None, images=None, 
                        null_vector=store.null_image(), progress=progress)
 
 
-def search(atlas, text: str | None = None, images=None, backend=None, layers=None, top: int = 10,
-           engine: str = "auto", null: str | None = None, n_exemplars: int = 5, probe: Probe | None = None,
+def search(atlas, text: str | None = None, images=None, backend=None, layers=None, top: int = TOP,
+           engine: str = ENGINE, null: str | None = None, n_exemplars: int = 5, probe: Probe | None = None,
            device=None, progress: bool = False) -> SearchResult:
     """The ``top`` units most aligned with a text or image probe, over the embedded ``layers``."""
     store = _store(atlas, backend)
@@ -114,8 +114,8 @@ def search(atlas, text: str | None = None, images=None, backend=None, layers=Non
 
 
 # ------------------------------------------------------------------------------------------ concept alignment
-def concept_set_probes(store: LensStore, concepts, backend=None, text_null: str = "template",
-                       image_null: str = "dataset", device=None, progress: bool = False) -> list[Probe]:
+def concept_set_probes(store: LensStore, concepts, backend=None, text_null: str = TEXT_NULL,
+                       image_null: str = IMAGE_NULL, device=None, progress: bool = False) -> list[Probe]:
     """The probes of ``concepts`` in ``store``'s space: a path (text file or folder of image folders), a
     ``ConceptSet``, a list of strings (text concepts) or a list of ``Probe`` (returned as they are)."""
     if isinstance(concepts, (str, Path)):
@@ -169,7 +169,7 @@ class LabelResult:
 
 
 def label(atlas, concepts, backend=None, threshold: float = LABEL_THRESHOLD, parents=None, layers=None,
-          text_null: str = "template", image_null: str = "dataset", write: bool = True, device=None,
+          text_null: str = TEXT_NULL, image_null: str = IMAGE_NULL, write: bool = True, device=None,
           progress: bool = False) -> LabelResult:
     """Label every non-constant unit with its most aligned concept, or ``none`` below ``threshold``.
 
@@ -306,7 +306,7 @@ class MeasuresResult:
     path: Path | None = None  # the per-layer table, when written
 
 
-def measures(atlas, backend=None, layers=None, write: bool = True, seed: int = 0, n_init: int = 10,
+def measures(atlas, backend=None, layers=None, write: bool = True, seed: int = SEED, n_init: int = 10,
              device=None) -> MeasuresResult:
     """Clarity, polysemanticity and max similarity of every unit and redundancy of every layer, from the stored
     example embeddings; written to ``scores.parquet`` (metrics clarity, polysemanticity, max_similarity; the

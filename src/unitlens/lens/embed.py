@@ -18,6 +18,7 @@ from unitlens.errors import AtlasIncomplete
 from unitlens.lens.crops import CropContext, crop_examples
 from unitlens.lens.defaults import (
     ACTIVATION_THRESHOLD,
+    CROP,
     CROP_BATCH_SIZE,
     DEFAULT_LENS_BACKEND,
     EMBED_BATCH_SIZE,
@@ -72,7 +73,7 @@ def _layer_lens(ex: ConceptExamples, vectors: torch.Tensor, constant: torch.Tens
                      constant=constant)
 
 
-def embed_atlas(atlas, backend=DEFAULT_LENS_BACKEND, m: int = M, crop: str = "none", layers=None, model=None,
+def embed_atlas(atlas, backend=DEFAULT_LENS_BACKEND, m: int = M, crop: str = CROP, layers=None, model=None,
                 device=None, batch_size: int = EMBED_BATCH_SIZE, crop_batch_size: int = CROP_BATCH_SIZE,
                 threshold: float = ACTIVATION_THRESHOLD, null_samples: int = NULL_SAMPLES, force: bool = False,
                 progress: bool = True) -> EmbedResult:

@@ -11,13 +11,14 @@ from unitlens.atlas import Atlas
 from unitlens.atlas.files import safe_name
 from unitlens.errors import BadInput, LensError
 from unitlens.lens.analysis import backend_for, make_probe, stored_labels
+from unitlens.lens.defaults import CARD_EXEMPLARS, CARDS, PROJECTION
 from unitlens.lens.store import LensStore
 from unitlens.report import lens_plots
 
 
 def plot_lens(atlas, out, layer: str | None = None, backend: str | None = None, color: str = "label",
-              text: str | None = None, images=None, projection: str = "umap", n_cards: int = 8,
-              units: list[int] | None = None, n_exemplars: int = 8) -> list[Path]:
+              text: str | None = None, images=None, projection: str = PROJECTION, n_cards: int = CARDS,
+              units: list[int] | None = None, n_exemplars: int = CARD_EXEMPLARS) -> list[Path]:
     """Write ``lens_map_<layer>.png`` and ``card_<layer>_<unit>.png`` files into ``out``; returns their paths.
 
     Colour: ``label`` uses the stored result of ``label`` (uniform if there is none); a ``text`` or ``images``

@@ -10,6 +10,7 @@ import json
 import platform
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,7 +55,7 @@ from unitlens.record.reduce import reduce_output
 from unitlens.record.state import MAX_SAMPLES, LayerState
 from unitlens.runtime import ForwardHooks, Progress, first_tensor, pick_device, prepare_model
 from unitlens.zoo.factory import LoadedModel
-from unitlens.zoo.units import LayerInfo, channel_dim_of, enumerate_units
+from unitlens.zoo.units import LAYER_TYPES, LayerInfo, channel_dim_of, enumerate_units
 
 
 @dataclass
@@ -157,7 +158,7 @@ def record(
     model: LoadedModel,
     data: ImageDataset | str,
     out: str | Path,
-    layers: list[LayerInfo] | None = None,
+    layers: list[LayerInfo] | list[str] | None = None,
     k: int = K,
     spatial: str = SPATIAL_DEFAULT,
     tokens: str = TOKENS_DEFAULT,
@@ -169,9 +170,15 @@ def record(
     channels_last: bool = True,
     force: bool = False,
     progress: bool = True,
+    types: Sequence[str] = LAYER_TYPES,
+    exclude: Sequence[str] | None = None,
+    keep_first_last: bool = False,
 ) -> RecordResult:
-    """Record top-k/bottom-k exemplars and statistics for every unit of ``layers`` (default: all analysable
-    layers but the first and last) over ``data``, and write the atlas to ``out``.
+    """Record top-k/bottom-k exemplars and statistics for every unit of ``layers`` over ``data``, and write the
+    atlas to ``out``.
+
+    ``layers``: ``LayerInfo`` s (from ``enumerate_units``), or layer names / globs; None: every analysable layer
+    of ``types`` but ``exclude`` and (unless ``keep_first_last``) the model's first and last layer.
 
     ``channels_last`` (default on) runs conv nets in NHWC, about 1.45x faster for EfficientNet-Lite0 on CPU.
     ``merge_every`` trades memory (units x merge_every floats) for speed of the top-k merge; no setting of
@@ -184,7 +191,9 @@ def record(
     data = load_dataset(data, model.transform) if isinstance(data, str) else data.with_transform(model.transform)
     if len(data) >= MAX_SAMPLES:
         raise BadInput(f"at most {MAX_SAMPLES - 1} samples per atlas")
-    layers = layers if layers is not None else enumerate_units(model.model)
+    if layers is None or all(isinstance(item, str) for item in layers):
+        layers = enumerate_units(model.model, types=types, include=layers, exclude=exclude,
+                                 skip_first_last=not keep_first_last)
     out = Path(out)
     config = _config(model, data, layers, k, spatial, tokens)
     manifest_path = out / MANIFEST
