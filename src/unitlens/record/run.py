@@ -192,10 +192,13 @@ def record(
     if len(data) >= MAX_SAMPLES:
         raise BadInput(f"at most {MAX_SAMPLES - 1} samples per atlas")
     if layers is None or all(isinstance(item, str) for item in layers):
-        layers = enumerate_units(model.model, types=types, include=layers, exclude=exclude,
-                                 skip_first_last=not keep_first_last)
+        names = [str(item) for item in layers] if layers is not None else None
+        infos = enumerate_units(model.model, types=types, include=names, exclude=exclude,
+                                skip_first_last=not keep_first_last)
+    else:
+        infos = [item for item in layers if isinstance(item, LayerInfo)]
     out = Path(out)
-    config = _config(model, data, layers, k, spatial, tokens)
+    config = _config(model, data, infos, k, spatial, tokens)
     manifest_path = out / MANIFEST
     if manifest_path.is_file() and read_json(manifest_path).get("status") == "complete" and not force:
         _prepare_out(out, config, force=False)  # raises if the finished atlas is of another configuration
@@ -203,7 +206,7 @@ def record(
         return RecordResult(atlas, atlas.manifest["n_images"], atlas.manifest["n_skipped"], 0.0,
                             already_complete=True)
     with writing(out, "record"):
-        return _run(model, data, out, layers, config, k, spatial, tokens, batch_size, device, num_workers,
+        return _run(model, data, out, infos, config, k, spatial, tokens, batch_size, device, num_workers,
                     checkpoint_every, merge_every, channels_last, force, progress)
 
 
