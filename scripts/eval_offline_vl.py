@@ -35,8 +35,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import offline_vl_data as data  # noqa: E402
 import offline_vl_metrics as metrics  # noqa: E402
-from unitlens.backends.hub import random_init  # noqa: E402
 from unitlens.backends.offline_vl_backend import WEIGHTS_DIR, OfflineVLBackend, ProjectionHead  # noqa: E402
+from unitlens.runtime import seeded  # noqa: E402
 
 CHANCE_NOTE = "chance of a uniform guess: top 1/22 = 4.5 %"
 
@@ -110,7 +110,7 @@ def _table(frame: pd.DataFrame, title: str) -> None:
 
 def _random_projection(manifest: dict, seed: int, x: torch.Tensor) -> torch.Tensor:
     """A seeded random head of the shipped shape (seed 0 = the ``offline-vl+random`` backend's)."""
-    with random_init(seed):
+    with seeded(seed):
         head = ProjectionHead(**manifest["projection"]["config"])
     with torch.no_grad():
         return F.normalize(head(x), dim=-1)

@@ -107,12 +107,12 @@ def test_missing_or_damaged_projection_is_a_clear_error(tmp_path):
 
 
 def test_random_variant_is_seeded_and_differs(vl, demo_batch):
-    from unitlens.backends.hub import random_init
     from unitlens.backends.offline_vl_backend import ProjectionHead
+    from unitlens.runtime import seeded
 
     rnd = load_backend("offline-vl+random", device="cpu")
     assert rnd.name == "offline-vl+random" and rnd.head.config == DEFAULT_HEAD == vl.head.config
-    with random_init():  # the seeded default init of the same shape, built here by hand
+    with seeded():  # the seeded default init of the same shape, built here by hand
         expected = ProjectionHead(**DEFAULT_HEAD).state_dict()
     assert all(torch.equal(v, expected[k]) for k, v in rnd.head.state_dict().items())
     assert (rnd.encode_images(demo_batch) - vl.encode_images(demo_batch)).abs().max() > 0.1

@@ -66,6 +66,25 @@ def test_enumerate_units_types_depths_and_selection():
     assert all(i.type != "BatchNorm" for i in no_bn)
 
 
+def test_depth_and_width_do_not_depend_on_the_selection():
+    model = load_model("efficientnet_lite0", pretrained=False).model
+    full = {i.name: i for i in enumerate_units(model)}
+    pair = enumerate_units(model, include=["blocks.5.0.conv_pwl", "blocks.6.0.conv_pwl"])
+    convs = {i.name: i for i in enumerate_units(model, types=["Conv"])}
+    for info in pair:
+        same = full[info.name]
+        assert (info.depth, info.rel_depth, info.rel_width) == (same.depth, same.rel_depth, same.rel_width)
+        assert convs[info.name].rel_depth == same.rel_depth
+    # the independent expectation: index among the MIS-convention layers, width over the model's widest conv
+    names = list(full)
+    last = pair[-1]
+    assert last.depth == names.index("blocks.6.0.conv_pwl") and last.rel_depth == last.depth / (len(names) - 1)
+    widest = max(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d))
+    assert last.rel_width == 320 / widest and (last.rel_depth, last.rel_width) == (0.96875, 0.25)
+    kept = {i.name: i for i in enumerate_units(model, skip_first_last=False)}
+    assert kept["conv_stem"].rel_depth < 0 < 1 < kept["classifier"].rel_depth  # the kept ends sit outside [0, 1]
+
+
 def test_named_module_of_other_type_and_unknown_names():
     model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), nn.Conv2d(4, 6, 1), nn.Flatten(), nn.LazyLinear(2))
     infos = enumerate_units(model, include=["1"], skip_first_last=False)

@@ -73,6 +73,17 @@ def prepare_model(model: "nn.Module", device: "torch.device", channels_last: boo
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
+@contextlib.contextmanager
+def seeded(seed: int = 0) -> Iterator[None]:
+    """Within the block torch's default generator is seeded with ``seed`` (random-weight models built there are
+    the same on every run); the caller's RNG state is restored afterwards."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def worker_threads() -> int:
     """Threads for decoding and preprocessing images beside the main work (1 to 4, by the cores there are)."""
     return max(1, min(4, os.cpu_count() or 1))

@@ -191,7 +191,7 @@ class Atlas:
             if weights == "pretrained":
                 loaded = load_model(name)
             elif weights == "random":
-                loaded = load_model(name, pretrained=False)
+                loaded = load_model(name, pretrained=False, seed=cfg.get("seed") or 0)
             else:
                 loaded = load_model(name, checkpoint=weights)
         except Exception as err:  # unknown names (hand-built test models), missing weights, missing checkpoints

@@ -23,11 +23,11 @@ from unitlens.backends.base import Backend, register_backend
 from unitlens.backends.hub import (
     display_name,
     offline,
-    random_init,
     torch_home,
     unavailable,
 )
 from unitlens.errors import BackendUnavailable, BadInput
+from unitlens.runtime import seeded
 
 # Files ``dreamsim.model.download_weights`` checks for before it downloads (it keeps this list private).
 REQUIRED = {
@@ -125,7 +125,7 @@ class DreamSimBackend(Backend):
                 raise unavailable(self.name, f"{cache} (missing {', '.join(missing) or 'nothing'})", how, err) from err
         else:
             # The LoRA adapters DreamSim adds start as exact identities (lora_B = 0), so random weights need none.
-            with random_init(), mock.patch("dreamsim.feature_extraction.extractor.ViTExtractor.create_model",
+            with seeded(), mock.patch("dreamsim.feature_extraction.extractor.ViTExtractor.create_model",
                                            staticmethod(_random_vit)):
                 model = PerceptualModel(**cfg, device=str(self.device), normalize_embeds=True)
         self.model = model.eval().requires_grad_(False).to(self.device)

@@ -18,10 +18,10 @@ from unitlens.backends.hub import (
     hf_hub_cache,
     hub_mode,
     hub_offline,
-    random_init,
     unavailable,
 )
 from unitlens.errors import BadInput
+from unitlens.runtime import seeded
 
 
 def _features(out) -> torch.Tensor:
@@ -57,7 +57,7 @@ class HFBackend(Backend):
             except OSError as err:  # missing files (hub, cache or folder) surface as OSError
                 raise unavailable(self.name, where, how, err, hub=True) from err
             if not pretrained:
-                with random_init():
+                with seeded():
                     model = AutoModel.from_config(config)
             self.has_text = hasattr(model, "get_text_features")
             self.tokenizer: Any = None

@@ -13,8 +13,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
-import torch
-
 from unitlens.errors import BackendUnavailable
 
 OFFLINE_ENV = ("UNITLENS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
@@ -87,14 +85,6 @@ def hub_mode() -> Iterator[None]:
         yield
     finally:
         constants.HF_HUB_OFFLINE = old
-
-
-@contextmanager
-def random_init(seed: int = 0) -> Iterator[None]:
-    """Build random-weight architectures reproducibly without touching the caller's RNG state."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
 
 
 def display_name(name: str, pretrained: bool) -> str:

@@ -22,11 +22,11 @@ from unitlens.backends.base import PairwiseBackend, register_backend
 from unitlens.backends.hub import (
     display_name,
     offline,
-    random_init,
     torch_checkpoints,
     unavailable,
 )
 from unitlens.errors import BadInput
+from unitlens.runtime import seeded
 
 NETS = ("alex", "vgg", "squeeze")
 
@@ -69,7 +69,7 @@ class LpipsBackend(PairwiseBackend):
             except Exception as err:  # URL errors from torchvision's download
                 raise unavailable(self.name, file, how, err) from err
         else:
-            with random_init(), _quiet():
+            with seeded(), _quiet():
                 model = lpips.LPIPS(net=net, pretrained=False, pnet_rand=True, verbose=False)
         self.model = model.eval().requires_grad_(False).to(self.device)
         self.normalize_tensor = lpips.normalize_tensor

@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 from unitlens.backends.base import Backend, register_backend
-from unitlens.backends.hub import display_name, random_init
+from unitlens.backends.hub import display_name
 from unitlens.errors import BackendUnavailable, BadInput
-from unitlens.runtime import prepare_model
+from unitlens.runtime import prepare_model, seeded
 
 DEFAULT_OFFLINE_MODEL = "efficientnet_lite2"
 
@@ -27,7 +27,7 @@ class OfflineBackend(Backend):
         if model not in OFFLINE_MODELS:
             raise BadInput(f"unknown offline model '{model}'; choose one of {', '.join(OFFLINE_MODELS)}")
         try:
-            with random_init():
+            with seeded():
                 loaded = load_model(model, pretrained=pretrained)
         except WeightsUnavailable as err:
             raise BackendUnavailable(f"backend 'offline:{model}': {err}") from err

@@ -24,8 +24,9 @@ from PIL import Image
 from torch import nn
 
 from unitlens.backends.base import Backend, register_backend
-from unitlens.backends.hub import display_name, random_init, unavailable
+from unitlens.backends.hub import display_name, unavailable
 from unitlens.errors import BadInput
+from unitlens.runtime import seeded
 
 NAME = "offline-vl"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "offline_vl"
@@ -130,7 +131,7 @@ class OfflineVLBackend(Backend):
             head, self.manifest = load_projection(weights_dir or WEIGHTS_DIR)
             self.weights_id = self.manifest["projection"]["sha256"][:16]
         else:
-            with random_init():
+            with seeded():
                 head = ProjectionHead(**DEFAULT_HEAD)  # type: ignore[arg-type]
             self.manifest = {"projection": {"config": dict(DEFAULT_HEAD), "random": True}}
         self.features = _image_features(str(self.device))

@@ -14,10 +14,10 @@ from unitlens.backends.hub import (
     display_name,
     hf_hub_cache,
     hub_mode,
-    random_init,
     unavailable,
 )
 from unitlens.errors import BadInput
+from unitlens.runtime import seeded
 
 DEFAULT_OPENCLIP = "MobileCLIP-S2/datacompdr"
 
@@ -65,7 +65,7 @@ class OpenClipBackend(Backend):
                 ) from err
             if not checkpoint:
                 raise unavailable(self.name, where, f"open_clip has no download source for tag '{tag}'.")
-        with random_init():
+        with seeded():
             model, _, preprocess = open_clip.create_model_and_transforms(
                 arch,
                 pretrained=checkpoint,  # a resolved file path, or None for random weights

@@ -15,12 +15,11 @@ from unitlens.backends.hub import (
     display_name,
     hf_hub_cache,
     hub_mode,
-    random_init,
     torch_checkpoints,
     unavailable,
 )
 from unitlens.errors import BadInput
-from unitlens.runtime import prepare_model
+from unitlens.runtime import prepare_model, seeded
 
 
 class TimmBackend(Backend):
@@ -52,7 +51,7 @@ class TimmBackend(Backend):
                     hub=bool(hf_id),
                 ) from err
         else:
-            with random_init():
+            with seeded():
                 model = timm.create_model(model_name, pretrained=False, num_classes=0)
         self.model: Any = prepare_model(model, self.device)  # channels-last: faster convs on CPU
         self.data_config = timm.data.resolve_model_data_config(model)

@@ -8,6 +8,7 @@ import typer
 
 from unitlens.cli.common import failing_cleanly, print_frame, say, split_list
 from unitlens.record.defaults import BATCH_SIZE, SPATIAL_DEFAULT, TOKENS_DEFAULT, K
+from unitlens.zoo.defaults import RANDOM_SEED
 
 
 def layers(
@@ -44,6 +45,7 @@ def record(
     workers: Optional[int] = typer.Option(None, help="Data-loading worker processes."),
     checkpoint: Optional[Path] = typer.Option(None, help="Local state dict to load into the architecture."),
     random: bool = typer.Option(False, "--random", help="Random init instead of pretrained weights."),
+    seed: int = typer.Option(RANDOM_SEED, help="Seed of the --random weights (stored in the atlas)."),
     force: bool = typer.Option(False, help="Re-record even if the atlas is complete."),
 ) -> None:
     """Record the top-k and bottom-k exemplars and statistics of every unit into an atlas."""
@@ -55,7 +57,7 @@ def record(
     from unitlens.zoo.units import LAYER_TYPES
 
     with failing_cleanly():
-        loaded = load_model(model, pretrained=not random, checkpoint=checkpoint)
+        loaded = load_model(model, pretrained=not random, checkpoint=checkpoint, seed=seed)
         dataset = load_dataset(data, loaded.transform)
         result = run_record(loaded, dataset, out, split_list(layers), k=k, spatial=spatial, tokens=tokens,
                             batch_size=batch_size, device=device, num_workers=workers, force=force,

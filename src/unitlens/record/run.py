@@ -87,7 +87,7 @@ def _versions() -> dict:
 def _config(loaded: LoadedModel, data: ImageDataset, layers: list[LayerInfo], k: int, spatial: str,
             tokens: str) -> dict:
     """Everything that determines the atlas's content; a resume must match it exactly."""
-    return {"model": loaded.name, "weights": loaded.weights, "weights_hash": loaded.weights_hash(),
+    return {"model": loaded.name, "weights": loaded.weights, "seed": loaded.seed, "weights_hash": loaded.weights_hash(),
             "dataset": data.spec, "dataset_fingerprint": data.fingerprint(), "n_samples": len(data),
             "layers": [info.name for info in layers], "k": k, "spatial": spatial, "tokens": tokens}
 

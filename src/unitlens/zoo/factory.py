@@ -15,7 +15,9 @@ import torch
 from torch import nn
 
 from unitlens.errors import BadInput, WeightsUnavailable
+from unitlens.runtime import seeded
 from unitlens.zoo.checkpoint import load_strict, read_state_dict
+from unitlens.zoo.defaults import RANDOM_SEED
 
 Transform = Callable[[object], torch.Tensor]
 
@@ -30,6 +32,7 @@ class LoadedModel:
     weights: str  # where the weights came from: "pretrained", "random", or a checkpoint path
     input_size: tuple[int, int, int] = (3, 224, 224)
     extra: dict = field(default_factory=dict)
+    seed: int | None = None  # the seed random weights were drawn with (None: not random)
 
     def weights_hash(self) -> str:
         """SHA-256 over all parameters and buffers, so an atlas knows exactly which weights made it."""
@@ -155,10 +158,12 @@ def _load_saved_module(path: Path) -> tuple[nn.Module, Transform, tuple[int, int
     return model, transform, size
 
 
-def load_model(name: str, pretrained: bool = True, checkpoint: str | Path | None = None) -> LoadedModel:
+def load_model(name: str, pretrained: bool = True, checkpoint: str | Path | None = None,
+               seed: int = RANDOM_SEED) -> LoadedModel:
     """Load ``name`` in eval mode with its preprocessing.
 
-    ``pretrained=False`` gives random init; ``checkpoint`` loads a local state dict into the architecture
+    ``pretrained=False`` gives random init, drawn with ``seed`` (the same weights on every run, so a random-init
+    atlas can be resumed, cropped and explained); ``checkpoint`` loads a local state dict into the architecture
     and fails on the first tensor that does not match.
     """
     if Path(name).suffix in {".pt", ".pth", ".ts", ".jit"} and Path(name).is_file():
@@ -173,9 +178,11 @@ def load_model(name: str, pretrained: bool = True, checkpoint: str | Path | None
                 f"unknown model source '{prefix}' in '{name}'; use efficientnet_lite0|1|2, "
                 f"{', '.join(p + ':<name>' for p in _LOADERS if p != 'offline')}, or a saved module file"
             )
-        model, transform, size = _LOADERS[prefix](rest, pretrained and checkpoint is None)
+        with seeded(seed):  # random parameters (random init, or heads a checkpoint does not cover) are reproducible
+            model, transform, size = _LOADERS[prefix](rest, pretrained and checkpoint is None)
         weights = "pretrained" if pretrained else "random"
         if checkpoint is not None:
             load_strict(model, read_state_dict(checkpoint), str(checkpoint))
             weights = str(checkpoint)
-    return LoadedModel(name=name, model=model.eval(), transform=transform, weights=weights, input_size=size)
+    return LoadedModel(name=name, model=model.eval(), transform=transform, weights=weights, input_size=size,
+                       seed=seed if weights == "random" else None)

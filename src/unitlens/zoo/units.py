@@ -1,7 +1,12 @@
 """``enumerate_units(model)``: the analysable layers of a model, with type, depth and width.
 
-A unit is one channel of a layer's output. Layers are taken in module-registration order; depth and width
-are also given relative to the analysed layers (depth in [0, 1]; width over layers of the same type).
+A unit is one channel of a layer's output. Layers are taken in module-registration order. Depth and width are
+properties of the layer in the whole model, whatever is selected: ``depth`` is the layer's index among the
+model's analysable layers under the MIS convention (every Conv, Linear, BatchNorm, LayerNorm and GroupNorm but
+the first and the last), ``rel_depth`` = depth / (n − 1) in [0, 1]; a kept first or last layer sits just outside
+(−1/(n−1) and n/(n−1)), a user-named module of another type halfway between its neighbours. ``rel_width`` is the
+width over the widest analysable layer of the same type in the model. So the same layer has the same depth and
+width in every atlas of the model, and cross-atlas tables compare like with like.
 """
 from __future__ import annotations
 
@@ -112,22 +117,61 @@ def enumerate_units(
         chosen = [c for c in chosen if not any(fnmatch.fnmatchcase(c[0], p) for p in patterns)]
     if not chosen:
         raise BadInput("no layer selected: check the types, include and exclude options")
+    place = _model_places(modules)
     widths = {name: _width(m) if kind != "Other" else None for name, m, kind in chosen}
-    widest: dict[str, int] = {}
-    for name, _, kind in chosen:
-        width = widths[name]
-        if width is not None:
-            widest[kind] = max(widest.get(kind, 0), width)
-    n = len(chosen)
     return [
         LayerInfo(
             name=name,
             type=kind,
-            depth=i,
-            rel_depth=i / (n - 1) if n > 1 else 0.0,
+            depth=place.depth(name),
+            rel_depth=place.rel_depth(name),
             width=widths[name],
-            rel_width=widths[name] / widest[kind] if widths[name] else None,  # type: ignore[operator]
+            rel_width=widths[name] / place.widest[kind] if widths[name] and kind in place.widest else None,
             channel_dim=_channel_dim(m, kind) if kind != "Other" else 0,
         )
-        for i, (name, m, kind) in enumerate(chosen)
+        for name, m, kind in chosen
     ]
+
+
+@dataclass
+class _Places:
+    """Depth and width references of one model: the MIS-convention layer list and the widest layer per type."""
+
+    order: dict[str, int]  # module name -> registration index
+    reference: list[str]  # the analysable layers but the first and last, in order
+    widest: dict[str, int]
+
+    def __post_init__(self) -> None:
+        self.index = {name: i for i, name in enumerate(self.reference)}
+
+    def _before(self, name: str) -> int:
+        """How many reference layers are registered before module ``name``."""
+        at = self.order[name]
+        return sum(1 for r in self.reference if self.order[r] < at)
+
+    def depth(self, name: str) -> int:
+        if name in self.index:
+            return self.index[name]
+        before = self._before(name)
+        return -1 if before == 0 else before
+
+    def rel_depth(self, name: str) -> float:
+        n = len(self.reference)
+        if n < 2:
+            return 0.0
+        if name in self.index:
+            return self.index[name] / (n - 1)
+        before = self._before(name)
+        position = -1.0 if before == 0 else (float(n) if before == n else before - 0.5)
+        return position / (n - 1)
+
+
+def _model_places(modules: dict[str, nn.Module]) -> _Places:
+    every = [(n, m, kind) for n, m in modules.items() if n and (kind := layer_type(m)) is not None]
+    reference = [n for n, _, _ in (every[1:-1] if len(every) > 2 else every)]
+    widest: dict[str, int] = {}
+    for _, m, kind in every:
+        width = _width(m)
+        if width is not None:
+            widest[kind] = max(widest.get(kind, 0), width)
+    return _Places({n: i for i, n in enumerate(modules)}, reference, widest)

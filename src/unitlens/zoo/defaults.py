@@ -1,0 +1,2 @@
+"""Defaults of model loading (the CLI takes its option defaults from here)."""
+RANDOM_SEED = 0  # random-init weights are drawn with this seed, so they are the same on every run
