@@ -11,7 +11,7 @@ from unitlens.data import load_dataset
 from unitlens.errors import AtlasError
 from unitlens.record import LayerState, record
 from unitlens.record.reduce import reduce_output
-from unitlens.record.state import decode, encode
+from unitlens.record.state import decode, encode, rank_ids, tie_rank
 from unitlens.zoo import enumerate_units
 
 from conftest import to_int_tensor
@@ -31,10 +31,20 @@ def brute_force(model, data, layer_names):
     return {n: torch.cat(v).double().numpy() for n, v in acts.items()}
 
 
-def expected_order(values: np.ndarray, k: int, largest: bool) -> np.ndarray:
-    """Sample ids sorted by value (descending if largest), ties by lower id, first k: per unit (C, k)."""
+def fmix32_rank(i: int, seed: int = 0) -> int:
+    """murmur3's 32-bit finaliser of (id + seed * golden ratio), in plain Python integers (the tie-break rank)."""
+    x = (i + seed * 0x9E3779B9) & 0xFFFFFFFF
+    x ^= x >> 16
+    x = (x * 0x85EBCA6B) & 0xFFFFFFFF
+    x ^= x >> 13
+    x = (x * 0xC2B2AE35) & 0xFFFFFFFF
+    return x ^ (x >> 16)
+
+
+def expected_order(values: np.ndarray, k: int, largest: bool, seed: int = 0) -> np.ndarray:
+    """Sample ids sorted by value (descending if largest), ties by the seeded rank, first k: per unit (C, k)."""
     ids = np.arange(values.shape[0])
-    return np.stack([np.array(sorted(ids, key=lambda i: (-v[i] if largest else v[i], i))[:k])
+    return np.stack([np.array(sorted(ids, key=lambda i: (-v[i] if largest else v[i], fmix32_rank(int(i), seed)))[:k])
                      for v in values.T])
 
 
@@ -79,8 +89,8 @@ def test_record_matches_brute_force(exact_model, random_images, tmp_path):
     assert ex.top_ids[0, 0] == reddest and ex.bottom_ids[1, 0] == reddest
 
 
-def test_ties_go_to_the_lower_sample_id(exact_model, random_images, tmp_path):
-    """The fixture holds two triples of identical images: wherever they tie, lower ids come first."""
+def test_ties_follow_the_seeded_rank(exact_model, random_images, tmp_path):
+    """The fixture holds two triples of identical images: wherever they tie, the lower tie rank comes first."""
     result = record(exact_model, str(random_images), tmp_path / "a", k=60, batch_size=16, progress=False,
                     num_workers=0, layers=enumerate_units(exact_model.model, skip_first_last=False))
     data = result.atlas.dataset()
@@ -92,7 +102,7 @@ def test_ties_go_to_the_lower_sample_id(exact_model, random_images, tmp_path):
     ex = result.atlas.exemplars("conv")
     for row in ex.top_ids.tolist() + ex.bottom_ids.tolist():
         for group in groups:
-            assert [i for i in row if i in group] == group
+            assert [i for i in row if i in group] == sorted(group, key=fmix32_rank)
 
 
 @pytest.mark.parametrize("batch_size,merge_every", [(1, 1), (5, 7), (64, 512), (3, 16)])
@@ -137,6 +147,48 @@ def test_interrupted_run_resumes_to_the_same_atlas(exact_model, random_images, t
     assert interrupt.seen == 38 + (60 - 36)  # nothing before the checkpoint was read again
     assert_same_atlas(full.atlas, again.atlas)
     assert not (tmp_path / "resumed" / "record_state.safetensors").exists()
+
+
+def test_ctrl_c_in_the_middle_of_a_forward_or_a_commit_resumes_exactly(exact_model, random_images, tmp_path,
+                                                                       monkeypatch):
+    """Ctrl-C lands after the early layers ran (the batch must not count) or while the batch is being folded into
+    the layers' states (the fold must finish first): both resume to the uninterrupted atlas, n unchanged."""
+    import signal
+
+    layers = enumerate_units(exact_model.model, skip_first_last=False)
+    kw = dict(k=9, batch_size=4, checkpoint_every=8, merge_every=12, progress=False, num_workers=0)
+    full = record(exact_model, str(random_images), tmp_path / "full", layers, **kw)
+    calls = {"conv": 0}
+
+    def ctrl_c_in_forward(_module, _inputs, _output):
+        calls["conv"] += 1
+        if calls["conv"] == 6:  # the stem has run for this batch; the conv layer is interrupted
+            raise KeyboardInterrupt
+
+    handle = exact_model.model.conv.register_forward_hook(ctrl_c_in_forward)
+    with pytest.raises(KeyboardInterrupt):
+        record(exact_model, str(random_images), tmp_path / "a", layers, **kw)
+    handle.remove()
+    again = record(exact_model, str(random_images), tmp_path / "a", layers, **kw)
+    assert again.resumed_from == 20
+    assert_same_atlas(full.atlas, again.atlas)
+    assert again.atlas.units()["n"].eq(60).all()
+    # a real SIGINT while the batch is being folded into the second layer's state
+    original, folds = LayerState.update, {"n": 0}
+
+    def update_then_sigint(self, acts, ids):
+        original(self, acts, ids)
+        folds["n"] += 1
+        if folds["n"] == 3 * 7 + 1:  # batch 8, after the first of its three layers
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(LayerState, "update", update_then_sigint)
+    with pytest.raises(KeyboardInterrupt):
+        record(exact_model, str(random_images), tmp_path / "b", layers, **kw)
+    monkeypatch.setattr(LayerState, "update", original)
+    again = record(exact_model, str(random_images), tmp_path / "b", layers, **kw)
+    assert again.resumed_from == 32  # the folded batch 8 (samples 28-31) counts: saved after it, not inside it
+    assert_same_atlas(full.atlas, again.atlas)
 
 
 def test_finished_atlas_is_a_noop_unless_forced(exact_model, random_images, tmp_path):
@@ -205,8 +257,55 @@ def test_keys_decode_to_values_and_ids_in_total_order():
     decoded_values, decoded_ids = decode(keys)
     assert torch.equal(decoded_ids, ids) and torch.equal(decoded_values, values + 0.0)
     order = keys.argsort(descending=True).tolist()
-    expected = sorted(range(10), key=lambda i: (-values[i].item(), ids[i].item()))
+    expected = sorted(range(10), key=lambda i: (-values[i].item(), fmix32_rank(ids[i].item())))
     assert order == expected
+    for seed in (0, 3):  # the tie rank is a bijection with an exact inverse, for any seed
+        many = torch.cat([torch.arange(5000), torch.tensor([2**31 - 1, 123456789])])
+        ranks = tie_rank(many, seed)
+        assert ranks.unique().numel() == many.numel() and torch.equal(rank_ids(ranks, seed), many)
+        assert ranks.tolist()[:50] == [fmix32_rank(i, seed) for i in range(50)]
+        assert torch.equal(decode(encode(values, ids, seed), seed)[1], ids)
+
+
+def test_ties_are_a_seeded_random_draw_not_the_lowest_ids(tmp_path):
+    """A dead unit (all exactly 0) keeps k of its 400 tied samples: with id order they would be 0..k-1, the first
+    folder; the seeded rank spreads them over the whole dataset, the same for every batch size, and the count of
+    tied exemplars is recorded."""
+    from unitlens.zoo.factory import LoadedModel
+
+    from conftest import write_images
+
+    class Dead(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 2, 1)
+            with torch.no_grad():
+                self.conv.weight.zero_()
+                self.conv.bias.zero_()
+                self.conv.weight[1, 0] = 1.0  # unit 1 = red: distinct values
+
+        def forward(self, x):
+            return self.conv(x)
+
+    rng = np.random.default_rng(1)
+    write_images(tmp_path / "img", [rng.integers(0, 256, (4, 4, 3), dtype=np.uint8) for _ in range(400)])
+    model = LoadedModel(name="dead", model=Dead().eval(), transform=to_int_tensor, weights="hand-built",
+                        input_size=(3, 4, 4))
+    layers = enumerate_units(model.model, include=["conv"], skip_first_last=False)
+    a = record(model, str(tmp_path / "img"), tmp_path / "a", layers, k=20, batch_size=7, progress=False, num_workers=0)
+    b = record(model, str(tmp_path / "img"), tmp_path / "b", layers, k=20, batch_size=64, merge_every=33,
+               progress=False, num_workers=0)
+    ex = a.atlas.exemplars("conv")
+    want = sorted(range(400), key=lambda i: fmix32_rank(i))[:20]
+    assert ex.bottom_ids[0].tolist() == want and ex.top_ids[0].tolist() == want
+    assert max(want) > 200 and torch.equal(ex.bottom_ids, b.atlas.exemplars("conv").bottom_ids)
+    units = a.atlas.units().set_index("unit")
+    assert units.loc[0, "bottom_tied"] == 20 and units.loc[0, "top_tied"] == 20
+    assert units.loc[1, "top_tied"] == 0 or units.loc[1, "top_tied"] > 1  # only real ties are counted
+    other = record(model, str(tmp_path / "img"), tmp_path / "c", layers, k=20, tie_seed=5, progress=False,
+                   num_workers=0)
+    assert other.atlas.exemplars("conv").bottom_ids[0].tolist() == sorted(range(400),
+                                                                          key=lambda i: fmix32_rank(i, 5))[:20]
 
 
 def test_token_and_spatial_reductions():

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from PIL import Image
 from torch import nn
 
 from unitlens.data import load_dataset
@@ -155,3 +156,25 @@ def test_resolve_class_by_index_name_and_synonym():
         resolve_class(loaded, 1000)
     with pytest.raises(ValueError, match="no class named"):
         resolve_class(loaded, "unicorn")
+
+
+def test_random_init_is_seeded_so_random_atlases_can_be_resumed_and_reloaded(tmp_path):
+    a, b = load_model("timm:resnet18", pretrained=False), load_model("timm:resnet18", pretrained=False)
+    assert a.weights_hash() == b.weights_hash() and a.seed == 0
+    assert load_model("timm:resnet18", pretrained=False, seed=1).weights_hash() != a.weights_hash()
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    load_model("timm:resnet18", pretrained=False)
+    assert torch.equal(torch.rand(1), before)  # the caller's random stream is left alone
+    from unitlens.atlas import Atlas
+    from unitlens.record import record
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(3):
+        Image.new("RGB", (40, 40), (80 * i, 20, 200 - 60 * i)).save(images / f"{i}.png")
+    out = record(load_model("timm:resnet18", pretrained=False, seed=7), str(images), tmp_path / "atlas",
+                 ["layer4.1.conv2"], k=2, progress=False, num_workers=0)
+    assert out.atlas.manifest["config"]["seed"] == 7
+    assert Atlas(tmp_path / "atlas").load_model().weights_hash() == out.atlas.manifest["config"]["weights_hash"]

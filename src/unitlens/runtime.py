@@ -84,6 +84,27 @@ def seeded(seed: int = 0) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Within the block a Ctrl-C (SIGINT) waits: it is raised as ``KeyboardInterrupt`` when the block ends, so
+    a group of updates (a batch folded into every layer's state, and the position that says so) happens whole or
+    not at all. Outside the main thread, where signal handlers cannot be set, the block runs as it is."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[object] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
 def worker_threads() -> int:
     """Threads for decoding and preprocessing images beside the main work (1 to 4, by the cores there are)."""
     return max(1, min(4, os.cpu_count() or 1))

@@ -8,3 +8,4 @@ TOKENS_DEFAULT = "mean"
 CHECKPOINT_EVERY = 2048  # images between two saved states of a run
 MERGE_EVERY = 512  # samples buffered before a top-k merge
 CONSTANT_EPS = 1e-8  # a unit is constant when max - min < this over the dataset
+TIE_SEED = 0  # seeds the permutation that orders samples of equal activation

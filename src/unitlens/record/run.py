@@ -47,13 +47,14 @@ from unitlens.record.defaults import (
     MERGE_EVERY,
     SPATIAL,
     SPATIAL_DEFAULT,
+    TIE_SEED,
     TOKENS,
     TOKENS_DEFAULT,
     K,
 )
 from unitlens.record.reduce import reduce_output
 from unitlens.record.state import MAX_SAMPLES, LayerState
-from unitlens.runtime import ForwardHooks, Progress, first_tensor, pick_device, prepare_model
+from unitlens.runtime import ForwardHooks, Progress, first_tensor, pick_device, prepare_model, uninterrupted
 from unitlens.zoo.factory import LoadedModel
 from unitlens.zoo.units import LAYER_TYPES, LayerInfo, channel_dim_of, enumerate_units
 
@@ -85,35 +86,53 @@ def _versions() -> dict:
 
 
 def _config(loaded: LoadedModel, data: ImageDataset, layers: list[LayerInfo], k: int, spatial: str,
-            tokens: str) -> dict:
+            tokens: str, tie_seed: int) -> dict:
     """Everything that determines the atlas's content; a resume must match it exactly."""
     return {"model": loaded.name, "weights": loaded.weights, "seed": loaded.seed, "weights_hash": loaded.weights_hash(),
             "dataset": data.spec, "dataset_fingerprint": data.fingerprint(), "n_samples": len(data),
-            "layers": [info.name for info in layers], "k": k, "spatial": spatial, "tokens": tokens}
+            "layers": [info.name for info in layers], "k": k, "spatial": spatial, "tokens": tokens,
+            "tie_seed": tie_seed}
 
 
 class Recorder:
-    """Forward hooks that fold each selected layer's reduced output into its ``LayerState``.
+    """Forward hooks that reduce each selected layer's output; ``commit()`` folds a whole batch into every layer's
+    ``LayerState`` once the forward has finished.
 
-    Set ``ids`` to the batch's sample ids before each forward; ``states`` holds the running state per layer.
+    Set ``ids`` to the batch's sample ids before each forward; ``states`` holds the running state per layer. A
+    forward that stops half-way (Ctrl-C, an error in a later layer) folds nothing, so a saved state always sits
+    at a batch boundary and a resumed run reads every batch exactly once.
     """
 
     def __init__(self, model: nn.Module, layers: list[LayerInfo], k: int, spatial: str, tokens: str, device,
-                 merge_every: int = MERGE_EVERY):
+                 merge_every: int = MERGE_EVERY, tie_seed: int = TIE_SEED):
         self.k, self.spatial, self.tokens, self.device = k, spatial, tokens, device
-        self.merge_every = merge_every
+        self.merge_every, self.tie_seed = merge_every, tie_seed
         self.infos = {info.name: info for info in layers}
         self.states: dict[str, LayerState] = {}
         self.ids = torch.empty(0, dtype=torch.int64)  # the sample ids of the batch being run
-        self.hooks = ForwardHooks(model, self.infos, self._fold)
+        self.staged: dict[str, torch.Tensor] = {}  # this batch's reduced activations, until commit()
+        self.hooks = ForwardHooks(model, self.infos, self._stage)
 
-    def _fold(self, name: str, output) -> None:
+    def _stage(self, name: str, output) -> None:
         out = first_tensor(output)
-        acts = reduce_output(out, channel_dim_of(out, self.infos[name].channel_dim), self.spatial, self.tokens)
-        state = self.states.get(name)
-        if state is None:
-            state = self.states[name] = LayerState(acts.shape[1], self.k, self.device, self.merge_every)
-        state.update(acts, self.ids)
+        self.staged[name] = reduce_output(out, channel_dim_of(out, self.infos[name].channel_dim), self.spatial,
+                                          self.tokens)
+
+    def run(self, net: nn.Module, images: torch.Tensor, ids: torch.Tensor) -> None:
+        """One forward over a batch; its activations are staged, not yet folded."""
+        self.staged.clear()
+        self.ids = ids
+        net(images)
+
+    def commit(self) -> None:
+        """Fold the staged batch into every layer's state (call inside ``runtime.uninterrupted``)."""
+        for name, acts in self.staged.items():
+            state = self.states.get(name)
+            if state is None:
+                state = self.states[name] = LayerState(acts.shape[1], self.k, self.device, self.merge_every,
+                                                       self.tie_seed)
+            state.update(acts, self.ids)
+        self.staged.clear()
 
     def close(self) -> None:
         self.hooks.remove()
@@ -173,6 +192,7 @@ def record(
     types: Sequence[str] = LAYER_TYPES,
     exclude: Sequence[str] | None = None,
     keep_first_last: bool = False,
+    tie_seed: int = TIE_SEED,
 ) -> RecordResult:
     """Record top-k/bottom-k exemplars and statistics for every unit of ``layers`` over ``data``, and write the
     atlas to ``out``.
@@ -180,6 +200,7 @@ def record(
     ``layers``: ``LayerInfo`` s (from ``enumerate_units``), or layer names / globs; None: every analysable layer
     of ``types`` but ``exclude`` and (unless ``keep_first_last``) the model's first and last layer.
 
+    ``tie_seed`` seeds the order of samples with equal activations (stored in the config).
     ``channels_last`` (default on) runs conv nets in NHWC, about 1.45x faster for EfficientNet-Lite0 on CPU.
     ``merge_every`` trades memory (units x merge_every floats) for speed of the top-k merge; no setting of
     it, ``batch_size`` or ``checkpoint_every`` changes the result.
@@ -198,7 +219,7 @@ def record(
     else:
         infos = [item for item in layers if isinstance(item, LayerInfo)]
     out = Path(out)
-    config = _config(model, data, infos, k, spatial, tokens)
+    config = _config(model, data, infos, k, spatial, tokens, tie_seed)
     manifest_path = out / MANIFEST
     if manifest_path.is_file() and read_json(manifest_path).get("status") == "complete" and not force:
         _prepare_out(out, config, force=False)  # raises if the finished atlas is of another configuration
@@ -218,13 +239,13 @@ def _run(model: LoadedModel, data: ImageDataset, out: Path, layers: list[LayerIn
     resume = _prepare_out(out, config, force)
     device = pick_device(device)
     net = prepare_model(model.model, device, channels_last)
-    recorder = Recorder(net, layers, k, spatial, tokens, device, merge_every)
+    recorder = Recorder(net, layers, k, spatial, tokens, device, merge_every, config["tie_seed"])
     start, skipped, elapsed_before = 0, [], 0.0
     if resume is not None:
         saved = read_tensors(out / RECORD_STATE)
         for info in layers:
             recorder.states[info.name] = LayerState.from_state_dict(
-                {f: saved[f"{info.name}/{f}"] for f in LayerState.FIELDS}, k, device, merge_every)
+                {f: saved[f"{info.name}/{f}"] for f in LayerState.FIELDS}, k, device, merge_every, config["tie_seed"])
         start, skipped = int(resume["position"]), json.loads(resume["skipped"])
         elapsed_before = float(resume["elapsed_s"])
     manifest = {"status": "recording", "config": config, "versions": _versions(),
@@ -246,17 +267,18 @@ def _run(model: LoadedModel, data: ImageDataset, out: Path, layers: list[LayerIn
     try:
         with torch.inference_mode():
             for images, ids, failed in loader:
-                for i in failed:
-                    warnings.warn(f"skipping unreadable image {data.path(i)}", stacklevel=2)
-                    skipped.append(i)
                 if images is not None:
                     images = images.to(device, non_blocking=True)
                     if channels_last and images.ndim == 4:
                         images = images.contiguous(memory_format=torch.channels_last)
-                    recorder.ids = ids.to(device)
-                    net(images)
+                    recorder.run(net, images, ids.to(device))
                 n = len(ids) + len(failed)
-                position += n
+                with uninterrupted():  # the batch is folded into every layer and counted, or not at all
+                    recorder.commit()
+                    skipped.extend(failed)
+                    position += n
+                for i in failed:
+                    warnings.warn(f"skipping unreadable image {data.path(i)}", stacklevel=2)
                 since_checkpoint += n
                 bar.advance(n)
                 if since_checkpoint >= checkpoint_every and position < len(data):
@@ -277,6 +299,15 @@ def _run(model: LoadedModel, data: ImageDataset, out: Path, layers: list[LayerIn
                         skipped=[str(data.path(i)) for i in skipped])
 
 
+def tied_at_boundary(values: torch.Tensor) -> torch.Tensor:
+    """Per unit, how many of its (C, k) exemplars share the value of its last (k-th) one, or 0 when only that one
+    has it: the exemplars the seeded tie-break chose among equal samples (all k for a dead ReLU unit)."""
+    if values.shape[1] == 0:
+        return torch.zeros(values.shape[0], dtype=torch.int64)
+    count = (values == values[:, -1:]).sum(1)
+    return torch.where(count > 1, count, 0)
+
+
 def _write_atlas(out: Path, manifest: dict, layers: list[LayerInfo], states: dict[str, LayerState],
                  data: ImageDataset, skipped: list[int], seconds: float) -> None:
     rows, infos = [], []
@@ -295,6 +326,8 @@ def _write_atlas(out: Path, manifest: dict, layers: list[LayerInfo], states: dic
             "n": stats["n"].numpy(), "min": stats["min"].numpy(), "max": stats["max"].numpy(),
             "mean": stats["mean"].numpy(), "std": stats["std"].numpy(), "nonfinite": stats["nonfinite"].numpy(),
             "constant": ((stats["max"] - stats["min"]) < CONSTANT_EPS).numpy(),
+            "top_tied": tied_at_boundary(exemplars["top_vals"]).numpy(),
+            "bottom_tied": tied_at_boundary(exemplars["bottom_vals"]).numpy(),
         }))
     units = pd.concat(rows, ignore_index=True)
     write_parquet(out / UNITS, units)

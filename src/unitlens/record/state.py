@@ -1,9 +1,12 @@
 """``LayerState``: streaming top-k / bottom-k exemplars and running statistics of one layer's units.
 
-Memory is O(units · (k + merge_every)). The order is total: by value, ties broken by lower sample id, so
-the result does not depend on how the stream is cut into batches, merges or checkpoints. Each exemplar is
-one int64 key that packs a monotone integer image of the float32 value (high 32 bits) with the inverted
-sample id (low 32 bits): selecting is one unsorted ``topk`` over keys, and value and id decode from the key.
+Memory is O(units · (k + merge_every)). The order is total: by value, ties broken by a seeded pseudo-random
+permutation of the sample ids (``tie_rank``), so the result does not depend on how the stream is cut into
+batches, merges or checkpoints, and tied exemplars (dead ReLU units: hundreds of exact zeros) are a seeded random
+draw from the tied samples instead of the lowest ids, which follow the dataset's folder order. Each exemplar is one
+int64 key that packs a monotone integer image of the float32 value (high 32 bits) with the inverted tie rank of
+the sample (low 32 bits): selecting is one unsorted ``topk`` over keys, and value and id decode from the key
+(the permutation is a bijection of 32-bit integers with a closed-form inverse).
 Reduced activations are buffered and merged every ``merge_every`` samples, so the merge costs about
 (k + merge_every) / merge_every key operations per unit and image instead of (k + B) / B per batch.
 Mean and std come from float64 sums of values shifted by the first sample's activations (robust to a large
@@ -19,6 +22,37 @@ _LOW = 0xFFFFFFFF
 _MAGNITUDE = 0x7FFFFFFF
 _EMPTY = -(1 << 63)  # below every real key
 MAX_SAMPLES = 1 << 31  # ids are stored as int32
+# murmur3's 32-bit finaliser: xor-shifts and odd multipliers, each step invertible modulo 2**32
+_M1, _M2 = 0x85EBCA6B, 0xC2B2AE35
+_M1_INV, _M2_INV = pow(_M1, -1, 1 << 32), pow(_M2, -1, 1 << 32)
+_GOLDEN = 0x9E3779B9  # seed offsets spread over the 32-bit range
+
+
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """(x · c) mod 2**32 for int64 x in [0, 2**32), without overflowing int64 (c split into 16-bit halves)."""
+    return (x * (c & 0xFFFF) + (((x * (c >> 16)) & 0xFFFF) << 16)) & _LOW
+
+
+def tie_rank(ids: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """The seeded pseudo-random rank (a 32-bit integer) that breaks ties between equal activations of samples
+    ``ids``: a bijection of [0, 2**32), so distinct ids never share a rank."""
+    x = (ids.to(torch.int64) + (seed * _GOLDEN)) & _LOW
+    x = x ^ (x >> 16)
+    x = _mul32(x, _M1)
+    x = x ^ (x >> 13)
+    x = _mul32(x, _M2)
+    return x ^ (x >> 16)
+
+
+def rank_ids(ranks: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """Inverse of ``tie_rank``: the sample ids of 32-bit ranks."""
+    x = ranks.to(torch.int64) & _LOW
+    x = x ^ (x >> 16)
+    x = _mul32(x, _M2_INV)
+    x = x ^ (x >> 13) ^ (x >> 26)
+    x = _mul32(x, _M1_INV)
+    x = x ^ (x >> 16)
+    return (x - (seed * _GOLDEN)) & _LOW
 
 
 def _flip(bits: torch.Tensor) -> torch.Tensor:
@@ -26,25 +60,31 @@ def _flip(bits: torch.Tensor) -> torch.Tensor:
     return bits ^ ((bits >> 31) & _MAGNITUDE)
 
 
-def encode(values: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """int64 keys ordered like (value, -id): larger value first, then lower id. No NaN allowed."""
+def encode(values: torch.Tensor, ids: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """int64 keys ordered like (value, -tie_rank(id)): larger value first, then lower tie rank. No NaN allowed."""
     bits = _flip((values.float() + 0.0).view(torch.int32))  # + 0.0 turns -0.0 into +0.0
-    return (bits.to(torch.int64) << 32) | (_LOW - ids)
+    return (bits.to(torch.int64) << 32) | (_LOW - tie_rank(ids, seed))
 
 
-def decode(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def key_values(keys: torch.Tensor) -> torch.Tensor:
+    """The float32 activations of ``keys`` (no ids: the cheap half of ``decode``)."""
+    return _flip((keys >> 32).to(torch.int32)).view(torch.float32)
+
+
+def decode(keys: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Inverse of ``encode``: (values float32, ids int64)."""
-    values = _flip((keys >> 32).to(torch.int32)).view(torch.float32)
-    return values, _LOW - (keys & _LOW)
+    return key_values(keys), rank_ids(_LOW - (keys & _LOW), seed)
 
 
 class LayerState:
-    """Running record of one layer. ``update`` takes (B, C) activations and their (B,) sample ids."""
+    """Running record of one layer. ``update`` takes (B, C) activations and their (B,) sample ids;
+    ``tie_seed`` seeds the permutation that orders samples of equal activation."""
 
     FIELDS = ("top_keys", "bottom_keys", "shift", "sum", "sumsq", "min", "max", "nonfinite", "count")
 
-    def __init__(self, width: int, k: int, device: torch.device | str = "cpu", merge_every: int = 512):
-        self.k, self.merge_every = k, merge_every
+    def __init__(self, width: int, k: int, device: torch.device | str = "cpu", merge_every: int = 512,
+                 tie_seed: int = 0):
+        self.k, self.merge_every, self.tie_seed = k, merge_every, tie_seed
         f32, i64, f64 = torch.float32, torch.int64, torch.float64
         self.top_keys = torch.empty(width, 0, dtype=i64, device=device)
         self.bottom_keys = torch.empty(width, 0, dtype=i64, device=device)
@@ -110,9 +150,9 @@ class LayerState:
         width = self.width
         if keys.shape[1] < self.k:
             filled = acts.masked_fill(torch.isnan(acts), float("-inf")).T
-            cand = torch.cat([keys, encode(filled, ids.expand(width, -1))], dim=1)
+            cand = torch.cat([keys, encode(filled, ids.expand(width, -1), self.tie_seed)], dim=1)
             return cand.topk(min(self.k, cand.shape[1]), dim=1, sorted=False).values
-        threshold = decode(keys.amin(dim=1))[0]
+        threshold = key_values(keys.amin(dim=1))
         # transposing the boolean mask makes nonzero list survivors grouped by unit; NaN never passes
         units, rows = (acts >= threshold).T.contiguous().nonzero(as_tuple=True)
         if rows.numel() == 0:
@@ -120,14 +160,14 @@ class LayerState:
         counts = torch.bincount(units, minlength=width)
         slot = torch.arange(units.numel(), device=units.device) - (counts.cumsum(0) - counts)[units]
         new = torch.full((width, int(counts.max())), _EMPTY, dtype=torch.int64, device=keys.device)
-        new[units, slot] = encode(acts[rows, units], ids[rows])
+        new[units, slot] = encode(acts[rows, units], ids[rows], self.tie_seed)
         return torch.cat([keys, new], dim=1).topk(self.k, dim=1, sorted=False).values
 
     def exemplars(self) -> dict[str, torch.Tensor]:
         """top_vals/top_ids in descending order, bottom_vals/bottom_ids ascending; each (C, k)."""
         self.flush()
-        top_vals, top_ids = decode(self.top_keys.sort(dim=1, descending=True).values)
-        neg_bottom, bottom_ids = decode(self.bottom_keys.sort(dim=1, descending=True).values)
+        top_vals, top_ids = decode(self.top_keys.sort(dim=1, descending=True).values, self.tie_seed)
+        neg_bottom, bottom_ids = decode(self.bottom_keys.sort(dim=1, descending=True).values, self.tie_seed)
         return {"top_ids": top_ids, "top_vals": top_vals, "bottom_ids": bottom_ids, "bottom_vals": -neg_bottom + 0.0}
 
     def stats(self) -> dict[str, torch.Tensor]:
@@ -144,8 +184,8 @@ class LayerState:
 
     @classmethod
     def from_state_dict(cls, state: dict[str, torch.Tensor], k: int, device="cpu",
-                        merge_every: int = 512) -> "LayerState":
-        self = cls(state["min"].shape[0], k, device, merge_every)
+                        merge_every: int = 512, tie_seed: int = 0) -> "LayerState":
+        self = cls(state["min"].shape[0], k, device, merge_every, tie_seed)
         for f in cls.FIELDS:
             setattr(self, f, state[f].to(device))
         return self
