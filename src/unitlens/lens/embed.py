@@ -86,64 +86,65 @@ def embed_atlas(atlas, backend=DEFAULT_LENS_BACKEND, m: int = M, crop: str = CRO
     """
     t0 = time.perf_counter()
     atlas = Atlas.open(atlas)
-    if not atlas.complete:
-        raise AtlasIncomplete(f"the record run of {atlas.path} has not finished; it has no exemplars to embed yet")
-    names = [info.name for info in atlas.select_layers(layers)]
-    backend = as_backend(backend, device)
-    t_load = time.perf_counter()
-    store = LensStore(atlas, backend.name, dim=backend.dim, create=True)
-    if store.weights_id != backend.weights_id:
-        store.reset(backend.weights_id)  # embedded with other weights under this name: none of it is valid now
-    done = store.meta.get("layers", {})
-    todo, skipped = [], []
-    for name in names:
-        old = done.get(name)
-        if not force and old and old.get("m") == m and old.get("crop") == crop and \
-                old.get("threshold", threshold) == threshold:
-            skipped.append(name)
-        else:
-            todo.append(name)
-    result = EmbedResult(store, todo, skipped)
-    result.seconds["backend"] = t_load - t0
-    if store.null_image() is None or force:
-        t = time.perf_counter()
-        vec, ids = dataset_null(atlas, backend, n=null_samples, progress=progress)
-        store.path.mkdir(parents=True, exist_ok=True)
-        store.write_null_image(vec, ids)
-        result.seconds["null"] = time.perf_counter() - t
-    if not todo:
-        result.seconds["total"] = time.perf_counter() - t0
+    with atlas.writing("lens embed"):
+        if not atlas.complete:
+            raise AtlasIncomplete(f"the record run of {atlas.path} has not finished; it has no exemplars to embed yet")
+        names = [info.name for info in atlas.select_layers(layers)]
+        backend = as_backend(backend, device)
+        t_load = time.perf_counter()
+        store = LensStore(atlas, backend.name, dim=backend.dim, create=True)
+        if store.weights_id != backend.weights_id:
+            store.reset(backend.weights_id)  # embedded with other weights under this name: none of it is valid now
+        done = store.meta.get("layers", {})
+        todo, skipped = [], []
+        for name in names:
+            old = done.get(name)
+            if not force and old and old.get("m") == m and old.get("crop") == crop and \
+                    old.get("threshold", threshold) == threshold:
+                skipped.append(name)
+            else:
+                todo.append(name)
+        result = EmbedResult(store, todo, skipped)
+        result.seconds["backend"] = t_load - t0
+        if store.null_image() is None or force:
+            t = time.perf_counter()
+            vec, ids = dataset_null(atlas, backend, n=null_samples, progress=progress)
+            store.path.mkdir(parents=True, exist_ok=True)
+            store.write_null_image(vec, ids)
+            result.seconds["null"] = time.perf_counter() - t
+        if not todo:
+            result.seconds["total"] = time.perf_counter() - t0
+            return result
+        t_ex = time.perf_counter()
+        examples = {name: select_examples(atlas, name, m) for name in todo}
+        t1 = time.perf_counter()
+        context = CropContext(atlas, model=model, device=device, batch_size=crop_batch_size, threshold=threshold,
+                              progress=progress)
+        examples = crop_examples(context, examples, crop)
+        result.notes.extend(context.notes)
+        t2 = time.perf_counter()
+        cache = EmbeddingCache(atlas, backend)
+        flat_ids: list[int] = []
+        flat_crops: list = []
+        spans: dict[str, tuple[int, int]] = {}
+        for name in todo:
+            layer_ids, layer_crops = examples[name].keys()
+            spans[name] = (len(flat_ids), len(flat_ids) + len(layer_ids))
+            flat_ids += layer_ids
+            flat_crops += layer_crops
+        result.n_examples = len(set(zip(flat_ids, flat_crops)))
+        hits0, misses0 = cache.hits, cache.misses
+        vectors = cache.get(flat_ids, flat_crops, batch_size=batch_size, progress=progress)
+        result.cache_hits, result.cache_misses = cache.hits - hits0, cache.misses - misses0
+        t3 = time.perf_counter()
+        for name in todo:
+            ex = examples[name]
+            a, b = spans[name]
+            data = _layer_lens(ex, vectors[a:b], _unit_constant(atlas, name, ex.ids.shape[0]))
+            store.write_layer(data, {"units": int(ex.ids.shape[0]), "m": int(ex.m), "m_requested": m, "crop": crop,
+                                     "threshold": threshold, "n_distinct_examples": int(data.example_vectors.shape[0]),
+                                     "n_cropped": int(ex.has_box.sum())})
+        t4 = time.perf_counter()
+        result.seconds.update({"examples": t1 - t_ex, "crop": t2 - t1, "embed": t3 - t2, "write": t4 - t3,
+                               "total": t4 - t0})
         return result
-    t_ex = time.perf_counter()
-    examples = {name: select_examples(atlas, name, m) for name in todo}
-    t1 = time.perf_counter()
-    context = CropContext(atlas, model=model, device=device, batch_size=crop_batch_size, threshold=threshold,
-                          progress=progress)
-    examples = crop_examples(context, examples, crop)
-    result.notes.extend(context.notes)
-    t2 = time.perf_counter()
-    cache = EmbeddingCache(atlas, backend)
-    flat_ids: list[int] = []
-    flat_crops: list = []
-    spans: dict[str, tuple[int, int]] = {}
-    for name in todo:
-        layer_ids, layer_crops = examples[name].keys()
-        spans[name] = (len(flat_ids), len(flat_ids) + len(layer_ids))
-        flat_ids += layer_ids
-        flat_crops += layer_crops
-    result.n_examples = len(set(zip(flat_ids, flat_crops)))
-    hits0, misses0 = cache.hits, cache.misses
-    vectors = cache.get(flat_ids, flat_crops, batch_size=batch_size, progress=progress)
-    result.cache_hits, result.cache_misses = cache.hits - hits0, cache.misses - misses0
-    t3 = time.perf_counter()
-    for name in todo:
-        ex = examples[name]
-        a, b = spans[name]
-        data = _layer_lens(ex, vectors[a:b], _unit_constant(atlas, name, ex.ids.shape[0]))
-        store.write_layer(data, {"units": int(ex.ids.shape[0]), "m": int(ex.m), "m_requested": m, "crop": crop,
-                                 "threshold": threshold, "n_distinct_examples": int(data.example_vectors.shape[0]),
-                                 "n_cropped": int(ex.has_box.sum())})
-    t4 = time.perf_counter()
-    result.seconds.update({"examples": t1 - t_ex, "crop": t2 - t1, "embed": t3 - t2, "write": t4 - t3,
-                           "total": t4 - t0})
-    return result

@@ -60,28 +60,29 @@ def compute_relevance(atlas, cls, layers=None, data=None, samples: str = SAMPLE_
     from the atlas manifest, weights checked)."""
     t0 = time.perf_counter()
     session = open_session(atlas, layers=layers, data=data, device=device, model=model)
-    index, name, description = class_label(session.loaded, cls)
-    predictions = top_predictions(session, progress=progress)
-    ids = select_samples(predictions, index, samples)
-    if not ids:
-        raise RelevanceError(
-            f"no sample of {session.data_spec} has class {index} ({name}) among its {samples} predictions; explain "
-            "it on every sample with --samples all (Python: samples='all') or give images of the class with --data")
-    stats: dict[str, ShareStats] = {}
+    with session.atlas.writing("relevance"):
+        index, name, description = class_label(session.loaded, cls)
+        predictions = top_predictions(session, progress=progress)
+        ids = select_samples(predictions, index, samples)
+        if not ids:
+            raise RelevanceError(
+                f"no sample of {session.data_spec} has class {index} ({name}) among its {samples} predictions; explain "
+                "it on every sample with --samples all (Python: samples='all') or give images of the class with --data")
+        stats: dict[str, ShareStats] = {}
 
-    def on_batch(chunk, _targets, _logits, rel):
-        for layer, r in rel.items():
-            if layer not in stats:
-                stats[layer] = ShareStats(r.shape[1], top_n)
-            stats[layer].add(r, chunk)
+        def on_batch(chunk, _targets, _logits, rel):
+            for layer, r in rel.items():
+                if layer not in stats:
+                    stats[layer] = ShareStats(r.shape[1], top_n)
+                stats[layer].add(r, chunk)
 
-    explain_batches(session, ids, [index] * len(ids), batch_size, progress, on_batch, label=f"relevance {name}")
-    frame = pd.concat([stats[layer].frame(layer) for layer in session.layers], ignore_index=True)
-    frame.insert(2, "class_index", index)
-    frame.insert(3, "class_name", name)
-    frame = frame[CLASS_COLUMNS]
-    meta = {**session.describe(), "class_index": index, "class_name": name, "description": description,
-            "samples": samples, "n_samples": len(ids), "top_n": top_n, "layers": list(session.layers),
-            "conservation": conservation_summary(session), "seconds": time.perf_counter() - t0}
-    write_result(session.atlas, f"class_{index}", frame, meta)
-    return frame
+        explain_batches(session, ids, [index] * len(ids), batch_size, progress, on_batch, label=f"relevance {name}")
+        frame = pd.concat([stats[layer].frame(layer) for layer in session.layers], ignore_index=True)
+        frame.insert(2, "class_index", index)
+        frame.insert(3, "class_name", name)
+        frame = frame[CLASS_COLUMNS]
+        meta = {**session.describe(), "class_index": index, "class_name": name, "description": description,
+                "samples": samples, "n_samples": len(ids), "top_n": top_n, "layers": list(session.layers),
+                "conservation": conservation_summary(session), "seconds": time.perf_counter() - t0}
+        write_result(session.atlas, f"class_{index}", frame, meta)
+        return frame

@@ -85,70 +85,71 @@ def attribution_graph(atlas, cls, layers, backend=None, labels: pd.DataFrame | N
 
     t0 = time.perf_counter()
     atlas = Atlas.open(atlas)
-    names = [p.strip() for p in layers.split(",")] if isinstance(layers, str) else list(layers)
-    if len(names) != 2 or names[0] == names[1]:
-        raise BadInput(f"give two different layers (lower,upper), got {layers!r}")
-    depth = {info.name: info.depth for info in atlas.select_layers(names)}
-    lower, upper = sorted(names, key=lambda n: depth[n])
-    rel = load_relevance(atlas, cls)
-    index, name = int(rel["class_index"].iloc[0]), str(rel["class_name"].iloc[0])
-    missing = [n for n in (lower, upper) if n not in set(rel["layer"])]
-    if missing:
-        raise RelevanceNotComputed(
-            f"the stored relevance of class {index} ({name}) has no layer {', '.join(missing)}; run "
-            f"unitlens relevance {atlas.path} --class {index} --layers {lower},{upper}")
-    given = labels is not None
-    labels = labels if given else _labels(atlas, backend, [lower, upper])
-    up_groups = _groups(rel, labels, upper, min_relevance)
-    low_groups = _groups(rel, labels, lower, min_relevance)
-    if not up_groups or not low_groups:
-        raise RelevanceError(f"no unit of {upper if not up_groups else lower} has a relevance share of at least "
-            f"{min_relevance:g} for class {name}; lower --min-relevance")
-    meta = load_meta(atlas, f"class_{index}")
-    data = None if meta.get("dataset_fingerprint") == atlas.manifest["dataset"]["fingerprint"] else meta.get("data")
-    session = open_session(atlas, layers=[lower, upper], data=data, device=device, model=model)
-    ids = select_samples(top_predictions(session, progress=progress), index, meta.get("samples", "top5"))
-    attribution = Attribution(session.loaded.model, device=session.device)
-    group_units = list(up_groups.values())
-    edge_sum = torch.zeros(len(up_groups), len(low_groups), dtype=torch.float64)
-    low_units = int(rel[rel["layer"] == lower]["unit"].max()) + 1
-    members = torch.zeros(low_units, len(low_groups), dtype=torch.float64)
-    for g, units in enumerate(low_groups.values()):
-        members[units, g] = 1.0
-    cdim = session.layers[lower]
-    per_batch = max(1, batch_size // len(group_units))
-    n = 0
-    with Progress(f"attribution graph {name}", len(ids), progress, unit="img") as bar:
-        for chunk, x, _ in load_batches(session.dataset, ids, session.loaded.transform, per_batch, session.device):
-            target = torch.full((len(chunk),), index, device=session.device)
-            _, total = class_relevance(attribution, session.composite, x, target, {lower: cdim})
-            denom = total[lower].abs().sum(1).clamp_min(torch.finfo(torch.float64).tiny).cpu()  # (B,)
-            cond = group_relevance(attribution, session.composite, x, index, upper, group_units, {lower: cdim})
-            flow = cond[lower].cpu() @ members  # (B, G_up, G_low)
-            edge_sum += (flow / denom[:, None, None]).sum(0)
-            n += len(chunk)
-            bar.advance(len(chunk))
-    edges = edge_sum / max(n, 1)
-    nodes = []
-    for layer, groups in ((lower, low_groups), (upper, up_groups)):
-        means = rel[rel["layer"] == layer].set_index("unit")["rel_mean"]
-        for label, units in groups.items():
-            nodes.append({"id": f"{layer}:{label}", "layer": layer, "label": label, "units": units,
-                          "relevance": float(means.loc[units].sum())})
-    node_frame = pd.DataFrame(nodes)
-    up_ids = [f"{upper}:{label}" for label in up_groups]
-    low_ids = [f"{lower}:{label}" for label in low_groups]
-    edge_frame = pd.DataFrame([{"source": up_ids[i], "target": low_ids[j], "weight": float(edges[i, j])}
-                               for i in range(len(up_ids)) for j in range(len(low_ids))])
-    result = GraphResult(node_frame, edge_frame, {
-        "class_index": index, "class_name": name, "lower": lower, "upper": upper, "n_samples": n,
-        "samples": meta.get("samples", "top5"), "min_relevance": min_relevance, "unlabelled": UNLABELLED,
-        "labels": "given" if given else f"lens labels ({backend or 'stored'})",
-        "seconds": time.perf_counter() - t0})
-    stem = f"graph_{index}_{lower}__{upper}"
-    json_path = Path(out) if out is not None else folder(atlas) / f"{stem}.json"
-    write_graph(result, json_path)
-    return result
+    with atlas.writing("graph"):
+        names = [p.strip() for p in layers.split(",")] if isinstance(layers, str) else list(layers)
+        if len(names) != 2 or names[0] == names[1]:
+            raise BadInput(f"give two different layers (lower,upper), got {layers!r}")
+        depth = {info.name: info.depth for info in atlas.select_layers(names)}
+        lower, upper = sorted(names, key=lambda n: depth[n])
+        rel = load_relevance(atlas, cls)
+        index, name = int(rel["class_index"].iloc[0]), str(rel["class_name"].iloc[0])
+        missing = [n for n in (lower, upper) if n not in set(rel["layer"])]
+        if missing:
+            raise RelevanceNotComputed(
+                f"the stored relevance of class {index} ({name}) has no layer {', '.join(missing)}; run "
+                f"unitlens relevance {atlas.path} --class {index} --layers {lower},{upper}")
+        given = labels is not None
+        labels = labels if given else _labels(atlas, backend, [lower, upper])
+        up_groups = _groups(rel, labels, upper, min_relevance)
+        low_groups = _groups(rel, labels, lower, min_relevance)
+        if not up_groups or not low_groups:
+            raise RelevanceError(f"no unit of {upper if not up_groups else lower} has a relevance share of at least "
+                f"{min_relevance:g} for class {name}; lower --min-relevance")
+        meta = load_meta(atlas, f"class_{index}")
+        data = None if meta.get("dataset_fingerprint") == atlas.manifest["dataset"]["fingerprint"] else meta.get("data")
+        session = open_session(atlas, layers=[lower, upper], data=data, device=device, model=model)
+        ids = select_samples(top_predictions(session, progress=progress), index, meta.get("samples", "top5"))
+        attribution = Attribution(session.loaded.model, device=session.device)
+        group_units = list(up_groups.values())
+        edge_sum = torch.zeros(len(up_groups), len(low_groups), dtype=torch.float64)
+        low_units = int(rel[rel["layer"] == lower]["unit"].max()) + 1
+        members = torch.zeros(low_units, len(low_groups), dtype=torch.float64)
+        for g, units in enumerate(low_groups.values()):
+            members[units, g] = 1.0
+        cdim = session.layers[lower]
+        per_batch = max(1, batch_size // len(group_units))
+        n = 0
+        with Progress(f"attribution graph {name}", len(ids), progress, unit="img") as bar:
+            for chunk, x, _ in load_batches(session.dataset, ids, session.loaded.transform, per_batch, session.device):
+                target = torch.full((len(chunk),), index, device=session.device)
+                _, total = class_relevance(attribution, session.composite, x, target, {lower: cdim})
+                denom = total[lower].abs().sum(1).clamp_min(torch.finfo(torch.float64).tiny).cpu()  # (B,)
+                cond = group_relevance(attribution, session.composite, x, index, upper, group_units, {lower: cdim})
+                flow = cond[lower].cpu() @ members  # (B, G_up, G_low)
+                edge_sum += (flow / denom[:, None, None]).sum(0)
+                n += len(chunk)
+                bar.advance(len(chunk))
+        edges = edge_sum / max(n, 1)
+        nodes = []
+        for layer, groups in ((lower, low_groups), (upper, up_groups)):
+            means = rel[rel["layer"] == layer].set_index("unit")["rel_mean"]
+            for label, units in groups.items():
+                nodes.append({"id": f"{layer}:{label}", "layer": layer, "label": label, "units": units,
+                              "relevance": float(means.loc[units].sum())})
+        node_frame = pd.DataFrame(nodes)
+        up_ids = [f"{upper}:{label}" for label in up_groups]
+        low_ids = [f"{lower}:{label}" for label in low_groups]
+        edge_frame = pd.DataFrame([{"source": up_ids[i], "target": low_ids[j], "weight": float(edges[i, j])}
+                                   for i in range(len(up_ids)) for j in range(len(low_ids))])
+        result = GraphResult(node_frame, edge_frame, {
+            "class_index": index, "class_name": name, "lower": lower, "upper": upper, "n_samples": n,
+            "samples": meta.get("samples", "top5"), "min_relevance": min_relevance, "unlabelled": UNLABELLED,
+            "labels": "given" if given else f"lens labels ({backend or 'stored'})",
+            "seconds": time.perf_counter() - t0})
+        stem = f"graph_{index}_{lower}__{upper}"
+        json_path = Path(out) if out is not None else folder(atlas) / f"{stem}.json"
+        write_graph(result, json_path)
+        return result
 
 
 def write_graph(result: GraphResult, json_path: Path) -> None:

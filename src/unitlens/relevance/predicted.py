@@ -36,25 +36,26 @@ def compute_predicted_relevance(atlas, layers=None, data=None, batch_size: int =
     rel_raw_mean, n_samples) and returned."""
     t0 = time.perf_counter()
     session = open_session(atlas, layers=layers, data=data, device=device, model=model)
-    predictions = top_predictions(session, progress=progress)
-    if predictions.empty:
-        raise RelevanceError(f"no readable sample in {session.data_spec}")
-    ids = predictions["id"].astype(int).tolist()
-    targets = [int(top5[0]) for top5 in predictions["top5"]]
-    stats: dict[str, ClassShareStats] = {}
+    with session.atlas.writing("relevance --predicted"):
+        predictions = top_predictions(session, progress=progress)
+        if predictions.empty:
+            raise RelevanceError(f"no readable sample in {session.data_spec}")
+        ids = predictions["id"].astype(int).tolist()
+        targets = [int(top5[0]) for top5 in predictions["top5"]]
+        stats: dict[str, ClassShareStats] = {}
 
-    def on_batch(chunk, batch_targets, _logits, rel):
-        for layer, r in rel.items():
-            if layer not in stats:
-                stats[layer] = ClassShareStats(r.shape[1], targets)
-            stats[layer].add(r, batch_targets.tolist())
+        def on_batch(chunk, batch_targets, _logits, rel):
+            for layer, r in rel.items():
+                if layer not in stats:
+                    stats[layer] = ClassShareStats(r.shape[1], targets)
+                stats[layer].add(r, batch_targets.tolist())
 
-    explain_batches(session, ids, targets, batch_size, progress, on_batch, label="relevance (predicted classes)")
-    frame = pd.concat([stats[layer].frame(layer, top) for layer in session.layers], ignore_index=True)
-    names = _names(session.loaded, sorted(set(targets)))
-    frame.insert(4, "class_name", frame["class_index"].map(names))
-    meta = {**session.describe(), "samples": "predicted top-1 class of every sample", "n_samples": len(ids),
-            "n_classes": len(set(targets)), "top": top, "layers": list(session.layers),
-            "conservation": conservation_summary(session), "seconds": time.perf_counter() - t0}
-    write_result(session.atlas, "predicted", frame, meta)
-    return frame
+        explain_batches(session, ids, targets, batch_size, progress, on_batch, label="relevance (predicted classes)")
+        frame = pd.concat([stats[layer].frame(layer, top) for layer in session.layers], ignore_index=True)
+        names = _names(session.loaded, sorted(set(targets)))
+        frame.insert(4, "class_name", frame["class_index"].map(names))
+        meta = {**session.describe(), "samples": "predicted top-1 class of every sample", "n_samples": len(ids),
+                "n_classes": len(set(targets)), "top": top, "layers": list(session.layers),
+                "conservation": conservation_summary(session), "seconds": time.perf_counter() - t0}
+        write_result(session.atlas, "predicted", frame, meta)
+        return frame
