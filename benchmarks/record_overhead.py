@@ -7,7 +7,7 @@ loading is excluded), with one batch size, this times
 2. ``ours``          the unitlens record computation on the same batches: forward hooks on every analysable
                      layer (``enumerate_units`` default), spatial mean, per-unit top-k *and* bottom-k
                      (k=200) with sample ids, plus running min/max/mean/std
-                     (``unitlens.record.run._Recorder`` folding each batch into ``LayerState``s);
+                     (``unitlens.record.run.Recorder`` staging each batch and folding it into ``LayerState``s);
 3. ``semanticlens``  the ``semanticlens`` package's ``ActMaxCache`` (its documented API: ``hook_context`` around
                      the forward passes, ``aggregate_conv_mean``, ``n_collect=k``) on the same layers and
                      batches, under ``torch.no_grad`` as its ``ActivationComponentVisualizer`` runs it. It keeps
@@ -50,10 +50,12 @@ import torch
 
 from unitlens.data import ImageDataset, load_dataset
 from unitlens.record import record
-from unitlens.record.reduce import channel_dim_of, reduce_output
-from unitlens.record.run import _Recorder
+from unitlens.record.reduce import reduce_output
+from unitlens.record.run import Recorder
 from unitlens.record.state import LayerState
+from unitlens.runtime import first_tensor
 from unitlens.zoo import enumerate_units, load_model
+from unitlens.zoo.units import channel_dim_of
 
 K_DEFAULT = 200
 
@@ -156,7 +158,8 @@ class Bare:
 
 
 class Ours:
-    """unitlens's record computation: ``_Recorder`` hooks fold each batch into per-layer ``LayerState``s.
+    """unitlens's record computation: ``Recorder`` hooks stage each batch, ``commit`` folds it into per-layer
+    ``LayerState``s.
 
     The hooks are attached around each of this variant's forward passes only (the states carry over), so the
     three variants can take turns batch by batch on the one model.
@@ -167,12 +170,12 @@ class Ours:
         self.states = {}
 
     def step(self, x, ids):
-        recorder = _Recorder(self.net, self.layers, self.k, "mean", "mean", self.device)
+        recorder = Recorder(self.net, self.layers, self.k, "mean", "mean", self.device)
         recorder.states = self.states
         try:
             with torch.inference_mode():
-                recorder.ids = ids
-                self.net(x)
+                recorder.run(self.net, x, ids)
+                recorder.commit()
             sync(self.device)
         finally:
             recorder.close()
@@ -240,27 +243,31 @@ class SemanticLens:
         return {name: cache[name] for cache in self.caches for name in cache.layer_names}
 
 
-class _TimedRecorder(_Recorder):
-    """``_Recorder`` whose hooks also clock their two parts: reducing the output, and ``LayerState.update``."""
+class _TimedRecorder(Recorder):
+    """``Recorder`` that also clocks its two parts per layer: reducing the output, and ``LayerState.update``."""
 
-    def _hook(self, info):
-        self.clock = getattr(self, "clock", {})
-        self.clock[info.name] = [0.0, 0.0]
+    def __init__(self, *args, **kwargs):
+        self.clock: dict[str, list[float]] = {}
+        super().__init__(*args, **kwargs)
 
-        def hook(_module, _inputs, output):
+    def _stage(self, name, output):
+        t0 = time.perf_counter()
+        out = first_tensor(output)
+        self.staged[name] = reduce_output(out, channel_dim_of(out, self.infos[name].channel_dim), self.spatial,
+                                          self.tokens)
+        sync(self.device)
+        self.clock.setdefault(name, [0.0, 0.0])[0] += time.perf_counter() - t0
+
+    def commit(self):
+        for name, acts in self.staged.items():
             t0 = time.perf_counter()
-            out = output[0] if isinstance(output, (tuple, list)) else output
-            acts = reduce_output(out, channel_dim_of(out, info.channel_dim), self.spatial, self.tokens)
-            sync(self.device)
-            t1 = time.perf_counter()
-            state = self.states.get(info.name)
+            state = self.states.get(name)
             if state is None:
-                state = self.states[info.name] = new_state(acts.shape[1], self.k, self.device, self)
+                state = self.states[name] = new_state(acts.shape[1], self.k, self.device, self)
             state.update(acts, self.ids)
             sync(self.device)
-            self.clock[info.name][0] += t1 - t0
-            self.clock[info.name][1] += time.perf_counter() - t1
-        return hook
+            self.clock[name][1] += time.perf_counter() - t0
+        self.staged.clear()
 
 
 def profile_ours(net, batches, layers, k, device, bare_s: float) -> None:
@@ -272,8 +279,8 @@ def profile_ours(net, batches, layers, k, device, bare_s: float) -> None:
     t0 = time.perf_counter()
     with torch.inference_mode():
         for x, ids in batches:
-            recorder.ids = ids
-            net(x)
+            recorder.run(net, x, ids)
+            recorder.commit()
     t1 = time.perf_counter()
     flush_states(recorder.states)
     sync(device)
@@ -292,11 +299,11 @@ def profile_ours(net, batches, layers, k, device, bare_s: float) -> None:
         f"{name} {r:.2f}/{u:.2f}/{recorder.states[name].width}" for name, (r, u) in worst))
     # per-op view: the forward's own ops vs the hooks' ops, in one pass at steady state (states kept)
     with profile(activities=[ProfilerActivity.CPU]) as prof, torch.inference_mode():
-        recorder2 = _Recorder(net, layers, k, "mean", "mean", device)
+        recorder2 = Recorder(net, layers, k, "mean", "mean", device)
         recorder2.states = recorder.states
         for x, ids in batches[:2]:
-            recorder2.ids = ids
-            net(x)
+            recorder2.run(net, x, ids)
+            recorder2.commit()
         recorder2.close()
         flush_states(recorder2.states)
     print("  top ops over 2 more batches + a flush (forward and hooks together), by self CPU time:")
