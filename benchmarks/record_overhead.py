@@ -50,12 +50,9 @@ import torch
 
 from unitlens.data import ImageDataset, load_dataset
 from unitlens.record import record
-from unitlens.record.reduce import reduce_output
 from unitlens.record.run import Recorder
 from unitlens.record.state import LayerState
-from unitlens.runtime import first_tensor
 from unitlens.zoo import enumerate_units, load_model
-from unitlens.zoo.units import channel_dim_of
 
 K_DEFAULT = 200
 
@@ -250,11 +247,9 @@ class _TimedRecorder(Recorder):
         self.clock: dict[str, list[float]] = {}
         super().__init__(*args, **kwargs)
 
-    def _stage(self, name, output):
+    def _stage(self, name, inputs, output):
         t0 = time.perf_counter()
-        out = first_tensor(output)
-        self.staged[name] = reduce_output(out, channel_dim_of(out, self.infos[name].channel_dim), self.spatial,
-                                          self.tokens)
+        super()._stage(name, inputs, output)
         sync(self.device)
         self.clock.setdefault(name, [0.0, 0.0])[0] += time.perf_counter() - t0
 

@@ -308,6 +308,48 @@ def test_ties_are_a_seeded_random_draw_not_the_lowest_ids(tmp_path):
                                                                           key=lambda i: fmix32_rank(i, 5))[:20]
 
 
+def test_expanding_affine_layers_are_reduced_from_their_input():
+    """A 1x1 expansion conv and a token MLP's first linear layer: W·mean(x) + b equals the mean of the output (to
+    float rounding); the record pass takes that path, and still reads the output where the input is larger or the
+    layer is not affine at every position (3x3 conv, 1x1 with stride)."""
+    from unitlens.record.reduce import input_affine, mean_from_input
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 48, 1)
+    x = torch.randn(5, 8, 9, 9).contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(mean_from_input(x, 1, input_affine(conv)), conv(x).mean((2, 3)), rtol=1e-5, atol=1e-6)
+    fc = torch.nn.Linear(16, 64)
+    t = torch.randn(3, 7, 16)
+    torch.testing.assert_close(mean_from_input(t, -1, input_affine(fc)), fc(t).mean(1), rtol=1e-5, atol=1e-6)
+    assert input_affine(torch.nn.Conv2d(8, 48, 3, padding=1)) is None
+    assert input_affine(torch.nn.Conv2d(8, 48, 1, stride=2)) is None
+    assert input_affine(torch.nn.Conv2d(8, 48, 1, groups=2)) is None
+
+    class Expand(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pw = conv
+            self.dw = torch.nn.Conv2d(48, 48, 3, padding=1, groups=48)
+            self.pwl = torch.nn.Conv2d(48, 8, 1)
+
+        def forward(self, z):
+            return self.pwl(self.dw(self.pw(z)))
+
+    from unitlens.record.run import Recorder
+
+    net = Expand().eval()
+    layers = enumerate_units(net, skip_first_last=False)
+    recorder = Recorder(net, layers, k=3, spatial="mean", tokens="mean", device="cpu")
+    assert set(recorder.affine) == {"pw", "pwl"}  # pwl's input is larger than its output: read directly
+    with torch.inference_mode():
+        recorder.run(net, x, torch.arange(5))
+        staged = dict(recorder.staged)
+        want = {"pw": net.pw(x).mean((2, 3)), "dw": net.dw(net.pw(x)).mean((2, 3)), "pwl": net(x).mean((2, 3))}
+    recorder.close()
+    for name, value in want.items():
+        torch.testing.assert_close(staged[name], value, rtol=1e-5, atol=1e-6)
+
+
 def test_token_and_spatial_reductions():
     x = torch.randn(2, 5, 7)  # (B, T, C)
     torch.testing.assert_close(reduce_output(x, -1), x.mean(1))

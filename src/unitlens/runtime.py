@@ -249,17 +249,24 @@ def named_modules(model: "nn.Module", names: Iterable[str]) -> dict[str, "nn.Mod
 
 
 class ForwardHooks:
-    """``fn(name, output)`` after every forward of the named modules; a non-None return replaces the output.
+    """``fn(name, output)`` after every forward of the named modules (``fn(name, inputs, output)`` with
+    ``with_inputs``); a non-None return replaces the output.
 
     Registered on creation, removed by ``remove()`` or at the end of a ``with`` block.
     """
 
-    def __init__(self, model: "nn.Module", names: Iterable[str], fn: Callable[[str, Any], Any]):
+    def __init__(self, model: "nn.Module", names: Iterable[str], fn: Callable[..., Any], with_inputs: bool = False):
         modules = named_modules(model, names)
-        self.handles = [module.register_forward_hook(self._hook(name, fn)) for name, module in modules.items()]
+        self.handles = [module.register_forward_hook(self._hook(name, fn, with_inputs))
+                        for name, module in modules.items()]
 
     @staticmethod
-    def _hook(name: str, fn: Callable[[str, Any], Any]) -> Callable:
+    def _hook(name: str, fn: Callable[..., Any], with_inputs: bool) -> Callable:
+        if with_inputs:
+            def hook_with_inputs(_module: Any, inputs: Any, output: Any) -> Any:
+                return fn(name, inputs, output)
+            return hook_with_inputs
+
         def hook(_module: Any, _inputs: Any, output: Any) -> Any:
             return fn(name, output)
         return hook

@@ -1,7 +1,15 @@
-"""Turn a layer output into one value per unit and sample: (B, C, ...) or (B, ..., C) -> (B, C)."""
+"""Turn a layer output into one value per unit and sample: (B, C, ...) or (B, ..., C) -> (B, C).
+
+``reduce_output`` reads the output. ``input_affine`` finds layers whose output means follow from their input's
+means without reading the output: a 1x1 convolution (stride 1, no padding, one group) or a linear layer on
+tokens is affine at every position, so the mean over positions of W·x + b is W·(the mean of x) + b. For an
+expanding layer (a MobileNet block's 1x1 expansion, a transformer MLP's first layer) the input is several
+times smaller than the output, so the record pass reduces the input instead.
+"""
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from unitlens.runtime import first_tensor
 
@@ -22,3 +30,27 @@ def reduce_output(output: torch.Tensor, channel_dim: int, spatial: str = "mean",
     if tokens == "cls":
         return flat[:, 0]
     return flat.amax(1) if tokens == "max" else flat.mean(1)
+
+
+def input_affine(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(W (C_out, C_in), b (C_out,)), float64, when the spatial (or token) means of ``module``'s output are
+    W · (the means of its input) + b; None for any other module."""
+    if type(module) is nn.Conv2d:  # exactly torch's Conv2d: subclasses may pad or act in their own forward
+        if (module.kernel_size, module.stride, module.dilation, module.groups) != ((1, 1), (1, 1), (1, 1), 1):
+            return None
+        if module.padding not in ((0, 0), "valid"):
+            return None
+        weight = module.weight.detach()[:, :, 0, 0]
+    elif type(module) is nn.Linear:
+        weight = module.weight.detach()
+    else:
+        return None
+    bias = module.bias.detach() if module.bias is not None else torch.zeros(weight.shape[0], device=weight.device)
+    return weight.double(), bias.double()
+
+
+def mean_from_input(x: torch.Tensor, channel_dim: int, affine: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """(B, C_out) output means of an affine layer from its input ``x`` (channels along ``channel_dim``)."""
+    weight, bias = affine
+    means = reduce_output(x, channel_dim).double()
+    return torch.addmm(bias, means, weight.T).float()

@@ -52,9 +52,17 @@ from unitlens.record.defaults import (
     TOKENS_DEFAULT,
     K,
 )
-from unitlens.record.reduce import reduce_output
+from unitlens.record.reduce import input_affine, mean_from_input, reduce_output
 from unitlens.record.state import MAX_SAMPLES, LayerState
-from unitlens.runtime import ForwardHooks, Progress, first_tensor, pick_device, prepare_model, uninterrupted
+from unitlens.runtime import (
+    ForwardHooks,
+    Progress,
+    first_tensor,
+    named_modules,
+    pick_device,
+    prepare_model,
+    uninterrupted,
+)
 from unitlens.zoo.factory import LoadedModel
 from unitlens.zoo.units import LAYER_TYPES, LayerInfo, channel_dim_of, enumerate_units
 
@@ -111,12 +119,23 @@ class Recorder:
         self.states: dict[str, LayerState] = {}
         self.ids = torch.empty(0, dtype=torch.int64)  # the sample ids of the batch being run
         self.staged: dict[str, torch.Tensor] = {}  # this batch's reduced activations, until commit()
-        self.hooks = ForwardHooks(model, self.infos, self._stage)
+        self.affine = {}  # layers whose output means follow from their (smaller) input's means
+        if spatial == "mean" and tokens == "mean":
+            for name, module in named_modules(model, self.infos).items():
+                affine = input_affine(module)
+                if affine is not None:
+                    self.affine[name] = affine
+        self.hooks = ForwardHooks(model, self.infos, self._stage, with_inputs=True)
 
-    def _stage(self, name: str, output) -> None:
+    def _stage(self, name: str, inputs, output) -> None:
         out = first_tensor(output)
-        self.staged[name] = reduce_output(out, channel_dim_of(out, self.infos[name].channel_dim), self.spatial,
-                                          self.tokens)
+        declared = self.infos[name].channel_dim
+        affine = self.affine.get(name)
+        x = inputs[0] if inputs else None
+        if affine is not None and out.ndim > 2 and torch.is_tensor(x) and x.numel() < out.numel():
+            self.staged[name] = mean_from_input(x, channel_dim_of(x, declared), affine)
+        else:
+            self.staged[name] = reduce_output(out, channel_dim_of(out, declared), self.spatial, self.tokens)
 
     def run(self, net: nn.Module, images: torch.Tensor, ids: torch.Tensor) -> None:
         """One forward over a batch; its activations are staged, not yet folded."""
