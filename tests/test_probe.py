@@ -11,10 +11,11 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 import unitlens.cli.common
-from conftest import COMBOS, colour_probe_csv, presence_model, stripe_image
 from unitlens.cli import app
 from unitlens.errors import AtlasError, BadInput, MissingFile, NotComputed
 from unitlens.probe import ProbeStore, holdout_split, load_probe_spec, probe_atlas
+
+from conftest import COMBOS, colour_probe_csv, presence_model, stripe_image
 
 runner = CliRunner()
 

@@ -50,6 +50,7 @@ def soft_wpmi(activations: torch.Tensor, similarities: torch.Tensor, top_k: int 
         picked = p_concept[order[s:s + chunk]]  # (u, k, M)
         terms = p_in[None, :, None] * picked + (1 - p_in)[None, :, None] + min_prob
         log_given[s:s + chunk] = terms.log().sum(1)
+    log_given += (acts.shape[1] - len(p_in)) * math.log1p(min_prob)  # images outside the top set: p(x ∈ B) = 0
     log_prior = torch.logsumexp(log_given, dim=0) - math.log(log_given.shape[0])
     return log_given - lam * log_prior[None, :]
 

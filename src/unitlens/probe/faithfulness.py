@@ -55,7 +55,7 @@ def held_out_scores(store: ProbeStore, labels: pd.DataFrame, rows: np.ndarray) -
                 judged[key] = formulas.indicator(terms, member, store.concepts)
         cols = {k: i for i, k in enumerate(judged)}
         Y = np.stack(list(judged.values()), 1) if judged else np.zeros((len(rows), 0), dtype=bool)
-        units = frame["unit"].to_numpy()
+        units = frame["unit"].to_numpy(dtype=np.int64, copy=True)
         col = np.array([cols.get(f, -1) if lab != NO_LABEL else -1 for f, lab in zip(frame["formula"],
                                                                                       frame["label"])])
         auc = np.full(len(frame), np.nan)
@@ -103,8 +103,9 @@ def agreement(units: pd.DataFrame) -> pd.DataFrame:
             la, lb = by[a].align(by[b], join="inner")
             both = (la != NO_LABEL) & (lb != NO_LABEL)
             same = both & (la == lb)
+            share = float(same.sum() / both.sum()) if both.any() else np.nan
             rows.append({"layer": layer, "method_a": a, "method_b": b, "both_labelled": int(both.sum()),
-                         "same": int(same.sum()), "agreement": float(same.sum() / both.sum()) if both.any() else np.nan})
+                         "same": int(same.sum()), "agreement": share})
     return pd.DataFrame(rows)
 
 

@@ -102,7 +102,7 @@ def beam_search(ranks: np.ndarray, atoms: np.ndarray, length: int = LENGTH, beam
     T_atom = np.full((U, sel.shape[1], length), -1, dtype=np.int64)
     T_op = np.zeros((U, sel.shape[1], length), dtype=np.int64)
     T_atom[:, :, 0] = sel
-    for step in range(1, length):
+    for _ in range(1, length):
         Bk = F.shape[1]
         S_and, c_and, h_and = (np.empty((U, Bk, J)) for _ in range(3))
         per = max(1, CHUNK // max(1, Bk * n))
