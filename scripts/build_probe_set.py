@@ -12,9 +12,13 @@ with two concept columns:
 ``--per-category N`` keeps at most N images of each category (the first by SHA-1 of their path, as the demo set
 picks), which balances the package's mix (a third of it is ``computer`` icons and ``shapes``) and bounds the cost.
 
+``--demo`` lists the bundled demo images instead (no package needed; the same two columns): a probe set with all 22
+categories, but made of the images the demo atlas was recorded on.
+
 Run from the repository root::
 
-    python scripts/build_probe_set.py --out /tmp/probe [--deb FILE | --source DIR] [--jobs 2]
+    python scripts/build_probe_set.py --out /tmp/probe [--deb FILE | --source DIR] [--per-category 150]
+    python scripts/build_probe_set.py --out /tmp/probe-demo --demo
     unitlens probe ATLAS --data /tmp/probe/probe.csv --columns category,subcategory
 """
 from __future__ import annotations
@@ -61,6 +65,24 @@ def _render(args: tuple[str, str]) -> tuple[str, bytes | None]:
         return rel, None
 
 
+def write_csv(out: Path, rows: list[dict]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "probe.csv").open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, ["path", "category", "subcategory"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def demo_rows(min_images: int) -> list[dict]:
+    """The bundled demo images (absolute paths) with their category and first sub-folder."""
+    with DEMO_INDEX.open(encoding="utf-8") as fh:
+        index = list(csv.DictReader(fh))
+    subs = [f"{r['category']}/{r['subcategory'].split('/')[0]}" if r["subcategory"] else "" for r in index]
+    sizes = Counter(s for s in subs if s)
+    return [{"path": str((DEMO_INDEX.parent / r["path"]).resolve()), "category": r["category"],
+             "subcategory": s if sizes[s] >= min_images else ""} for r, s in zip(index, subs)]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -69,7 +91,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--min-images", type=int, default=20, help="smallest sub-category kept as a concept")
     parser.add_argument("--per-category", type=int, default=0, help="at most this many images per category (0: all)")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--demo", action="store_true", help="list the bundled demo images instead")
     args = parser.parse_args(argv)
+    if args.demo:
+        rows = demo_rows(args.min_images)
+        write_csv(args.out, rows)
+        print(f"wrote {len(rows)} demo images, {len({r['subcategory'] for r in rows if r['subcategory']})} "
+              f"sub-categories with >= {args.min_images} images -> {args.out / 'probe.csv'}")
+        return
     work = Path(tempfile.mkdtemp(prefix="probe-set-"))
     if args.source:
         png_root = build_demo.find_png_root(args.source)
@@ -86,7 +115,8 @@ def main(argv: list[str] | None = None) -> None:
             by_category.setdefault(items[rel].category, []).append(rel)
         keep = sorted(rel for rels in by_category.values() for rel in rels[: args.per_category])
     print(f"{len(images)} distinct images, {len(demo)} of them demo images; rendering {len(keep)}")
-    subs = {rel: f"{it.category}/{it.subcategory.split('/')[0]}" if it.subcategory else "" for rel, it in items.items()}
+    subs = {rel: f"{items[rel].category}/{items[rel].subcategory.split('/')[0]}" if items[rel].subcategory else ""
+            for rel in keep}
     sizes = Counter(s for s in subs.values() if s)
     rows, failed = [], 0
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
@@ -99,10 +129,7 @@ def main(argv: list[str] | None = None) -> None:
             out.write_bytes(data)
             sub = subs[rel] if sizes[subs[rel]] >= args.min_images else ""
             rows.append({"path": items[rel].out_path, "category": items[rel].category, "subcategory": sub})
-    with (args.out / "probe.csv").open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.DictWriter(fh, ["path", "category", "subcategory"], lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(args.out, rows)
     kept_subs = sorted({r["subcategory"] for r in rows if r["subcategory"]})
     print(f"wrote {len(rows)} images ({failed} unreadable skipped), {len({r['category'] for r in rows})} categories, "
           f"{len(kept_subs)} sub-categories with >= {args.min_images} images -> {args.out / 'probe.csv'}")

@@ -104,6 +104,8 @@ def test_soft_wpmi_equals_the_papers_formula():
                          p_end=0.97, min_prob=1e-7)
         direct = _soft_wpmi_direct(acts, sims, top_k, 10.0, lam, 0.998, 0.97, 1e-7)
         np.testing.assert_allclose(ours.numpy(), direct, rtol=1e-10, atol=1e-10)
+        as_stored = soft_wpmi(torch.tensor(acts, dtype=torch.float32), torch.tensor(sims), top_k=top_k, lam=lam)
+        np.testing.assert_allclose(as_stored.numpy(), direct, rtol=1e-10, atol=1e-10)  # the float32 top-k path
 
 
 # ---------------------------------------------------------------------------------------------- INVERT

@@ -106,6 +106,6 @@ def probe_atlas(atlas, data: str | Path | ProbeSpec, layers=None, name: str = PR
         membership = spec.membership[keep]
         seconds = time.perf_counter() - t0
         store.write(spec, [spec.paths[i] for i in kept], membership, activations,
-                    {"spatial": spatial, "tokens": tokens, "skipped": skipped, "seconds": round(seconds, 3),
-                     "model": loaded.name})
+                    {"spatial": spatial, "tokens": tokens, "columns": columns, "skipped": skipped,
+                     "seconds": round(seconds, 3), "model": loaded.name})
     return ProbeResult(store, len(kept), sum(int(a.shape[0]) for a in activations.values()), seconds, skipped)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -36,23 +37,37 @@ def in_top_probability(n: int, top_k: int = TOP_K, p_start: float = P_START, p_e
     return p_start - torch.arange(k, dtype=torch.float64) / top_k * (p_start - p_end)
 
 
+def top_images(activations: torch.Tensor, k: int) -> np.ndarray:
+    """(U, k) indices of each row's k largest values, largest first, ties to the lower index.
+
+    float32 rows (the stored activations) get unique int64 keys (a monotone integer image of the value, then the
+    inverted index) and one partial selection; other dtypes a full stable sort.
+    """
+    if activations.dtype != torch.float32:
+        return np.argsort(-activations.double().numpy(), axis=1, kind="stable")[:, :k]
+    bits = activations.numpy().view(np.int32).astype(np.int64)
+    n = bits.shape[1]
+    key = (np.where(bits >= 0, bits, bits ^ 0x7FFFFFFF) << 32) | (n - 1 - np.arange(n))
+    part = np.argpartition(key, n - k, axis=1)[:, n - k:]
+    best = np.argsort(-np.take_along_axis(key, part, 1), axis=1)
+    return np.take_along_axis(part, best, 1)
+
+
 def soft_wpmi(activations: torch.Tensor, similarities: torch.Tensor, top_k: int = TOP_K, scale: float = SOFTMAX_SCALE,
               lam: float = LAMBDA, p_start: float = P_START, p_end: float = P_END, min_prob: float = MIN_PROB,
               chunk: int = 256) -> torch.Tensor:
     """(U, M) soft-WPMI of every unit (rows of ``activations``, (U, n)) with every concept (columns of
     ``similarities``, (n, M) image–concept cosines)."""
-    acts = activations.double()
-    p_concept = torch.softmax(scale * similarities.double(), dim=1)  # (n, M)
-    p_in = in_top_probability(acts.shape[1], top_k, p_start, p_end)  # (k,)
-    order = torch.sort(-acts, dim=1, stable=True).indices[:, : len(p_in)]  # (U, k) ranks 0..k-1
-    log_given = torch.empty(acts.shape[0], p_concept.shape[1], dtype=torch.float64)
+    acts = activations.double().numpy()
+    p_concept = torch.softmax(scale * similarities.double(), dim=1).numpy()  # (n, M)
+    p_in = in_top_probability(acts.shape[1], top_k, p_start, p_end).numpy()[None, :, None]  # (1, k, 1)
+    order = top_images(activations, p_in.shape[1])
+    log_given = np.empty((acts.shape[0], p_concept.shape[1]))
     for s in range(0, acts.shape[0], chunk):
-        picked = p_concept[order[s:s + chunk]]  # (u, k, M)
-        terms = p_in[None, :, None] * picked + (1 - p_in)[None, :, None] + min_prob
-        log_given[s:s + chunk] = terms.log().sum(1)
-    log_given += (acts.shape[1] - len(p_in)) * math.log1p(min_prob)  # images outside the top set: p(x ∈ B) = 0
-    log_prior = torch.logsumexp(log_given, dim=0) - math.log(log_given.shape[0])
-    return log_given - lam * log_prior[None, :]
+        log_given[s:s + chunk] = np.log(p_in * p_concept[order[s:s + chunk]] + (1 - p_in) + min_prob).sum(1)
+    log_given += (acts.shape[1] - p_in.shape[1]) * math.log1p(min_prob)  # images outside the top set: p(x ∈ B) = 0
+    log_prior = torch.logsumexp(torch.from_numpy(log_given), dim=0).numpy() - math.log(log_given.shape[0])
+    return torch.from_numpy(log_given - lam * log_prior[None, :])
 
 
 class ClipDissect(Labeller):
