@@ -239,7 +239,7 @@ def test_label_and_evaluate_commands(atlas):
     out = runner.invoke(lens_app, ["evaluate-labels", str(atlas), "--backend", "labeltest", "--top-k", "6",
                                    "--layers", "presence", "--length", "2"])
     assert out.exit_code == 0, out.output
-    for word in ("held-out label faithfulness", "semanticlens", "clip-dissect", "invert", "random", "agreement",
+    for word in ("held-out probe images", "semanticlens", "clip-dissect", "invert", "random", "agreement",
                  "label_faithfulness.png"):
         assert word in out.output
     bad = runner.invoke(lens_app, ["label", str(atlas), "--method", "clip-dissect", "--backend", "labeltest-notext"])

@@ -236,9 +236,15 @@ def evaluate_labels_command(
                               backend=backend, holdout=holdout, seed=seed, params=params, figure=figure,
                               progress=True)
     split = res.split
-    print_frame(res.summary, title=f"held-out label faithfulness ({split['n_labelling']} labelling / "
-                                   f"{split['n_heldout']} held-out probe images, seed {seed})")
-    print_frame(res.agreement, title="agreement: units both methods label, and with the same label")
+    short = {"labelled": "labelled", "labelled_share": "share", "mean_auc": "mean AUC", "median_auc": "med AUC",
+             "share_auc_ge_0.9": "AUC≥0.9", "mean_act_diff_std": "Δact/σ"}
+    for layer, rows in res.summary.groupby("layer", sort=False):
+        print_frame(rows[["method", *short]].rename(columns=short),
+                    title=f"{layer} ({int(rows['units'].iloc[0])} units): labels judged on {split['n_heldout']} "
+                          f"held-out probe images ({split['n_labelling']} picked them, seed {seed})")
+    for layer, rows in res.agreement.groupby("layer", sort=False):
+        print_frame(rows.drop(columns="layer").rename(columns={"both_labelled": "both"}),
+                    title=f"{layer}: units both methods label, and how many the same")
     for key, path in res.paths.items():
         say(f"wrote {key}: {path}")
 
