@@ -96,6 +96,8 @@ def main() -> None:
                     columns=probe.meta.get("columns"), spatial="max")
     probe_max = ProbeStore.open(atlas, f"{args.probe}-max")
     assert list(probe_max.images["path"]) == list(probe.images["path"]), "the two probe passes read other images"
+    if (probe.path / "embeddings").is_dir():  # same images: their embeddings carry over
+        shutil.copytree(probe.path / "embeddings", probe_max.path / "embeddings", dirs_exist_ok=True)
     rows = []
     for pooling in ("mean", "max"):
         copy = lens_copy(atlas, work / f"lens-{pooling}", args.backend, max(ms), pooling)

@@ -246,3 +246,28 @@ def test_label_and_evaluate_commands(atlas):
     assert bad.exit_code == 2 and "text tower" in bad.output
     missing = runner.invoke(lens_app, ["evaluate-labels", str(atlas), "--probe", "other"])
     assert missing.exit_code == 2 and "no probe pass 'other'" in missing.output
+
+
+def test_a_busy_atlas_fails_before_any_labelling(atlas, monkeypatch):
+    import json
+    import socket
+    import time
+
+    import unitlens.probe.labellers
+    from unitlens.errors import AtlasBusy
+
+    class Never:
+        def label(self, ctx, layers):
+            raise AssertionError("labelled although the atlas is busy")
+
+    monkeypatch.setattr(unitlens.probe.labellers, "labeller", lambda method, **params: Never())
+    monkeypatch.setattr(unitlens.probe.faithfulness, "labeller", lambda method, **params: Never())
+    lock = atlas / ".lock"
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": 1, "command": "probe", "started": time.time()}))
+    try:
+        with pytest.raises(AtlasBusy, match="'probe'"):
+            label_units(atlas, "invert")
+        with pytest.raises(AtlasBusy, match="'probe'"):
+            evaluate_labels(atlas)
+    finally:
+        lock.unlink()

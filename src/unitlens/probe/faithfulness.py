@@ -39,6 +39,20 @@ class Faithfulness:
     split: dict = field(default_factory=dict)
     paths: dict = field(default_factory=dict)
 
+    def save(self, store: ProbeStore, figure: bool = True) -> "Faithfulness":
+        """Store the tables (and the figure) under the probe set's ``evaluation/``; the caller holds the lock."""
+        for key in ("units", "summary", "agreement"):
+            self.paths[key] = store.write_table(f"evaluation/{key}.parquet", getattr(self, key))
+        write_json(store.path / "evaluation" / "meta.json", {**self.split, "identity": store.atlas.identity()})
+        if figure:
+            from unitlens.report.label_plots import plot_label_faithfulness
+
+            self.paths["figure"] = plot_label_faithfulness(
+                self.units, self.summary, Path(store.path / "evaluation" / "label_faithfulness.png"),
+                title=f"held-out label faithfulness, {store.atlas.path.name} ({self.split['n_heldout']} held-out "
+                      "probe images)")
+        return self
+
 
 def held_out_scores(store: ProbeStore, labels: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
     """``labels`` (layer, unit, label, formula, ...) with auc, act_diff, act_diff_std, n_pos, n_neg on ``rows``."""
@@ -117,6 +131,10 @@ def evaluate_labels(atlas, methods=(*METHODS, BASELINE), probe: str = PROBE_NAME
     ``params``: per method, keyword arguments of its labeller (``{"invert": {"length": 2}}``).
     """
     store = ProbeStore.open(atlas, probe)
+    if write:  # a busy atlas fails before the work
+        with store.atlas.writing("lens evaluate-labels"):
+            return evaluate_labels(store.atlas, methods, probe, concepts, layers, backend, holdout, seed, params,
+                                   False, figure, device, progress).save(store, figure)
     names = store.resolve(layers)
     label_rows, held_rows = holdout_split(store.membership, holdout, seed)
     params = params or {}
@@ -131,17 +149,4 @@ def evaluate_labels(atlas, methods=(*METHODS, BASELINE), probe: str = PROBE_NAME
                    "n_pos", "n_neg"]]
     split = {"holdout": holdout, "seed": seed, "n_labelling": int(len(label_rows)), "n_heldout": int(len(held_rows)),
              "concepts": str(concepts), "probe": probe, "methods": list(methods)}
-    result = Faithfulness(units, summarise(units), agreement(units), split)
-    if write:
-        with store.atlas.writing("lens evaluate-labels"):
-            for key in ("units", "summary", "agreement"):
-                result.paths[key] = store.write_table(f"evaluation/{key}.parquet", getattr(result, key))
-            write_json(store.path / "evaluation" / "meta.json", {**split, "identity": store.atlas.identity()})
-            if figure:
-                from unitlens.report.label_plots import plot_label_faithfulness
-
-                result.paths["figure"] = plot_label_faithfulness(
-                    units, result.summary, Path(store.path / "evaluation" / "label_faithfulness.png"),
-                    title=f"held-out label faithfulness, {store.atlas.path.name} ({len(held_rows)} held-out probe "
-                          f"images)")
-    return result
+    return Faithfulness(units, summarise(units), agreement(units), split)

@@ -31,7 +31,7 @@ from unitlens.probe.labellers import LabelContext, Labeller, layer_frame, varyin
 from unitlens.probe.ranking import row_ranks
 
 AND, OR = 1, 2
-CHUNK = 2**23  # units x beam x images per batched product
+CHUNK = 2**22  # units x beam x images per batched product
 
 
 @dataclass
@@ -108,9 +108,9 @@ def beam_search(ranks: np.ndarray, atoms: np.ndarray, length: int = LENGTH, beam
         per = max(1, CHUNK // max(1, Bk * n))
         for s in range(0, U, per):
             f = F[s:s + per]
-            S_and[s:s + per] = (f * ranks[s:s + per, None, :]) @ A
-            c_and[s:s + per] = f @ A
-            h_and[s:s + per] = (f * w) @ A
+            u = f.shape[0]
+            stacked = np.concatenate([f * ranks[s:s + per, None, :], f, f * w]).reshape(-1, n)  # one 2-D product
+            S_and[s:s + per], c_and[s:s + per], h_and[s:s + per] = (stacked @ A).reshape(3, u, Bk, J)
         S_or = state["S"][..., None] + S_a[:, None, :] - S_and
         c_or = state["c"][..., None] + c_a - c_and
         h_or = state["h"][..., None] + h_a - h_and

@@ -134,8 +134,10 @@ def label_units(atlas, method: str, concepts="probe", probe: str = PROBE_NAME, l
     names = store.resolve(layers)
     rows = np.arange(store.n_images) if rows is None else np.asarray(rows)
     ctx = LabelContext(store, rows, concepts, backend, device, progress)
-    frame = labeller(method, **params).label(ctx, names)[COLUMNS]
-    if write:
-        with store.atlas.writing("lens label"):
-            store.write_table(f"labels/{method}.parquet", frame.assign(method=method))
+    lab = labeller(method, **params)
+    if not write:
+        return lab.label(ctx, names)[COLUMNS]
+    with store.atlas.writing("lens label"):  # taken first: a busy atlas fails before the work
+        frame = lab.label(ctx, names)[COLUMNS]
+        store.write_table(f"labels/{method}.parquet", frame.assign(method=method))
     return frame
