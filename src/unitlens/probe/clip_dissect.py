@@ -58,15 +58,17 @@ def soft_wpmi(activations: torch.Tensor, similarities: torch.Tensor, top_k: int 
               chunk: int = 256) -> torch.Tensor:
     """(U, M) soft-WPMI of every unit (rows of ``activations``, (U, n)) with every concept (columns of
     ``similarities``, (n, M) image–concept cosines)."""
+    from scipy.special import logsumexp, softmax
+
     acts = activations.double().numpy()
-    p_concept = torch.softmax(scale * similarities.double(), dim=1).numpy()  # (n, M)
+    p_concept = softmax(scale * similarities.double().numpy(), axis=1)  # (n, M)
     p_in = in_top_probability(acts.shape[1], top_k, p_start, p_end).numpy()[None, :, None]  # (1, k, 1)
     order = top_images(activations, p_in.shape[1])
     log_given = np.empty((acts.shape[0], p_concept.shape[1]))
     for s in range(0, acts.shape[0], chunk):
         log_given[s:s + chunk] = np.log(p_in * p_concept[order[s:s + chunk]] + (1 - p_in) + min_prob).sum(1)
     log_given += (acts.shape[1] - p_in.shape[1]) * math.log1p(min_prob)  # images outside the top set: p(x ∈ B) = 0
-    log_prior = torch.logsumexp(torch.from_numpy(log_given), dim=0).numpy() - math.log(log_given.shape[0])
+    log_prior = logsumexp(log_given, axis=0) - math.log(log_given.shape[0])
     return torch.from_numpy(log_given - lam * log_prior[None, :])
 
 
