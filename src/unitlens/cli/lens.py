@@ -6,6 +6,8 @@
     unitlens lens search ATLAS "a text probe"            (needs a backend with a text encoder)
     unitlens lens search ATLAS --image IMG --image DIR   (images, or every image under a folder, averaged)
     unitlens lens label ATLAS --concepts FILE|DIR [--parents FILE] [--threshold 0.025]
+    unitlens lens label ATLAS --method clip-dissect|invert [--concepts probe|probe-images|FILE|DIR] [--probe NAME]
+    unitlens lens evaluate-labels ATLAS [--method semanticlens,clip-dissect,invert,random] [--holdout 0.5]
     unitlens lens compare ATLAS_A ATLAS_B
     unitlens lens measures ATLAS
 """
@@ -39,6 +41,10 @@ from unitlens.lens.defaults import (
     TOP,
     M,
 )
+from unitlens.probe.defaults import BASELINE, BEAM, HOLDOUT, LENGTH, METHODS, PROBE_NAME, TOP_K
+from unitlens.probe.defaults import SEED as SPLIT_SEED
+
+PROBE_CONCEPTS = ("probe", "probe-images")
 
 app = group("lens", help="SemanticLens: units as vectors in a foundation model's space; search, label, compare, "
                          "measures.")
@@ -122,7 +128,12 @@ def search_command(
 @app.command("label")
 def label_command(
     atlas: Path = typer.Argument(..., help="Embedded atlas folder."),
-    concepts: Path = typer.Option(..., help="Text file (one concept per line) or folder of concept image folders."),
+    concepts: Optional[str] = typer.Option(None, help="Text file (one concept per line) or folder of concept image "
+                                                      "folders; with a probe set also 'probe' (its concept names "
+                                                      "as text, the default of clip-dissect and invert) or "
+                                                      "'probe-images' (its images per concept)."),
+    method: str = typer.Option("semanticlens", help="semanticlens (θ vs concept probes), clip-dissect (soft-WPMI on "
+                                                    "a probe set) or invert (AUC-best formula on a probe set)."),
     parents: Optional[Path] = typer.Option(None, help="YAML/JSON concept -> parent mapping (dissection counts)."),
     threshold: float = typer.Option(LABEL_THRESHOLD, help="Units whose best alignment is below this get 'none'."),
     layers: Optional[str] = typer.Option(None, help="Comma-separated layers/globs (default: all embedded)."),
@@ -130,8 +141,29 @@ def label_command(
     show_units: int = typer.Option(20, help="Labelled units to list (best aligned first)."),
     image_null: str = typer.Option(IMAGE_NULL, help="Null for image-folder concepts: dataset or none."),
     text_null: str = typer.Option(TEXT_NULL, help="Null for text concepts: template or none."),
+    probe: str = typer.Option(PROBE_NAME, help="Probe set (from unitlens probe) of clip-dissect and invert."),
+    length: int = typer.Option(LENGTH, help="invert: concepts per formula at most."),
+    beam: int = typer.Option(BEAM, help="invert: formulas kept per unit and search step."),
+    top_k: int = typer.Option(TOP_K, help="clip-dissect: images in a unit's soft top set."),
 ) -> None:
     """Label every unit with its best-aligned concept (or none), count units per concept/parent and layer."""
+    if method == "semanticlens" and concepts not in PROBE_CONCEPTS:
+        if concepts is None:
+            from unitlens.cli.common import fail
+
+            fail("semanticlens labels need --concepts (a text file, a folder of concept folders, or probe / "
+                 "probe-images for a probe set's concepts)")
+        semanticlens_label(atlas, Path(concepts), parents, threshold, layers, backend, show_units, image_null,
+                           text_null)
+        return
+    probe_label(atlas, concepts or "probe", method, threshold, layers, backend, show_units, probe, length, beam,
+                top_k)
+
+
+def semanticlens_label(atlas: Path, concepts: Path, parents: Optional[Path], threshold: float,
+                       layers: Optional[str], backend: Optional[str], show_units: int, image_null: str,
+                       text_null: str) -> None:
+    """Today's SemanticLens labels (the default of ``lens label``)."""
     from unitlens.lens.analysis import label
 
     with failing_cleanly():
@@ -151,6 +183,77 @@ def label_command(
         say(f"{res.n_constant} constant units were not labelled")
     if res.path:
         say(f"wrote {res.path}")
+
+
+def labeller_params(method: str, threshold: float, length: int, beam: int, top_k: int) -> dict:
+    """The options of one labeller, from the command's flags."""
+    return {"semanticlens": {"threshold": threshold}, "clip-dissect": {"top_k": top_k},
+            "invert": {"length": length, "beam": beam}}.get(method, {})
+
+
+def probe_label(atlas: Path, concepts: str, method: str, threshold: float, layers: Optional[str],
+                backend: Optional[str], show_units: int, probe: str, length: int, beam: int, top_k: int) -> None:
+    """Labels from a probe set (any method), stored with the probe set."""
+    from unitlens.probe.labellers import label_units
+    from unitlens.probe.store import ProbeStore
+
+    with failing_cleanly():
+        frame = label_units(atlas, method, concepts, probe=probe, layers=split_list(layers), backend=backend,
+                            progress=True, **labeller_params(method, threshold, length, beam, top_k))
+        path = ProbeStore.open(atlas, probe).path / "labels" / f"{method}.parquet"
+    labelled = frame[frame["label"] != "none"].sort_values("score", ascending=False)
+    if show_units:
+        print_frame(labelled.drop(columns="formula").head(show_units),
+                    title=f"{method}: best scored units (of {len(labelled)} labelled of {len(frame)})")
+    counts = labelled.groupby(["layer", "label"], sort=False).size().rename("units").reset_index()
+    counts = counts.sort_values(["layer", "units", "label"], ascending=[True, False, True], kind="stable")
+    print_frame(counts.head(60), title=f"units per label and layer ({method}"
+                                       + (", first 60 rows)" if len(counts) > 60 else ")"))
+    say(f"wrote {path}")
+
+
+@app.command("evaluate-labels")
+def evaluate_labels_command(
+    atlas: Path = typer.Argument(..., help="Atlas with a probe set (unitlens probe) and, for semanticlens, an "
+                                           "embedding (unitlens lens embed)."),
+    method: str = typer.Option(",".join((*METHODS, BASELINE)), help="Comma-separated methods to compare "
+                                                                      "(random: a chance baseline)."),
+    concepts: str = typer.Option("probe", help="probe (the probe set's concept names as text), probe-images (its "
+                                               "images per concept), or a text file / concept folder."),
+    probe: str = typer.Option(PROBE_NAME, help="Probe set (from unitlens probe)."),
+    layers: Optional[str] = typer.Option(None, help="Comma-separated layers/globs (default: all probed)."),
+    backend: Optional[str] = typer.Option(None, help="Embedding backend of semanticlens and clip-dissect."),
+    holdout: float = typer.Option(HOLDOUT, help="Share of the probe images held out to judge the labels."),
+    seed: int = typer.Option(SPLIT_SEED, help="Seed of the held-out split (and the random baseline)."),
+    threshold: float = typer.Option(LABEL_THRESHOLD, help="semanticlens: alignment below this gives none."),
+    length: int = typer.Option(LENGTH, help="invert: concepts per formula at most."),
+    beam: int = typer.Option(BEAM, help="invert: formulas kept per unit and search step."),
+    top_k: int = typer.Option(TOP_K, help="clip-dissect: images in a unit's soft top set."),
+    figure: bool = typer.Option(True, help="Draw the faithfulness figure."),
+) -> None:
+    """Held-out faithfulness of each method's labels: AUC and mean activation difference on probe images not used
+    to pick them, per method and layer, and how often methods agree."""
+    from unitlens.probe.faithfulness import evaluate_labels
+
+    methods = split_list(method) or []
+    params = {m: labeller_params(m, threshold, length, beam, top_k) for m in methods}
+    params["random"] = {"seed": seed}
+    with failing_cleanly():
+        res = evaluate_labels(atlas, methods, probe=probe, concepts=concepts, layers=split_list(layers),
+                              backend=backend, holdout=holdout, seed=seed, params=params, figure=figure,
+                              progress=True)
+    split = res.split
+    short = {"labelled": "labelled", "labelled_share": "share", "mean_auc": "mean AUC", "median_auc": "med AUC",
+             "share_auc_ge_0.9": "AUC≥0.9", "mean_act_diff_std": "Δact/σ"}
+    for layer, rows in res.summary.groupby("layer", sort=False):
+        print_frame(rows[["method", *short]].rename(columns=short),
+                    title=f"{layer} ({int(rows['units'].iloc[0])} units): labels judged on {split['n_heldout']} "
+                          f"held-out probe images ({split['n_labelling']} picked them, seed {seed})")
+    for layer, rows in res.agreement.groupby("layer", sort=False):
+        print_frame(rows.drop(columns="layer").rename(columns={"both_labelled": "both"}),
+                    title=f"{layer}: units both methods label, and how many the same")
+    for key, path in res.paths.items():
+        say(f"wrote {key}: {path}")
 
 
 @app.command("compare")

@@ -1,0 +1,152 @@
+"""``evaluate_labels``: how faithful each method's labels are, judged on probe images it did not see.
+
+The probe images are split once (``holdout_split``, seeded, stratified by concept pattern). Every method labels
+every unit from the labelling split only; then, on the held-out split, a unit labelled c (a concept or an INVERT
+formula) gets
+
+- ``auc``: the AUC of its activation separating held-out images where c holds from the others (1: every image of
+  c drives it harder than every other image; 0.5: chance), and
+- ``act_diff``: its mean activation on held-out images of c minus its mean on the others (``act_diff_std``: the
+  same in units of its held-out standard deviation).
+
+Per method and layer: labelled share, mean and median AUC, share of labels with AUC >= 0.9; per layer and pair
+of methods: how often both label a unit and give it the same label. Labels that are no probe concept (free text
+concepts) cannot be judged and count as not evaluated.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from unitlens.atlas.files import write_json
+from unitlens.probe import formulas
+from unitlens.probe.defaults import BASELINE, GOOD_AUC, HOLDOUT, METHODS, PROBE_NAME, SEED
+from unitlens.probe.labellers import NO_LABEL, LabelContext, labeller
+from unitlens.probe.ranking import auc_by_ranks, mean_difference, row_ranks
+from unitlens.probe.split import holdout_split
+from unitlens.probe.store import ProbeStore
+
+
+@dataclass
+class Faithfulness:
+    units: pd.DataFrame  # method, layer, unit, label, formula, score, auc, act_diff, act_diff_std, n_pos, n_neg
+    summary: pd.DataFrame  # method, layer, units, labelled, labelled_share, evaluated, mean_auc, median_auc, ...
+    agreement: pd.DataFrame  # layer, method_a, method_b, both_labelled, same, agreement
+    split: dict = field(default_factory=dict)
+    paths: dict = field(default_factory=dict)
+
+    def save(self, store: ProbeStore, figure: bool = True) -> "Faithfulness":
+        """Store the tables (and the figure) under the probe set's ``evaluation/``; the caller holds the lock."""
+        for key in ("units", "summary", "agreement"):
+            self.paths[key] = store.write_table(f"evaluation/{key}.parquet", getattr(self, key))
+        write_json(store.path / "evaluation" / "meta.json", {**self.split, "identity": store.atlas.identity()})
+        if figure:
+            from unitlens.report.label_plots import plot_label_faithfulness
+
+            self.paths["figure"] = plot_label_faithfulness(
+                self.units, self.summary, Path(store.path / "evaluation" / "label_faithfulness.png"),
+                title=f"held-out label faithfulness, {store.atlas.path.name} ({self.split['n_heldout']} held-out "
+                      "probe images)")
+        return self
+
+
+def held_out_scores(store: ProbeStore, labels: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
+    """``labels`` (layer, unit, label, formula, ...) with auc, act_diff, act_diff_std, n_pos, n_neg on ``rows``."""
+    member = store.membership[rows]
+    out = []
+    for layer, frame in labels.groupby("layer", sort=False):
+        frame = frame.copy()
+        acts = store.activations(layer)[:, rows].double()
+        keys = sorted({f for f, lab in zip(frame["formula"], frame["label"]) if lab != NO_LABEL and f})
+        judged = {}
+        for key in keys:
+            terms = formulas.from_json(key)
+            if all(c in store.concepts for _, c, _ in terms):
+                judged[key] = formulas.indicator(terms, member, store.concepts)
+        cols = {k: i for i, k in enumerate(judged)}
+        Y = np.stack(list(judged.values()), 1) if judged else np.zeros((len(rows), 0), dtype=bool)
+        units = frame["unit"].to_numpy(dtype=np.int64, copy=True)
+        col = np.array([cols.get(f, -1) if lab != NO_LABEL else -1 for f, lab in zip(frame["formula"],
+                                                                                      frame["label"])])
+        auc = np.full(len(frame), np.nan)
+        diff = np.full(len(frame), np.nan)
+        n_pos = np.zeros(len(frame), dtype=np.int64)
+        has = col >= 0
+        if has.any():
+            A = acts[units[has]]
+            unique_cols, inverse = np.unique(col[has], return_inverse=True)
+            Ys = Y[:, unique_cols]
+            auc[has] = auc_by_ranks(row_ranks(A), Ys)[np.arange(has.sum()), inverse]
+            diff[has] = mean_difference(A, Ys)[np.arange(has.sum()), inverse]
+            n_pos[has] = Ys.sum(0)[inverse]
+        std = acts[units].std(1).numpy()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            frame["auc"], frame["act_diff"], frame["act_diff_std"] = auc, diff, diff / std
+        frame["n_pos"] = np.where(has, n_pos, 0)
+        frame["n_neg"] = np.where(has, len(rows) - n_pos, 0)
+        out.append(frame)
+    return pd.concat(out, ignore_index=True)
+
+
+def summarise(units: pd.DataFrame, good: float = GOOD_AUC) -> pd.DataFrame:
+    rows = []
+    for (method, layer), g in units.groupby(["method", "layer"], sort=False):
+        labelled = g["label"] != NO_LABEL
+        auc = g.loc[labelled, "auc"].dropna()
+        diff = g.loc[labelled, "act_diff_std"].dropna()
+        rows.append({"method": method, "layer": layer, "units": len(g), "labelled": int(labelled.sum()),
+                     "labelled_share": float(labelled.mean()), "evaluated": len(auc),
+                     "mean_auc": float(auc.mean()) if len(auc) else np.nan,
+                     "median_auc": float(auc.median()) if len(auc) else np.nan,
+                     f"share_auc_ge_{good:g}": float((auc >= good).mean()) if len(auc) else np.nan,
+                     "mean_act_diff_std": float(diff.mean()) if len(diff) else np.nan})
+    return pd.DataFrame(rows)
+
+
+def agreement(units: pd.DataFrame) -> pd.DataFrame:
+    """Per layer and pair of methods: units both label, how many get the same label, and that share."""
+    rows = []
+    methods = list(dict.fromkeys(units["method"]))
+    for layer, g in units.groupby("layer", sort=False):
+        by = {m: g[g["method"] == m].set_index("unit")["label"] for m in methods}
+        for a, b in itertools.combinations(methods, 2):
+            la, lb = by[a].align(by[b], join="inner")
+            both = (la != NO_LABEL) & (lb != NO_LABEL)
+            same = both & (la == lb)
+            share = float(same.sum() / both.sum()) if both.any() else np.nan
+            rows.append({"layer": layer, "method_a": a, "method_b": b, "both_labelled": int(both.sum()),
+                         "same": int(same.sum()), "agreement": share})
+    return pd.DataFrame(rows)
+
+
+def evaluate_labels(atlas, methods=(*METHODS, BASELINE), probe: str = PROBE_NAME, concepts="probe", layers=None,
+                    backend=None, holdout: float = HOLDOUT, seed: int = SEED, params: dict | None = None,
+                    write: bool = True, figure: bool = True, device=None, progress: bool = False) -> Faithfulness:
+    """Label with each of ``methods`` on the labelling split and judge every label on the held-out split.
+
+    ``params``: per method, keyword arguments of its labeller (``{"invert": {"length": 2}}``).
+    """
+    store = ProbeStore.open(atlas, probe)
+    if write:  # a busy atlas fails before the work
+        with store.atlas.writing("lens evaluate-labels"):
+            return evaluate_labels(store.atlas, methods, probe, concepts, layers, backend, holdout, seed, params,
+                                   False, figure, device, progress).save(store, figure)
+    names = store.resolve(layers)
+    label_rows, held_rows = holdout_split(store.membership, holdout, seed)
+    params = params or {}
+    frames = []
+    for method in methods:
+        lab = labeller(method, **params.get(method, {}))
+        ctx = LabelContext(store, label_rows, concepts, backend, device, progress)
+        frames.append(lab.label(ctx, names).assign(method=method))
+    labels = pd.concat(frames, ignore_index=True)
+    units = held_out_scores(store, labels, held_rows)
+    units = units[["method", "layer", "unit", "label", "formula", "score", "auc", "act_diff", "act_diff_std",
+                   "n_pos", "n_neg"]]
+    split = {"holdout": holdout, "seed": seed, "n_labelling": int(len(label_rows)), "n_heldout": int(len(held_rows)),
+             "concepts": str(concepts), "probe": probe, "methods": list(methods)}
+    return Faithfulness(units, summarise(units), agreement(units), split)

@@ -1,0 +1,143 @@
+"""One small interface for the three unit labellers, and ``label_units`` that runs any of them.
+
+A labeller looks at a probe set (only the images it is allowed to see: all of them for ``unitlens lens label``,
+the labelling split for ``evaluate-labels``) and returns, for every unit of the layers asked, a label or
+``none`` and its own score:
+
+- ``semanticlens``: the concept of the largest a = cos(θ, p) − cos(θ, null) (``unitlens.lens.label``), score a;
+- ``clip-dissect``: the concept of the largest soft-WPMI (``unitlens.probe.clip_dissect``), score soft-WPMI;
+- ``invert``: the formula of the largest AUC (``unitlens.probe.invert``), score AUC on the images it saw;
+- ``random``: a seeded random concept per unit (the chance level), no score.
+
+The result is one table: layer, unit, label, formula (JSON, see ``unitlens.probe.formulas``), score.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from unitlens.errors import BadInput
+from unitlens.probe import formulas
+from unitlens.probe.defaults import BASELINE, METHODS, PROBE_NAME, SEED
+from unitlens.probe.store import ProbeStore
+
+NO_LABEL = "none"
+COLUMNS = ["layer", "unit", "label", "formula", "score"]
+
+
+@dataclass
+class LabelContext:
+    """What a labeller may use: the probe set, the rows (images) it may see, the concepts and the backend.
+
+    ``concepts``: ``"probe"`` (the probe set's concept names as text), ``"probe-images"`` (each concept's probe
+    images, of the visible rows, averaged in the backend's space), a text file or folder of concept folders (as
+    ``unitlens lens label`` takes them), or a list of text concepts.
+    """
+
+    store: ProbeStore
+    rows: np.ndarray
+    concepts: str | Path | list[str] = "probe"
+    backend: object = None
+    device: object = None
+    progress: bool = False
+    _acts: dict = field(default_factory=dict, repr=False)
+
+    def activations(self, layer: str) -> torch.Tensor:
+        """(U, n) activations of ``layer`` on the visible rows."""
+        if layer not in self._acts:
+            self._acts[layer] = self.store.activations(layer)[:, torch.as_tensor(self.rows, dtype=torch.long)]
+        return self._acts[layer]
+
+    @property
+    def membership(self) -> np.ndarray:
+        """(n, K) concept membership of the visible rows."""
+        return self.store.membership[self.rows]
+
+    def n_units(self, layer: str) -> int:
+        return int(self.store.meta["layers"][layer])
+
+
+def varying(acts: torch.Tensor) -> torch.Tensor:
+    """Units whose activation is not constant over the visible images (the others have no ranking)."""
+    return torch.nonzero((acts.amax(1) - acts.amin(1)) > 0).flatten()
+
+
+def layer_frame(layer: str, n_units: int, units, labels: list[str], scores) -> pd.DataFrame:
+    """The labeller's table for one layer: every unit, ``none`` (formula "") where ``units`` has no label."""
+    lab = np.full(n_units, NO_LABEL, dtype=object)
+    sc = np.full(n_units, np.nan)
+    units = np.asarray(units, dtype=np.int64)
+    lab[units] = labels
+    sc[units] = np.asarray(scores, dtype=np.float64)
+    form = [formulas.to_json(formulas.single(x)) if x != NO_LABEL else "" for x in lab]
+    return pd.DataFrame({"layer": layer, "unit": np.arange(n_units), "label": lab, "formula": form, "score": sc})
+
+
+class Labeller(ABC):
+    """Gives every unit of a layer a label (or none) and a score of its own kind (``score_name``)."""
+
+    name: str
+    score_name: str
+
+    @abstractmethod
+    def label(self, ctx: LabelContext, layers: list[str]) -> pd.DataFrame:
+        """Columns layer, unit, label, formula, score; one row per unit of ``layers``."""
+
+
+class RandomLabeller(Labeller):
+    """A uniformly random probe concept for every varying unit (seeded): the chance level of faithfulness."""
+
+    name, score_name = BASELINE, "none"
+
+    def __init__(self, seed: int = SEED):
+        self.seed = seed
+
+    def label(self, ctx: LabelContext, layers: list[str]) -> pd.DataFrame:
+        rng = np.random.default_rng(self.seed)
+        concepts = ctx.store.concepts
+        frames = []
+        for layer in layers:
+            units = varying(ctx.activations(layer)).numpy()
+            picks = [concepts[i] for i in rng.integers(0, len(concepts), len(units))]
+            frames.append(layer_frame(layer, ctx.n_units(layer), units, picks, np.full(len(units), np.nan)))
+        return pd.concat(frames, ignore_index=True)
+
+
+def labeller(method: str, **params) -> Labeller:
+    """The labeller called ``method`` (``semanticlens``, ``clip-dissect``, ``invert``, ``random``) with its
+    parameters (each labeller's keyword arguments; unknown ones are an error)."""
+    from unitlens.probe.clip_dissect import ClipDissect
+    from unitlens.probe.invert import Invert
+    from unitlens.probe.lens_labels import SemanticLensLabeller
+
+    classes = {"semanticlens": SemanticLensLabeller, "clip-dissect": ClipDissect, "invert": Invert,
+               BASELINE: RandomLabeller}
+    if method not in classes:
+        raise BadInput(f"unknown labelling method '{method}'; choose one of {', '.join((*METHODS, BASELINE))}")
+    try:
+        return classes[method](**params)
+    except TypeError as err:
+        raise BadInput(f"method '{method}' does not take these options: {err}") from err
+
+
+def label_units(atlas, method: str, concepts="probe", probe: str = PROBE_NAME, layers=None, backend=None,
+                rows: np.ndarray | None = None, device=None, write: bool = True, progress: bool = False,
+                **params) -> pd.DataFrame:
+    """Label every unit of the probed ``layers`` with ``method`` on probe set ``probe`` (``rows``: the images it
+    may use; default all). ``write`` stores the table as ``labels/<method>.parquet`` of the probe set."""
+    store = ProbeStore.open(atlas, probe)
+    names = store.resolve(layers)
+    rows = np.arange(store.n_images) if rows is None else np.asarray(rows)
+    ctx = LabelContext(store, rows, concepts, backend, device, progress)
+    lab = labeller(method, **params)
+    if not write:
+        return lab.label(ctx, names)[COLUMNS]
+    with store.atlas.writing("lens label"):  # taken first: a busy atlas fails before the work
+        frame = lab.label(ctx, names)[COLUMNS]
+        store.write_table(f"labels/{method}.parquet", frame.assign(method=method))
+    return frame

@@ -1,0 +1,273 @@
+"""The three labellers and the held-out faithfulness of their labels, on a hand-built model whose units are exact
+indicators of colour concepts (see ``conftest.PresenceNet``), embedded by a colour-histogram backend.
+
+Independent expectations: sklearn's roc_auc_score (AUC by ranks), a direct loop over the formula of the
+CLIP-Dissect paper (soft-WPMI), brute force over every formula (INVERT's beam search), the planted units.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from rich.console import Console
+from sklearn.metrics import roc_auc_score
+from typer.testing import CliRunner
+
+import unitlens.cli.common
+import unitlens.probe.faithfulness
+from unitlens.cli.lens import app as lens_app
+from unitlens.errors import BadInput, LensError
+from unitlens.lens import embed_atlas
+from unitlens.probe import (
+    ProbeStore,
+    auc_by_ranks,
+    beam_search,
+    evaluate_labels,
+    formulas,
+    holdout_split,
+    label_units,
+    labeller,
+    probe_atlas,
+    row_ranks,
+    soft_wpmi,
+)
+from unitlens.probe.invert import terms_of
+
+from conftest import COMBOS, colour_probe_csv, presence_model, register_colour_backends
+
+register_colour_backends()
+runner = CliRunner()
+RED, GREEN, BLUE, RED_NOT_GREEN, CONSTANT = range(5)
+
+
+@pytest.fixture(autouse=True)
+def wide_console(monkeypatch):
+    monkeypatch.setattr(unitlens.cli.common, "console", Console(width=250, soft_wrap=True))
+
+
+@pytest.fixture(scope="module")
+def atlas(tmp_path_factory):
+    from unitlens.record import record
+    from unitlens.zoo import enumerate_units
+
+    root = tmp_path_factory.mktemp("labels")
+    data = colour_probe_csv(root / "data", COMBOS, per=3, seed=1).parent / "images"
+    model = presence_model()
+    infos = enumerate_units(model.model, include=["detect", "presence"])
+    record(model, str(data), root / "atlas", infos, k=6, batch_size=8, num_workers=0, progress=False)
+    embed_atlas(root / "atlas", "labeltest", m=4, progress=False)
+    probe_atlas(root / "atlas", colour_probe_csv(root / "probe", COMBOS, per=4, seed=9), model=model,
+                progress=False)
+    return root / "atlas"
+
+
+# ---------------------------------------------------------------------------------------------- AUC by ranks
+def test_auc_by_ranks_equals_sklearn_with_ties():
+    rng = np.random.default_rng(0)
+    acts = rng.integers(0, 5, (7, 40)).astype(np.float32)  # many ties
+    Y = rng.random((40, 6)) < 0.4
+    ours = auc_by_ranks(row_ranks(torch.from_numpy(acts)), Y)
+    for u, f in itertools.product(range(7), range(6)):
+        assert ours[u, f] == pytest.approx(roc_auc_score(Y[:, f], acts[u]), abs=1e-12)
+    assert np.isnan(auc_by_ranks(row_ranks(acts), np.zeros((40, 1), bool))).all()
+
+
+# ---------------------------------------------------------------------------------------------- CLIP-Dissect
+def _soft_wpmi_direct(acts, sims, top_k, scale, lam, p_start, p_end, min_prob):
+    """The paper's soft-WPMI written out with loops over units, concepts and images."""
+    U, n = acts.shape
+    M = sims.shape[1]
+    p_tx = [[math.exp(scale * sims[i][m]) / sum(math.exp(scale * sims[i][j]) for j in range(M)) for m in range(M)]
+            for i in range(n)]
+    log_given = np.zeros((U, M))
+    for u in range(U):
+        ranked = sorted(range(n), key=lambda i: (-acts[u][i], i))
+        for m in range(M):
+            total = 0.0
+            for r, i in enumerate(ranked):
+                p_in = p_start - r / top_k * (p_start - p_end) if r < top_k else 0.0
+                total += math.log(p_in * p_tx[i][m] + 1 - p_in + min_prob)
+            log_given[u, m] = total
+    log_prior = [math.log(sum(math.exp(log_given[u, m]) for u in range(U)) / U) for m in range(M)]
+    return np.array([[log_given[u, m] - lam * log_prior[m] for m in range(M)] for u in range(U)])
+
+
+def test_soft_wpmi_equals_the_papers_formula():
+    acts = np.array([[5.0, 1.0, 3.0, 3.0, 0.0, 2.0], [0.0, 4.0, 1.0, 6.0, 2.0, 2.0], [1.0, 1.0, 1.0, 9.0, 0.0, 1.0]])
+    sims = np.array([[0.9, 0.1, 0.3], [0.2, 0.8, 0.1], [0.6, 0.5, 0.2], [0.1, 0.3, 0.95], [0.4, 0.4, 0.4],
+                     [0.7, 0.2, 0.1]])
+    for top_k, lam in ((4, 1.0), (2, 0.5), (10, 1.0)):
+        ours = soft_wpmi(torch.tensor(acts), torch.tensor(sims), top_k=top_k, scale=10.0, lam=lam, p_start=0.998,
+                         p_end=0.97, min_prob=1e-7)
+        direct = _soft_wpmi_direct(acts, sims, top_k, 10.0, lam, 0.998, 0.97, 1e-7)
+        np.testing.assert_allclose(ours.numpy(), direct, rtol=1e-10, atol=1e-10)
+        as_stored = soft_wpmi(torch.tensor(acts, dtype=torch.float32), torch.tensor(sims), top_k=top_k, lam=lam)
+        np.testing.assert_allclose(as_stored.numpy(), direct, rtol=1e-10, atol=1e-10)  # the float32 top-k path
+
+
+# ---------------------------------------------------------------------------------------------- INVERT
+def _brute_force(acts, member, length, min_count, max_count):
+    """Every left-deep formula of at most ``length`` atoms whose every prefix holds for min..max images (the space
+    the beam search walks), scored with sklearn; the best AUC per unit."""
+    K = member.shape[1]
+    atoms = [(k, neg) for neg in (False, True) for k in range(K)]
+
+    def col(k, neg):
+        return ~member[:, k] if neg else member[:, k]
+
+    frontier = [((("", k, neg),), col(k, neg)) for k, neg in atoms if min_count <= col(k, neg).sum() <= max_count]
+    every = list(frontier)
+    for _ in range(length - 1):
+        grown = []
+        for terms, ind in frontier:
+            for k, neg in atoms:
+                for op in ("AND", "OR"):
+                    new = ind & col(k, neg) if op == "AND" else ind | col(k, neg)
+                    if min_count <= new.sum() <= max_count:
+                        grown.append((terms + ((op, k, neg),), new))
+        every += grown
+        frontier = grown
+    best = [max(roc_auc_score(ind, a) for _, ind in every) for a in acts]
+    return np.array(best), every
+
+
+def test_invert_beam_search_equals_brute_force():
+    rng = np.random.default_rng(3)
+    n, K = 36, 3
+    member = rng.random((n, K)) < 0.35
+    acts = rng.normal(size=(6, n))
+    acts[0] = (member[:, 0] & ~member[:, 1]) + rng.random(n) * 0.1  # one near-planted unit
+    min_count, max_count = 2, 18
+    best, every = _brute_force(acts, member, 3, min_count, max_count)
+    atoms = np.concatenate([member, ~member], 1)
+    wide = beam_search(row_ranks(acts), atoms, length=3, beam=100_000, min_count=min_count, max_count=max_count)
+    np.testing.assert_allclose(wide.auc, best, atol=1e-12)
+    names = ["a", "b", "c"]
+    for u in range(len(acts)):
+        terms = terms_of(wide.atoms[u], wide.ops[u], names)
+        ind = formulas.indicator(terms, member, names)
+        assert min_count <= ind.sum() <= max_count and len(terms) <= 3
+        assert roc_auc_score(ind, acts[u]) == pytest.approx(best[u], abs=1e-12)
+    # the paper's narrow beam never beats brute force, and finds the optimum of length-1 searches exactly
+    narrow = beam_search(row_ranks(acts), atoms, length=3, beam=3, min_count=min_count, max_count=max_count)
+    assert (narrow.auc <= best + 1e-12).all()
+    single = beam_search(row_ranks(acts), atoms, length=1, beam=1, min_count=min_count, max_count=max_count)
+    np.testing.assert_allclose(single.auc, _brute_force(acts, member, 1, min_count, max_count)[0], atol=1e-12)
+
+
+def test_formula_rendering():
+    terms = [("", "a", False), ("OR", "b", False), ("AND", "c", True), ("AND", "d", False)]
+    assert formulas.render(terms) == "(a OR b) AND NOT c AND d"
+    member = np.array([[1, 0, 0, 1], [0, 1, 1, 1], [0, 1, 0, 1], [1, 1, 0, 0]], bool)
+    np.testing.assert_array_equal(formulas.indicator(terms, member, list("abcd")), [True, False, True, False])
+
+
+# ---------------------------------------------------------------------------------------------- planted units
+def test_planted_units_get_their_labels_with_held_out_auc_1(atlas):
+    res = evaluate_labels(atlas, layers=["presence"], backend="labeltest",
+                          params={"clip-dissect": {"top_k": 6}, "invert": {"length": 2}})
+    units = res.units.set_index(["method", "unit"])
+    store = ProbeStore.open(atlas)
+    for unit, colour in ((RED, "red"), (GREEN, "green"), (BLUE, "blue")):
+        for method in ("semanticlens", "clip-dissect", "invert"):
+            row = units.loc[(method, unit)]
+            assert row["label"] == colour, (method, unit, row["label"])
+            assert row["auc"] == 1.0 and row["act_diff"] > 0
+    row = units.loc[("invert", RED_NOT_GREEN)]
+    terms = formulas.from_json(row["formula"])
+    member = store.membership
+    np.testing.assert_array_equal(formulas.indicator(terms, member, store.concepts), member[:, 0] & ~member[:, 1])
+    assert len(terms) == 2 and row["auc"] == 1.0 and row["score"] == 1.0
+    for method in ("semanticlens", "clip-dissect", "invert", "random"):
+        assert units.loc[(method, CONSTANT), "label"] == "none"
+    summary = res.summary.set_index("method")
+    assert summary.loc["invert", "labelled"] == 4 and summary.loc["invert", "share_auc_ge_0.9"] == 1.0
+    assert summary.loc["random", "mean_auc"] < 1.0
+    agree = res.agreement.set_index(["method_a", "method_b"])
+    assert agree.loc[("semanticlens", "clip-dissect"), "same"] >= 3
+    assert res.paths["figure"].is_file() and res.paths["summary"].is_file()
+    assert res.split["n_heldout"] + res.split["n_labelling"] == store.n_images
+
+
+def test_labels_are_picked_on_the_labelling_split_only(atlas, monkeypatch):
+    seen = []
+    real = unitlens.probe.faithfulness.labeller
+
+    def spy(method, **params):
+        inner = real(method, **params)
+
+        class Spy:
+            def label(self, ctx, layers):
+                seen.append(np.asarray(ctx.rows).copy())
+                return inner.label(ctx, layers)
+
+        return Spy()
+
+    monkeypatch.setattr(unitlens.probe.faithfulness, "labeller", spy)
+    res = evaluate_labels(atlas, methods=("invert", "random"), layers=["presence"], holdout=0.4, seed=7,
+                          write=False)
+    store = ProbeStore.open(atlas)
+    label_rows, held = holdout_split(store.membership, 0.4, 7)
+    assert len(seen) == 2 and all(np.array_equal(s, label_rows) for s in seen)
+    assert not set(label_rows) & set(held)
+    judged = res.units[res.units["label"] != "none"]
+    assert ((judged["n_pos"] + judged["n_neg"]) == len(held)).all()
+
+
+def test_image_concepts_and_text_less_backends(atlas):
+    with pytest.raises(LensError, match="text tower.*offline-vl.*probe-images"):
+        label_units(atlas, "clip-dissect", backend="labeltest-notext", write=False)
+    frame = label_units(atlas, "clip-dissect", concepts="probe-images", backend="labeltest-notext", write=False,
+                        top_k=6)
+    rows = frame[frame["layer"] == "presence"].set_index("unit")
+    assert rows.loc[RED, "label"] == "red" and rows.loc[GREEN, "label"] == "green"
+    with pytest.raises(BadInput, match="unknown labelling method"):
+        labeller("network-dissection")
+    with pytest.raises(BadInput, match="purple is not among them"):
+        label_units(atlas, "invert", concepts=["red", "purple"], write=False)
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def test_label_and_evaluate_commands(atlas):
+    out = runner.invoke(lens_app, ["label", str(atlas), "--method", "invert", "--length", "2", "--layers", "presence"])
+    assert out.exit_code == 0, out.output
+    assert "red AND NOT green" in out.output or "NOT green AND red" in out.output
+    assert (atlas / "probe" / "default" / "labels" / "invert.parquet").is_file()
+    out = runner.invoke(lens_app, ["evaluate-labels", str(atlas), "--backend", "labeltest", "--top-k", "6",
+                                   "--layers", "presence", "--length", "2"])
+    assert out.exit_code == 0, out.output
+    for word in ("held-out probe images", "semanticlens", "clip-dissect", "invert", "random", "agreement",
+                 "label_faithfulness.png"):
+        assert word in out.output
+    bad = runner.invoke(lens_app, ["label", str(atlas), "--method", "clip-dissect", "--backend", "labeltest-notext"])
+    assert bad.exit_code == 2 and "text tower" in bad.output
+    missing = runner.invoke(lens_app, ["evaluate-labels", str(atlas), "--probe", "other"])
+    assert missing.exit_code == 2 and "no probe pass 'other'" in missing.output
+
+
+def test_a_busy_atlas_fails_before_any_labelling(atlas, monkeypatch):
+    import json
+    import socket
+    import time
+
+    import unitlens.probe.labellers
+    from unitlens.errors import AtlasBusy
+
+    class Never:
+        def label(self, ctx, layers):
+            raise AssertionError("labelled although the atlas is busy")
+
+    monkeypatch.setattr(unitlens.probe.labellers, "labeller", lambda method, **params: Never())
+    monkeypatch.setattr(unitlens.probe.faithfulness, "labeller", lambda method, **params: Never())
+    lock = atlas / ".lock"
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": 1, "command": "probe", "started": time.time()}))
+    try:
+        with pytest.raises(AtlasBusy, match="'probe'"):
+            label_units(atlas, "invert")
+        with pytest.raises(AtlasBusy, match="'probe'"):
+            evaluate_labels(atlas)
+    finally:
+        lock.unlink()
