@@ -187,8 +187,9 @@ def semanticlens_label(atlas: Path, concepts: Path, parents: Optional[Path], thr
 
 def labeller_params(method: str, threshold: float, length: int, beam: int, top_k: int) -> dict:
     """The options of one labeller, from the command's flags."""
-    return {"semanticlens": {"threshold": threshold}, "clip-dissect": {"top_k": top_k},
-            "invert": {"length": length, "beam": beam}}.get(method, {})
+    params: dict[str, dict] = {"semanticlens": {"threshold": threshold}, "clip-dissect": {"top_k": top_k},
+                               "invert": {"length": length, "beam": beam}}
+    return params.get(method, {})
 
 
 def probe_label(atlas: Path, concepts: str, method: str, threshold: float, layers: Optional[str],

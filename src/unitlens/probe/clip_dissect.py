@@ -108,6 +108,6 @@ class ClipDissect(Labeller):
                 best, idx = wpmi.max(1)
                 labels, scores = [names[i] for i in idx.tolist()], best.numpy()
             else:
-                labels, scores = [], []
+                labels, scores = [], np.zeros(0)
             frames.append(layer_frame(layer, ctx.n_units(layer), units.numpy(), labels, scores))
         return pd.concat(frames, ignore_index=True)

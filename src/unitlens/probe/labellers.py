@@ -16,6 +16,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -42,8 +43,8 @@ class LabelContext:
     store: ProbeStore
     rows: np.ndarray
     concepts: str | Path | list[str] = "probe"
-    backend: object = None
-    device: object = None
+    backend: Any = None  # a Backend or its name
+    device: Any = None
     progress: bool = False
     _acts: dict = field(default_factory=dict, repr=False)
 

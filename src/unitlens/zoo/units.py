@@ -126,11 +126,15 @@ def enumerate_units(
             depth=place.depth(name),
             rel_depth=place.rel_depth(name),
             width=widths[name],
-            rel_width=widths[name] / place.widest[kind] if widths[name] and kind in place.widest else None,
+            rel_width=_relative(widths[name], place.widest.get(kind)),
             channel_dim=_channel_dim(m, kind) if kind != "Other" else 0,
         )
         for name, m, kind in chosen
     ]
+
+
+def _relative(width: int | None, widest: int | None) -> float | None:
+    return width / widest if width and widest else None
 
 
 @dataclass
