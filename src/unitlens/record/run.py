@@ -88,6 +88,7 @@ def _config(loaded: LoadedModel, data: ImageDataset, layers: list[LayerInfo], k:
             tokens: str) -> dict:
     """Everything that determines the atlas's content; a resume must match it exactly."""
     return {"model": loaded.name, "weights": loaded.weights, "weights_hash": loaded.weights_hash(),
+            **({"model_options": loaded.options} if loaded.options else {}),  # what Atlas.load_model passes on
             "dataset": data.spec, "dataset_fingerprint": data.fingerprint(), "n_samples": len(data),
             "layers": [info.name for info in layers], "k": k, "spatial": spatial, "tokens": tokens}
 
@@ -109,11 +110,17 @@ class Recorder:
 
     def _fold(self, name: str, output) -> None:
         out = first_tensor(output)
-        acts = reduce_output(out, channel_dim_of(out, self.infos[name].channel_dim), self.spatial, self.tokens)
-        state = self.states.get(name)
-        if state is None:
-            state = self.states[name] = LayerState(acts.shape[1], self.k, self.device, self.merge_every)
-        state.update(acts, self.ids)
+        info = self.infos[name]
+        try:
+            acts = reduce_output(out, channel_dim_of(out, info.channel_dim, info.width), self.spatial, self.tokens,
+                                 batch=len(self.ids))
+            state = self.states.get(name)
+            if state is None:
+                state = self.states[name] = LayerState(acts.shape[1], self.k, self.device, self.merge_every)
+            state.update(acts, self.ids)
+        except BadInput as err:  # name the layer and how to leave it out
+            raise BadInput(f"layer {name} (output {tuple(out.shape)}): {err}; leave it out with --exclude "
+                           f"'{name}' (Python: exclude=[...])") from err
 
     def close(self) -> None:
         self.hooks.remove()
