@@ -3,6 +3,7 @@
 What: in one run, this times (wall clock, each command run ``--repeats`` times in turn, median reported)
 
 1. ``python -c pass``                 the interpreter alone, the floor;
+   ``python -c "import pandas"``      what any command that reads a table pays (pandas + numpy), for scale;
 2. ``unitlens --help``                the command tree (typer, rich; no torch);
 3. ``unitlens mis --help``            a sub-group's help;
 4. ``unitlens atlas info ATLAS``      a table-only command on a small atlas that this script records first
@@ -73,6 +74,7 @@ def main() -> None:
         atlas = _record_small_atlas(Path(tmp))
         commands = {
             "python -c pass": [sys.executable, "-c", "pass"],
+            "python -c 'import pandas'": [sys.executable, "-c", "import pandas"],
             "unitlens --help": [args.unitlens, "--help"],
             "unitlens mis --help": [args.unitlens, "mis", "--help"],
             "unitlens atlas info ATLAS": [args.unitlens, "atlas", "info", str(atlas)],

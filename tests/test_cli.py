@@ -244,3 +244,58 @@ def test_messages_hold_no_ellipsis():
                     and id(node) not in docstrings:
                 found.append(f"{path.name}:{node.lineno}")
     assert not found
+
+
+def test_fine_tuned_checkpoint_through_layers_record_and_reload(tmp_path):
+    import json
+
+    import timm
+    import torch
+
+    from unitlens.atlas import Atlas
+
+    torch.manual_seed(0)
+    tuned = tmp_path / "tuned.pth"
+    torch.save(timm.create_model("resnet18", num_classes=10).state_dict(), tuned)
+    model = ["--model", "timm:resnet18", "--checkpoint", str(tuned)]
+    strict = runner.invoke(app, ["layers", *model])
+    assert strict.exit_code == 2 and "--num-classes 10" in strict.output
+    listed = runner.invoke(app, ["layers", *model, "--num-classes", "10", "--types", "Linear", "--keep-first-last",
+                                 "--format", "json"])
+    assert listed.exit_code == 0, listed.output
+    assert json.loads(listed.stdout)["layers"]["rows"] == [
+        {"name": "fc", "type": "Linear", "depth": 0, "rel_depth": 0.0, "width": 10, "rel_width": 1.0}]
+    partial = runner.invoke(app, ["layers", *model, "--no-checkpoint-strict", "--types", "Linear",
+                                  "--keep-first-last"])
+    assert partial.exit_code == 0 and "fc.weight (10, 512) != (1000, 512)" in partial.output, partial.output
+
+    rng = np.random.default_rng(0)
+    write_images(tmp_path / "imgs", [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(3)])
+    out = tmp_path / "a"
+    rec = runner.invoke(app, ["record", *model, "--num-classes", "10", "--data", str(tmp_path / "imgs"), "--out",
+                              str(out), "--k", "1", "--layers", "fc,layer4.1.conv2", "--workers", "0"])
+    assert rec.exit_code == 0, rec.output
+    atlas = Atlas(out)
+    assert atlas.layer("fc").width == 10
+    assert atlas.load_model().weights_hash() == atlas.manifest["config"]["weights_hash"]  # rebuilt with 10 classes
+    for command in (["audit", "test", "--help"], ["audit", "prune", "--help"]):
+        assert "--num-classes" in runner.invoke(app, command).output
+
+
+def test_swin_layers_random_and_record(tmp_path):
+    import json
+
+    from unitlens.atlas import Atlas
+
+    swin = ["--model", "timm:swin_tiny_patch4_window7_224", "--random"]
+    listed = runner.invoke(app, ["layers", *swin, "--format", "json"])
+    assert listed.exit_code == 0, listed.output
+    names = [r["name"] for r in json.loads(listed.stdout)["layers"]["rows"]]
+    assert "layers.0.blocks.0.attn.qkv" in names and "layers.3.blocks.1.mlp.fc2" in names
+    rng = np.random.default_rng(0)
+    write_images(tmp_path / "imgs", [rng.integers(0, 256, (40, 40, 3), dtype=np.uint8) for _ in range(3)])
+    rec = runner.invoke(app, ["record", *swin, "--data", str(tmp_path / "imgs"), "--out", str(tmp_path / "a"),
+                              "--k", "1", "--layers", "layers.0.blocks.0.*", "--workers", "0"])
+    assert rec.exit_code == 0, rec.output
+    widths = {i.name: i.width for i in Atlas(tmp_path / "a").layers}
+    assert widths["layers.0.blocks.0.attn.qkv"] == 288 and widths["layers.0.blocks.0.mlp.fc1"] == 384

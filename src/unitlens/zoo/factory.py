@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -124,7 +125,7 @@ def _load_timm(name: str, pretrained: bool,
 
     if name not in timm.list_models(pretrained=False):
         raise BadInput(f"timm has no architecture '{name}' (see timm.list_models())")
-    head = {} if num_classes is None else {"num_classes": num_classes}
+    head: dict[str, Any] = {} if num_classes is None else {"num_classes": num_classes}
     try:
         model = timm.create_model(name, pretrained=pretrained, **head)
     except Exception as err:  # hub errors come in many types
@@ -186,7 +187,7 @@ def _load_saved_module(path: Path) -> tuple[nn.Module, Transform, tuple[int, int
             f"{path} holds a {type(model).__name__}, not a module. For a state dict, name its architecture: "
             f"load_model('timm:<arch>', checkpoint='{path}') (CLI: --model timm:<arch> --checkpoint {path})"
         )
-    _, transform, size = _load_torchvision("resnet18", False)  # the standard ImageNet pipeline
+    _, transform, size = _load_torchvision("resnet18", False, None)  # the standard ImageNet pipeline
     return model, transform, size
 
 

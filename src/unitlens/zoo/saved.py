@@ -36,7 +36,8 @@ def check_not_torchscript(path: Path) -> None:
 
 def _globals(pickled: bytes) -> list[tuple[str, str]]:
     """The (module, name) pairs a pickle imports (GLOBAL, and STACK_GLOBAL after two pushed strings)."""
-    found, strings = [], []
+    found: list[tuple[str, str]] = []
+    strings: list[str] = []
     for op, arg, _ in pickletools.genops(pickled):
         if op.name == "GLOBAL":
             module, _, name = str(arg).partition(" ")
