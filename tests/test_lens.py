@@ -505,7 +505,7 @@ def test_cli_embed_summary_keeps_the_work_table_behind_verbose(atlases, tmp_path
     assert "work" not in plain.output and "(image, crop) keys" not in plain.output and "null (s)" not in plain.output
     store = LensStore.open(copy, "lenstest")
     assert "embedded 3 layers" in plain.output and str(store.path) in plain.output
-    assert "images embedded" in plain.output and "from the cache" in plain.output
+    assert "concept examples embedded" in plain.output and "from the cache" in plain.output
     verbose = runner.invoke(lens_app, ["embed", str(copy), "--backend", "lenstest", "--m", "3", "--force",
                                        "--verbose"])
     assert verbose.exit_code == 0 and "work" in verbose.output and "(image, crop) keys" in verbose.output
@@ -530,3 +530,31 @@ def test_cli_search_and_label_print_json_and_csv(atlases):
     assert {"labels", "counts", "unexpected"} <= set(blocks)
     every = label(atlases["A"], atlases["concepts"], backend=atlases["backend"]).frame
     assert len(blocks["labels"]) == len(every) > 2  # every labelled unit, not the 2 shown in the table
+
+
+def test_activation_crops_of_windowed_swin_layers_stay_whole_images(tmp_path):
+    """A Swin attention layer's output holds windows, not one map per image: no (wrong) boxes from it."""
+    from timm.models.swin_transformer import SwinTransformer
+
+    from unitlens.atlas import Atlas
+    from unitlens.lens.crops import activation_boxes
+    from unitlens.record import record
+
+    torch.manual_seed(0)
+    net = SwinTransformer(img_size=32, patch_size=4, window_size=4, embed_dim=16, depths=(2,), num_heads=(2,),
+                          num_classes=3).eval()
+    loaded = LoadedModel("swin", net, T.Compose([T.Resize((32, 32)), T.ToTensor()]), "random", (3, 32, 32))
+    rng = np.random.default_rng(0)
+    (tmp_path / "images").mkdir()
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "images" / f"{i}.png")
+    layers = ["layers.0.blocks.0.norm1", "layers.0.blocks.0.attn.qkv"]
+    atlas = Atlas(record(loaded, str(tmp_path / "images"), tmp_path / "a", layers, k=2, num_workers=0,
+                         progress=False).atlas.path)
+    requests = {n: (atlas.layer(n), select_examples(atlas, n, 2)) for n in layers}
+    notes: list[str] = []
+    with pytest.warns(UserWarning, match="holds attention windows"):
+        boxes = activation_boxes(loaded, atlas.dataset(), requests, progress=False, notes=notes)
+    assert not bool(boxes["layers.0.blocks.0.attn.qkv"][1].any())
+    assert any("layers.0.blocks.0.attn.qkv" in n and "windows" in n for n in notes)
+    assert bool(boxes["layers.0.blocks.0.norm1"][1].any())  # the (B, H, W, C) map crops as usual

@@ -83,7 +83,7 @@ def embed_command(
         print_frame(pd.DataFrame(rows), title=f"embedded {len(rows)} layers of {atlas} with {r.store.backend} "
                                                f"({how}) -> {r.store.path}", name="layers")
         total = r.seconds.get("total", sum(r.seconds.values()))
-        say(f"{r.cache_misses} images embedded, {r.cache_hits} taken from the cache, in {total:.1f} s")
+        say(f"{r.cache_misses} concept examples embedded and {r.cache_hits} taken from the cache, in {total:.1f} s")
         if verbose:
             print_frame(pd.DataFrame([{"(image, crop) keys": r.n_examples, "cache hits": r.cache_hits,
                                        "newly embedded": r.cache_misses,
