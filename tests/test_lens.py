@@ -495,3 +495,66 @@ def test_plots(atlases, tmp_path):
                               "blue", "--projection", "pca", "--cards", "1"])
     assert out.exit_code == 0, out.output
     assert (tmp_path / "cli" / "card_pool_2.png").is_file()  # the blue unit is the most aligned
+
+
+def test_cli_embed_summary_keeps_the_work_table_behind_verbose(atlases, tmp_path):
+    copy = tmp_path / "A"
+    shutil.copytree(atlases["A"], copy)
+    plain = runner.invoke(lens_app, ["embed", str(copy), "--backend", "lenstest", "--m", "4", "--force"])
+    assert plain.exit_code == 0, plain.output
+    assert "work" not in plain.output and "(image, crop) keys" not in plain.output and "null (s)" not in plain.output
+    store = LensStore.open(copy, "lenstest")
+    assert "embedded 3 layers" in plain.output and str(store.path) in plain.output
+    assert "concept examples embedded" in plain.output and "from the cache" in plain.output
+    verbose = runner.invoke(lens_app, ["embed", str(copy), "--backend", "lenstest", "--m", "3", "--force",
+                                       "--verbose"])
+    assert verbose.exit_code == 0 and "work" in verbose.output and "(image, crop) keys" in verbose.output
+
+
+def test_cli_search_and_label_print_json_and_csv(atlases):
+    import io
+    import json
+    from pathlib import Path
+
+    a = str(atlases["A"])
+    hits = runner.invoke(lens_app, ["search", a, "red", "--top", "3", "--backend", "lenstest", "--format", "json"])
+    assert hits.exit_code == 0, hits.output
+    rows = json.loads(hits.stdout)["units"]["rows"]
+    assert len(rows) == 3 and rows[0]["unit"] == 0 and isinstance(rows[0]["exemplars"], list)
+    assert all("red_" in Path(p).name and Path(p).is_absolute() for p in rows[0]["exemplars"])  # full paths
+    labels = runner.invoke(lens_app, ["label", a, "--concepts", str(atlases["concepts"]), "--show-units", "2",
+                                      "--format", "csv"])
+    assert labels.exit_code == 0, labels.output
+    blocks = {b.partition("\n")[0][2:].split(":")[0]: pd.read_csv(io.StringIO(b.partition("\n")[2]))
+              for b in labels.stdout.strip().split("\n\n")}
+    assert {"labels", "counts", "unexpected"} <= set(blocks)
+    every = label(atlases["A"], atlases["concepts"], backend=atlases["backend"]).frame
+    assert len(blocks["labels"]) == len(every) > 2  # every labelled unit, not the 2 shown in the table
+
+
+def test_activation_crops_of_windowed_swin_layers_stay_whole_images(tmp_path):
+    """A Swin attention layer's output holds windows, not one map per image: no (wrong) boxes from it."""
+    from timm.models.swin_transformer import SwinTransformer
+
+    from unitlens.atlas import Atlas
+    from unitlens.lens.crops import activation_boxes
+    from unitlens.record import record
+
+    torch.manual_seed(0)
+    net = SwinTransformer(img_size=32, patch_size=4, window_size=4, embed_dim=16, depths=(2,), num_heads=(2,),
+                          num_classes=3).eval()
+    loaded = LoadedModel("swin", net, T.Compose([T.Resize((32, 32)), T.ToTensor()]), "random", (3, 32, 32))
+    rng = np.random.default_rng(0)
+    (tmp_path / "images").mkdir()
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "images" / f"{i}.png")
+    layers = ["layers.0.blocks.0.norm1", "layers.0.blocks.0.attn.qkv"]
+    atlas = Atlas(record(loaded, str(tmp_path / "images"), tmp_path / "a", layers, k=2, num_workers=0,
+                         progress=False).atlas.path)
+    requests = {n: (atlas.layer(n), select_examples(atlas, n, 2)) for n in layers}
+    notes: list[str] = []
+    with pytest.warns(UserWarning, match="holds attention windows"):
+        boxes = activation_boxes(loaded, atlas.dataset(), requests, progress=False, notes=notes)
+    assert not bool(boxes["layers.0.blocks.0.attn.qkv"][1].any())
+    assert any("layers.0.blocks.0.attn.qkv" in n and "windows" in n for n in notes)
+    assert bool(boxes["layers.0.blocks.0.norm1"][1].any())  # the (B, H, W, C) map crops as usual

@@ -363,3 +363,116 @@ def test_token_and_spatial_reductions():
     torch.testing.assert_close(reduce_output(nhwc_map, 1, spatial="max"), m.amax((2, 3)))
     nhwc = torch.randn(2, 4, 4, 6)  # channel-last maps (e.g. ConvNeXt/Swin LayerNorm)
     torch.testing.assert_close(reduce_output(nhwc, -1), nhwc.mean((1, 2)))
+
+
+# ---------------------------------------------------------------------------------------------- Swin, ConvNeXt
+def _tiny_swin_and_convnext():
+    from timm.models.convnext import ConvNeXt
+    from timm.models.swin_transformer import SwinTransformer
+
+    torch.manual_seed(0)
+    swin = SwinTransformer(img_size=32, patch_size=4, window_size=4, embed_dim=16, depths=(2, 2), num_heads=(2, 2),
+                           num_classes=5).eval()  # 8x8 then 4x4 patches, 4 then 1 windows; every 2nd block shifted
+    convnext = ConvNeXt(depths=(1, 1, 1, 1), dims=(8, 16, 24, 32), num_classes=5, conv_mlp=False).eval()  # NHWC MLP
+    return {"swin": swin, "convnext": convnext}
+
+
+def _mean_over_space(model, name: str, output: torch.Tensor) -> torch.Tensor:
+    """Brute force for one image: the output as one (H, W, C) map (windows put back in place with timm's own
+    ``window_reverse``), or its tokens, averaged over positions -> (C,)."""
+    from timm.models.swin_transformer import window_reverse
+
+    module = model.get_submodule(name)
+    if output.shape[0] != 1:  # windowed attention: (windows, tokens, C) of a Swin block's (rolled) map
+        block = model.get_submodule(name.rsplit(".attn", 1)[0])
+        (h, w), (wh, ww) = block.input_resolution, block.window_size
+        output = window_reverse(output.reshape(-1, wh, ww, output.shape[-1]), (wh, ww), h, w)
+    last = isinstance(module, torch.nn.Linear) or (isinstance(module, torch.nn.LayerNorm)
+                                                   and not type(module).__name__.endswith("2d"))
+    if output.ndim == 4:
+        return output[0].mean((0, 1)) if last else output[0].mean((1, 2))
+    return output[0].flatten(0, -2).mean(0) if output.ndim > 2 else output[0]
+
+
+@pytest.mark.parametrize("arch", ["swin", "convnext"])
+def test_windowed_and_channel_last_layers_record_the_mean_over_space(arch, tmp_path):
+    from unitlens.zoo.factory import LoadedModel
+
+    from conftest import write_images
+
+    net = _tiny_swin_and_convnext()[arch]
+    rng = np.random.default_rng(0)
+    write_images(tmp_path / "images", [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(5)])
+    loaded = LoadedModel(arch, net, lambda img: to_int_tensor(img) / 255, "random", (3, 32, 32))
+    infos = enumerate_units(net)
+    if arch == "swin":
+        assert {"layers.0.blocks.0.attn.qkv", "layers.0.blocks.1.attn.proj", "layers.1.blocks.0.norm1"} <= \
+            {i.name for i in infos}
+    else:
+        assert {"stages.0.blocks.0.norm", "stages.1.blocks.0.mlp.fc1"} <= {i.name for i in infos}
+    atlas = record(loaded, str(tmp_path / "images"), tmp_path / "atlas", infos, k=2, batch_size=2, num_workers=0,
+                   progress=False).atlas
+    data = load_dataset(str(tmp_path / "images"), loaded.transform)
+    per_image = {i.name: [] for i in infos}
+    hooks = [net.get_submodule(n).register_forward_hook(
+        lambda m, i, o, n=n: per_image[n].append(_mean_over_space(net, n, o))) for n in per_image]
+    with torch.no_grad():
+        for s in range(len(data)):
+            net(data[s][0][None])
+    for h in hooks:
+        h.remove()
+    units = atlas.units()
+    for info in infos:
+        expected = torch.stack(per_image[info.name]).double()  # (images, C)
+        rows = units[units["layer"] == info.name].sort_values("unit")
+        assert len(rows) == info.width == expected.shape[1], info.name
+        np.testing.assert_allclose(rows["mean"].to_numpy(), expected.mean(0).numpy(), atol=1e-5, err_msg=info.name)
+        top = atlas.exemplars(info.name).top_vals[:, 0].double()
+        np.testing.assert_allclose(top.numpy(), expected.amax(0).numpy(), atol=1e-5, err_msg=info.name)
+
+
+def test_an_output_that_is_not_one_row_per_image_names_its_layer(tmp_path, random_images):
+    from torch import nn
+
+    from unitlens.errors import BadInput
+    from unitlens.zoo.factory import LoadedModel
+
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 1)
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            h = self.conv(x).mean((2, 3))
+            return self.fc(torch.cat([h, h[:1]]))  # one row more than the batch
+
+    loaded = LoadedModel("odd", Odd().eval(), to_int_tensor, "hand-built", (3, 8, 8))
+    with pytest.raises(BadInput, match=r"layer fc \(output \(5, 2\)\): .*5 rows for a batch of 4 images.*"
+                                       r"--exclude 'fc'"):
+        record(loaded, str(random_images), tmp_path / "a", ["conv", "fc"], batch_size=4, num_workers=0,
+               progress=False)
+    swin = LoadedModel("swin", _tiny_swin_and_convnext()["swin"], lambda img: to_int_tensor(img.resize((32, 32))),
+                       "random", (3, 32, 32))
+    with pytest.raises(BadInput, match=r"layer layers.0.blocks.0.attn.qkv .*no class token.*--tokens mean"):
+        record(swin, str(random_images), tmp_path / "b", ["layers.0.blocks.0.attn.qkv"], tokens="cls", batch_size=4,
+               num_workers=0, progress=False)
+
+
+def test_windows_unfold_per_image_and_channel_dims_follow_the_declared_width():
+    from unitlens.record.reduce import unfold_windows
+    from unitlens.zoo.units import channel_dim_of
+
+    maps = torch.randn(3, 6, 4, 4)  # 3 images, 6 channels, 4x4: as 4 windows of 2x2 each, image-major
+    windows = maps.reshape(3, 6, 2, 2, 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(12, 6, 2, 2)
+    torch.testing.assert_close(reduce_output(windows, 1, batch=3), maps.mean((2, 3)))
+    torch.testing.assert_close(reduce_output(windows, 1, spatial="max", batch=3), maps.amax((2, 3)))
+    tokens = windows.flatten(2).transpose(1, 2)  # (12, 4, 6) channel-last window tokens
+    torch.testing.assert_close(reduce_output(tokens, -1, batch=3), maps.mean((2, 3)))
+    assert unfold_windows(tokens, -1, 3).shape == (3, 16, 6)
+    # a norm declared channel-last whose width sits in dim 1 (and the other way round); ambiguity keeps the rule
+    assert channel_dim_of(torch.zeros(2, 6, 4, 4), -1, 6) == 1
+    assert channel_dim_of(torch.zeros(2, 4, 4, 6), 1, 6) == -1
+    assert channel_dim_of(torch.zeros(2, 6, 4, 6), 1, 6) == 1
+    # a user-named module (0: unknown) of a Swin block: (B, H, W, C) with square H, W
+    assert channel_dim_of(torch.zeros(2, 8, 8, 16), 0) == -1 and channel_dim_of(torch.zeros(2, 16, 8, 8), 0) == 1

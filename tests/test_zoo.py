@@ -178,3 +178,113 @@ def test_random_init_is_seeded_so_random_atlases_can_be_resumed_and_reloaded(tmp
                  ["layer4.1.conv2"], k=2, progress=False, num_workers=0)
     assert out.atlas.manifest["config"]["seed"] == 7
     assert Atlas(tmp_path / "atlas").load_model().weights_hash() == out.atlas.manifest["config"]["weights_hash"]
+
+
+# ---------------------------------------------------------------------------------------------- saved modules
+class _Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).mean((2, 3)))
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit itself is deprecated
+def test_torchscript_is_refused_at_load_with_how_to_save(tmp_path):
+    from unitlens.errors import BadInput
+
+    net = _Tiny().eval()
+    for kind, compiled in (("script", torch.jit.script(net)), ("trace", torch.jit.trace(net, torch.randn(1, 3, 8, 8)))):
+        path = tmp_path / f"{kind}.pt"
+        compiled.save(str(path))
+        with pytest.raises(BadInput, match=r"TorchScript.*no forward hooks.*torch.save\(model, 'model.pt'\).*"
+                                           r"state_dict\(\).*--checkpoint"):
+            load_model(str(path))
+
+
+def test_saved_module_whose_class_cannot_be_imported_names_it(tmp_path, monkeypatch):
+    import sys
+
+    from unitlens.errors import BadInput
+
+    package = tmp_path / "mine"
+    package.mkdir()
+    (package / "netdefs_for_test.py").write_text(
+        "from torch import nn\n\nclass TinyNet(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.conv = nn.Conv2d(3, 4, 1)\n\n    def forward(self, x):\n        return self.conv(x)\n")
+    monkeypatch.syspath_prepend(str(package))
+    import netdefs_for_test
+
+    path = tmp_path / "model.pt"
+    torch.save(netdefs_for_test.TinyNet(), path)
+    monkeypatch.delitem(sys.modules, "netdefs_for_test")
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(package)])
+    with pytest.raises(BadInput, match=r"netdefs_for_test:TinyNet.*importable.*PYTHONPATH"):
+        load_model(str(path))
+    monkeypatch.syspath_prepend(str(package))  # importable again: it loads
+    assert type(load_model(str(path)).model).__name__ == "TinyNet"
+
+    main = sys.modules["__main__"]  # a class defined in the script that saved the model
+    cls = type("ScriptNet", (_Tiny,), {"__module__": "__main__"})
+    monkeypatch.setattr(main, "ScriptNet", cls, raising=False)
+    torch.save(cls(), tmp_path / "script.pt")
+    monkeypatch.delattr(main, "ScriptNet")
+    with pytest.raises(BadInput, match=r"__main__:ScriptNet.*defined in the script that saved the model"):
+        load_model(str(tmp_path / "script.pt"))
+
+
+def test_an_existing_path_is_a_saved_module_whatever_its_suffix(tmp_path):
+    from unitlens.errors import MissingFile
+
+    net = _Tiny().eval()
+    for name in ("model.bin", "model", "weights.pkl"):
+        torch.save(net, tmp_path / name)
+        loaded = load_model(str(tmp_path / name))
+        assert loaded.weights == str(tmp_path / name)
+        assert all(torch.equal(a, b) for a, b in zip(loaded.model.state_dict().values(), net.state_dict().values()))
+    with pytest.raises(MissingFile, match="model file .*nope.bin does not exist"):
+        load_model(str(tmp_path / "nope.bin"))
+    with pytest.raises(ValueError, match="is a folder"):
+        load_model(str(tmp_path))
+
+
+# ---------------------------------------------------------------------------------------------- fine-tuned heads
+def test_num_classes_builds_the_head_of_a_fine_tuned_checkpoint(tmp_path):
+    for name, build in (("timm:resnet18", lambda n: timm.create_model("resnet18", num_classes=n)),
+                        ("torchvision:resnet18", lambda n: __import__("torchvision").models.resnet18(num_classes=n))):
+        state = build(10).state_dict()
+        path = tmp_path / "tuned.pth"
+        torch.save(state, path)
+        with pytest.raises(CheckpointMismatch, match=r"fc.weight.*\(10, 512\).*\(1000, 512\).*--num-classes 10"):
+            load_model(name, checkpoint=path)
+        loaded = load_model(name, checkpoint=path, num_classes=10)
+        assert all(torch.equal(t, state[k]) for k, t in loaded.model.state_dict().items())
+        assert loaded.options == {"num_classes": 10} and loaded.checkpoint_fit is None
+    with pytest.raises(ValueError, match="1000-class head.*--checkpoint"):
+        load_model("efficientnet_lite0", num_classes=10)
+
+
+def test_non_strict_checkpoint_loads_what_fits_and_reports_the_rest(tmp_path):
+    state = timm.create_model("resnet18", num_classes=1000).state_dict()
+    state["extra.weight"] = torch.zeros(3)
+    del state["layer4.1.bn2.num_batches_tracked"]
+    path = tmp_path / "imagenet.pth"
+    torch.save(state, path)
+    torch.manual_seed(0)
+    loaded = load_model("timm:resnet18", checkpoint=path, num_classes=10, checkpoint_strict=False)
+    fit = loaded.checkpoint_fit
+    assert fit.mismatched == [("fc.weight", (1000, 512), (10, 512)), ("fc.bias", (1000,), (10,))]
+    assert fit.unexpected == ["extra.weight"] and fit.missing == ["layer4.1.bn2.num_batches_tracked"]
+    own = loaded.model.state_dict()
+    assert fit.loaded == len(own) - 3
+    assert all(torch.equal(own[k], state[k]) for k in own if k not in {"fc.weight", "fc.bias",
+                                                                         "layer4.1.bn2.num_batches_tracked"})
+    assert own["fc.weight"].shape == (10, 512)
+    text = fit.describe()
+    assert "fc.weight (1000, 512) != (10, 512)" in text and "extra.weight" in text
+    assert loaded.options == {"num_classes": 10, "checkpoint_strict": False}
+    torch.save({"other.weight": torch.zeros(2)}, tmp_path / "foreign.pth")
+    with pytest.raises(CheckpointMismatch, match="no tensor of the checkpoint fits"):
+        load_model("timm:resnet18", checkpoint=tmp_path / "foreign.pth", checkpoint_strict=False)

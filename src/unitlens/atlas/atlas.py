@@ -17,9 +17,9 @@ import hashlib
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
-import torch
 
 from unitlens.atlas.files import read_json, read_tensors, write_parquet
 from unitlens.atlas.layout import (
@@ -33,6 +33,9 @@ from unitlens.atlas.layout import (
 from unitlens.atlas.lock import writing
 from unitlens.errors import AtlasError, AtlasIncomplete, BadInput
 from unitlens.zoo.units import LayerInfo
+
+if TYPE_CHECKING:  # torch is imported by the steps that read exemplars, not by table-only commands
+    import torch
 
 
 @dataclass
@@ -185,15 +188,18 @@ class Atlas:
 
         cfg = self.manifest.get("config", {})
         name, weights = cfg.get("model"), cfg.get("weights")
+        options = cfg.get("model_options", {})  # num_classes, checkpoint_strict
         if not name:
             raise AtlasError(f"atlas {self.path} does not name its model; pass the model to the Python API")
         try:
             if weights == "pretrained":
-                loaded = load_model(name)
+                loaded = load_model(name, **options)
             elif weights == "random":
-                loaded = load_model(name, pretrained=False, seed=cfg.get("seed") or 0)
+                loaded = load_model(name, pretrained=False, seed=cfg.get("seed") or 0, **options)
+            elif weights == name:  # a saved module holds its weights
+                loaded = load_model(name)
             else:
-                loaded = load_model(name, checkpoint=weights)
+                loaded = load_model(name, checkpoint=weights, **options)
         except Exception as err:  # unknown names (hand-built test models), missing weights, missing checkpoints
             raise AtlasError(f"cannot load the analysed model '{name}' (weights {weights}) of atlas {self.path}: "
                              f"{err}. Pass the model to the Python API (model=LoadedModel)") from err

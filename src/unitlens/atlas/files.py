@@ -8,9 +8,12 @@ import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:

@@ -82,8 +82,8 @@ def load_projection(weights_dir: str | Path = WEIGHTS_DIR) -> tuple[ProjectionHe
         raise unavailable(NAME, manifest_path, f"the manifest is unreadable; {REBUILD}.", err) from err
     actual = file_sha256(weights)
     if actual != expected:
-        raise unavailable(NAME, weights, f"the file is corrupt or was replaced (SHA-256 {actual[:12]}…, the manifest "
-                                         f"says {expected[:12]}…); {REBUILD}.")
+        raise unavailable(NAME, weights, f"the file is corrupt or was replaced (SHA-256 {actual}, the manifest "
+                                         f"says {expected}); {REBUILD}.")
     try:
         head = ProjectionHead(**config)
         state = {k[len("head."):]: v for k, v in load_file(str(weights)).items() if k.startswith("head.")}

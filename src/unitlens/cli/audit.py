@@ -18,8 +18,14 @@ import typer
 
 from unitlens.audit.defaults import ABLATE, AUDIT_MIN_RELEVANCE, BATCH_SIZE, RELEVANCE_STAT
 from unitlens.cli.common import (
+    CHECKPOINT,
+    CHECKPOINT_STRICT,
+    FORMAT,
+    NUM_CLASSES,
+    RANDOM,
     failing_cleanly,
     group,
+    load_named_model,
     note,
     print_frame,
     say,
@@ -54,6 +60,7 @@ def alignment_command(
     exemplars: int = typer.Option(5, help="Concept examples per flagged unit (table and figure)."),
     plot: bool = typer.Option(True, help="Write the scatter and flagged-unit figures."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, ... for embedding image concepts."),
+    fmt: str = FORMAT,
 ) -> None:
     """Verdict per relevant unit: valid, spurious, both or unexpected, from a_valid and a_spur (paper section 3.4)."""
     from unitlens.audit.alignment import audit
@@ -75,9 +82,9 @@ def alignment_command(
     layers_text = ", ".join(dict.fromkeys(res.summary["layer"]))
     print_frame(frame[cols].head(show), title=f"{len(frame)} units of {layers_text} relevant for class "
                      f"{res.class_index} '{res.class_name}' ({res.stat} relevance ≥ {res.min_relevance:g}; "
-                     f"{res.backend})" + (f", showing {show}" if len(frame) > show else ""))
+                     f"{res.backend})" + (f", showing {show}" if len(frame) > show else ""), name="units", full=frame)
     print_frame(res.summary, title="units per verdict; rel_share: the mean share of the layer's relevance "
-                                        "they carry")
+                                   "they carry", name="verdicts")
     flagged = res.flagged
     if len(flagged):
         shown = flagged.head(show)
@@ -85,7 +92,7 @@ def alignment_command(
             exemplars=[short_names(p) for p in shown["exemplars"]],
             other_classes=[o if isinstance(o, str) else "?" for o in shown["other_classes"]])
         print_frame(table, title=f"{len(flagged)} spurious or unexpected units: top concept examples and the "
-                                      "other classes they are relevant for")
+                                 "other classes they are relevant for", name="flagged", full=flagged)
     for message in res.notes:
         note(message)
     if res.path:
@@ -94,13 +101,13 @@ def alignment_command(
         say(f"figure: {p}")
 
 
-def _model(atlas: Optional[Path], model: Optional[str], checkpoint: Optional[Path], random: bool):
-    """The model to test: ``--model`` (with ``--checkpoint``/``--random``), else the atlas's model."""
+def _model(atlas: Optional[Path], model: Optional[str], checkpoint: Optional[Path], random: bool,
+           num_classes: Optional[int], checkpoint_strict: bool):
+    """The model to test: ``--model`` (with ``--checkpoint``/``--num-classes``/``--random``), else the atlas's."""
     from unitlens.atlas import Atlas
-    from unitlens.zoo import load_model
 
     if model:
-        return load_model(model, pretrained=not random, checkpoint=checkpoint)
+        return load_named_model(model, random, checkpoint, num_classes, checkpoint_strict)
     if atlas is None:
         raise AuditError("name the model: give an ATLAS (its model is loaded) or --model NAME")
     try:
@@ -112,8 +119,6 @@ def _model(atlas: Optional[Path], model: Optional[str], checkpoint: Optional[Pat
 
 # the model options of `audit test` and `audit prune` (both run a model on image sets)
 _MODEL = typer.Option(None, help="Model instead of the atlas's (efficientnet_lite0, timm:..., a saved module).")
-_CHECKPOINT = typer.Option(None, help="Local state dict for --model.")
-_RANDOM = typer.Option(False, "--random", help="Random init for --model.")
 _BATCH_SIZE = typer.Option(BATCH_SIZE, help="Images per forward pass.")
 _DEVICE = typer.Option(None, help="cpu, cuda, ...")
 
@@ -125,21 +130,24 @@ def test_command(
     valid_images: Path = typer.Option(..., help="Images of the class (folder, recursive, or .txt/.csv list)."),
     spurious_images: Path = typer.Option(..., help="Images with the spurious features only."),
     model: Optional[str] = _MODEL,
-    checkpoint: Optional[Path] = _CHECKPOINT,
-    random: bool = _RANDOM,
+    checkpoint: Optional[Path] = CHECKPOINT,
+    num_classes: Optional[int] = NUM_CLASSES,
+    checkpoint_strict: bool = CHECKPOINT_STRICT,
+    random: bool = RANDOM,
     batch_size: int = _BATCH_SIZE,
     device: Optional[str] = _DEVICE,
+    fmt: str = FORMAT,
 ) -> None:
     """AUC of the class logit separating valid (positives) from spurious (negatives) images (fig. 3a, step 3)."""
     from unitlens.audit.logit_auc import audit_test
 
     with failing_cleanly():
-        loaded = _model(atlas, model, checkpoint, random)
+        loaded = _model(atlas, model, checkpoint, random, num_classes, checkpoint_strict)
         res = audit_test(loaded, cls, valid_images, spurious_images, batch_size=batch_size, device=device,
                          progress=True)
     auc = res.auc
     name = f"{res.class_index} '{res.class_name}'"
-    print_frame(res.table, title=f"logit of class {name} ({loaded.name})")
+    print_frame(res.table, title=f"logit of class {name} ({loaded.name})", name="logits")
     for path in res.skipped:
         say(f"[yellow]skipped unreadable image:[/] {path}")
     say(f"AUC = {auc:.4f}: the logit of class {name} separates the valid images from the spurious ones "
@@ -191,10 +199,13 @@ def prune_command(
     spurious_images: Optional[Path] = typer.Option(None, help="Images with the spurious features only: class "
                                                               "logit and top-5 rate."),
     model: Optional[str] = _MODEL,
-    checkpoint: Optional[Path] = _CHECKPOINT,
-    random: bool = _RANDOM,
+    checkpoint: Optional[Path] = CHECKPOINT,
+    num_classes: Optional[int] = NUM_CLASSES,
+    checkpoint_strict: bool = CHECKPOINT_STRICT,
+    random: bool = RANDOM,
     batch_size: int = _BATCH_SIZE,
     device: Optional[str] = _DEVICE,
+    fmt: str = FORMAT,
 ) -> None:
     """Zero (or mean-ablate) units and report accuracy and the class logit before and after (paper 4.3)."""
     import pandas as pd
@@ -204,7 +215,7 @@ def prune_command(
 
     with failing_cleanly():
         chosen = _parse_units(units or [])
-        loaded = _model(atlas, model, checkpoint, random)
+        loaded = _model(atlas, model, checkpoint, random, num_classes, checkpoint_strict)
         if from_audit:
             if atlas is None:
                 raise AuditError("--from-audit reads the stored audit of an atlas: give the ATLAS")
@@ -220,10 +231,11 @@ def prune_command(
     n = sum(len(v) for v in res.units.values())
     done = "zeroed" if res.ablate == "zero" else "set to their mean"
     print_frame(pd.DataFrame([{"layer": layer, "units": len(us), "ablated": ",".join(map(str, us))}
-                                   for layer, us in res.units.items()]), title=f"{n} units {done}")
-    print_frame(res.table, title=f"before and after, class {res.class_index} '{res.class_name}'")
+                              for layer, us in res.units.items()]), title=f"{n} units {done}", name="ablated")
+    print_frame(res.table, title=f"before and after, class {res.class_index} '{res.class_name}'", name="effect")
     if res.per_class is not None and len(res.per_class) > 1:
-        print_frame(res.per_class.head(30), title="top-1 accuracy per labelled class")
+        print_frame(res.per_class.head(30), title="top-1 accuracy per labelled class", name="per_class",
+                    full=res.per_class)
     for message in res.notes:
         note(message)
     for path in res.skipped:

@@ -19,6 +19,7 @@ from typing import List, Optional
 import typer
 
 from unitlens.cli.common import (
+    FORMAT,
     failing_cleanly,
     group,
     note,
@@ -64,6 +65,9 @@ def embed_command(
     crop_threshold: float = typer.Option(ACTIVATION_THRESHOLD,
                                          help="Activation crops keep pixels >= this fraction of the map's max."),
     force: bool = typer.Option(False, help="Embed again layers already embedded with the same settings."),
+    verbose: bool = typer.Option(False, "--verbose", help="Also print the work done: (image, crop) keys, cache "
+                                                          "hits and seconds per stage."),
+    fmt: str = FORMAT,
 ) -> None:
     """Embed every unit's concept examples and store θ (mean embedding) and the vector table in the atlas."""
     import pandas as pd
@@ -76,14 +80,21 @@ def embed_command(
     for message in r.notes:
         note(message)
     if r.embedded:
-        rows = [{"layer": n, **{k: r.store.layer_meta(n)[k] for k in ("units", "m", "crop", "n_distinct_examples",
-                                                                        "n_cropped", "lancedb")}}
-                for n in r.embedded]
-        print_frame(pd.DataFrame(rows), title=f"embedded {atlas} with {r.store.backend} -> {r.store.path}")
-        s = r.seconds
-        print_frame(pd.DataFrame([{"(image, crop) keys": r.n_examples, "cache hits": r.cache_hits,
-                                        "newly embedded": r.cache_misses,
-                                        **{f"{k} (s)": v for k, v in s.items()}}]), title="work")
+        metas = {n: r.store.layer_meta(n) for n in r.embedded}
+        rows = [{"layer": n, "units": meta["units"], "examples": meta["n_distinct_examples"],
+                 "cropped": meta["n_cropped"], **({"lancedb": meta["lancedb"]} if verbose else {})}
+                for n, meta in metas.items()]
+        settings = {(meta["m"], meta["crop"]) for meta in metas.values()}
+        how = ", ".join(f"m={m_} crop={c}" for m_, c in sorted(settings))
+        print_frame(pd.DataFrame(rows), title=f"embedded {len(rows)} layers of {atlas} with {r.store.backend} "
+                                               f"({how}) -> {r.store.path}", name="layers")
+        total = r.seconds.get("total", sum(r.seconds.values()))
+        say(f"{r.cache_misses} concept examples embedded and {r.cache_hits} taken from the cache, in {total:.1f} s")
+        if verbose:
+            print_frame(pd.DataFrame([{"(image, crop) keys": r.n_examples, "cache hits": r.cache_hits,
+                                       "newly embedded": r.cache_misses,
+                                       **{f"{k} (s)": v for k, v in r.seconds.items()}}]), title="work",
+                        name="work")
     if r.skipped:
         say(f"already embedded with the same settings (use --force to redo): {', '.join(r.skipped)}")
 
@@ -101,6 +112,7 @@ def search_command(
     engine: str = typer.Option(ENGINE, help="auto, exact (in memory) or lancedb (vector table)."),
     exemplars: int = typer.Option(3, help="Exemplar files listed per unit."),
     csv: Optional[Path] = typer.Option(None, help="Also write the full table (with exemplar paths) to this CSV."),
+    fmt: str = FORMAT,
 ) -> None:
     """Units whose θ is most aligned with a text or image probe: a = cos(θ, probe) − cos(θ, null)."""
     import pandas as pd
@@ -115,7 +127,7 @@ def search_command(
         exemplars=[short_names(p, exemplars) for p in frame["exemplars"]])
     what = f"'{res.probe.name}'" if res.probe.kind == "text" else f"{res.probe.n_inputs} image(s)"
     print_frame(shown, title=f"search {what} in {atlas} ({res.backend}, {res.engine}, null "
-                                  f"{'subtracted' if res.probe.null is not None else 'none'})")
+                             f"{'subtracted' if res.probe.null is not None else 'none'})", name="units", full=frame)
     if frame.shape[0]:
         say(f"top unit's exemplars: {', '.join(frame['exemplars'].iloc[0])}")
     if csv is not None:
@@ -145,6 +157,7 @@ def label_command(
     length: int = typer.Option(LENGTH, help="invert: concepts per formula at most."),
     beam: int = typer.Option(BEAM, help="invert: formulas kept per unit and search step."),
     top_k: int = typer.Option(TOP_K, help="clip-dissect: images in a unit's soft top set."),
+    fmt: str = FORMAT,
 ) -> None:
     """Label every unit with its best-aligned concept (or none), count units per concept/parent and layer."""
     if method == "semanticlens" and concepts not in PROBE_CONCEPTS:
@@ -171,14 +184,16 @@ def semanticlens_label(atlas: Path, concepts: Path, parents: Optional[Path], thr
                     layers=split_list(layers), image_null=image_null, text_null=text_null, progress=True)
     labelled = res.frame[res.frame["label"] != "none"].sort_values("a", ascending=False)
     if show_units:
-        print_frame(labelled.head(show_units), title=f"best aligned units (of {len(labelled)} labelled)")
+        print_frame(labelled.head(show_units), title=f"best aligned units (of {len(labelled)} labelled)",
+                    name="labels", full=res.frame)
     print_frame(res.counts, title=f"units per concept and layer ({len(res.concepts)} concepts, "
-                                       f"threshold {threshold:g})")
+                                  f"threshold {threshold:g})", name="counts")
     if res.parent_counts is not None:
-        print_frame(res.parent_counts, title="units per parent and layer")
+        print_frame(res.parent_counts, title="units per parent and layer", name="parent_counts")
     shown = res.unexpected.sort_values("a").head(show_units or 20)
     print_frame(shown, title=f"unexpected: {len(res.unexpected)} units align with no concept"
-                                  + (f" (showing {len(shown)})" if len(shown) < len(res.unexpected) else ""))
+                             + (f" (showing {len(shown)})" if len(shown) < len(res.unexpected) else ""),
+                name="unexpected", full=res.unexpected.sort_values("a"))
     if res.n_constant:
         say(f"{res.n_constant} constant units were not labelled")
     if res.path:
@@ -268,6 +283,7 @@ def compare_command(
                                     help="Units of A whose best cosine to B is below this have no counterpart "
                                          "(backend-dependent; the paper gives no value)."),
     show_units: int = typer.Option(20, help="Unmatched units to list."),
+    fmt: str = FORMAT,
 ) -> None:
     """S(A→B) = mean over units of A of the max cosine to a unit of B, per layer pair; unmatched units of A."""
     from unitlens.lens.analysis import compare
@@ -276,10 +292,10 @@ def compare_command(
         res = compare(atlas_a, atlas_b, backend=backend, layers_a=split_list(layers_a),
                       layers_b=split_list(layers_b), threshold=threshold)
     print_frame(res.matrix.reset_index(names="A \\ B"), title=f"S(A→B), A = {atlas_a}, B = {atlas_b} "
-                                                                  f"({res.backend})")
+                                                             f"({res.backend})", name="similarity")
     print_frame(res.unmatched.head(show_units),
-                     title=f"{len(res.unmatched)} of {len(res.best)} units of A have no counterpart in B "
-                           f"(max cos < {threshold:g})")
+                title=f"{len(res.unmatched)} of {len(res.best)} units of A have no counterpart in B "
+                      f"(max cos < {threshold:g})", name="unmatched", full=res.unmatched)
 
 
 @app.command("measures")
@@ -289,13 +305,14 @@ def measures_command(
     layers: Optional[str] = typer.Option(None, help="Comma-separated layers/globs (default: all embedded)."),
     write: bool = typer.Option(True, help="Write the scores to scores.parquet."),
     seed: int = typer.Option(SEED, help="Seed of the 2-means restarts (polysemanticity)."),
+    fmt: str = FORMAT,
 ) -> None:
     """Clarity, polysemanticity and max similarity per unit, redundancy per layer (paper section 3.5)."""
     from unitlens.lens.analysis import measures
 
     with failing_cleanly():
         res = measures(atlas, backend=backend, layers=split_list(layers), write=write, seed=seed)
-    print_frame(res.layers, title=f"interpretability measures of {atlas} ({res.backend})")
+    print_frame(res.layers, title=f"interpretability measures of {atlas} ({res.backend})", name="layers")
     if write:
         say(f"wrote metrics clarity, polysemanticity, max_similarity (backend {res.backend}) to "
             f"{Path(atlas) / 'scores.parquet'}; per-layer redundancy to {res.path}")

@@ -15,7 +15,7 @@ from typing import Optional
 
 import typer
 
-from unitlens.cli.common import failing_cleanly, group, print_frame, say, split_list
+from unitlens.cli.common import FORMAT, failing_cleanly, group, print_frame, say, split_list
 from unitlens.errors import BadInput
 from unitlens.mis.defaults import (
     BACKEND,
@@ -45,6 +45,7 @@ def score_command(
     device: Optional[str] = typer.Option(None, help="cpu, cuda, ... (default: cuda when present)."),
     write: bool = typer.Option(True, help="Write the scores to the atlas's scores.parquet."),
     show_layers: bool = typer.Option(True, help="Print the per-layer table."),
+    fmt: str = FORMAT,
 ) -> None:
     """Score every unit: embed the exemplars once (cached), build N tasks per unit, one pass per layer."""
     import pandas as pd
@@ -58,20 +59,25 @@ def score_command(
     print_frame(pd.DataFrame([{
         "images embedded": run.n_images, "cache hits": run.cache_hits, "newly embedded": run.cache_misses,
         "units": c["units"], "scored": c["scored"], "constant (excluded)": c["constant"],
-        "non-finite (excluded)": c["nonfinite"]}]), title=f"MIS of {atlas} with backend {run.backend}")
+        "non-finite (excluded)": c["nonfinite"]}]), title=f"MIS of {atlas} with backend {run.backend}",
+                name="run")
     print_frame(pd.DataFrame([{**{f"{k} (s)": v for k, v in s.items()}, "total (s)": sum(s.values()),
                                "units/s (score)": round(c["scored"] / s["score"]) if s["score"] > 0 else 0}]),
-                title="time per stage")
+                title="time per stage", name="time")
     bad = run.frame[run.frame["status"] == STATUS_NONFINITE]
     if len(bad):
         shown = bad[["layer", "unit"]].head(30)
         print_frame(shown, title=f"{len(bad)} units with non-finite activations, not scored"
-                                 + (" (first 30)" if len(bad) > 30 else ""))
-    tables = {k: v.rename(columns=_SHORT) for k, v in run.summary().items()}
+                                 + (" (first 30)" if len(bad) > 30 else ""), name="nonfinite",
+                    full=bad[["layer", "unit"]])
+    summary = run.summary()
+    tables = {k: v.rename(columns=_SHORT) for k, v in summary.items()}
     if show_layers:
-        print_frame(tables["layer"].drop(columns=["rel_depth", "rel_width"]), title="by layer")
-    print_frame(tables["type"], title="by layer type")
-    print_frame(tables["model"], title=f"model (n_tasks={n_tasks}, k={k_expl}, tau={tau:g})")
+        print_frame(tables["layer"].drop(columns=["rel_depth", "rel_width"]), title="by layer", name="by_layer",
+                    full=summary["layer"])
+    print_frame(tables["type"], title="by layer type", name="by_type", full=summary["type"])
+    print_frame(tables["model"], title=f"model (n_tasks={n_tasks}, k={k_expl}, tau={tau:g})", name="model",
+                full=summary["model"])
     if write:
         say(f"wrote metrics mis and mis_accuracy (backend {run.backend}) to {Path(atlas) / 'scores.parquet'}")
 
@@ -111,6 +117,7 @@ def calibrate_command(
                                                        "(default: the CSV's n_trials column, if any)."),
     n_sim: int = typer.Option(NOISE_SIMULATIONS, help="Simulations for the noise ceiling."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, ..."),
+    fmt: str = FORMAT,
 ) -> None:
     """Fit tau to human per-unit scores on a small fraction of units; correlations on the rest."""
     import pandas as pd
@@ -123,12 +130,14 @@ def calibrate_command(
         run = run_atlas(atlas, backend, n_tasks=n_tasks, k_expl=k_expl, layers=sorted(scores["layer"].unique()),
                         device=device, write=False, progress=True, keep_margins=True)
         fit = fit_tau(margins_frame(run), scores, fraction=fraction, seed=seed)
-    print_frame(pd.DataFrame([fit.as_dict()]), title=f"tau fitted on {fit.n_fit} units, evaluated on {fit.n_eval}")
+    print_frame(pd.DataFrame([fit.as_dict()]), title=f"tau fitted on {fit.n_fit} units, evaluated on {fit.n_eval}",
+                name="fit")
     trials = n_trials if n_trials is not None else ("n_trials" if "n_trials" in scores else None)
     if trials is not None:
         with failing_cleanly():
             ceiling = noise_ceiling(scores, trials, n_sim=n_sim, seed=seed)
-        print_frame(pd.DataFrame([ceiling.as_dict()]), title="noise ceiling of the human scores (appendix B)")
+        print_frame(pd.DataFrame([ceiling.as_dict()]), title="noise ceiling of the human scores (appendix B)",
+                    name="ceiling")
     say(f"score with: unitlens mis {atlas} --backend {backend} --tau {fit.tau:.4g}")
 
 
@@ -138,6 +147,7 @@ def ceiling_command(
     n_trials: Optional[int] = typer.Option(None, help="Decisions per unit (default: the CSV's n_trials column)."),
     n_sim: int = typer.Option(NOISE_SIMULATIONS, help="Simulations."),
     seed: int = typer.Option(0, help="Seed."),
+    fmt: str = FORMAT,
 ) -> None:
     """Noise ceiling of per-unit human scores (paper appendix B)."""
     import pandas as pd
@@ -150,4 +160,4 @@ def ceiling_command(
         if trials == "n_trials" and "n_trials" not in scores:
             raise BadInput(f"{human} has no n_trials column; pass --n-trials")
         ceiling = noise_ceiling(scores, trials, n_sim=n_sim, seed=seed)
-    print_frame(pd.DataFrame([ceiling.as_dict()]), title="noise ceiling (appendix B)")
+    print_frame(pd.DataFrame([ceiling.as_dict()]), title="noise ceiling (appendix B)", name="ceiling")

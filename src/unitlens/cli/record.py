@@ -6,27 +6,45 @@ from typing import Optional
 
 import typer
 
-from unitlens.cli.common import failing_cleanly, print_frame, say, split_list
+from unitlens.cli.common import (
+    CHECKPOINT,
+    CHECKPOINT_STRICT,
+    FORMAT,
+    NUM_CLASSES,
+    RANDOM,
+    SEED,
+    failing_cleanly,
+    load_named_model,
+    print_frame,
+    say,
+    split_list,
+)
 from unitlens.record.defaults import BATCH_SIZE, SPATIAL_DEFAULT, TOKENS_DEFAULT, K
-from unitlens.zoo.defaults import RANDOM_SEED
 
 
 def layers(
     model: str = typer.Option("efficientnet_lite0", help="Model name (efficientnet_lite0, timm:<n>, ...)."),
     types: Optional[str] = typer.Option(None, help="Comma-separated layer types (Conv,Linear,BatchNorm,...)."),
     keep_first_last: bool = typer.Option(False, help="Keep the first and last layer (MIS skips them)."),
+    random: bool = typer.Option(False, "--random", help="Accepted as in record; layers never need pretrained "
+                                                        "weights (the architecture is built with random init)."),
+    checkpoint: Optional[Path] = CHECKPOINT,
+    num_classes: Optional[int] = NUM_CLASSES,
+    checkpoint_strict: bool = CHECKPOINT_STRICT,
+    fmt: str = FORMAT,
 ) -> None:
-    """List the analysable layers of a model."""
+    """List the analysable layers of a model (with --checkpoint: also check that the checkpoint fits)."""
     import pandas as pd
 
-    from unitlens.zoo import enumerate_units, load_model
+    from unitlens.zoo import enumerate_units
     from unitlens.zoo.units import LAYER_TYPES
 
     with failing_cleanly():
-        loaded = load_model(model, pretrained=False)
+        loaded = load_named_model(model, True, checkpoint, num_classes, checkpoint_strict)
         infos = enumerate_units(loaded.model, types=split_list(types) or LAYER_TYPES,
                                 skip_first_last=not keep_first_last)
-    print_frame(pd.DataFrame([i.as_dict() for i in infos]).drop(columns=["channel_dim"]), title=model)
+    print_frame(pd.DataFrame([i.as_dict() for i in infos]).drop(columns=["channel_dim"]), title=model,
+                name="layers")
 
 
 def record(
@@ -43,26 +61,33 @@ def record(
     batch_size: int = typer.Option(BATCH_SIZE, help="Images per forward pass."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda when present)."),
     workers: Optional[int] = typer.Option(None, help="Data-loading worker processes."),
-    checkpoint: Optional[Path] = typer.Option(None, help="Local state dict to load into the architecture."),
-    random: bool = typer.Option(False, "--random", help="Random init instead of pretrained weights."),
-    seed: int = typer.Option(RANDOM_SEED, help="Seed of the --random weights (stored in the atlas)."),
+    checkpoint: Optional[Path] = CHECKPOINT,
+    num_classes: Optional[int] = NUM_CLASSES,
+    checkpoint_strict: bool = CHECKPOINT_STRICT,
+    random: bool = RANDOM,
+    seed: int = SEED,
     force: bool = typer.Option(False, help="Re-record even if the atlas is complete."),
+    fmt: str = FORMAT,
 ) -> None:
     """Record the top-k and bottom-k exemplars and statistics of every unit into an atlas."""
     import pandas as pd
 
     from unitlens.data import load_dataset
     from unitlens.record import record as run_record
-    from unitlens.zoo import load_model
     from unitlens.zoo.units import LAYER_TYPES
 
     with failing_cleanly():
-        loaded = load_model(model, pretrained=not random, checkpoint=checkpoint, seed=seed)
+        loaded = load_named_model(model, random, checkpoint, num_classes, checkpoint_strict, seed)
         dataset = load_dataset(data, loaded.transform)
-        result = run_record(loaded, dataset, out, split_list(layers), k=k, spatial=spatial, tokens=tokens,
-                            batch_size=batch_size, device=device, num_workers=workers, force=force,
-                            types=split_list(types) or LAYER_TYPES, exclude=split_list(exclude),
-                            keep_first_last=keep_first_last)
+        try:
+            result = run_record(loaded, dataset, out, split_list(layers), k=k, spatial=spatial, tokens=tokens,
+                                batch_size=batch_size, device=device, num_workers=workers, force=force,
+                                types=split_list(types) or LAYER_TYPES, exclude=split_list(exclude),
+                                keep_first_last=keep_first_last)
+        except KeyboardInterrupt:
+            say(f"[yellow]interrupted:[/] the images recorded so far are checkpointed in {out}; run the same "
+                "command again to resume from there")
+            raise typer.Exit(code=130) from None
     if result.already_complete:
         say(f"{out} is already complete; nothing to do (use --force to record again).")
         return
@@ -70,6 +95,6 @@ def record(
     print_frame(pd.DataFrame([{
         "layers": len(m["layers"]), "units": m["n_units"], "constant units": m["n_constant"],
         "images": m["n_images"], "skipped": m["n_skipped"], "time (s)": result.seconds,
-        "images/s": result.images_per_s}]), title=f"recorded {model} on {data} -> {out}")
+        "images/s": result.images_per_s}]), title=f"recorded {model} on {data} -> {out}", name="record")
     if result.resumed_from:
         say(f"resumed from image {result.resumed_from}")

