@@ -33,28 +33,28 @@ class Catalog:
         self.studies: dict[str, StudyView] = {}
         names: set[str] = set()
         study_names: set[str] = set()
-        seen: set[Path] = set()
+        seen: dict[Path, str] = {}  # resolved atlas folder -> its name (an atlas given twice is served once)
         for given in paths:
             path = Path(given).expanduser()
             if not path.exists():
                 raise MissingFile(f"{given} does not exist; give an atlas folder (unitlens record --out) or a study "
                                   "folder (unitlens study run --out)")
-            if path.resolve() in seen:
-                continue
-            seen.add(path.resolve())
             if (path / MANIFEST).is_file():
-                name = unique(path.resolve().name, names)
-                self.atlases[name] = AtlasView(path, name)
+                if path.resolve() not in seen:
+                    name = unique(path.resolve().name, names)
+                    self.atlases[name] = AtlasView(path, name)
+                    seen[path.resolve()] = name
             elif is_study(path):
+                if any(s.path.resolve() == path.resolve() for s in self.studies.values()):
+                    continue
                 study = StudyView(path, unique(path.resolve().name, study_names))
                 self.studies[study.name] = study
                 for entry, folder in study.atlas_folders().items():
-                    if folder.resolve() in seen:
-                        continue
-                    seen.add(folder.resolve())
-                    name = unique(entry, names)
-                    self.atlases[name] = AtlasView(folder, name, study=study.name)
-                    study.atlas_names[entry] = name
+                    if folder.resolve() not in seen:
+                        name = unique(entry, names)
+                        self.atlases[name] = AtlasView(folder, name, study=study.name)
+                        seen[folder.resolve()] = name
+                    study.atlas_names[entry] = seen[folder.resolve()]
             else:
                 raise AtlasError(f"{given} is neither an atlas (no {MANIFEST}) nor a study folder (no study.toml, "
                                  "study.json or study.parquet); make an atlas with unitlens record, a study with "

@@ -18,7 +18,7 @@ import pandas as pd
 from unitlens.atlas.files import read_json
 from unitlens.atlas.layout import MANIFEST
 from unitlens.errors import CorruptFile
-from unitlens.explorer.paths import figure_files, inside
+from unitlens.explorer.paths import figure_files
 
 STUDY_FILES = ("study.toml", "study.json", "study.parquet")
 
@@ -61,12 +61,12 @@ class StudyView:
         return self.path.name
 
     def atlas_folders(self) -> dict[str, Path]:
-        """Entry name -> atlas folder, for the entries whose atlas exists (inside the study folder)."""
+        """Entry name -> atlas folder, for the entries whose atlas exists (a linked atlas folder is served as the
+        atlas it is: only files inside it)."""
         root = self.path / "atlases"
         if not root.is_dir():
             return {}
-        return {p.name: p for p in sorted(root.iterdir())
-                if (p / MANIFEST).is_file() and inside(self.path, p)}
+        return {p.name: p for p in sorted(root.iterdir()) if (p / MANIFEST).is_file()}
 
     @property
     def figures(self) -> dict[str, Path]:
