@@ -242,6 +242,22 @@ def test_thumbnails_are_cached_in_the_atlas_with_caching_headers(explorer_atlase
         assert full.content == Path(path).read_bytes() and "/red/" in path
 
 
+def test_a_missing_image_is_a_404_not_a_traceback(explorer_atlases, tmp_path):
+    atlas, data = tmp_path / "moved", tmp_path / "data"
+    shutil.copytree(explorer_atlases["a"], atlas, ignore=shutil.ignore_patterns("explorer"))
+    shutil.copytree(explorer_atlases["data"], data)
+    samples = pd.read_parquet(atlas / "samples.parquet")
+    samples["path"] = [str(data / Path(p).relative_to(explorer_atlases["data"])) for p in samples["path"]]
+    samples.to_parquet(atlas / "samples.parquet")
+    Path(samples.loc[samples["id"] == 95, "path"].iloc[0]).unlink()
+    with TestClient(create_app(Catalog([atlas]))) as c:
+        for route in ("thumb", "image"):
+            r = c.get(f"/api/atlas/moved/{route}/95")
+            assert r.status_code == 404 and "95" in r.json()["error"]
+        assert c.get("/api/atlas/moved/thumb/94").status_code == 200
+        assert c.get("/api/atlas/moved/layer/detect/unit/0").status_code == 200
+
+
 # ---------------------------------------------------------------------------------------------- live lens
 def test_text_and_image_search_and_labels(client):
     r = client.post("/api/atlas/demo/search", json={"text": "red", "top": 4}).json()
@@ -269,6 +285,8 @@ def test_bad_uploads_and_searches(client):
     assert none.status_code == 400 and "'image'" in none.json()["error"]
     assert client.post("/api/atlas/demo/search", json={"text": "  "}).status_code == 400
     assert client.post("/api/atlas/demo/search", json={}).status_code == 400
+    garbled = client.post("/api/atlas/demo/search", content=b"{not json", headers={"content-type": "application/json"})
+    assert garbled.status_code == 400 and "could not be read" in garbled.json()["error"]
     assert client.post("/api/atlas/demo/label", json={"concepts": []}).status_code == 400
     assert client.post("/api/atlas/nope/search", json={"text": "red"}).status_code == 404
 

@@ -569,8 +569,9 @@ class AtlasView:
         for j in torch.nonzero(data.mask[unit]).flatten()[:N_CONCEPT_EXAMPLES].tolist():
             sample = int(data.ids[unit, j])
             box = [int(v) for v in data.boxes[unit, j].tolist()] if bool(data.has_box[unit, j]) else None
-            examples.append({"id": sample, "val": num(data.vals[unit, j]), "box": box,
-                             "size": list(self.thumbnails.size_of(sample)) if box else None})
+            size = self.thumbnails.size_of(sample) if box else None
+            examples.append({"id": sample, "val": num(data.vals[unit, j]), "box": box if size else None,
+                             "size": list(size) if size else None})
         out = {"backend": self.lens.backend, "crop": meta.get("crop"), "m": meta.get("m"),
                "constant": bool(data.constant[unit]), "examples": examples, "similar": similar}
         cols = self.columns(layer)

@@ -25,12 +25,13 @@ from importlib.resources import files
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image, UnidentifiedImageError
 from starlette.concurrency import run_in_threadpool
 
-from unitlens.errors import BadInput, LensError, NotComputed, NotFound, Unavailable, UnitlensError
+from unitlens.errors import BadInput, LensError, MissingFile, NotComputed, NotFound, Unavailable, UnitlensError
 from unitlens.explorer.catalog import Catalog
 from unitlens.explorer.defaults import CACHE_SECONDS, HOST, MAX_UPLOAD_BYTES, MAX_UPLOAD_FILES, PORT, SEARCH_TOP
 from unitlens.explorer.live import LiveLens
@@ -92,6 +93,11 @@ def create_app(catalog: Catalog, live: LiveLens | None = None) -> FastAPI:
     @app.exception_handler(UnitlensError)
     async def unitlens_error(request: Request, err: UnitlensError) -> JSONResponse:
         return error(err)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, err: RequestValidationError) -> JSONResponse:
+        return error(f"the request could not be read: {err.errors()[0].get('msg', err) if err.errors() else err}",
+                     400)
 
     @app.exception_handler(NotImplementedError)
     async def not_implemented(request: Request, err: NotImplementedError) -> JSONResponse:
@@ -175,15 +181,25 @@ def create_app(catalog: Catalog, live: LiveLens | None = None) -> FastAPI:
         return int(text)
 
     @app.get("/api/atlas/{name}/thumb/{sample}")
-    def api_thumb(name: str, sample: str, request: Request) -> Response:
+    async def api_thumb(name: str, sample: str, request: Request) -> Response:
         view = catalog.atlas(name)
         sid = sample_id(sample)
+        if not view.thumbnails.loaded:
+            await run_in_threadpool(lambda: view.thumbnails.dataset)  # reads the sample table once
         try:
             view.thumbnails.check(sid)
         except BadInput as err:
             raise NotFound(str(err)) from err
         tag = f"{view.atlas.manifest.get('config', {}).get('dataset_fingerprint')}-{sid}-{view.thumbnails.size}"
-        return cached(request, tag, lambda h: Response(view.thumbnails.data(sid), media_type="image/jpeg", headers=h))
+        if request.headers.get("if-none-match") == f'"{tag}"':
+            return cached(request, tag, None)
+        # a cached thumbnail is a few kB read at once; making one decodes an image, so it leaves the event loop
+        try:
+            data = view.thumbnails.data(sid) if view.thumbnails.cached(sid) else \
+                await run_in_threadpool(view.thumbnails.data, sid)
+        except MissingFile as err:
+            raise NotFound(str(err)) from err
+        return cached(request, tag, lambda h: Response(data, media_type="image/jpeg", headers=h))
 
     @app.get("/api/atlas/{name}/image/{sample}")
     def api_image(name: str, sample: str, request: Request) -> Response:

@@ -38,6 +38,11 @@ class Thumbnails:
                 self._dataset = self.atlas.dataset()
         return self._dataset
 
+    @property
+    def loaded(self) -> bool:
+        """Whether the sample table has been read (the first lookup reads it)."""
+        return self._dataset is not None
+
     def check(self, sample_id: int) -> int:
         n = len(self.dataset)
         if not 0 <= int(sample_id) < n:
@@ -55,12 +60,15 @@ class Thumbnails:
                               "dataset has moved: record it again where the images are")
         return path
 
-    def size_of(self, sample_id: int) -> tuple[int, int]:
-        """(width, height) of the original image (from its header; remembered)."""
+    def size_of(self, sample_id: int) -> tuple[int, int] | None:
+        """(width, height) of the original image (from its header; remembered), None when it cannot be read."""
         sample_id = self.check(sample_id)
         if sample_id not in self._sizes:
-            with Image.open(self.original(sample_id)) as img:
-                self._sizes[sample_id] = img.size
+            try:
+                with Image.open(self.original(sample_id)) as img:
+                    self._sizes[sample_id] = img.size
+            except (OSError, MissingFile):
+                return None
         return self._sizes[sample_id]
 
     def cached(self, sample_id: int) -> bool:
@@ -73,7 +81,11 @@ class Thumbnails:
         path = self.path(sample_id)
         if self.cached(sample_id):
             return path.read_bytes()
-        image = self.dataset.image(sample_id)
+        try:
+            image = self.dataset.image(sample_id)
+        except (OSError, ValueError) as err:
+            raise MissingFile(f"sample {sample_id} of atlas {self.atlas.path} cannot be read "
+                              f"({self.dataset.path(sample_id)}: {err})") from err
         self._sizes[sample_id] = image.size
         image.thumbnail((self.size, self.size), Image.Resampling.LANCZOS)
         buffer = io.BytesIO()
