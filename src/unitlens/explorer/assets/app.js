@@ -711,7 +711,7 @@
 
   function rankingChart(rows) {
     const W = 960, RH = 22, L = 220, R = 60;
-    const H = rows.length * RH + 30;
+    const H = rows.length * RH + 46;
     const lo = Math.min(...rows.map((r) => r.mis_p5 ?? r.mis_mean)), hi = Math.max(...rows.map((r) => r.mis_p95 ?? r.mis_mean));
     const span = hi - lo || 1;
     const x = (v) => L + (v - lo) / span * (W - L - R);
@@ -726,6 +726,8 @@
           s("title", {}, r.name + ": MIS " + fmt(r.mis_mean) + (r.mis_p5 !== undefined ? " (p5–p95 " + fmt(r.mis_p5) + "–" +
             fmt(r.mis_p95) + ")" : "")));
       }),
+      [lo, lo + span / 2, hi].map((t) => s("text", { x: x(t), y: H - 22, class: "tick", "text-anchor": "middle" },
+        t.toFixed(3))),
       s("text", { x: L, y: H - 4, class: "tick" }, "line: p5–p95 of the units' MIS, dot: mean"));
   }
 
