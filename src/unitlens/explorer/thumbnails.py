@@ -1,13 +1,15 @@
 """Thumbnails of an atlas's samples: JPEGs whose longest side is ``THUMB_SIZE``, made once and cached in the atlas.
 
 They live under the atlas's ``explorer`` result (``explorer/thumbs/<size>/<id // 1000>/<id>.jpg``), each written
-atomically, so a page never loads the full images and a second visit decodes nothing. When the atlas folder
-cannot be written (read-only media), thumbnails are made in memory and not kept.
+atomically, so a page never loads the full images and a second visit decodes nothing; the most recent ones are
+also kept in memory (``MEMORY_ITEMS``). When the atlas folder cannot be written (read-only media), thumbnails are
+made in memory and not kept on disk.
 """
 from __future__ import annotations
 
 import io
 import threading
+from collections import OrderedDict
 from pathlib import Path
 
 from PIL import Image
@@ -17,6 +19,8 @@ from unitlens.atlas.files import atomic_write
 from unitlens.errors import BadInput, MissingFile
 from unitlens.explorer.defaults import THUMB_QUALITY, THUMB_SIZE
 from unitlens.explorer.paths import inside
+
+MEMORY_ITEMS = 8192  # thumbnails kept in memory (about 4 kB each at 128 px)
 
 
 class Thumbnails:
@@ -28,6 +32,7 @@ class Thumbnails:
         self.root = atlas.derived_path("explorer", "thumbs", str(self.size))
         self._dataset = None
         self._sizes: dict[int, tuple[int, int]] = {}
+        self._memory: OrderedDict[int, bytes] = OrderedDict()
         self._lock = threading.Lock()
         self.writable = True
 
@@ -72,15 +77,29 @@ class Thumbnails:
         return self._sizes[sample_id]
 
     def cached(self, sample_id: int) -> bool:
+        """Whether the thumbnail is at hand without decoding an image (in memory or in the atlas's cache)."""
+        if sample_id in self._memory:
+            return True
         path = self.path(sample_id)
         return path.is_file() and inside(self.atlas.path, path)
+
+    def _remember(self, sample_id: int, data: bytes) -> bytes:
+        with self._lock:
+            self._memory[sample_id] = data
+            self._memory.move_to_end(sample_id)
+            while len(self._memory) > MEMORY_ITEMS:
+                self._memory.popitem(last=False)
+        return data
 
     def data(self, sample_id: int) -> bytes:
         """The thumbnail's JPEG bytes, made and cached on first use."""
         sample_id = self.check(sample_id)
+        found = self._memory.get(sample_id)
+        if found is not None:
+            return found
         path = self.path(sample_id)
-        if self.cached(sample_id):
-            return path.read_bytes()
+        if path.is_file() and inside(self.atlas.path, path):
+            return self._remember(sample_id, path.read_bytes())
         try:
             image = self.dataset.image(sample_id)
         except (OSError, ValueError) as err:
@@ -98,4 +117,4 @@ class Thumbnails:
                     atomic_write(path, lambda tmp: tmp.write_bytes(data))
             except OSError:
                 self.writable = False  # read-only atlas: serve from memory from now on
-        return data
+        return self._remember(sample_id, data)
