@@ -83,6 +83,7 @@ class AtlasView:
         self.thumbnails = Thumbnails(self.atlas)
         self._exemplars = LayerCache(self.atlas.exemplars)
         self._unit_rows = LayerCache(self._load_unit_rows)
+        self._stats = LayerCache(self._unit_stats)
         self._columns = LayerCache(self._load_columns)
         self._vectors = LayerCache(self._load_vectors)
         self._overview: dict | None = None
@@ -275,6 +276,9 @@ class AtlasView:
     def _load_unit_rows(self, layer: str) -> pd.DataFrame:
         return self.units[self.units["layer"] == layer].set_index("unit").sort_index()
 
+    def _unit_stats(self, layer: str) -> dict[int, dict]:
+        return self._unit_rows.get_layer(layer).to_dict("index")
+
     # ------------------------------------------------------------------ notes
     def notes(self) -> list[str]:
         p = self.path
@@ -446,12 +450,12 @@ class AtlasView:
         """Unit pages of several units of one layer (their MIS tasks and similar units computed together)."""
         info = self.info(layer)
         ex = self._exemplars.get_layer(layer)
-        rows = self._unit_rows.get_layer(layer)
+        rows = self._stats.get_layer(layer)
         tasks = self._mis_tasks(layer, units, n_tasks)
         similar = self._similar(layer, units)
         out = []
         for k, u in enumerate(units):
-            r = rows.loc[u]
+            r = rows[u]
             page = {
                 "atlas": self.name, "layer": layer, "unit": u, "n_units": int(ex.top_ids.shape[0]),
                 "type": info.type, "depth": info.depth,
@@ -477,7 +481,7 @@ class AtlasView:
         images' embeddings are cached)."""
         if self.mis_backend is None or layer not in self.mis_params:
             return [None] * len(units)
-        from unitlens.mis import build_tasks, score
+        from unitlens.mis import Tasks, build_tasks, score
 
         params = self.mis_params[layer]
         N, K, tau = int(params["n_tasks"]), int(params["k"]), float(params["tau"])
@@ -489,7 +493,11 @@ class AtlasView:
         rank[order] = np.arange(1, n + 1)
         ex = self._exemplars.get_layer(layer)
         index = torch.tensor(units, dtype=torch.long)
+        shown = N if n_tasks is None else min(N, n_tasks)
         tasks = build_tasks(ex.top_ids[index], ex.bottom_ids[index], N, K)
+        if shown < N:  # only the tasks shown are scored (then the score is not recomputed from all of them)
+            tasks = Tasks(tasks.pos_expl[:, :shown], tasks.neg_expl[:, :shown], tasks.pos_query[:, :shown],
+                          tasks.neg_query[:, :shown])
         scored = [k for k, u in enumerate(units) if math.isfinite(mis[u])]
         deltas, note = None, None
         if scored and self.embeddings is not None:
@@ -501,7 +509,6 @@ class AtlasView:
                 deltas = {k: (res.delta_pos[j], res.delta_neg[j]) for j, k in enumerate(scored)}
             except NotComputed as err:
                 note = f"Δ values unavailable: {err}"
-        shown = N if n_tasks is None else min(N, n_tasks)
         out = []
         for k, u in enumerate(units):
             entry = {"backend": self.mis_backend, "value": num(mis[u]), "accuracy": num(acc[u]),
@@ -514,7 +521,7 @@ class AtlasView:
                     dp, dn = float(deltas[k][0][t]), float(deltas[k][1][t])
                     task.update(delta_pos=num(dp), delta_neg=num(dn), p=num(1 / (1 + math.exp(-(dp - dn) / tau))))
                 entry["tasks"].append(task)
-            if deltas is not None and k in deltas:  # the stored score, recomputed from these tasks: they agree
+            if deltas is not None and k in deltas and shown == N:  # the stored score, from these tasks: they agree
                 margin = deltas[k][0] - deltas[k][1]
                 entry["recomputed"] = num(torch.sigmoid(margin / tau).mean())
             out.append(entry)
