@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 
 import unitlens.cli.common
 from unitlens.cli import app as cli
-from unitlens.errors import AtlasError, BadInput, MissingFile
+from unitlens.errors import AtlasError, BadInput, CorruptFile, MissingFile
 from unitlens.explorer import Catalog, create_app, write_report
 from unitlens.explorer.defaults import MAX_UPLOAD_BYTES
 from unitlens.explorer.server import listen
@@ -70,6 +70,10 @@ def test_catalog_names_atlases_uniquely_and_refuses_what_is_not_an_atlas(explore
         Catalog([tmp_path / "folder"])
     with pytest.raises(MissingFile, match="does not exist"):
         Catalog([tmp_path / "missing"])
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / "manifest.json").write_text("{not json")
+    with pytest.raises(CorruptFile, match="record the atlas again"):
+        Catalog([tmp_path / "damaged"])
 
 
 def test_cli_refuses_a_folder_that_is_not_an_atlas(tmp_path):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from unitlens.atlas.layout import MANIFEST
-from unitlens.errors import AtlasError, MissingFile, NotFound, UnitlensError
+from unitlens.errors import AtlasError, CorruptFile, MissingFile, NotFound, UnitlensError
 from unitlens.explorer.atlas_view import AtlasView
 from unitlens.explorer.study_view import StudyView, is_study
 
@@ -21,6 +21,13 @@ def unique(name: str, taken: set[str]) -> str:
         out, k = f"{name}-{k}", k + 1
     taken.add(out)
     return out
+
+
+def open_view(path: Path, name: str, study: str | None = None) -> AtlasView:
+    try:
+        return AtlasView(path, name, study=study)
+    except (ValueError, OSError) as err:  # a damaged manifest
+        raise CorruptFile(f"{path / MANIFEST} cannot be read ({err}); record the atlas again") from err
 
 
 class Catalog:
@@ -42,7 +49,7 @@ class Catalog:
             if (path / MANIFEST).is_file():
                 if path.resolve() not in seen:
                     name = unique(path.resolve().name, names)
-                    self.atlases[name] = AtlasView(path, name)
+                    self.atlases[name] = open_view(path, name)
                     seen[path.resolve()] = name
             elif is_study(path):
                 if any(s.path.resolve() == path.resolve() for s in self.studies.values()):
@@ -52,7 +59,7 @@ class Catalog:
                 for entry, folder in study.atlas_folders().items():
                     if folder.resolve() not in seen:
                         name = unique(entry, names)
-                        self.atlases[name] = AtlasView(folder, name, study=study.name)
+                        self.atlases[name] = open_view(folder, name, study=study.name)
                         seen[folder.resolve()] = name
                     study.atlas_names[entry] = seen[folder.resolve()]
             else:
