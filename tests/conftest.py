@@ -141,7 +141,8 @@ def presence_model(normalized: bool = False) -> LoadedModel:
                        weights="hand-built", input_size=(3, 32, 32))
 
 
-def _hist(x: torch.Tensor) -> torch.Tensor:
+def colour_histogram(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) 0..255 floats -> (B, 12) per-channel 4-bin histograms (noise σ = 6 never crosses a bin edge)."""
     bins = (x / 64).floor().clamp(0, 3).long()
     return torch.nn.functional.one_hot(bins, 4).float().mean((2, 3)).flatten(1)
 
@@ -160,7 +161,7 @@ class ColourBackend(Backend):
                                 .copy()).permute(2, 0, 1)
 
     def encode_images(self, batch):
-        return torch.nn.functional.normalize(_hist(batch), dim=-1)
+        return torch.nn.functional.normalize(colour_histogram(batch), dim=-1)
 
     def encode_text(self, texts):
         if not self.has_text:
@@ -168,7 +169,7 @@ class ColourBackend(Backend):
         out = []
         for t in texts:
             words = [w for w in ("red", "green", "blue") if w in t.lower()]
-            hist = [_hist(torch.tensor(COLOURS[w], dtype=torch.float32).view(1, 3, 1, 1))[0] for w in words]
+            hist = [colour_histogram(torch.tensor(COLOURS[w], dtype=torch.float32).view(1, 3, 1, 1))[0] for w in words]
             out.append(sum(hist) if hist else torch.ones(12))
         return torch.nn.functional.normalize(torch.stack(out), dim=-1)
 
@@ -181,3 +182,127 @@ def register_colour_backends() -> None:
 
 
 COMBOS = [("red",), ("green",), ("blue",), ("red", "green"), ("red", "blue"), ("green", "blue"), ()]
+
+
+# ---------------------------------------------------------------------------------------------- explorer atlases
+# Shared by tests/test_explorer.py and tests/test_explorer_browser.py: two small atlases of hand-built colour
+# detectors (record, MIS, lens, labels, measures, relevance, audit, a figure), a second atlas whose folder has the
+# same name, and a study folder with copies of both. 30 noisy solid images per colour (ids: blue 0-29, green 30-59,
+# grey 60-89, red 90-119), so a detector's 25 MIS exemplars are its colour and its least activating ones (all 0)
+# a seeded draw of the other colours (the record pass's tie-break).
+class ExplorerBackend:
+    """Factory of the explorer tests' backend: colour histograms; text maps colour words to their histogram."""
+
+    @staticmethod
+    def build(spec=None, device=None, **kw):
+        from unitlens.backends.base import Backend
+
+        class HistogramBackend(Backend):
+            name, dim, has_text = "explorertest", 12, True
+
+            def preprocess(self, image):
+                arr = np.asarray(image.convert("RGB").resize((8, 8), Image.NEAREST), dtype=np.float32)
+                return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+            def encode_images(self, batch):
+                return self._finish(colour_histogram(batch))
+
+            def encode_text(self, texts):
+                hist = {n: colour_histogram(torch.tensor(c, dtype=torch.float32).view(1, 3, 1, 1))[0]
+                        for n, c in COLOURS.items()}
+                out = [sum(hist[w] for w in COLOURS if w in t.lower()) if any(w in t.lower() for w in COLOURS)
+                       else torch.ones(12) for t in texts]
+                return self._finish(torch.stack(out))
+
+        return HistogramBackend("cpu")
+
+
+class ColourDetectors(nn.Module):
+    """``detect``: per-pixel detectors relu(1 − ‖x − c‖ / 0.35) of the given colours, a constant-zero unit and
+    their sum; ``pool``: 4×4 average pooling of them; the head reads the pooled means."""
+
+    def __init__(self, colours=("red", "green", "blue", "grey")):
+        super().__init__()
+        self.register_buffer("c", torch.tensor([COLOURS[n] for n in colours], dtype=torch.float32) / 255)
+        self.detect = nn.Identity()
+        self.pool = nn.AvgPool2d(4)
+        self.head = nn.Linear(len(colours) + 2, 2)
+
+    def forward(self, x):
+        d = (x[:, None] - self.c[None, :, :, None, None]).norm(dim=2)
+        units = (1 - d / 0.35).clamp_min(0)
+        h = self.detect(torch.cat([units, torch.zeros_like(units[:, :1]), units.sum(1, keepdim=True)], 1))
+        return self.head(self.pool(h).mean((2, 3)))
+
+
+def colour_atlas(data: Path, out: Path, colours=("red", "green", "blue", "grey")) -> Path:
+    from torchvision import transforms as T
+
+    from unitlens.record import record
+    from unitlens.zoo import enumerate_units
+
+    model = LoadedModel(name="colourdetectors", model=ColourDetectors(colours).eval(),
+                        transform=T.Compose([T.Resize(32), T.CenterCrop(32), T.ToTensor()]), weights="hand-built",
+                        input_size=(3, 32, 32))
+    record(model, str(data), out, enumerate_units(model.model, include=["detect", "pool"]), k=30, batch_size=16,
+           num_workers=0, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def explorer_atlases(tmp_path_factory) -> dict:
+    """``a`` (every result), ``b`` (lens only; its folder is also named ``demo``), ``study``, ``data``, ``root``."""
+    import json
+    import shutil
+
+    import pandas as pd
+
+    from unitlens.audit import audit
+    from unitlens.backends.base import register_backend
+    from unitlens.lens import embed_atlas, label, measures
+    from unitlens.mis import load_scores, score_atlas
+    from unitlens.relevance.store import write_result
+
+    register_backend("explorertest")(ExplorerBackend.build)
+    backend = ExplorerBackend.build()
+    root = tmp_path_factory.mktemp("explorer")
+    rng = np.random.default_rng(0)
+    data = root / "data"
+    for name, rgb in COLOURS.items():
+        (data / name).mkdir(parents=True)
+        for i in range(30):
+            arr = np.clip(np.array(rgb)[None, None] + rng.normal(0, 6, (32, 32, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(arr).save(data / name / f"{name}_{i}.png")
+    a = colour_atlas(data, root / "a" / "demo")
+    score_atlas(a, backend, n_tasks=5, k_expl=4, progress=False)
+    embed_atlas(a, backend, m=5, progress=False)
+    label(a, ["red", "green", "blue", "grey"], backend=backend)
+    measures(a, backend)
+    rel = pd.DataFrame([{"layer": layer, "unit": u, "class_index": 0, "class_name": "red", "rel_mean": share,
+                         "rel_max": 2 * share, "rel_raw_mean": share, "n_samples": 10, "top_ids": [u, u + 1]}
+                        for layer in ("detect", "pool")
+                        for u, share in enumerate([0.40, 0.05, 0.10, 0.02, 0.0, 0.30])])
+    write_result(a, "class_0", rel, {"class_name": "red", "description": "red", "samples": "top5", "n_samples": 10})
+    audit(a, 0, ["red"], ["blue"], backend=backend, other_classes=rel.iloc[:0])
+    (a / "figures").mkdir()
+    Image.new("RGB", (40, 20), (200, 220, 255)).save(a / "figures" / "mis_by_layer.png")
+    b = colour_atlas(data, root / "b" / "demo", ("red", "green", "blue"))
+    embed_atlas(b, backend, m=5, progress=False)
+    study = root / "studies" / "colours"
+    (study / "atlases").mkdir(parents=True)
+    shutil.copytree(a, study / "atlases" / "rgb-grey")
+    shutil.copytree(b, study / "atlases" / "rgb")
+    (study / "study.toml").write_text('name = "colour-study"\ndata = "images"\n')
+    (study / "study.json").write_text(json.dumps({"entries": {
+        "rgb-grey": {"steps": {"record": "done", "mis": "done", "lens": "done"}},
+        "rgb": {"steps": {"record": "done", "mis": "failed", "lens": "done"}, "error": "mis: out of memory"}}}))
+    mis = load_scores(a)
+    scored = mis["mis"].dropna()
+    pd.DataFrame([
+        {"name": "rgb", "model": "colourdetectors", "units": 10, "mis_mean": float("nan")},
+        {"name": "rgb-grey", "model": "colourdetectors", "units": 12, "mis_mean": float(scored.mean()),
+         "mis_p5": float(scored.quantile(0.05)), "mis_p95": float(scored.quantile(0.95))},
+    ]).to_parquet(study / "study.parquet")
+    (study / "figures").mkdir()
+    Image.new("RGB", (40, 20), (255, 220, 200)).save(study / "figures" / "ranking.png")
+    return {"a": a, "b": b, "study": study, "data": data, "root": root, "backend": backend}

@@ -26,7 +26,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 import unitlens.cli.common
-from unitlens.audit import audit, audit_test, prune_check, stored_audit, verdicts
+from unitlens.audit import audit, audit_test, audited_classes, prune_check, stored_audit, verdicts
 from unitlens.backends.base import Backend, register_backend
 from unitlens.cli.audit import app as audit_app
 from unitlens.errors import AuditError
@@ -181,6 +181,7 @@ def test_audit_verdicts_alignments_and_summary(atlas):
     assert list(res.flagged["unit"]) == [1, 3, 4]
     assert frame.loc[0, "relevant_ids"] == [0, 1] and len(frame.loc[0, "exemplars"]) == 2
     # written, and read back by class index
+    assert audited_classes(atlas / "atlas")[["class_index", "class_name"]].values.tolist() == [[0, "red"]]
     stored = stored_audit(atlas / "atlas", 0)
     assert stored.set_index("unit")["verdict"].to_dict() == EXPECTED
     assert res.path.name == "class0-red.parquet" and res.path.with_suffix(".csv").is_file()

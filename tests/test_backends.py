@@ -359,6 +359,23 @@ def test_cache_embeds_each_key_once_and_keeps_order(atlas, small_backend):
     assert sorted(index["id"]) == [0, 1, 2, 3] and index["x0"].isna().all()
 
 
+def test_stored_embeddings_read_the_cache_without_a_backend_or_writing(atlas, small_backend):
+    from unitlens.backends import StoredEmbeddings
+    from unitlens.errors import NotComputed
+
+    cache = EmbeddingCache(atlas, small_backend, shard_rows=2)  # three shards
+    first = cache.get([4, 0, 5, 1, 2], progress=False)
+    cache.get([3], crops=[(0, 0, 20, 20)], progress=False)  # a crop only: not a whole-image embedding
+    files = {p: p.stat().st_mtime_ns for p in cache.path.rglob("*")}
+    stored = StoredEmbeddings(atlas, small_backend.name)
+    assert torch.equal(stored.get([1, 4, 4, 2]), first[[3, 0, 0, 4]])
+    with pytest.raises(NotComputed, match=r"\[3\].*unitlens mis"):
+        stored.get([0, 3])
+    assert {p: p.stat().st_mtime_ns for p in cache.path.rglob("*")} == files
+    assert len(StoredEmbeddings(atlas, "never-used")) == 0
+    assert not (atlas.path / "embeddings" / cache_dirname("never-used")).exists()
+
+
 def test_cache_distinguishes_crops(atlas, small_backend):
     b = Counting(small_backend)
     cache = EmbeddingCache(atlas, b)

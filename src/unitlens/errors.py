@@ -93,3 +93,7 @@ class CheckpointMismatch(BadInput):
 
 class TooFewExemplars(BadInput):
     """An atlas keeps fewer exemplars per unit than the MIS tasks need."""
+
+
+class NotFound(BadInput, LookupError):
+    """A named atlas, study, layer, unit or file does not exist (the explorer answers 404)."""

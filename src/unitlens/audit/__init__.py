@@ -13,6 +13,7 @@ if TYPE_CHECKING:
         VERDICTS,
         AuditResult,
         audit,
+        audited_classes,
         stored_audit,
         verdicts,
     )
@@ -29,6 +30,7 @@ __all__ = [
     "VERDICTS",
     "audit",
     "audit_test",
+    "audited_classes",
     "plot_audit",
     "prune_check",
     "stored_audit",
@@ -41,6 +43,7 @@ __getattr__, __dir__ = lazy_exports(
         "VERDICTS": "unitlens.audit.alignment",
         "AuditResult": "unitlens.audit.alignment",
         "audit": "unitlens.audit.alignment",
+        "audited_classes": "unitlens.audit.alignment",
         "stored_audit": "unitlens.audit.alignment",
         "verdicts": "unitlens.audit.alignment",
         "plot_audit": "unitlens.audit.figures",

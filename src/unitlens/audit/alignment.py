@@ -28,7 +28,8 @@ relevance (per sample of the class) that units of that verdict carry; the row ``
 below the bar. Constant units (no meaningful θ) are left out, and counted.
 
 Written to ``<atlas>/audit/class<index>-<name>.parquet``, ``.csv`` (lists joined by ';') and ``.json`` (settings
-and summary). ``stored_audit(atlas, index)`` reads the table back (``unitlens audit prune --from-audit``).
+and summary). ``stored_audit(atlas, index)`` reads the table back (``unitlens audit prune --from-audit``);
+``audited_classes(atlas)`` lists the classes audited.
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from unitlens.atlas import Atlas
-from unitlens.atlas.files import atomic_write, safe_name, write_json, write_parquet
+from unitlens.atlas.files import atomic_write, read_json, safe_name, write_json, write_parquet
 from unitlens.audit.defaults import AUDIT_MIN_RELEVANCE, RELEVANCE_STAT
 from unitlens.errors import AuditError, AuditNotComputed, BadInput, LensError, RelevanceError
 from unitlens.lens.analysis import (
@@ -317,6 +318,19 @@ def _write(result: AuditResult, valid_source: str, spurious_source: str) -> Path
         "spurious_source": spurious_source, "n_constant": result.n_constant, "notes": result.notes,
         "summary": result.summary.to_dict("records"), "written": time.strftime("%Y-%m-%dT%H:%M:%S")})
     return path
+
+
+def audited_classes(atlas) -> pd.DataFrame:
+    """One row per class with a stored audit: class_index, class_name, backend, written (from the audits' JSON)."""
+    atlas = Atlas.open(atlas)
+    rows = []
+    for path in sorted(atlas.derived_path("audit").glob("class*.parquet")):
+        meta_path = path.with_suffix(".json")
+        meta = read_json(meta_path) if meta_path.is_file() else {}
+        index = meta.get("class_index", path.stem[len("class"):].split("-", 1)[0])
+        rows.append({"class_index": int(index), "class_name": meta.get("class_name", ""),
+                     "backend": meta.get("backend", ""), "written": meta.get("written", "")})
+    return pd.DataFrame(rows, columns=["class_index", "class_name", "backend", "written"])
 
 
 def stored_audit(atlas, class_index: int) -> pd.DataFrame:

@@ -23,7 +23,7 @@ from unitlens.backends.base import (
     load_backend,
     register_backend,
 )
-from unitlens.backends.cache import EmbeddingCache, NotEmbeddable, embed_images
+from unitlens.backends.cache import EmbeddingCache, NotEmbeddable, StoredEmbeddings, embed_images
 from unitlens.backends.offline_backend import DEFAULT_OFFLINE_MODEL
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "as_backend",
     "available_backends",
     "NotEmbeddable",
+    "StoredEmbeddings",
     "embed_images",
     "load_backend",
     "register_backend",

@@ -9,12 +9,14 @@ Layout, under ``Atlas.backend_path("embeddings", backend)``::
 Shards are append-only and written atomically before the index, and each shard carries its own keys, so a
 process that stops between two writes loses nothing: opening the cache re-indexes any shard the index
 does not list yet. Crop boxes are ``(x0, y0, x1, y1)`` in pixels of the original image (PIL's ``crop``),
-rounded to integers.
+rounded to integers. ``StoredEmbeddings(atlas, backend_name)`` reads a cache without a backend and without
+writing (the explorer shows MIS tasks from it).
 """
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -29,7 +31,7 @@ from unitlens.atlas.files import (
     write_tensors,
 )
 from unitlens.backends.base import Backend
-from unitlens.errors import BadInput, UnitlensError
+from unitlens.errors import BadInput, NotComputed, UnitlensError
 from unitlens.runtime import Progress, prefetch
 
 Box = tuple[int, int, int, int]
@@ -80,6 +82,58 @@ def embed_images(backend: Backend, images: Sequence[Image.Image], batch_size: in
     return torch.cat(out)
 
 
+def read_index(path) -> dict[Key, tuple[str, int]]:
+    """The keys an embedding cache folder lists in its ``index.parquet`` -> (shard, row); {} without an index."""
+    index_path = Path(path) / "index.parquet"
+    if not index_path.is_file():
+        return {}
+    index = pd.read_parquet(index_path)
+    boxes = index[["x0", "y0", "x1", "y1"]]
+    has_box = boxes.notna().all(axis=1).tolist()
+    box_rows = boxes.fillna(0).astype("int64").itertuples(index=False, name=None)
+    return {(int(i), tuple(box) if hb else None): (shard, int(row))
+            for i, hb, box, shard, row in zip(index["id"].tolist(), has_box, box_rows, index["shard"].tolist(),
+                                               index["row"].tolist())}
+
+
+class StoredEmbeddings:
+    """Read-only access to the embeddings an atlas caches for a backend, by the backend's name: it loads no model,
+    embeds nothing and writes nothing (``EmbeddingCache`` creates its folder and embeds what is missing).
+
+    ``get(ids)`` returns the whole-image embeddings (n, D) of samples ``ids``, or raises ``NotComputed`` naming
+    the samples that are not cached.
+    """
+
+    def __init__(self, atlas, backend_name: str):
+        self.atlas = Atlas.open(atlas)
+        self.backend = backend_name
+        self.path = self.atlas.backend_path("embeddings", backend_name)
+        self._where = read_index(self.path)
+        self._loaded: dict[str, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def get(self, ids: Iterable[int] | torch.Tensor) -> torch.Tensor:
+        ids = [int(i) for i in (ids.tolist() if isinstance(ids, torch.Tensor) else ids)]
+        missing = [i for i in ids if (i, None) not in self._where]
+        if missing:
+            raise NotComputed(f"{len(missing)} samples (e.g. {missing[:5]}) of atlas {self.atlas.path} have no cached "
+                              f"'{self.backend}' embedding; run unitlens mis {self.atlas.path} --backend "
+                              f"{self.backend} to embed them")
+        rows = [self._where[(i, None)] for i in ids]
+        out = torch.empty(len(ids), 0)
+        for shard in dict.fromkeys(s for s, _ in rows):
+            if shard not in self._loaded:
+                self._loaded[shard] = read_tensors(self.path / shard)["embeddings"]
+            table = self._loaded[shard]
+            if out.shape[1] == 0:
+                out = torch.empty(len(ids), table.shape[1], dtype=table.dtype)
+            pos = [k for k, (s, _) in enumerate(rows) if s == shard]
+            out[torch.tensor(pos)] = table[torch.tensor([rows[k][1] for k in pos])]
+        return out
+
+
 class EmbeddingCache:
     """Embeddings of an atlas's samples (whole or cropped) for one backend, computed once and kept on disk.
 
@@ -116,15 +170,7 @@ class EmbeddingCache:
                 stale.unlink(missing_ok=True)  # embeddings of other weights under the same name: wrong now
             write_json(meta_path, {"backend": self.backend.name, "dim": self.backend.dim,
                                    "weights": self.backend.weights_id, "format": FORMAT})
-        index_path = self.path / "index.parquet"
-        if index_path.is_file():
-            index = pd.read_parquet(index_path)
-            boxes = index[["x0", "y0", "x1", "y1"]]
-            has_box = boxes.notna().all(axis=1).tolist()
-            box_rows = boxes.fillna(0).astype("int64").itertuples(index=False, name=None)
-            for i, hb, box, shard, row in zip(index["id"].tolist(), has_box, box_rows, index["shard"].tolist(),
-                                               index["row"].tolist()):
-                self._where[(int(i), tuple(box) if hb else None)] = (shard, int(row))
+        self._where.update(read_index(self.path))
         listed = {shard for shard, _ in self._where.values()}
         on_disk = {p.name for p in self.path.glob("shard-*.safetensors")}
         lost = listed - on_disk

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from unitlens.cli import atlas, audit, lens, mis, plot, probe, record, relevance
+from unitlens.cli import atlas, audit, explorer, lens, mis, plot, probe, record, relevance
 
 app = typer.Typer(
     help="Measure and explain every unit of a vision model.", no_args_is_help=True, pretty_exceptions_enable=False
@@ -23,6 +23,8 @@ app.add_typer(audit.app, name="audit")
 app.command("relevance")(relevance.relevance)
 app.command("graph")(relevance.graph)
 app.command("probe")(probe.probe)
+app.command("serve")(explorer.serve)
+app.command("report")(explorer.report)
 
 __all__ = ["app"]
 

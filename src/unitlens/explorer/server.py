@@ -1,0 +1,351 @@
+"""The explorer's web app (FastAPI on uvicorn): the front end, a read-only JSON API over the catalog, thumbnails
+and figures, and the live lens (text search, image probes, concept labels).
+
+Routes::
+
+    /  /atlas/<name>  /atlas/<name>/layer/<layer>  /atlas/<name>/layer/<layer>/unit/<i>  /atlas/<name>/search
+    /study/<name>                                       the front end (404 status for a name, layer or unit not served)
+    /api/catalog  /api/atlas/<name>  .../layer/<layer>  .../layer/<layer>/map  .../layer/<layer>/unit/<i>
+    /api/atlas/<name>/thumb/<id>  /api/atlas/<name>/image/<id>  /api/atlas/<name>/figure/<file>
+    POST /api/atlas/<name>/search (JSON text)  /api/atlas/<name>/search/image (multipart)  /api/atlas/<name>/label
+    /api/study/<name>  /api/study/<name>/figure/<file>
+
+Errors are JSON ``{"error": message}``: 404 for what is not there, 409 for results not computed (the message
+names the command), 400 for bad input, 413 for an upload over the limit. The only files written are the
+thumbnail and map cache of each atlas (``unitlens.explorer.thumbnails``, ``unitlens.explorer.maps``).
+"""
+from __future__ import annotations
+
+import errno
+import io
+import socket
+import threading
+import time
+from importlib.resources import files
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from PIL import Image, UnidentifiedImageError
+from starlette.concurrency import run_in_threadpool
+
+from unitlens.errors import BadInput, LensError, MissingFile, NotComputed, NotFound, Unavailable, UnitlensError
+from unitlens.explorer.catalog import Catalog
+from unitlens.explorer.defaults import CACHE_SECONDS, HOST, MAX_UPLOAD_BYTES, MAX_UPLOAD_FILES, PORT, SEARCH_TOP
+from unitlens.explorer.live import LiveLens
+from unitlens.explorer.paths import inside, media_type
+
+ASSETS = Path(str(files("unitlens.explorer") / "assets"))
+MAX_PIXELS = 40_000_000  # an uploaded probe image larger than this is refused (decompression bombs)
+
+
+def index_html(head: str) -> str:
+    """The front end's page with ``head`` (a base URL or the static report's data script) filled in."""
+    return (ASSETS / "index.html").read_text().replace("<!--HEAD-->", head)
+
+
+def status_of(err: Exception) -> int:
+    if isinstance(err, NotFound):
+        return 404
+    if isinstance(err, NotComputed):
+        return 409
+    if isinstance(err, (BadInput, NotImplementedError)):
+        return 400
+    if isinstance(err, LensError):
+        return 400
+    if isinstance(err, Unavailable):
+        return 503
+    return 500
+
+
+def error(err: Exception | str, status: int | None = None) -> JSONResponse:
+    status = status if status is not None else status_of(err) if isinstance(err, Exception) else 400
+    return JSONResponse({"error": str(err), "kind": type(err).__name__ if isinstance(err, Exception) else "BadInput"},
+                        status_code=status)
+
+
+def decode_upload(name: str, data: bytes) -> Image.Image:
+    """An uploaded file as an RGB image, or ``BadInput`` saying why it is not one."""
+    if not data:
+        raise BadInput(f"upload '{name}' is empty")
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            probe.verify()
+        image = Image.open(io.BytesIO(data))
+        if image.width * image.height > MAX_PIXELS:
+            raise BadInput(f"upload '{name}' has {image.width}×{image.height} pixels; probe images may have at most "
+                           f"{MAX_PIXELS:,} pixels")
+        image.load()
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as err:
+        raise BadInput(f"upload '{name}' is not an image the explorer can read ({err}); upload a PNG, JPEG, GIF, "
+                       "WebP or BMP file") from err
+    return image.convert("RGB")
+
+
+def create_app(catalog: Catalog, live: LiveLens | None = None) -> FastAPI:
+    """The explorer app over ``catalog``; ``live`` runs the probes (None: a LiveLens on the CPU)."""
+    live = live or LiveLens()
+    app = FastAPI(title="unitlens explorer", docs_url=None, redoc_url=None, openapi_url=None)
+    page = index_html('<base href="/">')
+
+    @app.exception_handler(UnitlensError)
+    async def unitlens_error(request: Request, err: UnitlensError) -> JSONResponse:
+        return error(err)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, err: RequestValidationError) -> JSONResponse:
+        return error(f"the request could not be read: {err.errors()[0].get('msg', err) if err.errors() else err}",
+                     400)
+
+    @app.exception_handler(NotImplementedError)
+    async def not_implemented(request: Request, err: NotImplementedError) -> JSONResponse:
+        return error(err, 400)
+
+    app.mount("/static", StaticFiles(directory=ASSETS), name="static")
+
+    def front(check=None) -> HTMLResponse:
+        try:
+            if check is not None:
+                check()
+        except NotFound:
+            return HTMLResponse(page, status_code=404)
+        return HTMLResponse(page)
+
+    def unit_number(text: str) -> int:
+        if not text.isdigit():
+            raise NotFound(f"'{text}' is not a unit index (0, 1, 2, ...)")
+        return int(text)
+
+    # ------------------------------------------------------------------ pages
+    @app.get("/", response_class=HTMLResponse)
+    def home() -> HTMLResponse:
+        return front()
+
+    @app.get("/atlas/{name}", response_class=HTMLResponse)
+    def atlas_page(name: str) -> HTMLResponse:
+        return front(lambda: catalog.atlas(name))
+
+    @app.get("/atlas/{name}/search", response_class=HTMLResponse)
+    def search_page(name: str) -> HTMLResponse:
+        return front(lambda: catalog.atlas(name))
+
+    @app.get("/atlas/{name}/layer/{layer}", response_class=HTMLResponse)
+    def layer_page(name: str, layer: str) -> HTMLResponse:
+        return front(lambda: catalog.atlas(name).info(layer))
+
+    @app.get("/atlas/{name}/layer/{layer}/unit/{unit}", response_class=HTMLResponse)
+    def unit_page(name: str, layer: str, unit: str) -> HTMLResponse:
+        return front(lambda: catalog.atlas(name).check_unit(layer, unit_number(unit)))
+
+    @app.get("/study/{name}", response_class=HTMLResponse)
+    def study_page(name: str) -> HTMLResponse:
+        return front(lambda: catalog.study(name))
+
+    # ------------------------------------------------------------------ data
+    @app.get("/api/catalog")
+    def api_catalog() -> dict:
+        return {**catalog.payload(), "mode": "server", "live": True}
+
+    @app.get("/api/atlas/{name}")
+    def api_overview(name: str) -> dict:
+        return catalog.atlas(name).overview()
+
+    @app.get("/api/atlas/{name}/layer/{layer}")
+    def api_layer(name: str, layer: str) -> dict:
+        return catalog.atlas(name).layer(layer)
+
+    @app.get("/api/atlas/{name}/layer/{layer}/map")
+    def api_map(name: str, layer: str) -> dict:
+        return catalog.atlas(name).layer_map(layer)
+
+    @app.get("/api/atlas/{name}/layer/{layer}/unit/{unit}")
+    def api_unit(name: str, layer: str, unit: str) -> dict:
+        return catalog.atlas(name).unit(layer, unit_number(unit))
+
+    @app.get("/api/study/{name}")
+    def api_study(name: str) -> dict:
+        return catalog.study(name).payload()
+
+    # ------------------------------------------------------------------ files
+    def cached(request: Request, tag: str, make) -> Response:
+        headers = {"Cache-Control": f"public, max-age={CACHE_SECONDS}", "ETag": f'"{tag}"'}
+        if request.headers.get("if-none-match") == headers["ETag"]:
+            return Response(status_code=304, headers=headers)
+        return make(headers)
+
+    def sample_id(text: str) -> int:
+        if not text.isdigit():
+            raise NotFound(f"'{text}' is not a sample id")
+        return int(text)
+
+    @app.get("/api/atlas/{name}/thumb/{sample}")
+    async def api_thumb(name: str, sample: str, request: Request) -> Response:
+        view = catalog.atlas(name)
+        sid = sample_id(sample)
+        if not view.thumbnails.loaded:
+            await run_in_threadpool(lambda: view.thumbnails.dataset)  # reads the sample table once
+        try:
+            view.thumbnails.check(sid)
+        except BadInput as err:
+            raise NotFound(str(err)) from err
+        tag = f"{view.atlas.manifest.get('config', {}).get('dataset_fingerprint')}-{sid}-{view.thumbnails.size}"
+        if request.headers.get("if-none-match") == f'"{tag}"':
+            return cached(request, tag, None)
+        # a cached thumbnail is a few kB read at once; making one decodes an image, so it leaves the event loop
+        try:
+            data = view.thumbnails.data(sid) if view.thumbnails.cached(sid) else \
+                await run_in_threadpool(view.thumbnails.data, sid)
+        except MissingFile as err:
+            raise NotFound(str(err)) from err
+        return cached(request, tag, lambda h: Response(data, media_type="image/jpeg", headers=h))
+
+    @app.get("/api/atlas/{name}/image/{sample}")
+    def api_image(name: str, sample: str, request: Request) -> Response:
+        view = catalog.atlas(name)
+        sid = sample_id(sample)
+        try:
+            path = view.thumbnails.original(sid)
+        except BadInput as err:
+            raise NotFound(str(err)) from err
+        tag = f"{view.atlas.manifest.get('config', {}).get('dataset_fingerprint')}-{sid}-full"
+        return cached(request, tag, lambda h: FileResponse(path, media_type=media_type(path), headers=h))
+
+    def figure(root: Path, listed: dict[str, Path], file: str, request: Request) -> Response:
+        path = listed.get(file)
+        if path is None or not inside(root, path):
+            raise NotFound(f"no figure '{file}' here")
+        stat = path.stat()
+        return cached(request, f"{stat.st_mtime_ns}-{stat.st_size}",
+                      lambda h: FileResponse(path, media_type=media_type(path), headers=h))
+
+    @app.get("/api/atlas/{name}/figure/{file:path}")
+    def api_atlas_figure(name: str, file: str, request: Request) -> Response:
+        view = catalog.atlas(name)
+        return figure(view.path, view.figures(), file, request)
+
+    @app.get("/api/study/{name}/figure/{file:path}")
+    def api_study_figure(name: str, file: str, request: Request) -> Response:
+        study = catalog.study(name)
+        return figure(study.path, study.figures, file, request)
+
+    # ------------------------------------------------------------------ live lens
+    @app.post("/api/atlas/{name}/search")
+    def api_search(name: str, body: dict) -> dict:
+        text = body.get("text")
+        if not isinstance(text, str):
+            raise BadInput('a text search needs {"text": "..."}')
+        return live.search(catalog.atlas(name), text=text, top=int(body.get("top", SEARCH_TOP)),
+                           layers=body.get("layers") or None)
+
+    @app.post("/api/atlas/{name}/search/image")
+    async def api_search_image(name: str, request: Request) -> Response:
+        view = catalog.atlas(name)
+        length = request.headers.get("content-length")
+        if length is None or not length.isdigit():
+            return error("an image upload must say its size (Content-Length)", 411)
+        if int(length) > MAX_UPLOAD_BYTES:
+            return error(f"the upload is {int(length) / 2**20:.1f} MiB; the limit is {MAX_UPLOAD_BYTES / 2**20:.0f} "
+                         "MiB per search (send fewer or smaller images)", 413)
+        try:
+            form = await request.form(max_files=MAX_UPLOAD_FILES, max_fields=8)
+        except Exception as err:  # malformed multipart, too many files: Starlette's parser says which
+            return error(f"the upload could not be read as a form ({err}); send multipart/form-data with up to "
+                         f"{MAX_UPLOAD_FILES} files named 'image'", 400)
+        uploads = [f for f in form.getlist("image") if not isinstance(f, str)]
+        if not uploads:
+            return error("no image in the upload; send the files as form field 'image'", 400)
+        try:
+            images = [decode_upload(f.filename or "image", await f.read()) for f in uploads]
+        except BadInput as err:
+            return error(err, 400)
+        top = form.get("top")
+        result = await run_in_threadpool(live.search, view, None, images,
+                                         int(top) if isinstance(top, str) and top.isdigit() else SEARCH_TOP)
+        return JSONResponse(result)
+
+    @app.post("/api/atlas/{name}/label")
+    def api_label(name: str, body: dict) -> dict:
+        concepts = body.get("concepts")
+        if isinstance(concepts, str):
+            concepts = concepts.splitlines()
+        if not isinstance(concepts, list) or not all(isinstance(c, str) for c in concepts):
+            raise BadInput('labelling needs {"concepts": ["concept", ...]} (or one concept per line)')
+        return live.label(catalog.atlas(name), concepts, layers=body.get("layers") or None)
+
+    return app
+
+
+# ---------------------------------------------------------------------------------------------- running it
+def listen(host: str = HOST, port: int = PORT) -> socket.socket:
+    """A listening socket on ``host:port`` (0: any free port), or ``BadInput`` saying why it cannot be had."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror as err:
+        raise BadInput(f"cannot listen on host '{host}' ({err}); give --host an address such as 127.0.0.1") from err
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family in (socket.AF_INET, socket.AF_INET6):
+        # connections inherit it: a response written as headers + body must not wait for the client's delayed ACK
+        # (Nagle), which costs ~40 ms per request on a kept-alive connection
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as err:
+        sock.close()
+        if err.errno == errno.EADDRINUSE:
+            raise BadInput(f"port {port} on {host} is already in use (another unitlens serve?); pick another with "
+                           "--port N, or --port 0 for any free port") from err
+        raise BadInput(f"cannot listen on {host}:{port} ({err.strerror}); check --host and --port") from err
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+
+
+class BackgroundServer:
+    """``with BackgroundServer(app) as url:`` runs uvicorn in a thread on a free local port (tests, benchmarks)."""
+
+    def __init__(self, app: FastAPI, host: str = HOST, port: int = 0):
+        import uvicorn
+
+        self.sock = listen(host, port)
+        self.url = url_of(self.sock)
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise Unavailable("the explorer server did not start")
+            time.sleep(0.02)
+        return self.url
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.sock.close()
+
+
+def serve(paths: list, host: str = HOST, port: int = PORT, on_ready=None, device: str | None = "cpu") -> None:
+    """Serve the explorer over ``paths`` (atlases or study folders) until interrupted; ``on_ready(url)`` is called
+    once it listens. The port is taken before the catalog is read, so a taken port fails at once."""
+    import uvicorn
+
+    sock = listen(host, port)
+    try:
+        catalog = Catalog(paths)
+        server = uvicorn.Server(uvicorn.Config(create_app(catalog, LiveLens(device)), log_level="warning",
+                                               lifespan="off"))
+        threading.Thread(target=catalog.warm, daemon=True).start()
+        if on_ready is not None:
+            on_ready(url_of(sock))
+        server.run(sockets=[sock])
+    finally:
+        sock.close()

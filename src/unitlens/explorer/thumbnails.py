@@ -1,0 +1,120 @@
+"""Thumbnails of an atlas's samples: JPEGs whose longest side is ``THUMB_SIZE``, made once and cached in the atlas.
+
+They live under the atlas's ``explorer`` result (``explorer/thumbs/<size>/<id // 1000>/<id>.jpg``), each written
+atomically, so a page never loads the full images and a second visit decodes nothing; the most recent ones are
+also kept in memory (``MEMORY_ITEMS``). When the atlas folder cannot be written (read-only media), thumbnails are
+made in memory and not kept on disk.
+"""
+from __future__ import annotations
+
+import io
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+from PIL import Image
+
+from unitlens.atlas import Atlas
+from unitlens.atlas.files import atomic_write
+from unitlens.errors import BadInput, MissingFile
+from unitlens.explorer.defaults import THUMB_QUALITY, THUMB_SIZE
+from unitlens.explorer.paths import inside
+
+MEMORY_ITEMS = 8192  # thumbnails kept in memory (about 4 kB each at 128 px)
+
+
+class Thumbnails:
+    """``data(sample_id)``: the JPEG bytes of a sample's thumbnail; ``size_of(sample_id)``: its original size."""
+
+    def __init__(self, atlas: Atlas, size: int = THUMB_SIZE):
+        self.atlas = atlas
+        self.size = int(size)
+        self.root = atlas.derived_path("explorer", "thumbs", str(self.size))
+        self._dataset = None
+        self._sizes: dict[int, tuple[int, int]] = {}
+        self._memory: OrderedDict[int, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+        self.writable = True
+
+    @property
+    def dataset(self):
+        with self._lock:
+            if self._dataset is None:
+                self._dataset = self.atlas.dataset()
+        return self._dataset
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the sample table has been read (the first lookup reads it)."""
+        return self._dataset is not None
+
+    def check(self, sample_id: int) -> int:
+        n = len(self.dataset)
+        if not 0 <= int(sample_id) < n:
+            raise BadInput(f"sample {sample_id} is not in atlas {self.atlas.path} (ids 0..{n - 1})")
+        return int(sample_id)
+
+    def path(self, sample_id: int) -> Path:
+        return self.root / f"{sample_id // 1000:04d}" / f"{sample_id}.jpg"
+
+    def original(self, sample_id: int) -> Path:
+        """The sample's image file (as the atlas lists it)."""
+        path = self.dataset.path(self.check(sample_id))
+        if not path.is_file():
+            raise MissingFile(f"sample {sample_id} of atlas {self.atlas.path} is missing ({path}); the atlas's "
+                              "dataset has moved: record it again where the images are")
+        return path
+
+    def size_of(self, sample_id: int) -> tuple[int, int] | None:
+        """(width, height) of the original image (from its header; remembered), None when it cannot be read."""
+        sample_id = self.check(sample_id)
+        if sample_id not in self._sizes:
+            try:
+                with Image.open(self.original(sample_id)) as img:
+                    self._sizes[sample_id] = img.size
+            except (OSError, MissingFile):
+                return None
+        return self._sizes[sample_id]
+
+    def cached(self, sample_id: int) -> bool:
+        """Whether the thumbnail is at hand without decoding an image (in memory or in the atlas's cache)."""
+        if sample_id in self._memory:
+            return True
+        path = self.path(sample_id)
+        return path.is_file() and inside(self.atlas.path, path)
+
+    def _remember(self, sample_id: int, data: bytes) -> bytes:
+        with self._lock:
+            self._memory[sample_id] = data
+            self._memory.move_to_end(sample_id)
+            while len(self._memory) > MEMORY_ITEMS:
+                self._memory.popitem(last=False)
+        return data
+
+    def data(self, sample_id: int) -> bytes:
+        """The thumbnail's JPEG bytes, made and cached on first use."""
+        sample_id = self.check(sample_id)
+        found = self._memory.get(sample_id)
+        if found is not None:
+            return found
+        path = self.path(sample_id)
+        if path.is_file() and inside(self.atlas.path, path):
+            return self._remember(sample_id, path.read_bytes())
+        try:
+            image = self.dataset.image(sample_id)
+        except (OSError, ValueError) as err:
+            raise MissingFile(f"sample {sample_id} of atlas {self.atlas.path} cannot be read "
+                              f"({self.dataset.path(sample_id)}: {err})") from err
+        self._sizes[sample_id] = image.size
+        image.thumbnail((self.size, self.size), Image.Resampling.LANCZOS)
+        buffer = io.BytesIO()
+        image.convert("RGB").save(buffer, "JPEG", quality=THUMB_QUALITY, optimize=True)
+        data = buffer.getvalue()
+        if self.writable:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                if inside(self.atlas.path, path.parent):  # never through a link that leads out of the atlas
+                    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+            except OSError:
+                self.writable = False  # read-only atlas: serve from memory from now on
+        return self._remember(sample_id, data)
