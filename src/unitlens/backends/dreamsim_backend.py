@@ -20,14 +20,9 @@ import torch
 from PIL import Image
 
 from unitlens.backends.base import Backend, register_backend
-from unitlens.backends.hub import (
-    display_name,
-    offline,
-    random_init,
-    torch_home,
-    unavailable,
-)
+from unitlens.backends.hub import display_name, random_init, unavailable
 from unitlens.errors import BackendUnavailable, BadInput
+from unitlens.zoo.hub import offline, torch_home
 
 # Files ``dreamsim.model.download_weights`` checks for before it downloads (it keeps this list private).
 REQUIRED = {

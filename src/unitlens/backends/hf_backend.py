@@ -13,15 +13,9 @@ import torch
 from PIL import Image
 
 from unitlens.backends.base import Backend, register_backend
-from unitlens.backends.hub import (
-    display_name,
-    hf_hub_cache,
-    hub_mode,
-    hub_offline,
-    random_init,
-    unavailable,
-)
+from unitlens.backends.hub import display_name, random_init, unavailable
 from unitlens.errors import BadInput
+from unitlens.zoo.hub import hf_hub_cache, hub_mode, hub_offline
 
 
 def _features(out) -> torch.Tensor:

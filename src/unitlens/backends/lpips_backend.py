@@ -19,14 +19,9 @@ import torch
 from PIL import Image
 
 from unitlens.backends.base import PairwiseBackend, register_backend
-from unitlens.backends.hub import (
-    display_name,
-    offline,
-    random_init,
-    torch_checkpoints,
-    unavailable,
-)
+from unitlens.backends.hub import display_name, random_init, unavailable
 from unitlens.errors import BadInput
+from unitlens.zoo.hub import offline, torch_checkpoints
 
 NETS = ("alex", "vgg", "squeeze")
 

@@ -10,14 +10,9 @@ import torch
 from PIL import Image
 
 from unitlens.backends.base import Backend, register_backend
-from unitlens.backends.hub import (
-    display_name,
-    hf_hub_cache,
-    hub_mode,
-    random_init,
-    unavailable,
-)
+from unitlens.backends.hub import display_name, random_init, unavailable
 from unitlens.errors import BadInput
+from unitlens.zoo.hub import hf_hub_cache, hub_mode
 
 DEFAULT_OPENCLIP = "MobileCLIP-S2/datacompdr"
 

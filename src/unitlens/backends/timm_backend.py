@@ -11,16 +11,10 @@ import torch
 from PIL import Image
 
 from unitlens.backends.base import Backend, register_backend
-from unitlens.backends.hub import (
-    display_name,
-    hf_hub_cache,
-    hub_mode,
-    random_init,
-    torch_checkpoints,
-    unavailable,
-)
+from unitlens.backends.hub import display_name, random_init, unavailable
 from unitlens.errors import BadInput
 from unitlens.runtime import prepare_model
+from unitlens.zoo.hub import hf_hub_cache, hub_mode, torch_checkpoints
 
 
 class TimmBackend(Backend):

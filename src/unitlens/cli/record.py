@@ -36,15 +36,21 @@ def record(
     types: Optional[str] = typer.Option(None, help="Comma-separated layer types (default: all analysable)."),
     exclude: Optional[str] = typer.Option(None, help="Comma-separated layer names or globs to leave out."),
     keep_first_last: bool = typer.Option(False, help="Keep the model's first and last layer."),
-    k: int = typer.Option(K, help="Exemplars kept per unit and direction (MIS needs N*(K+1) = 200)."),
+    k: int = typer.Option(K, min=1, help="Exemplars kept per unit and direction (MIS needs N*(K+1) = 200)."),
     spatial: str = typer.Option(SPATIAL_DEFAULT, help="Reduce (B,C,H,W) maps over space: mean or max."),
     tokens: str = typer.Option(TOKENS_DEFAULT, help="Reduce (B,T,C) token outputs: mean, cls or max."),
-    batch_size: int = typer.Option(BATCH_SIZE, help="Images per forward pass."),
+    batch_size: int = typer.Option(BATCH_SIZE, min=1, help="Images per forward pass."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda when present)."),
-    workers: Optional[int] = typer.Option(None, help="Data-loading worker processes."),
+    workers: Optional[int] = typer.Option(None, min=0, help="Data-loading worker processes."),
     checkpoint: Optional[Path] = typer.Option(None, help="Local state dict to load into the architecture."),
     random: bool = typer.Option(False, "--random", help="Random init instead of pretrained weights."),
     force: bool = typer.Option(False, help="Re-record even if the atlas is complete."),
+    content_hash: Optional[bool] = typer.Option(
+        None, "--content-hash/--no-content-hash",
+        help="Fingerprint the dataset and key cached embeddings by each file's bytes (hashed once, kept in "
+             "samples.parquet; the default for new atlases). --no-content-hash reads no file for it, for huge "
+             "datasets, at a risk: an image replaced by another of the same size goes unnoticed (same fingerprint, "
+             "old cached embedding). Default: as the atlas at --out was recorded."),
 ) -> None:
     """Record the top-k and bottom-k exemplars and statistics of every unit into an atlas."""
     import pandas as pd
@@ -60,7 +66,7 @@ def record(
         result = run_record(loaded, dataset, out, split_list(layers), k=k, spatial=spatial, tokens=tokens,
                             batch_size=batch_size, device=device, num_workers=workers, force=force,
                             types=split_list(types) or LAYER_TYPES, exclude=split_list(exclude),
-                            keep_first_last=keep_first_last)
+                            keep_first_last=keep_first_last, content_hash=content_hash)
     if result.already_complete:
         say(f"{out} is already complete; nothing to do (use --force to record again).")
         return
