@@ -270,6 +270,11 @@ def test_damaged_core_files_name_the_file_and_the_fix(model, tmp_path):
         Atlas(atlas.path)
     # --force records over a damaged atlas
     assert _record(model, tmp_path / "images", atlas.path, force=True).atlas.exemplars("conv").k == 3
+    # a damaged checkpoint of an unfinished run
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "status": "recording"}))
+    (atlas.path / "record_state.safetensors").write_bytes(b"\x10\x00\x00\x00garbage")
+    with pytest.raises(CorruptFile, match="record_state.safetensors.*start the run over"):
+        _record(model, tmp_path / "images", atlas.path)
 
 
 def test_a_damaged_embedding_shard_is_dropped_and_embedded_again(model, tmp_path):

@@ -74,7 +74,7 @@ class _Checker:
 
     def add(self, area: str, file: str | Path, check: str, status: str, detail: str = "") -> None:
         path = Path(file)
-        name = str(path.relative_to(self.root)) if path.is_absolute() and path.is_relative_to(self.root) else str(file)
+        name = str(path.relative_to(self.root)) if path.is_relative_to(self.root) else str(file)
         self.rows.append({"area": area, "file": name, "check": check, "status": status, "detail": detail})
 
     def attempt(self, area: str, file: Path, check: str, read: Callable[[], object]):

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Subset
 from unitlens.atlas.atlas import Atlas
 from unitlens.atlas.files import (
     read_json,
+    read_tensor_metadata,
     read_tensors,
     write_json,
     write_parquet,
@@ -59,6 +60,7 @@ from unitlens.zoo.factory import LoadedModel
 from unitlens.zoo.units import LAYER_TYPES, LayerInfo, channel_dim_of, enumerate_units
 
 FIX_MANIFEST = "record the atlas again with --force (or choose another --out)"
+FIX_STATE = f"delete it to start the run over from the first image, or record again with --force ({RECORD_STATE})"
 
 
 @dataclass
@@ -158,10 +160,7 @@ def _prepare_out(out: Path, config: dict, force: bool) -> dict | None:
             "use another --out, or --force to overwrite it"
         )
     if (out / RECORD_STATE).is_file():
-        from safetensors import safe_open
-
-        with safe_open(str(out / RECORD_STATE), "pt") as f:
-            return f.metadata()
+        return read_tensor_metadata(out / RECORD_STATE, fix=FIX_STATE)
     return None
 
 
@@ -249,7 +248,7 @@ def _run(model: LoadedModel, data: ImageDataset, out: Path, layers: list[LayerIn
     recorder = Recorder(net, layers, k, spatial, tokens, device, merge_every)
     start, skipped, elapsed_before = 0, [], 0.0
     if resume is not None:
-        saved = read_tensors(out / RECORD_STATE)
+        saved = read_tensors(out / RECORD_STATE, fix=FIX_STATE)
         for info in layers:
             recorder.states[info.name] = LayerState.from_state_dict(
                 {f: saved[f"{info.name}/{f}"] for f in LayerState.FIELDS}, k, device, merge_every)
