@@ -55,12 +55,16 @@ def record(
     """Record the top-k and bottom-k exemplars and statistics of every unit into an atlas."""
     import pandas as pd
 
+    from unitlens.atlas.layout import MANIFEST
+    from unitlens.atlas.lock import check_writable
     from unitlens.data import load_dataset
     from unitlens.record import record as run_record
     from unitlens.zoo import load_model
     from unitlens.zoo.units import LAYER_TYPES
 
     with failing_cleanly():
+        if force or not (out / MANIFEST).is_file():  # no finished atlas there: --out must be writable, say so now
+            check_writable(out.expanduser().resolve())
         loaded = load_model(model, pretrained=not random, checkpoint=checkpoint)
         dataset = load_dataset(data, loaded.transform)
         result = run_record(loaded, dataset, out, split_list(layers), k=k, spatial=spatial, tokens=tokens,
