@@ -118,6 +118,7 @@ class EmbeddingCache:
         self.persist = True
         self._dataset = None
         self._keys: list[str] | None = None
+        self._hashed = False
         self._where: dict[Key, tuple[str, int]] = {}
         self._first_id: dict[Key, int] = {}
         self._loaded: dict[str, torch.Tensor] = {}
@@ -128,13 +129,17 @@ class EmbeddingCache:
     def sample_keys(self) -> list[str]:
         """The cache key of every sample id: its content hash, else ``<dataset fingerprint>#<id>``."""
         if self._keys is None:
-            samples = self.atlas.samples()
-            m = self.atlas.manifest
-            fingerprint = m.get("config", {}).get("dataset_fingerprint") or m.get("dataset", {}).get("fingerprint", "")
-            hashes = samples["content_hash"].tolist() if "content_hash" in samples else [None] * len(samples)
-            self._keys = [h if isinstance(h, str) else f"{fingerprint}#{int(i)}"
-                          for i, h in zip(samples["id"].tolist(), hashes)]
-        return self._keys
+            self._read_samples()
+        return self._keys or []
+
+    def _read_samples(self) -> None:
+        samples = self.atlas.samples()
+        m = self.atlas.manifest
+        fingerprint = m.get("config", {}).get("dataset_fingerprint") or m.get("dataset", {}).get("fingerprint", "")
+        self._hashed = "content_hash" in samples
+        hashes = samples["content_hash"].tolist() if self._hashed else [None] * len(samples)
+        self._keys = [h if isinstance(h, str) else f"{fingerprint}#{int(i)}"
+                      for i, h in zip(samples["id"].tolist(), hashes)]
 
     def _key(self, sample_id: int, crop) -> Key:
         keys = self.sample_keys
@@ -178,9 +183,9 @@ class EmbeddingCache:
             if meta.get("dim") not in (None, self.backend.dim):
                 raise BadInput(f"{self.path} holds {meta['dim']}-d embeddings but '{self.backend.name}' gives "
                                  f"{self.backend.dim}-d; delete the folder to re-embed")
-        hashed = "content_hash" in self.atlas.samples()
+        self._read_samples()
         if meta is None or meta.get("weights", "") != self.backend.weights_id or \
-                (meta.get("format", 1) < FORMAT and hashed):
+                (meta.get("format", 1) < FORMAT and self._hashed):
             self._reset()  # other weights under the same name, or id keys that the content keys replace
             return
         index_path = self.path / "index.parquet"
