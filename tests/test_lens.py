@@ -364,7 +364,7 @@ def test_errors_before_embedding(atlases, tmp_path):
     from unitlens.errors import AtlasError
 
     (copy / "exemplars" / "detect.safetensors").unlink()
-    with pytest.raises(AtlasError, match="no exemplars for layer 'detect'"):
+    with pytest.raises(AtlasError, match=r"exemplars/detect.safetensors \(it does not exist\)"):
         embed_atlas(copy, HistBackend(), m=5, layers=["detect"], progress=False)
     manifest = json.loads((copy / "manifest.json").read_text())
     (copy / "manifest.json").write_text(json.dumps({**manifest, "status": "recording"}))

@@ -211,7 +211,8 @@ def test_finished_atlas_is_a_noop_unless_forced(exact_model, random_images, tmp_
     assert (tmp_path / "a" / "embeddings/b/index.parquet").exists()
     (random_images / "c0" / "extra.png").write_bytes((random_images / "c0" / "img_0000.png").read_bytes())
     record(exact_model, str(random_images), tmp_path / "a", layers, k=7, force=True, progress=False, num_workers=0)
-    assert not (tmp_path / "a" / "embeddings").exists()  # other images: cached ids would point elsewhere
+    # other images: the embedding cache stays, as its keys are the images' content hashes, not sample ids
+    assert (tmp_path / "a" / "embeddings/b/index.parquet").exists()
     assert first.atlas.manifest["config"]["weights_hash"] == forced.atlas.manifest["config"]["weights_hash"]
 
 

@@ -7,8 +7,12 @@ Layout::
     samples.parquet                 one row per sample: id, path, label, metadata, skipped
     exemplars/<layer>.safetensors   top_ids/top_vals (descending), bottom_ids/bottom_vals (ascending), (C, k);
                                     ids are stored as int32 (2**31 samples at most) and read as int64
-    scores.parquet                  long table: layer, unit, metric, backend, value, params (JSON)
+    scores.parquet                  long table: layer, unit, metric, backend, value, params (JSON); stamped
+                                    with the atlas's identity in its schema metadata
     embeddings/<backend>/           cached image/crop embeddings (see unitlens.backends.cache)
+
+A damaged or missing file raises ``CorruptFile`` naming it and the command that rebuilds it; derived results
+stamped with another atlas's identity are refused (``check_identity``). ``unitlens.atlas.verify`` checks it all.
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from unitlens.atlas.files import read_json, read_tensors, write_parquet
+from unitlens.atlas.files import parquet_stamp, read_json, read_parquet, read_tensors, write_parquet
 from unitlens.atlas.layout import (
     EXEMPLARS,
     MANIFEST,
@@ -31,7 +35,7 @@ from unitlens.atlas.layout import (
     derived_path,
 )
 from unitlens.atlas.lock import writing
-from unitlens.errors import AtlasError, AtlasIncomplete, BadInput
+from unitlens.errors import AtlasError, AtlasIncomplete, BadInput, CorruptFile
 from unitlens.zoo.units import LayerInfo
 
 if TYPE_CHECKING:  # torch is imported by the steps that read exemplars, not by table-only commands
@@ -55,11 +59,25 @@ class Exemplars:
 class Atlas:
     """An on-disk atlas. ``units()``, ``samples()`` and ``exemplars(layer)`` are plain tables and tensors."""
 
+    EXEMPLAR_KEYS = ("top_ids", "top_vals", "bottom_ids", "bottom_vals")
+
     def __init__(self, path: str | Path):
         self.path = Path(path)
         if not (self.path / MANIFEST).is_file():
             raise AtlasError(f"{self.path} is not an atlas (no {MANIFEST}); create one with unitlens record")
-        self.manifest = read_json(self.path / MANIFEST)
+        self.manifest = read_json(self.path / MANIFEST, fix=self.rerecord)
+        missing = [key for key in ("status", "layers") if key not in self.manifest]
+        layers = self.manifest.get("layers")
+        if missing or not isinstance(layers, list) or \
+                not all(isinstance(d, dict) and isinstance(d.get("name"), str) for d in layers):
+            what = f"has no {', '.join(missing)}" if missing else "has a malformed layer list"
+            raise CorruptFile(f"{self.path / MANIFEST} {what}; {self.rerecord}")
+
+    @property
+    def rerecord(self) -> str:
+        """How to rebuild a damaged core file of this atlas."""
+        return (f"record the atlas again (the same unitlens record command with --force --out {self.path}); "
+                f"unitlens atlas verify {self.path} lists every damaged file")
 
     @classmethod
     def open(cls, atlas: "Atlas | str | Path") -> "Atlas":
@@ -117,7 +135,10 @@ class Atlas:
 
     @property
     def layers(self) -> list[LayerInfo]:
-        return [LayerInfo(**d) for d in self.manifest["layers"]]
+        try:
+            return [LayerInfo(**d) for d in self.manifest["layers"]]
+        except TypeError as err:  # missing or unknown fields
+            raise CorruptFile(f"{self.path / MANIFEST} has a malformed layer entry ({err}); {self.rerecord}") from err
 
     def layer(self, name: str) -> LayerInfo:
         for info in self.layers:
@@ -141,24 +162,48 @@ class Atlas:
 
     def units(self) -> pd.DataFrame:
         self.require_complete()
-        return pd.read_parquet(self.path / UNITS)
+        return read_parquet(self.path / UNITS, fix=self.rerecord)
 
     def samples(self) -> pd.DataFrame:
         self.require_complete()
-        return pd.read_parquet(self.path / SAMPLES)
+        return read_parquet(self.path / SAMPLES, fix=self.rerecord)
 
     def exemplars(self, layer: str) -> Exemplars:
         self.require_complete()
         self.layer(layer)
-        arrays = read_tensors(self.exemplar_file(layer))  # ids are int32 on disk
-        return Exemplars(**{k: v.long() if k.endswith("_ids") else v for k, v in arrays.items()})
+        path = self.exemplar_file(layer)
+        arrays = read_tensors(path, fix=self.rerecord)  # ids are int32 on disk
+        shapes = {k: tuple(arrays[k].shape) for k in self.EXEMPLAR_KEYS if k in arrays}
+        if len(shapes) < len(self.EXEMPLAR_KEYS) or len(set(shapes.values())) != 1 or \
+                len(next(iter(shapes.values()))) != 2:
+            raise CorruptFile(f"{path} does not hold four (units, k) arrays {self.EXEMPLAR_KEYS} of one shape "
+                              f"(found {shapes}); {self.rerecord}")
+        return Exemplars(**{k: arrays[k].long() if k.endswith("_ids") else arrays[k] for k in self.EXEMPLAR_KEYS})
 
     SCORE_COLUMNS = ("layer", "unit", "metric", "backend", "value", "params")
 
+    def _scores_fix(self) -> str:
+        return (f"delete {self.derived_path('scores')} and score again (unitlens mis {self.path}, "
+                f"unitlens lens measures {self.path})")
+
     def scores(self, wide: bool = False) -> pd.DataFrame:
-        """All scores written so far; ``wide=True`` pivots to one row per unit, one column per metric@backend."""
+        """All scores written so far; ``wide=True`` pivots to one row per unit, one column per metric@backend.
+
+        A scores.parquet of another atlas (another identity stamp, or, for files written before stamps, layers or
+        units this atlas does not have) is refused with an ``AtlasError``, never merged or plotted."""
         path = self.derived_path("scores")
-        frame = pd.read_parquet(path) if path.is_file() else pd.DataFrame(columns=list(self.SCORE_COLUMNS))
+        if path.is_file():
+            fix = self._scores_fix()
+            stamp = parquet_stamp(path, fix=fix)
+            self.check_identity(stamp, f"{path}", fix)
+            frame = read_parquet(path, fix=fix)
+            missing = sorted(set(self.SCORE_COLUMNS) - set(frame.columns))
+            if missing:
+                raise CorruptFile(f"{path} has no column(s) {', '.join(missing)}; {fix}")
+            if stamp is None:
+                self._check_units(frame, str(path), fix)
+        else:
+            frame = pd.DataFrame(columns=list(self.SCORE_COLUMNS))
         if not wide:
             return frame
         frame = frame.assign(column=frame["metric"] + "@" + frame["backend"])
@@ -180,7 +225,25 @@ class Atlas:
             old = old[(hit != "both").to_numpy()]
         merged = pd.concat([old, frame[columns]], ignore_index=True) if len(old) else \
             frame[columns].reset_index(drop=True)
-        write_parquet(self.derived_path("scores"), merged)
+        self._check_units(frame, "the scores to add", "score this atlas's own units")
+        write_parquet(self.derived_path("scores"), merged, stamp=self.identity())
+
+    def _check_units(self, frame: pd.DataFrame, what: str, fix: str) -> None:
+        """Refuse rows of layers or units this atlas does not have (results of another atlas)."""
+        if not len(frame):
+            return
+        widths = {info.name: info.width for info in self.layers}
+        layers = set(frame["layer"].astype(str))
+        foreign = sorted(layers - set(widths))
+        if foreign:
+            raise AtlasError(f"{what} does not belong to atlas {self.path}: it has layer(s) this atlas did not record "
+                             f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}); {fix}")
+        top = frame.groupby("layer")["unit"].max()
+        over = [f"{layer} (unit {int(u)} of {width})" for layer, u in top.items()
+                if (width := widths.get(layer)) is not None and int(u) >= width]
+        if over:
+            raise AtlasError(f"{what} does not belong to atlas {self.path}: it has units beyond the layers' widths "
+                             f"({', '.join(over[:3])}); {fix}")
 
     def load_model(self):
         """The model this atlas was recorded with (same source and weights; the weights hash is checked)."""
@@ -215,7 +278,9 @@ class Atlas:
         from unitlens.data.datasets import ImageDataset
 
         samples = self.samples()
-        return ImageDataset(samples.drop(columns=["skipped"]), self.manifest["dataset"]["spec"], transform)
+        spec = self.manifest.get("dataset", {}).get("spec", str(self.path))
+        return ImageDataset(samples.drop(columns=["skipped"]), spec, transform,
+                            content_hash="content_hash" in samples)
 
     def summary(self) -> pd.DataFrame:
         """One row per layer: type, units, constant units, non-finite units."""

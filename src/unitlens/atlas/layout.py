@@ -2,7 +2,8 @@
 
 The record pass writes the core files; every later step writes one registered derived result. ``record
 --force`` clears the results that depend on the exemplars (and those that depend on the images when the
-dataset changed), so no step builds atlas paths by hand and none is forgotten.
+dataset changed), so no step builds atlas paths by hand and none is forgotten. Results keyed by image content
+(the embedding cache) stay: they cannot go stale.
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ CORE = (MANIFEST, UNITS, SAMPLES, EXEMPLARS, RECORD_STATE)
 @dataclass(frozen=True)
 class Derived:
     """A result some step adds to an atlas: its name, its path relative to the atlas and what it depends on
-    (``exemplars``: the recorded units and exemplars; ``images``: only the dataset's images)."""
+    (``exemplars``: the recorded units and exemplars; ``images``: the dataset's images by sample id;
+    ``content``: nothing but the bytes of images, which are its keys)."""
 
     name: str
     path: str
@@ -39,7 +41,7 @@ DERIVED = {d.name: d for d in (
     Derived("audit", "audit", "exemplars", "audit verdicts (unitlens audit)"),
     Derived("basis", "basis", "exemplars", "fitted dictionaries of layers (unitlens basis fit)"),
     Derived("probe", "probe", "exemplars", "activations on labelled probe sets (unitlens probe)"),
-    Derived("embeddings", "embeddings", "images", "cached image embeddings per backend"),
+    Derived("embeddings", "embeddings", "content", "cached image embeddings per backend, keyed by content"),
     Derived("figures", "figures", "exemplars", "figures drawn from the atlas's results (unitlens plot ... --out "
             "ATLAS/figures), shown by the explorer"),
     Derived("explorer", "explorer", "images", "the explorer's cache: image thumbnails, θ maps (stamped with the "
@@ -62,7 +64,7 @@ def clear_derived(root: str | Path, images_changed: bool) -> list[str]:
     that depend on the images); return the names removed."""
     removed = []
     for d in DERIVED.values():
-        if d.depends_on == "images" and not images_changed:
+        if d.depends_on == "content" or (d.depends_on == "images" and not images_changed):
             continue
         path = Path(root, d.path)
         if path.is_dir():

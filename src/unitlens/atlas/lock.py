@@ -60,12 +60,27 @@ def _try_create(path: Path, command: str) -> bool:
     return True
 
 
-def acquire(root: str | Path, command: str) -> Path:
-    """Take the write lock of the atlas folder ``root`` (created if missing); raise ``AtlasBusy`` if another live
-    process holds it. Returns the lock file's path (give it to ``release``)."""
+READ_ONLY_FIX = "choose another output folder (or --no-write where the command has it)"
+
+
+def check_writable(root: str | Path, fix: str = READ_ONLY_FIX) -> Path:
+    """Raise ``BadInput`` unless an atlas can be written at ``root``: not a file, and in (or below) a folder this
+    user may write to. Creates nothing, so a command can check before its work; ``acquire`` checks the same.
+    ``fix``: what the message tells the user to do instead."""
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise BadInput(f"{root} is a file, not an atlas folder; choose another output folder")
+    existing = next((p for p in (root, *root.parents) if p.exists()), None)
+    if existing is not None and (not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK)):
+        what = "is a file" if not existing.is_dir() else "is read-only for this user"
+        raise BadInput(f"cannot write into {root}: {existing} {what}; {fix}")
+    return root
+
+
+def acquire(root: str | Path, command: str) -> Path:
+    """Take the write lock of the atlas folder ``root`` (created if missing); raise ``AtlasBusy`` if another live
+    process holds it. Returns the lock file's path (give it to ``release``)."""
+    root = check_writable(root)
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -81,8 +96,8 @@ def acquire(root: str | Path, command: str) -> Path:
                     _held[path] = 1
                     return path
             except PermissionError as err:
-                raise BadInput(f"cannot write into {root} ({err.strerror}); it is read-only for this user: choose "
-                               "another output folder (or --no-write where the command has it)") from err
+                raise BadInput(f"cannot write into {root} ({err.strerror}); it is read-only for this user: "
+                               f"{READ_ONLY_FIX}") from err
             holder = _holder(path)
             same_host = holder.get("host") == socket.gethostname()
             pid = holder.get("pid")

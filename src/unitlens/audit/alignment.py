@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from unitlens.atlas import Atlas
-from unitlens.atlas.files import atomic_write, read_json, safe_name, write_json, write_parquet
+from unitlens.atlas.files import atomic_write, read_json, read_parquet, safe_name, write_json, write_parquet
 from unitlens.audit.defaults import AUDIT_MIN_RELEVANCE, RELEVANCE_STAT
 from unitlens.errors import AuditError, AuditNotComputed, BadInput, LensError, RelevanceError
 from unitlens.lens.analysis import (
@@ -316,7 +316,8 @@ def _write(result: AuditResult, valid_source: str, spurious_source: str) -> Path
         "min_relevance": result.min_relevance, "stat": result.stat, "relevance_column": STATS[result.stat],
         "valid": result.valid, "spurious": result.spurious, "valid_source": valid_source,
         "spurious_source": spurious_source, "n_constant": result.n_constant, "notes": result.notes,
-        "summary": result.summary.to_dict("records"), "written": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        "summary": result.summary.to_dict("records"), "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "atlas": Atlas.open(result.atlas).identity()})
     return path
 
 
@@ -340,4 +341,9 @@ def stored_audit(atlas, class_index: int) -> pd.DataFrame:
     if not hits:
         raise AuditNotComputed(f"atlas {atlas.path} has no stored audit of class {class_index}; run unitlens audit "
                          f"{atlas.path} --class {class_index} --valid CONCEPTS --spurious CONCEPTS first")
-    return pd.read_parquet(hits[0])
+    fix = (f"delete {hits[0].with_suffix('')}.* and audit again: unitlens audit {atlas.path} --class {class_index} "
+           "--valid CONCEPTS --spurious CONCEPTS")
+    meta_path = hits[0].with_suffix(".json")
+    if meta_path.is_file():
+        atlas.check_identity(read_json(meta_path, fix=fix).get("atlas"), f"the audit {hits[0]}", fix)
+    return read_parquet(hits[0], fix=fix)

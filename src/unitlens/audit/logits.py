@@ -124,7 +124,7 @@ def model_logits(loaded, images, ablate: dict[str, list[int]] | None = None,
     hooks_or_none = AblateUnits(net, ablate, values) if ablate else nullcontext()
     with torch.no_grad(), Progress(what, len(data), progress, unit="img") as bar, hooks_or_none as hooks:
         for x, batch_ids, bad in loader:
-            failed += bad
+            failed += [i for i, _ in bad]
             if x is not None:
                 x = x.to(device)
                 plain.append(_outputs(net, x))

@@ -20,14 +20,10 @@ import torch
 from PIL import Image
 
 from unitlens.backends.base import Backend, register_backend
-from unitlens.backends.hub import (
-    display_name,
-    offline,
-    torch_home,
-    unavailable,
-)
+from unitlens.backends.hub import display_name, unavailable
 from unitlens.errors import BackendUnavailable, BadInput
 from unitlens.runtime import seeded
+from unitlens.zoo.hub import offline, torch_home
 
 # Files ``dreamsim.model.download_weights`` checks for before it downloads (it keeps this list private).
 REQUIRED = {

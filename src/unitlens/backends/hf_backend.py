@@ -13,15 +13,10 @@ import torch
 from PIL import Image
 
 from unitlens.backends.base import Backend, register_backend
-from unitlens.backends.hub import (
-    display_name,
-    hf_hub_cache,
-    hub_mode,
-    hub_offline,
-    unavailable,
-)
+from unitlens.backends.hub import display_name, unavailable
 from unitlens.errors import BadInput
 from unitlens.runtime import seeded
+from unitlens.zoo.hub import hf_hub_cache, hub_mode, hub_offline
 
 
 def _features(out) -> torch.Tensor:

@@ -19,14 +19,10 @@ import torch
 from PIL import Image
 
 from unitlens.backends.base import PairwiseBackend, register_backend
-from unitlens.backends.hub import (
-    display_name,
-    offline,
-    torch_checkpoints,
-    unavailable,
-)
+from unitlens.backends.hub import display_name, unavailable
 from unitlens.errors import BadInput
 from unitlens.runtime import seeded
+from unitlens.zoo.hub import offline, torch_checkpoints
 
 NETS = ("alex", "vgg", "squeeze")
 

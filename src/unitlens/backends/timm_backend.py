@@ -11,15 +11,10 @@ import torch
 from PIL import Image
 
 from unitlens.backends.base import Backend, register_backend
-from unitlens.backends.hub import (
-    display_name,
-    hf_hub_cache,
-    hub_mode,
-    torch_checkpoints,
-    unavailable,
-)
+from unitlens.backends.hub import display_name, unavailable
 from unitlens.errors import BadInput
 from unitlens.runtime import prepare_model, seeded
+from unitlens.zoo.hub import hf_hub_cache, hub_mode, torch_checkpoints
 
 
 class TimmBackend(Backend):

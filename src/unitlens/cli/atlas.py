@@ -1,4 +1,4 @@
-"""``unitlens atlas …``: inspect atlases."""
+"""``unitlens atlas …``: inspect and verify atlases."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +7,7 @@ import typer
 
 from unitlens.cli.common import FORMAT, failing_cleanly, group, machine_readable, print_frame, say
 
-app = group("atlas", help="Inspect atlases.")
+app = group("atlas", help="Inspect and verify atlases.")
 
 
 @app.command("info")
@@ -20,7 +20,7 @@ def info(path: Path = typer.Argument(..., help="Atlas folder."), fmt: str = FORM
     with failing_cleanly():
         atlas = Atlas(path)
         m = atlas.manifest
-        cfg = m["config"]
+        cfg = m.get("config", {})
         if machine_readable():
             facts = {"atlas": str(path), "status": m["status"], **{k: v for k, v in cfg.items() if k != "layers"},
                      **{f"{k}_version": v for k, v in m["versions"].items()},
@@ -37,3 +37,26 @@ def info(path: Path = typer.Argument(..., help="Atlas folder."), fmt: str = FORM
                 say(f"{m['n_units']} units in {len(m['layers'])} layers, {m['n_constant']} constant; "
                     f"{m['n_images']} images, {m['n_skipped']} skipped; recorded in {m['seconds']:.1f} s")
             print_frame(atlas.summary(), title="layers", name="layers")
+
+
+@app.command("verify")
+def verify(
+    path: Path = typer.Argument(..., help="Atlas folder."),
+    images: bool = typer.Option(True, help="Also check that every image is still there and, where the atlas holds "
+                                           "content hashes, that files with new times still have the recorded bytes."),
+) -> None:
+    """Check every file of an atlas: readable, shapes consistent, ids in range, derived results of this atlas.
+
+    Prints the findings (errors and warnings one per row, passed checks summed up per area) and exits with
+    status 1 when something is wrong.
+    """
+    from unitlens.atlas.verify import verify_atlas
+
+    with failing_cleanly():
+        result = verify_atlas(path, images=images)
+    print_frame(result.table(), title=f"verify {path}")
+    errors = result.errors
+    if len(errors):
+        say(f"[bold red]{len(errors)} problem(s)[/] in {path}; each row above names the file and the fix.")
+        raise typer.Exit(code=1)
+    say(f"{path}: every check passed.")

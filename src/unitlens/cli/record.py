@@ -55,35 +55,45 @@ def record(
     types: Optional[str] = typer.Option(None, help="Comma-separated layer types (default: all analysable)."),
     exclude: Optional[str] = typer.Option(None, help="Comma-separated layer names or globs to leave out."),
     keep_first_last: bool = typer.Option(False, help="Keep the model's first and last layer."),
-    k: int = typer.Option(K, help="Exemplars kept per unit and direction (MIS needs N*(K+1) = 200)."),
+    k: int = typer.Option(K, min=1, help="Exemplars kept per unit and direction (MIS needs N*(K+1) = 200)."),
     spatial: str = typer.Option(SPATIAL_DEFAULT, help="Reduce (B,C,H,W) maps over space: mean or max."),
     tokens: str = typer.Option(TOKENS_DEFAULT, help="Reduce (B,T,C) token outputs: mean, cls or max."),
-    batch_size: int = typer.Option(BATCH_SIZE, help="Images per forward pass."),
+    batch_size: int = typer.Option(BATCH_SIZE, min=1, help="Images per forward pass."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda when present)."),
-    workers: Optional[int] = typer.Option(None, help="Data-loading worker processes."),
+    workers: Optional[int] = typer.Option(None, min=0, help="Data-loading worker processes."),
     checkpoint: Optional[Path] = CHECKPOINT,
     num_classes: Optional[int] = NUM_CLASSES,
     checkpoint_strict: bool = CHECKPOINT_STRICT,
     random: bool = RANDOM,
     seed: int = SEED,
     force: bool = typer.Option(False, help="Re-record even if the atlas is complete."),
+    content_hash: Optional[bool] = typer.Option(
+        None, "--content-hash/--no-content-hash",
+        help="Fingerprint the dataset and key cached embeddings by each file's bytes (hashed once, kept in "
+             "samples.parquet; the default for new atlases). --no-content-hash reads no file for it, for huge "
+             "datasets, at a risk: an image replaced by another of the same size goes unnoticed (same fingerprint, "
+             "old cached embedding). Default: as the atlas at --out was recorded."),
     fmt: str = FORMAT,
 ) -> None:
     """Record the top-k and bottom-k exemplars and statistics of every unit into an atlas."""
     import pandas as pd
 
+    from unitlens.atlas.layout import MANIFEST
+    from unitlens.atlas.lock import check_writable
     from unitlens.data import load_dataset
     from unitlens.record import record as run_record
     from unitlens.zoo.units import LAYER_TYPES
 
     with failing_cleanly():
+        if force or not (out / MANIFEST).is_file():  # no finished atlas there: --out must be writable, say so now
+            check_writable(out.expanduser().resolve())
         loaded = load_named_model(model, random, checkpoint, num_classes, checkpoint_strict, seed)
         dataset = load_dataset(data, loaded.transform)
         try:
             result = run_record(loaded, dataset, out, split_list(layers), k=k, spatial=spatial, tokens=tokens,
                                 batch_size=batch_size, device=device, num_workers=workers, force=force,
                                 types=split_list(types) or LAYER_TYPES, exclude=split_list(exclude),
-                                keep_first_last=keep_first_last)
+                                keep_first_last=keep_first_last, content_hash=content_hash)
         except KeyboardInterrupt:
             say(f"[yellow]interrupted:[/] the images recorded so far are checkpointed in {out}; run the same "
                 "command again to resume from there")

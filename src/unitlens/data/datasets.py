@@ -3,6 +3,12 @@
 Specs: ``"demo"`` (bundled clip art), a folder (recursive; class = top-level sub-folder), or a file list
 (``.txt`` one path per line, or ``.csv`` with a ``path`` column and optional metadata columns). Ids are
 positions in the sorted (folders) or given (lists) order, so the same files always get the same ids.
+
+The fingerprint that identifies a dataset is computed from every sample's relative path and the hash of its
+bytes (``unitlens.data.hashing``; the hashes are kept in the samples table as ``content_hash`` and reused while
+a file is unchanged), so an image replaced by another of the same size changes it. ``content_hash=False`` skips
+reading the files for huge datasets: the fingerprint then uses paths and byte sizes only, and a same-size
+replacement goes unnoticed.
 """
 from __future__ import annotations
 
@@ -15,7 +21,10 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from unitlens.data.hashing import COLUMNS as HASH_COLUMNS
+from unitlens.data.hashing import file_hashes
 from unitlens.data.images import open_rgb
+from unitlens.data.unreadable import Unreadable
 from unitlens.errors import BadInput, MissingFile
 
 DEMO_ROOT = Path(__file__).parent / "demo"
@@ -25,18 +34,24 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 class ImageDataset(Dataset):
     """Images with ids ``0..n-1``. ``samples`` is a plain table: id, path (absolute), label, metadata columns.
 
-    ``__getitem__`` returns ``(tensor | None, id)``; ``None`` marks an unreadable file, which the record
-    pass skips with a warning that names it.
+    ``__getitem__`` returns ``(tensor | Unreadable, id)``; ``Unreadable`` (the reason) marks a file that could not
+    be read, which the record pass skips with a warning that names it and says why.
+
+    ``content_hash``: fingerprint the bytes of every file (default) or only paths and sizes (see the module).
     """
 
-    def __init__(self, samples: pd.DataFrame, spec: str, transform: Callable | None = None):
+    def __init__(self, samples: pd.DataFrame, spec: str, transform: Callable | None = None,
+                 content_hash: bool = True):
         if len(samples) == 0:
             raise BadInput(f"dataset '{spec}' holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         self.samples = samples.reset_index(drop=True)
         if "id" not in self.samples:
             self.samples.insert(0, "id", range(len(self.samples)))
+        if not content_hash:
+            self.samples = self.samples.drop(columns=[c for c in HASH_COLUMNS if c in self.samples])
         self.spec = spec
         self.transform = transform
+        self.content_hash = content_hash
         self._paths = self.samples["path"].tolist()
 
     def __len__(self) -> int:
@@ -49,33 +64,69 @@ class ImageDataset(Dataset):
         """The RGB PIL image of a sample (raises on unreadable files)."""
         return open_rgb(self._paths[sample_id])
 
-    def __getitem__(self, sample_id: int) -> tuple[torch.Tensor | None, int]:
+    def __getitem__(self, sample_id: int) -> tuple[torch.Tensor | Unreadable, int]:
         try:
             img = self.image(sample_id)
             return (self.transform(img) if self.transform else img), sample_id
-        except Exception:  # corrupt, truncated or unreadable: reported by the caller with the file name
-            return None, sample_id
+        except Exception as err:  # corrupt, truncated, too large: reported by the caller with the file name
+            return Unreadable.of(err), sample_id
 
     def with_transform(self, transform: Callable | None) -> "ImageDataset":
-        return ImageDataset(self.samples, self.spec, transform)
+        return ImageDataset(self.samples, self.spec, transform, self.content_hash)
+
+    def with_content_hash(self, content_hash: bool) -> "ImageDataset":
+        """The same samples, fingerprinted by content (True) or by paths and sizes only (False)."""
+        return ImageDataset(self.samples, self.spec, self.transform, content_hash)
+
+    @property
+    def hashed(self) -> bool:
+        """Whether every sample's content hash is known (computed, or read from an atlas)."""
+        return "content_hash" in self.samples
+
+    def hash_contents(self, known: pd.DataFrame | str | Path | None = None, progress: bool = False) -> int:
+        """Hash every file's bytes into the samples table (columns file_bytes, file_mtime_ns, file_ctime_ns,
+        content_hash); hashes in ``known`` (a samples table, or the path of a samples.parquet; unreadable: ignored)
+        are reused for files that did not change. Returns the number of files read."""
+        if isinstance(known, (str, Path)):
+            try:
+                known = pd.read_parquet(known) if Path(known).is_file() else None
+            except Exception:  # a damaged earlier table only means hashing every file again
+                known = None
+        table, n_read = file_hashes(self._paths, known, progress=progress)
+        for column in HASH_COLUMNS:
+            self.samples[column] = table[column].to_numpy()
+        return n_read
+
+    def content_keys(self) -> list[str | None]:
+        """Per sample its content hash (None where unknown: not hashed, or unreadable when hashed)."""
+        if not self.hashed:
+            return [None] * len(self)
+        return [h if isinstance(h, str) else None for h in self.samples["content_hash"]]
 
     def fingerprint(self) -> str:
-        """Hash of (id, relative path, size) of every sample: identifies the data an atlas was recorded on."""
+        """Identifies the data an atlas was recorded on: a hash of (id, relative path, content hash) of every
+        sample, or of (id, relative path, size) with ``content_hash=False``. Hashes the files if not done yet."""
+        if self.content_hash and not self.hashed:
+            self.hash_contents()
         h = hashlib.sha256()
         root = _common_root(self._paths)
+        keys = self.content_keys() if self.content_hash else None
         for i, p in enumerate(self._paths):
             path = Path(p)
-            size = path.stat().st_size if path.exists() else -1
-            h.update(f"{i}\t{path.relative_to(root).as_posix()}\t{size}\n".encode())
+            if keys is not None:
+                what = keys[i] or "-"
+            else:
+                what = str(path.stat().st_size if path.exists() else -1)
+            h.update(f"{i}\t{path.relative_to(root).as_posix()}\t{what}\n".encode())
         return h.hexdigest()[:16]
 
 
-def collate_readable(batch: list[tuple[torch.Tensor | None, int]]):
-    """DataLoader collate for ``ImageDataset``: (stacked images or None if none was readable, their ids, the ids
-    of the unreadable ones)."""
-    images = [x for x, _ in batch if x is not None]
-    ids = torch.tensor([i for x, i in batch if x is not None], dtype=torch.int64)
-    failed = [i for x, i in batch if x is None]
+def collate_readable(batch: list[tuple[torch.Tensor | Unreadable, int]]):
+    """DataLoader collate for ``ImageDataset``: (stacked images or None if none was readable, their ids, and
+    ``(id, Unreadable)`` for each unreadable one)."""
+    images = [x for x, _ in batch if not isinstance(x, Unreadable)]
+    ids = torch.tensor([i for x, i in batch if not isinstance(x, Unreadable)], dtype=torch.int64)
+    failed = [(i, x) for x, i in batch if isinstance(x, Unreadable)]
     return (torch.stack(images) if images else None), ids, failed
 
 
@@ -111,8 +162,9 @@ def _list_samples(listing: Path) -> pd.DataFrame:
     return table
 
 
-def load_dataset(spec: str | Path, transform: Callable | None = None) -> ImageDataset:
-    """Open ``spec`` (``"demo"``, a folder, or a ``.txt``/``.csv`` file list); errors before any model work."""
+def load_dataset(spec: str | Path, transform: Callable | None = None, content_hash: bool = True) -> ImageDataset:
+    """Open ``spec`` (``"demo"``, a folder, or a ``.txt``/``.csv`` file list); errors before any model work.
+    ``content_hash``: see ``ImageDataset`` (the files are hashed when the fingerprint is first asked for)."""
     spec = str(spec)
     if spec == "demo":
         index = DEMO_ROOT / "index.csv"
@@ -120,16 +172,16 @@ def load_dataset(spec: str | Path, transform: Callable | None = None) -> ImageDa
             raise MissingFile(f"the bundled demo set is missing ({index}); reinstall unitlens")
         samples = _list_samples(index)
         samples["label"] = samples["category"]
-        return ImageDataset(samples, spec, transform)
+        return ImageDataset(samples, spec, transform, content_hash)
     path = Path(spec).expanduser()
     if not path.exists():
         raise MissingFile(f"dataset '{spec}' does not exist: give 'demo', an image folder or a file list")
     if path.is_dir():
-        return ImageDataset(_folder_samples(path.resolve()), spec, transform)
+        return ImageDataset(_folder_samples(path.resolve()), spec, transform, content_hash)
     if path.suffix in (".txt", ".csv"):
         samples = _list_samples(path.resolve())
         missing = [p for p in samples["path"] if not Path(p).exists()]
         if missing:
             raise MissingFile(f"{len(missing)} file(s) listed in {spec} do not exist, e.g. {missing[0]}")
-        return ImageDataset(samples, spec, transform)
+        return ImageDataset(samples, spec, transform, content_hash)
     raise BadInput(f"dataset '{spec}' is neither a folder nor a .txt/.csv file list")

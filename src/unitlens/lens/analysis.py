@@ -221,9 +221,7 @@ def _dissection(frame: pd.DataFrame, column: str, layers: list[str]) -> pd.DataF
 
 def stored_labels(atlas, backend=None) -> pd.DataFrame | None:
     """The last ``label`` result of an atlas's lens store, or None."""
-    store = _store(atlas, backend)
-    path = store.path / "labels.parquet"
-    return pd.read_parquet(path) if path.is_file() else None
+    return _store(atlas, backend).read_table("labels.parquet")
 
 
 # ------------------------------------------------------------------------------------------ compare
@@ -347,9 +345,8 @@ def measures(atlas, backend=None, layers=None, write: bool = True, seed: int = S
               "n_init": n_init}
     if write:
         _write_scores(store, frame, params, names)
-        old_path = store.path / "measures.parquet"
-        if old_path.is_file():
-            old = pd.read_parquet(old_path)
+        old = store.read_table("measures.parquet")
+        if old is not None:
             per_layer_all = pd.concat([old[~old["layer"].isin(names)], per_layer], ignore_index=True)
         else:
             per_layer_all = per_layer

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 
 from unitlens.atlas.atlas import Atlas
+from unitlens.atlas.lock import check_writable
 from unitlens.backends import as_backend
 from unitlens.backends.cache import EmbeddingCache
 from unitlens.errors import AtlasIncomplete
@@ -86,9 +87,10 @@ def embed_atlas(atlas, backend=DEFAULT_LENS_BACKEND, m: int = M, crop: str = CRO
     """
     t0 = time.perf_counter()
     atlas = Atlas.open(atlas)
+    if not atlas.complete:
+        raise AtlasIncomplete(f"the record run of {atlas.path} has not finished; it has no exemplars to embed yet")
+    check_writable(atlas.path, fix="copy the atlas to a writable place to embed it")  # before loading anything
     with atlas.writing("lens embed"):
-        if not atlas.complete:
-            raise AtlasIncomplete(f"the record run of {atlas.path} has not finished; it has no exemplars to embed yet")
         names = [info.name for info in atlas.select_layers(layers)]
         backend = as_backend(backend, device)
         t_load = time.perf_counter()

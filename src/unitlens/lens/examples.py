@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from unitlens.atlas.atlas import Atlas
-from unitlens.errors import AtlasError, BadInput
+from unitlens.errors import BadInput
 
 
 @dataclass
@@ -49,10 +49,7 @@ def select_examples(atlas: Atlas, layer: str, m: int = 30) -> ConceptExamples:
     """The ``m`` most activating samples of every unit of ``layer`` (all units), from the recorded exemplars."""
     if m < 1:
         raise BadInput("m (concept examples per unit) must be at least 1")
-    try:
-        ex = atlas.exemplars(layer)
-    except FileNotFoundError as err:
-        raise AtlasError(f"atlas {atlas.path} has no exemplars for layer '{layer}' ({err}); record it again") from err
+    ex = atlas.exemplars(layer)  # a missing or damaged file is a CorruptFile naming it
     if ex.k < m:
         warnings.warn(f"layer {layer}: the atlas keeps {ex.k} exemplars per unit, fewer than m={m}; using {ex.k}",
                       stacklevel=2)

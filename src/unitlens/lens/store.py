@@ -3,7 +3,8 @@ vector table that search runs on.
 
 Layout, under ``Atlas.backend_path("lens", backend)``::
 
-    meta.json                    backend name, embedding width, weights_id, and per layer: units, m, crop,
+    meta.json                    backend name, embedding width, weights_id, the atlas's identity (checked on
+                                 open: a store of another atlas is refused), and per layer: units, m, crop,
                                  seconds; written last
     layers/<layer>.safetensors   theta (U, D): mean of the normalised example embeddings (not re-normalised);
                                  ids, vals, mask (U, m): the concept examples; boxes (U, m, 4), has_box (U, m):
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 from unitlens.atlas.atlas import Atlas
 from unitlens.atlas.files import (
     read_json,
+    read_parquet,
     read_tensors,
     safe_name,
     write_json,
@@ -37,7 +39,7 @@ from unitlens.atlas.files import (
     write_tensors,
 )
 from unitlens.atlas.layout import backend_dirname
-from unitlens.errors import BadInput, LensError, NotEmbedded
+from unitlens.errors import BadInput, CorruptFile, LensError, NotEmbedded
 from unitlens.lens.defaults import DEFAULT_LENS_BACKEND
 
 FORMAT = 1
@@ -101,7 +103,8 @@ class LensStore:
         self.path = self.atlas.backend_path("lens", backend)
         meta_path = self.path / "meta.json"
         if meta_path.is_file():
-            self.meta = read_json(meta_path)
+            self.meta = read_json(meta_path, fix=self.fix)
+            self.atlas.check_identity(self.meta.get("atlas"), f"the lens store {self.path}", self.fix)
             if self.meta.get("backend") != backend:
                 raise LensError(f"{self.path} holds lens vectors of backend '{self.meta.get('backend')}', "
                                 f"not '{backend}'")
@@ -109,11 +112,16 @@ class LensStore:
                 raise LensError(f"{self.path} holds {self.meta.get('dim')}-d vectors but backend '{backend}' gives "
                                 f"{dim}-d; re-embed with --force")
         elif create:
-            self.meta = {"backend": backend, "dim": dim, "format": FORMAT, "layers": {}}
+            self.meta = {"backend": backend, "dim": dim, "format": FORMAT, "layers": {}, "atlas": self.atlas.identity()}
         else:
             raise NotEmbedded(f"atlas {self.atlas.path} has not been embedded with backend '{backend}'; run "
                             f"unitlens lens embed {self.atlas.path} --backend {backend}")
         self._cache: dict[str, LayerLens] = {}
+
+    @property
+    def fix(self) -> str:
+        """How to rebuild this store when a file of it is damaged or belongs to another atlas."""
+        return f"delete {self.path} and embed again: unitlens lens embed {self.atlas.path} --backend {self.backend}"
 
     # ------------------------------------------------------------------ finding stores
     @staticmethod
@@ -122,7 +130,7 @@ class LensStore:
         root = Atlas.open(atlas).derived_path("lens")
         names = []
         for meta in sorted(root.glob("*/meta.json")):
-            m = read_json(meta)
+            m = read_json(meta, fix=f"delete {meta.parent} and embed again with unitlens lens embed")
             if m.get("layers"):
                 names.append(m["backend"])
         return names
@@ -173,7 +181,7 @@ class LensStore:
         (self.path / "null_image.safetensors").unlink(missing_ok=True)
         self._cache.clear()
         self.meta = {"backend": self.backend, "dim": self.meta.get("dim"), "weights": weights_id,
-                     "format": FORMAT, "layers": {}}
+                     "format": FORMAT, "layers": {}, "atlas": self.atlas.identity()}
         if self.path.is_dir():
             write_json(self.path / "meta.json", self.meta)
 
@@ -214,8 +222,11 @@ class LensStore:
         if layer not in self.meta.get("layers", {}):
             self.resolve([layer])  # raises the right error
         if layer not in self._cache:
-            t = read_tensors(self._layer_file(layer))
-            self._cache[layer] = LayerLens(layer=layer, **t)
+            t = read_tensors(self._layer_file(layer), fix=self.fix)
+            try:
+                self._cache[layer] = LayerLens(layer=layer, **t)
+            except TypeError as err:
+                raise CorruptFile(f"{self._layer_file(layer)} does not hold a lens layer ({err}); {self.fix}") from err
         return self._cache[layer]
 
     def write_layer(self, data: LayerLens, info: dict) -> None:
@@ -227,6 +238,7 @@ class LensStore:
         info["lancedb"] = self._write_lance(data)
         self.meta.setdefault("layers", {})[data.layer] = info
         self.meta["dim"] = int(data.theta.shape[1])
+        self.meta["atlas"] = self.atlas.identity()
         self.meta["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         write_json(self.path / "meta.json", self.meta)
 
@@ -247,7 +259,7 @@ class LensStore:
     # ------------------------------------------------------------------ the image-probe null
     def null_image(self) -> torch.Tensor | None:
         path = self.path / "null_image.safetensors"
-        return read_tensors(path)["vector"] if path.is_file() else None
+        return read_tensors(path, fix=self.fix)["vector"] if path.is_file() else None
 
     def write_null_image(self, vector: torch.Tensor, ids: torch.Tensor) -> None:
         write_tensors(self.path / "null_image.safetensors",
@@ -346,6 +358,11 @@ class LensStore:
         path = self.path / name
         write_parquet(path, frame)
         return path
+
+    def read_table(self, name: str) -> pd.DataFrame | None:
+        """A table ``write_table`` wrote (None if there is none); a damaged one is a ``CorruptFile``."""
+        path = self.path / name
+        return read_parquet(path, fix=self.fix) if path.is_file() else None
 
 
 def _list_tables(db) -> list[str]:

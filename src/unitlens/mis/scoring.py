@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from unitlens.atlas import Atlas
+from unitlens.atlas.lock import check_writable
 from unitlens.backends import EmbeddingCache, as_backend
 from unitlens.errors import BadInput, NotComputed
 from unitlens.mis.defaults import BACKEND, K_EXPL, N_TASKS, TAU
@@ -303,6 +304,9 @@ def run_atlas(atlas, backend=BACKEND, n_tasks: int = N_TASKS, k_expl: int = K_EX
         raise BadInput(f"tau must be positive, got {tau}")
     t0 = time.perf_counter()
     atlas = Atlas.open(atlas)
+    if write:  # before any work: a read-only atlas would otherwise fail only when the scores are written
+        check_writable(atlas.path, fix=f"score without writing: unitlens mis {atlas.path} --no-write (Python: "
+                                       "write=False), or copy the atlas to a writable place")
     infos = atlas.select_layers(layers)
     units = atlas.units()
     units = units[units["layer"].isin({i.name for i in infos})].copy()

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Subset
 from unitlens.atlas.atlas import Atlas
 from unitlens.atlas.files import (
     read_json,
+    read_tensor_metadata,
     read_tensors,
     write_json,
     write_parquet,
@@ -37,9 +38,10 @@ from unitlens.atlas.layout import (
     UNITS,
     clear_derived,
 )
-from unitlens.atlas.lock import writing
+from unitlens.atlas.lock import check_writable, writing
 from unitlens.data.datasets import ImageDataset, collate_readable, load_dataset
-from unitlens.errors import AtlasError, BadInput
+from unitlens.data.unreadable import UnreadableLog
+from unitlens.errors import AtlasError, BadInput, CorruptFile
 from unitlens.record.defaults import (
     BATCH_SIZE,
     CHECKPOINT_EVERY,
@@ -65,6 +67,9 @@ from unitlens.runtime import (
 )
 from unitlens.zoo.factory import LoadedModel
 from unitlens.zoo.units import LAYER_TYPES, LayerInfo, channel_dim_of, enumerate_units
+
+FIX_MANIFEST = "record the atlas again with --force (or choose another --out)"
+FIX_STATE = f"delete it to start the run over from the first image, or record again with --force ({RECORD_STATE})"
 
 
 @dataclass
@@ -99,9 +104,17 @@ def _config(loaded: LoadedModel, data: ImageDataset, layers: list[LayerInfo], k:
     return {"model": loaded.name, "weights": loaded.weights, "seed": loaded.seed,
             "weights_hash": loaded.weights_hash(),
             **({"model_options": loaded.options} if loaded.options else {}),  # what Atlas.load_model passes on
-            "dataset": data.spec, "dataset_fingerprint": data.fingerprint(), "n_samples": len(data),
-            "layers": [info.name for info in layers], "k": k, "spatial": spatial, "tokens": tokens,
-            "tie_seed": tie_seed}
+            "dataset": data.spec, "dataset_fingerprint": data.fingerprint(), "content_hash": data.content_hash,
+            "n_samples": len(data), "layers": [info.name for info in layers], "k": k, "spatial": spatial,
+            "tokens": tokens, "tie_seed": tie_seed}
+
+
+def _previous_manifest(out: Path) -> dict | None:
+    """The manifest of the atlas already at ``out`` (None: none there, or it is unreadable)."""
+    try:
+        return read_json(out / MANIFEST) if (out / MANIFEST).is_file() else None
+    except CorruptFile:
+        return None
 
 
 class Recorder:
@@ -173,8 +186,7 @@ def _prepare_out(out: Path, config: dict, force: bool) -> dict | None:
     """Return the saved state metadata to resume from, None to start fresh; raise on a conflicting atlas."""
     manifest_path = out / MANIFEST
     if force and out.exists():
-        old_data = read_json(manifest_path).get("config", {}).get("dataset_fingerprint") \
-            if manifest_path.is_file() else None
+        old_data = (_previous_manifest(out) or {}).get("config", {}).get("dataset_fingerprint")
         for name in CORE:
             path = out / name
             if path.is_dir():
@@ -189,7 +201,7 @@ def _prepare_out(out: Path, config: dict, force: bool) -> dict | None:
         if out.exists() and any(p.name != LOCK for p in out.iterdir()):
             raise AtlasError(f"{out} exists and is not an atlas; choose another --out or empty it")
         return None
-    old = read_json(manifest_path).get("config", {})
+    old = {"content_hash": False, **read_json(manifest_path, fix=FIX_MANIFEST).get("config", {})}
     if old != config:
         diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
         raise AtlasError(
@@ -197,10 +209,7 @@ def _prepare_out(out: Path, config: dict, force: bool) -> dict | None:
             "use another --out, or --force to overwrite it"
         )
     if (out / RECORD_STATE).is_file():
-        from safetensors import safe_open
-
-        with safe_open(str(out / RECORD_STATE), "pt") as f:
-            return f.metadata()
+        return read_tensor_metadata(out / RECORD_STATE, fix=FIX_STATE)
     return None
 
 
@@ -224,6 +233,7 @@ def record(
     exclude: Sequence[str] | None = None,
     keep_first_last: bool = False,
     tie_seed: int = TIE_SEED,
+    content_hash: bool | None = None,
 ) -> RecordResult:
     """Record top-k/bottom-k exemplars and statistics for every unit of ``layers`` over ``data``, and write the
     atlas to ``out``.
@@ -235,24 +245,40 @@ def record(
     ``channels_last`` (default on) runs conv nets in NHWC, about 1.45x faster for EfficientNet-Lite0 on CPU.
     ``merge_every`` trades memory (units x merge_every floats) for speed of the top-k merge; no setting of
     it, ``batch_size`` or ``checkpoint_every`` changes the result.
+
+    ``content_hash``: fingerprint the dataset (and key its cached embeddings) by each file's bytes, hashed once and
+    kept in samples.parquet (True), or by paths and sizes only (False: no file is read for it, but an image replaced
+    by another of the same size goes unnoticed). None: as the atlas at ``out`` was recorded, True for a new one.
+    Every argument is checked before anything is written.
     """
     if spatial not in SPATIAL or tokens not in TOKENS:
         raise BadInput(f"spatial must be one of {SPATIAL} and tokens one of {TOKENS}")
-    if k < 1:
-        raise BadInput("k must be at least 1")
+    for name, value, option in (("k", k, "--k"), ("batch_size", batch_size, "--batch-size"),
+                                ("checkpoint_every", checkpoint_every, None), ("merge_every", merge_every, None)):
+        if value < 1:
+            raise BadInput(f"{name} must be at least 1, got {value}" + (f" ({option})" if option else ""))
+    if num_workers is not None and num_workers < 0:
+        raise BadInput(f"num_workers must be 0 or more, got {num_workers} (--workers)")
+    out = Path(out).expanduser().resolve()  # 'a/../b' is b: no stray folder 'a' is created on the way
+    previous = _previous_manifest(out)
+    if previous is None or previous.get("status") != "complete" or force:
+        check_writable(out)  # a file or a read-only place fails now, not after hashing and loading
+    if content_hash is None:  # as the atlas there was recorded (before content hashes: without), else hashed
+        content_hash = True if force or previous is None else bool(previous.get("config", {}).get("content_hash"))
     data = load_dataset(data, model.transform) if isinstance(data, str) else data.with_transform(model.transform)
+    data = data.with_content_hash(content_hash)
     if len(data) >= MAX_SAMPLES:
         raise BadInput(f"at most {MAX_SAMPLES - 1} samples per atlas")
+    if content_hash:  # unchanged files keep the hash recorded for them
+        data.hash_contents(known=data.samples if data.hashed else out / SAMPLES, progress=progress)
     if layers is None or all(isinstance(item, str) for item in layers):
         names = [str(item) for item in layers] if layers is not None else None
         infos = enumerate_units(model.model, types=types, include=names, exclude=exclude,
                                 skip_first_last=not keep_first_last)
     else:
         infos = [item for item in layers if isinstance(item, LayerInfo)]
-    out = Path(out)
     config = _config(model, data, infos, k, spatial, tokens, tie_seed)
-    manifest_path = out / MANIFEST
-    if manifest_path.is_file() and read_json(manifest_path).get("status") == "complete" and not force:
+    if previous is not None and previous.get("status") == "complete" and not force:
         _prepare_out(out, config, force=False)  # raises if the finished atlas is of another configuration
         atlas = Atlas(out)
         return RecordResult(atlas, atlas.manifest["n_images"], atlas.manifest["n_skipped"], 0.0,
@@ -273,7 +299,7 @@ def _run(model: LoadedModel, data: ImageDataset, out: Path, layers: list[LayerIn
     recorder = Recorder(net, layers, k, spatial, tokens, device, merge_every, config["tie_seed"])
     start, skipped, elapsed_before = 0, [], 0.0
     if resume is not None:
-        saved = read_tensors(out / RECORD_STATE)
+        saved = read_tensors(out / RECORD_STATE, fix=FIX_STATE)
         for info in layers:
             recorder.states[info.name] = LayerState.from_state_dict(
                 {f: saved[f"{info.name}/{f}"] for f in LayerState.FIELDS}, k, device, merge_every, config["tie_seed"])
@@ -283,6 +309,7 @@ def _run(model: LoadedModel, data: ImageDataset, out: Path, layers: list[LayerIn
                 "layers": [info.as_dict() for info in layers],
                 "dataset": {"spec": data.spec, "fingerprint": config["dataset_fingerprint"], "n": len(data)}}
     write_json(manifest_path, manifest)
+    write_parquet(out / SAMPLES, data.samples)  # the content hashes, reused if this run stops and is resumed
     workers = num_workers if num_workers is not None else min(4, max(1, (torch.get_num_threads() or 2) // 2))
     loader = DataLoader(Subset(data, range(start, len(data))), batch_size=batch_size, shuffle=False,
                         num_workers=workers, collate_fn=collate_readable, pin_memory=device.type == "cuda")
@@ -295,6 +322,7 @@ def _run(model: LoadedModel, data: ImageDataset, out: Path, layers: list[LayerIn
         write_tensors(out / RECORD_STATE, tensors, meta)
 
     bar = Progress("recording", len(data), progress, completed=start, unit="img")
+    unreadable = UnreadableLog()
     try:
         with torch.inference_mode():
             for images, ids, failed in loader:
@@ -306,10 +334,10 @@ def _run(model: LoadedModel, data: ImageDataset, out: Path, layers: list[LayerIn
                 n = len(ids) + len(failed)
                 with uninterrupted():  # the batch is folded into every layer and counted, or not at all
                     recorder.commit()
-                    skipped.extend(failed)
+                    skipped.extend(i for i, _ in failed)
                     position += n
-                for i in failed:
-                    warnings.warn(f"skipping unreadable image {data.path(i)}", stacklevel=2)
+                for i, why in failed:
+                    unreadable.add(i, data.path(i), why)
                 since_checkpoint += n
                 bar.advance(n)
                 if since_checkpoint >= checkpoint_every and position < len(data):
@@ -322,6 +350,9 @@ def _run(model: LoadedModel, data: ImageDataset, out: Path, layers: list[LayerIn
     finally:
         recorder.close()
         bar.close()
+    summary = unreadable.summary()
+    if summary and len(unreadable) > unreadable.named:
+        warnings.warn(summary, stacklevel=2)
     seconds = time.perf_counter() - t0
     if not recorder.states:
         raise AtlasError(f"no image of {data.spec} could be read ({len(skipped)} skipped); nothing was recorded")

@@ -14,9 +14,9 @@ import pandas as pd
 import torch
 
 from unitlens.atlas.atlas import Atlas
-from unitlens.atlas.files import write_parquet
+from unitlens.atlas.files import read_parquet, write_parquet
 from unitlens.data.loading import load_batches
-from unitlens.errors import RelevanceError, UnitlensError
+from unitlens.errors import CorruptFile, RelevanceError, UnitlensError
 from unitlens.relevance.attribute import Attribution, class_relevance
 from unitlens.relevance.composite import COMPOSITE_NAME, composite_for
 from unitlens.runtime import Progress, pick_device, prepare_model
@@ -87,7 +87,10 @@ def top_predictions(session: Session, batch_size: int = 64, progress: bool = Tru
     """id, top5 (class indices), top5_logits of every readable sample; cached per dataset and weights."""
     path = session.folder / f"predictions_{session.fingerprint}_{session.weights_hash}.parquet"
     if path.is_file():
-        return pd.read_parquet(path)
+        try:
+            return read_parquet(path)
+        except CorruptFile as err:  # a cache: computed again
+            warnings.warn(f"{err}; predicting again", stacklevel=2)
     rows = []
     net = session.loaded.model
     with Progress("predictions", len(session.ids), progress, unit="img") as bar, torch.inference_mode():

@@ -7,7 +7,8 @@
                                     class: layer, unit, rank, class_index, class_name, rel_mean, rel_max, ...
     predictions_<data>_<weights>.parquet   top-5 predictions of every sample (cache)
 
-``load_relevance(atlas, cls)`` and ``relevant_classes(atlas, layer)`` read them back.
+``load_relevance(atlas, cls)`` and ``relevant_classes(atlas, layer)`` read them back. Every meta carries the
+atlas's identity (``atlas``): a result copied from another atlas is refused, a damaged file named.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from unitlens.atlas.atlas import Atlas
-from unitlens.atlas.files import read_json, write_json, write_parquet
+from unitlens.atlas.files import read_json, read_parquet, write_json, write_parquet
 from unitlens.errors import RelevanceNotComputed
 
 CLASS_COLUMNS = ["layer", "unit", "class_index", "class_name", "rel_mean", "rel_max", "rel_raw_mean", "n_samples",
@@ -27,20 +28,42 @@ def folder(atlas) -> Path:
     return Atlas.open(atlas).derived_path("relevance")
 
 
+def _fix(atlas: Atlas, stem: str) -> str:
+    how = "--predicted" if stem == "predicted" else f"--class {stem.split('_', 1)[-1]}"
+    return f"delete {folder(atlas) / stem}.* and compute it again: unitlens relevance {atlas.path} {how}"
+
+
 def write_result(atlas, stem: str, frame: pd.DataFrame, meta: dict) -> Path:
-    """Write ``<stem>.parquet`` and its ``<stem>.json`` meta; the table last, so a table always has its meta."""
+    """Write ``<stem>.parquet`` and its ``<stem>.json`` meta (stamped with the atlas's identity); the table last, so
+    a table always has its meta."""
+    atlas = Atlas.open(atlas)
     base = folder(atlas)
-    write_json(base / f"{stem}.json", meta)
+    write_json(base / f"{stem}.json", {**meta, "atlas": atlas.identity()})
     write_parquet(base / f"{stem}.parquet", frame)
     return base / f"{stem}.parquet"
 
 
+def _checked_meta(atlas: Atlas, stem: str) -> dict:
+    """The meta of result ``stem`` ({} if it has none), refused if it belongs to another atlas."""
+    path = folder(atlas) / f"{stem}.json"
+    if not path.is_file():
+        return {}
+    meta = read_json(path, fix=_fix(atlas, stem))
+    atlas.check_identity(meta.get("atlas"), f"the relevance result {path}", _fix(atlas, stem))
+    return meta
+
+
+def _read(atlas: Atlas, stem: str) -> pd.DataFrame:
+    _checked_meta(atlas, stem)
+    return read_parquet(folder(atlas) / f"{stem}.parquet", fix=_fix(atlas, stem))
+
+
 def stored_classes(atlas) -> pd.DataFrame:
     """One row per class with stored relevance: class_index, class_name, description, samples rule, n_samples."""
+    atlas = Atlas.open(atlas)
     rows = []
     for path in sorted(folder(atlas).glob("class_*.parquet")):
-        meta_path = path.with_suffix(".json")
-        meta = read_json(meta_path) if meta_path.is_file() else {}
+        meta = _checked_meta(atlas, path.stem)
         rows.append({"class_index": int(path.stem.split("_", 1)[1]), "class_name": meta.get("class_name", ""),
                      "description": meta.get("description", ""), "samples": meta.get("samples", ""),
                      "n_samples": meta.get("n_samples", 0)})
@@ -71,12 +94,11 @@ def load_relevance(atlas, cls) -> pd.DataFrame:
         raise RelevanceNotComputed(
             f"atlas {atlas.path} has no relevance for class '{cls}' (stored: {have}); compute it "
             f"with: unitlens relevance {atlas.path} --class '{cls}'")
-    return pd.read_parquet(path)
+    return _read(atlas, path.stem)
 
 
 def load_meta(atlas, stem: str) -> dict:
-    path = folder(atlas) / f"{stem}.json"
-    return read_json(path) if path.is_file() else {}
+    return _checked_meta(Atlas.open(atlas), stem)
 
 
 def relevant_classes(atlas, layer: str, units=None, top: int = 5) -> pd.DataFrame:
@@ -88,7 +110,7 @@ def relevant_classes(atlas, layer: str, units=None, top: int = 5) -> pd.DataFram
         raise RelevanceNotComputed(
             f"atlas {atlas.path} has no predicted-class relevance; compute it with: "
             f"unitlens relevance {atlas.path} --predicted")
-    frame = pd.read_parquet(path)
+    frame = _read(atlas, "predicted")
     frame = frame[frame["layer"] == layer]
     if frame.empty:
         have = load_meta(atlas, "predicted").get("layers", [])

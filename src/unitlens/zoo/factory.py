@@ -21,6 +21,7 @@ from unitlens.errors import BadInput, MissingFile, WeightsUnavailable
 from unitlens.runtime import seeded
 from unitlens.zoo.checkpoint import CheckpointFit, load_fitting, load_strict, read_state_dict
 from unitlens.zoo.defaults import RANDOM_SEED
+from unitlens.zoo.hub import hf_hub_cache, hub_host, hub_mode, hub_offline
 from unitlens.zoo.saved import check_not_torchscript, unimportable_classes
 
 Transform = Callable[[object], torch.Tensor]
@@ -130,10 +131,14 @@ def _load_timm(name: str, pretrained: bool,
         raise BadInput(f"timm has no architecture '{name}' (see timm.list_models())")
     head: dict[str, Any] = {} if num_classes is None else {"num_classes": num_classes}
     try:
-        model = timm.create_model(name, pretrained=pretrained, **head)
+        with hub_mode():  # without a reachable hub: the local cache only, an answer at once instead of ~1 min
+            model = timm.create_model(name, pretrained=pretrained, **head)
     except Exception as err:  # hub errors come in many types
+        where = f" The Hugging Face hub ({hub_host()}) cannot be reached from here (or offline mode is on), so only " \
+            f"the local cache ({hf_hub_cache()}) was searched." if pretrained and hub_offline() else ""
         raise WeightsUnavailable(
-            f"timm:{name}: pretrained weights could not be loaded ({type(err).__name__}: {err}). "
+            f"timm:{name}: pretrained weights could not be loaded ({type(err).__name__}: "
+            f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}).{where} "
             "Put them in the Hugging Face cache (HF_HOME) on a machine with network access, pass "
             "checkpoint=<file> (CLI: --checkpoint), or use pretrained=False (CLI: --random)."
         ) from err
