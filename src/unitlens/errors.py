@@ -93,3 +93,7 @@ class CheckpointMismatch(BadInput):
 
 class TooFewExemplars(BadInput):
     """An atlas keeps fewer exemplars per unit than the MIS tasks need."""
+
+
+class TooFewImages(TooFewExemplars):
+    """The dataset holds too few images for MIS: a unit's most and least activating sets would share images."""

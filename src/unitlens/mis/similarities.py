@@ -1,0 +1,101 @@
+"""The hot loop of MIS: the similarity contrasts of every 2-AFC task, for all tasks of many units at once.
+
+For task t with explanation sets E⁺, E⁻ (K each) and queries q⁺, q⁻, both functions return the (T, 2) tensor
+``C[t, a] = Σ_{e ∈ E⁺} f(q_a, e) − Σ_{e ∈ E⁻} f(q_a, e)`` (a: q⁺, q⁻), so that Δ⁺ = C[t, 0] / K and
+Δ⁻ = C[t, 1] / K.
+
+- :func:`embedding_contrasts` — f is the dot product of rows of an (n, D) embedding table. The sum is linear,
+  so ``C[t, a] = q_a · (ΣE⁺ − ΣE⁻)``: one fused gather-sum of the task's 2K explanations with weights ±1
+  (``embedding_bag``; the (T, K, D) explanation rows are never materialised), shared by both queries, and two
+  dot products per task.
+- :func:`matrix_contrasts` — f is read from a precomputed (n, n) similarity matrix: 4K gathered scalars per task.
+
+On the CPU (measured with ``benchmarks/mis_speed.py`` on 2 cores; see README):
+
+- the embedding table is processed in column blocks of :data:`COLUMNS` (a (10,000, 128) float32 block stays in
+  cache, whole 512-wide rows of a 20 MB table do not): the gather is bound by memory traffic, and this halves it;
+- the work is cut into jobs (column block × :data:`CPU_TASKS` tasks) run by a pool of worker threads with one
+  intra-op thread each: a core taken by another process delays one job instead of stalling a whole OpenMP
+  team at every operation, and a worker's chunk-sized buffers are reused instead of page-faulted afresh;
+- each job writes its own slot of the result and the column blocks are summed in a fixed order, so results
+  do not depend on the number of threads or on scheduling.
+
+Elsewhere (an accelerator, or when gradients are needed) the same contrasts run as plain chunked operations.
+Everything stays in the table's dtype (float32 or float64): float16 storage halved the traffic again but moved
+MIS by up to 4e-5 and flipped task outcomes, so it is not used.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from unitlens.runtime import run_jobs
+
+COLUMNS = 128  # embedding columns per CPU job
+CPU_TASKS = 2048  # tasks per CPU job: its (tasks, 2, COLUMNS) intermediates stay in the core's cache
+ACCELERATOR_BYTES = 256 * 2**20  # intermediates per chunk on an accelerator
+
+
+def _pooled(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu" and not (x.requires_grad and torch.is_grad_enabled())
+
+
+def embedding_contrasts(table: torch.Tensor, bags: torch.Tensor, queries: torch.Tensor, step: int | None = None,
+                        threads: int | None = None) -> torch.Tensor:
+    """(T, 2) contrasts from an (n, D) table; ``bags`` (T, 2, K) and ``queries`` (T, 2) are table rows.
+
+    ``step``: tasks per job or chunk (default: cache-sized on CPU, memory-sized on an accelerator).
+    """
+    n_tasks, _, k = bags.shape
+    dim = table.shape[1]
+    flat = bags.reshape(n_tasks, 2 * k)
+    signs = torch.cat([torch.ones(k), -torch.ones(k)]).to(table)
+
+    def contrasts(block: torch.Tensor, a: int, z: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        weights = signs.expand(z - a, 2 * k)
+        diff = F.embedding_bag(flat[a:z], block, mode="sum", per_sample_weights=weights)  # ΣE⁺ − ΣE⁻
+        q = F.embedding(queries[a:z], block)  # q⁺, q⁻
+        return torch.bmm(q, diff.unsqueeze(2), out=out)
+
+    if not _pooled(table):
+        step = step or max(1, ACCELERATOR_BYTES // (4 * dim * table.element_size()))
+        parts = [contrasts(table, a, min(n_tasks, a + step)) for a in range(0, n_tasks, step)]
+        return torch.cat(parts).view(-1, 2) if parts else table.new_zeros(0, 2)
+    step = step or CPU_TASKS
+    blocks = [table[:, c:c + COLUMNS].contiguous() for c in range(0, dim, COLUMNS)] if dim > COLUMNS else [table]
+    out = table.new_empty(len(blocks), n_tasks, 2, 1)
+
+    def job(item: tuple[int, int]) -> None:
+        b, a = item
+        z = min(n_tasks, a + step)
+        contrasts(blocks[b], a, z, out=out[b, a:z])
+
+    run_jobs([(b, a) for b in range(len(blocks)) for a in range(0, n_tasks, step)], job, threads)
+    return out.sum(0).view(-1, 2)
+
+
+def matrix_contrasts(similarity: torch.Tensor, bags: torch.Tensor, queries: torch.Tensor, step: int | None = None,
+                     threads: int | None = None) -> torch.Tensor:
+    """(T, 2) contrasts read from an (n, n) matrix; ``bags`` (T, 2, K), ``queries`` (T, 2) are its rows."""
+    n = similarity.shape[0]
+    n_tasks, _, k = bags.shape
+    flat = similarity.reshape(-1)
+
+    def contrasts(a: int, z: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        index = queries[a:z, :, None, None] * n + bags[a:z, None, :, :]  # (t, 2 queries, 2 sets, K)
+        sums = torch.take(flat, index).sum(-1)
+        return torch.sub(sums[..., 0], sums[..., 1], out=out)
+
+    if not _pooled(similarity):
+        step = step or max(1, ACCELERATOR_BYTES // (16 * k * 8))
+        parts = [contrasts(a, min(n_tasks, a + step)) for a in range(0, n_tasks, step)]
+        return torch.cat(parts) if parts else similarity.new_zeros(0, 2)
+    step = step or CPU_TASKS
+    out = similarity.new_empty(n_tasks, 2)
+
+    def job(a: int) -> None:
+        z = min(n_tasks, a + step)
+        contrasts(a, z, out=out[a:z])
+
+    run_jobs(range(0, n_tasks, step), job, threads)
+    return out
