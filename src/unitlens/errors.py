@@ -97,3 +97,7 @@ class TooFewExemplars(BadInput):
 
 class TooFewImages(TooFewExemplars):
     """The dataset holds too few images for MIS: a unit's most and least activating sets would share images."""
+
+
+class BiasWarning(UserWarning):
+    """A result was computed as asked but is biased (e.g. MIS whose top and bottom exemplars share images)."""

@@ -150,6 +150,14 @@ class Atlas:
         arrays = read_tensors(self.exemplar_file(layer))  # ids are int32 on disk
         return Exemplars(**{k: v.long() if k.endswith("_ids") else v for k, v in arrays.items()})
 
+    def exemplar_ids(self, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (C, k) top and bottom exemplar ids of a layer as stored (int32), without their activations:
+        half the reading of :meth:`exemplars`, for steps that need the ids only (MIS)."""
+        self.require_complete()
+        self.layer(layer)
+        arrays = read_tensors(self.exemplar_file(layer), ("top_ids", "bottom_ids"))
+        return arrays["top_ids"], arrays["bottom_ids"]
+
     SCORE_COLUMNS = ("layer", "unit", "metric", "backend", "value", "params")
 
     def scores(self, wide: bool = False) -> pd.DataFrame:

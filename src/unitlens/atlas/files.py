@@ -58,7 +58,13 @@ def write_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: 
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
-def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+def read_tensors(path: str | Path, names: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; only ``names`` when given (the others are not read)."""
+    if names is None:
+        from safetensors.torch import load_file
 
-    return load_file(str(path))
+        return load_file(str(path))
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return {name: f.get_tensor(name) for name in names}

@@ -297,7 +297,8 @@ def run_atlas(atlas, backend=BACKEND, n_tasks: int = N_TASKS, k_expl: int = K_EX
     infos = atlas.select_layers(layers)
     manifest = atlas.manifest
     n_samples = int(manifest.get("n_images", 0))
-    shared = check_dataset(n_samples - int(manifest.get("n_skipped", 0)), n_tasks, k_expl,
+    n_readable = n_samples - int(manifest.get("n_skipped", 0))
+    shared = check_dataset(n_readable, n_tasks, k_expl,
                            where=f"atlas {atlas.path}", allow_overlap=allow_overlap,
                            recorded_k=manifest.get("config", {}).get("k"))
     units = atlas.units()
@@ -305,21 +306,25 @@ def run_atlas(atlas, backend=BACKEND, n_tasks: int = N_TASKS, k_expl: int = K_EX
     units["status"] = unit_status(units)
     need = min_exemplars(n_tasks, k_expl)
     by_layer = units.groupby("layer", sort=False).indices  # layer -> positions in units
+    unit_no, scored = units["unit"].to_numpy(), (units["status"] == STATUS_SCORED).to_numpy()
     per_layer = []  # (layer, units index of its scored units, their (C, 2·need) top-then-bottom exemplar ids)
     with torch_threads(1):  # small operations per layer: one thread is fastest, and robust on busy cores
         for info in infos:  # check every layer before embedding anything; read each exemplar file once
-            ex = atlas.exemplars(info.name)
-            check_exemplars(ex.k, n_tasks, k_expl, where=f"layer {info.name}")
-            lu = units.iloc[by_layer.get(info.name, [])].sort_values("unit")
-            if not np.array_equal(lu["unit"].to_numpy(), np.arange(ex.top_ids.shape[0])):
+            top, bottom = atlas.exemplar_ids(info.name)
+            check_exemplars(top.shape[1], n_tasks, k_expl, where=f"layer {info.name}")
+            pos = by_layer.get(info.name, np.zeros(0, np.int64))
+            pos = pos[np.argsort(unit_no[pos], kind="stable")]
+            if not np.array_equal(unit_no[pos], np.arange(top.shape[0])):
                 raise BadInput(f"layer {info.name}: units.parquet and the exemplars disagree on its units")
-            keep = (lu["status"] == STATUS_SCORED).to_numpy()
+            keep = scored[pos]
             if keep.any():
-                both = np.concatenate([ex.top_ids.numpy()[keep, :need], ex.bottom_ids.numpy()[keep, :need]], 1)
-                per_layer.append((info, lu.index[keep], both.astype(np.int32)))
+                both = np.concatenate([top.numpy()[keep, :need], bottom.numpy()[keep, :need]], 1)
+                per_layer.append((info, units.index[pos[keep]], both))
     present = np.zeros(max([n_samples] + [int(ids.max()) + 1 for _, _, ids in per_layer]), bool)
     for _, _, both in per_layer:  # the ids the tasks need, sorted (no sort of all their uses)
-        present[both] = True
+        np.put(present, both, True)
+        if np.count_nonzero(present) >= n_readable:  # every readable image is used already (small datasets)
+            break
     ids = torch.from_numpy(np.flatnonzero(present))
     t1 = time.perf_counter()
 
@@ -336,13 +341,15 @@ def run_atlas(atlas, backend=BACKEND, n_tasks: int = N_TASKS, k_expl: int = K_EX
     margins: dict[str, tuple[np.ndarray, torch.Tensor]] = {}
     compute = _default_device(table, device)
     table = table.to(compute)
-    lut = np.cumsum(present) - 1  # sample id -> table row
+    dense = len(ids) == len(present)  # every image is used (a small dataset): sample ids are table rows
+    lut = None if dense else (np.cumsum(present) - 1).astype(np.int32)  # sample id -> table row
     total = sum(len(rows) for _, rows, _ in per_layer)
     step = max(1, int(chunk_units)) * n_tasks if chunk_units else None
     group: list = []  # layers scored together: a few large tensor operations instead of many small ones
 
     def flush() -> None:
-        rows = torch.from_numpy(lut[np.concatenate([g[2] for g in group])]).to(compute)
+        both = np.concatenate([g[2] for g in group]) if len(group) > 1 else group[0][2]
+        rows = torch.from_numpy(both if lut is None else lut[both]).to(compute)  # int32 rows throughout
         bags, queries = task_rows(rows, n_tasks, k_expl)
         contrasts = (matrix_contrasts(gram, bags, queries, step, threads) if gram is not None
                      else embedding_contrasts(table, bags, queries, step, threads))

@@ -8,7 +8,8 @@ For task t with explanation sets E⁺, E⁻ (K each) and queries q⁺, q⁻, bot
   so ``C[t, a] = q_a · (ΣE⁺ − ΣE⁻)``: one fused gather-sum of the task's 2K explanations with weights ±1
   (``embedding_bag``; the (T, K, D) explanation rows are never materialised), shared by both queries, and two
   dot products per task.
-- :func:`matrix_contrasts` — f is read from a precomputed (n, n) similarity matrix: 4K gathered scalars per task.
+- :func:`matrix_contrasts` — f is read from a precomputed (n, n) similarity matrix: the same weighted bag over
+  the matrix's entries, 4K gathered scalars per task (1.7x faster than ``take`` and a sum).
 
 On the CPU (measured with ``benchmarks/mis_speed.py`` on 2 cores; see README):
 
@@ -76,18 +77,21 @@ def embedding_contrasts(table: torch.Tensor, bags: torch.Tensor, queries: torch.
 
 def matrix_contrasts(similarity: torch.Tensor, bags: torch.Tensor, queries: torch.Tensor, step: int | None = None,
                      threads: int | None = None) -> torch.Tensor:
-    """(T, 2) contrasts read from an (n, n) matrix; ``bags`` (T, 2, K), ``queries`` (T, 2) are its rows."""
+    """(T, 2) contrasts read from an (n, n) matrix; ``bags`` (T, 2, K), ``queries`` (T, 2) are its rows (int32
+    rows keep the index arithmetic in int32, which suffices below n = 46,340)."""
     n = similarity.shape[0]
     n_tasks, _, k = bags.shape
-    flat = similarity.reshape(-1)
+    entries = similarity.reshape(-1, 1)  # the matrix as a table of one-element rows
+    flat = bags.reshape(n_tasks, 1, 2 * k)
+    signs = torch.cat([torch.ones(k), -torch.ones(k)]).to(similarity)
 
-    def contrasts(a: int, z: int, out: torch.Tensor | None = None) -> torch.Tensor:
-        index = queries[a:z, :, None, None] * n + bags[a:z, None, :, :]  # (t, 2 queries, 2 sets, K)
-        sums = torch.take(flat, index).sum(-1)
-        return torch.sub(sums[..., 0], sums[..., 1], out=out)
+    def contrasts(a: int, z: int) -> torch.Tensor:
+        index = (queries[a:z, :, None] * n + flat[a:z]).view(-1, 2 * k)  # entry (q_a, e) of every pair
+        weights = signs.expand(2 * (z - a), 2 * k)
+        return F.embedding_bag(index, entries, mode="sum", per_sample_weights=weights).view(z - a, 2)
 
     if not _pooled(similarity):
-        step = step or max(1, ACCELERATOR_BYTES // (16 * k * 8))
+        step = step or max(1, ACCELERATOR_BYTES // (4 * k * 8))
         parts = [contrasts(a, min(n_tasks, a + step)) for a in range(0, n_tasks, step)]
         return torch.cat(parts) if parts else similarity.new_zeros(0, 2)
     step = step or CPU_TASKS
@@ -95,7 +99,7 @@ def matrix_contrasts(similarity: torch.Tensor, bags: torch.Tensor, queries: torc
 
     def job(a: int) -> None:
         z = min(n_tasks, a + step)
-        contrasts(a, z, out=out[a:z])
+        out[a:z] = contrasts(a, z)
 
     run_jobs(range(0, n_tasks, step), job, threads)
     return out

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from unitlens.errors import BadInput, TooFewExemplars, TooFewImages
+from unitlens.errors import BadInput, BiasWarning, TooFewExemplars, TooFewImages
 from unitlens.mis.defaults import K_EXPL, N_TASKS
 from unitlens.runtime import torch_threads
 
@@ -79,7 +79,7 @@ def check_dataset(n_images: int, n_tasks: int = N_TASKS, k_expl: int = K_EXPL, w
             f"which biases MIS (accuracy below chance). The dataset is too small: {fix}; or score anyway with "
             f"allow_overlap=True (--allow-overlap), which reports the overlap")
     warnings.warn(f"{head}: each unit's top and bottom {need} exemplars share {shared} images, so its MIS is "
-                  f"biased; {fix}", stacklevel=2)
+                  f"biased; {fix}", BiasWarning, stacklevel=2)
     return shared
 
 
@@ -162,9 +162,8 @@ def build_tasks(top_ids: torch.Tensor, bottom_ids: torch.Tensor, n_tasks: int = 
                          f"and {tuple(bottom_ids.shape)}")
     check_exemplars(top_ids.shape[1], n_tasks, k_expl, where)
     expl, query = task_layout(n_tasks, k_expl)
-    expl, query = expl.to(top_ids.device), query.to(top_ids.device)
-    return Tasks(pos_expl=top_ids[:, expl], neg_expl=bottom_ids[:, expl],
-                 pos_query=top_ids[:, query], neg_query=bottom_ids[:, query])
+    return Tasks(pos_expl=_columns(top_ids, expl), neg_expl=_columns(bottom_ids, expl),
+                 pos_query=_columns(top_ids, query), neg_query=_columns(bottom_ids, query))
 
 
 def task_rows(exemplars: torch.Tensor, n_tasks: int = N_TASKS, k_expl: int = K_EXPL) -> tuple[torch.Tensor,
@@ -178,14 +177,17 @@ def task_rows(exemplars: torch.Tensor, n_tasks: int = N_TASKS, k_expl: int = K_E
     if exemplars.ndim != 2 or exemplars.shape[1] != 2 * need:
         raise BadInput(f"expected (C, {2 * need}) exemplars (top then bottom), got {tuple(exemplars.shape)}")
     expl, query = task_layout(n_tasks, k_expl)
-    bag_index = torch.stack([expl, expl + need], 1).reshape(-1)  # (N·2·K,) columns: task, side, explanation
-    query_index = torch.stack([query, query + need], 1).reshape(-1)  # (N·2,)
-    if exemplars.device.type == "cpu":  # numpy's take is about 4x faster than torch's index kernels here
-        x = exemplars.numpy()
-        bags, queries = (torch.from_numpy(np.take(x, i.numpy(), axis=1)) for i in (bag_index, query_index))
-    else:
-        bags, queries = (exemplars.index_select(1, i.to(exemplars.device)) for i in (bag_index, query_index))
+    bags = _columns(exemplars, torch.stack([expl, expl + need], 1))  # (C, N, 2, K)
+    queries = _columns(exemplars, torch.stack([query, query + need], 1))  # (C, N, 2)
     return bags.reshape(-1, 2, k_expl), queries.reshape(-1, 2)
+
+
+def _columns(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x[:, index]`` for a (C, k) tensor; on the CPU through numpy, whose take is 4-7x faster than torch's
+    index kernels for these shapes (measured 0.2 ms against 1.4 ms for 2,000 units of N = 20 tasks, K = 9)."""
+    if x.device.type != "cpu" or x.requires_grad:
+        return x[:, index.to(x.device)]
+    return torch.from_numpy(np.take(x.numpy(), index.numpy(), axis=1))
 
 
 def tasks_from_exemplars(exemplars, n_tasks: int = N_TASKS, k_expl: int = K_EXPL, where: str = "") -> Tasks:
