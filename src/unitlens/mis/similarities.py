@@ -11,19 +11,22 @@ For task t with explanation sets E⁺, E⁻ (K each) and queries q⁺, q⁻, bot
 - :func:`matrix_contrasts` — f is read from a precomputed (n, n) similarity matrix: the same weighted bag over
   the matrix's entries, 4K gathered scalars per task (1.7x faster than ``take`` and a sum).
 
-On the CPU (measured with ``benchmarks/mis_speed.py`` on 2 cores; see README):
+On the CPU (measured on the synthetic layer of ``benchmarks/mis_speed.py``, 2 shared cores; see README):
 
-- the embedding table is processed in column blocks of :data:`COLUMNS` (a (10,000, 128) float32 block stays in
-  cache, whole 512-wide rows of a 20 MB table do not): the gather is bound by memory traffic, and this halves it;
+- the embedding table is processed in column blocks of :data:`COLUMNS`: a (10,000, 128) float32 block stays in
+  cache where whole 512-wide rows of the 20 MB table do not, and the gather is bound by memory traffic
+  (0.064 s against 0.148 s with whole rows, one worker; 64, 96, 192 and 256 columns and 1,024 or 4,096 tasks
+  per job were slower);
 - the work is cut into jobs (column block × :data:`CPU_TASKS` tasks) run by a pool of worker threads with one
   intra-op thread each: a core taken by another process delays one job instead of stalling a whole OpenMP
-  team at every operation, and a worker's chunk-sized buffers are reused instead of page-faulted afresh;
+  team at every operation, and a worker's chunk-sized buffers are reused instead of page-faulted afresh
+  (14,000 page faults per call in the main thread, none in a worker);
 - each job writes its own slot of the result and the column blocks are summed in a fixed order, so results
   do not depend on the number of threads or on scheduling.
 
 Elsewhere (an accelerator, or when gradients are needed) the same contrasts run as plain chunked operations.
-Everything stays in the table's dtype (float32 or float64): float16 storage halved the traffic again but moved
-MIS by up to 4e-5 and flipped task outcomes, so it is not used.
+Everything stays in the table's dtype (float32 or float64): a float16 table was no faster here (its conversion
+costs what the halved traffic saves), moved MIS by up to 4e-5 and flipped task outcomes, so it is not used.
 """
 from __future__ import annotations
 
@@ -82,6 +85,8 @@ def matrix_contrasts(similarity: torch.Tensor, bags: torch.Tensor, queries: torc
     n = similarity.shape[0]
     n_tasks, _, k = bags.shape
     entries = similarity.reshape(-1, 1)  # the matrix as a table of one-element rows
+    if n * n >= 2**31:
+        bags, queries = bags.long(), queries.long()
     flat = bags.reshape(n_tasks, 1, 2 * k)
     signs = torch.cat([torch.ones(k), -torch.ones(k)]).to(similarity)
 
