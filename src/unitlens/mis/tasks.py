@@ -43,10 +43,10 @@ def _fits(n_images: int, n_tasks: int, k_expl: int) -> str:
     ways = []
     n_fit = n_images // (2 * (k_expl + 1))
     if n_fit >= 1:
-        ways.append(f"n_tasks {n_fit} (--n-tasks {n_fit})")
+        ways.append(f"n_tasks to {n_fit} (--n-tasks {n_fit})")
     k_fit = n_images // (2 * n_tasks) - 1
     if k_fit >= 1:
-        ways.append(f"k_expl {k_fit} (--k-expl {k_fit})")
+        ways.append(f"k_expl to {k_fit} (--k-expl {k_fit})")
     return " or ".join(ways)
 
 
