@@ -44,6 +44,11 @@ def _pooled(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and not (x.requires_grad and torch.is_grad_enabled())
 
 
+def _signs(k: int, rows: int, like: torch.Tensor) -> torch.Tensor:
+    """(rows, 2K) bag weights: +1 for the K positive explanations, -1 for the K negative ones (contiguous)."""
+    return torch.cat([torch.ones(k), -torch.ones(k)]).to(like).expand(max(rows, 1), 2 * k).contiguous()
+
+
 def embedding_contrasts(table: torch.Tensor, bags: torch.Tensor, queries: torch.Tensor, step: int | None = None,
                         threads: int | None = None) -> torch.Tensor:
     """(T, 2) contrasts from an (n, D) table; ``bags`` (T, 2, K) and ``queries`` (T, 2) are table rows.
@@ -53,19 +58,18 @@ def embedding_contrasts(table: torch.Tensor, bags: torch.Tensor, queries: torch.
     n_tasks, _, k = bags.shape
     dim = table.shape[1]
     flat = bags.reshape(n_tasks, 2 * k)
-    signs = torch.cat([torch.ones(k), -torch.ones(k)]).to(table)
+    pooled = _pooled(table)
+    step = step or (CPU_TASKS if pooled else max(1, ACCELERATOR_BYTES // (4 * dim * table.element_size())))
+    signs = _signs(k, min(step, n_tasks), table)
 
     def contrasts(block: torch.Tensor, a: int, z: int, out: torch.Tensor | None = None) -> torch.Tensor:
-        weights = signs.expand(z - a, 2 * k)
-        diff = F.embedding_bag(flat[a:z], block, mode="sum", per_sample_weights=weights)  # ΣE⁺ − ΣE⁻
+        diff = F.embedding_bag(flat[a:z], block, mode="sum", per_sample_weights=signs[:z - a])  # ΣE⁺ − ΣE⁻
         q = F.embedding(queries[a:z], block)  # q⁺, q⁻
         return torch.bmm(q, diff.unsqueeze(2), out=out)
 
-    if not _pooled(table):
-        step = step or max(1, ACCELERATOR_BYTES // (4 * dim * table.element_size()))
+    if not pooled:
         parts = [contrasts(table, a, min(n_tasks, a + step)) for a in range(0, n_tasks, step)]
         return torch.cat(parts).view(-1, 2) if parts else table.new_zeros(0, 2)
-    step = step or CPU_TASKS
     blocks = [table[:, c:c + COLUMNS].contiguous() for c in range(0, dim, COLUMNS)] if dim > COLUMNS else [table]
     out = table.new_empty(len(blocks), n_tasks, 2, 1)
 
@@ -88,18 +92,17 @@ def matrix_contrasts(similarity: torch.Tensor, bags: torch.Tensor, queries: torc
     if n * n >= 2**31:
         bags, queries = bags.long(), queries.long()
     flat = bags.reshape(n_tasks, 1, 2 * k)
-    signs = torch.cat([torch.ones(k), -torch.ones(k)]).to(similarity)
+    pooled = _pooled(similarity)
+    step = step or (CPU_TASKS if pooled else max(1, ACCELERATOR_BYTES // (4 * k * 8)))
+    signs = _signs(k, 2 * min(step, n_tasks), similarity)
 
     def contrasts(a: int, z: int) -> torch.Tensor:
         index = (queries[a:z, :, None] * n + flat[a:z]).view(-1, 2 * k)  # entry (q_a, e) of every pair
-        weights = signs.expand(2 * (z - a), 2 * k)
-        return F.embedding_bag(index, entries, mode="sum", per_sample_weights=weights).view(z - a, 2)
+        return F.embedding_bag(index, entries, mode="sum", per_sample_weights=signs[:2 * (z - a)]).view(z - a, 2)
 
-    if not _pooled(similarity):
-        step = step or max(1, ACCELERATOR_BYTES // (4 * k * 8))
+    if not pooled:
         parts = [contrasts(a, min(n_tasks, a + step)) for a in range(0, n_tasks, step)]
         return torch.cat(parts) if parts else similarity.new_zeros(0, 2)
-    step = step or CPU_TASKS
     out = similarity.new_empty(n_tasks, 2)
 
     def job(a: int) -> None:
