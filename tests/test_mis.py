@@ -18,7 +18,7 @@ import unitlens.cli.common
 import unitlens.cli.mis as mis_commands
 import unitlens.cli.plot as plot_commands
 from unitlens.backends.base import Backend, register_backend
-from unitlens.errors import TooFewExemplars
+from unitlens.errors import BiasWarning, TooFewExemplars, TooFewImages
 from unitlens.mis import (
     build_tasks,
     fit_tau,
@@ -446,3 +446,122 @@ def test_commands_route_to_score_and_plot(colour_atlas, tmp_path, monkeypatch):
                               "--backend", "colourtest", "--n-tasks", "5", "--k-expl", "4", "--fraction", "1"])
     assert cal.exit_code == 0, cal.output
     assert "--tau 0.3" in cal.output and "noise ceiling" in cal.output
+
+
+# ------------------------------------------------------------------------------------------ small datasets
+
+def _colour_atlas(root, n_images: int, k: int = 30):
+    """A ColourNet atlas of ``n_images`` noisy flat-colour images recorded with ``k`` exemplars per side."""
+    from unitlens.record import record
+
+    rng = np.random.default_rng(1)
+    names = list(COLOURS)
+    arrays = [np.clip(np.array(COLOURS[names[i % 4]])[None, None] + rng.normal(0, 12, (8, 8, 3)), 1, 255)
+              .astype(np.uint8) for i in range(n_images)]
+    write_images(root / "images", arrays, [names[i % 4] for i in range(n_images)])
+    loaded = LoadedModel(name="colournet", model=ColourNet().eval(), transform=to_int_tensor, weights="hand-built",
+                         input_size=(3, 8, 8))
+    layers = enumerate_units(loaded.model, skip_first_last=False, include=["colour", "texture"])
+    return record(loaded, str(root / "images"), root / "atlas", layers, k=k, batch_size=16, progress=False,
+                  num_workers=0).atlas
+
+
+def test_a_dataset_too_small_for_disjoint_exemplars_is_refused_or_scored_with_its_overlap(tmp_path):
+    atlas = _colour_atlas(tmp_path, 40)  # N=5, K=4: 25 exemplars per side, 50 images needed, 40 there
+    with pytest.raises(TooFewImages) as err:
+        run_atlas(atlas, "colourtest", n_tasks=5, k_expl=4, progress=False, write=False)
+    msg = str(err.value)
+    assert "40 readable images" in msg and "2·N·(K+1) = 50" in msg and "dataset" in msg
+    assert "--n-tasks 4" in msg and "--k-expl 3" in msg and "--allow-overlap" in msg  # 2·4·5 = 40, 2·5·4 = 40
+    assert "--k " not in msg  # recording with a larger k cannot help
+    # the suggested settings fit: scored without overlap
+    assert run_atlas(atlas, "colourtest", n_tasks=4, k_expl=4, progress=False, write=False).overlap == 0
+    with pytest.warns(BiasWarning, match="share 10 images"):
+        run = run_atlas(atlas, "colourtest", n_tasks=5, k_expl=4, progress=False, allow_overlap=True)
+    # the overlap it reports is the number of images in both exemplar sets of every scored unit (brute force)
+    scored = run.frame[run.frame["status"] == "scored"]
+    shared = set()
+    for layer, unit in zip(scored["layer"], scored["unit"]):
+        ex = atlas.exemplars(layer)
+        shared.add(len(set(ex.top_ids[unit, :25].tolist()) & set(ex.bottom_ids[unit, :25].tolist())))
+    assert shared == {run.overlap} == {10}
+    stored = atlas.scores()
+    assert {json.loads(p)["overlap"] for p in stored["params"]} == {10}
+
+
+def test_a_tiny_dataset_blames_the_dataset_not_k(tmp_path):
+    atlas = _colour_atlas(tmp_path, 3)  # recorded with k=30, so every unit keeps all 3 images
+    assert atlas.exemplars("colour").k == 3
+    for allow in (False, True):
+        with pytest.raises(TooFewImages) as err:
+            run_atlas(atlas, "colourtest", n_tasks=5, k_expl=4, progress=False, write=False, allow_overlap=allow)
+        msg = str(err.value)
+        assert "only 3 readable images" in msg and "recorded with --k 30" in msg and "at least 50 images" in msg
+        assert "--k 25" not in msg and "--n-tasks" not in msg  # nothing fits 3 images
+
+
+def test_mis_command_refuses_small_datasets_and_shows_the_overlap(tmp_path, monkeypatch):
+    atlas = _colour_atlas(tmp_path, 40)
+    monkeypatch.setattr(unitlens.cli.common, "console", Console(width=250, soft_wrap=True))
+    app = typer.Typer()
+    app.add_typer(mis_commands.app, name="mis")
+    runner = CliRunner()
+    args = ["mis", str(atlas.path), "--backend", "colourtest", "--n-tasks", "5", "--k-expl", "4"]
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 2 and "40 readable images" in refused.output and "--k " not in refused.output
+    scored = runner.invoke(app, [*args, "--allow-overlap"])
+    assert scored.exit_code == 0, scored.output
+    assert "top/bottom overlap (of 25)" in scored.output and "share 10 images" in scored.output
+    assert "overlap 10 of 25: biased" in scored.output
+    fine = runner.invoke(app, ["mis", str(atlas.path), "--backend", "colourtest", "--n-tasks", "4", "--k-expl", "4"])
+    assert fine.exit_code == 0 and "share" not in fine.output and "biased" not in fine.output
+
+
+# ------------------------------------------------------------------------------------------ the CPU kernels
+
+@pytest.mark.parametrize("method", ["gather", "gram"])
+def test_cpu_jobs_equal_the_loop_for_any_threads_blocks_and_chunks(method):
+    """Column blocks (D > 128, a partial last block), chunks and worker counts change nothing: float64 equals the
+    loop to 1e-12, and float32 results are bit-identical across thread counts and chunkings."""
+    from unitlens.mis.similarities import COLUMNS
+
+    g = torch.Generator().manual_seed(7)
+    dim = 2 * COLUMNS + 44
+    emb = torch.nn.functional.normalize(torch.randn(300, dim, generator=g, dtype=torch.float64), dim=1)
+    top = torch.randint(0, 300, (23, 40), generator=g)
+    bottom = torch.randint(0, 300, (23, 40), generator=g)
+    n, k = 4, 7
+    expected_mis, expected_acc = loop_mis(emb.numpy(), top.numpy(), bottom.numpy(), n, k)
+    tasks = build_tasks(top, bottom, n, k)
+    for chunk in (None, 2, 5):
+        margins = []
+        for threads in (1, 3):
+            res = score(emb, tasks, TAU, method=method, threads=threads, chunk_units=chunk, device="cpu")
+            np.testing.assert_allclose(res.mis.numpy(), expected_mis, atol=1e-12)
+            np.testing.assert_array_equal(res.accuracy.numpy(), expected_acc)
+            res32 = score(emb.float(), tasks, TAU, method=method, threads=threads, chunk_units=chunk, device="cpu")
+            np.testing.assert_allclose(res32.mis.double().numpy(), expected_mis, atol=1e-6)
+            margins.append(res32.margin)
+        assert torch.equal(margins[0], margins[1])  # the same jobs on 1 or 3 workers: bit-identical
+
+
+def test_run_jobs_runs_every_job_raises_their_errors_and_restores_the_threads():
+    from unitlens.runtime import run_jobs
+
+    before = torch.get_num_threads()
+    seen, inside = [], set()
+
+    def job(i):
+        inside.add(torch.get_num_threads())
+        seen.append(i)
+
+    run_jobs(range(50), job, threads=3)
+    assert sorted(seen) == list(range(50)) and inside == {1} and torch.get_num_threads() == before
+
+    def bad(i):
+        if i == 7:
+            raise ValueError("job 7")
+
+    with pytest.raises(ValueError, match="job 7"):
+        run_jobs(range(20), bad, threads=2)
+    assert torch.get_num_threads() == before

@@ -97,3 +97,11 @@ class TooFewExemplars(BadInput):
 
 class NotFound(BadInput, LookupError):
     """A named atlas, study, layer, unit or file does not exist (the explorer answers 404)."""
+
+
+class TooFewImages(TooFewExemplars):
+    """The dataset holds too few images for MIS: a unit's most and least activating sets would share images."""
+
+
+class BiasWarning(UserWarning):
+    """A result was computed as asked but is biased (e.g. MIS whose top and bottom exemplars share images)."""

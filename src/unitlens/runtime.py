@@ -10,6 +10,8 @@ only when a helper needs them, so importing it costs nothing at start-up.
   loading while the caller works on the current one.
 - ``lazy_exports(package, names)``: a package's public names, imported from their modules on first use, so
   importing a package (or a light module inside it) does not load torch.
+- ``torch_threads(n)``, ``run_jobs(jobs, fn, threads)``: single-threaded torch operations (robust on busy
+  cores), parallel over independent jobs instead.
 - ``ForwardHooks(model, names, fn)``: ``fn(name, output)`` after each named module (a return value replaces
   the output); ``capture_outputs(model, x, names)`` runs a forward only as far as the deepest named module;
   ``stop_at(model, name)`` makes ``model(x)`` return that module's output and stop there.
@@ -230,6 +232,38 @@ def prefetch_chunks(chunks: Sequence[T], load: Callable[[T], R]) -> Iterator[R]:
             if c + 1 < len(chunks):
                 ahead.append(pool.submit(load, chunks[c + 1]))
             yield result
+
+
+# ------------------------------------------------------------------------------------------ CPU threads
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (process-wide; the previous count is restored after).
+
+    On a machine whose other cores are busy, every multi-threaded torch operation waits for its slowest
+    thread: on 2 shared cores a 360k-element ``min`` took 20 ms with 2 threads and 0.08 ms with 1.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(n)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def run_jobs(jobs: Sequence[T], fn: Callable[[T], Any], threads: int | None = None) -> None:
+    """``fn(job)`` for every job, on a pool of ``threads`` workers (default: torch's thread count) whose torch
+    operations run single-threaded, so a busy core delays one job instead of stalling every operation.
+
+    Jobs are taken in order by whichever worker is free; they must write disjoint results.
+    """
+    import torch
+
+    threads = max(1, min(threads or torch.get_num_threads(), len(jobs)))
+    with torch_threads(1), ThreadPoolExecutor(threads, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        for done in [pool.submit(fn, job) for job in jobs]:
+            done.result()
 
 
 # ------------------------------------------------------------------------------------------ forward hooks

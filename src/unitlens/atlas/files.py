@@ -155,11 +155,18 @@ def read_tensor_metadata(path: str | Path, fix: str | None = None) -> dict[str, 
         raise _damaged(Path(path), err, fix) from err
 
 
-def read_tensors(path: str | Path, fix: str | None = None) -> dict[str, torch.Tensor]:
-    """The tensors in a safetensors file; a missing or truncated file is a ``CorruptFile`` naming it and ``fix``."""
-    from safetensors.torch import load_file
-
+def read_tensors(path: str | Path, fix: str | None = None, names: tuple[str, ...] | None = None
+                 ) -> dict[str, torch.Tensor]:
+    """The tensors in a safetensors file (only ``names`` when given: the others are not read); a missing or
+    truncated file is a ``CorruptFile`` naming it and ``fix``."""
     try:
-        return load_file(str(path))
+        if names is None:
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            return {name: f.get_tensor(name) for name in names}
     except Exception as err:  # SafetensorError (truncated header or data), OSError
         raise _damaged(Path(path), err, fix) from err

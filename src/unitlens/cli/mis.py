@@ -15,7 +15,7 @@ from typing import Optional
 
 import typer
 
-from unitlens.cli.common import FORMAT, failing_cleanly, group, print_frame, say, split_list
+from unitlens.cli.common import FORMAT, failing_cleanly, group, note, print_frame, say, split_list
 from unitlens.errors import BadInput
 from unitlens.mis.defaults import (
     BACKEND,
@@ -45,22 +45,34 @@ def score_command(
     device: Optional[str] = typer.Option(None, help="cpu, cuda, ... (default: cuda when present)."),
     write: bool = typer.Option(True, help="Write the scores to the atlas's scores.parquet."),
     show_layers: bool = typer.Option(True, help="Print the per-layer table."),
+    allow_overlap: bool = typer.Option(False, help="Score a dataset of fewer than 2·N·(K+1) images anyway: "
+                                                   "each unit's top and bottom exemplars then share images "
+                                                   "(biased scores; the overlap is shown)."),
     fmt: str = FORMAT,
 ) -> None:
     """Score every unit: embed the exemplars once (cached), build N tasks per unit, one pass per layer."""
+    import warnings
+
     import pandas as pd
 
+    from unitlens.errors import BiasWarning
     from unitlens.mis.scoring import STATUS_NONFINITE, run_atlas
 
-    with failing_cleanly():
+    with failing_cleanly(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", BiasWarning)  # said below, with the overlap
         run = run_atlas(atlas, backend, n_tasks=n_tasks, k_expl=k_expl, tau=tau, layers=split_list(layers),
-                        device=device, write=write, progress=True)
+                        device=device, write=write, progress=True, allow_overlap=allow_overlap)
     c, s = run.counts, run.seconds
+    need = n_tasks * (k_expl + 1)
     print_frame(pd.DataFrame([{
         "images embedded": run.n_images, "cache hits": run.cache_hits, "newly embedded": run.cache_misses,
         "units": c["units"], "scored": c["scored"], "constant (excluded)": c["constant"],
-        "non-finite (excluded)": c["nonfinite"]}]), title=f"MIS of {atlas} with backend {run.backend}",
-                name="run")
+        "non-finite (excluded)": c["nonfinite"], f"top/bottom overlap (of {need})": run.overlap}]),
+        title=f"MIS of {atlas} with backend {run.backend}", name="run")
+    if run.overlap:
+        note(f"each unit's {need} most and {need} least activating images share {run.overlap} images (the dataset "
+             f"holds fewer than 2·N·(K+1) = {2 * need}): these scores are biased (shared images pull MIS and accuracy "
+             "towards and below chance); use more images or lower --n-tasks / --k-expl")
     print_frame(pd.DataFrame([{**{f"{k} (s)": v for k, v in s.items()}, "total (s)": sum(s.values()),
                                "units/s (score)": round(c["scored"] / s["score"]) if s["score"] > 0 else 0}]),
                 title="time per stage", name="time")
@@ -76,7 +88,8 @@ def score_command(
         print_frame(tables["layer"].drop(columns=["rel_depth", "rel_width"]), title="by layer", name="by_layer",
                     full=summary["layer"])
     print_frame(tables["type"], title="by layer type", name="by_type", full=summary["type"])
-    print_frame(tables["model"], title=f"model (n_tasks={n_tasks}, k={k_expl}, tau={tau:g})", name="model",
+    overlap = f", top/bottom overlap {run.overlap} of {need}: biased" if run.overlap else ""
+    print_frame(tables["model"], title=f"model (n_tasks={n_tasks}, k={k_expl}, tau={tau:g}{overlap})", name="model",
                 full=summary["model"])
     if write:
         say(f"wrote metrics mis and mis_accuracy (backend {run.backend}) to {Path(atlas) / 'scores.parquet'}")

@@ -24,6 +24,7 @@ Entry points:
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -38,13 +39,12 @@ from unitlens.atlas.lock import check_writable
 from unitlens.backends import EmbeddingCache, as_backend
 from unitlens.errors import BadInput, NotComputed
 from unitlens.mis.defaults import BACKEND, K_EXPL, N_TASKS, TAU
-from unitlens.mis.tasks import Tasks, build_tasks, check_exemplars, min_exemplars
-from unitlens.runtime import pick_device
+from unitlens.mis.similarities import embedding_contrasts, matrix_contrasts
+from unitlens.mis.tasks import Tasks, check_dataset, check_exemplars, min_exemplars, task_rows
+from unitlens.runtime import pick_device, torch_threads
 
 METRIC = "mis"
 METRIC_ACCURACY = "mis_accuracy"
-_CHUNK_BYTES = 256 * 2**20
-_CPU_CHUNK_BYTES = 24 * 2**20  # a few L3 caches: intermediates stay mostly hot, few operations per layer
 _GROUP_UNITS = 16384  # units of consecutive layers scored in one computation
 GRAM_MAX_ENTRIES = 2**26  # largest (n, n) similarity matrix built automatically: 256 MiB float32
 GRAM_ADVANTAGE = 8  # a matmul multiply-add is about this many times cheaper than a gathered float
@@ -59,11 +59,13 @@ class MISScores:
     tau: float = TAU
 
     @property
+    @torch_threads(1)
     def margin(self) -> torch.Tensor:
         """(C, N) Δ⁺ − Δ⁻: positive when the task is solved."""
         return self.delta_pos - self.delta_neg
 
     @property
+    @torch_threads(1)
     def p(self) -> torch.Tensor:
         """(C, N) probability of solving each task, σ((Δ⁺ − Δ⁻) / τ)."""
         return torch.sigmoid(self.margin / self.tau)
@@ -79,6 +81,7 @@ class MISScores:
         return accuracy_from_margins(self.margin)
 
 
+@torch_threads(1)  # small elementwise work: single-threaded is fastest, and robust on busy cores
 def mis_from_margins(margin: torch.Tensor, tau: float = TAU) -> torch.Tensor:
     """MIS of (..., N) task margins Δ⁺ − Δ⁻ at temperature ``tau``: mean over tasks of σ(margin / τ)."""
     if not tau > 0:
@@ -86,6 +89,7 @@ def mis_from_margins(margin: torch.Tensor, tau: float = TAU) -> torch.Tensor:
     return torch.sigmoid(margin / tau).mean(-1)
 
 
+@torch_threads(1)
 def accuracy_from_margins(margin: torch.Tensor) -> torch.Tensor:
     """Fraction of tasks with margin Δ⁺ − Δ⁻ > 0 (ties count as failures)."""
     return (margin > 0).to(margin.dtype if margin.is_floating_point() else torch.float32).mean(-1)
@@ -99,16 +103,19 @@ def _default_device(table: torch.Tensor, device) -> torch.device:
     return pick_device()
 
 
-def _chunk(n_units: int, n_tasks: int, dim: int, elem: int, chunk_units: int | None, device=None) -> int:
-    """Units per chunk: the (c·N, D) intermediates stay cache-sized on CPU and large on an accelerator."""
-    if chunk_units is not None:
-        return max(1, int(chunk_units))
-    budget = _CHUNK_BYTES if torch.device(device or "cpu").type != "cpu" else _CPU_CHUNK_BYTES
-    return max(1, min(n_units, budget // max(1, 3 * n_tasks * dim * elem)))
+def _cpu_ops(device: torch.device) -> contextlib.AbstractContextManager:
+    """Single-threaded torch operations on the CPU (the parallel work goes to ``run_jobs``): the small
+    index operations around the hot loop would otherwise wait on busy cores."""
+    return torch_threads(1) if torch.device(device).type == "cpu" else contextlib.nullcontext()
 
 
 def _rows(ids: torch.Tensor, table_ids: torch.Tensor | None, n_rows: int) -> torch.Tensor:
-    """Sample ids -> rows of the embedding table (a dense lookup when the ids are not too sparse)."""
+    """Sample ids -> rows of the embedding table (a dense lookup when the ids are not too sparse), as int32:
+    half the index traffic of int64 in the gathers."""
+    return _rows64(ids, table_ids, n_rows).int()
+
+
+def _rows64(ids: torch.Tensor, table_ids: torch.Tensor | None, n_rows: int) -> torch.Tensor:
     ids = ids.long()
     if table_ids is None:
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= n_rows):
@@ -142,9 +149,15 @@ def _gather_method(n_rows: int, n_units: int, n_tasks: int, k_expl: int) -> str:
     return "gram" if n_rows * n_rows < GRAM_ADVANTAGE * n_units * n_tasks * (2 * k_expl + 2) else "gather"
 
 
+def _from_contrasts(contrasts: torch.Tensor, n_units: int, n_tasks: int, k_expl: int, tau: float) -> MISScores:
+    """MISScores from (C·N, 2) contrasts ΣE⁺ − ΣE⁻ of f(q⁺, ·) and f(q⁻, ·) over K explanations each."""
+    d = contrasts.view(n_units, n_tasks, 2) / k_expl
+    return MISScores(d[..., 0], d[..., 1], tau)
+
+
 def score(table: torch.Tensor, tasks: Tasks, tau: float = TAU, table_ids: torch.Tensor | None = None,
           device: str | torch.device | None = None, chunk_units: int | None = None,
-          normalize: bool = False, method: str = "auto") -> MISScores:
+          normalize: bool = False, method: str = "auto", threads: int | None = None) -> MISScores:
     """Score C units in one vectorised computation.
 
     ``table`` is an (n, D) L2-normalised embedding table; ``tasks`` holds row indices into it, or sample ids
@@ -152,9 +165,11 @@ def score(table: torch.Tensor, tasks: Tasks, tau: float = TAU, table_ids: torch.
     table first. Results are on the table's device; the computation runs on ``device`` (default: the
     accelerator when present, unless the table requires grad, in which case its own device).
 
-    ``method``: ``gather`` averages each task's explanation embeddings (``embedding_bag``) and takes two dot
+    ``method``: ``gather`` sums each task's explanation embeddings (``embedding_bag``) and takes two dot
     products per task; ``gram`` computes the (n, n) cosine matrix once and gathers scalars from it (far
-    cheaper when few distinct images serve many units); ``auto`` picks by a cost estimate.
+    cheaper when few distinct images serve many units); ``auto`` picks by a cost estimate. ``chunk_units``
+    sets the units per job or chunk (default: sized for the device), ``threads`` the CPU worker threads
+    (default: torch's thread count; see :mod:`unitlens.mis.similarities`). Neither changes the result.
     """
     if table.ndim != 2:
         raise BadInput(f"expected an (n, D) embedding table, got shape {tuple(table.shape)}")
@@ -167,35 +182,24 @@ def score(table: torch.Tensor, tasks: Tasks, tau: float = TAU, table_ids: torch.
         table = F.normalize(table, dim=-1)
     if table_ids is not None:
         table_ids = table_ids.to(device)
-    tasks = tasks.map(lambda t: _rows(t.to(device), table_ids, table.shape[0]))
     C, N, K = tasks.n_units, tasks.n_tasks, tasks.k_expl
     if method == "auto":
         method = _gather_method(table.shape[0], C, N, K)
-    if method == "gram":
-        res = score_gram(table @ table.T, tasks, tau, chunk_units=chunk_units)
-        return MISScores(res.delta_pos.to(out_device), res.delta_neg.to(out_device), tau)
-    step = _chunk(C, N, table.shape[1], table.element_size(), chunk_units, device)
-    weights = torch.cat([torch.full((K,), 1.0 / K), torch.full((K,), -1.0 / K)]).to(device, table.dtype)
-    dpos, dneg = [], []
-    for a in range(0, C, step):
-        t = tasks[a:a + step]
-        c = t.n_units
-        # ē⁺ − ē⁻ of every task in one weighted bag of its 2K explanations
-        bags = torch.cat([t.pos_expl.reshape(c * N, K), t.neg_expl.reshape(c * N, K)], 1)
-        w = weights.expand(c * N, 2 * K).contiguous()
-        e_diff = F.embedding_bag(bags, table, mode="sum", per_sample_weights=w)
-        q_pos = F.embedding(t.pos_query.reshape(c * N), table)
-        q_neg = F.embedding(t.neg_query.reshape(c * N), table)
-        dpos.append(torch.linalg.vecdot(q_pos, e_diff).view(c, N))
-        dneg.append(torch.linalg.vecdot(q_neg, e_diff).view(c, N))
-    if not dpos:
-        empty = table.new_zeros(0, N)
-        return MISScores(empty.to(out_device), empty.to(out_device), tau)
-    return MISScores(torch.cat(dpos).to(out_device), torch.cat(dneg).to(out_device), tau)
+    similarity = table @ table.T if method == "gram" else None  # a matmul: all threads
+    threads = threads or torch.get_num_threads()
+    with _cpu_ops(device):
+        tasks = tasks.map(lambda t: _rows(t.to(device), table_ids, table.shape[0]))
+        step = max(1, int(chunk_units)) * N if chunk_units else None
+        if similarity is not None:
+            contrasts = matrix_contrasts(similarity, tasks.bags(), tasks.queries(), step, threads)
+        else:
+            contrasts = embedding_contrasts(table, tasks.bags(), tasks.queries(), step, threads)
+        res = _from_contrasts(contrasts, C, N, K, tau)
+    return MISScores(res.delta_pos.to(out_device), res.delta_neg.to(out_device), tau)
 
 
 def score_gram(similarity: torch.Tensor, tasks: Tasks, tau: float = TAU, table_ids: torch.Tensor | None = None,
-               chunk_units: int | None = None) -> MISScores:
+               chunk_units: int | None = None, threads: int | None = None) -> MISScores:
     """Score C units from a precomputed (n, n) similarity matrix f(image_a, image_b) of the images the tasks use.
 
     For cosine similarity pass ``table @ table.T``; any perceptual similarity works (e.g. a pairwise
@@ -208,23 +212,12 @@ def score_gram(similarity: torch.Tensor, tasks: Tasks, tau: float = TAU, table_i
     n = similarity.shape[0]
     if table_ids is not None:
         table_ids = table_ids.to(similarity.device)
-    tasks = tasks.map(lambda t: _rows(t.to(similarity.device), table_ids, n))
-    C, N, K = tasks.n_units, tasks.n_tasks, tasks.k_expl
-    step = max(1, int(chunk_units)) if chunk_units else max(1, _CHUNK_BYTES // max(1, 8 * N * K * 8))
-    flat = similarity.reshape(-1)
-    dpos, dneg = [], []
-    for a in range(0, C, step):
-        t = tasks[a:a + step]
-
-        def s(q, e):  # mean over the K explanations of f(q, e): (c, N)
-            return flat[q.unsqueeze(-1) * n + e].mean(-1)
-
-        dpos.append(s(t.pos_query, t.pos_expl) - s(t.pos_query, t.neg_expl))
-        dneg.append(s(t.neg_query, t.pos_expl) - s(t.neg_query, t.neg_expl))
-    if not dpos:
-        empty = similarity.new_zeros(0, N)
-        return MISScores(empty, empty, tau)
-    return MISScores(torch.cat(dpos), torch.cat(dneg), tau)
+    threads = threads or torch.get_num_threads()
+    with _cpu_ops(similarity.device):
+        tasks = tasks.map(lambda t: _rows(t.to(similarity.device), table_ids, n))
+        C, N, K = tasks.n_units, tasks.n_tasks, tasks.k_expl
+        step = max(1, int(chunk_units)) * N if chunk_units else None
+        return _from_contrasts(matrix_contrasts(similarity, tasks.bags(), tasks.queries(), step, threads), C, N, K, tau)
 
 
 def score_embeddings(pos_expl: torch.Tensor, neg_expl: torch.Tensor, pos_query: torch.Tensor,
@@ -267,6 +260,7 @@ class MISRun:
     cache_misses: int = 0
     seconds: dict = field(default_factory=dict)
     margins: dict = field(default_factory=dict)  # layer -> (C_scored, N) Δ⁺ − Δ⁻ of the scored units
+    overlap: int = 0  # images in both the top and the bottom N·(K+1) exemplars of every unit (small datasets)
 
     @property
     def counts(self) -> dict:
@@ -298,31 +292,49 @@ def _load_backend(backend, device):
 
 def run_atlas(atlas, backend=BACKEND, n_tasks: int = N_TASKS, k_expl: int = K_EXPL, tau: float = TAU,
               layers=None, device: str | torch.device | None = None, write: bool = True,
-              progress: bool = True, chunk_units: int | None = None, keep_margins: bool = False) -> MISRun:
+              progress: bool = True, chunk_units: int | None = None, keep_margins: bool = False,
+              allow_overlap: bool = False, threads: int | None = None) -> MISRun:
     """Score every non-constant, finite unit of the selected layers of an atlas; see :func:`score_atlas`."""
     if not tau > 0:
         raise BadInput(f"tau must be positive, got {tau}")
+    threads = threads or torch.get_num_threads()
     t0 = time.perf_counter()
     atlas = Atlas.open(atlas)
     if write:  # before any work: a read-only atlas would otherwise fail only when the scores are written
         check_writable(atlas.path, fix=f"score without writing: unitlens mis {atlas.path} --no-write (Python: "
                                        "write=False), or copy the atlas to a writable place")
     infos = atlas.select_layers(layers)
+    manifest = atlas.manifest
+    n_samples = int(manifest.get("n_images", 0))
+    n_readable = n_samples - int(manifest.get("n_skipped", 0))
+    shared = check_dataset(n_readable, n_tasks, k_expl,
+                           where=f"atlas {atlas.path}", allow_overlap=allow_overlap,
+                           recorded_k=manifest.get("config", {}).get("k"))
     units = atlas.units()
     units = units[units["layer"].isin({i.name for i in infos})].copy()
     units["status"] = unit_status(units)
-    per_layer, used = [], []
     need = min_exemplars(n_tasks, k_expl)
-    for info in infos:  # check every layer before embedding anything; collect the ids the tasks need
-        ex = atlas.exemplars(info.name)
-        check_exemplars(ex.k, n_tasks, k_expl, where=f"layer {info.name}")
-        lu = units[units["layer"] == info.name].sort_values("unit")
-        if not np.array_equal(lu["unit"].to_numpy(), np.arange(ex.top_ids.shape[0])):
-            raise BadInput(f"layer {info.name}: units.parquet and the exemplars disagree on its units")
-        keep = (lu["status"] == STATUS_SCORED).to_numpy()
-        used += [ex.top_ids.numpy()[keep, :need].ravel(), ex.bottom_ids.numpy()[keep, :need].ravel()]
-        per_layer.append((info, lu.index[keep], keep))
-    ids = torch.from_numpy(np.unique(np.concatenate(used)) if used else np.zeros(0, np.int64))
+    by_layer = units.groupby("layer", sort=False).indices  # layer -> positions in units
+    unit_no, scored = units["unit"].to_numpy(), (units["status"] == STATUS_SCORED).to_numpy()
+    per_layer = []  # (layer, units index of its scored units, their (C, 2·need) top-then-bottom exemplar ids)
+    with torch_threads(1):  # small operations per layer: one thread is fastest, and robust on busy cores
+        for info in infos:  # check every layer before embedding anything; read each exemplar file once
+            top, bottom = atlas.exemplar_ids(info.name)
+            check_exemplars(top.shape[1], n_tasks, k_expl, where=f"layer {info.name}")
+            pos = by_layer.get(info.name, np.zeros(0, np.int64))
+            pos = pos[np.argsort(unit_no[pos], kind="stable")]
+            if not np.array_equal(unit_no[pos], np.arange(top.shape[0])):
+                raise BadInput(f"layer {info.name}: units.parquet and the exemplars disagree on its units")
+            keep = scored[pos]
+            if keep.any():
+                both = np.concatenate([top.numpy()[keep, :need], bottom.numpy()[keep, :need]], 1)
+                per_layer.append((info, units.index[pos[keep]], both))
+    present = np.zeros(max([n_samples] + [int(ids.max()) + 1 for _, _, ids in per_layer]), bool)
+    for _, _, both in per_layer:  # the ids the tasks need, sorted (no sort of all their uses)
+        np.put(present, both, True)
+        if np.count_nonzero(present) >= n_readable:  # every readable image is used already (small datasets)
+            break
+    ids = torch.from_numpy(np.flatnonzero(present))
     t1 = time.perf_counter()
 
     backend = _load_backend(backend, device)
@@ -338,44 +350,44 @@ def run_atlas(atlas, backend=BACKEND, n_tasks: int = N_TASKS, k_expl: int = K_EX
     margins: dict[str, tuple[np.ndarray, torch.Tensor]] = {}
     compute = _default_device(table, device)
     table = table.to(compute)
-    lut = np.full(int(ids.max()) + 1 if len(ids) else 0, -1, dtype=np.int64)  # sample id -> table row
-    lut[ids.numpy()] = np.arange(len(ids))
-    total = int(sum(k.sum() for _, _, k in per_layer))
+    dense = len(ids) == len(present)  # every image is used (a small dataset): sample ids are table rows
+    lut = None if dense else (np.cumsum(present) - 1).astype(np.int32)  # sample id -> table row
+    total = sum(len(rows) for _, rows, _ in per_layer)
+    step = max(1, int(chunk_units)) * n_tasks if chunk_units else None
     group: list = []  # layers scored together: a few large tensor operations instead of many small ones
 
     def flush() -> None:
-        top = torch.from_numpy(np.concatenate([g[2] for g in group])).to(compute)
-        bottom = torch.from_numpy(np.concatenate([g[3] for g in group])).to(compute)
-        tasks = build_tasks(top, bottom, n_tasks, k_expl)
-        res = (score_gram(gram, tasks, tau, chunk_units=chunk_units) if gram is not None
-               else score(table, tasks, tau, device=compute, chunk_units=chunk_units))
+        both = np.concatenate([g[2] for g in group]) if len(group) > 1 else group[0][2]
+        rows = torch.from_numpy(both if lut is None else lut[both]).to(compute)  # int32 rows throughout
+        bags, queries = task_rows(rows, n_tasks, k_expl)
+        contrasts = (matrix_contrasts(gram, bags, queries, step, threads) if gram is not None
+                     else embedding_contrasts(table, bags, queries, step, threads))
+        res = _from_contrasts(contrasts, len(rows), n_tasks, k_expl, tau)
         index = group[0][1].append([g[1] for g in group[1:]]) if len(group) > 1 else group[0][1]
         mis_col.loc[index] = res.mis.double().cpu().numpy()
         acc_col.loc[index] = res.accuracy.double().cpu().numpy()
         if keep_margins:
             margin, start = res.margin.cpu(), 0
-            for info, rows, _, _ in group:
-                margins[info.name] = (units.loc[rows, "unit"].to_numpy(), margin[start:start + len(rows)])
-                start += len(rows)
+            for info, unit_rows, _ in group:
+                margins[info.name] = (units.loc[unit_rows, "unit"].to_numpy(), margin[start:start + len(unit_rows)])
+                start += len(unit_rows)
         group.clear()
 
     with torch.no_grad():
         gram = None
         if _gather_method(len(ids), total, n_tasks, k_expl) == "gram":  # one cosine matrix serves every layer
             gram = table @ table.T
-        for info, rows, keep in per_layer:
-            if not keep.any():
-                continue
-            ex = atlas.exemplars(info.name)
-            group.append((info, rows, lut[ex.top_ids.numpy()[keep, :need]], lut[ex.bottom_ids.numpy()[keep, :need]]))
-            if sum(len(g[1]) for g in group) >= _GROUP_UNITS:
+        with _cpu_ops(compute):
+            for item in per_layer:
+                group.append(item)
+                if sum(len(g[1]) for g in group) >= _GROUP_UNITS:
+                    flush()
+            if group:
                 flush()
-        if group:
-            flush()
     t3 = time.perf_counter()
 
     name = backend.name
-    params = {"n_tasks": n_tasks, "k": k_expl, "tau": tau}
+    params = {"n_tasks": n_tasks, "k": k_expl, "tau": tau, **({"overlap": shared} if shared else {})}
     frame = pd.DataFrame({
         "layer": units["layer"], "unit": units["unit"], "type": units["type"], "depth": units["depth"],
         "rel_depth": units["rel_depth"], "rel_width": units["rel_width"], "mis": mis_col,
@@ -384,11 +396,11 @@ def run_atlas(atlas, backend=BACKEND, n_tasks: int = N_TASKS, k_expl: int = K_EX
     if write:
         atlas.put_scores(scores_rows(frame, name, params))  # other layers' rows stay
     t4 = time.perf_counter()
-    return MISRun(frame=frame, backend=name, model=str(atlas.manifest.get("config", {}).get("model", "model")),
+    return MISRun(frame=frame, backend=name, model=str(manifest.get("config", {}).get("model", "model")),
                   params=params, n_images=int(len(ids)), cache_hits=hits, cache_misses=misses,
                   seconds={"tasks": t1 - t0, "backend": t_backend - t1, "embed": t2 - t_backend, "score": t3 - t2,
                            "write": t4 - t3},
-                  margins=margins)
+                  margins=margins, overlap=shared)
 
 
 def scores_rows(frame: pd.DataFrame, backend: str, params: dict) -> pd.DataFrame:
@@ -407,19 +419,24 @@ def scores_rows(frame: pd.DataFrame, backend: str, params: dict) -> pd.DataFrame
 
 def score_atlas(atlas, backend=BACKEND, n_tasks: int = N_TASKS, k_expl: int = K_EXPL, tau: float = TAU,
                 layers=None, device: str | torch.device | None = None, write: bool = True,
-                progress: bool = True, chunk_units: int | None = None) -> pd.DataFrame:
+                progress: bool = True, chunk_units: int | None = None, allow_overlap: bool = False) -> pd.DataFrame:
     """MIS of every unit of an atlas (or of the ``layers`` named, globs allowed), one vectorised pass per layer.
+
+    A dataset of fewer than 2·N·(K+1) readable images is refused (``TooFewImages``): every unit's most and
+    least activating sets would share images. ``allow_overlap=True`` scores it anyway, with a warning, and
+    records the number of shared images per unit as ``overlap`` in the params.
 
     All sample ids any task needs are embedded once through ``EmbeddingCache(atlas, backend)``. Constant
     units and units with non-finite activations are not scored: they appear with ``status`` ``constant`` or
     ``nonfinite`` and NaN scores. All units are written to ``scores.parquet`` (metrics ``mis`` and
-    ``mis_accuracy``, the backend's name, params ``{"n_tasks", "k", "tau"}``; missing values for the
+    ``mis_accuracy``, the backend's name, params ``{"n_tasks", "k", "tau"[, "overlap"]}``; missing values for the
     excluded units) unless ``write=False``.
 
     Returns one row per unit: layer, unit, type, depth, rel_depth, rel_width, mis, mis_accuracy, n_tasks,
     backend, tau, status. :func:`summarize` aggregates it; :func:`run_atlas` also returns counts and timings.
     """
-    return run_atlas(atlas, backend, n_tasks, k_expl, tau, layers, device, write, progress, chunk_units).frame
+    return run_atlas(atlas, backend, n_tasks, k_expl, tau, layers, device, write, progress, chunk_units,
+                     allow_overlap=allow_overlap).frame
 
 
 def load_scores(atlas, backend: str | None = None) -> pd.DataFrame:

@@ -13,12 +13,15 @@ explanation method) — see :func:`unitlens.mis.scoring.score_embeddings`.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from unitlens.errors import BadInput, TooFewExemplars
+from unitlens.errors import BadInput, BiasWarning, TooFewExemplars, TooFewImages
 from unitlens.mis.defaults import K_EXPL, N_TASKS
+from unitlens.runtime import torch_threads
 
 
 def min_exemplars(n_tasks: int = N_TASKS, k_expl: int = K_EXPL) -> int:
@@ -35,8 +38,57 @@ def task_layout(n_tasks: int = N_TASKS, k_expl: int = K_EXPL) -> tuple[torch.Ten
     return expl, n_tasks * k_expl + tasks
 
 
+def _fits(n_images: int, n_tasks: int, k_expl: int) -> str:
+    """How to lower N or K so that 2·N·(K+1) <= n_images, as text; empty when nothing fits."""
+    ways = []
+    n_fit = n_images // (2 * (k_expl + 1))
+    if n_fit >= 1:
+        ways.append(f"n_tasks to {n_fit} (--n-tasks {n_fit})")
+    k_fit = n_images // (2 * n_tasks) - 1
+    if k_fit >= 1:
+        ways.append(f"k_expl to {k_fit} (--k-expl {k_fit})")
+    return " or ".join(ways)
+
+
+def check_dataset(n_images: int, n_tasks: int = N_TASKS, k_expl: int = K_EXPL, where: str = "",
+                  allow_overlap: bool = False, recorded_k: int | None = None) -> int:
+    """Refuse MIS on a dataset of fewer than 2·N·(K+1) images; return how many images each unit's top and
+    bottom N·(K+1) exemplars then share (0 when the dataset is large enough).
+
+    With fewer images the most and least activating sets of every unit overlap, so the tasks compare images with
+    themselves and the score is biased (accuracy below chance). ``allow_overlap`` scores anyway (with a warning)
+    as long as each side can be filled at all; the caller reports the overlap.
+    """
+    need = min_exemplars(n_tasks, k_expl)
+    if n_images >= 2 * need:
+        return 0
+    head = f"{where + ': ' if where else ''}the dataset holds only {n_images} readable images"
+    why = (f"MIS with n_tasks={n_tasks} and k_expl={k_expl} needs 2·N·(K+1) = {2 * need}: each unit's {need} most "
+           f"and {need} least activating images must be different images")
+    fits = _fits(n_images, n_tasks, k_expl)
+    fix = (f"record the atlas on at least {2 * need} images" + (f", or lower {fits}" if fits else "")
+           + " (the atlas's k is not the problem)")
+    if n_images < need:
+        kept = (f"; every unit keeps all {n_images} as exemplars (recorded with --k {recorded_k})"
+                if recorded_k is not None and recorded_k > n_images else "")
+        raise TooFewImages(f"{head}, but {why}{kept}. The dataset is too small: {fix}")
+    shared = 2 * need - n_images
+    if not allow_overlap:
+        raise TooFewImages(
+            f"{head}, but {why}; with {n_images} images {shared} of them would be in both sets of every unit, "
+            f"which biases MIS (accuracy below chance). The dataset is too small: {fix}; or score anyway with "
+            f"allow_overlap=True (--allow-overlap), which reports the overlap")
+    warnings.warn(f"{head}: each unit's top and bottom {need} exemplars share {shared} images, so its MIS is "
+                  f"biased; {fix}", BiasWarning, stacklevel=2)
+    return shared
+
+
 def check_exemplars(k: int, n_tasks: int = N_TASKS, k_expl: int = K_EXPL, where: str = "") -> None:
-    """Raise :class:`TooFewExemplars` if ``k`` exemplars per side cannot fill N tasks of K explanations."""
+    """Raise :class:`TooFewExemplars` if ``k`` exemplars per side cannot fill N tasks of K explanations.
+
+    Check the dataset first (:func:`check_dataset`): an atlas of a small dataset keeps fewer exemplars than
+    it was recorded with, and recording with a larger ``--k`` would not help.
+    """
     need = min_exemplars(n_tasks, k_expl)
     if k < need:
         most = k // (k_expl + 1)
@@ -86,7 +138,16 @@ class Tasks:
     def map(self, fn) -> "Tasks":
         return Tasks(fn(self.pos_expl), fn(self.neg_expl), fn(self.pos_query), fn(self.neg_query))
 
+    def bags(self) -> torch.Tensor:
+        """(C·N, 2, K): the positive and the negative explanations of every task."""
+        return torch.stack([self.pos_expl, self.neg_expl], 2).reshape(-1, 2, self.k_expl)
 
+    def queries(self) -> torch.Tensor:
+        """(C·N, 2): the positive and the negative query of every task."""
+        return torch.stack([self.pos_query, self.neg_query], 2).reshape(-1, 2)
+
+
+@torch_threads(1)  # index gathers: single-threaded is fastest, and robust on busy cores
 def build_tasks(top_ids: torch.Tensor, bottom_ids: torch.Tensor, n_tasks: int = N_TASKS,
                 k_expl: int = K_EXPL, where: str = "") -> Tasks:
     """Tasks of every unit from its exemplar ids.
@@ -101,9 +162,32 @@ def build_tasks(top_ids: torch.Tensor, bottom_ids: torch.Tensor, n_tasks: int = 
                          f"and {tuple(bottom_ids.shape)}")
     check_exemplars(top_ids.shape[1], n_tasks, k_expl, where)
     expl, query = task_layout(n_tasks, k_expl)
-    expl, query = expl.to(top_ids.device), query.to(top_ids.device)
-    return Tasks(pos_expl=top_ids[:, expl], neg_expl=bottom_ids[:, expl],
-                 pos_query=top_ids[:, query], neg_query=bottom_ids[:, query])
+    return Tasks(pos_expl=_columns(top_ids, expl), neg_expl=_columns(bottom_ids, expl),
+                 pos_query=_columns(top_ids, query), neg_query=_columns(bottom_ids, query))
+
+
+def task_rows(exemplars: torch.Tensor, n_tasks: int = N_TASKS, k_expl: int = K_EXPL) -> tuple[torch.Tensor,
+                                                                                                 torch.Tensor]:
+    """The tasks of C units straight from their (C, 2·N·(K+1)) exemplars — the first N·(K+1) top exemplars
+    (descending) followed by the first N·(K+1) bottom ones (ascending) — in one gather: explanation bags
+    (C·N, 2, K) (positive, negative) and queries (C·N, 2) (positive, negative), as :meth:`Tasks.bags` and
+    :meth:`Tasks.queries` order them.
+    """
+    need = min_exemplars(n_tasks, k_expl)
+    if exemplars.ndim != 2 or exemplars.shape[1] != 2 * need:
+        raise BadInput(f"expected (C, {2 * need}) exemplars (top then bottom), got {tuple(exemplars.shape)}")
+    expl, query = task_layout(n_tasks, k_expl)
+    bags = _columns(exemplars, torch.stack([expl, expl + need], 1))  # (C, N, 2, K)
+    queries = _columns(exemplars, torch.stack([query, query + need], 1))  # (C, N, 2)
+    return bags.reshape(-1, 2, k_expl), queries.reshape(-1, 2)
+
+
+def _columns(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x[:, index]`` for a (C, k) tensor; on the CPU through numpy, whose take is 4-7x faster than torch's
+    index kernels for these shapes (measured 0.2 ms against 1.4 ms for 2,000 units of N = 20 tasks, K = 9)."""
+    if x.device.type != "cpu" or x.requires_grad:
+        return x[:, index.to(x.device)]
+    return torch.from_numpy(np.take(x.numpy(), index.numpy(), axis=1))
 
 
 def tasks_from_exemplars(exemplars, n_tasks: int = N_TASKS, k_expl: int = K_EXPL, where: str = "") -> Tasks:
