@@ -565,3 +565,37 @@ def test_run_jobs_runs_every_job_raises_their_errors_and_restores_the_threads():
     with pytest.raises(ValueError, match="job 7"):
         run_jobs(range(20), bad, threads=2)
     assert torch.get_num_threads() == before
+
+
+def test_tied_task_exemplars_are_counted_and_reported(colour_atlas, tmp_path, monkeypatch):
+    """A ReLU unit that is 0 on every non-red image: all 30 bottom exemplars tie at 0 (of the other colours), so the
+    atlas counts them and the MIS output says how many scored units the seeded tie-break decided."""
+    from unitlens.record import record
+
+    class Rectified(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.unit = nn.Conv2d(3, 1, 1)
+            with torch.no_grad():
+                self.unit.weight.copy_(torch.tensor([1.0, -1.0, 0.0]).view(1, 3, 1, 1))
+                self.unit.bias.fill_(0.0)
+            self.act = nn.ReLU()
+
+        def forward(self, x):
+            return self.act(self.unit(x))
+
+    atlas, classes = colour_atlas
+    loaded = LoadedModel(name="rectified", model=Rectified().eval(), transform=to_int_tensor, weights="hand-built",
+                         input_size=(3, 8, 8))
+    images = atlas.manifest["dataset"]["spec"]
+    out = record(loaded, images, tmp_path / "atlas", ["act"], k=30, progress=False, num_workers=0).atlas
+    units = out.units()
+    zeros = int(sum(c != "red" for c in classes))  # the other colours: red − green <= 0 everywhere
+    assert units["bottom_tied"].tolist() == [30] and units["top_tied"].tolist() == [0] and zeros > 30
+    monkeypatch.setattr(unitlens.cli.common, "console", Console(width=250, soft_wrap=True))
+    app = typer.Typer()
+    app.add_typer(mis_commands.app, name="mis")
+    res = CliRunner().invoke(app, ["mis", str(out.path), "--backend", "colourtest", "--n-tasks", "5", "--k-expl", "4",
+                                   "--no-write"])
+    assert res.exit_code == 0, res.output
+    assert "1 of 1 scored units have task exemplars tied at one activation value, 1 of them all 25" in res.output

@@ -56,7 +56,7 @@ def score_command(
     import pandas as pd
 
     from unitlens.errors import BiasWarning
-    from unitlens.mis.scoring import STATUS_NONFINITE, run_atlas
+    from unitlens.mis.scoring import STATUS_NONFINITE, STATUS_SCORED, run_atlas
 
     with failing_cleanly(), warnings.catch_warnings():
         warnings.simplefilter("ignore", BiasWarning)  # said below, with the overlap
@@ -76,6 +76,14 @@ def score_command(
     print_frame(pd.DataFrame([{**{f"{k} (s)": v for k, v in s.items()}, "total (s)": sum(s.values()),
                                "units/s (score)": round(c["scored"] / s["score"]) if s["score"] > 0 else 0}]),
                 title="time per stage", name="time")
+    if "bottom_tied" in run.frame:
+        scored = run.frame[run.frame["status"] == STATUS_SCORED]
+        tied = scored[(scored["top_tied"] > 0) | (scored["bottom_tied"] > 0)]
+        if len(tied):
+            whole = int(((scored["top_tied"] >= need) | (scored["bottom_tied"] >= need)).sum())
+            note(f"{len(tied)} of {len(scored)} scored units have task exemplars tied at one activation value, "
+                 f"{whole} of them all {need} of a side (dead units): the seeded tie-break chose which samples "
+                 "(units.parquet: top_tied, bottom_tied)")
     bad = run.frame[run.frame["status"] == STATUS_NONFINITE]
     if len(bad):
         shown = bad[["layer", "unit"]].head(30)

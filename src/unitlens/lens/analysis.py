@@ -14,6 +14,7 @@ label, compare and measures (measures writes missing values for them, as MIS doe
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -177,38 +178,39 @@ def label(atlas, concepts, backend=None, threshold: float = LABEL_THRESHOLD, par
     concepts) or a list of ``Probe``. ``parents``: a path (YAML/JSON) or dict concept -> parent.
     """
     store = _store(atlas, backend)
-    names = store.resolve(layers)
-    if isinstance(concepts, (str, Path)):
-        concepts = load_concepts(concepts)
-    probes = concept_set_probes(store, concepts, backend=backend, text_null=text_null, image_null=image_null,
-                                device=device, progress=progress)
-    if isinstance(parents, (str, Path)):
-        parents = load_parents(parents)
-    concept_names = [p.name for p in probes]
-    rows, n_const = [], 0
-    for layer in concept_alignments(store, probes, names):
-        n_const += layer.n_constant
-        A = layer.a
-        top = A.topk(min(2, A.shape[1]), dim=1)
-        best_a = top.values[:, 0].double().numpy()
-        best = [concept_names[i] for i in top.indices[:, 0].tolist()]
-        frame = pd.DataFrame({"layer": layer.layer, "unit": layer.units.numpy(), "label": best, "a": best_a})
-        if A.shape[1] > 1:
-            frame["runner_up"] = [concept_names[i] for i in top.indices[:, 1].tolist()]
-            frame["a_runner_up"] = top.values[:, 1].double().numpy()
-        frame.loc[frame["a"] < threshold, "label"] = NO_LABEL
-        rows.append(frame)
-    frame = pd.concat(rows, ignore_index=True)
-    if parents is not None:
-        frame["parent"] = [NO_LABEL if lab == NO_LABEL else parents.get(lab, lab) for lab in frame["label"]]
-    counts = _dissection(frame, "label", names)
-    parent_counts = _dissection(frame, "parent", names) if parents is not None else None
-    unexpected = frame[frame["label"] == NO_LABEL].reset_index(drop=True)
-    result = LabelResult(frame, counts, parent_counts, unexpected, threshold, concept_names, n_const)
-    if write:
-        source = getattr(concepts, "source", "") if isinstance(concepts, ConceptSet) else ""
-        result.path = store.write_table("labels.parquet", frame.assign(threshold=threshold, concepts=source))
-    return result
+    with store.atlas.writing("lens label") if write else nullcontext():
+        names = store.resolve(layers)
+        if isinstance(concepts, (str, Path)):
+            concepts = load_concepts(concepts)
+        probes = concept_set_probes(store, concepts, backend=backend, text_null=text_null, image_null=image_null,
+                                    device=device, progress=progress)
+        if isinstance(parents, (str, Path)):
+            parents = load_parents(parents)
+        concept_names = [p.name for p in probes]
+        rows, n_const = [], 0
+        for layer in concept_alignments(store, probes, names):
+            n_const += layer.n_constant
+            A = layer.a
+            top = A.topk(min(2, A.shape[1]), dim=1)
+            best_a = top.values[:, 0].double().numpy()
+            best = [concept_names[i] for i in top.indices[:, 0].tolist()]
+            frame = pd.DataFrame({"layer": layer.layer, "unit": layer.units.numpy(), "label": best, "a": best_a})
+            if A.shape[1] > 1:
+                frame["runner_up"] = [concept_names[i] for i in top.indices[:, 1].tolist()]
+                frame["a_runner_up"] = top.values[:, 1].double().numpy()
+            frame.loc[frame["a"] < threshold, "label"] = NO_LABEL
+            rows.append(frame)
+        frame = pd.concat(rows, ignore_index=True)
+        if parents is not None:
+            frame["parent"] = [NO_LABEL if lab == NO_LABEL else parents.get(lab, lab) for lab in frame["label"]]
+        counts = _dissection(frame, "label", names)
+        parent_counts = _dissection(frame, "parent", names) if parents is not None else None
+        unexpected = frame[frame["label"] == NO_LABEL].reset_index(drop=True)
+        result = LabelResult(frame, counts, parent_counts, unexpected, threshold, concept_names, n_const)
+        if write:
+            source = getattr(concepts, "source", "") if isinstance(concepts, ConceptSet) else ""
+            result.path = store.write_table("labels.parquet", frame.assign(threshold=threshold, concepts=source))
+        return result
 
 
 def _dissection(frame: pd.DataFrame, column: str, layers: list[str]) -> pd.DataFrame:
@@ -313,45 +315,46 @@ def measures(atlas, backend=None, layers=None, write: bool = True, seed: int = S
     from unitlens.lens.unit_measures import measures_table
 
     store = _store(atlas, backend)
-    names = store.resolve(layers)
-    device = torch.device(device or "cpu")
-    frames, layer_rows = [], []
-    for name in names:
-        data = store.read_layer(name)
-        meta = store.layer_meta(name)
-        units = torch.nonzero(~data.constant).flatten()
-        U = data.theta.shape[0]
-        full = pd.DataFrame({"layer": name, "unit": np.arange(U), "constant": data.constant.numpy()})
-        if len(units):
-            E = data.examples[units].to(device)
-            table = measures_table(E, data.vectors[units].to(device), data.mask[units].to(device),
-                                   units=units.tolist(), seed=seed, n_init=n_init)
-            redundancy = float(table.attrs.get("redundancy", float("nan")))
-            full = full.merge(table, on="unit", how="left")
-        else:
-            redundancy = float("nan")
-            full = full.assign(n_examples=0, **{k: np.nan for k in METRICS}, partner=None)
-        full["m"], full["crop"] = meta.get("m"), meta.get("crop")
-        frames.append(full)
-        layer_rows.append({"layer": name, "units": U, "scored": int(len(units)), "redundancy": redundancy,
-                           "clarity_mean": float(full["clarity"].mean()),
-                           "polysemanticity_mean": float(full["polysemanticity"].mean()),
-                           "m": meta.get("m"), "crop": meta.get("crop")})
-    frame = pd.concat(frames, ignore_index=True)
-    per_layer = pd.DataFrame(layer_rows)
-    crops = sorted({str(store.layer_meta(n).get("crop")) for n in names})
-    ms = sorted({int(store.layer_meta(n)["m"]) for n in names})
-    params = {"m": ms[0] if len(ms) == 1 else ms, "crop": crops[0] if len(crops) == 1 else crops, "seed": seed,
-              "n_init": n_init}
-    if write:
-        _write_scores(store, frame, params, names)
-        old = store.read_table("measures.parquet")
-        if old is not None:
-            per_layer_all = pd.concat([old[~old["layer"].isin(names)], per_layer], ignore_index=True)
-        else:
-            per_layer_all = per_layer
-        path = store.write_table("measures.parquet", per_layer_all)
-    return MeasuresResult(frame, per_layer, store.backend, params, path if write else None)
+    with store.atlas.writing("lens measures") if write else nullcontext():
+        names = store.resolve(layers)
+        device = torch.device(device or "cpu")
+        frames, layer_rows = [], []
+        for name in names:
+            data = store.read_layer(name)
+            meta = store.layer_meta(name)
+            units = torch.nonzero(~data.constant).flatten()
+            U = data.theta.shape[0]
+            full = pd.DataFrame({"layer": name, "unit": np.arange(U), "constant": data.constant.numpy()})
+            if len(units):
+                E = data.examples[units].to(device)
+                table = measures_table(E, data.vectors[units].to(device), data.mask[units].to(device),
+                                       units=units.tolist(), seed=seed, n_init=n_init)
+                redundancy = float(table.attrs.get("redundancy", float("nan")))
+                full = full.merge(table, on="unit", how="left")
+            else:
+                redundancy = float("nan")
+                full = full.assign(n_examples=0, **{k: np.nan for k in METRICS}, partner=None)
+            full["m"], full["crop"] = meta.get("m"), meta.get("crop")
+            frames.append(full)
+            layer_rows.append({"layer": name, "units": U, "scored": int(len(units)), "redundancy": redundancy,
+                               "clarity_mean": float(full["clarity"].mean()),
+                               "polysemanticity_mean": float(full["polysemanticity"].mean()),
+                               "m": meta.get("m"), "crop": meta.get("crop")})
+        frame = pd.concat(frames, ignore_index=True)
+        per_layer = pd.DataFrame(layer_rows)
+        crops = sorted({str(store.layer_meta(n).get("crop")) for n in names})
+        ms = sorted({int(store.layer_meta(n)["m"]) for n in names})
+        params = {"m": ms[0] if len(ms) == 1 else ms, "crop": crops[0] if len(crops) == 1 else crops, "seed": seed,
+                  "n_init": n_init}
+        if write:
+            _write_scores(store, frame, params, names)
+            old = store.read_table("measures.parquet")
+            if old is not None:
+                per_layer_all = pd.concat([old[~old["layer"].isin(names)], per_layer], ignore_index=True)
+            else:
+                per_layer_all = per_layer
+            path = store.write_table("measures.parquet", per_layer_all)
+        return MeasuresResult(frame, per_layer, store.backend, params, path if write else None)
 
 
 def _write_scores(store: LensStore, frame: pd.DataFrame, params: dict, names: list[str]) -> None:

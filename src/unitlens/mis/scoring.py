@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -304,103 +305,105 @@ def run_atlas(atlas, backend=BACKEND, n_tasks: int = N_TASKS, k_expl: int = K_EX
         check_writable(atlas.path, fix=f"score without writing: unitlens mis {atlas.path} --no-write (Python: "
                                        "write=False), or copy the atlas to a writable place")
     infos = atlas.select_layers(layers)
-    manifest = atlas.manifest
-    n_samples = int(manifest.get("n_images", 0))
-    n_readable = n_samples - int(manifest.get("n_skipped", 0))
-    shared = check_dataset(n_readable, n_tasks, k_expl,
-                           where=f"atlas {atlas.path}", allow_overlap=allow_overlap,
-                           recorded_k=manifest.get("config", {}).get("k"))
-    units = atlas.units()
-    units = units[units["layer"].isin({i.name for i in infos})].copy()
-    units["status"] = unit_status(units)
-    need = min_exemplars(n_tasks, k_expl)
-    by_layer = units.groupby("layer", sort=False).indices  # layer -> positions in units
-    unit_no, scored = units["unit"].to_numpy(), (units["status"] == STATUS_SCORED).to_numpy()
-    per_layer = []  # (layer, units index of its scored units, their (C, 2·need) top-then-bottom exemplar ids)
-    with torch_threads(1):  # small operations per layer: one thread is fastest, and robust on busy cores
-        for info in infos:  # check every layer before embedding anything; read each exemplar file once
-            top, bottom = atlas.exemplar_ids(info.name)
-            check_exemplars(top.shape[1], n_tasks, k_expl, where=f"layer {info.name}")
-            pos = by_layer.get(info.name, np.zeros(0, np.int64))
-            pos = pos[np.argsort(unit_no[pos], kind="stable")]
-            if not np.array_equal(unit_no[pos], np.arange(top.shape[0])):
-                raise BadInput(f"layer {info.name}: units.parquet and the exemplars disagree on its units")
-            keep = scored[pos]
-            if keep.any():
-                both = np.concatenate([top.numpy()[keep, :need], bottom.numpy()[keep, :need]], 1)
-                per_layer.append((info, units.index[pos[keep]], both))
-    present = np.zeros(max([n_samples] + [int(ids.max()) + 1 for _, _, ids in per_layer]), bool)
-    for _, _, both in per_layer:  # the ids the tasks need, sorted (no sort of all their uses)
-        np.put(present, both, True)
-        if np.count_nonzero(present) >= n_readable:  # every readable image is used already (small datasets)
-            break
-    ids = torch.from_numpy(np.flatnonzero(present))
-    t1 = time.perf_counter()
+    with atlas.writing("mis") if write else nullcontext():
+        manifest = atlas.manifest
+        n_samples = int(manifest.get("n_images", 0))
+        n_readable = n_samples - int(manifest.get("n_skipped", 0))
+        shared = check_dataset(n_readable, n_tasks, k_expl,
+                               where=f"atlas {atlas.path}", allow_overlap=allow_overlap,
+                               recorded_k=manifest.get("config", {}).get("k"))
+        units = atlas.units()
+        units = units[units["layer"].isin({i.name for i in infos})].copy()
+        units["status"] = unit_status(units)
+        need = min_exemplars(n_tasks, k_expl)
+        by_layer = units.groupby("layer", sort=False).indices  # layer -> positions in units
+        unit_no, scored = units["unit"].to_numpy(), (units["status"] == STATUS_SCORED).to_numpy()
+        per_layer = []  # (layer, units index of its scored units, their (C, 2·need) top-then-bottom exemplar ids)
+        with torch_threads(1):  # small operations per layer: one thread is fastest, and robust on busy cores
+            for info in infos:  # check every layer before embedding anything; read each exemplar file once
+                top, bottom = atlas.exemplar_ids(info.name)
+                check_exemplars(top.shape[1], n_tasks, k_expl, where=f"layer {info.name}")
+                pos = by_layer.get(info.name, np.zeros(0, np.int64))
+                pos = pos[np.argsort(unit_no[pos], kind="stable")]
+                if not np.array_equal(unit_no[pos], np.arange(top.shape[0])):
+                    raise BadInput(f"layer {info.name}: units.parquet and the exemplars disagree on its units")
+                keep = scored[pos]
+                if keep.any():
+                    both = np.concatenate([top.numpy()[keep, :need], bottom.numpy()[keep, :need]], 1)
+                    per_layer.append((info, units.index[pos[keep]], both))
+        present = np.zeros(max([n_samples] + [int(ids.max()) + 1 for _, _, ids in per_layer]), bool)
+        for _, _, both in per_layer:  # the ids the tasks need, sorted (no sort of all their uses)
+            np.put(present, both, True)
+            if np.count_nonzero(present) >= n_readable:  # every readable image is used already (small datasets)
+                break
+        ids = torch.from_numpy(np.flatnonzero(present))
+        t1 = time.perf_counter()
 
-    backend = _load_backend(backend, device)
-    t_backend = time.perf_counter()
-    cache = EmbeddingCache(atlas, backend)
-    hits0, misses0 = cache.hits, cache.misses
-    table = cache.get(ids, progress=progress) if len(ids) else torch.zeros(0, getattr(backend, "dim", 1))
-    hits, misses = cache.hits - hits0, cache.misses - misses0
-    t2 = time.perf_counter()
+        backend = _load_backend(backend, device)
+        t_backend = time.perf_counter()
+        cache = EmbeddingCache(atlas, backend)
+        hits0, misses0 = cache.hits, cache.misses
+        table = cache.get(ids, progress=progress) if len(ids) else torch.zeros(0, getattr(backend, "dim", 1))
+        hits, misses = cache.hits - hits0, cache.misses - misses0
+        t2 = time.perf_counter()
 
-    mis_col = pd.Series(np.nan, index=units.index)
-    acc_col = pd.Series(np.nan, index=units.index)
-    margins: dict[str, tuple[np.ndarray, torch.Tensor]] = {}
-    compute = _default_device(table, device)
-    table = table.to(compute)
-    dense = len(ids) == len(present)  # every image is used (a small dataset): sample ids are table rows
-    lut = None if dense else (np.cumsum(present) - 1).astype(np.int32)  # sample id -> table row
-    total = sum(len(rows) for _, rows, _ in per_layer)
-    step = max(1, int(chunk_units)) * n_tasks if chunk_units else None
-    group: list = []  # layers scored together: a few large tensor operations instead of many small ones
+        mis_col = pd.Series(np.nan, index=units.index)
+        acc_col = pd.Series(np.nan, index=units.index)
+        margins: dict[str, tuple[np.ndarray, torch.Tensor]] = {}
+        compute = _default_device(table, device)
+        table = table.to(compute)
+        dense = len(ids) == len(present)  # every image is used (a small dataset): sample ids are table rows
+        lut = None if dense else (np.cumsum(present) - 1).astype(np.int32)  # sample id -> table row
+        total = sum(len(rows) for _, rows, _ in per_layer)
+        step = max(1, int(chunk_units)) * n_tasks if chunk_units else None
+        group: list = []  # layers scored together: a few large tensor operations instead of many small ones
 
-    def flush() -> None:
-        both = np.concatenate([g[2] for g in group]) if len(group) > 1 else group[0][2]
-        rows = torch.from_numpy(both if lut is None else lut[both]).to(compute)  # int32 rows throughout
-        bags, queries = task_rows(rows, n_tasks, k_expl)
-        contrasts = (matrix_contrasts(gram, bags, queries, step, threads) if gram is not None
-                     else embedding_contrasts(table, bags, queries, step, threads))
-        res = _from_contrasts(contrasts, len(rows), n_tasks, k_expl, tau)
-        index = group[0][1].append([g[1] for g in group[1:]]) if len(group) > 1 else group[0][1]
-        mis_col.loc[index] = res.mis.double().cpu().numpy()
-        acc_col.loc[index] = res.accuracy.double().cpu().numpy()
-        if keep_margins:
-            margin, start = res.margin.cpu(), 0
-            for info, unit_rows, _ in group:
-                margins[info.name] = (units.loc[unit_rows, "unit"].to_numpy(), margin[start:start + len(unit_rows)])
-                start += len(unit_rows)
-        group.clear()
+        def flush() -> None:
+            both = np.concatenate([g[2] for g in group]) if len(group) > 1 else group[0][2]
+            rows = torch.from_numpy(both if lut is None else lut[both]).to(compute)  # int32 rows throughout
+            bags, queries = task_rows(rows, n_tasks, k_expl)
+            contrasts = (matrix_contrasts(gram, bags, queries, step, threads) if gram is not None
+                         else embedding_contrasts(table, bags, queries, step, threads))
+            res = _from_contrasts(contrasts, len(rows), n_tasks, k_expl, tau)
+            index = group[0][1].append([g[1] for g in group[1:]]) if len(group) > 1 else group[0][1]
+            mis_col.loc[index] = res.mis.double().cpu().numpy()
+            acc_col.loc[index] = res.accuracy.double().cpu().numpy()
+            if keep_margins:
+                margin, start = res.margin.cpu(), 0
+                for info, unit_rows, _ in group:
+                    margins[info.name] = (units.loc[unit_rows, "unit"].to_numpy(), margin[start:start + len(unit_rows)])
+                    start += len(unit_rows)
+            group.clear()
 
-    with torch.no_grad():
-        gram = None
-        if _gather_method(len(ids), total, n_tasks, k_expl) == "gram":  # one cosine matrix serves every layer
-            gram = table @ table.T
-        with _cpu_ops(compute):
-            for item in per_layer:
-                group.append(item)
-                if sum(len(g[1]) for g in group) >= _GROUP_UNITS:
+        with torch.no_grad():
+            gram = None
+            if _gather_method(len(ids), total, n_tasks, k_expl) == "gram":  # one cosine matrix serves every layer
+                gram = table @ table.T
+            with _cpu_ops(compute):
+                for item in per_layer:
+                    group.append(item)
+                    if sum(len(g[1]) for g in group) >= _GROUP_UNITS:
+                        flush()
+                if group:
                     flush()
-            if group:
-                flush()
-    t3 = time.perf_counter()
+        t3 = time.perf_counter()
 
-    name = backend.name
-    params = {"n_tasks": n_tasks, "k": k_expl, "tau": tau, **({"overlap": shared} if shared else {})}
-    frame = pd.DataFrame({
-        "layer": units["layer"], "unit": units["unit"], "type": units["type"], "depth": units["depth"],
-        "rel_depth": units["rel_depth"], "rel_width": units["rel_width"], "mis": mis_col,
-        "mis_accuracy": acc_col, "n_tasks": n_tasks, "backend": name, "tau": tau, "status": units["status"],
-    }).sort_values(["depth", "unit"], kind="stable").reset_index(drop=True)
-    if write:
-        atlas.put_scores(scores_rows(frame, name, params))  # other layers' rows stay
-    t4 = time.perf_counter()
-    return MISRun(frame=frame, backend=name, model=str(manifest.get("config", {}).get("model", "model")),
-                  params=params, n_images=int(len(ids)), cache_hits=hits, cache_misses=misses,
-                  seconds={"tasks": t1 - t0, "backend": t_backend - t1, "embed": t2 - t_backend, "score": t3 - t2,
-                           "write": t4 - t3},
-                  margins=margins, overlap=shared)
+        name = backend.name
+        params = {"n_tasks": n_tasks, "k": k_expl, "tau": tau, **({"overlap": shared} if shared else {})}
+        frame = pd.DataFrame({
+            "layer": units["layer"], "unit": units["unit"], "type": units["type"], "depth": units["depth"],
+            "rel_depth": units["rel_depth"], "rel_width": units["rel_width"], "mis": mis_col,
+            "mis_accuracy": acc_col, "n_tasks": n_tasks, "backend": name, "tau": tau, "status": units["status"],
+            **{col: units[col] for col in ("top_tied", "bottom_tied") if col in units},
+        }).sort_values(["depth", "unit"], kind="stable").reset_index(drop=True)
+        if write:
+            atlas.put_scores(scores_rows(frame, name, params))  # other layers' rows stay
+        t4 = time.perf_counter()
+        return MISRun(frame=frame, backend=name, model=str(manifest.get("config", {}).get("model", "model")),
+                      params=params, n_images=int(len(ids)), cache_hits=hits, cache_misses=misses,
+                      seconds={"tasks": t1 - t0, "backend": t_backend - t1, "embed": t2 - t_backend, "score": t3 - t2,
+                               "write": t4 - t3},
+                      margins=margins, overlap=shared)
 
 
 def scores_rows(frame: pd.DataFrame, backend: str, params: dict) -> pd.DataFrame:
