@@ -179,8 +179,11 @@ def test_unit_page_exemplars_task_deltas_lens_relevance_audit(client, explorer_a
     audit = pd.read_parquet(next((a / "audit").glob("class0-*.parquet"))).set_index(["layer", "unit"])
     assert p["audits"][0]["verdict"] == audit.loc[("detect", RED), "verdict"] == "valid"
     assert p["audits"][0]["a_valid"] == pytest.approx(audit.loc[("detect", RED), "a_valid"], rel=1e-4)
-    assert p["stats"]["max"] == pytest.approx(
-        float(pd.read_parquet(a / "units.parquet").set_index(["layer", "unit"]).loc[("detect", RED), "max"]), rel=1e-4)
+    row = pd.read_parquet(a / "units.parquet").set_index(["layer", "unit"]).loc[("detect", RED)]
+    assert p["stats"]["max"] == pytest.approx(float(row["max"]), rel=1e-4)
+    # the red detector is exactly 0 on the 90 other images: its whole bottom list (k = 30) is one tie
+    assert (p["stats"]["bottom_tied"], p["stats"]["top_tied"]) == (int(row["bottom_tied"]), int(row["top_tied"]))
+    assert p["stats"]["bottom_tied"] == 30
 
 
 def test_study_payload(client):

@@ -76,6 +76,8 @@ def open_layer_sort_and_top_unit(page, atlas) -> None:
     sizes = page.eval_on_selector_all("#top-exemplars img", "els => els.map(e => e.naturalWidth)")
     assert len(sizes) == 16 and min(sizes) > 0
     assert "Δ⁺" in page.inner_text("#mis-task") and "picks q⁺" in page.inner_text("#mis-task")
+    tied = pd.read_parquet(atlas / "units.parquet").set_index(["layer", "unit"]).loc[("detect", best), "bottom_tied"]
+    assert f"{tied} bottom exemplars share the value" in page.inner_text("#tie-note")  # the seeded tie-break's work
 
 
 def test_server_overview_layer_sort_unit(page, server, explorer_atlases):

@@ -557,8 +557,12 @@
       h("section", {}, h("h2", {}, "Statistics over the dataset"), table([
         { key: "n", label: "images", num: true }, { key: "min", label: "min", num: true }, { key: "max", label: "max", num: true },
         { key: "mean", label: "mean", num: true }, { key: "std", label: "std", num: true },
-        { key: "nonfinite", label: "non-finite", num: true }, { key: "constant", label: "constant", render: (r) => r.constant ? "yes" : "no" }],
-        [st])));
+        { key: "nonfinite", label: "non-finite", num: true }, { key: "constant", label: "constant", render: (r) => r.constant ? "yes" : "no" },
+        { key: "top_tied", label: "top tied", num: true }, { key: "bottom_tied", label: "bottom tied", num: true }],
+        [st]),
+        (st.top_tied || st.bottom_tied) ? h("p", { class: "muted", id: "tie-note" }, (st.top_tied || 0) + " top and " +
+          (st.bottom_tied || 0) + " bottom exemplars share the value at the edge of their list: the seeded tie-break " +
+          "chose which of the equal samples are shown") : null));
   }
 
   function misSection(name, m) {
