@@ -62,8 +62,13 @@ def _flip(bits: torch.Tensor) -> torch.Tensor:
 
 def encode(values: torch.Tensor, ids: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """int64 keys ordered like (value, -tie_rank(id)): larger value first, then lower tie rank. No NaN allowed."""
+    return encode_ranked(values, tie_rank(ids, seed))
+
+
+def encode_ranked(values: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:
+    """``encode`` with the tie ranks of the ids given (computed once per batch, broadcast over the units)."""
     bits = _flip((values.float() + 0.0).view(torch.int32))  # + 0.0 turns -0.0 into +0.0
-    return (bits.to(torch.int64) << 32) | (_LOW - tie_rank(ids, seed))
+    return (bits.to(torch.int64) << 32) | (_LOW - ranks)
 
 
 def key_values(keys: torch.Tensor) -> torch.Tensor:
@@ -137,11 +142,13 @@ class LayerState:
         acts = torch.cat([a for a, _ in self._pending])  # (M, C); NaN marks non-finite values
         ids = torch.cat([i for _, i in self._pending])
         self._pending, self._pending_n = [], 0
-        self.top_keys = self._merge(self.top_keys, acts, ids)
-        self.bottom_keys = self._merge(self.bottom_keys, -acts, ids)
+        ranks = tie_rank(ids, self.tie_seed)  # once per merge, shared by every unit and both directions
+        self.top_keys = self._merge(self.top_keys, acts, ranks)
+        self.bottom_keys = self._merge(self.bottom_keys, -acts, ranks)
 
-    def _merge(self, keys: torch.Tensor, acts: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """The k largest (value, -id) keys of ``keys`` and the (M, C) candidates ``acts``.
+    def _merge(self, keys: torch.Tensor, acts: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:
+        """The k largest (value, -tie rank) keys of ``keys`` and the (M, C) candidates ``acts`` of samples with tie
+        ranks ``ranks`` (M,).
 
         Until a unit holds k entries every candidate competes. After that only candidates at or above the
         unit's current k-th value can enter: those few are found with one comparison per candidate and
@@ -150,7 +157,7 @@ class LayerState:
         width = self.width
         if keys.shape[1] < self.k:
             filled = acts.masked_fill(torch.isnan(acts), float("-inf")).T
-            cand = torch.cat([keys, encode(filled, ids.expand(width, -1), self.tie_seed)], dim=1)
+            cand = torch.cat([keys, encode_ranked(filled, ranks.expand(width, -1))], dim=1)
             return cand.topk(min(self.k, cand.shape[1]), dim=1, sorted=False).values
         threshold = key_values(keys.amin(dim=1))
         # transposing the boolean mask makes nonzero list survivors grouped by unit; NaN never passes
@@ -160,7 +167,7 @@ class LayerState:
         counts = torch.bincount(units, minlength=width)
         slot = torch.arange(units.numel(), device=units.device) - (counts.cumsum(0) - counts)[units]
         new = torch.full((width, int(counts.max())), _EMPTY, dtype=torch.int64, device=keys.device)
-        new[units, slot] = encode(acts[rows, units], ids[rows], self.tie_seed)
+        new[units, slot] = encode_ranked(acts[rows, units], ranks[rows])
         return torch.cat([keys, new], dim=1).topk(self.k, dim=1, sorted=False).values
 
     def exemplars(self) -> dict[str, torch.Tensor]:
