@@ -44,8 +44,10 @@ def fmix32_rank(i: int, seed: int = 0) -> int:
 def expected_order(values: np.ndarray, k: int, largest: bool, seed: int = 0) -> np.ndarray:
     """Sample ids sorted by value (descending if largest), ties by the seeded rank, first k: per unit (C, k)."""
     ids = np.arange(values.shape[0])
-    return np.stack([np.array(sorted(ids, key=lambda i: (-v[i] if largest else v[i], fmix32_rank(int(i), seed)))[:k])
-                     for v in values.T])
+    def key(i, v):  # the bottom direction breaks ties by the reversed rank
+        return (-v[i], fmix32_rank(int(i), seed)) if largest else (v[i], -fmix32_rank(int(i), seed))
+
+    return np.stack([np.array(sorted(ids, key=lambda i: key(i, v))[:k]) for v in values.T])
 
 
 def read_all(atlas: Atlas) -> tuple[dict, pd.DataFrame]:
@@ -100,9 +102,12 @@ def test_ties_follow_the_seeded_rank(exact_model, random_images, tmp_path):
     groups = [ids for ids in by_content.values() if len(ids) > 1]
     assert sorted(map(len, groups)) == [3, 3]
     ex = result.atlas.exemplars("conv")
-    for row in ex.top_ids.tolist() + ex.bottom_ids.tolist():
+    for row in ex.top_ids.tolist():
         for group in groups:
             assert [i for i in row if i in group] == sorted(group, key=fmix32_rank)
+    for row in ex.bottom_ids.tolist():  # the bottom direction: the reversed rank
+        for group in groups:
+            assert [i for i in row if i in group] == sorted(group, key=fmix32_rank, reverse=True)
 
 
 @pytest.mark.parametrize("batch_size,merge_every", [(1, 1), (5, 7), (64, 512), (3, 16)])
@@ -266,6 +271,8 @@ def test_keys_decode_to_values_and_ids_in_total_order():
         assert ranks.unique().numel() == many.numel() and torch.equal(rank_ids(ranks, seed), many)
         assert ranks.tolist()[:50] == [fmix32_rank(i, seed) for i in range(50)]
         assert torch.equal(decode(encode(values, ids, seed), seed)[1], ids)
+        reversed_keys = (encode(values, ids, seed) & ~0xFFFFFFFF) | tie_rank(ids, seed)  # the bottom layout
+        assert torch.equal(decode(reversed_keys, seed, reverse=True)[1], ids)
 
 
 def test_ties_are_a_seeded_random_draw_not_the_lowest_ids(tmp_path):
@@ -297,16 +304,17 @@ def test_ties_are_a_seeded_random_draw_not_the_lowest_ids(tmp_path):
     b = record(model, str(tmp_path / "img"), tmp_path / "b", layers, k=20, batch_size=64, merge_every=33,
                progress=False, num_workers=0)
     ex = a.atlas.exemplars("conv")
-    want = sorted(range(400), key=lambda i: fmix32_rank(i))[:20]
-    assert ex.bottom_ids[0].tolist() == want and ex.top_ids[0].tolist() == want
-    assert max(want) > 200 and torch.equal(ex.bottom_ids, b.atlas.exemplars("conv").bottom_ids)
+    order = sorted(range(400), key=lambda i: fmix32_rank(i))
+    assert ex.top_ids[0].tolist() == order[:20] and ex.bottom_ids[0].tolist() == order[::-1][:20]
+    assert not set(order[:20]) & set(order[-20:])  # the top and bottom draws of the tied samples never meet
+    assert max(order[:20]) > 200 and torch.equal(ex.bottom_ids, b.atlas.exemplars("conv").bottom_ids)
     units = a.atlas.units().set_index("unit")
     assert units.loc[0, "bottom_tied"] == 20 and units.loc[0, "top_tied"] == 20
     assert units.loc[1, "top_tied"] == 0 or units.loc[1, "top_tied"] > 1  # only real ties are counted
     other = record(model, str(tmp_path / "img"), tmp_path / "c", layers, k=20, tie_seed=5, progress=False,
                    num_workers=0)
-    assert other.atlas.exemplars("conv").bottom_ids[0].tolist() == sorted(range(400),
-                                                                          key=lambda i: fmix32_rank(i, 5))[:20]
+    assert other.atlas.exemplars("conv").top_ids[0].tolist() == sorted(range(400),
+                                                                       key=lambda i: fmix32_rank(i, 5))[:20]
 
 
 def test_expanding_affine_layers_are_reduced_from_their_input():

@@ -1,9 +1,10 @@
 """``LayerState``: streaming top-k / bottom-k exemplars and running statistics of one layer's units.
 
 Memory is O(units · (k + merge_every)). The order is total: by value, ties broken by a seeded pseudo-random
-permutation of the sample ids (``tie_rank``), so the result does not depend on how the stream is cut into
-batches, merges or checkpoints, and tied exemplars (dead ReLU units: hundreds of exact zeros) are a seeded random
-draw from the tied samples instead of the lowest ids, which follow the dataset's folder order. Each exemplar is one
+permutation of the sample ids (``tie_rank``; the bottom direction by the reversed permutation), so the result does
+not depend on how the stream is cut into batches, merges or checkpoints, and tied exemplars (dead ReLU units,
+sparse features: hundreds of exact zeros) are a seeded random draw from the tied samples instead of the lowest ids,
+which follow the dataset's folder order; a unit's top and bottom lists draw its tied samples from opposite ends. Each exemplar is one
 int64 key that packs a monotone integer image of the float32 value (high 32 bits) with the inverted tie rank of
 the sample (low 32 bits): selecting is one unsorted ``topk`` over keys, and value and id decode from the key
 (the permutation is a bijection of 32-bit integers with a closed-form inverse).
@@ -76,9 +77,11 @@ def key_values(keys: torch.Tensor) -> torch.Tensor:
     return _flip((keys >> 32).to(torch.int32)).view(torch.float32)
 
 
-def decode(keys: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inverse of ``encode``: (values float32, ids int64)."""
-    return key_values(keys), rank_ids(_LOW - (keys & _LOW), seed)
+def decode(keys: torch.Tensor, seed: int = 0, reverse: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverse of ``encode``: (values float32, ids int64); ``reverse`` for keys encoded with reversed ranks
+    (``_LOW - tie_rank``, the bottom direction)."""
+    low = keys & _LOW
+    return key_values(keys), rank_ids(low if reverse else _LOW - low, seed)
 
 
 class LayerState:
@@ -142,9 +145,12 @@ class LayerState:
         acts = torch.cat([a for a, _ in self._pending])  # (M, C); NaN marks non-finite values
         ids = torch.cat([i for _, i in self._pending])
         self._pending, self._pending_n = [], 0
-        ranks = tie_rank(ids, self.tie_seed)  # once per merge, shared by every unit and both directions
+        ranks = tie_rank(ids, self.tie_seed)  # once per merge, shared by every unit
         self.top_keys = self._merge(self.top_keys, acts, ranks)
-        self.bottom_keys = self._merge(self.bottom_keys, -acts, ranks)
+        # the bottom direction breaks ties by the reversed rank: a unit's tied samples (the zeros of a sparse or
+        # dead unit) fill its top list from one end of the permutation and its bottom list from the other, so the
+        # two lists share no tied sample while there are enough of them
+        self.bottom_keys = self._merge(self.bottom_keys, -acts, _LOW - ranks)
 
     def _merge(self, keys: torch.Tensor, acts: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:
         """The k largest (value, -tie rank) keys of ``keys`` and the (M, C) candidates ``acts`` of samples with tie
@@ -174,7 +180,8 @@ class LayerState:
         """top_vals/top_ids in descending order, bottom_vals/bottom_ids ascending; each (C, k)."""
         self.flush()
         top_vals, top_ids = decode(self.top_keys.sort(dim=1, descending=True).values, self.tie_seed)
-        neg_bottom, bottom_ids = decode(self.bottom_keys.sort(dim=1, descending=True).values, self.tie_seed)
+        neg_bottom, bottom_ids = decode(self.bottom_keys.sort(dim=1, descending=True).values, self.tie_seed,
+                                        reverse=True)
         return {"top_ids": top_ids, "top_vals": top_vals, "bottom_ids": bottom_ids, "bottom_vals": -neg_bottom + 0.0}
 
     def stats(self) -> dict[str, torch.Tensor]:
