@@ -246,6 +246,7 @@ def score_embeddings(pos_expl: torch.Tensor, neg_expl: torch.Tensor, pos_query: 
 # ---------------------------------------------------------------------------------------------- atlases
 
 STATUS_SCORED, STATUS_CONSTANT, STATUS_NONFINITE = "scored", "constant", "nonfinite"
+TIE_COLUMNS = ("top_tied", "bottom_tied")  # exemplars the seeded tie-break chose (units.parquet)
 
 
 @dataclass
@@ -394,7 +395,7 @@ def run_atlas(atlas, backend=BACKEND, n_tasks: int = N_TASKS, k_expl: int = K_EX
             "layer": units["layer"], "unit": units["unit"], "type": units["type"], "depth": units["depth"],
             "rel_depth": units["rel_depth"], "rel_width": units["rel_width"], "mis": mis_col,
             "mis_accuracy": acc_col, "n_tasks": n_tasks, "backend": name, "tau": tau, "status": units["status"],
-            **{col: units[col] for col in ("top_tied", "bottom_tied") if col in units},
+            **{col: units[col] for col in TIE_COLUMNS if col in units},
         }).sort_values(["depth", "unit"], kind="stable").reset_index(drop=True)
         if write:
             atlas.put_scores(scores_rows(frame, name, params))  # other layers' rows stay
@@ -468,14 +469,15 @@ def load_scores(atlas, backend: str | None = None) -> pd.DataFrame:
     units = atlas.units()
     units = units[units["layer"].isin(set(mis["layer"]))].copy()
     units["status"] = unit_status(units)
-    frame = units[["layer", "unit", "type", "depth", "rel_depth", "rel_width", "status"]].merge(
+    ties = [col for col in TIE_COLUMNS if col in units]
+    frame = units[["layer", "unit", "type", "depth", "rel_depth", "rel_width", "status", *ties]].merge(
         wide, on=["layer", "unit"], how="left").merge(params, on=["layer", "unit"], how="left")
     for col in (METRIC, METRIC_ACCURACY):
         if col not in frame:
             frame[col] = np.nan
     frame = frame.assign(backend=backend)
     cols = ["layer", "unit", "type", "depth", "rel_depth", "rel_width", "mis", "mis_accuracy", "n_tasks",
-            "backend", "tau", "status"]
+            "backend", "tau", "status", *ties]
     return frame[cols].sort_values(["depth", "unit"], kind="stable").reset_index(drop=True)
 
 

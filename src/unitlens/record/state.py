@@ -4,10 +4,10 @@ Memory is O(units · (k + merge_every)). The order is total: by value, ties brok
 permutation of the sample ids (``tie_rank``; the bottom direction by the reversed permutation), so the result does
 not depend on how the stream is cut into batches, merges or checkpoints, and tied exemplars (dead ReLU units,
 sparse features: hundreds of exact zeros) are a seeded random draw from the tied samples instead of the lowest ids,
-which follow the dataset's folder order; a unit's top and bottom lists draw its tied samples from opposite ends. Each exemplar is one
-int64 key that packs a monotone integer image of the float32 value (high 32 bits) with the inverted tie rank of
-the sample (low 32 bits): selecting is one unsorted ``topk`` over keys, and value and id decode from the key
-(the permutation is a bijection of 32-bit integers with a closed-form inverse).
+which follow the dataset's folder order; a unit's top and bottom lists draw its tied samples from opposite ends.
+Each exemplar is one int64 key that packs a monotone integer image of the float32 value (high 32 bits) with the
+inverted tie rank of the sample (low 32 bits): selecting is one unsorted ``topk`` over keys, and value and id
+decode from the key (the permutation is a bijection of 32-bit integers with a closed-form inverse).
 Reduced activations are buffered and merged every ``merge_every`` samples, so the merge costs about
 (k + merge_every) / merge_every key operations per unit and image instead of (k + B) / B per batch.
 Mean and std come from float64 sums of values shifted by the first sample's activations (robust to a large
