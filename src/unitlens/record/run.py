@@ -28,13 +28,13 @@ from unitlens.atlas.files import (
 )
 from unitlens.atlas.layout import (
     CORE,
-    EXEMPLARS,
     LOCK,
     MANIFEST,
     RECORD_STATE,
     SAMPLES,
     UNITS,
     clear_derived,
+    exemplar_path,
 )
 from unitlens.atlas.lock import writing
 from unitlens.data.datasets import ImageDataset, collate_readable, load_dataset
@@ -267,6 +267,23 @@ def _run(model: LoadedModel, data: ImageDataset, out: Path, layers: list[LayerIn
                         skipped=[str(data.path(i)) for i in skipped])
 
 
+def exemplar_tensors(state: LayerState) -> dict[str, torch.Tensor]:
+    """A layer's exemplars as an atlas stores them (``exemplars/<layer>.safetensors``; ids as int32)."""
+    return {k: v.int() if k.endswith("_ids") else v for k, v in state.exemplars().items()}
+
+
+def unit_rows(info: LayerInfo, state: LayerState) -> pd.DataFrame:
+    """The ``units.parquet`` rows of one recorded layer: its statistics and constant flags."""
+    stats = {k: v.cpu() for k, v in state.stats().items()}
+    return pd.DataFrame({
+        "layer": info.name, "unit": range(state.width), "type": info.type, "depth": info.depth,
+        "rel_depth": info.rel_depth, "width": state.width, "rel_width": info.rel_width,
+        "n": stats["n"].numpy(), "min": stats["min"].numpy(), "max": stats["max"].numpy(),
+        "mean": stats["mean"].numpy(), "std": stats["std"].numpy(), "nonfinite": stats["nonfinite"].numpy(),
+        "constant": ((stats["max"] - stats["min"]) < CONSTANT_EPS).numpy(),
+    })
+
+
 def _write_atlas(out: Path, manifest: dict, layers: list[LayerInfo], states: dict[str, LayerState],
                  data: ImageDataset, skipped: list[int], seconds: float) -> None:
     rows, infos = [], []
@@ -275,17 +292,8 @@ def _write_atlas(out: Path, manifest: dict, layers: list[LayerInfo], states: dic
         if info.width is None:  # a user-named module: its width is known now
             info = LayerInfo(**{**info.as_dict(), "width": st.width})
         infos.append(info)
-        exemplars = st.exemplars()
-        write_tensors(out / EXEMPLARS / f"{info.name}.safetensors",
-                      {k: v.int() if k.endswith("_ids") else v for k, v in exemplars.items()})
-        stats = {k: v.cpu() for k, v in st.stats().items()}
-        rows.append(pd.DataFrame({
-            "layer": info.name, "unit": range(st.width), "type": info.type, "depth": info.depth,
-            "rel_depth": info.rel_depth, "width": st.width, "rel_width": info.rel_width,
-            "n": stats["n"].numpy(), "min": stats["min"].numpy(), "max": stats["max"].numpy(),
-            "mean": stats["mean"].numpy(), "std": stats["std"].numpy(), "nonfinite": stats["nonfinite"].numpy(),
-            "constant": ((stats["max"] - stats["min"]) < CONSTANT_EPS).numpy(),
-        }))
+        write_tensors(exemplar_path(out, info.name), exemplar_tensors(st))
+        rows.append(unit_rows(info, st))
     units = pd.concat(rows, ignore_index=True)
     write_parquet(out / UNITS, units)
     samples = data.samples.copy()

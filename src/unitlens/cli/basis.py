@@ -1,0 +1,162 @@
+"""``unitlens basis …``: ``fit`` a basis of a layer, ``record`` its features as a derived layer, ``compare`` them
+with the layer's channels, ``list`` the bases of an atlas."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from unitlens.basis.defaults import (
+    BATCH_SIZE,
+    BUFFER_MB,
+    EPOCHS,
+    EXPANSION,
+    KINDS,
+    LEARNING_RATE,
+    POSITIONS_DEFAULT,
+    SAE_BATCH_SIZE,
+    K,
+)
+from unitlens.cli.common import failing_cleanly, group, note, print_frame, say
+
+app = group("basis", help="Units beyond channels: SAE features, PCA/ICA/NMF components, random or your own "
+                          "directions, recorded and measured like channels.")
+
+_FIT_SHOWN = ("n_samples", "features", "r2", "explained_variance", "dead_features", "mean_active")
+
+
+@app.command("fit")
+def fit_command(
+    atlas: Path = typer.Argument(..., help="Atlas folder (from unitlens record)."),
+    layer: str = typer.Option(..., help="A recorded layer of the atlas."),
+    kind: str = typer.Option(..., help=f"{'|'.join(KINDS)}."),
+    name: str = typer.Option(..., help="Name of the basis; its features become layer LAYER::NAME."),
+    features: Optional[int] = typer.Option(None, help="Number of features (default: expansion x channels for "
+                                                        "SAEs, the layer's width otherwise)."),
+    expansion: float = typer.Option(EXPANSION, help="SAE features per channel when --features is not given."),
+    k: int = typer.Option(K, help="Active features per sample (TopK / BatchTopK SAEs, --nonlinearity topk)."),
+    positions: str = typer.Option(POSITIONS_DEFAULT, help="spatial (every position / token is a sample) or image "
+                                                          "(the record pass's per-image vector)."),
+    epochs: int = typer.Option(EPOCHS, help="SAE training epochs."),
+    lr: float = typer.Option(LEARNING_RATE, help="SAE learning rate (Adam)."),
+    sae_batch_size: int = typer.Option(SAE_BATCH_SIZE, help="Samples per SAE optimisation step."),
+    seed: int = typer.Option(0, help="Seed of the fit (initialisation, shuffling, random directions)."),
+    matrix: Optional[Path] = typer.Option(None, help="--kind file: .safetensors/.pt/.npy with 'weight' "
+                                                      "(features, channels) and optional bias, center, ..."),
+    nonlinearity: str = typer.Option("none", help="--kind file: none, relu, topk (--k) or threshold."),
+    batch_size: int = typer.Option(BATCH_SIZE, help="Images per forward pass."),
+    buffer_mb: float = typer.Option(BUFFER_MB, help="Activations held in memory at most (MiB); larger streams "
+                                                    "are read again each pass."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, ... (default: cuda when present)."),
+    force: bool = typer.Option(False, help="Replace a basis of the same name (and its recorded features)."),
+) -> None:
+    """Stream the layer's activations over the atlas's images, fit a basis, store it with its fit metrics."""
+    import pandas as pd
+
+    from unitlens.basis.fit import fit_basis
+    from unitlens.basis.kinds import FitOptions
+
+    with failing_cleanly():
+        options = FitOptions(kind=kind, features=features, expansion=expansion, k=k, epochs=epochs, lr=lr,
+                             batch_size=sae_batch_size, seed=seed, matrix=str(matrix) if matrix else None,
+                             nonlinearity=nonlinearity, device=device)
+        result = fit_basis(atlas, layer, name, options, positions=positions, batch_size=batch_size,
+                           buffer_mb=buffer_mb, force=force)
+    m = result.metrics
+    print_frame(pd.DataFrame([{k: m[k] for k in _FIT_SHOWN} | {"time (s)": round(result.seconds, 1)}]),
+                title=f"basis {name}: {kind} of {layer} ({positions} positions)")
+    if not result.cached:
+        note(f"the activations did not fit --buffer-mb {buffer_mb:g}: every pass streamed the model again")
+    for text in result.basis.meta["fit"].get("notes", []):
+        note(text)
+    if result.replaced:
+        note(f"replaced the earlier basis '{name}'; its recorded features were removed")
+    say(f"record its features with: unitlens basis record {atlas} {name}")
+
+
+@app.command("record")
+def record_command(
+    atlas: Path = typer.Argument(..., help="Atlas folder."),
+    names: list[str] = typer.Argument(..., help="Bases to record (one pass for all)."),
+    batch_size: int = typer.Option(BATCH_SIZE, help="Images per forward pass."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, ..."),
+    force: bool = typer.Option(False, help="Record a basis again that is recorded already."),
+) -> None:
+    """Record the features of fitted bases as units of derived layers LAYER::NAME (exemplars, statistics)."""
+
+    from unitlens.atlas import Atlas
+    from unitlens.basis.recording import record_bases
+
+    with failing_cleanly():
+        result = record_bases(atlas, names, batch_size=batch_size, device=device, force=force)
+        summary = Atlas(atlas).summary()
+    print_frame(summary[summary["layer"].isin(result.layers)].drop(columns=["nonfinite"]),
+                title=f"recorded {len(result.layers)} basis layer(s) over {result.n_images} images in "
+                      f"{result.seconds:.1f} s")
+    if result.replaced:
+        note(f"replaced {', '.join(result.replaced)}: score them again (unitlens mis, unitlens lens embed --force)")
+    say(f"score them with: unitlens mis {atlas} --layers '{','.join(result.layers)}'")
+
+
+@app.command("compare")
+def compare_command(
+    atlas: Path = typer.Argument(..., help="Atlas folder."),
+    layer: str = typer.Option(..., help="The recorded layer whose channels and bases are compared."),
+    backend: Optional[str] = typer.Option(None, help="MIS backend of the scores (default: offline, or the only one)."),
+    lens_backend: Optional[str] = typer.Option(None, help="Lens backend of clarity, labels, ... (default: the "
+                                                          "lens default, or the only one)."),
+    out: Optional[Path] = typer.Option(None, help="Figure file (default: ATLAS/basis/compare-LAYER.png)."),
+) -> None:
+    """The layer's channels and each recorded basis side by side: MIS, lens measures, labels, fit metrics."""
+    from unitlens.atlas import Atlas
+    from unitlens.atlas.files import safe_name
+    from unitlens.basis.compare import compare_bases
+    from unitlens.report.basis_plots import plot_basis_comparison
+
+    with failing_cleanly():
+        res = compare_bases(atlas, layer, backend=backend, lens_backend=lens_backend)
+        opened = Atlas(atlas)
+        path = out or opened.derived_path("basis", f"compare-{safe_name(layer)}.png")
+        title = f"{layer} · MIS {res.backend or '-'} · lens {res.lens_backend or '-'}"
+        with opened.writing("basis compare"):
+            plot_basis_comparison(res.mis, res.table, path, title, res.clarity)
+    shown = res.table.set_index("basis").T.reset_index().rename(columns={"index": "metric"})
+    shown.columns.name = None
+    print_frame(shown.astype(str).map(_short), title=f"{layer}: channels and bases (MIS backend {res.backend}, "
+                                                      f"lens backend {res.lens_backend})")
+    for text in res.notes:
+        note(text)
+    say(f"wrote {path}")
+
+
+def _short(value: str) -> str:
+    """Numbers of the transposed table with 4 significant digits (the cells are strings after transposing)."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return value if number.is_integer() and "." not in value else f"{number:.4g}"
+
+
+@app.command("list")
+def list_command(atlas: Path = typer.Argument(..., help="Atlas folder.")) -> None:
+    """The bases of an atlas: layer, kind, features, fit metrics, and whether they are recorded."""
+    import pandas as pd
+
+    from unitlens.atlas import Atlas
+    from unitlens.basis.store import list_bases, load_basis
+
+    with failing_cleanly():
+        opened = Atlas(atlas)
+        rows = []
+        for name in list_bases(opened):
+            b = load_basis(opened, name)
+            m = b.meta["metrics"]
+            rows.append({"name": name, "layer": b.layer, "kind": b.kind, "positions": b.positions,
+                         "features": b.encoder.features, "r2": m.get("r2"), "dead": m.get("dead_features"),
+                         "mean active": m.get("mean_active"), "recorded": b.derived_layer in opened.derived_layers})
+    if not rows:
+        say(f"atlas {atlas} has no basis yet; fit one with unitlens basis fit")
+        return
+    print_frame(pd.DataFrame(rows), title=f"bases of {atlas}")
