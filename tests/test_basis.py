@@ -159,7 +159,8 @@ def test_samples_stream_through_a_small_buffer_and_keep_a_uniform_reservoir():
     x = torch.arange(3000 * 4, dtype=torch.float32).reshape(3000, 4)
     small = Samples(TensorStream(x, chunk=100), buffer_bytes=500 * 4 * 4, reservoir=10000, progress=False)
     assert small.cached is None and small.reservoir.shape == (500, 4)  # the reservoir stays within the buffer
-    assert len(set(small.reservoir[:, 0].tolist())) == 500 and set(small.reservoir[:, 0].tolist()) <= set(x[:, 0].tolist())
+    kept = set(small.reservoir[:, 0].tolist())
+    assert len(kept) == 500 and kept <= set(x[:, 0].tolist())
     seen = torch.cat(list(small.minibatches(64)))  # one epoch through the shuffle buffer: every sample once
     assert sorted(seen[:, 0].tolist()) == x[:, 0].tolist()
     assert seen[:100, 0].tolist() != x[:100, 0].tolist()  # and shuffled
