@@ -230,6 +230,14 @@ def test_pca_features_equal_scikit_learn(atlas, base):
     assert np.all(cos > 0.999)
 
 
+def test_sae_trains_on_a_stream_that_does_not_fit_the_buffer(atlas, base):
+    """With a buffer of ~2,200 of the 2,560 samples, every epoch streams the model again through the shuffle buffer."""
+    res = fit_basis(atlas, "conv", "s", FitOptions("sae-topk", features=8, k=2, epochs=2, batch_size=32),
+                    model=base["model"], buffer_mb=0.05, progress=False)
+    assert not res.cached and res.metrics["n_samples"] == N_IMAGES * 64
+    assert res.basis.meta["fit"]["steps"] == 2 * (N_IMAGES * 64 // 32) and np.isfinite(res.metrics["r2"])
+
+
 def test_identity_matrix_reproduces_the_channel_atlas_exactly(atlas, base, tmp_path):
     np.save(tmp_path / "eye.npy", np.eye(6, dtype=np.float32))
     res = fit_basis(atlas, "conv", "id", FitOptions("file", matrix=str(tmp_path / "eye.npy")), positions="image",

@@ -142,10 +142,11 @@ def model_outputs(model: Any, dataset: Any, ids: list[int], layers: list[str], b
         warnings.warn(f"skipping unreadable image {path} (sample {sample_id}): {err}", stacklevel=4)
 
     net = prepare_model(model.model, device)
-    with Progress(what, total, progress, completed=done, unit="img") as bar, \
-            OutputCapture(net, layers) as capture, torch.inference_mode():
+    with Progress(what, total, progress, completed=done, unit="img") as bar, OutputCapture(net, layers) as capture:
         for batch_ids, x, _ in load_batches(dataset, ids, model.transform, batch_size, device, skipped=skipped):
-            yield batch_ids, capture.run(x)
+            with torch.inference_mode():  # not around the yield: the caller may train on what it gets (an SAE)
+                outputs = capture.run(x)
+            yield batch_ids, outputs
             bar.advance(len(batch_ids))
 
 

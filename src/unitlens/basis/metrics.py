@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from unitlens.basis.activations import Samples
+from unitlens.basis.defaults import ENCODE_FLOATS
 from unitlens.basis.encoder import Encoder
 from unitlens.errors import BasisError
 from unitlens.runtime import Progress, pick_device
@@ -27,8 +28,9 @@ def fit_metrics(encoder: Encoder, samples: Samples, device=None, progress: bool 
     ever = torch.zeros(F, dtype=torch.bool, device=device)
     r_sum = torch.zeros(samples.width, dtype=torch.float64, device=device)
     r_sq = torch.zeros(samples.width, dtype=torch.float64, device=device)
-    with Progress("fit metrics", samples.n, progress, unit="sample") as bar:
-        for x in samples.chunks("fit metrics"):
+    rows = max(1, ENCODE_FLOATS // max(F, samples.width))  # bounded memory for the features of a chunk
+    with Progress("fit metrics", samples.n, progress, unit="sample") as bar, torch.inference_mode():
+        for x in (part for chunk in samples.chunks("fit metrics") for part in chunk.split(rows)):
             x = x.to(device)
             f = enc.encode(x)
             if not bool(torch.isfinite(f).all()):

@@ -128,8 +128,9 @@ def record_bases(atlas: Atlas | str, names: list[str], model: Any = None, batch_
                                                     progress, "recording basis features", len(ids), start):
                 id_t = torch.tensor(batch_ids, device=dev)
                 for b in bases:
-                    f = basis_features(outputs[b.layer], encoders[b.derived_layer], b.positions, cdims[b.layer],
-                                       spatial, tokens)
+                    with torch.inference_mode():
+                        f = basis_features(outputs[b.layer], encoders[b.derived_layer], b.positions, cdims[b.layer],
+                                           spatial, tokens)
                     if b.derived_layer not in states:
                         states[b.derived_layer] = LayerState(f.shape[1], k, dev, MERGE_EVERY)
                     states[b.derived_layer].update(f, id_t)
