@@ -259,6 +259,11 @@ def test_identity_matrix_reproduces_the_channel_atlas_exactly(atlas, base, tmp_p
     assert a.derived_layers["conv::id"]["parent"] == "conv" and a.layer("conv::id").type == "Basis"
     assert a.identity() == Atlas(base["atlas"]).identity()  # derived results stamped before stay valid
     assert a.exemplar_file("conv::id").name.startswith("conv_id-")  # '::' is not in the file name
+    # record --force makes new exemplars: the bases and derived layers of the old ones go
+    record(base["model"], str(base["data"]), atlas.path, enumerate_units(base["model"].model, include=["conv", "proj"]),
+           k=6, batch_size=16, num_workers=0, force=True, progress=False)
+    fresh = Atlas(atlas.path)
+    assert list_bases(fresh) == [] and fresh.derived_layers == {} and set(fresh.units()["layer"]) == {"conv", "proj"}
 
 
 def test_user_matrix_formats_and_nonlinearities(tmp_path):
