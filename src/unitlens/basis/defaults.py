@@ -5,7 +5,8 @@ POSITIONS = ("spatial", "image")  # every spatial position / token is a sample, 
 POSITIONS_DEFAULT = "spatial"
 EXPANSION = 8  # SAE features = EXPANSION x the layer's channels unless --features is given
 K = 32  # active features per sample of a TopK / BatchTopK SAE (at most the number of features)
-EPOCHS = 30
+STEPS = 1000  # SAE optimisation steps when --epochs is not given: epochs = ceil(STEPS / steps per epoch)
+MAX_EPOCHS = 200  # ... at most
 LEARNING_RATE = 3e-3  # Adam
 SAE_BATCH_SIZE = 512  # samples per SAE optimisation step
 JUMPRELU_PENALTY = 1e-3  # L1 weight of the JumpReLU SAE's loss (overcomplete's mse_l1)

@@ -33,14 +33,15 @@ import torch.nn.functional as F
 from unitlens.basis.activations import Samples
 from unitlens.basis.defaults import (
     AUX_PENALTY,
-    EPOCHS,
     EXPANSION,
     JUMPRELU_PENALTY,
     KINDS,
     LEARNING_RATE,
+    MAX_EPOCHS,
     NONLINEARITIES,
     SAE_BATCH_SIZE,
     SAE_KINDS,
+    STEPS,
     K,
 )
 from unitlens.basis.encoder import Encoder, least_squares_decoder
@@ -52,13 +53,14 @@ from unitlens.runtime import Progress, pick_device
 @dataclass
 class FitOptions:
     """What to fit: the kind and its settings (``features`` None: ``expansion`` x channels for SAEs, the
-    layer's width for the others)."""
+    layer's width for the others; ``epochs`` None: enough for about ``STEPS`` optimisation steps, at most
+    ``MAX_EPOCHS``)."""
 
     kind: str
     features: int | None = None
     expansion: float = EXPANSION
     k: int = K
-    epochs: int = EPOCHS
+    epochs: int | None = None
     lr: float = LEARNING_RATE
     batch_size: int = SAE_BATCH_SIZE
     seed: int = 0
@@ -71,7 +73,8 @@ class FitOptions:
             raise BadInput(f"unknown basis kind '{self.kind}'; choose one of {', '.join(KINDS)}")
         if self.features is not None and self.features < 1:
             raise BadInput(f"--features must be at least 1, got {self.features}")
-        if self.kind in SAE_KINDS and (self.k < 1 or self.epochs < 1 or self.lr <= 0 or self.batch_size < 1):
+        if self.kind in SAE_KINDS and (self.k < 1 or (self.epochs is not None and self.epochs < 1) or self.lr <= 0
+                                       or self.batch_size < 1):
             raise BadInput("SAE options need --k >= 1, --epochs >= 1, --lr > 0 and --sae-batch-size >= 1")
         if self.kind == "file" and not self.matrix:
             raise BadInput("--kind file needs --matrix FILE (.safetensors, .pt or .npy)")
@@ -143,6 +146,7 @@ def _fit_sae(samples: Samples, options: FitOptions, features: int, progress: boo
     center, scale = samples.mean.float(), samples.scale
     pool = (samples.reservoir - center) / scale
     steps = samples.n // batch
+    epochs = options.epochs or min(MAX_EPOCHS, math.ceil(STEPS / steps))
     with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
         torch.manual_seed(options.seed)  # overcomplete initialises from the global generator
         order = torch.randperm(pool.shape[0])
@@ -163,9 +167,9 @@ def _fit_sae(samples: Samples, options: FitOptions, features: int, progress: boo
         loss = partial(mse_l1, penalty=JUMPRELU_PENALTY) if kind == "sae-jumprelu" else \
             partial(top_k_auxiliary_loss, penalty=AUX_PENALTY)
         optimizer = torch.optim.Adam(model.parameters(), lr=options.lr)
-        with Progress(f"training {kind} ({features} features)", steps * options.epochs, progress, unit="step") as bar:
+        with Progress(f"training {kind} ({features} features)", steps * epochs, progress, unit="step") as bar:
             sae.train_sae(model, _Epoch(samples, batch, center, scale, device, bar, options.seed), loss, optimizer,
-                          nb_epochs=options.epochs, monitoring=0, device=device)
+                          nb_epochs=epochs, monitoring=0, device=device)
     model.eval()
     with torch.no_grad():
         weight = (model.encoder.weight / scale).detach().float().cpu()
@@ -181,7 +185,7 @@ def _fit_sae(samples: Samples, options: FitOptions, features: int, progress: boo
     encoder = Encoder(weight=weight, bias=bias, center=center.clone(), decoder=decoder, decoder_bias=center.clone(),
                       **act)
     info = {"library": f"overcomplete {version('overcomplete')}", "model": type(model).__name__, "k": k,
-            "epochs": options.epochs, "lr": options.lr, "batch_size": batch, "steps": steps * options.epochs,
+            "epochs": epochs, "lr": options.lr, "batch_size": batch, "steps": steps * epochs,
             "scale": scale, "init": "data samples" if init is not None else "xavier",
             "loss": "mse + l1" if kind == "sae-jumprelu" else "mse + topk auxiliary"}
     return Fitted(encoder, info)

@@ -10,12 +10,13 @@ import typer
 from unitlens.basis.defaults import (
     BATCH_SIZE,
     BUFFER_MB,
-    EPOCHS,
     EXPANSION,
     KINDS,
     LEARNING_RATE,
+    MAX_EPOCHS,
     POSITIONS_DEFAULT,
     SAE_BATCH_SIZE,
+    STEPS,
     K,
 )
 from unitlens.cli.common import failing_cleanly, group, note, print_frame, say
@@ -38,7 +39,8 @@ def fit_command(
     k: int = typer.Option(K, help="Active features per sample (TopK / BatchTopK SAEs, --nonlinearity topk)."),
     positions: str = typer.Option(POSITIONS_DEFAULT, help="spatial (every position / token is a sample) or image "
                                                           "(the record pass's per-image vector)."),
-    epochs: int = typer.Option(EPOCHS, help="SAE training epochs."),
+    epochs: Optional[int] = typer.Option(None, help=f"SAE training epochs (default: about {STEPS:,} steps, at most "
+                                                     f"{MAX_EPOCHS} epochs)."),
     lr: float = typer.Option(LEARNING_RATE, help="SAE learning rate (Adam)."),
     sae_batch_size: int = typer.Option(SAE_BATCH_SIZE, help="Samples per SAE optimisation step."),
     seed: int = typer.Option(0, help="Seed of the fit (initialisation, shuffling, random directions)."),
