@@ -439,7 +439,7 @@ def test_cli_fit_record_list_compare_and_errors(atlas, base, monkeypatch, tmp_pa
     out = runner.invoke(app, ["basis", "record", a, "rnd"])
     assert out.exit_code == 0 and "conv::rnd" in out.output, out.output
     out = runner.invoke(app, ["basis", "list", a])
-    assert out.exit_code == 0 and "conv" in out.output and "True" in out.output
+    assert out.exit_code == 0 and "conv::rnd  (recorded)" in out.output and "6 features: r2 1" in out.output
     run_atlas(atlas, "basistest", n_tasks=2, k_expl=2, progress=False)
     figure = tmp_path / "cmp.png"
     out = runner.invoke(app, ["basis", "compare", a, "--layer", "conv", "--backend", "basistest", "--out",

@@ -123,13 +123,29 @@ def compare_command(
         title = f"{layer} · MIS {res.backend or '-'} · lens {res.lens_backend or '-'}"
         with opened.writing("basis compare"):
             plot_basis_comparison(res.mis, res.table, path, title, res.clarity)
-    shown = res.table.set_index("basis").T.reset_index().rename(columns={"index": "metric"})
-    shown.columns.name = None
-    print_frame(shown.astype(str).map(_short), title=f"{layer}: channels and bases (MIS backend {res.backend}, "
-                                                      f"lens backend {res.lens_backend})")
+    shown = res.table.set_index("basis").T.astype(str).map(_short)
+    for columns in _groups(list(shown.columns), first=max(len(i) for i in shown.index)):
+        part = shown[columns].reset_index().rename(columns={"index": "metric"})
+        part.columns.name = None
+        print_frame(part, title=f"{layer}: channels and bases (MIS {res.backend}, lens {res.lens_backend})")
     for text in res.notes:
         note(text)
     say(f"wrote {path}")
+
+
+def _groups(columns: list[str], first: int, width: int = 80) -> list[list[str]]:
+    """The unit-set columns in groups that fit ``width`` beside the metric column ("channels" in every group)."""
+    head, rest = columns[:1], columns[1:]
+    room = width - first - 4 - (max(len(head[0]), 7) + 3 if head else 0)
+    groups, current, used = [], [], 0
+    for name in rest:
+        need = max(len(name), 7) + 3
+        if current and used + need > room:
+            groups.append(head + current)
+            current, used = [], 0
+        current.append(name)
+        used += need
+    return [*groups, head + current] if current or not groups else groups
 
 
 def _short(value: str) -> str:
@@ -143,22 +159,23 @@ def _short(value: str) -> str:
 
 @app.command("list")
 def list_command(atlas: Path = typer.Argument(..., help="Atlas folder.")) -> None:
-    """The bases of an atlas: layer, kind, features, fit metrics, and whether they are recorded."""
-    import pandas as pd
-
+    """The bases of an atlas: kind, positions, features, fit metrics, and whether they are recorded."""
     from unitlens.atlas import Atlas
     from unitlens.basis.store import list_bases, load_basis
 
     with failing_cleanly():
         opened = Atlas(atlas)
-        rows = []
-        for name in list_bases(opened):
+        names = list_bases(opened)
+        lines = []
+        for name in names:
             b = load_basis(opened, name)
             m = b.meta["metrics"]
-            rows.append({"name": name, "layer": b.layer, "kind": b.kind, "positions": b.positions,
-                         "features": b.encoder.features, "r2": m.get("r2"), "dead": m.get("dead_features"),
-                         "mean active": m.get("mean_active"), "recorded": b.derived_layer in opened.derived_layers})
-    if not rows:
+            state = "recorded" if name in opened.derived_layers else "not recorded"
+            lines.append(f"{name}  ({state})\n  {b.kind}, {b.positions} positions, {b.encoder.features} features: "
+                         f"r2 {m.get('r2'):.4g}, dead {m.get('dead_features')}, mean active {m.get('mean_active'):.4g}")
+    if not names:
         say(f"atlas {atlas} has no basis yet; fit one with unitlens basis fit")
-        return
-    print_frame(pd.DataFrame(rows), title=f"bases of {atlas}")
+    for line in lines:
+        say(line)
+    if any("not recorded" in line for line in lines):
+        say(f"record them with: unitlens basis record {atlas} NAME...")
