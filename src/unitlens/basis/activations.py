@@ -9,9 +9,9 @@ vector (``unitlens.record.reduce.reduce_output`` with the atlas's spatial / toke
 sums), minimum, and the samples themselves *only while they fit in ``buffer_bytes``*; a larger stream is read
 again for each later pass (an SAE epoch streams the model again), through a shuffle buffer of the same bound. A
 seeded reservoir of at most ``reservoir`` samples (uniform without replacement: the samples with the smallest
-random keys), itself held within the buffer bound, serves fits that need the data at once (ICA) and SAE
-initialisation. Memory: at most ``buffer_bytes`` of activations (twice that for a moment while a full cache is
-joined into one tensor), plus one batch.
+random keys, no more than the buffer holds) serves fits that need the data at once (ICA) and SAE
+initialisation. Memory: at most about three times ``buffer_bytes`` of activations — the buffer, one shuffled
+(or, once, joined) copy of it, and the reservoir — plus one batch; never the whole dataset's activations.
 """
 from __future__ import annotations
 
@@ -248,6 +248,7 @@ class Samples:
             if held + rest.shape[0] < self.buffer_rows:
                 continue
             mixed = torch.cat([rest, *pool])
+            pool.clear()  # the buffer and one shuffled copy at most
             mixed = mixed[torch.randperm(mixed.shape[0], generator=gen)]
             half = mixed.shape[0] // 2 // batch_size * batch_size or batch_size
             for s in range(0, half, batch_size):

@@ -193,7 +193,8 @@ def _fit_sae(samples: Samples, options: FitOptions, features: int, progress: boo
 
 # ------------------------------------------------------------------------------------------ scikit-learn
 def _array(x: torch.Tensor) -> np.ndarray:
-    return x.double().numpy()
+    """The samples as a float32 array sharing their memory (scikit-learn keeps float32: no copy of the buffer)."""
+    return x.float().contiguous().numpy()
 
 
 def _block_rows(samples: Samples, features: int) -> int:
