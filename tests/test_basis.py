@@ -339,6 +339,29 @@ def test_mis_lens_and_compare_work_on_a_derived_layer(atlas, base):
         a.select_layers("conv::sae", derived=False)
 
 
+def test_sparse_features_keep_only_the_images_that_activate_them(atlas, base, tmp_path):
+    """A top-1 code over 12 directions is 0 on most images: its lens examples leave the ties at 0 out, and compare
+    counts it as too sparse for well-posed MIS tasks (its top exemplars reach its minimum)."""
+    from unitlens.basis import random_directions
+    from unitlens.basis.compare import sparse_units
+    from unitlens.lens import select_examples
+
+    x = layer_outputs(base["model"], base["data"], "conv").mean((2, 3))
+    save_file({"weight": random_directions(6, 12, seed=3), "center": x.mean(0)}, str(tmp_path / "w.safetensors"))
+    fit_basis(atlas, "conv", "one", FitOptions("file", matrix=str(tmp_path / "w.safetensors"), nonlinearity="topk",
+                                                k=1), positions="image", model=base["model"], progress=False)
+    record_bases(atlas, ["one"], model=base["model"], progress=False)
+    feats = load_basis(atlas, "one").encoder.encode(x)
+    active = (feats > 0).sum(0)
+    live = active > 0  # the others are constant units (0 everywhere), flagged as such
+    assert bool(((active > 0) & (active < 6)).any())  # the test has sparse features
+    ex = select_examples(Atlas(atlas.path), "conv::one", m=6)
+    assert torch.equal(ex.mask.sum(1)[live], active.clamp(max=6)[live])
+    sparse = sparse_units(Atlas(atlas.path), "conv::one", 6)
+    assert np.array_equal(sparse[live.numpy()], (active < 6)[live].numpy())
+    assert not sparse_units(Atlas(atlas.path), "conv", 6).any()
+
+
 def test_record_resumes_after_an_interruption(atlas, base, monkeypatch):
     from unitlens.record.state import LayerState
 

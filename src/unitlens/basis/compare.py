@@ -3,9 +3,10 @@
 Reads what other steps stored — MIS (``unitlens mis``), SemanticLens measures and labels (``unitlens lens
 measures`` / ``label``), the units table and each basis's fit metrics — and computes nothing new except summary
 statistics: per unit set the MIS mean, 5th and 95th percentile, the share of scored units above chance
-(MIS > 0.5), mean 2-AFC accuracy, a two-sided Mann–Whitney U test of its MIS against the channels' (scipy), mean
-clarity and polysemanticity, redundancy, the share of units with a lens label, constant (dead) units, and the fit's
-R², explained variance, dead features and mean active features. A missing result leaves its columns empty, with
+(MIS > 0.5), mean 2-AFC accuracy, a two-sided Mann–Whitney U test of its MIS against the channels' (scipy), the
+units too sparse for well-posed MIS tasks (``sparse_units``) and the MIS mean of the others, mean clarity and
+polysemanticity, redundancy, the share of units with a lens label, constant (dead) units, and the fit's R²,
+explained variance, dead features and mean active features. A missing result leaves its columns empty, with
 a note naming the command that computes it.
 """
 from __future__ import annotations
@@ -36,21 +37,30 @@ class BasisComparison:
     notes: list[str] = field(default_factory=list)
 
 
-def _mis_frame(atlas: Atlas, layers: list[str], backend: str | None, notes: list[str]) -> tuple[pd.DataFrame, str]:
-    from unitlens.mis.defaults import BACKEND
+def _mis_frame(atlas: Atlas, layers: list[str], backend: str | None, notes: list[str]
+               ) -> tuple[pd.DataFrame, str | None, int]:
+    """The per-unit MIS of ``layers`` with ``backend``, its name, and the exemplars a unit's tasks use."""
+    import json
+
+    from unitlens.mis.defaults import BACKEND, K_EXPL, N_TASKS
     from unitlens.mis.scoring import METRIC, load_scores
 
     scores = atlas.scores()
     mis = scores[(scores["metric"] == METRIC) & scores["layer"].isin(layers)]
     have = sorted(mis["backend"].unique())
     if backend is None and have:
-        backend = BACKEND if BACKEND in have or len(have) > 1 else have[0]
+        backend = BACKEND if len(have) > 1 else have[0]
+    named = [b for b in have if b == backend or b.split("+")[0].startswith(f"{backend}:")]  # offline -> offline:...
+    backend = named[0] if len(named) == 1 else backend
     if not have or backend not in have:
         notes.append(f"no MIS scores{f' of backend {backend}' if backend else ''} for these layers: run unitlens mis "
                      f"{atlas.path} --layers {','.join(layers)}")
-        return pd.DataFrame(columns=["layer", "unit", "mis", "mis_accuracy", "status"]), backend
+        return pd.DataFrame(columns=["layer", "unit", "mis", "mis_accuracy", "status"]), backend, \
+            N_TASKS * (K_EXPL + 1)
+    params = json.loads(mis.loc[mis["backend"] == backend, "params"].iloc[0])
+    need = int(params.get("n_tasks", N_TASKS)) * (int(params.get("k", K_EXPL)) + 1)
     frame = load_scores(atlas, backend)
-    return frame[frame["layer"].isin(layers)], backend
+    return frame[frame["layer"].isin(layers)], backend, need
 
 
 def _lens(atlas: Atlas, layers: list[str], backend: str | None, notes: list[str]):
@@ -83,6 +93,16 @@ def _lens(atlas: Atlas, layers: list[str], backend: str | None, notes: list[str]
     return measures, redundancy, labels, store.backend
 
 
+def sparse_units(atlas: Atlas, layer: str, need: int) -> np.ndarray:
+    """(U,) bool: units whose ``need`` most activating exemplars reach the unit's minimum (a sparse feature that is
+    0 on all but a few images). Their top and bottom exemplars then share images of equal activation — ties, which
+    the atlas orders by sample id — so their MIS tasks are ill-posed and score at or below chance."""
+    ex = atlas.exemplars(layer)
+    if ex.k < need:
+        return np.zeros(ex.top_vals.shape[0], dtype=bool)
+    return (ex.top_vals[:, need - 1] <= ex.bottom_vals[:, 0]).numpy()
+
+
 def compare_bases(atlas: Atlas | str, layer: str, backend: str | None = None,
                   lens_backend: str | None = None) -> BasisComparison:
     """Compare ``layer``'s channels with its recorded bases (see the module docstring)."""
@@ -103,7 +123,7 @@ def compare_bases(atlas: Atlas | str, layer: str, backend: str | None = None,
         raise BasisError(f"layer {layer} of {atlas.path} has no recorded basis; fit one with unitlens basis fit "
                          f"{atlas.path} --layer {layer} --kind sae-topk --name NAME, then unitlens basis record")
     layers = [layer, *derived]
-    mis, backend = _mis_frame(atlas, layers, backend, notes)
+    mis, backend, need = _mis_frame(atlas, layers, backend, notes)
     measures, redundancy, labels, lens_name = _lens(atlas, layers, lens_backend, notes)
     units = atlas.units()
     rows, mis_values, clarity_values = [], {}, {}
@@ -116,6 +136,8 @@ def compare_bases(atlas: Atlas | str, layer: str, backend: str | None = None,
         scored = m[m["status"] == "scored"] if "status" in m else m.iloc[0:0]
         v = scored["mis"].to_numpy(dtype=float)
         mis_values[label] = v
+        sparse = sparse_units(atlas, name, need) & ~u.sort_values("unit")["constant"].to_numpy(dtype=bool)
+        dense = v[~np.isin(scored["unit"].to_numpy(dtype=int), np.flatnonzero(sparse))]
         row = {"basis": label, "kind": about["kind"] if about else CHANNELS,
                "positions": about["positions"] if about else "", "units": len(u), "constant": int(u["constant"].sum()),
                "scored": len(v), "mis_mean": v.mean() if len(v) else np.nan,
@@ -123,7 +145,8 @@ def compare_bases(atlas: Atlas | str, layer: str, backend: str | None = None,
                "mis_p95": np.quantile(v, 0.95) if len(v) else np.nan,
                "above_chance": float((v > 0.5).mean()) if len(v) else np.nan,
                "accuracy_mean": float(scored["mis_accuracy"].mean()) if len(v) else np.nan,
-               "p_vs_channels": np.nan}
+               "p_vs_channels": np.nan, "sparse": int(sparse.sum()),
+               "mis_mean_nonsparse": dense.mean() if len(dense) else np.nan}
         if measures is not None:
             lm = measures[measures["layer"] == name]
             for metric in ("clarity", "polysemanticity"):
