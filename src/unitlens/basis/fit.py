@@ -57,22 +57,24 @@ def fit_basis(atlas: Atlas | str, layer: str, name: str, options: FitOptions, po
     atlas = Atlas.open(atlas)
     check_name(name)
     _refuse_existing(atlas, layer, name, force)
-    if options.kind == "nmf" and layer in set(atlas.units()["layer"]):
-        low = float(atlas.units().query("layer == @layer")["min"].min())
-        if low < 0:  # per-image values below 0: some positions are too
+    if samples is None:  # opening the stream checks the layer; the model runs only when Samples reads it
+        stream = LayerStream(atlas, layer, positions, model=model, batch_size=batch_size, device=options.device)
+    else:
+        stream = samples.stream
+        if getattr(stream, "layer", layer) != layer or getattr(stream, "positions", positions) != positions:
+            raise BadInput(f"the samples given are of layer {stream.layer} ({stream.positions} positions), not "
+                           f"{layer} ({positions})")
+    matrix = load_matrix(options.matrix, stream.width, layer, options.nonlinearity, options.k) \
+        if options.kind == "file" else None
+    if options.kind == "nmf":
+        units = atlas.units()
+        low = float(units.loc[units["layer"] == layer, "min"].min())
+        if low < 0:  # some images are below 0 on average: some positions are too
             raise BasisError(f"nmf needs non-negative activations, but layer {layer} reaches {low:.4g}; use a layer "
                              "after a ReLU, or another kind (pca, ica, sae-topk)")
     if samples is None:
-        samples = read_samples(atlas, layer, positions, model=model, batch_size=batch_size, buffer_mb=buffer_mb,
-                               reservoir=reservoir, seed=options.seed, device=options.device, progress=progress,
-                               check=lambda width: load_matrix(options.matrix, width, layer, options.nonlinearity,
-                                                               options.k) if options.kind == "file" else None)
-    stream = samples.stream
-    if getattr(stream, "layer", layer) != layer or getattr(stream, "positions", positions) != positions:
-        raise BadInput(f"the samples given are of layer {stream.layer} ({stream.positions} positions), not {layer} "
-                       f"({positions})")
-    matrix = load_matrix(options.matrix, stream.width, layer, options.nonlinearity, options.k) \
-        if options.kind == "file" else None
+        samples = Samples(stream, buffer_bytes=int(buffer_mb * 2**20), reservoir=reservoir, seed=options.seed,
+                          progress=progress)
     fitted = fit_encoder(samples, options, progress=progress, matrix=matrix)
     bad = fitted.encoder.nonfinite()
     if bad:
@@ -104,12 +106,9 @@ def fit_basis(atlas: Atlas | str, layer: str, name: str, options: FitOptions, po
 
 def read_samples(atlas: Atlas | str, layer: str, positions: str = POSITIONS_DEFAULT, model: Any = None,
                  batch_size: int = BATCH_SIZE, buffer_mb: float = BUFFER_MB, reservoir: int = RESERVOIR,
-                 seed: int = 0, device=None, progress: bool = True, check=None) -> Samples:
-    """Read ``layer``'s activations once (``LayerStream`` into ``Samples``); ``check(width)`` runs before the
-    model does (a user matrix's shape)."""
+                 seed: int = 0, device=None, progress: bool = True) -> Samples:
+    """Read ``layer``'s activations once (``LayerStream`` into ``Samples``), to give ``fit_basis`` for several fits."""
     stream = LayerStream(atlas, layer, positions, model=model, batch_size=batch_size, device=device)
-    if check is not None:
-        check(stream.width)
     return Samples(stream, buffer_bytes=int(buffer_mb * 2**20), reservoir=reservoir, seed=seed, progress=progress)
 
 
