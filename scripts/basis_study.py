@@ -101,7 +101,8 @@ def main() -> None:
             stem = f"compare-{safe_name(layer)}"
             write_parquet(atlas.derived_path("basis", f"{stem}.parquet"), res.table)
             res.table.to_csv(atlas.derived_path("basis", f"{stem}.csv"), index=False)
-            plot_basis_comparison(res.mis, res.table, atlas.derived_path("basis", f"{stem}.png"), layer, res.clarity)
+            plot_basis_comparison(res.mis, res.table, atlas.derived_path("basis", f"{stem}.png"), layer, res.clarity,
+                                  res.mis_nonsparse)
             with_cols = ["basis", "units", "constant", "mis_mean", "mis_p5", "mis_p95", "above_chance",
                          "p_vs_channels", "sparse", "mis_mean_nonsparse", "clarity_mean", "polysemanticity_mean",
                          "label_share", "r2", "dead_features"]

@@ -26,11 +26,13 @@ CHANNELS = "channels"
 @dataclass
 class BasisComparison:
     """One row per unit set (``basis`` = "channels" for the layer itself); ``mis`` / ``clarity``: the per-unit
-    values of the scored units of each set, for the figure."""
+    values of the scored units of each set, for the figure; ``mis_nonsparse``: MIS of the units that are not too
+    sparse for well-posed tasks."""
 
     layer: str
     table: pd.DataFrame
     mis: dict[str, np.ndarray] = field(default_factory=dict)
+    mis_nonsparse: dict[str, np.ndarray] = field(default_factory=dict)
     clarity: dict[str, np.ndarray] = field(default_factory=dict)
     backend: str | None = None
     lens_backend: str | None = None
@@ -126,7 +128,7 @@ def compare_bases(atlas: Atlas | str, layer: str, backend: str | None = None,
     mis, backend, need = _mis_frame(atlas, layers, backend, notes)
     measures, redundancy, labels, lens_name = _lens(atlas, layers, lens_backend, notes)
     units = atlas.units()
-    rows, mis_values, clarity_values = [], {}, {}
+    rows, mis_values, clarity_values, dense_values = [], {}, {}, {}
     for name in layers:
         about = derived.get(name)
         label = about["basis"] if about else CHANNELS
@@ -138,6 +140,7 @@ def compare_bases(atlas: Atlas | str, layer: str, backend: str | None = None,
         mis_values[label] = v
         sparse = sparse_units(atlas, name, need) & ~u.sort_values("unit")["constant"].to_numpy(dtype=bool)
         dense = v[~np.isin(scored["unit"].to_numpy(dtype=int), np.flatnonzero(sparse))]
+        dense_values[label] = dense
         row = {"basis": label, "kind": about["kind"] if about else CHANNELS,
                "positions": about["positions"] if about else "", "units": len(u), "constant": int(u["constant"].sum()),
                "scored": len(v), "mis_mean": v.mean() if len(v) else np.nan,
@@ -170,4 +173,4 @@ def compare_bases(atlas: Atlas | str, layer: str, backend: str | None = None,
         v = mis_values[label]
         if label != CHANNELS and len(v) and len(base):
             table.loc[i, "p_vs_channels"] = float(mannwhitneyu(v, base, alternative="two-sided").pvalue)
-    return BasisComparison(layer, table, mis_values, clarity_values, backend, lens_name, notes)
+    return BasisComparison(layer, table, mis_values, dense_values, clarity_values, backend, lens_name, notes)

@@ -122,7 +122,7 @@ def compare_command(
         path = out or opened.derived_path("basis", f"compare-{safe_name(layer)}.png")
         title = f"{layer} · MIS {res.backend or '-'} · lens {res.lens_backend or '-'}"
         with opened.writing("basis compare"):
-            plot_basis_comparison(res.mis, res.table, path, title, res.clarity)
+            plot_basis_comparison(res.mis, res.table, path, title, res.clarity, res.mis_nonsparse)
     shown = res.table.set_index("basis").T.astype(str).map(_short)
     for columns in _groups(list(shown.columns), first=max(len(i) for i in shown.index)):
         part = shown[columns].reset_index().rename(columns={"index": "metric"})

@@ -14,26 +14,37 @@ from unitlens.report.figures import new_figure, save_figure
 
 
 def plot_basis_comparison(mis: dict[str, np.ndarray], table: pd.DataFrame, path: str | Path, title: str = "",
-                          clarity: dict[str, np.ndarray] | None = None) -> Path:
-    """Violins of MIS per unit set (chance at 0.5, means marked), violins of clarity where measured, and the
-    shares of units above chance and with a lens label; written to ``path`` (PNG)."""
+                          clarity: dict[str, np.ndarray] | None = None,
+                          mis_nonsparse: dict[str, np.ndarray] | None = None) -> Path:
+    """Violins of MIS per unit set (chance at 0.5, means marked; beside them, where a set has sparse units, the MIS
+    of its other units), violins of clarity where measured, and the shares of units above chance and with a lens
+    label; written to ``path`` (PNG)."""
     names = list(mis)
     clarity = {k: v for k, v in (clarity or {}).items() if len(v)}
+    dense = {k: v for k, v in (mis_nonsparse or {}).items() if 1 < len(v) < len(mis.get(k, []))}
     panels = 3 if clarity else 2
     fig = new_figure(4.2 * panels, 4.0)
     axes = fig.subplots(1, panels)
     ax = axes[0]
-    with_data = [(i, mis[n]) for i, n in enumerate(names) if len(mis[n]) > 1]
-    if with_data:
-        parts = ax.violinplot([v for _, v in with_data], positions=[i for i, _ in with_data], showmeans=True,
-                              showextrema=False)
+    shift = 0.2 if dense else 0.0
+    for values, offset, colour, label in ((mis, -shift, "#4c72b0", "all scored units"),
+                                          (dense, shift, "#55a868", "without sparse units")):
+        with_data = [(i, values[n]) for i, n in enumerate(names) if n in values and len(values[n]) > 1]
+        if not with_data:
+            continue
+        parts = ax.violinplot([v for _, v in with_data], positions=[i + offset for i, _ in with_data],
+                              widths=0.4 if dense else 0.7, showmeans=True, showextrema=False)
         for body in parts["bodies"]:
+            body.set_facecolor(colour)
             body.set_alpha(0.55)
+        parts["cmeans"].set_color(colour)
+        if dense:
+            ax.plot([], [], color=colour, linewidth=6, alpha=0.55, label=label)
     ax.axhline(0.5, color="grey", linestyle="--", linewidth=1, label="chance")
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
     ax.set_ylabel("MIS")
     ax.set_title("MIS per unit")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="lower right", fontsize=7)
     k = 1
     if clarity:
         ax = axes[k]
