@@ -1,38 +1,82 @@
-"""Recording a 4,096-feature basis against the record pass of the same layer, in one run.
+"""The record pass of one layer with and without a 4,096-feature basis, as a ratio, in one run.
 
     python benchmarks/basis_record.py [--images 256] [--repeats 3] [--layer blocks.6.0.conv_pwl] [--device cpu]
 
-On offline EfficientNet-Lite0 over the first ``--images`` demo images, it times (median of ``--repeats``):
+On offline EfficientNet-Lite0 over the first ``--images`` demo images (decoded beforehand), batch by batch and
+interleaved, so that a shared machine's load hits every part alike, it times:
 
-- ``record``: ``unitlens.record`` of the layer's channels (k = 200, both directions and statistics);
-- ``basis image``: ``record_bases`` of a 4,096-feature basis fitted on the per-image vectors (one (B, C) x (C, F)
-  product per batch, then the same streaming state for 4,096 units);
-- ``basis spatial``: the same for a basis fitted on every position (the product runs on B x H x W rows, then the
-  features are averaged over positions);
-- ``forward``: the bare forward pass up to the layer, for scale.
+- ``forward``: the forward pass up to the layer (``OutputCapture``, stopped there);
+- ``channels``: what the record pass does with the layer's output — the spatial mean and the streaming state
+  (``LayerState``, k = 200 both directions and statistics) of its channels;
+- ``basis image``: the per-image vector through a 4,096-feature encoder (one (B, C) x (C, F) product) into a
+  ``LayerState`` of 4,096 units — what ``unitlens basis record`` adds for a basis fitted with ``--positions image``;
+- ``basis spatial``: every position through the encoder (a (B·H·W, C) x (C, F) product), averaged over positions,
+  into the state — the same for a basis fitted with ``--positions spatial``.
 
-The bases are random orthogonal directions (a matrix product costs the same whatever its values; fitting an SAE
-would only add minutes here). Each basis pass is timed with ``--force`` on the same atlas and the same images.
-It prints one table and the ratios to ``record``. Image loading differs a little: the record pass decodes with a
-``DataLoader`` (worker processes), the basis pass with ``load_batches`` (threads); ``forward`` runs on images decoded
-beforehand.
+It prints the totals and the ratios (forward + channels + basis) / (forward + channels): the record pass of the
+layer with the basis against without it. The encoders are random orthogonal directions with a ReLU and top-32
+(a matrix product costs the same whatever its values). Then, for scale, the end-to-end passes over the same
+images, fastest of ``--repeats``: ``unitlens.record`` of the layer (full forward, atlas written) and
+``record_bases`` of each basis (forward to the layer, derived layer written).
 """
 from __future__ import annotations
 
 import argparse
-import statistics
+import contextlib
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from unitlens.atlas import Atlas
-from unitlens.basis import FitOptions, fit_basis, record_bases
+from unitlens.basis import FitOptions, fit_basis, random_directions, record_bases
+from unitlens.basis.encoder import Encoder
+from unitlens.basis.recording import basis_features
 from unitlens.data import load_dataset
-from unitlens.record import record
+from unitlens.record import LayerState, record
+from unitlens.record.reduce import reduce_output
 from unitlens.runtime import OutputCapture, pick_device, prepare_model
 from unitlens.zoo import enumerate_units, load_model
+
+
+def interleaved(model, inputs, layer: str, encoder: Encoder, device, k: int = 200) -> dict[str, float]:
+    """Seconds of each part over all batches, each batch timing every part in turn."""
+    net = prepare_model(model.model, device)
+    states: dict[str, LayerState] = {}
+    spent = {"forward": 0.0, "channels": 0.0, "basis image": 0.0, "basis spatial": 0.0}
+
+    @contextlib.contextmanager
+    def timed(key: str):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        yield
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        spent[key] += time.perf_counter() - t
+
+    def fold(key: str, acts: torch.Tensor, ids: torch.Tensor) -> None:
+        if key not in states:
+            states[key] = LayerState(acts.shape[1], k, device)
+        states[key].update(acts, ids)
+
+    start = 0
+    with OutputCapture(net, [layer]) as capture, torch.inference_mode():
+        for x in inputs:
+            x = x.to(device).contiguous(memory_format=torch.channels_last)
+            ids = torch.arange(start, start + x.shape[0], device=device)
+            start += x.shape[0]
+            with timed("forward"):
+                out = capture.run(x)[layer]
+            with timed("channels"):
+                fold("channels", reduce_output(out, 1), ids)
+            for positions in ("image", "spatial"):
+                with timed(f"basis {positions}"):
+                    fold(f"basis {positions}", basis_features(out, encoder, positions, 1, "mean", "mean"), ids)
+        for key, st in states.items():  # the final merges belong to each part too
+            with timed(key):
+                st.flush()
+    return spent
 
 
 def main() -> None:
@@ -50,46 +94,47 @@ def main() -> None:
     device = pick_device(args.device)
     model = load_model("efficientnet_lite0")
     full = load_dataset("demo", model.transform)
+    n = min(args.images, len(full))
+    inputs = [torch.stack([full[i][0] for i in range(s, min(s + args.batch_size, n))])
+              for s in range(0, n, args.batch_size)]
+    width = enumerate_units(model.model, include=[args.layer])[0].width
+    encoder = Encoder(weight=random_directions(width, args.features, 0), activation="topk", k=32).to(device)
+
+    runs = [interleaved(model, inputs, args.layer, encoder, device) for _ in range(args.repeats)]
+    best = {key: min(r[key] for r in runs) for key in runs[0]}
+    without = best["forward"] + best["channels"]
+    print(f"{n} demo images, layer {args.layer} ({width} channels), {args.features}-feature basis, batch "
+          f"{args.batch_size}, device {device}, torch threads {torch.get_num_threads()}, fastest of {args.repeats}")
+    print(f"{'part (per batch, interleaved)':<32}{'seconds':>9}   all repeats (s)")
+    for key, value in best.items():
+        print(f"{key:<32}{value:>9.2f}   {', '.join(f'{r[key]:.2f}' for r in runs)}")
+    for positions in ("image", "spatial"):
+        with_basis = without + best[f"basis {positions}"]
+        print(f"record pass of the layer with a {positions} basis / without: {with_basis:.2f} / {without:.2f} s "
+              f"= {with_basis / without:.2f}x")
+
     listing = Path(tempfile.mkdtemp(prefix="basis-bench-")) / "images.txt"
-    listing.write_text("\n".join(str(full.path(i)) for i in range(min(args.images, len(full)))) + "\n")
+    listing.write_text("\n".join(str(full.path(i)) for i in range(n)) + "\n")
     data = load_dataset(str(listing), model.transform)
     infos = enumerate_units(model.model, include=[args.layer])
     channels, out = listing.parent / "channels", listing.parent / "atlas"
     record(model, data, out, infos, batch_size=args.batch_size, device=device, progress=False)
-    for positions in ("image", "spatial"):  # random directions: no training; fitted once, recorded every repeat
+    for positions in ("image", "spatial"):
         fit_basis(out, args.layer, positions, FitOptions("random", features=args.features, device=args.device),
                   positions=positions, model=model, progress=False)
-    inputs = [torch.stack([data[i][0] for i in range(s, min(s + args.batch_size, len(data)))])
-              for s in range(0, len(data), args.batch_size)]
-    times: dict[str, list[float]] = {"record": [], "basis image": [], "basis spatial": [], "forward": []}
+    ends: dict[str, list[float]] = {"unitlens record": [], "basis record image": [], "basis record spatial": []}
     for _ in range(args.repeats):
         t = time.perf_counter()
         record(model, data, channels, infos, batch_size=args.batch_size, device=device, force=True, progress=False)
-        times["record"].append(time.perf_counter() - t)
+        ends["unitlens record"].append(time.perf_counter() - t)
         for positions in ("image", "spatial"):
             t = time.perf_counter()
             record_bases(out, [positions], model=model, batch_size=args.batch_size, device=device, force=True,
                          progress=False)
-            times[f"basis {positions}"].append(time.perf_counter() - t)
-        net = prepare_model(model.model, device)
-        t = time.perf_counter()
-        with OutputCapture(net, [args.layer]) as capture, torch.inference_mode():
-            for x in inputs:
-                capture.run(x.to(device).contiguous(memory_format=torch.channels_last))
-        times["forward"].append(time.perf_counter() - t)
-
-    atlas = Atlas(out)
-    n = len(data)
-    median = {k: statistics.median(v) for k, v in times.items()}
-    print(f"{n} demo images, layer {args.layer} ({atlas.layer(args.layer).width} channels), "
-          f"{args.features}-feature bases, device {device}, torch threads {torch.get_num_threads()}, "
-          f"median of {args.repeats}")
-    print(f"{'pass':<16}{'seconds':>10}{'images/s':>11}{'ratio to record':>17}   all repeats (s)")
-    for key, value in median.items():
-        runs = ", ".join(f"{v:.2f}" for v in times[key])
-        print(f"{key:<16}{value:>10.2f}{n / value:>11.1f}{value / median['record']:>17.2f}   {runs}")
-    print("record: the record pass of the layer's channels (full forward, k=200 state, atlas written); basis: forward "
-          "up to the layer + encoder + the same state for the basis's features (derived layer written)")
+            ends[f"basis record {positions}"].append(time.perf_counter() - t)
+    print(f"{'end to end (image decoding included)':<38}{'images/s':>9}   all repeats (s)")
+    for key, values in ends.items():
+        print(f"{key:<38}{n / min(values):>9.1f}   {', '.join(f'{v:.2f}' for v in values)}")
 
 
 if __name__ == "__main__":
