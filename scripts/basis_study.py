@@ -103,9 +103,9 @@ def main() -> None:
             res.table.to_csv(atlas.derived_path("basis", f"{stem}.csv"), index=False)
             plot_basis_comparison(res.mis, res.table, atlas.derived_path("basis", f"{stem}.png"), layer, res.clarity,
                                   res.mis_nonsparse)
-            with_cols = ["basis", "units", "constant", "mis_mean", "mis_p5", "mis_p95", "above_chance",
-                         "p_vs_channels", "sparse", "mis_mean_nonsparse", "clarity_mean", "polysemanticity_mean",
-                         "label_share", "r2", "dead_features"]
+            with_cols = ["basis", "units", "constant", "sparse", "mis_mean", "mis_mean_nonsparse", "above_chance",
+                         "p_vs_channels", "clarity", "clarity_nonsparse", "polysemanticity_nonsparse",
+                         "label_share", "label_share_nonsparse", "r2", "dead_features"]
             print(res.table[with_cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"), flush=True)
             for text in res.notes:
                 print("note:", text)

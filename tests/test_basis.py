@@ -330,7 +330,7 @@ def test_mis_lens_and_compare_work_on_a_derived_layer(atlas, base):
     mis = run.frame[run.frame["status"] == "scored"]
     assert table.loc["rnd", "mis_mean"] == pytest.approx(mis[mis["layer"] == "conv::rnd"]["mis"].mean())
     assert table.loc["channels", "units"] == 6 and table.loc["sae", "units"] == 8
-    assert not np.isnan(table.loc["sae", "clarity_mean"]) and not np.isnan(table.loc["sae", "r2"])
+    assert not np.isnan(table.loc["sae", "clarity"]) and not np.isnan(table.loc["sae", "r2"])
     assert any("lens labels" in n for n in res.notes)  # none stored: the note names the command
     # relevance, which runs the model's own modules, leaves derived layers out and refuses to be given one
     a = Atlas(atlas.path)

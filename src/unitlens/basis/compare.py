@@ -4,9 +4,11 @@ Reads what other steps stored — MIS (``unitlens mis``), SemanticLens measures 
 measures`` / ``label``), the units table and each basis's fit metrics — and computes nothing new except summary
 statistics: per unit set the MIS mean, 5th and 95th percentile, the share of scored units above chance
 (MIS > 0.5), mean 2-AFC accuracy, a two-sided Mann–Whitney U test of its MIS against the channels' (scipy), the
-units too sparse for well-posed MIS tasks (``sparse_units``) and the MIS mean of the others, mean clarity and
-polysemanticity, redundancy, the share of units with a lens label, constant (dead) units, and the fit's R²,
-explained variance, dead features and mean active features. A missing result leaves its columns empty, with
+units too sparse for well-posed MIS tasks (``sparse_units``: active on fewer images than the tasks need), mean
+clarity and polysemanticity, redundancy, the share of units with a lens label, constant (dead) units, and the fit's
+R², explained variance, dead features and mean active features. MIS, clarity, polysemanticity and label share are
+also given over the units that are not sparse (``*_nonsparse``): a sparse unit has few concept examples, and a θ
+of few examples aligns more readily with a concept. A missing result leaves its columns empty, with
 a note naming the command that computes it.
 """
 from __future__ import annotations
@@ -105,9 +107,9 @@ def sparse_units(atlas: Atlas, layer: str, need: int) -> np.ndarray:
     return (ex.top_vals[:, need - 1] <= ex.bottom_vals[:, 0]).numpy()
 
 
-def compare_bases(atlas: Atlas | str, layer: str, backend: str | None = None,
-                  lens_backend: str | None = None) -> BasisComparison:
-    """Compare ``layer``'s channels with its recorded bases (see the module docstring)."""
+def compare_bases(atlas: Atlas | str, layer: str, backend: str | None = None, lens_backend: str | None = None,
+                  bases: list[str] | None = None) -> BasisComparison:
+    """Compare ``layer``'s channels with its recorded bases (``bases``: those names only; see the module doc)."""
     from scipy.stats import mannwhitneyu
 
     from unitlens.lens.analysis import NO_LABEL
@@ -118,7 +120,14 @@ def compare_bases(atlas: Atlas | str, layer: str, backend: str | None = None,
         raise BadInput(f"'{layer}' is a derived layer; compare its parent {atlas.derived_layers[layer]['parent']}")
     atlas.layer(layer)  # an unknown layer is an error naming the atlas's layers
     derived = {n: about for n, about in atlas.derived_layers.items() if about.get("parent") == layer}
-    fitted = [b for b in list_bases(atlas) if b.rsplit("::", 1)[0] == layer]
+    if bases is not None:
+        unknown = sorted(set(bases) - {a["basis"] for a in derived.values()})
+        if unknown:
+            raise BasisError(f"layer {layer} of {atlas.path} has no recorded basis {', '.join(unknown)}; it has "
+                             f"{', '.join(a['basis'] for a in derived.values()) or 'none'}")
+        derived = {n: a for n, a in derived.items() if a["basis"] in bases}
+    fitted = [b for b in list_bases(atlas) if b.rsplit("::", 1)[0] == layer and b.rsplit("::", 1)[1] in
+              (bases if bases is not None else [b.rsplit("::", 1)[1]])]
     notes = [f"basis '{b}' is fitted but not recorded: unitlens basis record {atlas.path} '{b}'"
              for b in fitted if b not in derived]
     if not derived:
@@ -150,19 +159,23 @@ def compare_bases(atlas: Atlas | str, layer: str, backend: str | None = None,
                "accuracy_mean": float(scored["mis_accuracy"].mean()) if len(v) else np.nan,
                "p_vs_channels": np.nan, "sparse": int(sparse.sum()),
                "mis_mean_nonsparse": dense.mean() if len(dense) else np.nan}
+        sparse_ids = np.flatnonzero(sparse)
+        for metric in ("clarity", "polysemanticity"):  # means over units
+            row[metric] = row[f"{metric}_nonsparse"] = np.nan
         if measures is not None:
             lm = measures[measures["layer"] == name]
             for metric in ("clarity", "polysemanticity"):
-                row[f"{metric}_mean"] = float(lm[metric].mean()) if metric in lm and len(lm) else np.nan
+                if metric in lm and len(lm):
+                    row[metric] = float(lm[metric].mean())
+                    row[f"{metric}_nonsparse"] = float(lm.loc[~lm["unit"].isin(sparse_ids), metric].mean())
             clarity_values[label] = lm["clarity"].dropna().to_numpy(dtype=float) if "clarity" in lm else np.array([])
-        else:
-            row.update(clarity_mean=np.nan, polysemanticity_mean=np.nan)
         row["redundancy"] = float(redundancy.get(name, np.nan))
+        row["label_share"] = row["label_share_nonsparse"] = np.nan
         if labels is not None and name in set(labels["layer"]):
             lab = labels[labels["layer"] == name]
             row["label_share"] = float((lab["label"] != NO_LABEL).mean())
-        else:
-            row["label_share"] = np.nan
+            dense_labels = lab.loc[~lab["unit"].isin(sparse_ids), "label"]
+            row["label_share_nonsparse"] = float((dense_labels != NO_LABEL).mean()) if len(dense_labels) else np.nan
         fit = basis.meta["metrics"] if basis else {}
         row.update(r2=fit.get("r2", np.nan), explained_variance=fit.get("explained_variance", np.nan),
                    dead_features=fit.get("dead_features", np.nan), mean_active=fit.get("mean_active", np.nan))

@@ -19,7 +19,7 @@ from unitlens.basis.defaults import (
     STEPS,
     K,
 )
-from unitlens.cli.common import failing_cleanly, group, note, print_frame, say
+from unitlens.cli.common import failing_cleanly, group, note, print_frame, say, split_list
 
 app = group("basis", help="Units beyond channels: SAE features, PCA/ICA/NMF components, random or your own "
                           "directions, recorded and measured like channels.")
@@ -108,6 +108,7 @@ def compare_command(
     backend: Optional[str] = typer.Option(None, help="MIS backend of the scores (default: offline, or the only one)."),
     lens_backend: Optional[str] = typer.Option(None, help="Lens backend of clarity, labels, ... (default: the "
                                                           "lens default, or the only one)."),
+    bases: Optional[str] = typer.Option(None, help="Comma-separated basis names to show (default: all recorded)."),
     out: Optional[Path] = typer.Option(None, help="Figure file (default: ATLAS/basis/compare-LAYER.png)."),
 ) -> None:
     """The layer's channels and each recorded basis side by side: MIS, lens measures, labels, fit metrics."""
@@ -117,14 +118,15 @@ def compare_command(
     from unitlens.report.basis_plots import plot_basis_comparison
 
     with failing_cleanly():
-        res = compare_bases(atlas, layer, backend=backend, lens_backend=lens_backend)
+        res = compare_bases(atlas, layer, backend=backend, lens_backend=lens_backend, bases=split_list(bases))
         opened = Atlas(atlas)
         path = out or opened.derived_path("basis", f"compare-{safe_name(layer)}.png")
         title = f"{layer} · MIS {res.backend or '-'} · lens {res.lens_backend or '-'}"
         with opened.writing("basis compare"):
             plot_basis_comparison(res.mis, res.table, path, title, res.clarity, res.mis_nonsparse)
     shown = res.table.set_index("basis").T.astype(str).map(_short)
-    for columns in _groups(list(shown.columns), first=max(len(i) for i in shown.index)):
+    widths = {c: max(len(c), *(len(v) for v in shown[c])) for c in shown.columns}
+    for columns in _groups(widths, first=max(len(i) for i in shown.index)):
         part = shown[columns].reset_index().rename(columns={"index": "metric"})
         part.columns.name = None
         print_frame(part, title=f"{layer}: channels and bases (MIS {res.backend}, lens {res.lens_backend})")
@@ -133,13 +135,15 @@ def compare_command(
     say(f"wrote {path}")
 
 
-def _groups(columns: list[str], first: int, width: int = 80) -> list[list[str]]:
-    """The unit-set columns in groups that fit ``width`` beside the metric column ("channels" in every group)."""
-    head, rest = columns[:1], columns[1:]
-    room = width - first - 4 - (max(len(head[0]), 7) + 3 if head else 0)
+def _groups(widths: dict[str, int], first: int, width: int = 80) -> list[list[str]]:
+    """The unit-set columns (name -> text width) in groups that fit ``width`` beside the metric column, the first
+    ("channels") in every group."""
+    names = list(widths)
+    head, rest = names[:1], names[1:]
+    room = width - 1 - (first + 3) - sum(widths[h] + 3 for h in head)
     groups, current, used = [], [], 0
     for name in rest:
-        need = max(len(name), 7) + 3
+        need = widths[name] + 3
         if current and used + need > room:
             groups.append(head + current)
             current, used = [], 0
