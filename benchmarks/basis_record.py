@@ -13,16 +13,17 @@ interleaved, so that a shared machine's load hits every part alike, it times:
 - ``basis spatial``: every position through the encoder (a (B·H·W, C) x (C, F) product), averaged over positions,
   into the state — the same for a basis fitted with ``--positions spatial``.
 
-It prints the totals and the ratios (forward + channels + basis) / (forward + channels): the record pass of the
-layer with the basis against without it. The encoders are random orthogonal directions with a ReLU and top-32
-(a matrix product costs the same whatever its values). Then, for scale, the end-to-end passes over the same
-images, fastest of ``--repeats``: ``unitlens.record`` of the layer (full forward, atlas written) and
-``record_bases`` of each basis (forward to the layer, derived layer written).
+It prints the totals and, per repeat and as their median, the ratio (forward + channels + basis) / (forward +
+channels): the record pass of the layer with the basis against without it. The encoder is random orthogonal
+directions with a ReLU and top-32 (a matrix product costs the same whatever its values). Then, for scale, the
+end-to-end passes over the same images, fastest of ``--repeats``: ``unitlens.record`` of the layer (full forward,
+atlas written) and ``record_bases`` of each basis (forward to the layer, derived layer written).
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -101,17 +102,16 @@ def main() -> None:
     encoder = Encoder(weight=random_directions(width, args.features, 0), activation="topk", k=32).to(device)
 
     runs = [interleaved(model, inputs, args.layer, encoder, device) for _ in range(args.repeats)]
-    best = {key: min(r[key] for r in runs) for key in runs[0]}
-    without = best["forward"] + best["channels"]
     print(f"{n} demo images, layer {args.layer} ({width} channels), {args.features}-feature basis, batch "
-          f"{args.batch_size}, device {device}, torch threads {torch.get_num_threads()}, fastest of {args.repeats}")
-    print(f"{'part (per batch, interleaved)':<32}{'seconds':>9}   all repeats (s)")
-    for key, value in best.items():
-        print(f"{key:<32}{value:>9.2f}   {', '.join(f'{r[key]:.2f}' for r in runs)}")
-    for positions in ("image", "spatial"):
-        with_basis = without + best[f"basis {positions}"]
-        print(f"record pass of the layer with a {positions} basis / without: {with_basis:.2f} / {without:.2f} s "
-              f"= {with_basis / without:.2f}x")
+          f"{args.batch_size}, device {device}, torch threads {torch.get_num_threads()}, {args.repeats} repeats")
+    print(f"{'part (per batch, interleaved)':<32}{'median (s)':>11}   all repeats (s)")
+    for key in runs[0]:
+        print(f"{key:<32}{statistics.median(r[key] for r in runs):>11.2f}   {', '.join(f'{r[key]:.2f}' for r in runs)}")
+    for positions in ("image", "spatial"):  # the ratio within each repeat, then its median
+        ratios = [(r["forward"] + r["channels"] + r[f"basis {positions}"]) / (r["forward"] + r["channels"])
+                  for r in runs]
+        print(f"record pass of the layer with / without a {positions} basis: {statistics.median(ratios):.3f}x "
+              f"(repeats {', '.join(f'{x:.3f}' for x in ratios)})")
 
     listing = Path(tempfile.mkdtemp(prefix="basis-bench-")) / "images.txt"
     listing.write_text("\n".join(str(full.path(i)) for i in range(n)) + "\n")
