@@ -13,6 +13,16 @@ from unitlens.backends.base import Backend
 from unitlens.zoo.factory import LoadedModel
 
 
+def fmix32_rank(i: int, seed: int = 0) -> int:
+    """murmur3's 32-bit finaliser of (id + seed * golden ratio), in plain Python integers (the tie-break rank)."""
+    x = (i + seed * 0x9E3779B9) & 0xFFFFFFFF
+    x ^= x >> 16
+    x = (x * 0x85EBCA6B) & 0xFFFFFFFF
+    x ^= x >> 13
+    x = (x * 0xC2B2AE35) & 0xFFFFFFFF
+    return x ^ (x >> 16)
+
+
 def write_images(root: Path, arrays: list[np.ndarray], classes: list[str] | None = None) -> list[Path]:
     """Save uint8 HxWx3 arrays as PNGs under root/<class>/img_<i>.png (sorted order = list order)."""
     paths = []

@@ -14,7 +14,7 @@ from unitlens.record.reduce import reduce_output
 from unitlens.record.state import decode, encode, rank_ids, tie_rank
 from unitlens.zoo import enumerate_units
 
-from conftest import to_int_tensor
+from conftest import fmix32_rank, to_int_tensor
 
 
 def brute_force(model, data, layer_names):
@@ -29,16 +29,6 @@ def brute_force(model, data, layer_names):
     for h in hooks:
         h.remove()
     return {n: torch.cat(v).double().numpy() for n, v in acts.items()}
-
-
-def fmix32_rank(i: int, seed: int = 0) -> int:
-    """murmur3's 32-bit finaliser of (id + seed * golden ratio), in plain Python integers (the tie-break rank)."""
-    x = (i + seed * 0x9E3779B9) & 0xFFFFFFFF
-    x ^= x >> 16
-    x = (x * 0x85EBCA6B) & 0xFFFFFFFF
-    x ^= x >> 13
-    x = (x * 0xC2B2AE35) & 0xFFFFFFFF
-    return x ^ (x >> 16)
 
 
 def expected_order(values: np.ndarray, k: int, largest: bool, seed: int = 0) -> np.ndarray:

@@ -9,8 +9,8 @@ Kinds:
 - ``NotComputed``: a result a step needs has not been computed yet (the message names the command);
 - ``Unavailable``: weights, a package or a feature cannot be had here (the message says how to get it).
 
-Domain types (``AtlasError``, ``LensError``, ``RelevanceError``, ``AuditError``) say where a failure happened;
-their not-computed cases are also ``NotComputed``.
+Domain types (``AtlasError``, ``LensError``, ``RelevanceError``, ``AuditError``, ``BasisError``) say where a
+failure happened; their not-computed cases are also ``NotComputed``.
 """
 from __future__ import annotations
 
@@ -77,6 +77,14 @@ class AuditError(UnitlensError):
 
 class AuditNotComputed(AuditError, NotComputed):
     """A class has no stored audit yet."""
+
+
+class BasisError(UnitlensError):
+    """A basis cannot be fitted, stored or recorded (non-finite activations or fit, a name taken, a bad matrix)."""
+
+
+class BasisNotComputed(BasisError, NotComputed):
+    """A basis a step needs has not been fitted (or its features not recorded) yet."""
 
 
 class BackendUnavailable(Unavailable):

@@ -7,12 +7,18 @@ Layout::
     samples.parquet                 one row per sample: id, path, label, metadata, skipped
     exemplars/<layer>.safetensors   top_ids/top_vals (descending), bottom_ids/bottom_vals (ascending), (C, k);
                                     ids are stored as int32 (2**31 samples at most) and read as int64
+                                    (derived layers ``L::NAME`` under their safe file name)
     scores.parquet                  long table: layer, unit, metric, backend, value, params (JSON); stamped
                                     with the atlas's identity in its schema metadata
     embeddings/<backend>/           cached image/crop embeddings (see unitlens.backends.cache)
 
 A damaged or missing file raises ``CorruptFile`` naming it and the command that rebuilds it; derived results
 stamped with another atlas's identity are refused (``check_identity``). ``unitlens.atlas.verify`` checks it all.
+
+Derived layers (the features of a fitted basis, ``blocks.6.0.conv_pwl::sae``) are added by later steps with
+``add_layers``: rows in ``units.parquet``, an exemplar file and an entry in ``manifest["layers"]`` like any
+recorded layer, so every step reads them unchanged; ``manifest["derived_layers"]`` says where each came from.
+They are not in ``manifest["config"]["layers"]`` (the record run's own configuration) nor in ``identity()``.
 """
 from __future__ import annotations
 
@@ -25,14 +31,22 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from unitlens.atlas.files import parquet_stamp, read_json, read_parquet, read_tensors, write_parquet
+from unitlens.atlas.files import (
+    parquet_stamp,
+    read_json,
+    read_parquet,
+    read_tensors,
+    write_json,
+    write_parquet,
+    write_tensors,
+)
 from unitlens.atlas.layout import (
-    EXEMPLARS,
     MANIFEST,
     SAMPLES,
     UNITS,
     backend_dirname,
     derived_path,
+    exemplar_path,
 )
 from unitlens.atlas.lock import writing
 from unitlens.errors import AtlasError, AtlasIncomplete, BadInput, CorruptFile
@@ -100,7 +114,9 @@ class Atlas:
     def identity(self) -> dict:
         """What a derived result must match to belong to this atlas: weights, data and the recorded layers."""
         cfg = self.manifest.get("config", {})
-        layers = "\n".join(f"{d['name']}\t{d.get('width')}" for d in self.manifest.get("layers", []))
+        derived = self.manifest.get("derived_layers", {})
+        layers = "\n".join(f"{d['name']}\t{d.get('width')}" for d in self.manifest.get("layers", [])
+                           if d["name"] not in derived)  # adding basis features leaves the identity as it was
         return {"weights_hash": cfg.get("weights_hash"), "dataset_fingerprint": cfg.get("dataset_fingerprint"),
                 "layers": hashlib.sha256(layers.encode()).hexdigest()[:16]}
 
@@ -131,7 +147,7 @@ class Atlas:
         return self.derived_path(name, backend_dirname(backend))
 
     def exemplar_file(self, layer: str) -> Path:
-        return self.path / EXEMPLARS / f"{layer}.safetensors"
+        return exemplar_path(self.path, layer)
 
     @property
     def layers(self) -> list[LayerInfo]:
@@ -146,19 +162,95 @@ class Atlas:
                 return info
         raise AtlasError(f"layer '{name}' is not in atlas {self.path}; it has {[i.name for i in self.layers]}")
 
-    def select_layers(self, layers: str | list[str] | None = None) -> list[LayerInfo]:
+    def select_layers(self, layers: str | list[str] | None = None, derived: bool = True) -> list[LayerInfo]:
         """The layers named by ``layers`` (names or globs; a comma-separated string allowed; None: all), in
-        depth order; a pattern that matches no layer is an error naming the atlas's layers."""
+        atlas order; a pattern that matches no layer is an error naming the atlas's layers. ``derived=False``
+        leaves derived layers out (steps that run the model's own modules); naming one then is an error."""
         infos = self.layers
+        if not derived:
+            infos = [info for info in infos if info.name not in self.derived_layers]
         if layers is None:
             return infos
         patterns = [p.strip() for p in layers.split(",") if p.strip()] if isinstance(layers, str) else list(layers)
         names = [info.name for info in infos]
         for pattern in patterns:
             if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+                if not derived and any(fnmatch.fnmatchcase(name, pattern) for name in self.derived_layers):
+                    raise AtlasError(f"layer '{pattern}' of atlas {self.path} is a derived layer (basis features), "
+                                     "not a module of the model; this step needs the model's own layers")
                 shown = ", ".join(names[:12]) + (f", ... ({len(names)} layers)" if len(names) > 12 else "")
                 raise AtlasError(f"layer '{pattern}' is not in atlas {self.path}; it has {shown}")
         return [info for info in infos if any(fnmatch.fnmatchcase(info.name, p) for p in patterns)]
+
+    @property
+    def derived_layers(self) -> dict[str, dict]:
+        """Derived layer name -> what it was made from (``parent`` layer, ``basis`` name, ...)."""
+        return self.manifest.get("derived_layers", {})
+
+    def add_layers(self, layers: list[LayerInfo], units: pd.DataFrame, exemplars: dict[str, dict[str, torch.Tensor]],
+                   about: dict[str, dict], command: str) -> None:
+        """Add (or replace) derived layers: their exemplar files, their rows of ``units.parquet`` and their
+        manifest entries, each written atomically under the write lock, the manifest last.
+
+        ``exemplars`` maps a layer to its tensors as stored (``record.run.exemplar_tensors``); ``about`` maps
+        it to its provenance, at least ``parent`` (a recorded layer): the new layer is listed after its parent
+        and the parent's other derived layers. Names of recorded layers are refused.
+        """
+        with self.writing(command):
+            self.require_complete()
+            manifest = read_json(self.path / MANIFEST)  # as it is now, not as it was when opened
+            recorded = {d["name"] for d in manifest["layers"]} - set(manifest.get("derived_layers", {}))
+            names = [info.name for info in layers]
+            for name in names:
+                if name in recorded:
+                    raise AtlasError(f"'{name}' is a recorded layer of atlas {self.path}; a derived layer needs "
+                                     "another name")
+                if about[name].get("parent") not in recorded:
+                    raise AtlasError(f"derived layer '{name}': its parent '{about[name].get('parent')}' is not a "
+                                     f"recorded layer of atlas {self.path}")
+            for name in names:
+                write_tensors(self.exemplar_file(name), exemplars[name])
+            old = pd.read_parquet(self.path / UNITS)
+            table = pd.concat([old[~old["layer"].isin(names)], units], ignore_index=True)
+            entries = [d for d in manifest["layers"] if d["name"] not in names]
+            derived = {k: v for k, v in manifest.get("derived_layers", {}).items() if k not in names}
+            for info in layers:
+                parent = about[info.name]["parent"]
+                at = max(i for i, d in enumerate(entries)
+                         if d["name"] == parent or derived.get(d["name"], {}).get("parent") == parent)
+                entries.insert(at + 1, info.as_dict())
+                derived[info.name] = about[info.name]
+            order = {d["name"]: i for i, d in enumerate(entries)}
+            table = table.sort_values("layer", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
+            write_parquet(self.path / UNITS, table)
+            manifest.update({"layers": entries, "derived_layers": derived, "n_units": len(table),
+                             "n_constant": int(table["constant"].sum())})
+            write_json(self.path / MANIFEST, manifest)
+            self.manifest = manifest
+
+    def remove_layers(self, names: list[str], command: str) -> None:
+        """Remove derived layers with their units, exemplars and score rows (the manifest first, so a crash
+        leaves files nothing refers to, never a listed layer without files)."""
+        with self.writing(command):
+            manifest = read_json(self.path / MANIFEST)
+            derived = manifest.get("derived_layers", {})
+            wrong = [n for n in names if n not in derived]
+            if wrong:
+                raise AtlasError(f"{', '.join(wrong)}: not derived layers of atlas {self.path}; only derived layers "
+                                 "can be removed (record the atlas again to change its recorded layers)")
+            manifest["layers"] = [d for d in manifest["layers"] if d["name"] not in names]
+            manifest["derived_layers"] = {k: v for k, v in derived.items() if k not in names}
+            units = pd.read_parquet(self.path / UNITS)
+            units = units[~units["layer"].isin(names)].reset_index(drop=True)
+            manifest.update({"n_units": len(units), "n_constant": int(units["constant"].sum())})
+            write_json(self.path / MANIFEST, manifest)
+            self.manifest = manifest
+            write_parquet(self.path / UNITS, units)
+            for name in names:
+                self.exemplar_file(name).unlink(missing_ok=True)
+            scores = self.scores()
+            if len(scores) and scores["layer"].isin(names).any():
+                write_parquet(self.derived_path("scores"), scores[~scores["layer"].isin(names)].reset_index(drop=True))
 
     def units(self) -> pd.DataFrame:
         self.require_complete()

@@ -7,6 +7,7 @@ dataset changed), so no step builds atlas paths by hand and none is forgotten. R
 """
 from __future__ import annotations
 
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,13 @@ DERIVED = {d.name: d for d in (
     Derived("explorer", "explorer", "images", "the explorer's cache: image thumbnails, θ maps (stamped with the "
             "lens they project)"),
 )}
+
+
+def exemplar_path(root: str | Path, layer: str) -> Path:
+    """``<root>/exemplars/<layer>.safetensors``; a layer name that is not a safe file name (a derived layer
+    ``blocks.6.0.conv_pwl::sae``) gets its ``safe_name`` (module names are already safe and stay as they are)."""
+    stem = layer if re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", layer) else safe_name(layer, default="layer")
+    return Path(root, EXEMPLARS, f"{stem}.safetensors")
 
 
 def derived_path(root: str | Path, name: str, *parts: str) -> Path:

@@ -103,12 +103,19 @@ def _no_crop(context: CropContext, examples: dict[str, ConceptExamples]) -> dict
 
 @register_crop_mode("activation")
 def _activation_crop(context: CropContext, examples: dict[str, ConceptExamples]) -> dict[str, ConceptExamples]:
-    model = context.loaded_model()
+    derived = [n for n in examples if n in context.atlas.derived_layers]
+    if derived:  # basis features are no module of the model: no activation map to crop to
+        msg = f"{', '.join(derived)}: derived layers have no activation maps; their concept examples stay whole images"
+        warnings.warn(msg, stacklevel=2)
+        context.notes.append(msg)
+    mapped = {n: ex for n, ex in examples.items() if n not in derived}
+    model = context.loaded_model() if mapped else None
     infos = {info.name: info for info in context.atlas.layers}
-    boxes = activation_boxes(model, context.atlas.dataset(), {n: (infos[n], ex) for n, ex in examples.items()},
+    boxes = activation_boxes(model, context.atlas.dataset(), {n: (infos[n], ex) for n, ex in mapped.items()},
                              threshold=context.threshold, batch_size=context.batch_size, device=context.device,
-                             progress=context.progress, notes=context.notes)
-    return {n: replace(ex, boxes=boxes[n][0], has_box=boxes[n][1], crop="activation") for n, ex in examples.items()}
+                             progress=context.progress, notes=context.notes) if mapped else {}
+    return {n: replace(ex, boxes=boxes[n][0], has_box=boxes[n][1], crop="activation") if n in boxes else
+            replace(ex, has_box=torch.zeros_like(ex.has_box), crop="activation") for n, ex in examples.items()}
 
 
 # ------------------------------------------------------------------------------------------ activation maps

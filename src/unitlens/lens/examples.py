@@ -1,7 +1,7 @@
 """Concept examples E_k: the m most activating samples of every unit, from the recorded exemplars.
 
-``select_examples(atlas, layer, m)`` gives them whole (no crop box); ``unitlens.lens.crops`` sets crop boxes on
-them with a crop mode (activation map, CRP relevance).
+``select_examples(atlas, layer, m)`` gives them whole (no crop box), leaving out images at the unit's minimum;
+``unitlens.lens.crops`` sets crop boxes on them with a crop mode (activation map, CRP relevance).
 """
 from __future__ import annotations
 
@@ -56,7 +56,11 @@ def select_examples(atlas: Atlas, layer: str, m: int = 30) -> ConceptExamples:
         m = ex.k
     ids = ex.top_ids[:, :m].clone()
     vals = ex.top_vals[:, :m].float().clone()
-    mask = torch.isfinite(vals) & (ids >= 0)
+    # an image at the unit's minimum is no activating example: a sparse unit (an SAE feature that is 0 on all but a
+    # few images) keeps only the images that activate it, not the lowest-id ones of its ties at 0
+    floor = ex.bottom_vals[:, :1].float()
+    above = (vals > floor) | (ex.top_vals[:, :1].float() <= floor)  # constant units keep theirs (flagged anyway)
+    mask = torch.isfinite(vals) & (ids >= 0) & above
     U = ids.shape[0]
     return ConceptExamples(layer=layer, units=torch.arange(U), ids=ids, vals=vals, mask=mask,
                            boxes=torch.zeros(U, m, 4, dtype=torch.int64),

@@ -30,13 +30,13 @@ from unitlens.atlas.files import (
 )
 from unitlens.atlas.layout import (
     CORE,
-    EXEMPLARS,
     LOCK,
     MANIFEST,
     RECORD_STATE,
     SAMPLES,
     UNITS,
     clear_derived,
+    exemplar_path,
 )
 from unitlens.atlas.lock import check_writable, writing
 from unitlens.data.datasets import ImageDataset, collate_readable, load_dataset
@@ -370,6 +370,26 @@ def tied_at_boundary(values: torch.Tensor) -> torch.Tensor:
     return torch.where(count > 1, count, 0)
 
 
+def exemplar_tensors(exemplars: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A layer's exemplars (``LayerState.exemplars()``) as an atlas stores them (``exemplars/<layer>.safetensors``;
+    ids as int32)."""
+    return {k: v.int() if k.endswith("_ids") else v for k, v in exemplars.items()}
+
+
+def unit_rows(info: LayerInfo, state: LayerState, exemplars: dict[str, torch.Tensor]) -> pd.DataFrame:
+    """The ``units.parquet`` rows of one recorded layer: its statistics, constant flags and tie counts."""
+    stats = {k: v.cpu() for k, v in state.stats().items()}
+    return pd.DataFrame({
+        "layer": info.name, "unit": range(state.width), "type": info.type, "depth": info.depth,
+        "rel_depth": info.rel_depth, "width": state.width, "rel_width": info.rel_width,
+        "n": stats["n"].numpy(), "min": stats["min"].numpy(), "max": stats["max"].numpy(),
+        "mean": stats["mean"].numpy(), "std": stats["std"].numpy(), "nonfinite": stats["nonfinite"].numpy(),
+        "constant": ((stats["max"] - stats["min"]) < CONSTANT_EPS).numpy(),
+        "top_tied": tied_at_boundary(exemplars["top_vals"]).cpu().numpy(),
+        "bottom_tied": tied_at_boundary(exemplars["bottom_vals"]).cpu().numpy(),
+    })
+
+
 def _write_atlas(out: Path, manifest: dict, layers: list[LayerInfo], states: dict[str, LayerState],
                  data: ImageDataset, skipped: list[int], seconds: float) -> None:
     rows, infos = [], []
@@ -379,18 +399,8 @@ def _write_atlas(out: Path, manifest: dict, layers: list[LayerInfo], states: dic
             info = LayerInfo(**{**info.as_dict(), "width": st.width})
         infos.append(info)
         exemplars = st.exemplars()
-        write_tensors(out / EXEMPLARS / f"{info.name}.safetensors",
-                      {k: v.int() if k.endswith("_ids") else v for k, v in exemplars.items()})
-        stats = {k: v.cpu() for k, v in st.stats().items()}
-        rows.append(pd.DataFrame({
-            "layer": info.name, "unit": range(st.width), "type": info.type, "depth": info.depth,
-            "rel_depth": info.rel_depth, "width": st.width, "rel_width": info.rel_width,
-            "n": stats["n"].numpy(), "min": stats["min"].numpy(), "max": stats["max"].numpy(),
-            "mean": stats["mean"].numpy(), "std": stats["std"].numpy(), "nonfinite": stats["nonfinite"].numpy(),
-            "constant": ((stats["max"] - stats["min"]) < CONSTANT_EPS).numpy(),
-            "top_tied": tied_at_boundary(exemplars["top_vals"]).numpy(),
-            "bottom_tied": tied_at_boundary(exemplars["bottom_vals"]).numpy(),
-        }))
+        write_tensors(exemplar_path(out, info.name), exemplar_tensors(exemplars))
+        rows.append(unit_rows(info, st, exemplars))
     units = pd.concat(rows, ignore_index=True)
     write_parquet(out / UNITS, units)
     samples = data.samples.copy()

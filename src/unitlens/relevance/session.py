@@ -66,7 +66,7 @@ def open_session(atlas, layers=None, data=None, device=None, model=None) -> Sess
         except UnitlensError as err:
             raise RelevanceError(f"relevance needs the analysed model: {err}") from err
     composite = composite_for(model.model, f"model '{model.name}'")
-    infos = atlas.select_layers(layers)
+    infos = atlas.select_layers(layers, derived=False)  # basis features have no LRP rules yet
     if data is None:
         samples = atlas.samples()
         dataset = atlas.dataset(model.transform)
