@@ -50,6 +50,7 @@ import torch
 
 from unitlens.data import ImageDataset, load_dataset
 from unitlens.record import record
+from unitlens.record.defaults import MICRO_BATCH_CPU
 from unitlens.record.run import Recorder
 from unitlens.record.state import LayerState
 from unitlens.zoo import enumerate_units, load_model
@@ -70,6 +71,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's own). On a machine shared with other jobs, --threads 1 "
                         "makes the CPU-time ratio trustworthy (no OpenMP threads spinning for a descheduled peer)")
+    p.add_argument("--micro-batch", type=int, default=None,
+                   help="images per forward within a batch, for all three variants (default: record()'s, "
+                        f"{MICRO_BATCH_CPU} on a CPU, the whole batch on an accelerator)")
     p.add_argument("--skip-end-to-end", action="store_true", help="do not time the public record() call")
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                    help="run every variant in NCHW instead of channels-last (record()'s default)")
@@ -111,6 +115,13 @@ def _load() -> str:
         return "n/a"
 
 
+def forward_in_slices(net, x: torch.Tensor, step: int | None) -> None:
+    """``net`` over ``x`` in slices of ``step`` images, as ``Recorder.run`` does (None: the whole batch)."""
+    step = step or len(x)
+    for start in range(0, len(x), step):
+        net(x[start:start + step])
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -139,12 +150,12 @@ def exemplars(st: LayerState) -> dict[str, torch.Tensor]:
 class Bare:
     """``model(batch)`` under inference mode, no hooks."""
 
-    def __init__(self, net, device):
-        self.net, self.device = net, device
+    def __init__(self, net, device, micro_batch):
+        self.net, self.device, self.micro_batch = net, device, micro_batch
 
     def step(self, x, ids):
         with torch.inference_mode():
-            self.net(x)
+            forward_in_slices(self.net, x, self.micro_batch)
         sync(self.device)
 
     def finish(self):
@@ -162,12 +173,12 @@ class Ours:
     three variants can take turns batch by batch on the one model.
     """
 
-    def __init__(self, net, layers, k, device):
-        self.net, self.layers, self.k, self.device = net, layers, k, device
+    def __init__(self, net, layers, k, device, micro_batch):
+        self.net, self.layers, self.k, self.device, self.micro_batch = net, layers, k, device, micro_batch
         self.states = {}
 
     def step(self, x, ids):
-        recorder = Recorder(self.net, self.layers, self.k, "mean", "mean", self.device)
+        recorder = Recorder(self.net, self.layers, self.k, "mean", "mean", self.device, micro_batch=self.micro_batch)
         recorder.states = self.states
         try:
             with torch.inference_mode():
@@ -218,10 +229,10 @@ class SemanticLens:
     forward passes (entered per batch here; its sample counter and top-k carry over), under ``torch.no_grad``
     as ``ActivationComponentVisualizer._run`` does."""
 
-    def __init__(self, net, groups, k, device):
+    def __init__(self, net, groups, k, device, micro_batch):
         from semanticlens.component_visualization.activation_caching import ActMaxCache
 
-        self.net, self.device = net, device
+        self.net, self.device, self.micro_batch = net, device, micro_batch
         self.caches = [ActMaxCache(names, aggregation_fn=fn, n_collect=k) for fn, names in groups.items()]
 
     def step(self, x, ids):
@@ -230,7 +241,7 @@ class SemanticLens:
         with torch.no_grad(), ExitStack() as stack:
             for cache in self.caches:
                 stack.enter_context(cache.hook_context(self.net))
-            self.net(x)
+            forward_in_slices(self.net, x, self.micro_batch)
         sync(self.device)
 
     def finish(self):
@@ -254,8 +265,9 @@ class _TimedRecorder(Recorder):
         self.clock.setdefault(name, [0.0, 0.0])[0] += time.perf_counter() - t0
 
     def commit(self):
-        for name, acts in self.staged.items():
+        for name, parts in self.staged.items():
             t0 = time.perf_counter()
+            acts = torch.cat(parts)
             state = self.states.get(name)
             if state is None:
                 state = self.states[name] = new_state(acts.shape[1], self.k, self.device, self)
@@ -265,12 +277,12 @@ class _TimedRecorder(Recorder):
         self.staged.clear()
 
 
-def profile_ours(net, batches, layers, k, device, bare_s: float) -> None:
+def profile_ours(net, batches, layers, k, device, bare_s: float, micro_batch: int | None) -> None:
     """Where does ours spend its time beyond the bare forward pass?"""
     from torch.profiler import ProfilerActivity, profile
 
     n = sum(len(ids) for _, ids in batches)
-    recorder = _TimedRecorder(net, layers, k, "mean", "mean", device)
+    recorder = _TimedRecorder(net, layers, k, "mean", "mean", device, micro_batch=micro_batch)
     t0 = time.perf_counter()
     with torch.inference_mode():
         for x, ids in batches:
@@ -294,7 +306,7 @@ def profile_ours(net, batches, layers, k, device, bare_s: float) -> None:
         f"{name} {r:.2f}/{u:.2f}/{recorder.states[name].width}" for name, (r, u) in worst))
     # per-op view: the forward's own ops vs the hooks' ops, in one pass at steady state (states kept)
     with profile(activities=[ProfilerActivity.CPU]) as prof, torch.inference_mode():
-        recorder2 = Recorder(net, layers, k, "mean", "mean", device)
+        recorder2 = Recorder(net, layers, k, "mean", "mean", device, micro_batch=micro_batch)
         recorder2.states = recorder.states
         for x, ids in batches[:2]:
             recorder2.run(net, x, ids)
@@ -412,11 +424,15 @@ def main(argv=None) -> int:
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
 
     groups = semanticlens_aggregators(net, layers, batches[0][0])
+    micro_batch = args.micro_batch if args.micro_batch is not None else (
+        MICRO_BATCH_CPU if device.type == "cpu" else None)
+    print(f"forward in slices of {micro_batch or args.batch_size} images for every variant (record()'s default "
+          f"on this device; --micro-batch to change)")
     load_before = _load()
     make = {
-        "bare": lambda: Bare(net, device),
-        "ours": lambda: Ours(net, layers, args.k, device),
-        "semanticlens": lambda: SemanticLens(net, groups, args.k, device),
+        "bare": lambda: Bare(net, device, micro_batch),
+        "ours": lambda: Ours(net, layers, args.k, device, micro_batch),
+        "semanticlens": lambda: SemanticLens(net, groups, args.k, device, micro_batch),
     }
     names = list(make)
     for name in names:  # warm-up: one batch each, on a throwaway instance
@@ -455,6 +471,7 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             res = record(loaded, data, Path(tmp) / "atlas", layers=layers, k=args.k,
                          batch_size=args.batch_size, device=device, channels_last=args.channels_last,
+                         micro_batch=micro_batch,
                          force=True, progress=False)
             wall = time.perf_counter() - t0
             e2e_problems = check_end_to_end(Path(tmp) / "atlas", results["ours"], layers)
@@ -493,7 +510,7 @@ def main(argv=None) -> int:
               + ("ok" if not e2e_problems else f"DIFFER in {len(e2e_problems)}: {e2e_problems[:5]}"))
         ok &= not e2e_problems
     if args.profile:
-        profile_ours(net, batches, layers, args.k, device, med["bare"])
+        profile_ours(net, batches, layers, args.k, device, med["bare"], micro_batch)
     print(f"\ntotal benchmark time {time.perf_counter() - t_start:.0f} s; checks {'passed' if ok else 'FAILED'}")
     return 0 if ok else 1
 

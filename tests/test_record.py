@@ -144,6 +144,17 @@ def test_interrupted_run_resumes_to_the_same_atlas(exact_model, random_images, t
     assert not (tmp_path / "resumed" / "record_state.safetensors").exists()
 
 
+@pytest.mark.parametrize("micro_batch", [1, 3])
+def test_micro_batches_give_the_identical_atlas(exact_model, random_images, tmp_path, micro_batch):
+    """The forward runs on slices of each batch (for cache locality on a CPU); the staged slices fold together."""
+    layers = enumerate_units(exact_model.model, skip_first_last=False)
+    whole = record(exact_model, str(random_images), tmp_path / "whole", layers, k=9, batch_size=16, micro_batch=16,
+                   progress=False, num_workers=0)
+    sliced = record(exact_model, str(random_images), tmp_path / "sliced", layers, k=9, batch_size=16,
+                    micro_batch=micro_batch, progress=False, num_workers=0)
+    assert_same_atlas(whole.atlas, sliced.atlas)
+
+
 def test_ctrl_c_in_the_middle_of_a_forward_or_a_commit_resumes_exactly(exact_model, random_images, tmp_path,
                                                                        monkeypatch):
     """Ctrl-C lands after the early layers ran (the batch must not count) or while the batch is being folded into
@@ -342,7 +353,7 @@ def test_expanding_affine_layers_are_reduced_from_their_input():
     assert set(recorder.affine) == {"pw", "pwl"}  # pwl's input is larger than its output: read directly
     with torch.inference_mode():
         recorder.run(net, x, torch.arange(5))
-        staged = dict(recorder.staged)
+        staged = {name: torch.cat(parts) for name, parts in recorder.staged.items()}
         want = {"pw": net.pw(x).mean((2, 3)), "dw": net.dw(net.pw(x)).mean((2, 3)), "pwl": net(x).mean((2, 3))}
     recorder.close()
     for name, value in want.items():

@@ -9,3 +9,4 @@ CHECKPOINT_EVERY = 2048  # images between two saved states of a run
 MERGE_EVERY = 512  # samples buffered before a top-k merge
 CONSTANT_EPS = 1e-8  # a unit is constant when max - min < this over the dataset
 TIE_SEED = 0  # seeds the permutation that orders samples of equal activation
+MICRO_BATCH_CPU = 8  # images per forward on a CPU: layer outputs stay in cache (same results, ~1.5-2x faster)

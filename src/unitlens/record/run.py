@@ -47,6 +47,7 @@ from unitlens.record.defaults import (
     CHECKPOINT_EVERY,
     CONSTANT_EPS,
     MERGE_EVERY,
+    MICRO_BATCH_CPU,
     SPATIAL,
     SPATIAL_DEFAULT,
     TIE_SEED,
@@ -121,19 +122,22 @@ class Recorder:
     """Forward hooks that reduce each selected layer's output; ``commit()`` folds a whole batch into every layer's
     ``LayerState`` once the forward has finished.
 
-    Set ``ids`` to the batch's sample ids before each forward; ``states`` holds the running state per layer. A
-    forward that stops half-way (Ctrl-C, an error in a later layer) folds nothing, so a saved state always sits
-    at a batch boundary and a resumed run reads every batch exactly once.
+    ``run(net, images, ids)`` stages one batch; ``states`` holds the running state per layer. A forward that stops
+    half-way (Ctrl-C, an error in a later layer) folds nothing, so a saved state always sits at a batch boundary
+    and a resumed run reads every batch exactly once. ``micro_batch`` runs the forward on slices of the batch: on
+    a CPU a few images at a time keep each layer's output in cache for the layers (and the hook) that read it
+    next; the staged slices are folded together, so the result does not depend on it.
     """
 
     def __init__(self, model: nn.Module, layers: list[LayerInfo], k: int, spatial: str, tokens: str, device,
-                 merge_every: int = MERGE_EVERY, tie_seed: int = TIE_SEED):
+                 merge_every: int = MERGE_EVERY, tie_seed: int = TIE_SEED, micro_batch: int | None = None):
         self.k, self.spatial, self.tokens, self.device = k, spatial, tokens, device
-        self.merge_every, self.tie_seed = merge_every, tie_seed
+        self.merge_every, self.tie_seed, self.micro_batch = merge_every, tie_seed, micro_batch
         self.infos = {info.name: info for info in layers}
         self.states: dict[str, LayerState] = {}
-        self.ids = torch.empty(0, dtype=torch.int64)  # the sample ids of the batch being run
-        self.staged: dict[str, torch.Tensor] = {}  # this batch's reduced activations, until commit()
+        self.ids = torch.empty(0, dtype=torch.int64)  # the sample ids of the batch being staged
+        self.rows = 0  # images in the forward running now (a slice of the batch)
+        self.staged: dict[str, list[torch.Tensor]] = {}  # this batch's reduced activations, until commit()
         self.affine = {}  # layers whose output means follow from their (smaller) input's means
         if spatial == "mean" and tokens == "mean":
             for name, module in named_modules(model, self.infos).items():
@@ -149,24 +153,29 @@ class Recorder:
         x = inputs[0] if inputs else None
         try:
             if affine is not None and out.ndim > 2 and torch.is_tensor(x) and x.numel() < out.numel():
-                acts = mean_from_input(x, channel_dim_of(x, info.channel_dim), affine, batch=len(self.ids))
+                acts = mean_from_input(x, channel_dim_of(x, info.channel_dim), affine, batch=self.rows)
             else:
                 acts = reduce_output(out, channel_dim_of(out, info.channel_dim, info.width), self.spatial,
-                                     self.tokens, batch=len(self.ids))
+                                     self.tokens, batch=self.rows)
         except BadInput as err:  # name the layer and how to leave it out
             raise BadInput(f"layer {name} (output {tuple(out.shape)}): {err}; leave it out with --exclude "
                            f"'{name}' (Python: exclude=[...])") from err
-        self.staged[name] = acts
+        self.staged.setdefault(name, []).append(acts)
 
     def run(self, net: nn.Module, images: torch.Tensor, ids: torch.Tensor) -> None:
-        """One forward over a batch; its activations are staged, not yet folded."""
+        """The forward over a batch (in slices of ``micro_batch`` images); its activations are staged, not folded."""
         self.staged.clear()
         self.ids = ids
-        net(images)
+        step = self.micro_batch or len(images) or 1
+        for start in range(0, len(images), step):
+            part = images[start:start + step]
+            self.rows = len(part)
+            net(part)
 
     def commit(self) -> None:
         """Fold the staged batch into every layer's state (call inside ``runtime.uninterrupted``)."""
-        for name, acts in self.staged.items():
+        for name, parts in self.staged.items():
+            acts = parts[0] if len(parts) == 1 else torch.cat(parts)
             state = self.states.get(name)
             if state is None:
                 state = self.states[name] = LayerState(acts.shape[1], self.k, self.device, self.merge_every,
@@ -234,6 +243,7 @@ def record(
     keep_first_last: bool = False,
     tie_seed: int = TIE_SEED,
     content_hash: bool | None = None,
+    micro_batch: int | None = None,
 ) -> RecordResult:
     """Record top-k/bottom-k exemplars and statistics for every unit of ``layers`` over ``data``, and write the
     atlas to ``out``.
@@ -241,7 +251,9 @@ def record(
     ``layers``: ``LayerInfo`` s (from ``enumerate_units``), or layer names / globs; None: every analysable layer
     of ``types`` but ``exclude`` and (unless ``keep_first_last``) the model's first and last layer.
 
-    ``tie_seed`` seeds the order of samples with equal activations (stored in the config).
+    ``tie_seed`` seeds the order of samples with equal activations (stored in the config). ``micro_batch``: images
+    per forward within a batch (default: ``MICRO_BATCH_CPU`` on a CPU, where a few images at a time keep layer
+    outputs in cache, the whole batch on an accelerator); it does not change the result.
     ``channels_last`` (default on) runs conv nets in NHWC, about 1.45x faster for EfficientNet-Lite0 on CPU.
     ``merge_every`` trades memory (units x merge_every floats) for speed of the top-k merge; no setting of
     it, ``batch_size`` or ``checkpoint_every`` changes the result.
@@ -285,18 +297,21 @@ def record(
                             already_complete=True)
     with writing(out, "record"):
         return _run(model, data, out, infos, config, k, spatial, tokens, batch_size, device, num_workers,
-                    checkpoint_every, merge_every, channels_last, force, progress)
+                    checkpoint_every, merge_every, channels_last, force, progress, micro_batch)
 
 
 def _run(model: LoadedModel, data: ImageDataset, out: Path, layers: list[LayerInfo], config: dict, k: int,
          spatial: str, tokens: str, batch_size: int, device, num_workers: int | None, checkpoint_every: int,
-         merge_every: int, channels_last: bool, force: bool, progress: bool) -> RecordResult:
+         merge_every: int, channels_last: bool, force: bool, progress: bool,
+         micro_batch: int | None = None) -> RecordResult:
     """The record pass proper, under the atlas's write lock."""
     manifest_path = out / MANIFEST
     resume = _prepare_out(out, config, force)
     device = pick_device(device)
     net = prepare_model(model.model, device, channels_last)
-    recorder = Recorder(net, layers, k, spatial, tokens, device, merge_every, config["tie_seed"])
+    if micro_batch is None:
+        micro_batch = MICRO_BATCH_CPU if device.type == "cpu" else None
+    recorder = Recorder(net, layers, k, spatial, tokens, device, merge_every, config["tie_seed"], micro_batch)
     start, skipped, elapsed_before = 0, [], 0.0
     if resume is not None:
         saved = read_tensors(out / RECORD_STATE, fix=FIX_STATE)
