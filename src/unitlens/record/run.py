@@ -3,6 +3,10 @@
 The run checkpoints its streaming state every ``checkpoint_every`` images (atomically); running the same
 call again resumes from the last checkpoint and ends with the same atlas as an uninterrupted run. A
 finished atlas is left alone unless ``force=True``.
+
+The pieces of a run are public so that ``record_many`` (one pass over the data for several models) shares them:
+``check_options``, ``record_config``, ``completed_result``, ``prepare_out``, ``start_manifest``, ``Recorder``,
+``restore_states``, ``save_states``, ``loader_workers`` and ``write_atlas``.
 """
 from __future__ import annotations
 
@@ -83,8 +87,16 @@ def _versions() -> dict:
             "python": platform.python_version()}
 
 
-def _config(loaded: LoadedModel, data: ImageDataset, layers: list[LayerInfo], k: int, spatial: str,
-            tokens: str) -> dict:
+def check_options(k: int, spatial: str, tokens: str) -> None:
+    """Refuse a reduction or k the record pass does not know, before any work."""
+    if spatial not in SPATIAL or tokens not in TOKENS:
+        raise BadInput(f"spatial must be one of {SPATIAL} and tokens one of {TOKENS}")
+    if k < 1:
+        raise BadInput("k must be at least 1")
+
+
+def record_config(loaded: LoadedModel, data: ImageDataset, layers: list[LayerInfo], k: int, spatial: str,
+                  tokens: str) -> dict:
     """Everything that determines the atlas's content; a resume must match it exactly."""
     return {"model": loaded.name, "weights": loaded.weights, "weights_hash": loaded.weights_hash(),
             "dataset": data.spec, "dataset_fingerprint": data.fingerprint(), "n_samples": len(data),
@@ -118,7 +130,7 @@ class Recorder:
         self.hooks.remove()
 
 
-def _prepare_out(out: Path, config: dict, force: bool) -> dict | None:
+def prepare_out(out: Path, config: dict, force: bool) -> dict | None:
     """Return the saved state metadata to resume from, None to start fresh; raise on a conflicting atlas."""
     manifest_path = out / MANIFEST
     if force and out.exists():
@@ -177,60 +189,87 @@ def record(
     ``merge_every`` trades memory (units x merge_every floats) for speed of the top-k merge; no setting of
     it, ``batch_size`` or ``checkpoint_every`` changes the result.
     """
-    if spatial not in SPATIAL or tokens not in TOKENS:
-        raise BadInput(f"spatial must be one of {SPATIAL} and tokens one of {TOKENS}")
-    if k < 1:
-        raise BadInput("k must be at least 1")
+    check_options(k, spatial, tokens)
     data = load_dataset(data, model.transform) if isinstance(data, str) else data.with_transform(model.transform)
     if len(data) >= MAX_SAMPLES:
         raise BadInput(f"at most {MAX_SAMPLES - 1} samples per atlas")
     layers = layers if layers is not None else enumerate_units(model.model)
     out = Path(out)
-    config = _config(model, data, layers, k, spatial, tokens)
-    manifest_path = out / MANIFEST
-    if manifest_path.is_file() and read_json(manifest_path).get("status") == "complete" and not force:
-        _prepare_out(out, config, force=False)  # raises if the finished atlas is of another configuration
-        atlas = Atlas(out)
-        return RecordResult(atlas, atlas.manifest["n_images"], atlas.manifest["n_skipped"], 0.0,
-                            already_complete=True)
+    config = record_config(model, data, layers, k, spatial, tokens)
+    done = completed_result(out, config, force)
+    if done is not None:
+        return done
     with writing(out, "record"):
         return _run(model, data, out, layers, config, k, spatial, tokens, batch_size, device, num_workers,
                     checkpoint_every, merge_every, channels_last, force, progress)
+
+
+def completed_result(out: Path, config: dict, force: bool) -> RecordResult | None:
+    """The result of an atlas at ``out`` that is already complete with ``config`` (None: it must be recorded);
+    raises if the finished atlas is of another configuration."""
+    manifest_path = out / MANIFEST
+    if manifest_path.is_file() and read_json(manifest_path).get("status") == "complete" and not force:
+        prepare_out(out, config, force=False)  # raises if the finished atlas is of another configuration
+        atlas = Atlas(out)
+        return RecordResult(atlas, atlas.manifest["n_images"], atlas.manifest["n_skipped"], 0.0,
+                            already_complete=True)
+    return None
+
+
+def start_manifest(out: Path, config: dict, layers: list[LayerInfo], data: ImageDataset) -> dict:
+    """Write (and return) the manifest of a run in progress: status ``recording``."""
+    manifest = {"status": "recording", "config": config, "versions": _versions(),
+                "layers": [info.as_dict() for info in layers],
+                "dataset": {"spec": data.spec, "fingerprint": config["dataset_fingerprint"], "n": len(data)}}
+    write_json(out / MANIFEST, manifest)
+    return manifest
+
+
+def restore_states(out: Path, resume: dict | None, recorder: Recorder, layers: list[LayerInfo]
+                   ) -> tuple[int, list[int], float]:
+    """Load the saved streaming states of a stopped run into ``recorder``; returns (position to continue from,
+    skipped sample ids so far, seconds spent before). A fresh run (``resume`` None) starts at 0."""
+    if resume is None:
+        return 0, [], 0.0
+    saved = read_tensors(out / RECORD_STATE)
+    for info in layers:
+        recorder.states[info.name] = LayerState.from_state_dict(
+            {f: saved[f"{info.name}/{f}"] for f in LayerState.FIELDS}, recorder.k, recorder.device,
+            recorder.merge_every)
+    return int(resume["position"]), json.loads(resume["skipped"]), float(resume["elapsed_s"])
+
+
+def save_states(out: Path, recorder: Recorder, position: int, skipped: list[int], elapsed_s: float) -> None:
+    """Checkpoint a run atomically: every layer's streaming state, the position reached and the skipped ids."""
+    tensors = {f"{name}/{f}": v for name, st in recorder.states.items() for f, v in st.state_dict().items()}
+    meta = {"position": str(position), "skipped": json.dumps(skipped), "elapsed_s": str(elapsed_s)}
+    write_tensors(out / RECORD_STATE, tensors, meta)
+
+
+def loader_workers(num_workers: int | None) -> int:
+    """Data-loading worker processes: the given number, else half the torch threads (1 to 4)."""
+    return num_workers if num_workers is not None else min(4, max(1, (torch.get_num_threads() or 2) // 2))
 
 
 def _run(model: LoadedModel, data: ImageDataset, out: Path, layers: list[LayerInfo], config: dict, k: int,
          spatial: str, tokens: str, batch_size: int, device, num_workers: int | None, checkpoint_every: int,
          merge_every: int, channels_last: bool, force: bool, progress: bool) -> RecordResult:
     """The record pass proper, under the atlas's write lock."""
-    manifest_path = out / MANIFEST
-    resume = _prepare_out(out, config, force)
+    resume = prepare_out(out, config, force)
     device = pick_device(device)
     net = model.model.to(device).eval()
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     recorder = Recorder(net, layers, k, spatial, tokens, device, merge_every)
-    start, skipped, elapsed_before = 0, [], 0.0
-    if resume is not None:
-        saved = read_tensors(out / RECORD_STATE)
-        for info in layers:
-            recorder.states[info.name] = LayerState.from_state_dict(
-                {f: saved[f"{info.name}/{f}"] for f in LayerState.FIELDS}, k, device, merge_every)
-        start, skipped = int(resume["position"]), json.loads(resume["skipped"])
-        elapsed_before = float(resume["elapsed_s"])
-    manifest = {"status": "recording", "config": config, "versions": _versions(),
-                "layers": [info.as_dict() for info in layers],
-                "dataset": {"spec": data.spec, "fingerprint": config["dataset_fingerprint"], "n": len(data)}}
-    write_json(manifest_path, manifest)
-    workers = num_workers if num_workers is not None else min(4, max(1, (torch.get_num_threads() or 2) // 2))
+    start, skipped, elapsed_before = restore_states(out, resume, recorder, layers)
+    manifest = start_manifest(out, config, layers, data)
     loader = DataLoader(Subset(data, range(start, len(data))), batch_size=batch_size, shuffle=False,
-                        num_workers=workers, collate_fn=collate_readable, pin_memory=device.type == "cuda")
+                        num_workers=loader_workers(num_workers), collate_fn=collate_readable,
+                        pin_memory=device.type == "cuda")
     position, since_checkpoint, t0 = start, 0, time.perf_counter()
 
     def checkpoint() -> None:
-        tensors = {f"{name}/{f}": v for name, st in recorder.states.items() for f, v in st.state_dict().items()}
-        meta = {"position": str(position), "skipped": json.dumps(skipped),
-                "elapsed_s": str(elapsed_before + time.perf_counter() - t0)}
-        write_tensors(out / RECORD_STATE, tensors, meta)
+        save_states(out, recorder, position, skipped, elapsed_before + time.perf_counter() - t0)
 
     bar = Progress("recording", len(data), progress, completed=start, unit="img")
     try:
@@ -262,13 +301,14 @@ def _run(model: LoadedModel, data: ImageDataset, out: Path, layers: list[LayerIn
     seconds = time.perf_counter() - t0
     if not recorder.states:
         raise AtlasError(f"no image of {data.spec} could be read ({len(skipped)} skipped); nothing was recorded")
-    _write_atlas(out, manifest, layers, recorder.states, data, skipped, elapsed_before + seconds)
+    write_atlas(out, manifest, layers, recorder.states, data, skipped, elapsed_before + seconds)
     return RecordResult(Atlas(out), len(data), len(skipped), seconds, resumed_from=start,
                         skipped=[str(data.path(i)) for i in skipped])
 
 
-def _write_atlas(out: Path, manifest: dict, layers: list[LayerInfo], states: dict[str, LayerState],
-                 data: ImageDataset, skipped: list[int], seconds: float) -> None:
+def write_atlas(out: Path, manifest: dict, layers: list[LayerInfo], states: dict[str, LayerState],
+                data: ImageDataset, skipped: list[int], seconds: float) -> None:
+    """Write a finished run's exemplars, unit and sample tables and complete manifest; drop its saved state."""
     rows, infos = [], []
     for info in layers:
         st = states[info.name]
