@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from unitlens.cli import atlas, audit, lens, mis, plot, record, relevance
+from unitlens.cli import atlas, audit, lens, mis, plot, record, relevance, study
 
 app = typer.Typer(
     help="Measure and explain every unit of a vision model.", no_args_is_help=True, pretty_exceptions_enable=False
@@ -22,6 +22,7 @@ app.add_typer(plot.app, name="plot")
 app.add_typer(audit.app, name="audit")
 app.command("relevance")(relevance.relevance)
 app.command("graph")(relevance.graph)
+app.add_typer(study.app, name="study")
 
 __all__ = ["app"]
 
