@@ -5,11 +5,30 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperGroup
 
-from unitlens.cli.common import failing_cleanly, group, print_frame, say
-from unitlens.study.defaults import GPUS_PER_TASK, JOBS, MEMORY_BUDGET_MB
+from unitlens.cli.common import failing_cleanly, print_frame, say
+from unitlens.study.defaults import CPUS_PER_TASK, GPUS_PER_TASK, JOBS, MEMORY_BUDGET_MB
 
-app = group("study", help="Studies: many models or checkpoints recorded, scored and compared together.")
+LOCAL_RAY = "local"
+
+
+class StudyGroup(TyperGroup):
+    """``--ray`` takes an optional address: alone (followed by an option, the study file or nothing) it means a
+    local Ray instance."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        out = []
+        for i, arg in enumerate(args):
+            out.append(arg)
+            nxt = args[i + 1] if i + 1 < len(args) else None
+            if arg == "--ray" and (nxt is None or nxt.startswith("-") or nxt.endswith(".toml")):
+                out.append(LOCAL_RAY)
+        return super().parse_args(ctx, out)
+
+
+app = typer.Typer(cls=StudyGroup, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Studies: many models or checkpoints recorded, scored and compared together.")
 
 PANELS = {  # the study table in panels that each fit 80 columns: column -> header
     "entries": {"entry": "entry", "weights": "weights", "epoch": "epoch", "accuracy": "acc", "status": "status",
@@ -35,9 +54,10 @@ def run(
     study_file: Path = typer.Argument(..., help="The study file (TOML; see README, Studies)."),
     out: Optional[Path] = typer.Option(None, help="Study folder (default: studies/<name>). Resumed if it exists."),
     jobs: int = typer.Option(JOBS, help="Entries in parallel worker processes on this machine."),
-    ray: Optional[str] = typer.Option(None, "--ray", is_flag=False, flag_value="local", metavar="[ADDRESS]",
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]",
                                       help="Run one Ray task per entry and step: alone, a local Ray instance; with "
                                            "an address (auto, ray://host:10001), that cluster."),
+    cpus_per_task: int = typer.Option(CPUS_PER_TASK, help="CPUs each Ray task asks for (its torch threads)."),
     gpus_per_task: float = typer.Option(GPUS_PER_TASK, help="GPUs each Ray task asks for."),
     memory_budget: float = typer.Option(MEMORY_BUDGET_MB, help="MB of model weights and record state that the "
                                                                 "models of one shared record pass may take."),
@@ -46,8 +66,8 @@ def run(
     from unitlens.study.runner import run_study
 
     with failing_cleanly():
-        result = run_study(study_file, out, jobs=jobs, ray=ray, gpus_per_task=gpus_per_task,
-                           memory_budget_mb=memory_budget)
+        result = run_study(study_file, out, jobs=jobs, ray=ray, cpus_per_task=cpus_per_task,
+                           gpus_per_task=gpus_per_task, memory_budget_mb=memory_budget)
     print_table(result.table, title=f"study {result.state['name']} -> {result.folder} ({result.seconds:.0f} s)")
     if result.failed:
         for name, error in result.failed.items():

@@ -14,10 +14,12 @@ Where tasks run:
 - ``jobs=N``: N worker processes on this machine (each with 1/N of the CPU threads; the entries sharing a record
   pass are split so that every worker has work);
 - ``ray=ADDRESS``: one Ray task per entry and step on a Ray cluster (``"local"`` starts one on this machine,
-  ``"auto"`` joins the running one), each asking for ``gpus_per_task`` GPUs. The study folder must be on storage
-  every node sees at the same path.
+  ``"auto"`` joins the running one), each asking for ``cpus_per_task`` CPUs (its torch threads) and
+  ``gpus_per_task`` GPUs. The study folder must be on storage every node sees at the same path.
 
-The results do not depend on where the tasks ran.
+The results do not depend on where the tasks ran, only on the number of torch threads a step runs with: a forward
+pass cuts its float reductions by threads, so activations may differ in the last bits between thread counts (the
+sequential run uses this process's threads; ``torch.set_num_threads`` / ``OMP_NUM_THREADS`` set them).
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ import pandas as pd
 from unitlens.data.datasets import load_dataset
 from unitlens.errors import BadInput, UnitlensError
 from unitlens.runtime import Progress
-from unitlens.study.defaults import GPUS_PER_TASK, JOBS, MEMORY_BUDGET_MB
+from unitlens.study.defaults import CPUS_PER_TASK, GPUS_PER_TASK, JOBS, MEMORY_BUDGET_MB
 from unitlens.study.folder import StudyFolder, entry_status
 from unitlens.study.spec import StudySpec, load_spec
 from unitlens.study.steps import Task, execute
@@ -97,7 +99,7 @@ class RayTasks(Inline):
     """Tasks run as Ray tasks: on the cluster at ``address`` ("auto": the running one; "local": start one here),
     or on the Ray instance this process already started."""
 
-    def __init__(self, address: str, gpus_per_task: float):
+    def __init__(self, address: str, cpus_per_task: int, gpus_per_task: float):
         try:
             import ray
         except ImportError as err:
@@ -106,9 +108,10 @@ class RayTasks(Inline):
         self.started = not ray.is_initialized()
         if self.started:
             ray.init(address=None if address in ("", "local") else address, log_to_driver=False)
-        self.remote = ray.remote(num_cpus=1, num_gpus=gpus_per_task)(execute)
+        self.remote = ray.remote(num_cpus=cpus_per_task, num_gpus=gpus_per_task)(execute)
         resources = ray.cluster_resources()  # as many tasks in flight as the cluster can run at once
-        slots = [resources.get("CPU", 1)] + ([resources.get("GPU", 0) / gpus_per_task] if gpus_per_task else [])
+        slots = [resources.get("CPU", 1) / cpus_per_task] + \
+            ([resources.get("GPU", 0) / gpus_per_task] if gpus_per_task else [])
         self.capacity = max(1, int(min(slots)))
 
     def submit(self, task: Task):
@@ -169,21 +172,22 @@ def preflight(spec: StudySpec) -> None:
 
 
 def run_study(study_file: str | Path, out: str | Path | None = None, jobs: int = JOBS, ray: str | None = None,
-              gpus_per_task: float = GPUS_PER_TASK, memory_budget_mb: float = MEMORY_BUDGET_MB,
-              progress: bool = True) -> StudyRun:
+              cpus_per_task: int = CPUS_PER_TASK, gpus_per_task: float = GPUS_PER_TASK,
+              memory_budget_mb: float = MEMORY_BUDGET_MB, progress: bool = True) -> StudyRun:
     """Run (or resume) the study in ``study_file`` into the folder ``out`` (default ``studies/<name>``).
 
     ``jobs``: worker processes on this machine; ``ray``: a Ray address (``"local"``, ``"auto"`` or
-    ``"ray://host:10001"``) to run one Ray task per entry and step instead; ``gpus_per_task``: GPUs each Ray task
-    asks for; ``memory_budget_mb``: the estimated memory the models of one shared record pass may take together.
+    ``"ray://host:10001"``) to run one Ray task per entry and step instead; ``cpus_per_task`` / ``gpus_per_task``:
+    what each Ray task asks for (its torch threads are its CPUs); ``memory_budget_mb``: the estimated memory the
+    models of one shared record pass may take together.
     """
     t_start = time.perf_counter()
     if jobs < 1:
         raise BadInput(f"jobs must be at least 1, got {jobs}")
     if ray is not None and jobs > 1:
         raise BadInput("give either --jobs (processes on this machine) or --ray (a Ray cluster), not both")
-    if gpus_per_task < 0 or memory_budget_mb <= 0:
-        raise BadInput("gpus per task must be >= 0 and the memory budget > 0")
+    if gpus_per_task < 0 or cpus_per_task < 1 or memory_budget_mb <= 0:
+        raise BadInput("cpus per task must be >= 1, gpus per task >= 0 and the memory budget > 0")
     spec = load_spec(study_file)
     preflight(spec)
     folder = StudyFolder(Path(out) if out is not None else Path("studies") / spec.name)
@@ -196,9 +200,11 @@ def run_study(study_file: str | Path, out: str | Path | None = None, jobs: int =
                     st["status"], st["error"] = "pending", ""
         folder.write_state(state)
         executor = Inline() if ray is None and jobs == 1 else \
-            RayTasks(ray, gpus_per_task) if ray is not None else Processes(jobs)
+            RayTasks(ray, cpus_per_task, gpus_per_task) if ray is not None else Processes(jobs)
+        threads = cpus_per_task if ray is not None else max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
         try:
-            _schedule(spec, folder, state, executor, jobs, ray is not None, int(memory_budget_mb * 2**20), progress)
+            _schedule(spec, folder, state, executor, threads, ray is not None, jobs, int(memory_budget_mb * 2**20),
+                      progress)
         finally:
             folder.write_state(state)
             executor.close()
@@ -210,11 +216,10 @@ def run_study(study_file: str | Path, out: str | Path | None = None, jobs: int =
     return StudyRun(folder.path, state, table, failed, time.perf_counter() - t_start)
 
 
-def _schedule(spec: StudySpec, folder: StudyFolder, state: dict, executor, jobs: int, on_ray: bool,
-              memory_budget: int, progress: bool) -> None:
+def _schedule(spec: StudySpec, folder: StudyFolder, state: dict, executor, threads: int | None, on_ray: bool,
+              jobs: int, memory_budget: int, progress: bool) -> None:
     records = {r["name"]: r for r in state["entries"]}
-    inline = isinstance(executor, Inline) and type(executor) is Inline
-    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+    inline = type(executor) is Inline
     study = str(folder.path.resolve())
 
     def task(step: str, entries: list[dict]) -> Task:
