@@ -59,13 +59,14 @@ class StudyRun:
 
 # ---------------------------------------------------------------------------------------------- executors
 class Inline:
-    """Tasks run one after another in this process."""
+    """Tasks run one after another in this process; ``report`` hears a record task's passes as they end."""
 
     capacity = 1  # tasks in flight at once
+    report = None
 
     def submit(self, task: Task) -> Future:
         future: Future = Future()
-        future.set_result(execute(task))
+        future.set_result(execute(task, self.report))
         return future
 
     def wait(self, handles: list) -> list:
@@ -241,12 +242,32 @@ def _schedule(spec: StudySpec, folder: StudyFolder, state: dict, executor, threa
         return f"study {spec.name}: {done} done, {failed} failed, {left} left" + (f" · {current}" if current else "")
 
     in_flight: dict = {}
+    applied: set[tuple[str, str]] = set()  # (entry, step) outcomes taken in since the step was queued
+
+    def apply(outcomes: list[dict]) -> None:
+        before = sum(counts()[:2])
+        for o in outcomes:
+            if (o["entry"], o["step"]) in applied:
+                continue
+            applied.add((o["entry"], o["step"]))
+            r = records[o["entry"]]
+            r["steps"][o["step"]].update({k: o[k] for k in ("status", "error", "seconds", "result")})
+            nxt = _next_step(r)
+            if o["status"] == "done" and nxt is not None:
+                queue.append(task(nxt, [r]))
+        folder.write_state(state)
+        bar.advance(sum(counts()[:2]) - before)
+        bar.describe(describe())
+
+    if inline:
+        executor.report = apply
     with Progress(describe(), len(records), progress, completed=sum(counts()[:2]), unit="entry") as bar:
         while queue or in_flight:
             while queue and len(in_flight) < executor.capacity:
                 t = queue.pop(0)
                 for r in t.entries:
                     records[r["name"]]["steps"][t.step]["status"] = "running"
+                    applied.discard((r["name"], t.step))
                 folder.write_state(state)
                 bar.describe(describe(f"{', '.join(r['name'] for r in t.entries)}: {t.step}"))
                 try:
@@ -260,16 +281,7 @@ def _schedule(spec: StudySpec, folder: StudyFolder, state: dict, executor, threa
                     outcomes = executor.result(handle)
                 except Exception as err:  # noqa: BLE001 - a worker that died (killed for memory, node lost)
                     outcomes = _failed_future(t, err).result()
-                before = sum(counts()[:2])
-                for o in outcomes:
-                    r = records[o["entry"]]
-                    r["steps"][o["step"]].update({k: o[k] for k in ("status", "error", "seconds", "result")})
-                    nxt = _next_step(r)
-                    if o["status"] == "done" and nxt is not None:
-                        queue.append(task(nxt, [r]))
-                folder.write_state(state)
-                bar.advance(sum(counts()[:2]) - before)
-                bar.describe(describe())
+                apply(outcomes)
 
 
 def _failed_future(t: Task, err: BaseException) -> Future:

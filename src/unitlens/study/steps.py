@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -59,18 +59,21 @@ def load_entry_model(entry: Entry):
     return loaded, layers
 
 
-def execute(task: Task) -> list[dict]:
-    """Run ``task``; one outcome per entry."""
+def execute(task: Task, report: Callable[[list[dict]], None] | None = None) -> list[dict]:
+    """Run ``task``; one outcome per entry. ``report`` (in-process runs) gets the outcomes of a record task's
+    passes as each pass ends, so the study's state follows a long record step."""
     if task.threads:
         import torch
 
         torch.set_num_threads(task.threads)
-    run = {"record": _record, "accuracy": _accuracy, "mis": _mis, "lens": _lens}[task.step]
-    return run(task, [entry_of(r) for r in task.entries])
+    entries = [entry_of(r) for r in task.entries]
+    if task.step == "record":
+        return _record(task, entries, report or (lambda outcomes: None))
+    return {"accuracy": _accuracy, "mis": _mis, "lens": _lens}[task.step](task, entries)
 
 
 # ---------------------------------------------------------------------------------------------- record
-def _record(task: Task, entries: list[Entry]) -> list[dict]:
+def _record(task: Task, entries: list[Entry], report: Callable[[list[dict]], None]) -> list[dict]:
     from unitlens.record import record, record_many
     from unitlens.record.many import estimate_bytes
 
@@ -85,6 +88,7 @@ def _record(task: Task, entries: list[Entry]) -> list[dict]:
             results[entry.name] = outcome(entry.name, "record", time.perf_counter() - t0, err)
             continue
         ready.append((entry, loaded, layers, time.perf_counter() - t0))
+    report(list(results.values()))
     options = dict(entries[0].options.get("record", {}))
     k, merge_every = options.get("k", 200), options.get("merge_every", 512)
     passes, current, size = [], [], 0
@@ -110,6 +114,7 @@ def _record(task: Task, entries: list[Entry]) -> list[dict]:
     for group in passes:
         if len(group) == 1:
             one(*group[0])
+            report([results[group[0][0].name]])
             continue
         t0 = time.perf_counter()
         try:
@@ -119,11 +124,13 @@ def _record(task: Task, entries: list[Entry]) -> list[dict]:
         except Exception:  # noqa: BLE001 - find which entry fails: each records (resumes) on its own
             for item in group:
                 one(*item)
+            report([results[g[0].name] for g in group])
             continue
         seconds = (time.perf_counter() - t0) / len(group)
         for (entry, _, _, load_s), res in zip(group, shared):
             results[entry.name] = outcome(entry.name, "record", load_s + seconds,
                                           result=_record_result(res, len(group)))
+        report([results[g[0].name] for g in group])
     return [results[e.name] for e in entries]
 
 
