@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from unitlens.data import load_dataset
-from unitlens.errors import CheckpointMismatch
+from unitlens.errors import BadInput, CheckpointMismatch
 from unitlens.zoo import enumerate_units, load_model
 from unitlens.zoo.factory import offline_weights_path
 
@@ -136,3 +136,29 @@ def test_resolve_class_by_index_name_and_synonym():
         resolve_class(loaded, 1000)
     with pytest.raises(ValueError, match="no class named"):
         resolve_class(loaded, "unicorn")
+
+
+def test_architecture_options_in_the_name_and_seeded_random_init():
+    from PIL import Image
+
+    from unitlens.zoo.factory import split_options
+
+    assert split_options("timm:resnet10t?num_classes=22&input_size=64") == \
+        ("timm:resnet10t", {"num_classes": 22, "input_size": 64})
+    assert split_options("efficientnet_lite0") == ("efficientnet_lite0", {})
+    with pytest.raises(BadInput, match="model option 'classes=3'.*num_classes"):
+        split_options("timm:resnet10t?classes=3")
+    with pytest.raises(BadInput, match="no pretrained weights for that head"):
+        load_model("timm:resnet10t?num_classes=3")
+    state = torch.random.get_rng_state()
+    a = load_model("timm:test_resnet?num_classes=5&input_size=40", pretrained=False)
+    b = load_model("timm:test_resnet?num_classes=5&input_size=40", pretrained=False)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's RNG is left alone
+    assert a.weights_hash() == b.weights_hash()
+    x = a.transform(Image.new("RGB", (90, 70), (10, 200, 30)))
+    assert tuple(x.shape) == (3, 40, 40) and a.input_size == (3, 40, 40)
+    with torch.no_grad():
+        assert tuple(a.model(x[None]).shape) == (1, 5)
+    tv = load_model("torchvision:resnet18?num_classes=4&input_size=48", pretrained=False)
+    assert tuple(tv.transform(Image.new("RGB", (90, 70))).shape) == (3, 48, 48)
+    assert tv.model.fc.out_features == 4
