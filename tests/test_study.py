@@ -326,6 +326,28 @@ def test_a_failing_entry_is_isolated_and_the_exit_status_says_so(tmp_path, image
     assert table.loc["fine", "status"] == "done" and table.loc["fine", "mis_mean"] > 0
 
 
+def assert_same_study(ours: Path, theirs: Path) -> None:
+    """The same study table (but the timing columns) and the same atlases (exemplars, units, scores)."""
+    pd.testing.assert_frame_equal(pd.read_parquet(ours / "study.parquet").drop(columns=TIMINGS),
+                                  pd.read_parquet(theirs / "study.parquet").drop(columns=TIMINGS), check_exact=True)
+    for path in sorted((theirs / "atlases").iterdir()):
+        a, b = Atlas(path), Atlas(ours / "atlases" / path.name)
+        assert_same_atlas(a, b)
+        key = ["metric", "backend", "layer", "unit"]
+        pd.testing.assert_frame_equal(a.scores().sort_values(key).reset_index(drop=True),
+                                      b.scores().sort_values(key).reset_index(drop=True), check_exact=True)
+
+
+def test_worker_processes_give_the_same_study(tmp_path, images, reference):
+    ref_out, _ = reference
+    run = run_study(write_study(tmp_path, study_text(images)), tmp_path / "out", jobs=2, cpus_per_task=1,
+                    progress=False)
+    assert run.ok, run.failed
+    steps = {r["name"]: r["steps"] for r in run.state["entries"]}
+    assert [s["record"]["result"]["shared_pass"] for s in steps.values()] == [1, 1]  # split over the two workers
+    assert_same_study(tmp_path / "out", ref_out)
+
+
 def test_ray_gives_the_same_study_as_the_sequential_run(tmp_path, images, reference):
     ray = pytest.importorskip("ray")
     ref_out, _ = reference
@@ -338,12 +360,4 @@ def test_ray_gives_the_same_study_as_the_sequential_run(tmp_path, images, refere
     assert run.ok, run.failed
     steps = {r["name"]: r["steps"] for r in run.state["entries"]}
     assert [s["record"]["result"]["shared_pass"] for s in steps.values()] == [1, 1]  # one Ray task per entry
-    ours = pd.read_parquet(tmp_path / "out" / "study.parquet").drop(columns=TIMINGS)
-    theirs = pd.read_parquet(ref_out / "study.parquet").drop(columns=TIMINGS)
-    pd.testing.assert_frame_equal(ours, theirs, check_exact=True)
-    for name in steps:
-        a, b = Atlas(ref_out / "atlases" / name), Atlas(tmp_path / "out" / "atlases" / name)
-        assert_same_atlas(a, b)
-        key = ["metric", "backend", "layer", "unit"]
-        pd.testing.assert_frame_equal(a.scores().sort_values(key).reset_index(drop=True),
-                                      b.scores().sort_values(key).reset_index(drop=True), check_exact=True)
+    assert_same_study(tmp_path / "out", ref_out)

@@ -57,7 +57,8 @@ def run(
     ray: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]",
                                       help="Run one Ray task per entry and step: alone, a local Ray instance; with "
                                            "an address (auto, ray://host:10001), that cluster."),
-    cpus_per_task: int = typer.Option(CPUS_PER_TASK, help="CPUs each Ray task asks for (its torch threads)."),
+    cpus_per_task: Optional[int] = typer.Option(None, help=f"Torch threads of each task: the CPUs a Ray task asks for "
+                                                           f"(default {CPUS_PER_TASK}); with --jobs, default cores/N."),
     gpus_per_task: float = typer.Option(GPUS_PER_TASK, help="GPUs each Ray task asks for."),
     memory_budget: float = typer.Option(MEMORY_BUDGET_MB, help="MB of model weights and record state that the "
                                                                 "models of one shared record pass may take."),

@@ -11,10 +11,10 @@ steps are tried again. At the end it writes the study table (``study.parquet``).
 Where tasks run:
 
 - sequentially in this process (the default), with progress bars;
-- ``jobs=N``: N worker processes on this machine (each with 1/N of the CPU threads; the entries sharing a record
-  pass are split so that every worker has work);
+- ``jobs=N``: N worker processes on this machine (each with ``cpus_per_task`` torch threads, by default 1/N of the
+  cores; the entries sharing a record pass are split so that every worker has work);
 - ``ray=ADDRESS``: one Ray task per entry and step on a Ray cluster (``"local"`` starts one on this machine,
-  ``"auto"`` joins the running one), each asking for ``cpus_per_task`` CPUs (its torch threads) and
+  ``"auto"`` joins the running one), each asking for ``cpus_per_task`` CPUs (its torch threads; default 1) and
   ``gpus_per_task`` GPUs. The study folder must be on storage every node sees at the same path.
 
 The results do not depend on where the tasks ran, only on the number of torch threads a step runs with: a forward
@@ -173,13 +173,14 @@ def preflight(spec: StudySpec) -> None:
 
 
 def run_study(study_file: str | Path, out: str | Path | None = None, jobs: int = JOBS, ray: str | None = None,
-              cpus_per_task: int = CPUS_PER_TASK, gpus_per_task: float = GPUS_PER_TASK,
+              cpus_per_task: int | None = None, gpus_per_task: float = GPUS_PER_TASK,
               memory_budget_mb: float = MEMORY_BUDGET_MB, progress: bool = True) -> StudyRun:
     """Run (or resume) the study in ``study_file`` into the folder ``out`` (default ``studies/<name>``).
 
     ``jobs``: worker processes on this machine; ``ray``: a Ray address (``"local"``, ``"auto"`` or
     ``"ray://host:10001"``) to run one Ray task per entry and step instead; ``cpus_per_task`` / ``gpus_per_task``:
-    what each Ray task asks for (its torch threads are its CPUs); ``memory_budget_mb``: the estimated memory the
+    what each Ray task asks for (its torch threads are its CPUs; default 1), and the torch threads of each ``jobs``
+    worker (default: the cores / jobs); ``memory_budget_mb``: the estimated memory the
     models of one shared record pass may take together.
     """
     t_start = time.perf_counter()
@@ -187,7 +188,11 @@ def run_study(study_file: str | Path, out: str | Path | None = None, jobs: int =
         raise BadInput(f"jobs must be at least 1, got {jobs}")
     if ray is not None and jobs > 1:
         raise BadInput("give either --jobs (processes on this machine) or --ray (a Ray cluster), not both")
-    if gpus_per_task < 0 or cpus_per_task < 1 or memory_budget_mb <= 0:
+    if ray is not None and cpus_per_task is None:
+        cpus_per_task = CPUS_PER_TASK
+    elif jobs > 1 and cpus_per_task is None:
+        cpus_per_task = max(1, (os.cpu_count() or 1) // jobs)
+    if gpus_per_task < 0 or (cpus_per_task is not None and cpus_per_task < 1) or memory_budget_mb <= 0:
         raise BadInput("cpus per task must be >= 1, gpus per task >= 0 and the memory budget > 0")
     spec = load_spec(study_file)
     preflight(spec)
@@ -202,10 +207,9 @@ def run_study(study_file: str | Path, out: str | Path | None = None, jobs: int =
         folder.write_state(state)
         executor = Inline() if ray is None and jobs == 1 else \
             RayTasks(ray, cpus_per_task, gpus_per_task) if ray is not None else Processes(jobs)
-        threads = cpus_per_task if ray is not None else max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
         try:
-            _schedule(spec, folder, state, executor, threads, ray is not None, jobs, int(memory_budget_mb * 2**20),
-                      progress)
+            _schedule(spec, folder, state, executor, cpus_per_task, ray is not None, jobs,
+                      int(memory_budget_mb * 2**20), progress)
         finally:
             folder.write_state(state)
             executor.close()
