@@ -122,9 +122,9 @@ def main() -> None:
     print(f"\nseparate ({k} record runs): {sep:.1f} s ({k * n / sep:.1f} model-images/s)")
     print(f"record_many (one pass):     {many:.1f} s ({k * n / many:.1f} model-images/s)")
     print(f"ratio separate / record_many: {sep / many:.2f}x")
-    print(f"decode (open_rgb, {n} images, one thread): {t_decode:.1f} s once; {k} separate runs decode {k}x: "
-          f"{k * t_decode:.1f} s = {100 * k * t_decode / sep:.0f} % of the separate time "
-          f"(CPU work; the DataLoader worker overlaps part of it with the forward passes)")
+    print(f"decode (open_rgb, {n} images, one thread): {t_decode:.1f} s per pass; the {k} separate runs decode "
+          f"{k}x = {k * t_decode:.1f} s, {100 * k * t_decode / sep:.0f} % of their wall time (decoding runs in the "
+          f"loader's worker process beside the forward passes, so this share can pass 100 %); record_many decodes once")
     print(f"preprocessing: {len(distinct)} distinct transform(s), {', '.join(f'{t:.1f} s' for t in t_transform)} per "
           f"pass over the images; separate runs apply one per model ({k}x)")
     print(f"atlases identical: {identical}")

@@ -31,10 +31,11 @@ def note(message: str) -> None:
 
 
 def print_frame(frame: Any, title: str | None = None) -> None:
-    """Print a DataFrame as a rich table (floats with 4 significant digits)."""
+    """Print a DataFrame as a rich table (floats with 4 significant digits; long cells fold, never truncate)."""
     table = Table(title=title)
     for col in frame.columns:
-        table.add_column(str(col), justify="right" if frame[col].dtype.kind in "iuf" else "left")
+        table.add_column(str(col), justify="right" if frame[col].dtype.kind in "iuf" else "left",
+                         overflow="fold")  # a cell too wide for the terminal wraps, never loses characters
     for row in frame.itertuples(index=False):
         table.add_row(*[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row])
     console.print(table)

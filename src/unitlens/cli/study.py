@@ -31,10 +31,11 @@ app = typer.Typer(cls=StudyGroup, no_args_is_help=True, pretty_exceptions_enable
                   help="Studies: many models or checkpoints recorded, scored and compared together.")
 
 PANELS = {  # the study table in panels that each fit 80 columns: column -> header
-    "entries": {"entry": "entry", "weights": "weights", "epoch": "epoch", "accuracy": "acc", "status": "status",
-                "layers": "layers", "units": "units", "constant_units": "const"},
-    "MIS": {"entry": "entry", "mis_mean": "mean", "mis_p5": "p5", "mis_p95": "p95", "mis_worst5": "worst 5%",
-            "mis_accuracy": "task acc"},
+    "entries": {"entry": "entry", "weights": "weights", "epoch": "epoch", "accuracy": "accuracy", "status": "status"},
+    "units": {"entry": "entry", "layers": "layers", "units": "units", "constant_units": "constant",
+              "mis_units": "scored"},
+    "MIS": {"entry": "entry", "mis_mean": "mean", "mis_p5": "p5", "mis_p95": "p95"},
+    "MIS tails and task accuracy": {"entry": "entry", "mis_worst5": "worst 5%", "mis_accuracy": "task acc"},
     "SemanticLens": {"entry": "entry", "clarity_mean": "clarity", "polysemanticity_mean": "polysem.",
                      "redundancy_mean": "redundancy"},
     "seconds": {"entry": "entry", "record_s": "record", "accuracy_s": "accuracy", "mis_s": "mis", "lens_s": "lens"},

@@ -180,9 +180,12 @@ def _change(change: pd.DataFrame, epoch: int, tag: str, path: Path) -> Path:
     fig = new_figure(max(6.0, 0.18 * len(one) + 2.5), 4.4)
     ax = fig.add_subplot()
     x = np.arange(len(one))
-    ax.bar(x, one["change"], color=[colours[t] for t in one["type"]])
+    ax.bar(x, one["change"].fillna(0.0), color=[colours[t] for t in one["type"]])
     for t in sorted(colours):
         ax.bar([np.nan], [np.nan], color=colours[t], label=t)
+    missing = one["change"].isna().to_numpy()
+    if missing.any():  # a layer whose units were constant (unscored) at one of the two epochs has no change
+        ax.plot(x[missing], np.zeros(missing.sum()), "x", color="black", label="no MIS at one of the epochs")
     ax.axhline(0, color="black", linewidth=0.6)
     ax.set_xticks(x)
     ax.set_xticklabels(one["layer"], rotation=90, fontsize=5 if len(one) > 40 else 7)
