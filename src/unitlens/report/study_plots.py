@@ -62,7 +62,9 @@ def _distributions(table: pd.DataFrame, units: pd.DataFrame, tag: str, path: Pat
              "most variable": ranked.tail(per)} if len(ranked) >= 3 else {"all": ranked}
     rows, per = len(picks), max(len(chosen) for chosen in picks.values())
     fig = new_figure(3.0 * per + 1.0, 2.3 * rows + 0.6)
-    bins = np.linspace(min(0.4, units["mis"].min()), 1.0, 41)
+    lo, hi = min(float(units["mis"].min()), CHANCE), float(units["mis"].max())
+    pad = 0.03 * (hi - lo) or 0.01
+    bins = np.linspace(lo - pad, hi + pad, 41)  # one range for every panel, so their shapes compare
     for i, (group, chosen) in enumerate(picks.items()):
         for j, row in enumerate(chosen.itertuples(index=False)):
             ax = fig.add_subplot(rows, per, i * per + j + 1)
