@@ -8,7 +8,6 @@ import pandas as pd
 import pytest
 import torch
 
-from test_record import Interrupt, assert_same_atlas
 from unitlens.atlas import Atlas
 from unitlens.errors import BadInput
 from unitlens.record import record, record_many
@@ -17,6 +16,7 @@ from unitlens.zoo import enumerate_units, load_model
 from unitlens.zoo.factory import LoadedModel
 
 from conftest import ExactNet, to_int_tensor
+from test_record import Interrupt, assert_same_atlas
 
 
 def halved(img):

@@ -17,7 +17,6 @@ from typer.testing import CliRunner
 
 import unitlens.cli.common
 import unitlens.data.datasets
-from test_record import assert_same_atlas
 from unitlens.atlas import Atlas
 from unitlens.backends import load_backend
 from unitlens.backends.cache import EmbeddingCache
@@ -28,6 +27,7 @@ from unitlens.study.spec import natural_key, parse_spec
 from unitlens.zoo import load_model
 
 from conftest import write_images
+from test_record import assert_same_atlas
 
 RESNET = "timm:test_resnet?num_classes=3&input_size=32"
 EFFNET = "timm:test_efficientnet?num_classes=3&input_size=32"
