@@ -361,3 +361,26 @@ def test_ray_gives_the_same_study_as_the_sequential_run(tmp_path, images, refere
     steps = {r["name"]: r["steps"] for r in run.state["entries"]}
     assert [s["record"]["result"]["shared_pass"] for s in steps.values()] == [1, 1]  # one Ray task per entry
     assert_same_study(tmp_path / "out", ref_out)
+
+
+def test_the_memory_budget_bounds_a_shared_record_pass(tmp_path, images):
+    text = textwrap.dedent(f"""\
+        data = "{images}"
+        steps = ["record"]
+        [record]
+        k = 6
+        num_workers = 0
+        [[entry]]
+        model = "{RESNET}"
+        random = true
+        [[entry]]
+        model = "{EFFNET}"
+        random = true
+        """)
+    path = write_study(tmp_path, text)
+    tight = run_study(path, tmp_path / "tight", memory_budget_mb=0.01, progress=False)  # no two models fit
+    roomy = run_study(path, tmp_path / "roomy", progress=False)
+    assert [r["steps"]["record"]["result"]["shared_pass"] for r in tight.state["entries"]] == [1, 1]
+    assert [r["steps"]["record"]["result"]["shared_pass"] for r in roomy.state["entries"]] == [2, 2]
+    for name in ("test_resnet-random", "test_efficientnet-random"):
+        assert_same_atlas(Atlas(tmp_path / "tight" / "atlases" / name), Atlas(tmp_path / "roomy" / "atlases" / name))

@@ -74,63 +74,62 @@ def execute(task: Task, report: Callable[[list[dict]], None] | None = None) -> l
 
 # ---------------------------------------------------------------------------------------------- record
 def _record(task: Task, entries: list[Entry], report: Callable[[list[dict]], None]) -> list[dict]:
+    """Models are loaded one after another and gathered into a pass while their estimated memory fits the budget;
+    a full pass runs (and its models are let go) before the next model loads."""
     from unitlens.record import record, record_many
     from unitlens.record.many import estimate_bytes
 
     folder = StudyFolder(task.study)
-    results: dict[str, dict] = {}
-    ready = []  # (entry, loaded, layers, load seconds)
-    for entry in entries:
-        t0 = time.perf_counter()
-        try:
-            loaded, layers = load_entry_model(entry)
-        except Exception as err:  # noqa: BLE001 - one entry's failure is its outcome, the others go on
-            results[entry.name] = outcome(entry.name, "record", time.perf_counter() - t0, err)
-            continue
-        ready.append((entry, loaded, layers, time.perf_counter() - t0))
-    report(list(results.values()))
     options = dict(entries[0].options.get("record", {}))
     k, merge_every = options.get("k", 200), options.get("merge_every", 512)
-    passes, current, size = [], [], 0
-    for item in ready:  # consecutive entries share a pass while their estimated memory fits the budget
-        need = estimate_bytes(item[1], item[2], k, merge_every)
-        if current and size + need > task.memory_budget:
-            passes.append(current)
-            current, size = [], 0
-        current.append(item)
-        size += need
-    if current:
-        passes.append(current)
+    results: dict[str, dict] = {}
 
     def one(entry: Entry, loaded, layers, load_s: float) -> None:
         t0 = time.perf_counter()
         try:
             res = record(loaded, entry.data, folder.atlas_path(entry.name), layers, progress=task.progress, **options)
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:  # noqa: BLE001 - one entry's failure is its outcome, the others go on
             results[entry.name] = outcome(entry.name, "record", load_s + time.perf_counter() - t0, err)
             return
         results[entry.name] = outcome(entry.name, "record", load_s + res.seconds, result=_record_result(res, 1))
 
-    for group in passes:
+    def run_pass(group: list) -> None:
         if len(group) == 1:
             one(*group[0])
-            report([results[group[0][0].name]])
-            continue
+        else:
+            t0 = time.perf_counter()
+            try:
+                shared = record_many([g[1] for g in group], group[0][0].data,
+                                     [folder.atlas_path(g[0].name) for g in group], [g[2] for g in group],
+                                     progress=task.progress, **options)
+            except Exception:  # noqa: BLE001 - find which entry fails: each records (resumes) on its own
+                for item in group:
+                    one(*item)
+            else:
+                seconds = (time.perf_counter() - t0) / len(group)
+                for (entry, _, _, load_s), res in zip(group, shared):
+                    results[entry.name] = outcome(entry.name, "record", load_s + seconds,
+                                                  result=_record_result(res, len(group)))
+        report([results[g[0].name] for g in group])
+
+    current: list = []  # (entry, loaded, layers, load seconds) of the pass being gathered
+    size = 0
+    for entry in entries:
         t0 = time.perf_counter()
         try:
-            shared = record_many([g[1] for g in group], group[0][0].data,
-                                 [folder.atlas_path(g[0].name) for g in group], [g[2] for g in group],
-                                 progress=task.progress, **options)
-        except Exception:  # noqa: BLE001 - find which entry fails: each records (resumes) on its own
-            for item in group:
-                one(*item)
-            report([results[g[0].name] for g in group])
+            loaded, layers = load_entry_model(entry)
+        except Exception as err:  # noqa: BLE001
+            results[entry.name] = outcome(entry.name, "record", time.perf_counter() - t0, err)
+            report([results[entry.name]])
             continue
-        seconds = (time.perf_counter() - t0) / len(group)
-        for (entry, _, _, load_s), res in zip(group, shared):
-            results[entry.name] = outcome(entry.name, "record", load_s + seconds,
-                                          result=_record_result(res, len(group)))
-        report([results[g[0].name] for g in group])
+        need = estimate_bytes(loaded, layers, k, merge_every)
+        if current and size + need > task.memory_budget:
+            run_pass(current)
+            current, size = [], 0
+        current.append((entry, loaded, layers, time.perf_counter() - t0))
+        size += need
+    if current:
+        run_pass(current)
     return [results[e.name] for e in entries]
 
 
