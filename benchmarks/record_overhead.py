@@ -7,7 +7,7 @@ loading is excluded), with one batch size, this times
 2. ``ours``          the unitlens record computation on the same batches: forward hooks on every analysable
                      layer (``enumerate_units`` default), spatial mean, per-unit top-k *and* bottom-k
                      (k=200) with sample ids, plus running min/max/mean/std
-                     (``unitlens.record.run.Recorder`` staging each batch and folding it into ``LayerState``s);
+                     (``unitlens.record.recorder.Recorder`` staging each batch and folding it into ``LayerState``s);
 3. ``semanticlens``  the ``semanticlens`` package's ``ActMaxCache`` (its documented API: ``hook_context`` around
                      the forward passes, ``aggregate_conv_mean``, ``n_collect=k``) on the same layers and
                      batches, under ``torch.no_grad`` as its ``ActivationComponentVisualizer`` runs it. It keeps
@@ -51,7 +51,7 @@ import torch
 from unitlens.data import ImageDataset, load_dataset
 from unitlens.record import record
 from unitlens.record.defaults import MICRO_BATCH_CPU
-from unitlens.record.run import Recorder
+from unitlens.record.recorder import Recorder
 from unitlens.record.state import LayerState
 from unitlens.zoo import enumerate_units, load_model
 

@@ -345,7 +345,7 @@ def test_expanding_affine_layers_are_reduced_from_their_input():
         def forward(self, z):
             return self.pwl(self.dw(self.pw(z)))
 
-    from unitlens.record.run import Recorder
+    from unitlens.record.recorder import Recorder
 
     net = Expand().eval()
     layers = enumerate_units(net, skip_first_last=False)

@@ -11,7 +11,7 @@ from PIL import Image
 from torch import nn
 
 from unitlens.data import load_dataset
-from unitlens.errors import CheckpointMismatch
+from unitlens.errors import BadInput, CheckpointMismatch
 from unitlens.zoo import enumerate_units, load_model
 from unitlens.zoo.factory import offline_weights_path
 
@@ -288,3 +288,31 @@ def test_non_strict_checkpoint_loads_what_fits_and_reports_the_rest(tmp_path):
     torch.save({"other.weight": torch.zeros(2)}, tmp_path / "foreign.pth")
     with pytest.raises(CheckpointMismatch, match="no tensor of the checkpoint fits"):
         load_model("timm:resnet18", checkpoint=tmp_path / "foreign.pth", checkpoint_strict=False)
+
+
+def test_architecture_options_in_the_name_and_seeded_random_init():
+    from PIL import Image
+
+    from unitlens.zoo.factory import split_options
+
+    assert split_options("timm:resnet10t?num_classes=22&input_size=64") == \
+        ("timm:resnet10t", {"num_classes": 22, "input_size": 64})
+    assert split_options("efficientnet_lite0") == ("efficientnet_lite0", {})
+    with pytest.raises(BadInput, match="model option 'classes=3'.*num_classes"):
+        split_options("timm:resnet10t?classes=3")
+    with pytest.raises(BadInput, match="1000-class head"):
+        load_model("efficientnet_lite0?num_classes=3")
+    with pytest.raises(BadInput, match="give it once"):
+        load_model("timm:test_resnet?num_classes=5", pretrained=False, num_classes=4)
+    state = torch.random.get_rng_state()
+    a = load_model("timm:test_resnet?num_classes=5&input_size=40", pretrained=False)
+    b = load_model("timm:test_resnet?num_classes=5&input_size=40", pretrained=False)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's RNG is left alone
+    assert a.weights_hash() == b.weights_hash()
+    x = a.transform(Image.new("RGB", (90, 70), (10, 200, 30)))
+    assert tuple(x.shape) == (3, 40, 40) and a.input_size == (3, 40, 40)
+    with torch.no_grad():
+        assert tuple(a.model(x[None]).shape) == (1, 5)
+    tv = load_model("torchvision:resnet18?num_classes=4&input_size=48", pretrained=False)
+    assert tuple(tv.transform(Image.new("RGB", (90, 70))).shape) == (3, 48, 48)
+    assert tv.model.fc.out_features == 4

@@ -192,7 +192,7 @@ class Atlas:
         """Add (or replace) derived layers: their exemplar files, their rows of ``units.parquet`` and their
         manifest entries, each written atomically under the write lock, the manifest last.
 
-        ``exemplars`` maps a layer to its tensors as stored (``record.run.exemplar_tensors``); ``about`` maps
+        ``exemplars`` maps a layer to its tensors as stored (``record.folder.exemplar_tensors``); ``about`` maps
         it to its provenance, at least ``parent`` (a recorded layer): the new layer is listed after its parent
         and the parent's other derived layers. Names of recorded layers are refused.
         """

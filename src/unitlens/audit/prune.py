@@ -15,7 +15,6 @@ from anything the unit produces — a note says so). From one pass per image set
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -41,36 +40,13 @@ class PruneResult:
 
 
 def _folder_classes(model, folders: list[str]) -> dict[str, int]:
-    """Class index of every labelled sub-folder; an error names the folders that match no class."""
-    from unitlens.zoo.classes import class_names, resolve_class
+    """Class index of every labelled sub-folder (``zoo.classes.folder_classes``), as an audit error."""
+    from unitlens.zoo.classes import folder_classes
 
-    names = class_names(model)
-    wnids = None
-    if names is not None and len(names) == 1000:
-        from timm.data import ImageNetInfo
-
-        wnids = {w: i for i, w in enumerate(ImageNetInfo("imagenet-1k").label_names())}
-    out, bad = {}, []
-    for folder in folders:
-        index = None
-        if wnids is not None and re.fullmatch(r"n\d{8}", folder):
-            index = wnids.get(folder)
-        for candidate in (folder, folder.replace("_", " ")):
-            if index is not None:
-                break
-            try:
-                index = resolve_class(model, candidate)[0]
-            except ValueError:
-                pass
-        if index is None:
-            bad.append(folder)
-        else:
-            out[folder] = index
-    if bad:
-        raise AuditError(f"labelled sub-folder(s) {', '.join(repr(b) for b in bad)} name no class of model "
-                         f"'{model.name}': name each sub-folder by a class index, a class name or synonym "
-                         "(e.g. 'sports car' or 'sports_car'), or an ImageNet WordNet id (n04285008)")
-    return out
+    try:
+        return folder_classes(model, folders)
+    except BadInput as err:
+        raise AuditError(str(err)) from err
 
 
 def _accuracy_rows(data: Logits, targets: torch.Tensor, index: int, name: str) -> list[dict]:

@@ -27,8 +27,8 @@ from unitlens.basis.encoder import Encoder
 from unitlens.basis.store import Basis, derived_layer, load_basis, resolve
 from unitlens.errors import BadInput, BasisError
 from unitlens.record.defaults import MERGE_EVERY
+from unitlens.record.folder import exemplar_tensors, unit_rows
 from unitlens.record.reduce import reduce_output
-from unitlens.record.run import exemplar_tensors, unit_rows
 from unitlens.record.state import LayerState
 from unitlens.runtime import first_tensor, pick_device
 from unitlens.zoo.units import LayerInfo, channel_dim_of

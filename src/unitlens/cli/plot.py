@@ -1,4 +1,4 @@
-"""``unitlens plot …``: figures (PNG) of the results an atlas holds."""
+"""``unitlens plot …``: figures (PNG) of the results an atlas (or a study) holds."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -54,5 +54,22 @@ def lens(
         chosen = [int(u) for u in split_list(units) or []] if units else None
         paths = plot_lens(atlas, out, layer=layer, backend=backend, color=color, text=text, images=image or None,
                           projection=projection, n_cards=cards, units=chosen, n_exemplars=exemplars)
+    for p in paths:
+        say(str(p))
+
+
+@app.command("study")
+def study(
+    folder: Path = typer.Argument(..., help="Study folder with MIS scores (unitlens study run)."),
+    out: Optional[Path] = typer.Option(None, help="Folder for the PNG files (default: DIR/figures)."),
+    epoch: Optional[int] = typer.Option(None, help="Checkpoint studies: the epoch whose per-layer MIS change is "
+                                                   "drawn (default: the first after initialisation)."),
+) -> None:
+    """Paper 000's study figures: ranking, distributions, MIS vs accuracy, by layer type, vs depth and width, worst
+    units; for checkpoint studies MIS and accuracy per epoch and the per-layer change of an epoch."""
+    from unitlens.study.figures import plot_study
+
+    with failing_cleanly():
+        paths = plot_study(folder, out, epoch=epoch)
     for p in paths:
         say(str(p))

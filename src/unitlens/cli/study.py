@@ -1,0 +1,105 @@
+"""``unitlens study …``: ``run`` a study file, print and write its ``summary``, ``query`` it with SQL."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from typer.core import TyperGroup
+
+from unitlens.cli.common import failing_cleanly, print_frame, say
+from unitlens.study.defaults import CPUS_PER_TASK, GPUS_PER_TASK, JOBS, MEMORY_BUDGET_MB
+
+LOCAL_RAY = "local"
+
+
+class StudyGroup(TyperGroup):
+    """``--ray`` takes an optional address: alone (followed by an option, the study file or nothing) it means a
+    local Ray instance."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        out = []
+        for i, arg in enumerate(args):
+            out.append(arg)
+            nxt = args[i + 1] if i + 1 < len(args) else None
+            if arg == "--ray" and (nxt is None or nxt.startswith("-") or nxt.endswith(".toml")):
+                out.append(LOCAL_RAY)
+        return super().parse_args(ctx, out)
+
+
+app = typer.Typer(cls=StudyGroup, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Studies: many models or checkpoints recorded, scored and compared together.")
+
+PANELS = {  # the study table in panels that each fit 80 columns: column -> header
+    "entries": {"entry": "entry", "weights": "weights", "epoch": "epoch", "accuracy": "accuracy", "status": "status"},
+    "units": {"entry": "entry", "layers": "layers", "units": "units", "constant_units": "constant",
+              "mis_units": "scored"},
+    "MIS": {"entry": "entry", "mis_mean": "mean", "mis_p5": "p5", "mis_p95": "p95"},
+    "MIS tails and task accuracy": {"entry": "entry", "mis_worst5": "worst 5%", "mis_accuracy": "task acc"},
+    "SemanticLens": {"entry": "entry", "clarity_mean": "clarity", "polysemanticity_mean": "polysem.",
+                     "redundancy_mean": "redundancy"},
+    "seconds": {"entry": "entry", "record_s": "record", "accuracy_s": "accuracy", "mis_s": "mis", "lens_s": "lens"},
+}
+
+
+def print_table(table, title: str) -> None:
+    """The study table as panels of the columns that hold something (each readable in 80 columns)."""
+    for panel, columns in PANELS.items():
+        shown = [c for c in columns if c in table and table[c].notna().any()]
+        if len(shown) > 1:
+            print_frame(table[shown].rename(columns=columns), title=f"{title}: {panel}")
+
+
+@app.command("run")
+def run(
+    study_file: Path = typer.Argument(..., help="The study file (TOML; see README, Studies)."),
+    out: Optional[Path] = typer.Option(None, help="Study folder (default: studies/<name>). Resumed if it exists."),
+    jobs: int = typer.Option(JOBS, help="Entries in parallel worker processes on this machine."),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]",
+                                      help="Run one Ray task per entry and step: alone, a local Ray instance; with "
+                                           "an address (auto, ray://host:10001), that cluster."),
+    cpus_per_task: Optional[int] = typer.Option(None, help=f"Torch threads of each task: the CPUs a Ray task asks for "
+                                                           f"(default {CPUS_PER_TASK}); with --jobs, default cores/N."),
+    gpus_per_task: float = typer.Option(GPUS_PER_TASK, help="GPUs each Ray task asks for."),
+    memory_budget: float = typer.Option(MEMORY_BUDGET_MB, help="MB of model weights and record state that the "
+                                                                "models of one shared record pass may take."),
+) -> None:
+    """Run (or resume) every step of every entry; a failing entry is recorded and the others go on (exit status 1)."""
+    from unitlens.study.runner import run_study
+
+    with failing_cleanly():
+        result = run_study(study_file, out, jobs=jobs, ray=ray, cpus_per_task=cpus_per_task,
+                           gpus_per_task=gpus_per_task, memory_budget_mb=memory_budget)
+    print_table(result.table, title=f"study {result.state['name']} -> {result.folder} ({result.seconds:.0f} s)")
+    if result.failed:
+        for name, error in result.failed.items():
+            say(f"[bold red]failed:[/] {name}: {error}")
+        say(f"{len(result.failed)} of {len(result.state['entries'])} entries failed; fix the cause and run the same "
+            "command again (done steps are kept).")
+        raise typer.Exit(code=1)
+
+
+@app.command("summary")
+def summary(
+    folder: Path = typer.Argument(..., help="Study folder (from unitlens study run)."),
+) -> None:
+    """Print the study table (one row per entry) and write it to DIR/study.parquet."""
+    from unitlens.study.summary import write_summary
+
+    with failing_cleanly():
+        table = write_summary(folder)
+    print_table(table, title=f"study {folder}")
+    say(f"wrote {folder / 'study.parquet'}")
+
+
+@app.command("query")
+def query(
+    folder: Path = typer.Argument(..., help="Study folder."),
+    sql: str = typer.Argument(..., help="DuckDB SQL over the views units, scores (both with an entry column), study."),
+) -> None:
+    """Run SQL over the study: views units, scores (every atlas's tables, with an entry column) and study."""
+    from unitlens.study.query import query as run_query
+
+    with failing_cleanly():
+        frame = run_query(folder, sql)
+    print_frame(frame)

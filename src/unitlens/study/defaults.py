@@ -1,0 +1,11 @@
+"""Defaults of studies (the CLI takes its option defaults from here)."""
+STEPS = ("record", "mis", "lens")  # the order steps of an entry run in
+DEFAULT_STEPS = ("record", "mis")
+JOBS = 1  # entries in parallel processes on one machine
+GPUS_PER_TASK = 0.0  # GPUs a Ray task asks for
+CPUS_PER_TASK = 1  # CPUs a Ray task asks for, and its torch threads
+MEMORY_BUDGET_MB = 4096  # estimated weights + streaming state of the models that share one record pass
+WORST_SHARE = 0.05  # "worst units": the lowest 5 % of an entry's per-unit MIS
+SHARE_EMBEDDINGS = True  # entries on the same images share one embedding cache (see unitlens.study.embeddings)
+DEPTH_BINS = 30  # equal-count bins of relative depth per layer type (paper 000, fig. 6A)
+WIDTH_BINS = 5  # equal-count bins of relative width per layer type (fig. 6B)

@@ -1,0 +1,296 @@
+"""``run_study(study_file, out)``: every step of every entry of a study, resumable, one entry's failure isolated.
+
+The runner reads and checks the study file (every error before any work), takes the study folder's write lock,
+copies the file in (or checks it is the folder's own), and schedules tasks (``unitlens.study.steps``): the record
+step of the entries that share their data and record options as one task (one ``record_many`` pass per group that
+fits the memory budget), then each entry's other steps in order, each as its own task. It keeps ``study.json`` up
+to date after every task, so a stopped run resumes where it was: done steps are skipped, an interrupted record
+resumes from its checkpoint, an interrupted MIS or lens step starts again (its embeddings are cached), and failed
+steps are tried again. At the end it writes the study table (``study.parquet``).
+
+Where tasks run:
+
+- sequentially in this process (the default), with progress bars;
+- ``jobs=N``: N worker processes on this machine (each with ``cpus_per_task`` torch threads, by default 1/N of the
+  cores; the entries sharing a record pass are split so that every worker has work);
+- ``ray=ADDRESS``: one Ray task per entry and step on a Ray cluster (``"local"`` starts one on this machine,
+  ``"auto"`` joins the running one), each asking for ``cpus_per_task`` CPUs (its torch threads; default 1) and
+  ``gpus_per_task`` GPUs. The study folder must be on storage every node sees at the same path.
+
+The results do not depend on where the tasks ran, only on the number of torch threads a step runs with: a forward
+pass cuts its float reductions by threads, so activations may differ in the last bits between thread counts (the
+sequential run uses this process's threads; ``torch.set_num_threads`` / ``OMP_NUM_THREADS`` set them).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import pandas as pd
+
+from unitlens.data.datasets import load_dataset
+from unitlens.errors import BadInput, UnitlensError
+from unitlens.runtime import Progress
+from unitlens.study.defaults import CPUS_PER_TASK, GPUS_PER_TASK, JOBS, MEMORY_BUDGET_MB
+from unitlens.study.folder import StudyFolder, entry_status
+from unitlens.study.spec import StudySpec, load_spec
+from unitlens.study.steps import Task, execute
+
+
+@dataclass
+class StudyRun:
+    """What a run did: the study folder, its final state, the study table, and the entries that failed."""
+
+    folder: Path
+    state: dict
+    table: pd.DataFrame
+    failed: dict[str, str] = field(default_factory=dict)  # entry -> "step: error"
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+# ---------------------------------------------------------------------------------------------- executors
+class Inline:
+    """Tasks run one after another in this process; ``report`` hears a record task's passes as they end."""
+
+    capacity = 1  # tasks in flight at once
+    report = None
+
+    def submit(self, task: Task) -> Future:
+        future: Future = Future()
+        future.set_result(execute(task, self.report))
+        return future
+
+    def wait(self, handles: list) -> list:
+        return list(handles)
+
+    def result(self, handle) -> list[dict]:
+        return handle.result()
+
+    def close(self) -> None:
+        pass
+
+
+class Processes(Inline):
+    """Tasks run in ``jobs`` worker processes on this machine (spawned: torch and fork do not mix)."""
+
+    def __init__(self, jobs: int):
+        self.capacity = jobs
+        self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"))
+
+    def submit(self, task: Task) -> Future:
+        return self.pool.submit(execute, task)
+
+    def wait(self, handles: list) -> list:
+        return list(wait(handles, return_when=FIRST_COMPLETED).done)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+class RayTasks(Inline):
+    """Tasks run as Ray tasks: on the cluster at ``address`` ("auto": the running one; "local": start one here),
+    or on the Ray instance this process already started."""
+
+    def __init__(self, address: str, cpus_per_task: int, gpus_per_task: float):
+        try:
+            import ray
+        except ImportError as err:
+            raise BadInput("--ray needs the ray package: pip install 'ray[default]'") from err
+        self.ray = ray
+        self.started = not ray.is_initialized()
+        if self.started:
+            ray.init(address=None if address in ("", "local") else address, log_to_driver=False)
+        self.remote = ray.remote(num_cpus=cpus_per_task, num_gpus=gpus_per_task)(execute)
+        resources = ray.cluster_resources()  # as many tasks in flight as the cluster can run at once
+        slots = [resources.get("CPU", 1) / cpus_per_task] + \
+            ([resources.get("GPU", 0) / gpus_per_task] if gpus_per_task else [])
+        self.capacity = max(1, int(min(slots)))
+
+    def submit(self, task: Task):
+        return self.remote.remote(task)
+
+    def wait(self, handles: list) -> list:
+        done, _ = self.ray.wait(list(handles), num_returns=1)
+        return done
+
+    def result(self, handle) -> list[dict]:
+        return self.ray.get(handle)
+
+    def close(self) -> None:
+        if self.started:
+            self.ray.shutdown()
+
+
+# ---------------------------------------------------------------------------------------------- scheduling
+def _next_step(record: dict) -> str | None:
+    """The entry's first step that is not done, if every step before it is done (None: finished or blocked)."""
+    for step, st in record["steps"].items():
+        if st["status"] == "failed":
+            return None
+        if st["status"] != "done":
+            return step
+    return None
+
+
+def _record_groups(records: list[dict], split: int, together: bool) -> list[list[dict]]:
+    """Entries whose record steps can share a pass: same data and record options (in study order); each group cut
+    into ``split`` contiguous parts; every entry alone unless ``together``."""
+    groups: dict[str, list[dict]] = {}
+    for r in records:
+        key = json.dumps([r["data"], r["steps"]["record"]["options"]], sort_keys=True)
+        groups.setdefault(key, []).append(r)
+    out = []
+    for group in groups.values():
+        if not together:
+            out += [[r] for r in group]
+            continue
+        parts = max(1, min(split, len(group)))
+        size = -(-len(group) // parts)
+        out += [group[i:i + size] for i in range(0, len(group), size)]
+    return out
+
+
+def preflight(spec: StudySpec) -> None:
+    """Checks that need more than the study file: every dataset opens (holds images)."""
+    seen: set[str] = set()
+    for entry in spec.entries:
+        if entry.data in seen:
+            continue
+        seen.add(entry.data)
+        try:
+            load_dataset(entry.data)
+        except UnitlensError as err:
+            raise BadInput(f"study {spec.name}, entry {entry.name}: {err}") from err
+
+
+def run_study(study_file: str | Path, out: str | Path | None = None, jobs: int = JOBS, ray: str | None = None,
+              cpus_per_task: int | None = None, gpus_per_task: float = GPUS_PER_TASK,
+              memory_budget_mb: float = MEMORY_BUDGET_MB, progress: bool = True) -> StudyRun:
+    """Run (or resume) the study in ``study_file`` into the folder ``out`` (default ``studies/<name>``).
+
+    ``jobs``: worker processes on this machine; ``ray``: a Ray address (``"local"``, ``"auto"`` or
+    ``"ray://host:10001"``) to run one Ray task per entry and step instead; ``cpus_per_task`` / ``gpus_per_task``:
+    what each Ray task asks for (its torch threads are its CPUs; default 1), and the torch threads of each ``jobs``
+    worker (default: the cores / jobs); ``memory_budget_mb``: the estimated memory the
+    models of one shared record pass may take together.
+    """
+    t_start = time.perf_counter()
+    if jobs < 1:
+        raise BadInput(f"jobs must be at least 1, got {jobs}")
+    if ray is not None and jobs > 1:
+        raise BadInput("give either --jobs (processes on this machine) or --ray (a Ray cluster), not both")
+    if ray is not None and cpus_per_task is None:
+        cpus_per_task = CPUS_PER_TASK
+    elif jobs > 1 and cpus_per_task is None:
+        cpus_per_task = max(1, (os.cpu_count() or 1) // jobs)
+    if gpus_per_task < 0 or (cpus_per_task is not None and cpus_per_task < 1) or memory_budget_mb <= 0:
+        raise BadInput("cpus per task must be >= 1, gpus per task >= 0 and the memory budget > 0")
+    spec = load_spec(study_file)
+    preflight(spec)
+    folder = StudyFolder(Path(out) if out is not None else Path("studies") / spec.name)
+    with folder.writing("study run"):
+        folder.adopt(spec)
+        state = folder.new_state(spec)
+        for record in state["entries"]:
+            for st in record["steps"].values():
+                if st["status"] in ("running", "failed"):  # interrupted or failed before: run it again
+                    st["status"], st["error"] = "pending", ""
+        folder.write_state(state)
+        executor = Inline() if ray is None and jobs == 1 else \
+            RayTasks(ray, cpus_per_task or 1, gpus_per_task) if ray is not None else Processes(jobs)
+        try:
+            _schedule(spec, folder, state, executor, cpus_per_task, ray is not None, jobs,
+                      int(memory_budget_mb * 2**20), progress)
+        finally:
+            folder.write_state(state)
+            executor.close()
+        from unitlens.study.summary import write_summary
+
+        table = write_summary(folder)
+    failed = {r["name"]: next(f"{s}: {st['error']}" for s, st in r["steps"].items() if st["status"] == "failed")
+              for r in state["entries"] if entry_status(r) == "failed"}
+    return StudyRun(folder.path, state, table, failed, time.perf_counter() - t_start)
+
+
+def _schedule(spec: StudySpec, folder: StudyFolder, state: dict, executor, threads: int | None, on_ray: bool,
+              jobs: int, memory_budget: int, progress: bool) -> None:
+    records = {r["name"]: r for r in state["entries"]}
+    inline = type(executor) is Inline
+    study = str(folder.path.resolve())
+
+    def task(step: str, entries: list[dict]) -> Task:
+        return Task(step=step, entries=entries, study=study, share_embeddings=spec.share_embeddings,
+                    memory_budget=memory_budget, progress=progress and inline, threads=threads)
+
+    queue: list[Task] = []
+    need_record = [r for r in records.values() if _next_step(r) == "record"]
+    queue += [task("record", g) for g in _record_groups(need_record, jobs, together=not on_ray)]
+    queue += [task(s, [r]) for r in records.values() if (s := _next_step(r)) not in (None, "record")]
+
+    def counts() -> tuple[int, int, int]:
+        statuses = [entry_status(r) for r in records.values()]
+        done, failed = statuses.count("done"), statuses.count("failed")
+        return done, failed, len(statuses) - done - failed
+
+    def describe(current: str = "") -> str:
+        done, failed, left = counts()
+        return f"study {spec.name}: {done} done, {failed} failed, {left} left" + (f" · {current}" if current else "")
+
+    in_flight: dict = {}
+    applied: set[tuple[str, str]] = set()  # (entry, step) outcomes taken in since the step was queued
+
+    def apply(outcomes: list[dict]) -> None:
+        before = sum(counts()[:2])
+        for o in outcomes:
+            if (o["entry"], o["step"]) in applied:
+                continue
+            applied.add((o["entry"], o["step"]))
+            r = records[o["entry"]]
+            r["steps"][o["step"]].update({k: o[k] for k in ("status", "error", "seconds", "result")})
+            nxt = _next_step(r)
+            if o["status"] == "done" and nxt is not None:
+                queue.append(task(nxt, [r]))
+        folder.write_state(state)
+        bar.advance(sum(counts()[:2]) - before)
+        bar.describe(describe())
+
+    if inline:
+        executor.report = apply
+    with Progress(describe(), len(records), progress, completed=sum(counts()[:2]), unit="entry") as bar:
+        while queue or in_flight:
+            while queue and len(in_flight) < executor.capacity:
+                t = queue.pop(0)
+                for r in t.entries:
+                    records[r["name"]]["steps"][t.step]["status"] = "running"
+                    applied.discard((r["name"], t.step))
+                folder.write_state(state)
+                bar.describe(describe(f"{', '.join(r['name'] for r in t.entries)}: {t.step}"))
+                try:
+                    handle = executor.submit(t)
+                except Exception as err:  # noqa: BLE001 - a task that could not even start fails its entries
+                    handle = _failed_future(t, err)
+                in_flight[handle] = t
+            for handle in executor.wait(list(in_flight)):
+                t = in_flight.pop(handle)
+                try:
+                    outcomes = executor.result(handle)
+                except Exception as err:  # noqa: BLE001 - a worker that died (killed for memory, node lost)
+                    outcomes = _failed_future(t, err).result()
+                apply(outcomes)
+
+
+def _failed_future(t: Task, err: BaseException) -> Future:
+    from unitlens.study.steps import outcome
+
+    future: Future = Future()
+    future.set_result([outcome(r["name"], t.step, 0.0, err) for r in t.entries])
+    return future

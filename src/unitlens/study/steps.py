@@ -1,0 +1,229 @@
+"""``execute(task)``: one task of a study, in whichever process the runner puts it (its own, a ``--jobs`` worker,
+a Ray task): one step of one entry, or the record step of entries that share their data (one ``record_many`` pass
+per group that fits the memory budget).
+
+A task returns one outcome per entry (status ``done`` or ``failed``, the error text, seconds, a small result) and
+never raises for a failing entry: a model that cannot load, a bad checkpoint or an out-of-memory error fail that
+entry only. Every write into an entry's atlas goes through the existing steps, under the atlas's write lock.
+"""
+from __future__ import annotations
+
+import inspect
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from unitlens.errors import UnitlensError
+from unitlens.study.folder import StudyFolder, entry_of
+from unitlens.study.spec import Entry
+
+
+@dataclass
+class Task:
+    """What a worker needs: the step, the ``study.json`` records of its entries, the study folder and settings."""
+
+    step: str
+    entries: list[dict]
+    study: str
+    share_embeddings: bool = True
+    memory_budget: int = 4096 * 2**20
+    progress: bool = False
+    threads: int | None = None
+
+
+def outcome(entry: str, step: str, seconds: float, error: BaseException | None = None, result: dict | None = None
+            ) -> dict:
+    """The record of one entry's step a task hands back to the runner."""
+    if error is None:
+        return {"entry": entry, "step": step, "status": "done", "error": "", "seconds": round(seconds, 3),
+                "result": result or {}}
+    text = str(error) if isinstance(error, UnitlensError) else f"{type(error).__name__}: {error}"
+    if not isinstance(error, UnitlensError):  # a bug or a resource failure: keep where it happened
+        text += "\n" + "".join(traceback.format_exception(error)[-3:]).strip()
+    return {"entry": entry, "step": step, "status": "failed", "error": text, "seconds": round(seconds, 3),
+            "result": result or {}}
+
+
+def load_entry_model(entry: Entry):
+    """The entry's model with its weights (pretrained, seeded random, or its checkpoint) and its layers."""
+    from unitlens.zoo import enumerate_units, load_model
+    from unitlens.zoo.units import LAYER_TYPES
+
+    loaded = load_model(entry.model, pretrained=not entry.random, checkpoint=entry.checkpoint)
+    layers = enumerate_units(loaded.model, types=list(entry.types) if entry.types else LAYER_TYPES,
+                             include=list(entry.layers) if entry.layers else None,
+                             exclude=list(entry.exclude) if entry.exclude else None,
+                             skip_first_last=not entry.keep_first_last)
+    return loaded, layers
+
+
+def execute(task: Task, report: Callable[[list[dict]], None] | None = None) -> list[dict]:
+    """Run ``task``; one outcome per entry. ``report`` (in-process runs) gets the outcomes of a record task's
+    passes as each pass ends, so the study's state follows a long record step."""
+    if task.threads:
+        import torch
+
+        torch.set_num_threads(task.threads)
+    entries = [entry_of(r) for r in task.entries]
+    if task.step == "record":
+        return _record(task, entries, report or (lambda outcomes: None))
+    return {"accuracy": _accuracy, "mis": _mis, "lens": _lens}[task.step](task, entries)
+
+
+# ---------------------------------------------------------------------------------------------- record
+def _record(task: Task, entries: list[Entry], report: Callable[[list[dict]], None]) -> list[dict]:
+    """Models are loaded one after another and gathered into a pass while their estimated memory fits the budget;
+    a full pass runs (and its models are let go) before the next model loads."""
+    from unitlens.record import record, record_many
+    from unitlens.record.many import estimate_bytes
+
+    folder = StudyFolder(task.study)
+    options = dict(entries[0].options.get("record", {}))
+    k, merge_every = options.get("k", 200), options.get("merge_every", 512)
+    results: dict[str, dict] = {}
+
+    def one(entry: Entry, loaded, layers, load_s: float) -> None:
+        t0 = time.perf_counter()
+        try:
+            res = record(loaded, entry.data, folder.atlas_path(entry.name), layers, progress=task.progress, **options)
+        except Exception as err:  # noqa: BLE001 - one entry's failure is its outcome, the others go on
+            results[entry.name] = outcome(entry.name, "record", load_s + time.perf_counter() - t0, err)
+            return
+        results[entry.name] = outcome(entry.name, "record", load_s + res.seconds, result=_record_result(res, 1))
+
+    def run_pass(group: list) -> None:
+        if len(group) == 1:
+            one(*group[0])
+        else:
+            t0 = time.perf_counter()
+            try:
+                shared = record_many([g[1] for g in group], group[0][0].data,
+                                     [folder.atlas_path(g[0].name) for g in group], [g[2] for g in group],
+                                     progress=task.progress, **options)
+            except Exception:  # noqa: BLE001 - find which entry fails: each records (resumes) on its own
+                for item in group:
+                    one(*item)
+            else:
+                seconds = (time.perf_counter() - t0) / len(group)
+                for (entry, _, _, load_s), res in zip(group, shared):
+                    results[entry.name] = outcome(entry.name, "record", load_s + seconds,
+                                                  result=_record_result(res, len(group)))
+        report([results[g[0].name] for g in group])
+
+    current: list = []  # (entry, loaded, layers, load seconds) of the pass being gathered
+    size = 0
+    for entry in entries:
+        t0 = time.perf_counter()
+        try:
+            loaded, layers = load_entry_model(entry)
+        except Exception as err:  # noqa: BLE001
+            results[entry.name] = outcome(entry.name, "record", time.perf_counter() - t0, err)
+            report([results[entry.name]])
+            continue
+        need = estimate_bytes(loaded, layers, k, merge_every)
+        if current and size + need > task.memory_budget:
+            run_pass(current)
+            current, size = [], 0
+        current.append((entry, loaded, layers, time.perf_counter() - t0))
+        size += need
+    if current:
+        run_pass(current)
+    return [results[e.name] for e in entries]
+
+
+def _record_result(res, shared_by: int) -> dict:
+    m = res.atlas.manifest
+    return {"images": res.n_images, "skipped": res.n_skipped, "units": m.get("n_units"), "layers": len(m["layers"]),
+            "already_complete": res.already_complete, "shared_pass": shared_by}
+
+
+# ---------------------------------------------------------------------------------------------- accuracy
+def _accuracy(task: Task, entries: list[Entry]) -> list[dict]:
+    from unitlens.study.accuracy import measure_accuracy
+
+    out = []
+    for entry in entries:
+        t0 = time.perf_counter()
+        try:
+            loaded, _ = load_entry_model(entry)
+            assert entry.accuracy_folder is not None  # the accuracy step exists only for entries with a folder
+            result = measure_accuracy(loaded, entry.accuracy_folder, progress=task.progress)
+        except Exception as err:  # noqa: BLE001
+            out.append(outcome(entry.name, "accuracy", time.perf_counter() - t0, err))
+            continue
+        out.append(outcome(entry.name, "accuracy", time.perf_counter() - t0, result=result))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- mis and lens
+@contextmanager
+def shared_embeddings(task: Task, atlas, backend) -> Iterator[None]:
+    """Within the block, the entry's embedding cache of ``backend`` holds what the study's pool holds; what the
+    block embeds goes back to the pool (see ``unitlens.study.embeddings``)."""
+    if not task.share_embeddings:
+        yield
+        return
+    from unitlens.study.embeddings import pool_path, publish_cache, seed_cache
+
+    pool = pool_path(StudyFolder(task.study).embeddings, atlas, backend.name)
+    cache = atlas.backend_path("embeddings", backend.name)
+    seed_cache(pool, cache)
+    try:
+        yield
+    finally:
+        publish_cache(cache, pool)
+
+
+def _mis(task: Task, entries: list[Entry]) -> list[dict]:
+    from unitlens.atlas import Atlas
+    from unitlens.backends import as_backend
+    from unitlens.mis.defaults import BACKEND
+    from unitlens.mis.scoring import run_atlas
+
+    out = []
+    for entry in entries:
+        t0 = time.perf_counter()
+        options = dict(entry.options.get("mis", {}))
+        try:
+            atlas = Atlas(StudyFolder(task.study).atlas_path(entry.name))
+            backend = as_backend(options.pop("backend", BACKEND), options.get("device"))
+            with atlas.writing("study mis"), shared_embeddings(task, atlas, backend):
+                run = run_atlas(atlas, backend, progress=task.progress, **options)
+        except Exception as err:  # noqa: BLE001
+            out.append(outcome(entry.name, "mis", time.perf_counter() - t0, err))
+            continue
+        out.append(outcome(entry.name, "mis", time.perf_counter() - t0,
+                           result={"backend": run.backend, **run.counts, "cache_misses": run.cache_misses}))
+    return out
+
+
+def _lens(task: Task, entries: list[Entry]) -> list[dict]:
+    from unitlens.atlas import Atlas
+    from unitlens.backends import as_backend
+    from unitlens.lens.analysis import measures
+    from unitlens.lens.defaults import DEFAULT_LENS_BACKEND
+    from unitlens.lens.embed import embed_atlas
+
+    embed_keys = set(inspect.signature(embed_atlas).parameters)
+    measure_keys = set(inspect.signature(measures).parameters)
+    out = []
+    for entry in entries:
+        t0 = time.perf_counter()
+        options = dict(entry.options.get("lens", {}))
+        try:
+            atlas = Atlas(StudyFolder(task.study).atlas_path(entry.name))
+            backend = as_backend(options.pop("backend", DEFAULT_LENS_BACKEND), options.get("device"))
+            with atlas.writing("study lens"), shared_embeddings(task, atlas, backend):
+                embedded = embed_atlas(atlas, backend, progress=task.progress,
+                                       **{k: v for k, v in options.items() if k in embed_keys})
+                measured = measures(atlas, backend=backend.name,
+                                    **{k: v for k, v in options.items() if k in measure_keys})
+        except Exception as err:  # noqa: BLE001
+            out.append(outcome(entry.name, "lens", time.perf_counter() - t0, err))
+            continue
+        out.append(outcome(entry.name, "lens", time.perf_counter() - t0,
+                           result={"backend": backend.name, "embedded": len(embedded.embedded),
+                                   "layers": int(len(measured.layers))}))
+    return out
