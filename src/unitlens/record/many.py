@@ -41,8 +41,6 @@ def estimate_bytes(model: LoadedModel, layers: list[LayerInfo], k: int = K, merg
     return int(weights + units * (2 * k * 8 + merge_every * 12 + 2 * (k + merge_every) * 8))
 
 
-
-
 def record_many(
     models: Sequence[LoadedModel],
     data: ImageDataset | str,
