@@ -3,12 +3,18 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test lint demo bench
+.PHONY: setup chromium test lint demo bench
 
 setup:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install -q -e ".[dev]" torch==2.14.1 torchvision==0.29.1
+	@$(MAKE) --no-print-directory chromium
+
+# headless Chromium for the explorer's browser tests (tests/test_explorer_browser.py); needs root and apt
+chromium:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -q && apt-get install -y -q chromium; } \
+	  || echo "warning: could not install chromium (apt-get install -y chromium as root); the browser tests will be skipped"
 
 test:
 	$(BIN)/python -m pytest
