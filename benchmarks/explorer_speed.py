@@ -5,7 +5,8 @@
 Targets (issue 12, demo atlas of 97 layers / 41,984 units): overview and a 1,280-unit layer view load in < 1 s,
 a unit page in < 300 ms once thumbnails exist, a text search answers in < 1 s with the backend loaded.
 
-Runs the server in this process (uvicorn in a thread) and drives it with HTTP requests and with Chromium (a fresh
+Runs the server as ``unitlens serve`` does, in its own process (``--in-process``: uvicorn in a thread of this one,
+where it shares the interpreter with Playwright's client), and drives it with HTTP requests and with Chromium (a fresh
 browser context per page load, so the browser cache never helps; a page counts as loaded when its view is drawn and
 every image it shows has arrived). The baselines, timed in the same run: the first (cold) request of each kind,
 with thumbnails still to be made, and the ``unitlens lens search`` command, which loads the backend every time.
@@ -14,8 +15,10 @@ The explorer's thumbnail cache of the atlas is cleared first (``--keep-cache`` k
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -54,6 +57,32 @@ def page_load(browser, url: str, view: str, then=None) -> float:
     return seconds
 
 
+@contextlib.contextmanager
+def server_process(atlas: Path):
+    """``unitlens serve ATLAS`` on a free local port; yields its URL once it answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [str(Path(sys.executable).parent / "unitlens"), "serve", str(atlas), "--port", str(port)]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                httpx.get(url, timeout=5).raise_for_status()
+                break
+            except httpx.HTTPError as err:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"unitlens serve did not start: {proc.stderr.read() if proc.stderr else ''}") \
+                        from err
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def row(what: str, seconds: float, target: float | None = None, baseline: float | None = None) -> None:
     verdict = "" if target is None else ("  ok" if seconds < target else "  OVER")
     base = f"  baseline {baseline:7.3f} s  ratio {baseline / seconds:6.1f}x" if baseline else ""
@@ -68,6 +97,7 @@ def main() -> None:
     parser.add_argument("--unit-layer", default="blocks.6.0.conv_pwl", help="a lens-embedded layer for unit pages")
     parser.add_argument("--units", type=int, default=8, help="unit pages timed")
     parser.add_argument("--keep-cache", action="store_true", help="keep the explorer's thumbnail and map cache")
+    parser.add_argument("--in-process", action="store_true", help="run the server in a thread of this process")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -83,7 +113,9 @@ def main() -> None:
     name = next(iter(catalog.atlases))
     view = catalog.atlas(name)
     n_layer = view.n_units(args.layer)
-    with BackgroundServer(create_app(catalog)) as url, httpx.Client(base_url=url, timeout=300) as http, \
+    server = BackgroundServer(create_app(catalog)) if args.in_process else server_process(args.atlas)
+    print(f"server: {'a thread of this process' if args.in_process else 'unitlens serve, its own process'}")
+    with server as url, httpx.Client(base_url=url, timeout=300) as http, \
             sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium", headless=True,
                                      args=ARGS)

@@ -6,12 +6,16 @@ has Δ⁺ = 1 − 1/3 and Δ⁻ = 1/3 − 1), and the task layout written out by
 """
 from __future__ import annotations
 
+import base64
 import hashlib
+import html
 import io
 import json
 import os
+import re
 import shutil
 import socket
+import string
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +32,7 @@ from unitlens.cli import app as cli
 from unitlens.errors import AtlasError, BadInput, CorruptFile, MissingFile
 from unitlens.explorer import Catalog, create_app, write_report
 from unitlens.explorer.defaults import MAX_UPLOAD_BYTES
-from unitlens.explorer.server import listen
+from unitlens.explorer.server import listen, preload_link
 
 from conftest import COLOURS
 
@@ -229,7 +233,7 @@ def test_no_path_traversal(client, path):
 
 def test_no_symlink_escapes(explorer_atlases, tmp_path):
     atlas = tmp_path / "linked"
-    shutil.copytree(explorer_atlases["a"], atlas)
+    shutil.copytree(explorer_atlases["a"], atlas, ignore=shutil.ignore_patterns("explorer"))
     secret = tmp_path / "secret"
     secret.mkdir()
     Image.new("RGB", (4, 4), (1, 2, 3)).save(secret / "secret.png")
@@ -266,6 +270,41 @@ def test_thumbnails_are_cached_in_the_atlas_with_caching_headers(explorer_atlase
         full = c.get("/api/atlas/thumbs/image/95")
         path = pd.read_parquet(atlas / "samples.parquet").set_index("id").loc[95, "path"]
         assert full.content == Path(path).read_bytes() and "/red/" in path
+
+
+def test_unit_payload_carries_the_thumbnails_at_hand_and_makes_none(explorer_atlases, tmp_path):
+    atlas = tmp_path / "inline"
+    shutil.copytree(explorer_atlases["a"], atlas, ignore=shutil.ignore_patterns("explorer"))
+    thumbs = atlas / "explorer" / "thumbs"
+    with TestClient(create_app(Catalog([atlas]))) as c:
+        first = c.get("/api/atlas/inline/layer/detect/unit/0").json()
+        assert first["thumbs"] == {} and not thumbs.exists()  # nothing cached yet, and the payload made nothing
+        shown = first["top"]["ids"][:3] + first["bottom"]["ids"][:2]
+        made = {i: c.get(f"/api/atlas/inline/thumb/{i}").content for i in shown}
+        assert len(list(thumbs.rglob("*.jpg"))) == len(set(shown))
+        p = c.get("/api/atlas/inline/layer/detect/unit/0").json()
+        assert set(p["thumbs"]) == {str(i) for i in shown}
+        for i, data in made.items():
+            prefix, _, body = p["thumbs"][str(i)].partition(",")
+            assert prefix == "data:image/jpeg;base64" and base64.b64decode(body) == data
+        assert len(list(thumbs.rglob("*.jpg"))) == len(set(shown))
+
+
+def encode_uri_component(text: str) -> str:
+    """ECMAScript's encodeURIComponent: every UTF-8 byte outside A-Z a-z 0-9 - _ . ! ~ * ' ( ) as %XX."""
+    keep = set(string.ascii_letters + string.digits + "-_.!~*'()")
+    return "".join(ch if ch in keep else "".join(f"%{b:02X}" for b in ch.encode()) for ch in text)
+
+
+def test_pages_preload_the_data_their_view_fetches_first(client):
+    links = {path: re.findall(r'<link rel="preload" href="([^"]+)" as="fetch" crossorigin="anonymous">',
+                              client.get(path).text)
+             for path in ("/", "/atlas/demo", "/atlas/demo/layer/detect", "/atlas/demo/layer/detect/unit/3")}
+    assert links == {"/": [], "/atlas/demo": ["/api/atlas/demo"],
+                     "/atlas/demo/layer/detect": ["/api/atlas/demo/layer/detect"],
+                     "/atlas/demo/layer/detect/unit/3": ["/api/atlas/demo/layer/detect/unit/3"]}
+    odd = "".join(chr(c) for c in range(33, 127)) + " é"
+    assert html.unescape(preload_link(("atlas", odd)).split('"')[3]) == "/api/atlas/" + encode_uri_component(odd)
 
 
 def test_a_missing_image_is_a_404_not_a_traceback(explorer_atlases, tmp_path):

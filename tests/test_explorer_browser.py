@@ -91,6 +91,32 @@ def test_server_overview_layer_sort_unit(page, server, explorer_atlases):
     assert page.locator("#sort").input_value() == "mis"
 
 
+def test_a_unit_page_typed_in_fetches_its_data_once_with_its_thumbnails(browser, explorer_atlases, tmp_path):
+    atlas = tmp_path / "uncached"
+    shutil.copytree(explorer_atlases["a"], atlas, ignore=shutil.ignore_patterns("explorer"))
+    with BackgroundServer(create_app(Catalog([atlas]))) as server:
+        check_unit_page_visits(browser, server + "atlas/uncached/layer/detect/unit/1", server)
+
+
+def check_unit_page_visits(browser, url: str, server: str) -> None:
+    for fresh in (True, False):  # the first visit makes the thumbnails; the second, in a new context, gets them inline
+        context = browser.new_context(viewport={"width": 1300, "height": 1000})
+        page = context.new_page()
+        requests: list[str] = []
+        page.on("request", lambda r, seen=requests: seen.append(r.url))
+        page.goto(url)
+        wait_view(page, "unit")
+        page.wait_for_function(LOADED, arg="#top-exemplars img", timeout=30000)
+        sources = page.eval_on_selector_all("#top-exemplars img", "els => els.map(e => e.src)")
+        shown = page.eval_on_selector_all("#top-exemplars img", "els => els.map(e => e.dataset.sample)")
+        context.close()
+        api = [r for r in requests if "/api/" in r]
+        assert [r for r in api if "/unit/" in r] == [url.replace(server, server + "api/")]  # preloaded, fetched once
+        assert [s.startswith("data:image/jpeg;base64,") for s in sources] == [not fresh] * 16
+        fetched = {r.rsplit("/", 1)[1] for r in api if "/thumb/" in r}
+        assert (set(shown) <= fetched) if fresh else not set(shown) & fetched
+
+
 def test_text_search_then_open_the_first_result(page, server):
     page.goto(server + "atlas/demo/search")
     wait_view(page, "search")

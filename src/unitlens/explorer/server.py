@@ -17,12 +17,14 @@ thumbnail and map cache of each atlas (``unitlens.explorer.thumbnails``, ``unitl
 from __future__ import annotations
 
 import errno
+import html
 import io
 import socket
 import threading
 import time
 from importlib.resources import files
 from pathlib import Path
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -84,6 +86,31 @@ def decode_upload(name: str, data: bytes) -> Image.Image:
     return image.convert("RGB")
 
 
+def preload_link(parts: tuple[str, ...]) -> str:
+    """A ``<link rel=preload>`` for ``/api/<parts>``, spelled as the front end's ``fetch`` spells it
+    (``encodeURIComponent`` of each part), so the browser hands the preloaded response to that fetch."""
+    href = "/api/" + "/".join(quote(part, safe="!*'()") for part in parts)
+    return f'<link rel="preload" href="{html.escape(href)}" as="fetch" crossorigin="anonymous">'
+
+
+def page_samples(unit: dict) -> list[int]:
+    """The samples of its own atlas that a unit page draws when it opens: top and bottom exemplars, the first MIS
+    task, concept examples, the top exemplars of similar units in this atlas and the most relevant samples."""
+    ids = [*unit["top"]["ids"], *unit["bottom"]["ids"]]
+    tasks = (unit.get("mis") or {}).get("tasks") or []
+    if tasks:
+        task = tasks[0]
+        ids += [*task["pos_expl"], *task["neg_expl"], task["pos_query"], task["neg_query"]]
+    lens = unit.get("lens") or {}
+    ids += [example["id"] for example in lens.get("examples") or []]
+    similar = lens.get("similar") or {}
+    for group in (similar.get("layer") or [], similar.get("atlas") or []):
+        ids += [card["top_id"] for card in group if card.get("top_id") is not None]
+    for row in (unit.get("relevance") or {}).get("classes") or []:
+        ids += row.get("top_ids", [])[:5]
+    return ids
+
+
 def create_app(catalog: Catalog, live: LiveLens | None = None) -> FastAPI:
     """The explorer app over ``catalog``; ``live`` runs the probes (None: a LiveLens on the CPU)."""
     live = live or LiveLens()
@@ -105,13 +132,17 @@ def create_app(catalog: Catalog, live: LiveLens | None = None) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=ASSETS), name="static")
 
-    def front(check=None) -> HTMLResponse:
+    def front(check=None, data: tuple[str, ...] = ()) -> HTMLResponse:
+        """The page; ``data``: the API path its view fetches first, preloaded so that the request starts with the
+        page's script instead of after it."""
         try:
             if check is not None:
                 check()
         except NotFound:
             return HTMLResponse(page, status_code=404)
-        return HTMLResponse(page)
+        if not data:
+            return HTMLResponse(page)
+        return HTMLResponse(page.replace("<title>", preload_link(data) + "\n<title>", 1))
 
     def unit_number(text: str) -> int:
         if not text.isdigit():
@@ -125,7 +156,7 @@ def create_app(catalog: Catalog, live: LiveLens | None = None) -> FastAPI:
 
     @app.get("/atlas/{name}", response_class=HTMLResponse)
     def atlas_page(name: str) -> HTMLResponse:
-        return front(lambda: catalog.atlas(name))
+        return front(lambda: catalog.atlas(name), ("atlas", name))
 
     @app.get("/atlas/{name}/search", response_class=HTMLResponse)
     def search_page(name: str) -> HTMLResponse:
@@ -133,11 +164,12 @@ def create_app(catalog: Catalog, live: LiveLens | None = None) -> FastAPI:
 
     @app.get("/atlas/{name}/layer/{layer}", response_class=HTMLResponse)
     def layer_page(name: str, layer: str) -> HTMLResponse:
-        return front(lambda: catalog.atlas(name).info(layer))
+        return front(lambda: catalog.atlas(name).info(layer), ("atlas", name, "layer", layer))
 
     @app.get("/atlas/{name}/layer/{layer}/unit/{unit}", response_class=HTMLResponse)
     def unit_page(name: str, layer: str, unit: str) -> HTMLResponse:
-        return front(lambda: catalog.atlas(name).check_unit(layer, unit_number(unit)))
+        return front(lambda: catalog.atlas(name).check_unit(layer, unit_number(unit)),
+                     ("atlas", name, "layer", layer, "unit", unit))
 
     @app.get("/study/{name}", response_class=HTMLResponse)
     def study_page(name: str) -> HTMLResponse:
@@ -162,7 +194,10 @@ def create_app(catalog: Catalog, live: LiveLens | None = None) -> FastAPI:
 
     @app.get("/api/atlas/{name}/layer/{layer}/unit/{unit}")
     def api_unit(name: str, layer: str, unit: str) -> dict:
-        return catalog.atlas(name).unit(layer, unit_number(unit))
+        view = catalog.atlas(name)
+        payload = view.unit(layer, unit_number(unit))
+        payload["thumbs"] = view.thumbnails.inline(page_samples(payload))
+        return payload
 
     @app.get("/api/study/{name}")
     def api_study(name: str) -> dict:

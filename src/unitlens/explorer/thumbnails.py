@@ -7,9 +7,11 @@ made in memory and not kept on disk.
 """
 from __future__ import annotations
 
+import base64
 import io
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from pathlib import Path
 
 from PIL import Image
@@ -82,6 +84,16 @@ class Thumbnails:
             return True
         path = self.path(sample_id)
         return path.is_file() and inside(self.atlas.path, path)
+
+    def inline(self, sample_ids: Iterable[int]) -> dict[str, str]:
+        """Data URIs of the thumbnails among ``sample_ids`` that are at hand (none is made here), keyed by id: a page
+        that gets them with its data draws its images without one request each (a fresh browser opens a unit page
+        in about half the time)."""
+        out: dict[str, str] = {}
+        for sample_id in dict.fromkeys(int(i) for i in sample_ids):
+            if self.cached(sample_id):
+                out[str(sample_id)] = "data:image/jpeg;base64," + base64.b64encode(self.data(sample_id)).decode("ascii")
+        return out
 
     def _remember(self, sample_id: int, data: bytes) -> bytes:
         with self._lock:

@@ -9,6 +9,7 @@
   const store = {};
   const layerState = {};
   let renderToken = 0;
+  let inlineThumbs = new Map(); // "atlas/id" -> data URI: the thumbnails a unit payload brought along
 
   window.UNITLENS_PUT = function (key, payload) { store[key] = payload; };
 
@@ -87,6 +88,8 @@
   }
 
   function thumbUrl(atlas, id) {
+    const inline = inlineThumbs.get(atlas + "/" + id);
+    if (inline) return inline;
     return MODE === "server" ? "/api/atlas/" + enc(atlas) + "/thumb/" + id : STATIC.thumbs[atlas].replace("{id}", id);
   }
   function fullUrl(atlas, id) {
@@ -511,7 +514,11 @@
   // ---------------------------------------------------------------------------------------------- unit
   async function unitPayload(name, layer, unitText) {
     if (!/^\d+$/.test(unitText)) throw new ApiError(404, "'" + unitText + "' is not a unit index");
-    if (MODE === "server") return api(["atlas", name, "layer", layer, "unit", unitText]);
+    if (MODE === "server") {
+      const p = await api(["atlas", name, "layer", layer, "unit", unitText]);
+      inlineThumbs = new Map(Object.entries(p.thumbs || {}).map(([id, uri]) => [name + "/" + id, uri]));
+      return p;
+    }
     const pages = await api(["atlas", name, "layer", layer, "units"]);
     const u = Number(unitText);
     if (u >= pages.length) throw new ApiError(404, "unit " + u + " is not in layer " + layer + " of atlas " + name +
