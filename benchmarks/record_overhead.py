@@ -333,13 +333,15 @@ def check_against_semanticlens(states, sl_caches, stream_ids, layer_name, n_show
         # SemanticLens starts every unit at 0.0 with id -1, so a unit whose activations stay <= 0 has no sample.
         positive = ours_vals[:, 0] > 0
         same = (ours_top1 == sl_top1) & positive
-        # a different top-1 is a bfloat16 tie when its value rounds to the same bfloat16 as our top-1 value
+        # a different top-1 is a bfloat16 tie when its value rounds to the same bfloat16 as our top-1 value: our
+        # value of that sample where our top-k holds it, else SemanticLens's own: a unit with more than k samples
+        # tied at its maximum (a dead channel behind a batch norm) keeps the seeded draw of k of them, which need
+        # not hold SemanticLens's pick
         tie = torch.zeros_like(same)
         for u in torch.nonzero(positive & ~same).flatten().tolist():
             hit = torch.nonzero(st["top_ids"][u] == sl_top1[u]).flatten()
-            if len(hit):
-                v = st["top_vals"][u, hit[0]]
-                tie[u] = v.bfloat16() == ours_vals[u, 0].bfloat16()
+            v = st["top_vals"][u, hit[0]].bfloat16() if len(hit) else sl_vals[u, 0].bfloat16()
+            tie[u] = v == ours_vals[u, 0].bfloat16()
         # top-k values above 0 (SemanticLens's floor) must match ours rounded to bfloat16
         mask = ours_vals > 0
         val_err = ((ours_vals.bfloat16().float() - sl_vals).abs() * mask).max().item()
