@@ -17,6 +17,7 @@ thumbnail and map cache of each atlas (``unitlens.explorer.thumbnails``, ``unitl
 from __future__ import annotations
 
 import errno
+import functools
 import html
 import io
 import socket
@@ -43,9 +44,15 @@ ASSETS = Path(str(files("unitlens.explorer") / "assets"))
 MAX_PIXELS = 40_000_000  # an uploaded probe image larger than this is refused (decompression bombs)
 
 
+@functools.cache
+def page_template() -> str:
+    """The front end's page as shipped (read once)."""
+    return (ASSETS / "index.html").read_text()
+
+
 def index_html(head: str) -> str:
-    """The front end's page with ``head`` (a base URL or the static report's data script) filled in."""
-    return (ASSETS / "index.html").read_text().replace("<!--HEAD-->", head)
+    """The front end's page with ``head`` (a base URL, a preload link, the static report's data script) filled in."""
+    return page_template().replace("<!--HEAD-->", head)
 
 
 def status_of(err: Exception) -> int:
@@ -115,7 +122,8 @@ def create_app(catalog: Catalog, live: LiveLens | None = None) -> FastAPI:
     """The explorer app over ``catalog``; ``live`` runs the probes (None: a LiveLens on the CPU)."""
     live = live or LiveLens()
     app = FastAPI(title="unitlens explorer", docs_url=None, redoc_url=None, openapi_url=None)
-    page = index_html('<base href="/">')
+    base = '<base href="/">'
+    page = index_html(base)
 
     @app.exception_handler(UnitlensError)
     async def unitlens_error(request: Request, err: UnitlensError) -> JSONResponse:
@@ -140,9 +148,7 @@ def create_app(catalog: Catalog, live: LiveLens | None = None) -> FastAPI:
                 check()
         except NotFound:
             return HTMLResponse(page, status_code=404)
-        if not data:
-            return HTMLResponse(page)
-        return HTMLResponse(page.replace("<title>", preload_link(data) + "\n<title>", 1))
+        return HTMLResponse(index_html(f"{base}\n{preload_link(data)}") if data else page)
 
     def unit_number(text: str) -> int:
         if not text.isdigit():
@@ -230,8 +236,7 @@ def create_app(catalog: Catalog, live: LiveLens | None = None) -> FastAPI:
             return cached(request, tag, None)
         # a cached thumbnail is a few kB read at once; making one decodes an image, so it leaves the event loop
         try:
-            data = view.thumbnails.data(sid) if view.thumbnails.cached(sid) else \
-                await run_in_threadpool(view.thumbnails.data, sid)
+            data = view.thumbnails.at_hand(sid) or await run_in_threadpool(view.thumbnails.data, sid)
         except MissingFile as err:
             raise NotFound(str(err)) from err
         return cached(request, tag, lambda h: Response(data, media_type="image/jpeg", headers=h))

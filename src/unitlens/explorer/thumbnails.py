@@ -78,12 +78,16 @@ class Thumbnails:
                 return None
         return self._sizes[sample_id]
 
-    def cached(self, sample_id: int) -> bool:
-        """Whether the thumbnail is at hand without decoding an image (in memory or in the atlas's cache)."""
-        if sample_id in self._memory:
-            return True
+    def at_hand(self, sample_id: int) -> bytes | None:
+        """The thumbnail's JPEG bytes when it is made already (in memory or in the atlas's cache), else None: no
+        image is decoded here."""
+        found = self._memory.get(sample_id)
+        if found is not None:
+            return found
         path = self.path(sample_id)
-        return path.is_file() and inside(self.atlas.path, path)
+        if path.is_file() and inside(self.atlas.path, path):
+            return self._remember(sample_id, path.read_bytes())
+        return None
 
     def inline(self, sample_ids: Iterable[int]) -> dict[str, str]:
         """Data URIs of the thumbnails among ``sample_ids`` that are at hand (none is made here), keyed by id: a page
@@ -91,8 +95,9 @@ class Thumbnails:
         in about half the time)."""
         out: dict[str, str] = {}
         for sample_id in dict.fromkeys(int(i) for i in sample_ids):
-            if self.cached(sample_id):
-                out[str(sample_id)] = "data:image/jpeg;base64," + base64.b64encode(self.data(sample_id)).decode("ascii")
+            data = self.at_hand(sample_id)
+            if data is not None:
+                out[str(sample_id)] = "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
         return out
 
     def _remember(self, sample_id: int, data: bytes) -> bytes:
@@ -106,12 +111,10 @@ class Thumbnails:
     def data(self, sample_id: int) -> bytes:
         """The thumbnail's JPEG bytes, made and cached on first use."""
         sample_id = self.check(sample_id)
-        found = self._memory.get(sample_id)
+        found = self.at_hand(sample_id)
         if found is not None:
             return found
         path = self.path(sample_id)
-        if path.is_file() and inside(self.atlas.path, path):
-            return self._remember(sample_id, path.read_bytes())
         try:
             image = self.dataset.image(sample_id)
         except (OSError, ValueError) as err:
