@@ -139,22 +139,30 @@ def _record_result(res, shared_by: int) -> dict:
             "already_complete": res.already_complete, "shared_pass": shared_by}
 
 
-# ---------------------------------------------------------------------------------------------- accuracy
-def _accuracy(task: Task, entries: list[Entry]) -> list[dict]:
-    from unitlens.study.accuracy import measure_accuracy
-
+def each_entry(step: str, entries: list[Entry], work: Callable[[Entry], dict]) -> list[dict]:
+    """One outcome per entry: the small result of ``work(entry)``, or its error (the other entries go on)."""
     out = []
     for entry in entries:
         t0 = time.perf_counter()
         try:
-            loaded, _ = load_entry_model(entry)
-            assert entry.accuracy_folder is not None  # the accuracy step exists only for entries with a folder
-            result = measure_accuracy(loaded, entry.accuracy_folder, progress=task.progress)
-        except Exception as err:  # noqa: BLE001
-            out.append(outcome(entry.name, "accuracy", time.perf_counter() - t0, err))
+            result = work(entry)
+        except Exception as err:  # noqa: BLE001 - one entry's failure is its outcome
+            out.append(outcome(entry.name, step, time.perf_counter() - t0, err))
             continue
-        out.append(outcome(entry.name, "accuracy", time.perf_counter() - t0, result=result))
+        out.append(outcome(entry.name, step, time.perf_counter() - t0, result=result))
     return out
+
+
+# ---------------------------------------------------------------------------------------------- accuracy
+def _accuracy(task: Task, entries: list[Entry]) -> list[dict]:
+    from unitlens.study.accuracy import measure_accuracy
+
+    def work(entry: Entry) -> dict:
+        loaded, _ = load_entry_model(entry)
+        assert entry.accuracy_folder is not None  # the accuracy step exists only for entries with a folder
+        return measure_accuracy(loaded, entry.accuracy_folder, progress=task.progress)
+
+    return each_entry("accuracy", entries, work)
 
 
 # ---------------------------------------------------------------------------------------------- mis and lens
@@ -176,54 +184,46 @@ def shared_embeddings(task: Task, atlas, backend) -> Iterator[None]:
         publish_cache(cache, pool)
 
 
-def _mis(task: Task, entries: list[Entry]) -> list[dict]:
+@contextmanager
+def entry_backend(task: Task, entry: Entry, step: str, default: str) -> Iterator[tuple]:
+    """(atlas, backend, the step's other options) of an entry, with the atlas's write lock held and the study's
+    embeddings shared for the block."""
     from unitlens.atlas import Atlas
     from unitlens.backends import as_backend
+
+    options = dict(entry.options.get(step, {}))
+    atlas = Atlas(StudyFolder(task.study).atlas_path(entry.name))
+    backend = as_backend(options.pop("backend", default), options.get("device"))
+    with atlas.writing(f"study {step}"), shared_embeddings(task, atlas, backend):
+        yield atlas, backend, options
+
+
+def _mis(task: Task, entries: list[Entry]) -> list[dict]:
     from unitlens.mis.defaults import BACKEND
     from unitlens.mis.scoring import run_atlas
 
-    out = []
-    for entry in entries:
-        t0 = time.perf_counter()
-        options = dict(entry.options.get("mis", {}))
-        try:
-            atlas = Atlas(StudyFolder(task.study).atlas_path(entry.name))
-            backend = as_backend(options.pop("backend", BACKEND), options.get("device"))
-            with atlas.writing("study mis"), shared_embeddings(task, atlas, backend):
-                run = run_atlas(atlas, backend, progress=task.progress, **options)
-        except Exception as err:  # noqa: BLE001
-            out.append(outcome(entry.name, "mis", time.perf_counter() - t0, err))
-            continue
-        out.append(outcome(entry.name, "mis", time.perf_counter() - t0,
-                           result={"backend": run.backend, **run.counts, "cache_misses": run.cache_misses}))
-    return out
+    def work(entry: Entry) -> dict:
+        with entry_backend(task, entry, "mis", BACKEND) as (atlas, backend, options):
+            run = run_atlas(atlas, backend, progress=task.progress, **options)
+        return {"backend": run.backend, **run.counts, "cache_misses": run.cache_misses}
+
+    return each_entry("mis", entries, work)
 
 
 def _lens(task: Task, entries: list[Entry]) -> list[dict]:
-    from unitlens.atlas import Atlas
-    from unitlens.backends import as_backend
     from unitlens.lens.analysis import measures
     from unitlens.lens.defaults import DEFAULT_LENS_BACKEND
     from unitlens.lens.embed import embed_atlas
 
     embed_keys = set(inspect.signature(embed_atlas).parameters)
     measure_keys = set(inspect.signature(measures).parameters)
-    out = []
-    for entry in entries:
-        t0 = time.perf_counter()
-        options = dict(entry.options.get("lens", {}))
-        try:
-            atlas = Atlas(StudyFolder(task.study).atlas_path(entry.name))
-            backend = as_backend(options.pop("backend", DEFAULT_LENS_BACKEND), options.get("device"))
-            with atlas.writing("study lens"), shared_embeddings(task, atlas, backend):
-                embedded = embed_atlas(atlas, backend, progress=task.progress,
-                                       **{k: v for k, v in options.items() if k in embed_keys})
-                measured = measures(atlas, backend=backend.name,
-                                    **{k: v for k, v in options.items() if k in measure_keys})
-        except Exception as err:  # noqa: BLE001
-            out.append(outcome(entry.name, "lens", time.perf_counter() - t0, err))
-            continue
-        out.append(outcome(entry.name, "lens", time.perf_counter() - t0,
-                           result={"backend": backend.name, "embedded": len(embedded.embedded),
-                                   "layers": int(len(measured.layers))}))
-    return out
+
+    def work(entry: Entry) -> dict:
+        with entry_backend(task, entry, "lens", DEFAULT_LENS_BACKEND) as (atlas, backend, options):
+            embedded = embed_atlas(atlas, backend, progress=task.progress,
+                                   **{k: v for k, v in options.items() if k in embed_keys})
+            measured = measures(atlas, backend=backend.name,
+                                **{k: v for k, v in options.items() if k in measure_keys})
+        return {"backend": backend.name, "embedded": len(embedded.embedded), "layers": int(len(measured.layers))}
+
+    return each_entry("lens", entries, work)
