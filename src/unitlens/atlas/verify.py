@@ -127,14 +127,23 @@ def _done(root: Path, c: _Checker) -> Verification:
 
 
 # ------------------------------------------------------------------------------------------ core files
+def _core_table(c: _Checker, atlas: Atlas, area: str, name: str, columns: set[str]) -> pd.DataFrame | None:
+    """A core Parquet file of the atlas, when it reads and has ``columns`` (else None, with the error added)."""
+    path = atlas.path / name
+    table = c.attempt(area, path, "readable", lambda: read_parquet(path, fix=atlas.rerecord))
+    if table is None:
+        return None
+    missing = columns - set(table.columns)
+    if missing:
+        c.add(area, path, "columns", ERROR, f"no column(s) {', '.join(sorted(missing))}; {atlas.rerecord}")
+        return None
+    return table
+
+
 def _units(c: _Checker, atlas: Atlas, layers) -> pd.DataFrame | None:
     path = atlas.path / UNITS
-    units = c.attempt("units", path, "readable", lambda: read_parquet(path, fix=atlas.rerecord))
+    units = _core_table(c, atlas, "units", UNITS, {"layer", "unit", "constant"})
     if units is None:
-        return None
-    missing = {"layer", "unit", "constant"} - set(units.columns)
-    if missing:
-        c.add("units", path, "columns", ERROR, f"no column(s) {', '.join(sorted(missing))}; {atlas.rerecord}")
         return None
     problems = []
     recorded = {info.name for info in layers}
@@ -155,12 +164,8 @@ def _units(c: _Checker, atlas: Atlas, layers) -> pd.DataFrame | None:
 
 def _samples(c: _Checker, atlas: Atlas) -> pd.DataFrame | None:
     path = atlas.path / SAMPLES
-    samples = c.attempt("samples", path, "readable", lambda: read_parquet(path, fix=atlas.rerecord))
+    samples = _core_table(c, atlas, "samples", SAMPLES, {"id", "path", "skipped"})
     if samples is None:
-        return None
-    missing = {"id", "path", "skipped"} - set(samples.columns)
-    if missing:
-        c.add("samples", path, "columns", ERROR, f"no column(s) {', '.join(sorted(missing))}; {atlas.rerecord}")
         return None
     want = atlas.manifest.get("n_images", atlas.manifest.get("config", {}).get("n_samples"))
     if not np.array_equal(samples["id"].to_numpy(), np.arange(len(samples))):
