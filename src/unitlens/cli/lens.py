@@ -46,6 +46,10 @@ from unitlens.probe.defaults import BASELINE, BEAM, HOLDOUT, LENGTH, METHODS, PR
 from unitlens.probe.defaults import SEED as SPLIT_SEED
 
 PROBE_CONCEPTS = ("probe", "probe-images")
+# the labellers' own options, shared by lens label and lens evaluate-labels
+INVERT_LENGTH = typer.Option(LENGTH, help="invert: concepts per formula at most.")
+INVERT_BEAM = typer.Option(BEAM, help="invert: formulas kept per unit and search step.")
+CLIP_DISSECT_TOP_K = typer.Option(TOP_K, help="clip-dissect: images in a unit's soft top set.")
 
 app = group("lens", help="SemanticLens: units as vectors in a foundation model's space; search, label, compare, "
                          "measures.")
@@ -154,9 +158,9 @@ def label_command(
     image_null: str = typer.Option(IMAGE_NULL, help="Null for image-folder concepts: dataset or none."),
     text_null: str = typer.Option(TEXT_NULL, help="Null for text concepts: template or none."),
     probe: str = typer.Option(PROBE_NAME, help="Probe set (from unitlens probe) of clip-dissect and invert."),
-    length: int = typer.Option(LENGTH, help="invert: concepts per formula at most."),
-    beam: int = typer.Option(BEAM, help="invert: formulas kept per unit and search step."),
-    top_k: int = typer.Option(TOP_K, help="clip-dissect: images in a unit's soft top set."),
+    length: int = INVERT_LENGTH,
+    beam: int = INVERT_BEAM,
+    top_k: int = CLIP_DISSECT_TOP_K,
     fmt: str = FORMAT,
 ) -> None:
     """Label every unit with its best-aligned concept (or none), count units per concept/parent and layer."""
@@ -242,9 +246,9 @@ def evaluate_labels_command(
     holdout: float = typer.Option(HOLDOUT, help="Share of the probe images held out to judge the labels."),
     seed: int = typer.Option(SPLIT_SEED, help="Seed of the held-out split (and the random baseline)."),
     threshold: float = typer.Option(LABEL_THRESHOLD, help="semanticlens: alignment below this gives none."),
-    length: int = typer.Option(LENGTH, help="invert: concepts per formula at most."),
-    beam: int = typer.Option(BEAM, help="invert: formulas kept per unit and search step."),
-    top_k: int = typer.Option(TOP_K, help="clip-dissect: images in a unit's soft top set."),
+    length: int = INVERT_LENGTH,
+    beam: int = INVERT_BEAM,
+    top_k: int = CLIP_DISSECT_TOP_K,
     figure: bool = typer.Option(True, help="Draw the faithfulness figure."),
 ) -> None:
     """Held-out faithfulness of each method's labels: AUC and mean activation difference on probe images not used
