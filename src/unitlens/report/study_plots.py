@@ -7,6 +7,7 @@ and for checkpoint studies the run's epochs and the per-layer change between epo
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -38,19 +39,29 @@ def _entry_axis(ax, names: list[str]) -> None:
     ax.set_xlim(-0.7, len(names) - 0.3)
 
 
-def _ranking(table: pd.DataFrame, tag: str, path: Path) -> Path:
-    ranked = _ranked(table, "mis_mean")
+def _ranked_figure(ranked: pd.DataFrame, title: str, path: Path, draw: Callable) -> Path:
+    """Entries along x in ``ranked``'s order, per-unit MIS up: ``draw(ax, x)`` adds the series; chance, the entry
+    names, the axis label, ``title`` and the legend are added here."""
     fig = new_figure(max(6.0, 0.35 * len(ranked) + 2.5), 4.4)
     ax = fig.add_subplot()
-    x = np.arange(len(ranked))
-    ax.fill_between(x, ranked["mis_p5"], ranked["mis_p95"], color="#4c72b0", alpha=0.2, label="5th–95th percentile")
-    ax.plot(x, ranked["mis_mean"], "o-", color="#4c72b0", ms=4, label="mean over units")
+    draw(ax, np.arange(len(ranked)))
     ax.axhline(CHANCE, color="grey", linestyle="--", linewidth=0.8)
     _entry_axis(ax, list(ranked["entry"]))
     ax.set_ylabel("per-unit MIS")
-    ax.set_title(f"Entries ranked by mean MIS (paper 000, fig. 3)\n{tag}", fontsize=10)
+    ax.set_title(title, fontsize=10)
     ax.legend(frameon=False, fontsize=8)
     return save_figure(fig, path)
+
+
+def _ranking(table: pd.DataFrame, tag: str, path: Path) -> Path:
+    ranked = _ranked(table, "mis_mean")
+
+    def draw(ax, x):
+        ax.fill_between(x, ranked["mis_p5"], ranked["mis_p95"], color="#4c72b0", alpha=0.2,
+                        label="5th–95th percentile")
+        ax.plot(x, ranked["mis_mean"], "o-", color="#4c72b0", ms=4, label="mean over units")
+
+    return _ranked_figure(ranked, f"Entries ranked by mean MIS (paper 000, fig. 3)\n{tag}", path, draw)
 
 
 def _distributions(table: pd.DataFrame, units: pd.DataFrame, tag: str, path: Path) -> Path:
@@ -137,18 +148,13 @@ def _binned(layers: pd.DataFrame, column: str, bins: int, label: str, fig_name: 
 
 def _worst(table: pd.DataFrame, tag: str, path: Path) -> Path:
     ranked = _ranked(table, "mis_p5")
-    fig = new_figure(max(6.0, 0.35 * len(ranked) + 2.5), 4.4)
-    ax = fig.add_subplot()
-    x = np.arange(len(ranked))
-    ax.plot(x, ranked["mis_p5"], "o-", color="#c44e52", ms=4, label="5th percentile of units")
-    ax.plot(x, ranked["mis_worst5"], "v", color="#8172b2", ms=4, label="mean of the worst 5 % of units")
-    ax.plot(x, ranked["mis_mean"], "o", color="#4c72b0", ms=3, alpha=0.6, label="mean (for reference)")
-    ax.axhline(CHANCE, color="grey", linestyle="--", linewidth=0.8)
-    _entry_axis(ax, list(ranked["entry"]))
-    ax.set_ylabel("per-unit MIS")
-    ax.set_title(f"Entries ranked by their worst units (fig. 19)\n{tag}", fontsize=10)
-    ax.legend(frameon=False, fontsize=8)
-    return save_figure(fig, path)
+
+    def draw(ax, x):
+        ax.plot(x, ranked["mis_p5"], "o-", color="#c44e52", ms=4, label="5th percentile of units")
+        ax.plot(x, ranked["mis_worst5"], "v", color="#8172b2", ms=4, label="mean of the worst 5 % of units")
+        ax.plot(x, ranked["mis_mean"], "o", color="#4c72b0", ms=3, alpha=0.6, label="mean (for reference)")
+
+    return _ranked_figure(ranked, f"Entries ranked by their worst units (fig. 19)\n{tag}", path, draw)
 
 
 def _training(training: pd.DataFrame, corr: dict, tag: str, path: Path) -> Path:
