@@ -16,7 +16,7 @@ interleaved, so that a shared machine's load hits every part alike, it times:
 It prints the totals and, per repeat and as their median, the ratio (forward + channels + basis) / (forward +
 channels): the record pass of the layer with the basis against without it. The encoder is random orthogonal
 directions with a ReLU and top-32 (a matrix product costs the same whatever its values). Then, for scale, the
-end-to-end passes over the same images, fastest of ``--repeats``: ``unitlens.record`` of the layer (full forward,
+end-to-end passes over the same images, fastest of ``--repeats``: ``unitlens.recording`` of the layer (full forward,
 atlas written) and ``record_bases`` of each basis (forward to the layer, derived layer written).
 """
 from __future__ import annotations
@@ -34,8 +34,8 @@ from unitlens.basis import FitOptions, fit_basis, random_directions, record_base
 from unitlens.basis.encoder import Encoder
 from unitlens.basis.recording import basis_features
 from unitlens.data import load_dataset
-from unitlens.record import LayerState, record
-from unitlens.record.reduce import reduce_output
+from unitlens.recording import LayerState, record
+from unitlens.recording.reduce import reduce_output
 from unitlens.runtime import OutputCapture, pick_device, prepare_model
 from unitlens.zoo import enumerate_units, load_model
 

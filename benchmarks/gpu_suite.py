@@ -11,7 +11,7 @@ temporary folder), random weights, no dataset and no network. Rows:
   BatchNorm, Linear) and ViT-B/16 (timm), batch ``--batch-size`` (256), float32 and bfloat16 (``torch.autocast``
   around both sides; on CUDA, float32 convolutions and matmuls use TF32 as torch's defaults allow):
   - ``bare``: ``model(x)`` on a batch already on the device (channels-last), no hooks, median of timed batches;
-  - ``record``: the public ``unitlens.record.record`` over the image files, k = 200 both directions + stats,
+  - ``record``: the public ``unitlens.recording.record`` over the image files, k = 200 both directions + stats,
     checkpoints every 2,048 images as by default. Its rate is the steady state: the images of a long run minus
     those of a short run over the seconds between their passes (``RecordResult.seconds``, which leaves out
     writing the atlas), so the loader start-up and the first-batch allocations cancel;
@@ -51,7 +51,7 @@ from unitlens.data.datasets import collate_readable, load_dataset
 from unitlens.lens.unit_measures import polysemanticity
 from unitlens.mis.scoring import score
 from unitlens.mis.tasks import build_tasks
-from unitlens.record import record
+from unitlens.recording import record
 from unitlens.runtime import prepare_model
 from unitlens.zoo.factory import LoadedModel, load_model
 

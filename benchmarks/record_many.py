@@ -2,9 +2,9 @@
 
 What: on N images of a dataset (evenly spread), in one process and one run, this times
 
-1. ``separate``     ``unitlens.record.record`` once per model, each with its own data loading (read, decode,
+1. ``separate``     ``unitlens.recording.record`` once per model, each with its own data loading (read, decode,
                     preprocess in its DataLoader worker) and atlas;
-2. ``record_many``  ``unitlens.record.record_many`` over the same models: every image read and decoded once, one
+2. ``record_many``  ``unitlens.recording.record_many`` over the same models: every image read and decoded once, one
                     preprocessing per distinct transform, every model fed from the same batches;
 
 and, to say where the time goes, 3. ``decode``: ``open_rgb`` of the N images in this process (what ``separate``
@@ -34,8 +34,8 @@ import torch
 from unitlens.atlas import Atlas
 from unitlens.data import ImageDataset, load_dataset
 from unitlens.data.images import open_rgb
-from unitlens.record import record, record_many
-from unitlens.record.passes import transform_key
+from unitlens.recording import record, record_many
+from unitlens.recording.passes import transform_key
 from unitlens.zoo import load_model
 
 

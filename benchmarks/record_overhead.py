@@ -1,4 +1,4 @@
-"""How much does ``unitlens.record`` cost on top of a bare forward pass, and how does it compare to SemanticLens?
+"""How much does ``unitlens.recording`` cost on top of a bare forward pass, and how does it compare to SemanticLens?
 
 What: on one set of images, decoded and transformed into in-memory batches *before* any timing (so image
 loading is excluded), with one batch size, this times
@@ -7,7 +7,7 @@ loading is excluded), with one batch size, this times
 2. ``ours``          the unitlens record computation on the same batches: forward hooks on every analysable
                      layer (``enumerate_units`` default), spatial mean, per-unit top-k *and* bottom-k
                      (k=200) with sample ids, plus running min/max/mean/std
-                     (``unitlens.record.recorder.Recorder`` staging each batch and folding it into ``LayerState``s);
+                     (``unitlens.recording.recorder.Recorder`` staging each batch and folding it into ``LayerState``s);
 3. ``semanticlens``  the ``semanticlens`` package's ``ActMaxCache`` (its documented API: ``hook_context`` around
                      the forward passes, ``aggregate_conv_mean``, ``n_collect=k``) on the same layers and
                      batches, under ``torch.no_grad`` as its ``ActivationComponentVisualizer`` runs it. It keeps
@@ -17,7 +17,7 @@ Each variant gets one warm-up batch. The variants then take turns batch by batch
 each keeps its own top-k state across its batches, its hooks attached only around its own forward passes),
 so that background load on a shared machine hits all three alike; a variant's time is the sum over the
 batches, and the median over ``--repeats`` passes is reported, with the process CPU time beside it. The public
-``unitlens.record.record(...)`` call is also timed once end to end (with its own data loading, into a temp
+``unitlens.recording.record(...)`` call is also timed once end to end (with its own data loading, into a temp
 dir) and reported separately as ``end-to-end``. Sanity checks: ours and SemanticLens agree on the top-1
 sample (and top-k values, to bfloat16 precision) of the units, and the end-to-end atlas holds exactly the
 exemplars of the in-memory run.
@@ -49,10 +49,10 @@ import numpy as np
 import torch
 
 from unitlens.data import ImageDataset, load_dataset
-from unitlens.record import record
-from unitlens.record.defaults import MICRO_BATCH_CPU
-from unitlens.record.recorder import Recorder
-from unitlens.record.state import LayerState
+from unitlens.recording import record
+from unitlens.recording.defaults import MICRO_BATCH_CPU
+from unitlens.recording.recorder import Recorder
+from unitlens.recording.state import LayerState
 from unitlens.zoo import enumerate_units, load_model
 
 K_DEFAULT = 200

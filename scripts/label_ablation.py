@@ -44,7 +44,7 @@ def lens_copy(atlas: Atlas, out: Path, backend: str, m: int, spatial: str) -> At
         shutil.copytree(atlas.path, out, ignore=shutil.ignore_patterns("probe", ".lock"))
         copy = Atlas(out)
     else:
-        from unitlens.record import record
+        from unitlens.recording import record
 
         cfg = atlas.manifest["config"]
         record(atlas.load_model(), atlas.manifest["dataset"]["spec"], out, atlas.layers, k=cfg["k"], spatial=spatial,

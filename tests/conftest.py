@@ -248,7 +248,7 @@ class ColourDetectors(nn.Module):
 def colour_atlas(data: Path, out: Path, colours=("red", "green", "blue", "grey")) -> Path:
     from torchvision import transforms as T
 
-    from unitlens.record import record
+    from unitlens.recording import record
     from unitlens.zoo import enumerate_units
 
     model = LoadedModel(name="colourdetectors", model=ColourDetectors(colours).eval(),

@@ -13,7 +13,7 @@ import pytest
 
 from unitlens.atlas.lock import acquire, release, writing
 from unitlens.errors import AtlasBusy, BadInput
-from unitlens.record import record
+from unitlens.recording import record
 from unitlens.zoo import enumerate_units
 
 HOLD = """

@@ -107,7 +107,7 @@ def relevance_frame(rel_max=None) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def atlas(tmp_path_factory):
     """An atlas of AuditNet's conv layer with a hand-written lens store (θ = THETA, dataset null = n)."""
-    from unitlens.record import record
+    from unitlens.recording import record
     from unitlens.zoo import enumerate_units
 
     root = tmp_path_factory.mktemp("audit")

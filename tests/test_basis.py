@@ -33,7 +33,7 @@ from unitlens.basis import (
 )
 from unitlens.basis.activations import positions_of
 from unitlens.errors import AtlasError, BadInput, BasisError, BasisNotComputed
-from unitlens.record import record
+from unitlens.recording import record
 from unitlens.zoo import enumerate_units
 from unitlens.zoo.factory import LoadedModel
 
@@ -366,7 +366,7 @@ def test_sparse_features_keep_only_the_images_that_activate_them(atlas, base, tm
 
 
 def test_record_resumes_after_an_interruption(atlas, base, monkeypatch):
-    from unitlens.record.state import LayerState
+    from unitlens.recording.state import LayerState
 
     model = base["model"]
     fit_basis(atlas, "proj", "r", FitOptions("random"), model=model, progress=False)

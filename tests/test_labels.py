@@ -50,7 +50,7 @@ def wide_console(monkeypatch):
 
 @pytest.fixture(scope="module")
 def atlas(tmp_path_factory):
-    from unitlens.record import record
+    from unitlens.recording import record
     from unitlens.zoo import enumerate_units
 
     root = tmp_path_factory.mktemp("labels")

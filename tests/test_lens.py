@@ -127,7 +127,7 @@ def _noisy(rgb, size, rng):
 
 
 def _record(model, data, out):
-    from unitlens.record import record
+    from unitlens.recording import record
     from unitlens.zoo import enumerate_units
 
     infos = enumerate_units(model.model, include=["detect", "pool", "tokens"])
@@ -538,7 +538,7 @@ def test_activation_crops_of_windowed_swin_layers_stay_whole_images(tmp_path):
 
     from unitlens.atlas import Atlas
     from unitlens.lens.crops import activation_boxes
-    from unitlens.record import record
+    from unitlens.recording import record
 
     torch.manual_seed(0)
     net = SwinTransformer(img_size=32, patch_size=4, window_size=4, embed_dim=16, depths=(2,), num_heads=(2,),

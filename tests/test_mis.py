@@ -336,7 +336,7 @@ register_backend("colourtest")(lambda spec, device=None, **kw: ColourBackend(dev
 
 @pytest.fixture(scope="module")
 def colour_atlas(tmp_path_factory):
-    from unitlens.record import record
+    from unitlens.recording import record
 
     root = tmp_path_factory.mktemp("mis")
     rng = np.random.default_rng(0)
@@ -452,7 +452,7 @@ def test_commands_route_to_score_and_plot(colour_atlas, tmp_path, monkeypatch):
 
 def _colour_atlas(root, n_images: int, k: int = 30):
     """A ColourNet atlas of ``n_images`` noisy flat-colour images recorded with ``k`` exemplars per side."""
-    from unitlens.record import record
+    from unitlens.recording import record
 
     rng = np.random.default_rng(1)
     names = list(COLOURS)
@@ -570,7 +570,7 @@ def test_run_jobs_runs_every_job_raises_their_errors_and_restores_the_threads():
 def test_tied_task_exemplars_are_counted_and_reported(colour_atlas, tmp_path, monkeypatch):
     """A ReLU unit that is 0 on every non-red image: all 30 bottom exemplars tie at 0 (of the other colours), so the
     atlas counts them and the MIS output says how many scored units the seeded tie-break decided."""
-    from unitlens.record import record
+    from unitlens.recording import record
 
     class Rectified(nn.Module):
         def __init__(self):

@@ -26,7 +26,7 @@ def wide_console(monkeypatch):
 
 
 def _record(model, data, out):
-    from unitlens.record import record
+    from unitlens.recording import record
     from unitlens.zoo import enumerate_units
 
     infos = enumerate_units(model.model, include=["detect", "presence"])

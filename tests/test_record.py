@@ -9,9 +9,9 @@ import torch
 from unitlens.atlas import Atlas
 from unitlens.data import load_dataset
 from unitlens.errors import AtlasError
-from unitlens.record import LayerState, record
-from unitlens.record.reduce import reduce_output
-from unitlens.record.state import decode, encode, rank_ids, tie_rank
+from unitlens.recording import LayerState, record
+from unitlens.recording.reduce import reduce_output
+from unitlens.recording.state import decode, encode, rank_ids, tie_rank
 from unitlens.zoo import enumerate_units
 
 from conftest import fmix32_rank, to_int_tensor
@@ -322,7 +322,7 @@ def test_expanding_affine_layers_are_reduced_from_their_input():
     """A 1x1 expansion conv and a token MLP's first linear layer: W·mean(x) + b equals the mean of the output (to
     float rounding); the record pass takes that path, and still reads the output where the input is larger or the
     layer is not affine at every position (3x3 conv, 1x1 with stride)."""
-    from unitlens.record.reduce import input_affine, mean_from_input
+    from unitlens.recording.reduce import input_affine, mean_from_input
 
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(8, 48, 1)
@@ -345,7 +345,7 @@ def test_expanding_affine_layers_are_reduced_from_their_input():
         def forward(self, z):
             return self.pwl(self.dw(self.pw(z)))
 
-    from unitlens.record.recorder import Recorder
+    from unitlens.recording.recorder import Recorder
 
     net = Expand().eval()
     layers = enumerate_units(net, skip_first_last=False)
@@ -470,7 +470,7 @@ def test_an_output_that_is_not_one_row_per_image_names_its_layer(tmp_path, rando
 
 
 def test_windows_unfold_per_image_and_channel_dims_follow_the_declared_width():
-    from unitlens.record.reduce import unfold_windows
+    from unitlens.recording.reduce import unfold_windows
     from unitlens.zoo.units import channel_dim_of
 
     maps = torch.randn(3, 6, 4, 4)  # 3 images, 6 channels, 4x4: as 4 windows of 2x2 each, image-major

@@ -10,8 +10,8 @@ import torch
 
 from unitlens.atlas import Atlas
 from unitlens.errors import BadInput
-from unitlens.record import record, record_many
-from unitlens.record.passes import AllTransforms, transform_key
+from unitlens.recording import record, record_many
+from unitlens.recording.passes import AllTransforms, transform_key
 from unitlens.zoo import enumerate_units, load_model
 from unitlens.zoo.factory import LoadedModel
 

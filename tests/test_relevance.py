@@ -27,7 +27,7 @@ from conftest import to_int_tensor, write_images
 
 
 def _record(model: LoadedModel, data, out, layers, k=6):
-    from unitlens.record import record
+    from unitlens.recording import record
     from unitlens.zoo import enumerate_units
 
     infos = enumerate_units(model.model, include=layers)
@@ -320,7 +320,7 @@ def test_record_force_drops_stale_relevance(share_atlas, tmp_path):
     copy = tmp_path / "atlas"
     shutil.copytree(atlas, copy)
     assert (copy / "relevance").is_dir()
-    from unitlens.record import record
+    from unitlens.recording import record
     from unitlens.zoo import enumerate_units
 
     record(model, str(atlas.parent / "data"), copy, enumerate_units(model.model, include=["conv"]), k=4,

@@ -32,7 +32,7 @@ from unitlens.cli import app
 from unitlens.data import load_dataset
 from unitlens.data.images import open_rgb
 from unitlens.errors import AtlasError, BadInput, CorruptFile, WeightsUnavailable
-from unitlens.record import record
+from unitlens.recording import record
 from unitlens.zoo.factory import LoadedModel
 from unitlens.zoo.units import enumerate_units
 

@@ -168,7 +168,7 @@ def test_random_init_is_seeded_so_random_atlases_can_be_resumed_and_reloaded(tmp
     load_model("timm:resnet18", pretrained=False)
     assert torch.equal(torch.rand(1), before)  # the caller's random stream is left alone
     from unitlens.atlas import Atlas
-    from unitlens.record import record
+    from unitlens.recording import record
 
     images = tmp_path / "images"
     images.mkdir()

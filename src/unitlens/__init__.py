@@ -7,7 +7,6 @@ The main entries are re-exported here and imported on first use (``import unitle
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
 from unitlens.runtime import lazy_exports
@@ -18,7 +17,7 @@ if TYPE_CHECKING:
     from unitlens.atlas import Atlas
     from unitlens.data import ImageDataset, load_dataset
     from unitlens.errors import UnitlensError
-    from unitlens.record import record
+    from unitlens.recording import record
     from unitlens.zoo import LayerInfo, enumerate_units, load_model
 
 __all__ = [
@@ -41,12 +40,7 @@ __getattr__, __dir__ = lazy_exports(
         "enumerate_units": "unitlens.zoo",
         "load_dataset": "unitlens.data",
         "load_model": "unitlens.zoo",
-        "record": "unitlens.record",
+        "record": "unitlens.recording",
     },
 )
 
-# ``unitlens.record`` names both a subpackage and the function ``record``. Importing the subpackage (light: its
-# names are lazy too) binds it as an attribute here; dropping that attribute now leaves the name to
-# ``__getattr__``, which resolves it to the function, as ``from unitlens import record`` promises.
-importlib.import_module("unitlens.record")
-del globals()["record"]

@@ -2,7 +2,7 @@
 
 ``LayerStream`` runs the atlas's model over its images (the forward stops at the layer) and yields (sample ids,
 activation vectors) per batch. ``positions`` says what one sample is: ``image`` — the record pass's per-image
-vector (``unitlens.record.reduce.reduce_output`` with the atlas's spatial / token reduction) — or ``spatial``
+vector (``unitlens.recording.reduce.reduce_output`` with the atlas's spatial / token reduction) — or ``spatial``
 — every spatial position of a (B, C, H, W) map, every token of a (B, T, C) output.
 
 ``Samples`` reads a stream once and keeps what every fit needs: count, per-channel mean and variance (float64
@@ -24,7 +24,7 @@ from unitlens.atlas.atlas import Atlas
 from unitlens.basis.defaults import BATCH_SIZE, BUFFER_MB, POSITIONS, RESERVOIR
 from unitlens.data.loading import load_batches
 from unitlens.errors import BadInput, BasisError
-from unitlens.record.reduce import reduce_output
+from unitlens.recording.reduce import reduce_output
 from unitlens.runtime import OutputCapture, Progress, first_tensor, pick_device, prepare_model
 from unitlens.zoo.units import channel_dim_of
 

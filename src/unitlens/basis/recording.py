@@ -4,7 +4,7 @@ One forward pass over the atlas's images (stopped after the deepest parent layer
 is one matrix product per batch on the parent layer's output — on the per-image vector (``image`` bases) or on
 every position, then reduced over positions like the record pass reduces channels (``spatial`` bases; at most
 ``ENCODE_FLOATS`` features are held at once, and at least one image). The features go into the record pass's own
-streaming state (``unitlens.record.state.LayerState``, same k, same total order), and the derived layer
+streaming state (``unitlens.recording.state.LayerState``, same k, same total order), and the derived layer
 ``<layer>::<name>`` is written with the record pass's row and exemplar builders, so MIS, the lens and the explorer
 read it like any layer. The pass checkpoints every ``checkpoint_every`` images and resumes when run again.
 """
@@ -26,10 +26,10 @@ from unitlens.basis.defaults import BATCH_SIZE, CHECKPOINT_EVERY, ENCODE_FLOATS
 from unitlens.basis.encoder import Encoder
 from unitlens.basis.store import Basis, derived_layer, load_basis, resolve
 from unitlens.errors import BadInput, BasisError
-from unitlens.record.defaults import MERGE_EVERY
-from unitlens.record.folder import exemplar_tensors, unit_rows
-from unitlens.record.reduce import reduce_output
-from unitlens.record.state import LayerState
+from unitlens.recording.defaults import MERGE_EVERY
+from unitlens.recording.folder import exemplar_tensors, unit_rows
+from unitlens.recording.reduce import reduce_output
+from unitlens.recording.state import LayerState
 from unitlens.runtime import first_tensor, pick_device
 from unitlens.zoo.units import LayerInfo, channel_dim_of
 

@@ -19,7 +19,7 @@ from unitlens.cli.common import (
     say,
     split_list,
 )
-from unitlens.record.defaults import BATCH_SIZE, SPATIAL_DEFAULT, TOKENS_DEFAULT, K
+from unitlens.recording.defaults import BATCH_SIZE, SPATIAL_DEFAULT, TOKENS_DEFAULT, K
 
 
 def layers(
@@ -81,7 +81,7 @@ def record(
     from unitlens.atlas.layout import MANIFEST
     from unitlens.atlas.lock import check_writable
     from unitlens.data import load_dataset
-    from unitlens.record import record as run_record
+    from unitlens.recording import record as run_record
     from unitlens.zoo.units import LAYER_TYPES
 
     with failing_cleanly():

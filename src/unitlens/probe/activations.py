@@ -22,8 +22,8 @@ from unitlens.errors import AtlasError, BadInput
 from unitlens.probe.defaults import BATCH_SIZE, MAX_ACTIVATIONS, PROBE_NAME
 from unitlens.probe.spec import ProbeSpec, load_probe_spec
 from unitlens.probe.store import ProbeStore
-from unitlens.record.defaults import SPATIAL
-from unitlens.record.reduce import reduce_output
+from unitlens.recording.defaults import SPATIAL
+from unitlens.recording.reduce import reduce_output
 from unitlens.runtime import OutputCapture, Progress, pick_device, prepare_model
 from unitlens.zoo.units import channel_dim_of
 

@@ -4,7 +4,7 @@ The file names the data, the layer selection, the steps and their options at the
 table per model; an entry overrides any top-level key (step tables are merged key by key). An entry's
 ``checkpoints`` glob expands to one entry per file in natural order (``epoch_2`` before ``epoch_10``). Step tables
 take the keyword arguments of the API functions behind the steps, checked against their signatures:
-``[record]`` -> ``unitlens.record.record``, ``[mis]`` -> ``unitlens.mis.run_atlas``, ``[lens]`` ->
+``[record]`` -> ``unitlens.recording.record``, ``[mis]`` -> ``unitlens.mis.run_atlas``, ``[lens]`` ->
 ``unitlens.lens.embed_atlas`` and ``unitlens.lens.measures``. Paths (data folders, checkpoints, accuracy folders)
 are relative to the folder the command runs in, like the CLI's options, and are stored resolved.
 
@@ -127,7 +127,7 @@ def step_parameters() -> dict[str, dict[str, inspect.Parameter]]:
     from unitlens.lens.analysis import measures
     from unitlens.lens.embed import embed_atlas
     from unitlens.mis.scoring import run_atlas
-    from unitlens.record.run import record
+    from unitlens.recording.run import record
 
     found: dict[str, dict[str, inspect.Parameter]] = {"record": {}, "mis": {}, "lens": {}}
     steps: tuple[tuple[str, list[Callable[..., Any]]], ...] = (

@@ -76,8 +76,8 @@ def execute(task: Task, report: Callable[[list[dict]], None] | None = None) -> l
 def _record(task: Task, entries: list[Entry], report: Callable[[list[dict]], None]) -> list[dict]:
     """Models are loaded one after another and gathered into a pass while their estimated memory fits the budget;
     a full pass runs (and its models are let go) before the next model loads."""
-    from unitlens.record import record, record_many
-    from unitlens.record.many import estimate_bytes
+    from unitlens.recording import record, record_many
+    from unitlens.recording.many import estimate_bytes
 
     folder = StudyFolder(task.study)
     options = dict(entries[0].options.get("record", {}))

@@ -26,8 +26,8 @@ from unitlens.atlas.atlas import Atlas
 from unitlens.data.datasets import ImageDataset, Unreadable, collate_readable
 from unitlens.data.unreadable import UnreadableLog
 from unitlens.errors import AtlasError
-from unitlens.record.defaults import MICRO_BATCH_CPU
-from unitlens.record.folder import (
+from unitlens.recording.defaults import MICRO_BATCH_CPU
+from unitlens.recording.folder import (
     RecordResult,
     prepare_out,
     restore_states,
@@ -35,7 +35,7 @@ from unitlens.record.folder import (
     start_manifest,
     write_atlas,
 )
-from unitlens.record.recorder import Recorder
+from unitlens.recording.recorder import Recorder
 from unitlens.runtime import Progress, pick_device, prepare_model, uninterrupted
 from unitlens.zoo.factory import LoadedModel
 from unitlens.zoo.units import LayerInfo

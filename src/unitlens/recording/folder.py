@@ -15,9 +15,9 @@ from unitlens.atlas.files import read_json, read_tensor_metadata, read_tensors, 
 from unitlens.atlas.layout import CORE, LOCK, MANIFEST, RECORD_STATE, SAMPLES, UNITS, clear_derived, exemplar_path
 from unitlens.data.datasets import ImageDataset
 from unitlens.errors import AtlasError, CorruptFile
-from unitlens.record.defaults import CONSTANT_EPS
-from unitlens.record.recorder import Recorder
-from unitlens.record.state import LayerState
+from unitlens.recording.defaults import CONSTANT_EPS
+from unitlens.recording.recorder import Recorder
+from unitlens.recording.state import LayerState
 from unitlens.zoo.factory import LoadedModel
 from unitlens.zoo.units import LayerInfo
 

@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 from unitlens.errors import BadInput
-from unitlens.record.defaults import MERGE_EVERY, TIE_SEED
-from unitlens.record.reduce import input_affine, mean_from_input, reduce_output
-from unitlens.record.state import LayerState
+from unitlens.recording.defaults import MERGE_EVERY, TIE_SEED
+from unitlens.recording.reduce import input_affine, mean_from_input, reduce_output
+from unitlens.recording.state import LayerState
 from unitlens.runtime import ForwardHooks, first_tensor, named_modules
 from unitlens.zoo.units import LayerInfo, channel_dim_of
 

@@ -8,18 +8,18 @@ from typing import TYPE_CHECKING
 from unitlens.runtime import lazy_exports
 
 if TYPE_CHECKING:
-    from unitlens.record.folder import RecordResult
-    from unitlens.record.many import record_many
-    from unitlens.record.run import record
-    from unitlens.record.state import LayerState
+    from unitlens.recording.folder import RecordResult
+    from unitlens.recording.many import record_many
+    from unitlens.recording.run import record
+    from unitlens.recording.state import LayerState
 
 __all__ = ["LayerState", "RecordResult", "record", "record_many"]
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
-        "RecordResult": "unitlens.record.folder",
-        "record": "unitlens.record.run",
-        "record_many": "unitlens.record.many",
-        "LayerState": "unitlens.record.state",
+        "RecordResult": "unitlens.recording.folder",
+        "record": "unitlens.recording.run",
+        "record_many": "unitlens.recording.many",
+        "LayerState": "unitlens.recording.state",
     },
 )

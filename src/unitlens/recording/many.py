@@ -17,7 +17,7 @@ import torch
 from unitlens.atlas.lock import writing
 from unitlens.data.datasets import ImageDataset
 from unitlens.errors import BadInput
-from unitlens.record.defaults import (
+from unitlens.recording.defaults import (
     BATCH_SIZE,
     CHECKPOINT_EVERY,
     MERGE_EVERY,
@@ -26,9 +26,9 @@ from unitlens.record.defaults import (
     TOKENS_DEFAULT,
     K,
 )
-from unitlens.record.folder import RecordResult, completed_result, record_config
-from unitlens.record.passes import record_pass
-from unitlens.record.run import check_options, prepare_data, select_layers
+from unitlens.recording.folder import RecordResult, completed_result, record_config
+from unitlens.recording.passes import record_pass
+from unitlens.recording.run import check_options, prepare_data, select_layers
 from unitlens.zoo.factory import LoadedModel
 from unitlens.zoo.units import LAYER_TYPES, LayerInfo
 

@@ -16,7 +16,7 @@ from unitlens.atlas.layout import SAMPLES
 from unitlens.atlas.lock import check_writable, writing
 from unitlens.data.datasets import ImageDataset, load_dataset
 from unitlens.errors import BadInput
-from unitlens.record.defaults import (
+from unitlens.recording.defaults import (
     BATCH_SIZE,
     CHECKPOINT_EVERY,
     MERGE_EVERY,
@@ -27,9 +27,9 @@ from unitlens.record.defaults import (
     TOKENS_DEFAULT,
     K,
 )
-from unitlens.record.folder import RecordResult, completed_result, previous_manifest, record_config
-from unitlens.record.passes import record_pass
-from unitlens.record.state import MAX_SAMPLES
+from unitlens.recording.folder import RecordResult, completed_result, previous_manifest, record_config
+from unitlens.recording.passes import record_pass
+from unitlens.recording.state import MAX_SAMPLES
 from unitlens.zoo.factory import LoadedModel
 from unitlens.zoo.units import LAYER_TYPES, LayerInfo, enumerate_units
 
