@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup chromium test lint demo bench
+.PHONY: setup chromium test lint docs demo bench
 
 setup:
 	$(PY) -m venv $(VENV)
@@ -22,6 +22,10 @@ test:
 lint:
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/mypy
+
+# the docs site (MkDocs, warnings are errors) into site/
+docs:
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 demo:
 	$(BIN)/unitlens record --model efficientnet_lite0 --data demo --out atlas/lite0-demo
