@@ -107,6 +107,15 @@ class NotFound(BadInput, LookupError):
     """A named atlas, study, layer, unit or file does not exist (the explorer answers 404)."""
 
 
+class UnknownLayer(AtlasError, NotFound):
+    """A layer name or glob matches no layer of an atlas (the message lists the layers it has)."""
+
+
+class Forbidden(UnitlensError):
+    """A request the explorer refuses to answer (403): a file that is not one of the atlas's dataset images as
+    recorded, or a ``Host`` header that does not name the server."""
+
+
 class TooFewImages(TooFewExemplars):
     """The dataset holds too few images for MIS: a unit's most and least activating sets would share images."""
 
