@@ -16,6 +16,7 @@ from unitlens.cli.common import (
     failing_cleanly,
     load_named_model,
     print_frame,
+    resumable,
     say,
     split_list,
 )
@@ -84,20 +85,15 @@ def record(
     from unitlens.recording import record as run_record
     from unitlens.zoo.units import LAYER_TYPES
 
-    with failing_cleanly():
+    with failing_cleanly(), resumable(f"the images recorded so far are checkpointed in {out}"):
         if force or not (out / MANIFEST).is_file():  # no finished atlas there: --out must be writable, say so now
             check_writable(out.expanduser().resolve())
         loaded = load_named_model(model, random, checkpoint, num_classes, checkpoint_strict, seed)
         dataset = load_dataset(data, loaded.transform)
-        try:
-            result = run_record(loaded, dataset, out, split_list(layers), k=k, spatial=spatial, tokens=tokens,
-                                batch_size=batch_size, device=device, num_workers=workers, force=force,
-                                types=split_list(types) or LAYER_TYPES, exclude=split_list(exclude),
-                                keep_first_last=keep_first_last, content_hash=content_hash)
-        except KeyboardInterrupt:
-            say(f"[yellow]interrupted:[/] the images recorded so far are checkpointed in {out}; run the same "
-                "command again to resume from there")
-            raise typer.Exit(code=130) from None
+        result = run_record(loaded, dataset, out, split_list(layers), k=k, spatial=spatial, tokens=tokens,
+                            batch_size=batch_size, device=device, num_workers=workers, force=force,
+                            types=split_list(types) or LAYER_TYPES, exclude=split_list(exclude),
+                            keep_first_last=keep_first_last, content_hash=content_hash)
     if result.already_complete:
         say(f"{out} is already complete; nothing to do (use --force to record again).")
         return

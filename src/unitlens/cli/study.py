@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 from typer.core import TyperGroup
 
-from unitlens.cli.common import failing_cleanly, print_frame, say
+from unitlens.cli.common import FORMAT, error, failing_cleanly, machine_readable, print_frame, resumable, say
 from unitlens.study.defaults import CPUS_PER_TASK, GPUS_PER_TASK, JOBS, MEMORY_BUDGET_MB
 
 LOCAL_RAY = "local"
@@ -43,11 +43,15 @@ PANELS = {  # the study table in panels that each fit 80 columns: column -> head
 
 
 def print_table(table, title: str) -> None:
-    """The study table as panels of the columns that hold something (each readable in 80 columns)."""
+    """The study table: whole with --format csv/json, else as panels of the columns that hold something (each
+    readable in 80 columns)."""
+    if machine_readable():
+        print_frame(table, title=title, name="study")
+        return
     for panel, columns in PANELS.items():
         shown = [c for c in columns if c in table and table[c].notna().any()]
         if len(shown) > 1:
-            print_frame(table[shown].rename(columns=columns), title=f"{title}: {panel}")
+            print_frame(table[shown].rename(columns=columns), title=f"{title}: {panel}", name="study")
 
 
 @app.command("run")
@@ -63,25 +67,27 @@ def run(
     gpus_per_task: float = typer.Option(GPUS_PER_TASK, help="GPUs each Ray task asks for."),
     memory_budget: float = typer.Option(MEMORY_BUDGET_MB, help="MB of model weights and record state that the "
                                                                 "models of one shared record pass may take."),
+    fmt: str = FORMAT,
 ) -> None:
     """Run (or resume) every step of every entry; a failing entry is recorded and the others go on (exit status 1)."""
     from unitlens.study.runner import run_study
 
-    with failing_cleanly():
+    with failing_cleanly(), resumable("done steps are kept in the study folder"):
         result = run_study(study_file, out, jobs=jobs, ray=ray, cpus_per_task=cpus_per_task,
                            gpus_per_task=gpus_per_task, memory_budget_mb=memory_budget)
     print_table(result.table, title=f"study {result.state['name']} -> {result.folder} ({result.seconds:.0f} s)")
     if result.failed:
-        for name, error in result.failed.items():
-            say(f"[bold red]failed:[/] {name}: {error}")
-        say(f"{len(result.failed)} of {len(result.state['entries'])} entries failed; fix the cause and run the same "
-            "command again (done steps are kept).")
+        for name, why in result.failed.items():
+            error(f"{name}: {why}", label="failed")
+        error(f"{len(result.failed)} of {len(result.state['entries'])} entries failed; fix the cause and run the same "
+              "command again (done steps are kept).")
         raise typer.Exit(code=1)
 
 
 @app.command("summary")
 def summary(
     folder: Path = typer.Argument(..., help="Study folder (from unitlens study run)."),
+    fmt: str = FORMAT,
 ) -> None:
     """Print the study table (one row per entry) and write it to DIR/study.parquet."""
     from unitlens.study.summary import write_summary
@@ -96,10 +102,11 @@ def summary(
 def query(
     folder: Path = typer.Argument(..., help="Study folder."),
     sql: str = typer.Argument(..., help="DuckDB SQL over the views units, scores (both with an entry column), study."),
+    fmt: str = FORMAT,
 ) -> None:
     """Run SQL over the study: views units, scores (every atlas's tables, with an entry column) and study."""
     from unitlens.study.query import query as run_query
 
     with failing_cleanly():
         frame = run_query(folder, sql)
-    print_frame(frame)
+    print_frame(frame, title=sql, name="result")
