@@ -372,6 +372,10 @@ def test_only_the_datasets_own_images_are_served(explorer_atlases, tmp_path, tar
         if target == "link out":
             link.unlink()
     assert not (atlas / "explorer" / "thumbs" / "128" / "0000" / "0.jpg").exists()
+    if target == "/etc/passwd" and recorded_root:  # the static report leaves the thumbnail out and says so
+        r = write_report([atlas], tmp_path / "report", layers="pool", progress=False)
+        assert any("1 thumbnail(s) left out" in n and "sample 0" in n for n in r.notes), r.notes
+        assert not (tmp_path / "report" / "img" / "served" / "0.jpg").exists()
 
 
 def test_an_atlas_without_content_hashes_serves_only_inside_its_dataset_folder(explorer_atlases, tmp_path):
