@@ -28,7 +28,7 @@ class RecordOptions(Options):
     layers: tuple[str, ...] | None = option(
         None, "Layer names or globs to record (comma-separated on the command line; default: every analysable "
               "layer of --types but --exclude and the first and last).", metavar="NAMES")
-    types: tuple[str, ...] = option(LAYER_TYPES, "Layer types to record when --layers is not given.",
+    types: tuple[str, ...] = option(LAYER_TYPES, "Layer types to take when no layer names are given.",
                                     choices=LAYER_TYPES, metavar="TYPES")
     exclude: tuple[str, ...] | None = option(None, "Layer names or globs to leave out.", metavar="NAMES")
     keep_first_last: bool = option(False, "Keep the model's first and last layer (the MIS paper skips them).")
