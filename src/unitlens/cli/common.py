@@ -36,6 +36,7 @@ from typing import Any, NoReturn, Optional
 import typer
 from rich.cells import cell_len
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
@@ -103,18 +104,18 @@ def say(*objects: Any) -> None:
 
 def note(message: str) -> None:
     """A note (stderr, in every format)."""
-    err_console.print(f"[yellow]note:[/] {message}")
+    err_console.print(f"[yellow]note:[/] {escape(message)}")  # a message's "[record]" is text, not markup
 
 
 def warn(message: str) -> None:
     """A warning: something was left out or went partly wrong, the command goes on (stderr, in every format)."""
-    err_console.print(f"[bold yellow]warning:[/] {message}")
+    err_console.print(f"[bold yellow]warning:[/] {escape(message)}")
 
 
 def error(message: str, label: str = "error") -> None:
     """An error the command reports and then goes on or ends with its own status (stderr, in every format),
     after ``label`` ("failed" for one of several items)."""
-    err_console.print(f"[bold red]{label}:[/] {message}")
+    err_console.print(f"[bold red]{label}:[/] {escape(message)}")
 
 
 def print_frame(frame: Any, title: str | None = None, *, name: str, full: Any = None,
