@@ -23,6 +23,7 @@ import json
 import math
 import numbers
 import re
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,11 +32,12 @@ from typing import Any, NoReturn, Optional
 import typer
 from rich.cells import cell_len
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
-from unitlens.errors import UnitlensError
+from unitlens.errors import Note, UnitlensError
 from unitlens.zoo.defaults import RANDOM_SEED
 
 console = Console(soft_wrap=True)
@@ -209,17 +211,27 @@ def _print_table(frame: Any, title: str | None) -> None:
 def fail(err: Exception | str) -> NoReturn:
     """Print ``err`` as a one-line error and exit with status 2 (no traceback for expected failures)."""
     _Output.tables = {}  # a failed command prints no partial JSON
-    _messages().print(f"[bold red]error:[/] {err}")
+    _messages().print(f"[bold red]error:[/] {escape(str(err))}")  # a message's "[record]" is text, not markup
     raise typer.Exit(code=2)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A library warning as one line on stderr: ``note: ...`` for a ``Note``, else ``warning: ...`` (no Python
+    source line)."""
+    label = "note" if issubclass(category, Note) else "warning"
+    err_console.print(f"[yellow]{label}:[/] {escape(str(message))}")
 
 
 @contextmanager
 def failing_cleanly() -> Iterator[None]:
-    """Within the block, a ``UnitlensError`` ends the command with its message and exit status 2."""
-    try:
-        yield
-    except UnitlensError as err:
-        fail(err)
+    """Within the block, a ``UnitlensError`` ends the command with its message and exit status 2, and library
+    warnings are printed as notes."""
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            yield
+        except UnitlensError as err:
+            fail(err)
 
 
 # the model options of every command that loads a model by name (layers, record, audit test/prune)
