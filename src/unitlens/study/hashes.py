@@ -25,6 +25,7 @@ class FileHashes:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.rows: dict[str, tuple] = {}
+        self.fingerprints: dict[tuple[str, bool], str] = {}  # (data spec, content hash) -> fingerprint, this run
         try:
             table = pd.read_parquet(self.path, columns=[KEY, *COLUMNS]) if self.path.is_file() else None
         except Exception:  # noqa: BLE001 - a damaged cache means hashing again, nothing else
@@ -36,22 +37,28 @@ class FileHashes:
         rows = table[[KEY, *COLUMNS]].dropna(subset=["content_hash"])
         self.rows.update({r[0]: r[1:] for r in rows.itertuples(index=False, name=None)})
 
-    def known(self) -> pd.DataFrame:
-        return pd.DataFrame([(p, *v) for p, v in self.rows.items()], columns=[KEY, *COLUMNS])
+    def known(self, paths: list[str] | None = None) -> pd.DataFrame:
+        """The hashes kept for ``paths`` (default: all) as a table (path and ``unitlens.data.hashing.COLUMNS``)."""
+        rows = self.rows.items() if paths is None else ((p, self.rows[p]) for p in paths if p in self.rows)
+        return pd.DataFrame([(p, *v) for p, v in rows], columns=[KEY, *COLUMNS])
 
     def files(self, paths: list[str]) -> list[str | None]:
         """The content hash of each file (None: it cannot be read)."""
-        table, _ = file_hashes(paths, self.known())
-        self._take(table.assign(**{KEY: [str(p) for p in paths]}))
+        paths = [str(p) for p in paths]
+        table, _ = file_hashes(paths, self.known(paths))
+        self._take(table.assign(**{KEY: paths}))
         return [h if isinstance(h, str) else None for h in table["content_hash"]]
 
     def dataset(self, spec: str, content_hash: bool = True) -> str:
-        """The fingerprint of the dataset ``spec`` (a ``--data`` value), as its record step computes it."""
-        data = load_dataset(spec, content_hash=content_hash)
-        if content_hash:
-            data.hash_contents(known=self.known())
-            self._take(data.samples)
-        return data.fingerprint()
+        """The fingerprint of the dataset ``spec`` (a ``--data`` value), as its record step computes it; each
+        dataset is fingerprinted once per run."""
+        if (spec, content_hash) not in self.fingerprints:
+            data = load_dataset(spec, content_hash=content_hash)
+            if content_hash:
+                data.hash_contents(known=self.known(list(data.samples["path"])))
+                self._take(data.samples)
+            self.fingerprints[spec, content_hash] = data.fingerprint()
+        return self.fingerprints[spec, content_hash]
 
     def save(self) -> None:
         write_parquet(self.path, self.known())

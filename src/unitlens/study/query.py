@@ -109,7 +109,7 @@ def check_read_only(sql: str) -> None:
         raise BadInput(f"the query is empty; give a SELECT statement. {VIEWS}")
     for statement in statements:
         if statement.type != duckdb.StatementType.SELECT:
-            kind = statement.type.name
+            kind = (statement.query.split() or [statement.type.name])[0].strip(";").upper()
             raise BadInput(f"study queries only read: {kind} is not a query; use SELECT over the views units, scores "
                            "and study (copy results out with --format csv or in Python)")
 
@@ -123,6 +123,9 @@ def query(folder: StudyFolder | str | Path, sql: str) -> pd.DataFrame:
     con = connect(folder)
     try:
         return con.execute(sql).df()
+    except duckdb.PermissionException as err:
+        raise BadInput(f"study queries only read the views units, scores and study, no other file, URL or extension "
+                       f"({str(err).splitlines()[0]})") from err
     except duckdb.Error as err:
         raise BadInput(f"the query failed: {err}. {VIEWS}") from err
     finally:

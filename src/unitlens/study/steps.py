@@ -208,7 +208,8 @@ def replaced_backends(task: Task, entry: Entry, backend) -> set[str]:
     """The backends whose results of this step an entry that redoes it drops first (none if it does not)."""
     if entry.name not in task.redo:
         return set()
-    return {backend.name} | ({task.redo[entry.name]} if task.redo[entry.name] else set())
+    earlier = task.redo[entry.name]
+    return {backend.name} | ({earlier} if earlier else set())
 
 
 def _mis(task: Task, entries: list[Entry]) -> list[dict]:

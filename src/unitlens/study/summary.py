@@ -4,7 +4,8 @@ Columns: entry, model, weights (pretrained / random / checkpoint), checkpoint, e
 from, status (and the failed step and its error), layers, units, constant units, and where computed: the MIS
 backend, scored units, MIS mean / 5th / 95th percentile / mean of the worst 5 % of units (the ⌈0.05·n⌉ lowest),
 mean MIS accuracy (the 2-AFC task accuracy, not the model's), the lens backend with clarity, polysemanticity and
-redundancy means (redundancy: mean over layers), and the seconds of each step. An entry the study file no longer
+redundancy means (redundancy: mean over layers), and the seconds of each step. A result is shown only when its step
+is done with the study file as it is now (a step to redo shows nothing until it is). An entry the study file no longer
 has is listed with status ``removed`` (its atlas is kept).
 
 ``study.parquet`` carries a stamp in its schema metadata (``{"kind": "study table", "study": <name>}``, like the
@@ -95,17 +96,19 @@ def entry_row(folder: StudyFolder, record: dict) -> dict:
         "accuracy_source": record.get("accuracy_source", ""), "status": status, "failed_step": failed,
         "error": steps[failed]["error"] if failed else "",
     }
-    atlas_path = folder.path / record["atlas"]
+    done = {step for step, st in steps.items() if st["status"] == "done"}  # only results of what they are now
     try:
-        atlas = Atlas(atlas_path)
+        atlas = Atlas(folder.path / record["atlas"]) if "record" in done else None
     except UnitlensError:
         atlas = None
     if atlas is not None and atlas.complete:
         units = atlas.units()
         row.update({"layers": int(units["layer"].nunique()), "units": len(units),
                     "constant_units": int(units["constant"].sum())})
-        row.update(mis_summary(atlas, steps.get("mis", {}).get("result", {}).get("backend")))
-        row.update(lens_summary(atlas, steps.get("lens", {}).get("result", {}).get("backend")))
+        if "mis" in done:
+            row.update(mis_summary(atlas, steps["mis"].get("result", {}).get("backend")))
+        if "lens" in done:
+            row.update(lens_summary(atlas, steps["lens"].get("result", {}).get("backend")))
     for step in STEP_SECONDS:
         row[f"{step}_s"] = float(steps[step]["seconds"]) if step in steps and steps[step]["status"] == "done" \
             else np.nan
