@@ -340,7 +340,10 @@ def test_worker_processes_give_the_same_study(tmp_path, images, reference):
     """``--jobs 2`` (each worker with its own torch defaults) gives exactly the sequential run's tables and atlases:
     every step runs on the study's thread count, in every executor."""
     ref_out, _ = reference
-    run = run_study(write_study(tmp_path, study_text(images)), tmp_path / "out", jobs=2, progress=False)
+    path = write_study(tmp_path, study_text(images))
+    with pytest.raises(BadInput, match=r"--cpus-per-task is what each Ray task asks for .*threads = N"):
+        run_study(path, tmp_path / "out", jobs=2, cpus_per_task=1, progress=False)  # it would not set the threads
+    run = run_study(path, tmp_path / "out", jobs=2, progress=False)
     assert run.ok, run.failed
     steps = {r["name"]: r["steps"] for r in run.state["entries"]}
     assert [s["record"]["result"]["shared_pass"] for s in steps.values()] == [1, 1]  # split over the two workers
@@ -423,6 +426,7 @@ def test_a_replaced_checkpoint_redoes_the_record_and_the_steps_after_it(tmp_path
     assert_table_is_the_atlases(tmp_path / "out")
     assert again.table.set_index("entry").loc["ft", "mis_mean"] != before
     assert run_study(path, tmp_path / "out", progress=False).redone == {}  # now up to date
+    assert run_study(path, tmp_path / "out", progress=False, force=True).redone == {"ft": ["record", "mis"]}
 
 
 def test_changed_options_redo_exactly_the_steps_they_reach(tmp_path, images):

@@ -177,7 +177,7 @@ def _record_groups(records: list[dict], split: int, together: bool) -> list[list
 def _forced(spec: StudySpec, force: bool | Sequence[str]) -> set[str]:
     """The entries ``force`` names (``True``: all); an unknown name is an error naming those there are."""
     names = [e.name for e in spec.entries]
-    if force is True or force is False:
+    if isinstance(force, bool):
         return set(names) if force else set()
     unknown = [n for n in force if n not in names]
     if unknown:
