@@ -11,6 +11,9 @@ Kinds:
 
 Domain types (``AtlasError``, ``LensError``, ``RelevanceError``, ``AuditError``, ``BasisError``) say where a
 failure happened; their not-computed cases are also ``NotComputed``.
+
+``Note`` is the warning category of facts worth knowing that are not problems (a stale lock taken over); the
+command line prints them as ``note: ...``.
 """
 from __future__ import annotations
 
@@ -122,3 +125,7 @@ class TooFewImages(TooFewExemplars):
 
 class BiasWarning(UserWarning):
     """A result was computed as asked but is biased (e.g. MIS whose top and bottom exemplars share images)."""
+
+
+class Note(UserWarning):
+    """A fact worth knowing that is not a problem (a warning category: ``warnings.warn(text, Note)``)."""

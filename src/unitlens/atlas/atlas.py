@@ -330,6 +330,15 @@ class Atlas:
         self._check_units(frame, "the scores to add", "score this atlas's own units")
         write_parquet(self.derived_path("scores"), merged, stamp=self.identity())
 
+    def drop_scores(self, metrics: tuple[str, ...], backend: str) -> None:
+        """Remove every score of ``metrics`` computed with ``backend`` (a step that starts again from nothing)."""
+        with self.writing("drop scores"):
+            scores = self.scores()
+            drop = scores["metric"].isin(list(metrics)) & (scores["backend"] == backend)
+            if drop.any():
+                write_parquet(self.derived_path("scores"), scores[~drop].reset_index(drop=True),
+                              stamp=self.identity())
+
     def _check_units(self, frame: pd.DataFrame, what: str, fix: str) -> None:
         """Refuse rows of layers or units this atlas does not have (results of another atlas)."""
         if not len(frame):

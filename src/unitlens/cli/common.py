@@ -28,6 +28,7 @@ import json
 import math
 import numbers
 import re
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,7 +42,7 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
-from unitlens.errors import UnitlensError
+from unitlens.errors import Note, UnitlensError
 
 console = Console(soft_wrap=True)
 err_console = Console(soft_wrap=True, stderr=True)
@@ -283,13 +284,22 @@ def fail(err: Exception | str) -> NoReturn:
     raise typer.Exit(code=2)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A library warning as one line on stderr: ``note: ...`` for a ``Note``, else ``warning: ...`` (no Python
+    source line)."""
+    (note if issubclass(category, Note) else warn)(str(message))
+
+
 @contextmanager
 def failing_cleanly() -> Iterator[None]:
-    """Within the block, a ``UnitlensError`` ends the command with its message and exit status 2."""
-    try:
-        yield
-    except UnitlensError as err:
-        fail(err)
+    """Within the block, a ``UnitlensError`` ends the command with its message and exit status 2, and library
+    warnings are printed as notes."""
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            yield
+        except UnitlensError as err:
+            fail(err)
 
 
 @contextmanager
