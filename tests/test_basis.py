@@ -446,7 +446,8 @@ def test_nan_activations_are_reported(tmp_path):
     data = _images(tmp_path / "data", n=12, seed=3)
     # make sure at least one image is bright enough to turn NaN
     Image.fromarray(np.full((8, 8, 3), 250, dtype=np.uint8)).save(data / "c0" / "bright.png")
-    a = _record(model, data, tmp_path / "atlas", k=2)
+    with pytest.warns(UserWarning, match="NaN or inf activations"):
+        a = _record(model, data, tmp_path / "atlas", k=2)
     with pytest.raises(BasisError, match="non-finite activations"):
         fit_basis(a, "proj", "x", FitOptions("pca"), model=model, progress=False)
     assert list_bases(a) == []

@@ -56,6 +56,12 @@ if TYPE_CHECKING:  # torch is imported by the steps that read exemplars, not by 
     import torch
 
 
+def unit_counts(units: pd.DataFrame) -> dict[str, int]:
+    """The manifest's unit counts of a units table (``units.parquet``): units, constant ones, non-finite ones."""
+    return {"n_units": len(units), "n_constant": int(units["constant"].sum()),
+            "n_nonfinite": int((units["nonfinite"] > 0).sum())}
+
+
 @dataclass
 class Exemplars:
     """Per-unit most (descending) and least (ascending) activating samples of one layer, each (C, k)."""
@@ -223,8 +229,7 @@ class Atlas:
             order = {d["name"]: i for i, d in enumerate(entries)}
             table = table.sort_values("layer", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
             write_parquet(self.path / UNITS, table)
-            manifest.update({"layers": entries, "derived_layers": derived, "n_units": len(table),
-                             "n_constant": int(table["constant"].sum())})
+            manifest.update({"layers": entries, "derived_layers": derived, **unit_counts(table)})
             write_json(self.path / MANIFEST, manifest)
             self.manifest = manifest
 
@@ -242,7 +247,7 @@ class Atlas:
             manifest["derived_layers"] = {k: v for k, v in derived.items() if k not in names}
             units = pd.read_parquet(self.path / UNITS)
             units = units[~units["layer"].isin(names)].reset_index(drop=True)
-            manifest.update({"n_units": len(units), "n_constant": int(units["constant"].sum())})
+            manifest.update(unit_counts(units))
             write_json(self.path / MANIFEST, manifest)
             self.manifest = manifest
             write_parquet(self.path / UNITS, units)
