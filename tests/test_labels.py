@@ -158,6 +158,27 @@ def test_invert_beam_search_equals_brute_force():
     np.testing.assert_allclose(single.auc, _brute_force(acts, member, 1, min_count, max_count)[0], atol=1e-12)
 
 
+def test_invert_writes_each_formula_in_one_canonical_order():
+    """Two units selective for "a or b" label as one formula whichever atom their beam started from; the operands of
+    each run of one operator are sorted (which keeps the formula's indicator)."""
+    rng = np.random.default_rng(5)
+    member = rng.random((40, 3)) < 0.25
+    either = (member[:, 0] | member[:, 1]).astype(float)
+    noise = rng.random((2, 40))  # a or b images above all others, but neither a nor b alone separates them
+    acts = np.stack([either * (1 + noise[0] + 0.3 * member[:, 0]), either * (1 + noise[1] + 0.3 * member[:, 1])])
+    found = beam_search(row_ranks(acts), np.concatenate([member, ~member], 1), length=2, beam=4, max_count=39)
+    assert [int(found.atoms[u, 0]) for u in range(2)] == [0, 1]  # the beam's formulas: a OR b, b OR a
+    terms = [terms_of(found.atoms[u], found.ops[u], ["a", "b", "c"]) for u in range(2)]
+    assert terms[0] == terms[1] == [("", "a", False), ("OR", "b", False)] and (found.auc == 1.0).all()
+    shuffled = [("", "d", False), ("AND", "b", True), ("OR", "c", False), ("OR", "a", True), ("AND", "b", False)]
+    canonical = formulas.canonical(shuffled)
+    assert formulas.render(canonical) == "((NOT b AND d) OR NOT a OR c) AND b"
+    names = list("abcd")
+    wide = rng.random((64, 4)) < 0.5
+    np.testing.assert_array_equal(formulas.indicator(canonical, wide, names), formulas.indicator(shuffled, wide, names))
+    assert formulas.canonical(canonical) == canonical
+
+
 def test_formula_rendering():
     terms = [("", "a", False), ("OR", "b", False), ("AND", "c", True), ("AND", "d", False)]
     assert formulas.render(terms) == "(a OR b) AND NOT c AND d"
