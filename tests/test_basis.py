@@ -518,6 +518,7 @@ def test_scores_of_a_derived_layer_the_atlas_no_longer_has_never_refuse_the_othe
     from unitlens.atlas.files import parquet_stamp, write_parquet
     from unitlens.atlas.verify import verify_atlas
     from unitlens.cli import app
+    from unitlens.explorer.atlas_view import AtlasView
     from unitlens.mis import load_scores, run_atlas
 
     run_atlas(atlas, "basistest", n_tasks=2, k_expl=2, progress=False)
@@ -533,7 +534,10 @@ def test_scores_of_a_derived_layer_the_atlas_no_longer_has_never_refuse_the_othe
         assert findings.ok and "conv::old" in findings.table().to_string()
         with pytest.warns(UserWarning, match="conv::old"):
             out = runner.invoke(app, ["plot", "mis", str(atlas.path), "--out", str(atlas.path / "mis.png")])
+            view = AtlasView(atlas.path, "atlas")
+            assert view.overview() and view.layer("conv")  # the explorer shows the other layers' scores
         assert out.exit_code == 0, out.output
+        assert view.mis_frame is not None and set(view.mis_frame["layer"]) == {"conv", "proj"}
     with pytest.warns(UserWarning, match="conv::old"):
         run_atlas(atlas, "basistest", n_tasks=2, k_expl=2, layers=["proj"], progress=False)
     assert "conv::old" not in set(pd.read_parquet(path)["layer"])
