@@ -39,7 +39,7 @@ class HFBackend(Backend):
                              "hf:openai/clip-vit-base-patch32 (or a local folder saved with save_pretrained)")
         self.name = display_name(f"hf:{model_id}", pretrained)
         cache = str(cache_dir or hf_hub_cache())
-        kw = {"cache_dir": cache, "local_files_only": hub_offline()}
+        kw: dict[str, Any] = {"cache_dir": cache, "local_files_only": hub_offline()}
         how = ("run once on a machine with network access to fill that cache (copy HF_HOME over), point "
                "HF_HOME/HF_HUB_CACHE at a cache that has it, or give a local folder: hf:/path/to/model.")
         where = f"{cache} (Hugging Face repo {model_id})"

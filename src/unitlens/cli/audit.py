@@ -18,11 +18,7 @@ import typer
 
 from unitlens.audit.defaults import ABLATE, AUDIT_MIN_RELEVANCE, BATCH_SIZE, RELEVANCE_STAT
 from unitlens.cli.common import (
-    CHECKPOINT,
-    CHECKPOINT_STRICT,
     FORMAT,
-    NUM_CLASSES,
-    RANDOM,
     failing_cleanly,
     group,
     load_named_model,
@@ -32,7 +28,9 @@ from unitlens.cli.common import (
     short_names,
     split_list,
 )
+from unitlens.cli.options import options_command
 from unitlens.errors import AuditError, BadInput, UnitlensError
+from unitlens.zoo.options import ModelOptions
 
 app = group("audit", default="alignment",
             help="Audit a class: are the units it relies on aligned with valid or spurious concepts (paper 002, "
@@ -101,13 +99,12 @@ def alignment_command(
         say(f"figure: {p}")
 
 
-def _model(atlas: Optional[Path], model: Optional[str], checkpoint: Optional[Path], random: bool,
-           num_classes: Optional[int], checkpoint_strict: bool):
+def _model(atlas: Optional[Path], model: ModelOptions):
     """The model to test: ``--model`` (with ``--checkpoint``/``--num-classes``/``--random``), else the atlas's."""
     from unitlens.atlas import Atlas
 
-    if model:
-        return load_named_model(model, random, checkpoint, num_classes, checkpoint_strict)
+    if model.model:
+        return load_named_model(model)
     if atlas is None:
         raise AuditError("name the model: give an ATLAS (its model is loaded) or --model NAME")
     try:
@@ -117,32 +114,29 @@ def _model(atlas: Optional[Path], model: Optional[str], checkpoint: Optional[Pat
                          "NAME [--checkpoint FILE]") from err
 
 
-# the model options of `audit test` and `audit prune` (both run a model on image sets)
-_MODEL = typer.Option(None, help="Model instead of the atlas's (efficientnet_lite0, timm:..., a saved module).")
+# the options of `audit test` and `audit prune` (both run a model on image sets)
 _BATCH_SIZE = typer.Option(BATCH_SIZE, help="Images per forward pass.")
 _DEVICE = typer.Option(None, help="cpu, cuda, ...")
 
 
 @app.command("test")
+@options_command
 def test_command(
     atlas: Optional[Path] = typer.Argument(None, help="Atlas whose model is tested (or give --model)."),
     cls: str = typer.Option(..., "--class", help="Class index or name."),
     valid_images: Path = typer.Option(..., help="Images of the class (folder, recursive, or .txt/.csv list)."),
     spurious_images: Path = typer.Option(..., help="Images with the spurious features only."),
-    model: Optional[str] = _MODEL,
-    checkpoint: Optional[Path] = CHECKPOINT,
-    num_classes: Optional[int] = NUM_CLASSES,
-    checkpoint_strict: bool = CHECKPOINT_STRICT,
-    random: bool = RANDOM,
     batch_size: int = _BATCH_SIZE,
     device: Optional[str] = _DEVICE,
     fmt: str = FORMAT,
+    *,
+    model: ModelOptions,
 ) -> None:
     """AUC of the class logit separating valid (positives) from spurious (negatives) images (fig. 3a, step 3)."""
     from unitlens.audit.logit_auc import audit_test
 
     with failing_cleanly():
-        loaded = _model(atlas, model, checkpoint, random, num_classes, checkpoint_strict)
+        loaded = _model(atlas, model)
         res = audit_test(loaded, cls, valid_images, spurious_images, batch_size=batch_size, device=device,
                          progress=True)
     auc = res.auc
@@ -186,6 +180,7 @@ def _audit_units(atlas: Path, index: int, verdicts: list[str]) -> dict[str, list
 
 
 @app.command("prune")
+@options_command
 def prune_command(
     atlas: Optional[Path] = typer.Argument(None, help="Atlas whose model is pruned (or give --model)."),
     cls: str = typer.Option(..., "--class", help="Class index or name."),
@@ -198,14 +193,11 @@ def prune_command(
                                                        "by class index, name, or WordNet id): accuracy."),
     spurious_images: Optional[Path] = typer.Option(None, help="Images with the spurious features only: class "
                                                               "logit and top-5 rate."),
-    model: Optional[str] = _MODEL,
-    checkpoint: Optional[Path] = CHECKPOINT,
-    num_classes: Optional[int] = NUM_CLASSES,
-    checkpoint_strict: bool = CHECKPOINT_STRICT,
-    random: bool = RANDOM,
     batch_size: int = _BATCH_SIZE,
     device: Optional[str] = _DEVICE,
     fmt: str = FORMAT,
+    *,
+    model: ModelOptions,
 ) -> None:
     """Zero (or mean-ablate) units and report accuracy and the class logit before and after (paper 4.3)."""
     import pandas as pd
@@ -215,7 +207,7 @@ def prune_command(
 
     with failing_cleanly():
         chosen = _parse_units(units or [])
-        loaded = _model(atlas, model, checkpoint, random, num_classes, checkpoint_strict)
+        loaded = _model(atlas, model)
         if from_audit:
             if atlas is None:
                 raise AuditError("--from-audit reads the stored audit of an atlas: give the ATLAS")

@@ -31,12 +31,12 @@ from typing import Any, NoReturn, Optional
 import typer
 from rich.cells import cell_len
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
 from unitlens.errors import UnitlensError
-from unitlens.zoo.defaults import RANDOM_SEED
 
 console = Console(soft_wrap=True)
 err_console = Console(soft_wrap=True, stderr=True)
@@ -209,7 +209,7 @@ def _print_table(frame: Any, title: str | None) -> None:
 def fail(err: Exception | str) -> NoReturn:
     """Print ``err`` as a one-line error and exit with status 2 (no traceback for expected failures)."""
     _Output.tables = {}  # a failed command prints no partial JSON
-    _messages().print(f"[bold red]error:[/] {err}")
+    _messages().print(f"[bold red]error:[/] {escape(str(err))}")  # a message's "[record]" is text, not markup
     raise typer.Exit(code=2)
 
 
@@ -222,25 +222,9 @@ def failing_cleanly() -> Iterator[None]:
         fail(err)
 
 
-# the model options of every command that loads a model by name (layers, record, audit test/prune)
-RANDOM = typer.Option(False, "--random", help="Random init instead of pretrained weights.")
-SEED = typer.Option(RANDOM_SEED, help="Seed of the --random weights (in the atlas: the same weights every run).")
-CHECKPOINT = typer.Option(None, help="Local state dict (.pth/.pt/.bin/.safetensors) to load into the architecture.")
-NUM_CLASSES = typer.Option(None, min=1, help="Classes of the checkpoint's head (a fine-tuned model): timm and "
-                                             "torchvision build the architecture with a head of that size.")
-CHECKPOINT_STRICT = typer.Option(True, "--checkpoint-strict/--no-checkpoint-strict",
-                                 help="Fail on the first checkpoint tensor that does not fit (default), or load the "
-                                      "tensors that fit by name and shape and list the skipped ones.")
-
-
-def load_named_model(model: str, random: bool = False, checkpoint: Optional[Path] = None,
-                     num_classes: Optional[int] = None, checkpoint_strict: bool = True,
-                     seed: int = RANDOM_SEED) -> Any:
-    """``load_model`` with the model options; notes what a non-strict checkpoint load skipped."""
-    from unitlens.zoo import load_model
-
-    loaded = load_model(model, pretrained=not random, checkpoint=checkpoint, num_classes=num_classes,
-                        checkpoint_strict=checkpoint_strict, seed=seed)
+def load_named_model(model: Any) -> Any:
+    """The model of a ``ModelOptions``, loaded; notes what a non-strict checkpoint load skipped."""
+    loaded = model.load()
     if loaded.checkpoint_fit is not None and not loaded.checkpoint_fit.complete:
         note(loaded.checkpoint_fit.describe())
     return loaded

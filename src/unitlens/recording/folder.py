@@ -16,6 +16,7 @@ from unitlens.atlas.layout import CORE, LOCK, MANIFEST, RECORD_STATE, SAMPLES, U
 from unitlens.data.datasets import ImageDataset
 from unitlens.errors import AtlasError, CorruptFile
 from unitlens.recording.defaults import CONSTANT_EPS
+from unitlens.recording.options import RecordOptions
 from unitlens.recording.recorder import Recorder
 from unitlens.recording.state import LayerState
 from unitlens.zoo.factory import LoadedModel
@@ -52,9 +53,9 @@ def versions() -> dict:
             "python": platform.python_version()}
 
 
-def record_config(loaded: LoadedModel, data: ImageDataset, layers: list[LayerInfo], k: int, spatial: str,
-                  tokens: str, tie_seed: int) -> dict:
+def record_config(loaded: LoadedModel, data: ImageDataset, layers: list[LayerInfo], options: RecordOptions) -> dict:
     """Everything that determines the atlas's content; a resume must match it exactly."""
+    k, spatial, tokens, tie_seed = options.k, options.spatial, options.tokens, options.tie_seed
     return {"model": loaded.name, "weights": loaded.weights, "seed": loaded.seed,
             "weights_hash": loaded.weights_hash(),
             **({"model_options": loaded.options} if loaded.options else {}),  # what Atlas.load_model passes on
@@ -113,10 +114,12 @@ def completed_result(out: Path, config: dict, force: bool) -> RecordResult | Non
     return RecordResult(atlas, atlas.manifest["n_images"], atlas.manifest["n_skipped"], 0.0, already_complete=True)
 
 
-def start_manifest(out: Path, config: dict, layers: list[LayerInfo], data: ImageDataset) -> dict:
+def start_manifest(out: Path, config: dict, layers: list[LayerInfo], data: ImageDataset,
+                   options: RecordOptions) -> dict:
     """Write (and return) the manifest of a run in progress (status ``recording``) and its samples table, whose
-    content hashes a resumed run reuses."""
-    manifest = {"status": "recording", "config": config, "versions": versions(),
+    content hashes a resumed run reuses. The manifest keeps the run's options (``options.record``)."""
+    manifest = {"status": "recording", "config": config, "options": {"record": options.as_dict()},
+                "versions": versions(),
                 "layers": [info.as_dict() for info in layers],
                 "dataset": {"spec": data.spec, "fingerprint": config["dataset_fingerprint"], "n": len(data)}}
     write_json(out / MANIFEST, manifest)

@@ -36,6 +36,7 @@ from unitlens.recording.folder import (
     start_manifest,
     write_atlas,
 )
+from unitlens.recording.options import RecordOptions
 from unitlens.recording.recorder import Recorder
 from unitlens.runtime import Progress, pick_device, prepare_model, uninterrupted
 from unitlens.zoo.factory import LoadedModel
@@ -92,12 +93,13 @@ def loader_workers(num_workers: int | None) -> int:
 
 
 def record_pass(models: list[LoadedModel], data: ImageDataset, outs: list[Path], layers: list[list[LayerInfo]],
-                configs: list[dict], k: int, spatial: str, tokens: str, batch_size: int, device,
-                num_workers: int | None, checkpoint_every: int, merge_every: int, channels_last: bool, force: bool,
-                progress: bool, micro_batch: int | None) -> list[RecordResult]:
+                configs: list[dict], options: RecordOptions, progress: bool) -> list[RecordResult]:
     """Record ``models[i]`` into ``outs[i]`` (checked, under its write lock) in one pass over ``data``; each
-    resumes from its own checkpoint. ``micro_batch`` None: ``MICRO_BATCH_CPU`` on a CPU, else the whole batch."""
-    device = pick_device(device)
+    resumes from its own checkpoint. ``options.micro_batch`` None: ``MICRO_BATCH_CPU`` on a CPU, else the whole
+    batch."""
+    device = pick_device(options.device)
+    k, spatial, tokens, merge_every = options.k, options.spatial, options.tokens, options.merge_every
+    channels_last, checkpoint_every, micro_batch = options.channels_last, options.checkpoint_every, options.micro_batch
     if micro_batch is None:
         micro_batch = MICRO_BATCH_CPU if device.type == "cpu" else None
     keys: list[object] = []
@@ -111,7 +113,7 @@ def record_pass(models: list[LoadedModel], data: ImageDataset, outs: list[Path],
         group_of.append(keys.index(key))
     nets, recorders, starts, skipped, before, manifests = [], [], [], [], [], []
     for model, out, chosen, config in zip(models, outs, layers, configs):
-        resume = prepare_out(out, config, force)
+        resume = prepare_out(out, config, options.force)
         net = prepare_model(model.model, device, channels_last)
         recorder = Recorder(net, chosen, k, spatial, tokens, device, merge_every, config["tie_seed"], micro_batch)
         start, done_skipped, elapsed = restore_states(out, resume, recorder)
@@ -120,11 +122,11 @@ def record_pass(models: list[LoadedModel], data: ImageDataset, outs: list[Path],
         starts.append(start)
         skipped.append(done_skipped)
         before.append(elapsed)
-        manifests.append(start_manifest(out, config, chosen, data))
+        manifests.append(start_manifest(out, config, chosen, data, options))
     first = min(starts)
     shared = data.with_transform(AllTransforms(transforms))
-    loader = DataLoader(Subset(shared, range(first, len(data))), batch_size=batch_size, shuffle=False,
-                        num_workers=loader_workers(num_workers), collate_fn=collate_all,
+    loader = DataLoader(Subset(shared, range(first, len(data))), batch_size=options.batch_size, shuffle=False,
+                        num_workers=loader_workers(options.num_workers), collate_fn=collate_all,
                         pin_memory=device.type == "cuda")
     position, since_checkpoint, t0 = first, 0, time.perf_counter()
 

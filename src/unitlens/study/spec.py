@@ -40,7 +40,7 @@ ENTRY_KEYS = ("name", "model", "random", "checkpoint", "checkpoints", "epoch", *
 SIDECAR = "sidecar"
 # parameters the runner sets itself, so a study file cannot
 RUNNER_SET = {
-    "record": {"model", "data", "out", "layers", "progress", "force"},
+    "record": {"model", "data", "out", "layers", "options", "progress", "force"},
     "mis": {"atlas", "write", "progress", "keep_margins"},
     "lens": {"atlas", "model", "progress", "write", "force"},
 }
