@@ -25,7 +25,7 @@ import pandas as pd
 from unitlens.atlas.files import write_json
 from unitlens.probe import formulas
 from unitlens.probe.defaults import BASELINE, GOOD_AUC, HOLDOUT, METHODS, PROBE_NAME, SEED
-from unitlens.probe.labellers import NO_LABEL, LabelContext, labeller
+from unitlens.probe.labellers import NO_LABEL, LabelContext, labeller, varying
 from unitlens.probe.ranking import auc_by_ranks, mean_difference, row_ranks
 from unitlens.probe.split import holdout_split
 from unitlens.probe.store import ProbeStore
@@ -185,6 +185,5 @@ def evaluate_labels(atlas, methods=(*METHODS, BASELINE), probe: str = PROBE_NAME
     split = {"holdout": holdout, "seed": seed, "n_labelling": int(len(label_rows)), "n_heldout": int(len(held_rows)),
              "concepts": str(concepts), "probe": probe, "methods": list(methods)}
     summary, agreed = summarise(units), agreement(units)
-    constant = {layer: int((store.activations(layer)[:, label_rows].amax(1) ==
-                            store.activations(layer)[:, label_rows].amin(1)).sum()) for layer in names}
+    constant = {layer: ctx.n_units(layer) - len(varying(ctx.activations(layer))) for layer in names}
     return Faithfulness(units, summary, agreed, split, notes=missing_notes(units, summary, agreed, constant))
