@@ -22,8 +22,8 @@ import math
 
 import numpy as np
 
-from unitlens.probe.invert import beam_search, terms_of
 from unitlens.probe.formulas import indicator
+from unitlens.probe.invert import beam_search, terms_of
 from unitlens.probe.ranking import row_ranks
 
 
