@@ -50,6 +50,8 @@ class Derived:
 DERIVED = {d.name: d for d in (
     Derived("scores", "scores.parquet", "exemplars", "per-unit scores (unitlens mis, unitlens lens measures)",
             layer_rows=("scores.parquet",)),
+    Derived("labels", "labels.parquet", "exemplars", "unit labels of every labelling method (unitlens lens label)",
+            layer_rows=("labels.parquet",)),
     Derived("lens", "lens", "exemplars", "SemanticLens vectors per backend (unitlens lens embed)",
             layer_keys=("lens/*/meta.json",), layer_rows=("lens/*/*.parquet",),
             layer_files=("lens/*/layers/{stem}.safetensors", "lens/*/vectors.lancedb/{stem}.lance")),
