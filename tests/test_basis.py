@@ -358,7 +358,7 @@ def test_mis_lens_and_compare_work_on_a_derived_layer(atlas, base, tmp_path):
               (("reddish", [1.0, 0.2, 0.2, 0.5]), ("bluish", [0.2, 0.2, 1.0, 0.5]))]
     lens_labels = label(atlas, probes, backend=MeanColour(), threshold=-1.0).frame  # every non-constant unit
     res = compare_bases(atlas, "conv", backend="basistest", lens_backend="basistest")
-    assert res.labels == "semanticlens (basistest)"
+    assert res.labels == "semanticlens (basistest)" and "semanticlens (basistest)" in res._repr_html_()
     shares = lens_labels.groupby("layer")["label"].apply(lambda x: (x != "none").mean())
     assert res.table.set_index("basis").loc["sae", "label_share"] == pytest.approx(shares["conv::sae"]) == 1.0
     assert compare_bases(atlas, "conv", backend="basistest", labels="invert").labels == "invert (probe set p)"

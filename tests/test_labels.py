@@ -211,6 +211,7 @@ def test_planted_units_get_their_labels_with_held_out_auc_1(atlas):
     agree = res.agreement.set_index(["method_a", "method_b"])
     assert agree.loc[("semanticlens", "clip-dissect"), "same"] >= 3
     assert res.paths["figure"].is_file() and res.paths["summary"].is_file()
+    assert "held out" in res._repr_html_() and "invert" in res._repr_html_()
     fig = plot_label_faithfulness(res)  # the figure for Python users: one panel per layer, a box per method
     assert len(fig.axes) == 1 and [t.get_text() for t in fig.axes[0].get_xticklabels()] == list(res.split["methods"])
     assert res.split["n_heldout"] + res.split["n_labelling"] == store.n_images
@@ -338,6 +339,7 @@ def test_every_method_writes_one_store_that_the_explorer_shows(atlas, tmp_path):
     lens = label_units(copy, concepts=str(tmp_path / "colours.txt"), backend="labeltest", layers=["presence"])
     inv = label_units(copy, method="invert", length=2, layers=["presence"])
     assert lens.path == inv.path == copy / "labels.parquet"
+    assert "invert (probe set default)" in inv._repr_html_() and "red" in inv._repr_html_()
     sets = LabelStore(copy).sets().set_index("name")
     assert sorted(sets.index) == ["invert (probe set default)", "semanticlens (labeltest)"]
     assert sets.loc["invert (probe set default)", "score_name"] == "auc"

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from unitlens import notebook
 from unitlens.atlas.atlas import Atlas
 from unitlens.atlas.labels import KEY, NO_LABEL, LabelStore, set_name
 from unitlens.basis.options import BasisCompareOptions
@@ -44,6 +45,11 @@ class BasisComparison:
     lens_backend: str | None = None
     labels: str = ""  # the label set of the label shares
     notes: list[str] = field(default_factory=list)
+
+    def _repr_html_(self) -> str:
+        facts = {"MIS backend": self.backend, "lens backend": self.lens_backend, "labels": self.labels or "none",
+                 **{f"note {i + 1}": n for i, n in enumerate(self.notes)}}
+        return notebook.header(f"{self.layer}: channels and bases", facts) + notebook.table(self.table)
 
 
 def _mis_frame(atlas: Atlas, layers: list[str], backend: str | None, notes: list[str]

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from unitlens import notebook
 from unitlens.atlas.atlas import Atlas
 from unitlens.basis.activations import LayerStream, Samples
 from unitlens.basis.kinds import fit_encoder, load_matrix
@@ -37,6 +38,12 @@ class FitResult:
     seconds: float
     cached: bool  # whether all samples fitted the buffer (else every pass streamed the model again)
     replaced: bool = False
+
+    def _repr_html_(self) -> str:
+        facts = {"kind": self.basis.kind, "positions": self.basis.positions, "features": self.basis.encoder.features,
+                 **{k: self.metrics.get(k) for k in ("r2", "explained_variance", "dead_features", "mean_active")},
+                 "seconds": round(self.seconds, 1), "replaced an earlier basis": self.replaced}
+        return notebook.header(f"basis {self.basis.derived_layer}", facts)
 
 
 def _refuse_existing(atlas: Atlas, layer: str, name: str, force: bool) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from unitlens import notebook
 from unitlens.atlas.atlas import Atlas
 from unitlens.atlas.files import read_tensors, write_tensors
 from unitlens.basis.activations import model_outputs, position_reduction, positions_of
@@ -47,6 +48,11 @@ class BasisRecordResult:
     seconds: float
     resumed_from: int = 0
     replaced: list[str] | None = None
+
+    def _repr_html_(self) -> str:
+        facts = {"layers": ", ".join(self.layers), "images": self.n_images, "seconds": round(self.seconds, 1),
+                 "resumed from image": self.resumed_from, "replaced": ", ".join(self.replaced or []) or "none"}
+        return notebook.header("recorded basis features", facts)
 
 
 def basis_features(output: torch.Tensor, encoder: Encoder, positions: str, channel_dim: int, spatial: str,

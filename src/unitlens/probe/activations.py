@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from unitlens import notebook
 from unitlens.atlas import Atlas
 from unitlens.errors import AtlasError, BadInput
 from unitlens.options import takes_options
@@ -41,6 +42,12 @@ class ProbeResult:
     @property
     def images_per_s(self) -> float:
         return self.n_images / self.seconds if self.seconds > 0 else float("nan")
+
+    def _repr_html_(self) -> str:
+        facts = {"images": self.n_images, "concepts": len(self.store.concepts), "units": self.n_units,
+                 "layers": ", ".join(self.store.layers), "seconds": round(self.seconds, 1),
+                 "unreadable images skipped": len(self.skipped), "stored in": self.store.path}
+        return notebook.header(f"probe set '{self.store.name}'", facts)
 
 
 @takes_options(ProbeOptions)
