@@ -23,6 +23,7 @@ from unitlens import notebook
 from unitlens.atlas import Atlas
 from unitlens.atlas.labels import NO_LABEL, LabelStore, label_counts, set_name
 from unitlens.errors import BadInput
+from unitlens.lens.analysis import label, stored_rows
 from unitlens.options import takes_options
 from unitlens.probe.concept_sources import PROBE_IMAGES, PROBE_TEXT
 from unitlens.probe.labellers import COLUMNS, LabelContext, labeller
@@ -92,8 +93,6 @@ def label_units(atlas: Atlas | str | Path, options: LabelOptions | None = None, 
     UnitLabels
         One row per unit of the labelled layers, the counts per label and layer, where they were stored.
     """
-    from unitlens.lens.analysis import label, stored_rows
-
     options = options or LabelOptions()
     atlas = Atlas.open(atlas)
     if options.method == "semanticlens" and options.concepts not in (PROBE_TEXT, PROBE_IMAGES):
@@ -103,8 +102,7 @@ def label_units(atlas: Atlas | str | Path, options: LabelOptions | None = None, 
                     progress=progress)
         return UnitLabels("semanticlens", stored_rows(res.frame), res.counts, "a", backend=res.backend,
                           parent_counts=res.parent_counts, unexpected=stored_rows(res.unexpected),
-                          n_constant=res.n_constant,
-                          path=res.path)
+                          n_constant=res.n_constant, path=res.path)
     if options.parents is not None:
         raise BadInput(f"parents (--parents) map the concepts of a concept file or folder; --concepts "
                        f"{options.concepts} labels with the probe set's own concepts")
