@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 
 import torch
 
@@ -103,6 +104,8 @@ class PairwiseMatrix:
             self.persist = True
         except (BadInput, OSError):
             self.persist = False
+            warnings.warn(f"atlas {self.atlas.path} is read-only: the {backend.name} similarity matrix is kept in "
+                          "memory for this run only", stacklevel=2)
 
     def key(self, keys: list[str]) -> str:
         """The folder name of the matrix over images with these content keys, in this order."""

@@ -21,6 +21,9 @@ Entry points:
   visualisations or any other explanation method; explanations may be shared by all tasks of a unit);
 - :func:`score_atlas` / :func:`run_atlas` — every unit of an atlas, embedded once through the backend's
   ``EmbeddingCache``, written to ``scores.parquet``; :func:`summarize` aggregates per layer, type and model.
+  A pairwise backend (LPIPS, DISTS: f is minus a distance on image pairs, with no embedding) gives the (n, n)
+  matrix of f over the images the tasks use (``PairwiseMatrix``, kept in the atlas; n² pairs), which takes the
+  place of the cosine Gram matrix.
 """
 from __future__ import annotations
 
@@ -431,7 +434,8 @@ def score_atlas(atlas, backend=BACKEND, n_tasks: int = N_TASKS, k_expl: int = K_
     least activating sets would share images. ``allow_overlap=True`` scores it anyway, with a warning, and
     records the number of shared images per unit as ``overlap`` in the params.
 
-    All sample ids any task needs are embedded once through ``EmbeddingCache(atlas, backend)``. Constant
+    All sample ids any task needs are embedded once through ``EmbeddingCache(atlas, backend)`` (a pairwise
+    backend: compared pairwise once through ``PairwiseMatrix(atlas, backend)``, n² pairs of n images). Constant
     units and units with non-finite activations are not scored: they appear with ``status`` ``constant`` or
     ``nonfinite`` and NaN scores. All units are written to ``scores.parquet`` (metrics ``mis`` and
     ``mis_accuracy``, the backend's name, params ``{"n_tasks", "k", "tau"[, "overlap"]}``; missing values for the
