@@ -248,6 +248,22 @@ def test_label_and_evaluate_commands(atlas):
     assert missing.exit_code == 2 and "no probe pass 'other'" in missing.output
 
 
+def test_label_tables_have_the_documented_names(atlas):
+    """JSON and CSV name the tables labels and counts whatever the method and title; --table prints one as CSV."""
+    import io
+    import json
+
+    import pandas as pd
+
+    args = ["label", str(atlas), "--method", "invert", "--length", "2", "--layers", "presence"]
+    out = runner.invoke(lens_app, [*args, "--format", "json"])
+    assert out.exit_code == 0, out.output
+    tables = json.loads(out.stdout)
+    assert list(tables) == ["labels", "counts"]
+    labels = pd.read_csv(io.StringIO(runner.invoke(lens_app, [*args, "--format", "csv", "--table", "labels"]).stdout))
+    assert labels["layer"].eq("presence").all() and len(labels) == len(tables["labels"]["rows"])
+
+
 def test_a_busy_atlas_fails_before_any_labelling(atlas, monkeypatch):
     import json
     import socket

@@ -90,8 +90,8 @@ def test_core_wheel_in_a_fresh_environment_records_the_demo_and_scores_mis(tmp_p
 def test_a_command_whose_extra_is_missing_names_the_extra(monkeypatch, capsys, tmp_path, module, extra, argv):
     import unitlens.cli
 
-    for name in list(sys.modules):
-        if name == module or name.startswith(module + "."):
+    for name in list(sys.modules):  # the package, and unitlens modules that imported it in earlier tests
+        if name == module or name.startswith((module + ".", "unitlens.explorer", "unitlens.study")):
             monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, module, None)  # import raises ModuleNotFoundError, as when not installed
     monkeypatch.setattr(sys, "argv", ["unitlens", *argv])

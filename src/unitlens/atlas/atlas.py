@@ -50,7 +50,7 @@ from unitlens.atlas.layout import (
     exemplar_path,
 )
 from unitlens.atlas.lock import writing
-from unitlens.errors import AtlasError, AtlasIncomplete, BadInput, CorruptFile
+from unitlens.errors import AtlasError, AtlasIncomplete, BadInput, CorruptFile, UnknownLayer
 from unitlens.zoo.units import LayerInfo
 
 if TYPE_CHECKING:  # torch is imported by the steps that read exemplars, not by table-only commands
@@ -163,7 +163,7 @@ class Atlas:
         for info in self.layers:
             if info.name == name:
                 return info
-        raise AtlasError(f"layer '{name}' is not in atlas {self.path}; it has {[i.name for i in self.layers]}")
+        raise UnknownLayer(f"layer '{name}' is not in atlas {self.path}; it has {[i.name for i in self.layers]}")
 
     def select_layers(self, layers: str | list[str] | None = None, derived: bool = True) -> list[LayerInfo]:
         """The layers named by ``layers`` (names or globs; a comma-separated string allowed; None: all), in
@@ -182,7 +182,7 @@ class Atlas:
                     raise AtlasError(f"layer '{pattern}' of atlas {self.path} is a derived layer (basis features), "
                                      "not a module of the model; this step needs the model's own layers")
                 shown = ", ".join(names[:12]) + (f", ... ({len(names)} layers)" if len(names) > 12 else "")
-                raise AtlasError(f"layer '{pattern}' is not in atlas {self.path}; it has {shown}")
+                raise UnknownLayer(f"layer '{pattern}' is not in atlas {self.path}; it has {shown}")
         return [info for info in infos if any(fnmatch.fnmatchcase(info.name, p) for p in patterns)]
 
     @property
@@ -331,6 +331,15 @@ class Atlas:
         self._check_units(frame, "the scores to add", "score this atlas's own units")
         write_parquet(self.derived_path("scores"), merged, stamp=self.identity())
 
+    def drop_scores(self, metrics: tuple[str, ...], backend: str) -> None:
+        """Remove every score of ``metrics`` computed with ``backend`` (a step that starts again from nothing)."""
+        with self.writing("drop scores"):
+            scores = self.scores()
+            drop = scores["metric"].isin(list(metrics)) & (scores["backend"] == backend)
+            if drop.any():
+                write_parquet(self.derived_path("scores"), scores[~drop].reset_index(drop=True),
+                              stamp=self.identity())
+
     def _check_units(self, frame: pd.DataFrame, what: str, fix: str) -> None:
         """Refuse rows of layers or units this atlas does not have (results of another atlas)."""
         if not len(frame):
@@ -384,6 +393,13 @@ class Atlas:
         spec = self.manifest.get("dataset", {}).get("spec", str(self.path))
         return ImageDataset(samples.drop(columns=["skipped"]), spec, transform,
                             content_hash="content_hash" in samples)
+
+    @property
+    def dataset_root(self) -> Path:
+        """The folder every image of the atlas was recorded from (``manifest["dataset"]["root"]``); for atlases
+        recorded before the root was kept, the deepest folder that holds every sample path."""
+        root = self.manifest.get("dataset", {}).get("root")
+        return Path(root) if root else self.dataset().root
 
     def unit(self, layer: str, index: int) -> Unit:
         """Unit ``index`` of ``layer``: statistics, exemplars, scores, images, and a notebook view."""

@@ -121,7 +121,8 @@ def start_manifest(out: Path, config: dict, layers: list[LayerInfo], data: Image
     manifest = {"status": "recording", "config": config, "options": {"record": options.as_dict()},
                 "versions": versions(),
                 "layers": [info.as_dict() for info in layers],
-                "dataset": {"spec": data.spec, "fingerprint": config["dataset_fingerprint"], "n": len(data)}}
+                "dataset": {"spec": data.spec, "fingerprint": config["dataset_fingerprint"], "n": len(data),
+                            "root": str(data.root)}}
     write_json(out / MANIFEST, manifest)
     write_parquet(out / SAMPLES, data.samples)
     return manifest
