@@ -170,7 +170,7 @@ def record_rate(loaded: LoadedModel, short: Path, full: Path, n_short: int, n_fu
         with precision(dtype, device):
             t = time.perf_counter()
             res = record(loaded, str(data), work / f"{name}-{dtype}", layers=None, k=200, batch_size=args.batch_size,
-                         device=str(device), num_workers=args.workers, progress=False, force=True,
+                         device=device, num_workers=args.workers, progress=False, force=True,
                          keep_first_last=True)
             runs[name] = (res.seconds, time.perf_counter() - t, res.atlas.manifest["n_units"])
     extra = runs["full"][0] - runs["short"][0]
