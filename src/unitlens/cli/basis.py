@@ -84,7 +84,8 @@ def fit_command(
     for text in result.basis.meta["fit"].get("notes", []):
         note(text)
     if result.replaced:
-        note(f"replaced the earlier basis '{name}'; its recorded features were removed")
+        note(f"replaced the earlier basis '{name}'; its recorded features and every result derived from them (scores, "
+             "lens vectors, labels) were removed")
     say(f"record its features with: unitlens basis record {atlas} {name}")
 
 
@@ -109,7 +110,9 @@ def record_command(
                 title=f"recorded {len(result.layers)} basis layer(s) over {result.n_images} images in "
                       f"{result.seconds:.1f} s", name="layers")
     if result.replaced:
-        note(f"replaced {', '.join(result.replaced)}: score them again (unitlens mis, unitlens lens embed --force)")
+        layers = ",".join(result.replaced)
+        note(f"replaced {', '.join(result.replaced)} and removed the results derived from the old features: score "
+             f"them again (unitlens mis {atlas} --layers '{layers}', unitlens lens embed {atlas} --layers '{layers}')")
     say(f"score them with: unitlens mis {atlas} --layers '{','.join(result.layers)}'")
 
 

@@ -235,6 +235,8 @@ def probe_label(atlas: Path, concepts: str, method: str, threshold: float, layer
     counts = counts.sort_values(["layer", "units", "label"], ascending=[True, False, True], kind="stable")
     print_frame(counts.head(60), title=f"units per label and layer ({method}"
                                        + (", first 60 rows)" if len(counts) > 60 else ")"), name="counts", full=counts)
+    if show_units and labelled["score"].head(show_units).isna().any():
+        note(f"{method} gives its labels no score (the chance baseline): the score column is missing (nan)")
     say(f"wrote {path}")
 
 
@@ -286,6 +288,8 @@ def evaluate_labels_command(
         for layer, rows in res.agreement.groupby("layer", sort=False):
             print_frame(rows.drop(columns="layer").rename(columns={"both_labelled": "both"}), name="agreement",
                         title=f"{layer}: {agree}")
+    for text in res.notes:
+        note(text)
     for key, path in res.paths.items():
         say(f"wrote {key}: {path}")
 
