@@ -66,6 +66,24 @@ def atlas(tmp_path_factory):
     return root / "atlas"
 
 
+# ---------------------------------------------------------------------------------------------- registry
+@pytest.mark.parametrize("method", ["semanticlens", "clip-dissect", "invert", "random"])
+def test_every_labeller_is_registered_under_its_name_and_built_from_its_options(method):
+    """Each registered labeller (its module imported on first use) carries its registry name, takes exactly the
+    option fields it declares, and is built from them: a changed option reaches it."""
+    from unitlens.probe import LABELLERS, LabelOptions
+    from unitlens.probe.options import OWN_OPTIONS
+
+    assert method in LABELLERS.names()
+    cls = LABELLERS.get(method)
+    assert cls.name == method and set(cls.settings) <= {s.name for s in LabelOptions.specs()}
+    assert set(cls.settings) == {k for k, owner in OWN_OPTIONS.items() if owner == method} - {
+        "parents", "text_null", "image_null"}  # those three are read by the concept-file path, not the labeller
+    changed = {name: LabelOptions.spec(name).default + 1 for name in cls.settings}
+    built = labeller(method, LabelOptions(method=method, **changed))
+    assert {name: getattr(built, name) for name in cls.settings} == changed
+
+
 # ---------------------------------------------------------------------------------------------- AUC by ranks
 def test_auc_by_ranks_equals_sklearn_with_ties():
     rng = np.random.default_rng(0)
