@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 import unitlens.cli.common
 from unitlens.atlas import Atlas
-from unitlens.backends.base import Backend, register_backend
+from unitlens.backends.base import BACKENDS, Backend
 from unitlens.basis import (
     BasisOptions,
     Samples,
@@ -303,7 +303,7 @@ class MeanColour(Backend):
         return self._finish(torch.cat([batch.mean((2, 3)), torch.full((batch.shape[0], 1), 0.5)], 1))
 
 
-register_backend("basistest")(lambda spec, device=None, **kw: MeanColour())
+BACKENDS.register("basistest", lambda spec, device=None, **kw: MeanColour())
 
 
 def test_mis_lens_and_compare_work_on_a_derived_layer(atlas, base, tmp_path):

@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 
 import unitlens.cli.common
 from unitlens.atlas import Atlas
-from unitlens.backends.base import Backend, register_backend
+from unitlens.backends.base import BACKENDS, Backend
 from unitlens.cli.lens import app as lens_app
 from unitlens.cli.plot import lens as plot_lens_command
 from unitlens.data.geometry import input_geometry
@@ -78,8 +78,8 @@ class HistBackend(Backend):
         return self._finish(torch.stack(out))
 
 
-register_backend("lenstest")(lambda spec, device=None, **kw: HistBackend("lenstest", True))
-register_backend("lenstest-notext")(lambda spec, device=None, **kw: HistBackend("lenstest-notext", False))
+BACKENDS.register("lenstest", lambda spec, device=None, **kw: HistBackend("lenstest", True))
+BACKENDS.register("lenstest-notext", lambda spec, device=None, **kw: HistBackend("lenstest-notext", False))
 
 
 # ---------------------------------------------------------------------------------------------- hand-built model

@@ -43,6 +43,7 @@ from unitlens.basis.encoder import Encoder, least_squares_decoder
 from unitlens.basis.options import BasisOptions
 from unitlens.basis.sae_library import overcomplete_sae
 from unitlens.errors import BadInput, BasisError, MissingFile
+from unitlens.registry import Registry
 from unitlens.runtime import Progress, pick_device
 
 
@@ -66,7 +67,7 @@ def fit_encoder(samples: Samples, options: BasisOptions, progress: bool = True,
     if options.kind in ("pca", "ica", "nmf") and features > min(C, samples.n):
         raise BadInput(f"{options.kind} gives at most min(channels, samples) = {min(C, samples.n)} features "
                        f"here, not {features}; lower --features")
-    return _FITTERS[options.kind](samples, options, features, progress)
+    return FITTERS.get(options.kind)(samples, options, features, progress)
 
 
 # ------------------------------------------------------------------------------------------ sparse autoencoders
@@ -233,10 +234,14 @@ def _fit_random(samples: Samples, options: BasisOptions, features: int, progress
     return Fitted(Encoder(weight=weight, decoder=least_squares_decoder(weight)), {"seed": options.seed})
 
 
-_FITTERS: dict[str, Callable[[Samples, BasisOptions, int, bool], Fitted]] = {
-    **{kind: _fit_sae for kind in SAE_KINDS}, "pca": _fit_pca, "ica": _fit_ica, "nmf": _fit_nmf,
-    "random": _fit_random,
-}
+# every kind but "file" (a user's matrix, loaded by load_matrix): fit(samples, options, features, progress)
+FITTERS: Registry[Callable[[Samples, BasisOptions, int, bool], Fitted]] = Registry("basis kind")
+for _kind in SAE_KINDS:
+    FITTERS.register(_kind, _fit_sae)
+FITTERS.register("pca", _fit_pca)
+FITTERS.register("ica", _fit_ica)
+FITTERS.register("nmf", _fit_nmf)
+FITTERS.register("random", _fit_random)
 
 
 # ------------------------------------------------------------------------------------------ user matrices
