@@ -138,7 +138,7 @@ def test_sources_and_errors(tmp_path):
         load_model("hub:thing")
     with pytest.raises(ValueError, match="timm has no architecture"):
         load_model("timm:not_a_model", pretrained=False)
-    with pytest.raises(ValueError, match="unknown offline model"):
+    with pytest.raises(ValueError, match="unknown model 'efficientnet_lite7'.*Nearest names: efficientnet_lite4"):
         load_model("efficientnet_lite7")
     assert load_model("efficientnet_lite0").weights_hash() != load_model("efficientnet_lite0", False).weights_hash()
 

@@ -14,12 +14,17 @@ only when a helper needs them, so importing it costs nothing at start-up.
   cores), parallel over independent jobs instead.
 - ``ForwardHooks(model, names, fn)``: ``fn(name, output)`` after each named module (a return value replaces
   the output); ``capture_outputs(model, x, names)`` runs a forward only as far as the deepest named module;
-  ``stop_at(model, name)`` makes ``model(x)`` return that module's output and stop there.
+  ``stop_at(model, name)`` makes ``model(x)`` return that module's output and stop there. A layer name
+  ``NAME@i`` (``split_call``) is the i-th call of module ``NAME`` in one forward (a module called several times).
+- ``prepare_model(model, device, channels_last)``: the model ready to run (channels-last where it allows it);
+  ``on_meta()``: modules built in the block have shapes but no memory and no weights.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
+import itertools
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -67,12 +72,56 @@ def pick_device(device: Any = None) -> "torch.device":
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def channels_last_ok(model: "nn.Module") -> bool:
+    """Whether ``model`` can take the channels-last memory format: none of its weights or buffers has rank 5 (the
+    format is for rank-4 tensors; a Conv3d weight, as in lambda networks, makes the conversion raise)."""
+    return all(t.ndim != 5 for t in itertools.chain(model.parameters(), model.buffers()))
+
+
 def prepare_model(model: "nn.Module", device: "torch.device", channels_last: bool = True) -> "nn.Module":
-    """``model`` on ``device`` in eval mode, channels-last by default (faster convolutions, the same numbers)."""
+    """``model`` on ``device`` in eval mode, channels-last by default (faster convolutions, the same numbers)
+    where the model allows it (``channels_last_ok``); other models run as they are."""
     import torch
 
     model = model.to(device).eval()
-    return model.to(memory_format=torch.channels_last) if channels_last else model
+    return model.to(memory_format=torch.channels_last) if channels_last and channels_last_ok(model) else model
+
+
+# in-place operations that only fill or rescale values: weight initialisation, which has nothing to do on meta
+_VALUE_FILLS = frozenset({
+    "uniform_", "normal_", "trunc_normal_", "erfinv_", "exponential_", "bernoulli_", "log_normal_", "cauchy_",
+    "geometric_", "random_", "fill_", "zero_", "copy_", "mul_", "add_", "sub_", "div_", "clamp_", "clamp_min_",
+    "clamp_max_", "abs_", "sqrt_", "exp_", "neg_", "masked_fill_", "addcmul_", "addcdiv_", "lerp_", "pow_",
+    "fmod_", "floor_", "ceil_", "round_", "sign_",
+})
+
+
+@functools.lru_cache(maxsize=None)
+def _skip_fills() -> type:
+    from torch import Tensor
+    from torch.overrides import TorchFunctionMode
+
+    class SkipFills(TorchFunctionMode):
+        """Skips value-only in-place operations on meta tensors (they keep the shape and there are no values)."""
+
+        def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            if getattr(func, "__name__", "") in _VALUE_FILLS and args and isinstance(args[0], Tensor) \
+                    and args[0].is_meta:
+                return args[0]
+            return func(*args, **(kwargs or {}))
+
+    return SkipFills
+
+
+@contextlib.contextmanager
+def on_meta() -> Iterator[None]:
+    """Modules built in the block live on the meta device: every shape, no memory, no weights. Their weight
+    initialisation is skipped (on meta it has nothing to fill, and its random fills are slow there): listing a
+    large model's layers takes a fraction of a second."""
+    import torch
+
+    with torch.device("meta"), _skip_fills()():
+        yield
 
 
 @contextlib.contextmanager
@@ -272,37 +321,62 @@ def first_tensor(output: Any) -> Any:
     return output[0] if isinstance(output, (tuple, list)) else output
 
 
+CALL = "@"  # NAME@i: the i-th call of module NAME in one forward
+
+
+def split_call(name: str) -> tuple[str, int | None]:
+    """``blocks.0.proj@2`` -> (``blocks.0.proj``, 2): the layer that is the 2nd call of a module called several
+    times per forward; a plain layer name -> (name, None)."""
+    module, sep, call = name.rpartition(CALL)
+    if sep and call.isdigit() and int(call) >= 1:
+        return module, int(call)
+    return name, None
+
+
 def named_modules(model: "nn.Module", names: Iterable[str]) -> dict[str, "nn.Module"]:
-    """The modules called ``names`` (in that order); a name that is not a module is an error naming it."""
+    """The modules of the layers ``names`` (in that order; ``NAME@i`` is module ``NAME``); a name that is not a
+    module is an error naming it."""
     modules = dict(model.named_modules())
     names = list(names)
-    missing = [n for n in names if n not in modules]
+    missing = [n for n in names if split_call(n)[0] not in modules]
     if missing:
         raise BadInput(f"layer(s) {', '.join(missing)} are not modules of the model; list them with unitlens layers")
-    return {n: modules[n] for n in names}
+    return {n: modules[split_call(n)[0]] for n in names}
 
 
 class ForwardHooks:
     """``fn(name, output)`` after every forward of the named modules (``fn(name, inputs, output)`` with
-    ``with_inputs``); a non-None return replaces the output.
+    ``with_inputs``); a non-None return replaces the output. A name ``NAME@i`` hears only the i-th call of module
+    ``NAME`` in each forward of ``model``; a plain name hears every call. ``calls`` counts each hooked module's
+    calls in the latest forward.
 
     Registered on creation, removed by ``remove()`` or at the end of a ``with`` block.
     """
 
     def __init__(self, model: "nn.Module", names: Iterable[str], fn: Callable[..., Any], with_inputs: bool = False):
+        names = list(names)
         modules = named_modules(model, names)
-        self.handles = [module.register_forward_hook(self._hook(name, fn, with_inputs))
-                        for name, module in modules.items()]
+        wanted: dict[str, dict[int | None, str]] = {}  # module -> call (None: every call) -> layer name
+        for name in names:
+            module, call = split_call(name)
+            wanted.setdefault(module, {})[call] = name
+        self.calls: dict[str, int] = {}
+        self.handles = [model.register_forward_pre_hook(lambda *_: self.calls.clear())]
+        self.handles += [modules[next(iter(by_call.values()))].register_forward_hook(
+            self._hook(module, by_call, fn, with_inputs)) for module, by_call in wanted.items()]
 
-    @staticmethod
-    def _hook(name: str, fn: Callable[..., Any], with_inputs: bool) -> Callable:
-        if with_inputs:
-            def hook_with_inputs(_module: Any, inputs: Any, output: Any) -> Any:
-                return fn(name, inputs, output)
-            return hook_with_inputs
-
-        def hook(_module: Any, _inputs: Any, output: Any) -> Any:
-            return fn(name, output)
+    def _hook(self, module: str, by_call: dict[int | None, str], fn: Callable[..., Any], with_inputs: bool
+              ) -> Callable:
+        def hook(_module: Any, inputs: Any, output: Any) -> Any:
+            call = self.calls[module] = self.calls.get(module, 0) + 1
+            replaced = None
+            for key in (None, call):
+                name = by_call.get(key)
+                if name is not None:
+                    result = fn(name, inputs, output) if with_inputs else fn(name, output)
+                    if result is not None:
+                        output = replaced = result
+            return replaced
         return hook
 
     def remove(self) -> None:
@@ -374,16 +448,21 @@ def capture_outputs(model: "nn.Module", x: Any, names: Iterable[str]) -> dict[st
 def stop_at(model: "nn.Module", name: str) -> Iterator["nn.Module"]:
     """Within the block, ``model(...)`` runs its forward only up to module ``name`` and returns its output.
 
-    The stop hook is registered at call time, so it runs after every hook others (zennit, CRP) put there.
+    The stop hook is registered at call time, so it runs after every hook others (zennit, CRP) put there. For
+    ``NAME@i`` the forward stops after the i-th call of module ``NAME``.
     """
     module = named_modules(model, [name])[name]
+    call = split_call(name)[1] or 1
 
     def forward(*args: Any, **kwargs: Any) -> Any:
-        captured = {}
+        captured: dict[str, Any] = {}
+        seen = [0]
 
         def stop(_module: Any, _inputs: Any, output: Any) -> None:
-            captured["out"] = output
-            raise _StopForward
+            seen[0] += 1
+            if seen[0] == call:
+                captured["out"] = output
+                raise _StopForward
 
         handle = module.register_forward_hook(stop)
         try:
