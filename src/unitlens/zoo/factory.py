@@ -17,6 +17,7 @@ atlas that records the name loads the same architecture again (a study file name
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -313,11 +314,14 @@ def load_model(name: str, pretrained: bool = True, checkpoint: str | Path | None
     options: dict = {} if num_classes is None else {"num_classes": num_classes}
     if checkpoint is not None:
         state = read_state_dict(checkpoint)
-        if checkpoint_strict:
-            load_strict(model, state, str(checkpoint))
-        else:
-            fit = load_fitting(model, state, str(checkpoint))
-            options["checkpoint_strict"] = False
+        with warnings.catch_warnings():
+            if meta:  # copying into meta tensors is a no-op (torch warns about it): only the fit is checked
+                warnings.simplefilter("ignore", UserWarning)
+            if checkpoint_strict:
+                load_strict(model, state, str(checkpoint))
+            else:
+                fit = load_fitting(model, state, str(checkpoint))
+                options["checkpoint_strict"] = False
         weights = str(checkpoint)
     return LoadedModel(name=name, model=model.eval(), transform=transform, weights=weights, input_size=size,
                        seed=seed if weights == "random" else None, options=options, checkpoint_fit=fit, meta=meta)
