@@ -16,12 +16,14 @@ only when a helper needs them, so importing it costs nothing at start-up.
   the output); ``capture_outputs(model, x, names)`` runs a forward only as far as the deepest named module;
   ``stop_at(model, name)`` makes ``model(x)`` return that module's output and stop there. A layer name
   ``NAME@i`` (``split_call``) is the i-th call of module ``NAME`` in one forward (a module called several times).
-- ``prepare_model(model, device, channels_last)``: the model ready to run (channels-last where it allows it);
-  ``on_meta()``: modules built in the block have shapes but no memory and no weights.
+- ``prepare_model(model, device, channels_last)``: the model ready to run (channels-last where it allows it;
+  ``channels_last_mode(False)`` switches it off for a block); ``on_meta()``: modules built in the block have shapes
+  but no memory and no weights.
 """
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import importlib
 import itertools
@@ -85,13 +87,30 @@ def channels_last_ok(model: "nn.Module") -> bool:
     return all(t.ndim != 5 for t in itertools.chain(model.parameters(), model.buffers()))
 
 
-def prepare_model(model: "nn.Module", device: "torch.device", channels_last: bool = True) -> "nn.Module":
-    """``model`` on ``device`` in eval mode, channels-last by default (faster convolutions, the same numbers)
-    where the model allows it (``channels_last_ok``); other models run as they are."""
+_CHANNELS_LAST: contextvars.ContextVar[bool] = contextvars.ContextVar("unitlens_channels_last", default=True)
+
+
+@contextlib.contextmanager
+def channels_last_mode(enabled: bool) -> Iterator[None]:
+    """Within the block ``prepare_model`` uses the channels-last memory format (``enabled``) or leaves it off,
+    unless its caller says: the switch of the commands that run a model and have no ``channels_last`` option of
+    their own (``--channels-last/--no-channels-last``)."""
+    token = _CHANNELS_LAST.set(enabled)
+    try:
+        yield
+    finally:
+        _CHANNELS_LAST.reset(token)
+
+
+def prepare_model(model: "nn.Module", device: "torch.device", channels_last: bool | None = None) -> "nn.Module":
+    """``model`` on ``device`` in eval mode, channels-last (faster convolutions, the same numbers) where the model
+    allows it (``channels_last_ok``); other models run as they are. ``channels_last`` None: as
+    ``channels_last_mode`` says (on by default)."""
     import torch
 
+    wanted = _CHANNELS_LAST.get() if channels_last is None else channels_last
     model = model.to(device).eval()
-    return model.to(memory_format=torch.channels_last) if channels_last and channels_last_ok(model) else model
+    return model.to(memory_format=torch.channels_last) if wanted and channels_last_ok(model) else model
 
 
 # in-place operations that only fill or rescale values: weight initialisation, which has nothing to do on meta

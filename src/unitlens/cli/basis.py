@@ -20,6 +20,7 @@ from unitlens.basis.defaults import (
     K,
 )
 from unitlens.cli.common import failing_cleanly, group, note, print_frame, say, split_list
+from unitlens.cli.options import runs_model
 
 app = group("basis", help="Units beyond channels: SAE features, PCA/ICA/NMF components, random or your own "
                           "directions, recorded and measured like channels.")
@@ -28,6 +29,7 @@ _FIT_SHOWN = ("n_samples", "features", "r2", "explained_variance", "dead_feature
 
 
 @app.command("fit")
+@runs_model
 def fit_command(
     atlas: Path = typer.Argument(..., help="Atlas folder (from unitlens record)."),
     layer: str = typer.Option(..., help="A recorded layer of the atlas."),
@@ -78,6 +80,7 @@ def fit_command(
 
 
 @app.command("record")
+@runs_model
 def record_command(
     atlas: Path = typer.Argument(..., help="Atlas folder."),
     names: list[str] = typer.Argument(..., help="Bases to record (one pass for all)."),

@@ -13,9 +13,11 @@ from typing import Optional
 import typer
 
 from unitlens.cli.common import failing_cleanly, print_frame, say, split_list
+from unitlens.cli.options import runs_model
 from unitlens.probe.defaults import BATCH_SIZE, MAX_ACTIVATIONS, PROBE_NAME
 
 
+@runs_model
 def probe(
     atlas: Path = typer.Argument(..., help="Atlas folder (from unitlens record)."),
     data: Path = typer.Option(..., help="Probe set: a folder of concept folders, or a CSV with a path column and "

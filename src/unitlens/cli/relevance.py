@@ -14,6 +14,7 @@ from typing import Optional
 import typer
 
 from unitlens.cli.common import FORMAT, fail, failing_cleanly, print_frame, say, split_list
+from unitlens.cli.options import runs_model
 from unitlens.relevance.defaults import (
     BATCH_SIZE,
     GRAPH_MIN_RELEVANCE,
@@ -22,6 +23,7 @@ from unitlens.relevance.defaults import (
 )
 
 
+@runs_model
 def relevance(
     atlas: Path = typer.Argument(..., help="Atlas folder (from unitlens record)."),
     cls: Optional[str] = typer.Option(None, "--class", help="Output class to explain: index or name ('analog clock')."),
@@ -80,6 +82,7 @@ def relevance(
     say(f"wrote {folder(atlas)}")
 
 
+@runs_model
 def graph(
     atlas: Path = typer.Argument(..., help="Atlas folder with class relevance and lens labels."),
     cls: str = typer.Option(..., "--class", help="Class (index or name) with stored relevance."),

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 from typer.core import TyperGroup
 
-from unitlens.cli.common import failing_cleanly, print_frame, say
+from unitlens.cli.common import FORMAT, failing_cleanly, machine_readable, print_frame, say
 from unitlens.study.defaults import CPUS_PER_TASK, GPUS_PER_TASK, JOBS, MEMORY_BUDGET_MB
 
 LOCAL_RAY = "local"
@@ -77,6 +77,32 @@ def run(
         say(f"{len(result.failed)} of {len(result.state['entries'])} entries failed; fix the cause and run the same "
             "command again (done steps are kept).")
         raise typer.Exit(code=1)
+
+
+@app.command("plan")
+def plan(
+    study_file: Path = typer.Argument(..., help="The study file (TOML); its data folders need not exist yet."),
+    fmt: str = FORMAT,
+) -> None:
+    """Dry run: per entry the resolved model and tag, input size, layers, units, what the check before the record
+    pass leaves out or splits, and the atlas's estimated size; then the totals. Loads no weights, reads no data."""
+    import pandas as pd
+
+    from unitlens.study.plan import plan_study
+
+    with failing_cleanly():
+        planned = plan_study(study_file)
+    table = planned.table
+    shown = ["entry", "input_size", "layers", "units", "left_out", "split", "atlas_mb"]
+    print_frame(table[shown], title=f"plan of study {planned.name}", name="entries", full=table)
+    if not machine_readable():  # csv and json carry these columns in the entries table
+        for column, title in (("check", "left out or split by the check before the pass"),
+                              ("problem", "entries that cannot be recorded as they are")):
+            rows = table[table[column] != ""]
+            if len(rows):
+                print_frame(rows[["entry", column]], title=title)
+    print_frame(pd.DataFrame([{**planned.totals(), "seconds": round(planned.seconds, 1)}]), title="totals",
+                name="totals")
 
 
 @app.command("summary")

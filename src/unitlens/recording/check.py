@@ -126,7 +126,8 @@ def check_layers(model: LoadedModel, layers: Sequence[LayerInfo], repeated: str 
                 check.constant.append(name)
             else:
                 check.unrecordable[name] = f"output {shape}: {why}"
-    check.layers = place_in_call_order(kept, trace) if check.repeated else kept
+    repeats = any(split_call(name)[1] is not None for name in trace)  # the model's, selected or not
+    check.layers = place_in_call_order(kept, trace) if repeats else kept
     return check
 
 

