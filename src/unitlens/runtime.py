@@ -139,6 +139,91 @@ def _skip_fills() -> type:
     return SkipFills
 
 
+# operations whose output has their first input's shape (normalisations, activations): on meta only that is needed
+_SAME_SHAPE = frozenset({
+    "batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm", "normalize", "dropout", "softmax",
+    "log_softmax", "relu", "relu_", "relu6", "gelu", "silu", "mish", "hardswish", "hardsigmoid", "hardtanh",
+    "leaky_relu", "elu", "sigmoid", "tanh", "erf", "exp", "sqrt", "rsqrt", "neg", "abs", "clamp",
+})
+
+
+# elementwise operations of two operands (broadcast), and their in-place forms (the first operand's shape)
+_BROADCAST = frozenset({"add", "sub", "mul", "div", "maximum", "minimum", "__add__", "__radd__", "__sub__", "__rsub__",
+                        "__mul__", "__rmul__", "__truediv__", "__rtruediv__"})
+_IN_PLACE = frozenset({"add_", "sub_", "mul_", "div_", "__iadd__", "__isub__", "__imul__", "__itruediv__"})
+
+
+def _reduced_shape(x: Any, args: tuple, kwargs: dict) -> tuple[int, ...]:
+    """The shape of ``x.mean(dim, keepdim)`` (all dims when none is given)."""
+    dim = kwargs.get("dim", args[0] if args else None)
+    keep = bool(kwargs.get("keepdim", args[1] if len(args) > 1 else False))
+    dims = range(x.ndim) if dim is None else [dim] if isinstance(dim, int) else list(dim)
+    gone = {d % x.ndim for d in dims}
+    return tuple(1 if i in gone else n for i, n in enumerate(x.shape) if keep or i not in gone)
+
+
+def _shape_of(name: str, args: tuple, kwargs: dict) -> Any:
+    """The (meta) result of a shape-only operation, or None to run it as it is."""
+    import torch
+
+    x = args[0]
+    if name in _SAME_SHAPE:
+        return torch.empty_like(x)
+    if name in _IN_PLACE:
+        return x
+    if name in _BROADCAST:
+        other = args[1] if len(args) > 1 else kwargs["other"]
+        if not isinstance(other, torch.Tensor):
+            other = torch.tensor(other)
+        dtype = torch.result_type(x, other)
+        shape = torch.broadcast_shapes(x.shape, other.shape)
+        return torch.empty_like(x, dtype=dtype) if shape == x.shape else x.new_empty(shape, dtype=dtype)
+    if name == "mean":
+        return x.new_empty(_reduced_shape(x, args[1:], kwargs))
+    if name == "linear":
+        weight = args[1] if len(args) > 1 else kwargs["weight"]
+        return x.new_empty((*x.shape[:-1], weight.shape[0]))
+    if name == "lstm" and len(args) >= 9 and isinstance(args[1], (tuple, list)):  # (input, hx, params, ...)
+        h, c = args[1]
+        directions = 2 if args[7] else 1
+        return x.new_empty((*x.shape[:-1], directions * h.shape[-1])), torch.empty_like(h), torch.empty_like(c)
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _shapes_only() -> type:
+    from torch import Tensor
+    from torch.overrides import TorchFunctionMode
+
+    class ShapesOnly(TorchFunctionMode):
+        """Normalisations, activations, elementwise arithmetic, means, linear layers and LSTMs on meta tensors give
+        an empty tensor of their result's shape directly (meta kernels reach it through many small steps, 1-70 ms
+        per call)."""
+
+        def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            kwargs = kwargs or {}
+            if args and isinstance(args[0], Tensor) and args[0].is_meta:
+                try:
+                    out = _shape_of(getattr(func, "__name__", ""), tuple(args), kwargs)
+                except (IndexError, KeyError, TypeError, ValueError):  # an unusual call: let torch answer
+                    out = None
+                if out is not None:
+                    return out
+            return func(*args, **kwargs)
+
+    return ShapesOnly
+
+
+@contextlib.contextmanager
+def shapes_only() -> Iterator[None]:
+    """Within the block a forward on meta tensors computes only shapes where torch's meta kernels are slow
+    (normalisations, activations, elementwise arithmetic, means, linear layers, LSTMs): a check of a large model's
+    layers on meta takes a fraction of a second instead of seconds. Other operations and other devices are
+    untouched."""
+    with _shapes_only()():
+        yield
+
+
 @contextlib.contextmanager
 def on_meta() -> Iterator[None]:
     """Modules built in the block live on the meta device: every shape, no memory, no weights. Their weight

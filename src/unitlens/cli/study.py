@@ -82,6 +82,8 @@ def run(
 @app.command("plan")
 def plan(
     study_file: Path = typer.Argument(..., help="The study file (TOML); its data folders need not exist yet."),
+    jobs: Optional[int] = typer.Option(None, min=1, help="Worker processes (default: one per 50 distinct models, "
+                                                         "at most the cores)."),
     fmt: str = FORMAT,
 ) -> None:
     """Dry run: per entry the resolved model and tag, input size, layers, units, what the check before the record
@@ -91,7 +93,7 @@ def plan(
     from unitlens.study.plan import plan_study
 
     with failing_cleanly():
-        planned = plan_study(study_file)
+        planned = plan_study(study_file, jobs=jobs)
     table = planned.table
     shown = ["entry", "input_size", "layers", "units", "left_out", "split", "atlas_mb"]
     print_frame(table[shown], title=f"plan of study {planned.name}", name="entries", full=table)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fnmatch
 import warnings
+from contextlib import nullcontext
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -26,7 +27,7 @@ import torch
 from unitlens.errors import BadInput
 from unitlens.recording.defaults import REPEATED_SPLIT
 from unitlens.recording.recorder import Recorder
-from unitlens.runtime import CALL, ForwardHooks, split_call
+from unitlens.runtime import CALL, ForwardHooks, shapes_only, split_call
 from unitlens.zoo.factory import LoadedModel, load_model
 from unitlens.zoo.units import LayerInfo, analysable_names, place_in_call_order
 
@@ -147,7 +148,8 @@ def _probe(model: LoadedModel, layers: list[LayerInfo], spatial: str, tokens: st
     recorder = Recorder(net, layers, 1, spatial, tokens, device, probe=True)
     everything = analysable_names(net)
     try:
-        with ForwardHooks(net, everything, lambda name, _out: trace.append(name)) as counting, torch.inference_mode():
+        with ForwardHooks(net, everything, lambda name, _out: trace.append(name)) as counting, \
+                torch.inference_mode(), shapes_only() if device.type == "meta" else nullcontext():
             recorder.run(net, x, torch.arange(CHECK_IMAGES))
             calls = dict(counting.calls)
     finally:

@@ -40,7 +40,7 @@ class Recorder:
         self.staged: dict[str, list[torch.Tensor]] = {}  # this batch's reduced activations, until commit()
         self.seen: dict[str, list[tuple[object, str | None]]] | None = {} if probe else None
         self.affine = {}  # layers whose output means follow from their (smaller) input's means
-        if spatial == "mean" and tokens == "mean":
+        if spatial == "mean" and tokens == "mean" and not probe:  # the check reads the outputs: their shapes count
             for name, module in named_modules(model, self.infos).items():
                 affine = input_affine(module)
                 if affine is not None:

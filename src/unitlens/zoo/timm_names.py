@@ -8,6 +8,7 @@ interpolation, crop, mean/std, classes); without one timm takes the architecture
 from __future__ import annotations
 
 import difflib
+import functools
 
 from unitlens.errors import BadInput
 
@@ -17,6 +18,13 @@ SHOWN = 5  # nearest names an error lists
 def nearest(name: str, known: list[str], n: int = SHOWN) -> list[str]:
     """The names of ``known`` closest to ``name`` (difflib's similarity, best first)."""
     return difflib.get_close_matches(name, list(dict.fromkeys(known)), n=n, cutoff=0.6)
+
+
+@functools.lru_cache(maxsize=1)
+def _pretrained_names() -> frozenset[str]:
+    import timm
+
+    return frozenset(timm.list_models(pretrained=True))
 
 
 def is_timm_architecture(arch: str) -> bool:
@@ -36,13 +44,12 @@ def check_timm_name(name: str) -> str:
         close = nearest(name, timm.list_models(pretrained=True) + timm.list_models())
         hint = f"; nearest: {', '.join(close)}" if close else ""
         raise BadInput(f"timm has no architecture '{arch}'{hint} (see timm.list_models())")
-    if dot:
+    if dot and name not in _pretrained_names():
         tagged = timm.list_pretrained(f"{arch}.*")
-        if name not in tagged:
-            if not tagged:
-                raise BadInput(f"timm has no pretrained tag '{tag}' for {arch}: it has no pretrained tags (give the "
-                               "name without a tag)")
-            close = nearest(name, tagged) or tagged[:SHOWN]
-            more = f" ({len(tagged)} in all: timm.list_pretrained('{arch}.*'))" if len(tagged) > len(close) else ""
-            raise BadInput(f"timm has no pretrained tag '{tag}' for {arch}; nearest: {', '.join(close)}{more}")
+        if not tagged:
+            raise BadInput(f"timm has no pretrained tag '{tag}' for {arch}: it has no pretrained tags (give the name "
+                           "without a tag)")
+        close = nearest(name, tagged) or tagged[:SHOWN]
+        more = f" ({len(tagged)} in all: timm.list_pretrained('{arch}.*'))" if len(tagged) > len(close) else ""
+        raise BadInput(f"timm has no pretrained tag '{tag}' for {arch}; nearest: {', '.join(close)}{more}")
     return name
