@@ -14,6 +14,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 import unitlens.data.datasets
+from test_layer_check import Shared
 from unitlens.cli import app
 from unitlens.recording import record
 from unitlens.study import run_study
@@ -21,7 +22,6 @@ from unitlens.study.plan import estimate_atlas_bytes, plan_study
 from unitlens.zoo import load_model
 
 from conftest import write_images
-from test_layer_check import Shared
 
 RESNET = "timm:resnet18.a1_in1k?input_size=32"
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import fnmatch
 import warnings
-from contextlib import nullcontext
 from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 
 import torch
