@@ -52,7 +52,6 @@ FAMILIES = {
     "vovnet": "ese_vovnet19b_dw.ra_in1k?input_size=32",
     "gernet": "gernet_s.idstcv_in1k?input_size=32",
     "repvgg": "repvgg_a0.rvgg_in1k?input_size=32",
-    "mobileone": "mobileone_s0.apple_in1k?input_size=32",
     "hrnet": "hrnet_w18_small.ms_in1k?input_size=64",
     "convnext": "convnext_atto.d2_in1k?input_size=32",
     "convnextv2": "convnextv2_atto.fcmae_ft_in1k?input_size=32",
