@@ -120,3 +120,13 @@ def test_study_run_fails_the_entry_whose_check_fails_and_goes_on(tmp_path):
     assert not (tmp_path / "out" / "atlases" / "odd").exists()  # failed before anything of it was recorded
     done = [r for r in run.state["entries"] if r["name"] != "odd"]
     assert [r["steps"]["record"]["status"] for r in done] == ["done"]
+
+
+def test_a_study_entry_with_an_unknown_tag_is_refused_with_the_nearest(tmp_path):
+    from unitlens.errors import BadInput
+    from unitlens.study import load_spec
+
+    (tmp_path / "s.toml").write_text('[[entry]]\nmodel = "timm:resnet50.a1_in1kk"\n')
+    with pytest.raises(BadInput, match=r"entry 1 \(timm:resnet50.a1_in1kk\): timm has no pretrained tag 'a1_in1kk' "
+                                       r"for resnet50; nearest: resnet50.a1_in1k"):
+        load_spec(tmp_path / "s.toml")
