@@ -16,9 +16,11 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "unitlens"
 
 # package -> the unitlens packages it may import (besides itself); top-level modules count as packages
-BOTTOM = {"errors", "runtime", "options", "extras"}
+BOTTOM = {"errors", "runtime", "options", "extras", "registry", "notebook"}
 ALLOWED = {
     "errors": set(),
+    "notebook": set(),
+    "registry": {"errors"},
     "extras": {"errors"},
     "runtime": {"errors", "extras"},
     "options": {"errors"},
