@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from unitlens.cli.common import FORMAT, failing_cleanly, load_named_model, note, print_frame, resumable, say
+from unitlens.cli.common import FORMAT, failing_cleanly, load_named_model, print_frame, resumable, say
 from unitlens.cli.options import options_command
 from unitlens.recording.options import RecordOptions
 from unitlens.zoo.options import ModelOptions
@@ -20,20 +20,15 @@ def layers(fmt: str = FORMAT, *, model: ModelOptions, select: RecordOptions) -> 
     The architecture is built without weights (on the meta device, in a fraction of a second) and checked as the
     record pass checks it: modules run several times per forward are listed call by call (NAME@1, NAME@2, ...),
     and the layers left out are named."""
-    import warnings
-
     import pandas as pd
 
     from unitlens.recording.run import select_layers
 
-    with failing_cleanly(), warnings.catch_warnings(record=True) as left_out:
-        warnings.simplefilter("always")
+    with failing_cleanly():  # the check's warning (the layers left out) is printed on stderr
         loaded = load_named_model(model, meta=True)
         infos = select_layers(loaded, None, select)
     print_frame(pd.DataFrame([i.as_dict() for i in infos]).drop(columns=["channel_dim"]), title=model.name,
                 name="layers")
-    for message in left_out:
-        note(str(message.message))
 
 
 @options_command

@@ -17,6 +17,7 @@ from unitlens.cli.common import (
     print_frame,
     resumable,
     say,
+    tables,
 )
 from unitlens.study.defaults import GPUS_PER_TASK, JOBS, MEMORY_BUDGET_MB
 
@@ -112,6 +113,7 @@ def plan(
     jobs: Optional[int] = typer.Option(None, min=1, help="Worker processes (default: one per 50 distinct models, "
                                                          "at most the cores)."),
     fmt: str = FORMAT,
+    table: Optional[str] = tables("entries", "check", "problems", "totals"),
 ) -> None:
     """Dry run: per entry the resolved model and tag, input size, layers, units, what the check before the record
     pass leaves out or splits, and the atlas's estimated size; then the totals. Loads no weights, reads no data."""
@@ -121,15 +123,15 @@ def plan(
 
     with failing_cleanly():
         planned = plan_study(study_file, jobs=jobs)
-    table = planned.table
+    frame = planned.table
     shown = ["entry", "input_size", "layers", "units", "left_out", "split", "atlas_mb"]
-    print_frame(table[shown], title=f"plan of study {planned.name}", name="entries", full=table)
+    print_frame(frame[shown], title=f"plan of study {planned.name}", name="entries", full=frame, key=["entry"])
     if not machine_readable():  # csv and json carry these columns in the entries table
-        for column, title in (("check", "left out or split by the check before the pass"),
-                              ("problem", "entries that cannot be recorded as they are")):
-            rows = table[table[column] != ""]
+        for column, name, title in (("check", "check", "left out or split by the check before the pass"),
+                                    ("problem", "problems", "entries that cannot be recorded as they are")):
+            rows = frame[frame[column] != ""]
             if len(rows):
-                print_frame(rows[["entry", column]], title=title)
+                print_frame(rows[["entry", column]], title=title, name=name, key=["entry"])
     print_frame(pd.DataFrame([{**planned.totals(), "seconds": round(planned.seconds, 1)}]), title="totals",
                 name="totals")
 
