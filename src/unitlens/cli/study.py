@@ -126,12 +126,14 @@ def plan(
     frame = planned.table
     shown = ["entry", "input_size", "layers", "units", "left_out", "split", "atlas_mb"]
     print_frame(frame[shown], title=f"plan of study {planned.name}", name="entries", full=frame, key=["entry"])
+    checked, problems = frame[frame["check"] != ""], frame[frame["problem"] != ""]
     if not machine_readable():  # csv and json carry these columns in the entries table
-        for column, name, title in (("check", "check", "left out or split by the check before the pass"),
-                                    ("problem", "problems", "entries that cannot be recorded as they are")):
-            rows = frame[frame[column] != ""]
-            if len(rows):
-                print_frame(rows[["entry", column]], title=title, name=name, key=["entry"])
+        if len(checked):
+            print_frame(checked[["entry", "check"]], title="left out or split by the check before the pass",
+                        name="check", key=["entry"])
+        if len(problems):
+            print_frame(problems[["entry", "problem"]], title="entries that cannot be recorded as they are",
+                        name="problems", key=["entry"])
     print_frame(pd.DataFrame([{**planned.totals(), "seconds": round(planned.seconds, 1)}]), title="totals",
                 name="totals")
 
