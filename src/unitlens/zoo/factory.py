@@ -177,8 +177,9 @@ def _load_timm(name: str, pretrained: bool, options: dict, meta: bool
     check_timm_name(name)
     head: dict[str, Any] = {"num_classes": options["num_classes"]} if "num_classes" in options else {}
     try:
-        with hub_mode(), building(meta):  # without a reachable hub: the local cache only, at once instead of ~1 min
-            model = timm.create_model(name, pretrained=pretrained and not meta, **head)
+        fetch = pretrained and not meta  # random init and meta builds never ask the hub
+        with hub_mode() if fetch else nullcontext(), building(meta):  # no reachable hub: the cache only, at once
+            model = timm.create_model(name, pretrained=fetch, **head)
     except Exception as err:  # hub errors come in many types
         where = f" The Hugging Face hub ({hub_host()}) cannot be reached from here (or offline mode is on), so only " \
             f"the local cache ({hf_hub_cache()}) was searched." if pretrained and hub_offline() else ""
