@@ -73,8 +73,9 @@ DERIVED = {d.name: d for d in (
 
 def exemplar_path(root: str | Path, layer: str) -> Path:
     """``<root>/exemplars/<layer>.safetensors``; a layer name that is not a safe file name (a derived layer
-    ``blocks.6.0.conv_pwl::sae``) gets its ``safe_name`` (module names are already safe and stay as they are)."""
-    stem = layer if re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", layer) else safe_name(layer, default="layer")
+    ``blocks.6.0.conv_pwl::sae``) gets its ``safe_name`` (module names, and ``NAME@i`` calls of a module run several
+    times per forward, are already safe and stay as they are)."""
+    stem = layer if re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._@-]*", layer) else safe_name(layer, default="layer")
     return Path(root, EXEMPLARS, f"{stem}.safetensors")
 
 

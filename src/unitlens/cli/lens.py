@@ -31,7 +31,7 @@ from unitlens.cli.common import (
     split_list,
     tables,
 )
-from unitlens.cli.options import options_command
+from unitlens.cli.options import options_command, runs_model
 from unitlens.lens.defaults import (
     ACTIVATION_THRESHOLD,
     COMPARE_THRESHOLD,
@@ -50,6 +50,7 @@ app = group("lens", help="SemanticLens: units as vectors in a foundation model's
 
 
 @app.command("embed")
+@runs_model
 def embed_command(
     atlas: Path = typer.Argument(..., help="Atlas folder (from unitlens record)."),
     backend: str = typer.Option(DEFAULT_LENS_BACKEND, help="Embedding backend (offline-vl, offline, openclip:..., "

@@ -16,8 +16,9 @@ if TYPE_CHECKING:
 class ModelOptions(Options):
     """A model by name and how to load it; ``load()`` gives the ``LoadedModel``."""
 
-    model: str | None = option(None, "efficientnet_lite0|1|2 (offline ImageNet weights), timm:<name>, "
-                                     "torchvision:<name>, or the file of a saved module (default: "
+    model: str | None = option(None, "efficientnet_lite0|1|2 (offline ImageNet weights), timm:<name> (a tag "
+                                     "picks the weights and their preprocessing: timm:resnet50.a1_in1k, or "
+                                     "resnet50.a1_in1k), torchvision:<name>, or the file of a saved module (default: "
                                      f"{DEFAULT_MODEL}; for a command that reads an atlas, the atlas's model).",
                                metavar="NAME")
     random: bool = option(False, "Random init instead of pretrained weights.", flag="--random")
@@ -34,9 +35,11 @@ class ModelOptions(Options):
         """The model's name (the default model when none is given)."""
         return self.model or DEFAULT_MODEL
 
-    def load(self) -> LoadedModel:
-        """The model in eval mode with its preprocessing (``zoo.load_model`` with these options)."""
+    def load(self, meta: bool = False) -> LoadedModel:
+        """The model in eval mode with its preprocessing (``zoo.load_model`` with these options); ``meta``: its
+        architecture without weights, on the meta device."""
         from unitlens import zoo  # through the package, where tests and users may replace it
 
         return zoo.load_model(self.name, pretrained=not self.random, checkpoint=self.checkpoint,
-                          num_classes=self.num_classes, checkpoint_strict=self.checkpoint_strict, seed=self.seed)
+                              num_classes=self.num_classes, checkpoint_strict=self.checkpoint_strict, seed=self.seed,
+                              meta=meta)
