@@ -25,6 +25,9 @@ temporary folder), random weights, no dataset and no network. Rows:
   (an atlas of a small dataset), checked against float64 on the CPU for 64 units.
 - **polysemanticity**: ``unitlens.lens.unit_measures.polysemanticity`` on ``--poly-units`` units of m = 30
   normalised examples (D = 1280), 10 restarts.
+- **DISTS similarity matrix**: ``similarity`` of the ``dists`` backend (VGG16, random weights) over 512 images
+  of 224 px, all pairs, in pairs/s: what MIS with a pairwise backend costs (``benchmarks/pairwise_mis.py``
+  compares it with an embedding backend); checked to be symmetric with a zero diagonal.
 
 Peak GPU memory is ``torch.cuda.max_memory_allocated`` over each row.
 """
@@ -47,6 +50,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from unitlens.backends import load_backend
 from unitlens.data.datasets import collate_readable, load_dataset
 from unitlens.lens.unit_measures import polysemanticity
 from unitlens.mis.scoring import score
@@ -68,14 +72,16 @@ class Settings:
     mis_units: int
     mis_images: int
     poly_units: int
+    pairwise_images: int
+    pairwise_size: int
 
 
 FULL = Settings(models=(("ResNet-50", "torchvision:resnet50"), ("ViT-B/16", "timm:vit_base_patch16_224")),
                 image_size=224, images=8192, batch_size=256, timed_batches=10, mis_units=100_000, mis_images=50_000,
-                poly_units=20_000)
+                poly_units=20_000, pairwise_images=512, pairwise_size=224)
 SMALL = Settings(models=(("test ResNet", "timm:test_resnet"), ("test ViT", "timm:test_vit")),  # timm's 160-px test nets
                  image_size=160, images=8, batch_size=4, timed_batches=2, mis_units=1_000, mis_images=5_000,
-                 poly_units=64)
+                 poly_units=64, pairwise_images=8, pairwise_size=32)
 
 
 class Normalised(nn.Module):
@@ -244,6 +250,23 @@ def poly_rows(settings: Settings, device: torch.device) -> list[dict]:
              "rate": "units/s", "peak GiB": mem["peak"]}]
 
 
+def pairwise_rows(settings: Settings, device: torch.device) -> list[dict]:
+    n, size = settings.pairwise_images, settings.pairwise_size
+    backend = load_backend("dists+random", device=device, size=size)
+    x = torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(2))
+    with measured(device) as mem:
+        backend.similarity(x[:2], x[:2])  # warm-up
+        sync(device)
+        t = time.perf_counter()
+        sim = backend.similarity(x, x)
+        sync(device)
+        seconds = time.perf_counter() - t
+    err = max(float(sim.diagonal().abs().max()), float((sim - sim.T).abs().max()))
+    assert err < 1e-4, f"the DISTS matrix is not symmetric with a zero diagonal (off by {err:.1e})"
+    return [{"item": f"DISTS similarity matrix ({n} images, {size} px)", "units": n * n, "dtype": "fp32",
+             "unitlens": n * n / seconds, "rate": "pairs/s", "peak GiB": mem["peak"]}]
+
+
 def run(argv=None) -> pd.DataFrame:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default=None, help="cuda (default when present) or cpu")
@@ -277,6 +300,7 @@ def run(argv=None) -> pd.DataFrame:
             rows += record_rows(label, spec, (listing, full, n_short, n_full), work, args, device)
         rows += mis_rows(args, settings, device)
         rows += poly_rows(settings, device)
+        rows += pairwise_rows(settings, device)
     table = pd.DataFrame(rows)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)"
     print(f"unitlens GPU suite on {name}, torch {torch.__version__}; {settings.image_size}-px images, record runs of "

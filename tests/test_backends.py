@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from unitlens.atlas.layout import backend_dirname as cache_dirname
-from unitlens.backends import Backend, EmbeddingCache, available_backends, embed_images, load_backend
+from unitlens.backends import BACKENDS, Backend, EmbeddingCache, embed_images, load_backend
 from unitlens.errors import BackendUnavailable
 
 
@@ -42,7 +42,7 @@ def _batch(backend: Backend, images) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------------------------- registry
 def test_registry_names_and_unknown_name():
-    assert {"offline", "dreamsim", "openclip", "hf", "timm", "lpips-alex"} <= set(available_backends())
+    assert {"offline", "dreamsim", "openclip", "hf", "timm", "lpips-alex"} <= set(BACKENDS.names())
     with pytest.raises(ValueError, match="unknown backend 'nope'"):
         load_backend("nope")
     with pytest.raises(ValueError, match="efficientnet_lite0"):
@@ -254,13 +254,117 @@ def test_lpips_is_pairwise_and_exact(images, tmp_path):
     assert torch.allclose(sim, expected, atol=1e-5)
     with pytest.raises(NotImplementedError, match="not an embedding"):
         b.encode_images(a)
-    with pytest.raises(TypeError, match="no embeddings to cache"):
+    with pytest.raises(TypeError, match="no embeddings, which the embedding cache needs.*offline"):
         EmbeddingCache(tmp_path, b)
+
+
+# ---------------------------------------------------------------------------------------------- dists
+def _dists_reference(monkeypatch, features: torch.nn.Sequential, alpha: torch.Tensor, beta: torch.Tensor):
+    """The dists-pytorch package's own DISTS module, built on the given VGG16 features and α, β (its constructor
+    would download torchvision's VGG16 weights: here it gets these instead)."""
+    import copy
+    from types import SimpleNamespace
+
+    import DISTS_pytorch.DISTS_pt as reference
+
+    monkeypatch.setattr(reference.models, "vgg16",
+                        lambda *a, **k: SimpleNamespace(features=copy.deepcopy(features)))
+    model = reference.DISTS(load_weights=False).eval()
+    model.alpha.data = alpha.reshape(1, -1, 1, 1).clone()
+    model.beta.data = beta.reshape(1, -1, 1, 1).clone()
+    return model
+
+
+def _vgg_of(backend) -> torch.nn.Sequential:
+    """torchvision's VGG16 features with the backend's convolution weights (to hand to the reference)."""
+    from torchvision.models.vgg import cfgs, make_layers
+
+    features = make_layers(cfgs["D"])
+    convs = [m for m in backend.stages.modules() if isinstance(m, torch.nn.Conv2d)]
+    for mine, theirs in zip(convs, [m for m in features if isinstance(m, torch.nn.Conv2d)], strict=True):
+        theirs.load_state_dict(mine.state_dict())
+    return features
+
+
+def _reference_matrix(model, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.stack([torch.stack([model(x[None], y[None]) for y in b]) for x in a])
+
+
+@pytest.fixture(scope="module")
+def dists_random():
+    return load_backend("dists+random", device="cpu", size=32)
+
+
+def test_dists_is_pairwise_and_equals_the_reference_package(dists_random, images, monkeypatch, tmp_path):
+    b = dists_random
+    assert not b.embeds and b.name == "dists+random"
+    a, c = _batch(b, images), _batch(b, images[:2])
+    assert tuple(a.shape) == (3, 3, 32, 32) and 0.0 <= float(a.min()) and float(a.max()) <= 1.0
+    sim = b.similarity(a, c)
+    assert tuple(sim.shape) == (3, 2)
+    # independent expectation: the dists-pytorch package's forward, one pair at a time, same weights and inputs
+    alpha = torch.cat(b.alpha)  # normalised; the reference normalises again, which changes nothing
+    reference = _dists_reference(monkeypatch, _vgg_of(b), alpha, torch.cat(b.beta))
+    assert torch.allclose(sim, -_reference_matrix(reference, a, c), atol=1e-5)
+    # a distance: zero on the diagonal, symmetric, and images of other sizes give other values
+    square = b.similarity(a, a)
+    assert torch.allclose(square.diagonal(), torch.zeros(3), atol=1e-5) and torch.allclose(square, square.T, atol=1e-6)
+    assert float(square.max()) <= 1e-5 and float(sim.min()) < -1e-3
+    with pytest.raises(NotImplementedError, match="not an embedding"):
+        b.encode_images(a)
+    with pytest.raises(TypeError, match="no embeddings.*offline-vl.*unitlens mis ATLAS --backend dists"):
+        EmbeddingCache(tmp_path, b)
+
+
+def test_dists_loads_vgg_from_the_torch_cache_and_alpha_beta_from_the_package(images, tmp_path, monkeypatch):
+    """The real loading code, offline: VGG16 weights from a (hand-filled) TORCH_HOME, α and β from dists-pytorch."""
+    from torchvision.models.vgg import cfgs, make_layers
+
+    from unitlens.backends.dists_backend import alpha_beta_file
+
+    with torch.random.fork_rng():
+        torch.manual_seed(7)
+        trained = make_layers(cfgs["D"])
+    checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.save({f"features.{k}": v for k, v in trained.state_dict().items()}, checkpoints / "vgg16-397923af.pth")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("UNITLENS_OFFLINE", "1")
+    b = load_backend("dists", device="cpu", size=32)
+    assert b.name == "dists"
+    shipped = torch.load(alpha_beta_file(), weights_only=True)
+    assert torch.allclose(torch.cat(b.alpha) * (shipped["alpha"].sum() + shipped["beta"].sum()),
+                          shipped["alpha"].reshape(-1))
+    for mine, theirs in zip([m for m in b.stages.modules() if isinstance(m, torch.nn.Conv2d)],
+                            [m for m in trained if isinstance(m, torch.nn.Conv2d)], strict=True):
+        assert torch.equal(mine.weight, theirs.weight)
+    a = _batch(b, images)
+    reference = _dists_reference(monkeypatch, trained, shipped["alpha"], shipped["beta"])
+    assert torch.allclose(b.similarity(a, a[:1]), -_reference_matrix(reference, a, a[:1]), atol=1e-5)
+
+
+def test_dists_without_its_package_names_the_install(monkeypatch, tmp_path):
+    import unitlens.backends.dists_backend as dists_module
+
+    def missing():
+        raise ModuleNotFoundError("No module named 'DISTS_pytorch'")
+
+    monkeypatch.setattr(dists_module, "alpha_beta_file", missing)
+    with pytest.raises(BackendUnavailable, match="pip install dists-pytorch"):
+        load_backend("dists", device="cpu")
+    monkeypatch.setattr(dists_module, "alpha_beta_file", lambda: tmp_path / "weights.pt")
+    with pytest.raises(BackendUnavailable, match=f"Looked in: {tmp_path / 'weights.pt'}"):
+        load_backend("dists", device="cpu")
+    with pytest.raises(ValueError, match="at least 32 px"):
+        load_backend("dists+random", device="cpu", size=16)
+    with pytest.raises(ValueError, match="takes no spec"):
+        load_backend("dists:vgg", device="cpu")
 
 
 # ---------------------------------------------------------------------------------------------- missing weights
 @pytest.mark.parametrize("name", ["timm:resnet18", "openclip:ViT-B-32/openai", "hf:openai/clip-vit-base-patch32",
-                                  "dreamsim", "lpips-alex"])
+                                  "dreamsim", "lpips-alex", "dists"])
 def test_missing_weights_raise_helpful_error(name, tmp_path, monkeypatch):
     for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "DREAMSIM_CACHE"):
         monkeypatch.delenv(var, raising=False)

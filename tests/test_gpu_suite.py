@@ -59,4 +59,6 @@ def test_suite_runs_on_the_cpu_and_prints_one_table(capsys):
     assert np.all(np.isnan(rates) | (rates > 0)) and np.all(record["ratio"] > 0)
     mis = table[table["item"].str.startswith("MIS scorer")]
     assert len(mis) == 2 and (mis["error"] < 1e-5).all() and (mis["unitlens"] > 0).all()
+    dists = table[table["item"].str.startswith("DISTS similarity matrix")]
+    assert list(dists["units"]) == [64] and (dists["unitlens"] > 0).all() and list(dists["rate"]) == ["pairs/s"]
     assert table["peak GiB"].isna().all()  # no GPU memory on the CPU

@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 import unitlens.cli.common
 import unitlens.cli.mis as mis_commands
 import unitlens.cli.plot as plot_commands
-from unitlens.backends.base import Backend, register_backend
-from unitlens.errors import BiasWarning, TooFewExemplars, TooFewImages
+from unitlens.backends.base import BACKENDS, Backend, PairwiseBackend
+from unitlens.errors import BadInput, BiasWarning, TooFewExemplars, TooFewImages
 from unitlens.mis import (
     build_tasks,
     fit_tau,
@@ -40,18 +40,21 @@ from conftest import to_int_tensor, write_images
 TAU = 0.16
 
 
-def loop_mis(emb: np.ndarray, top: np.ndarray, bottom: np.ndarray, n: int, k: int, tau: float = TAU):
-    """The paper's equations with plain loops: for every unit, task and explanation one dot product."""
+def loop_mis(emb: np.ndarray | None, top: np.ndarray, bottom: np.ndarray, n: int, k: int, tau: float = TAU,
+             f=None):
+    """The paper's equations with plain loops: for every unit, task and explanation one similarity f(q, e) of two
+    sample ids (default: the dot product of their rows of ``emb``)."""
+    f = f or (lambda a, b: float(np.dot(emb[a], emb[b])))
     mis, acc = [], []
     for c in range(top.shape[0]):
         ps, solved = [], 0
         for i in range(n):
-            e_pos = [emb[top[c, i + j * n]] for j in range(k)]
-            e_neg = [emb[bottom[c, i + j * n]] for j in range(k)]
-            q_pos, q_neg = emb[top[c, n * k + i]], emb[bottom[c, n * k + i]]
+            e_pos = [top[c, i + j * n] for j in range(k)]
+            e_neg = [bottom[c, i + j * n] for j in range(k)]
+            q_pos, q_neg = top[c, n * k + i], bottom[c, n * k + i]
 
             def s(q, expl):
-                return sum(float(np.dot(q, e)) for e in expl) / len(expl)
+                return sum(f(q, e) for e in expl) / len(expl)
 
             d = (s(q_pos, e_pos) - s(q_pos, e_neg)) - (s(q_neg, e_pos) - s(q_neg, e_neg))
             ps.append(1 / (1 + math.exp(-d / tau)))
@@ -331,7 +334,7 @@ class ColourBackend(Backend):
         return self._finish(batch.mean((2, 3)) - 110.0)
 
 
-register_backend("colourtest")(lambda spec, device=None, **kw: ColourBackend(device))
+BACKENDS.register("colourtest", lambda spec, device=None, **kw: ColourBackend(device))
 
 
 @pytest.fixture(scope="module")
@@ -554,6 +557,131 @@ def test_mis_command_refuses_small_datasets_and_shows_the_overlap(tmp_path, monk
     assert "overlap 10 of 25: biased" in scored.output
     fine = runner.invoke(app, ["mis", str(atlas.path), "--backend", "colourtest", "--n-tasks", "4", "--k-expl", "4"])
     assert fine.exit_code == 0 and "share" not in fine.output and "biased" not in fine.output
+
+
+# ------------------------------------------------------------------------------------------ pairwise backends
+
+class ColourDistance(PairwiseBackend):
+    """f = minus the Euclidean distance of mean colours: defined on pairs, not a dot product of embeddings."""
+
+    name = "colourpairs"
+    chunk = 7  # chunks that do not divide the blocks
+
+    def __init__(self, device=None):
+        super().__init__("cpu")
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(image, dtype=np.float64).copy()).permute(2, 0, 1)
+
+    def features(self, batch: torch.Tensor) -> list[torch.Tensor]:
+        return [batch.mean((2, 3))]
+
+    def compare(self, fa: list[torch.Tensor], fb: list[torch.Tensor]) -> torch.Tensor:
+        return -torch.cdist(fa[0], fb[0]).float()
+
+
+def test_mis_with_a_pairwise_backend_equals_the_loop_and_keeps_its_matrix(tmp_path):
+    """MIS with a pairwise f is the paper's formula with f(q, e) computed pair by pair; a second run reads the
+    matrix back and compares no pair."""
+    atlas = _colour_atlas(tmp_path, 60)
+    backend = ColourDistance()
+    run = run_atlas(atlas, backend, n_tasks=5, k_expl=4, progress=False, write=False)
+    n = run.n_images
+    assert run.pairs == n * (n + 1) // 2 and run.cache_misses == n and run.cache_hits == 0
+    ds = atlas.dataset()
+    colour = {i: backend.preprocess(ds.image(i)).mean((1, 2)) for i in range(len(ds))}
+
+    def f(a, b):
+        return -float(torch.dist(colour[int(a)], colour[int(b)]))
+
+    frame = run.frame.set_index(["layer", "unit"])
+    for layer, units in (("colour", [0, 2]), ("texture", [0, 1])):
+        ex = atlas.exemplars(layer)
+        mis, acc = loop_mis(None, ex.top_ids[units].numpy(), ex.bottom_ids[units].numpy(), 5, 4, f=f)
+        np.testing.assert_allclose(frame.loc[[(layer, u) for u in units], "mis"], mis, atol=1e-5)
+        np.testing.assert_allclose(frame.loc[[(layer, u) for u in units], "mis_accuracy"], acc)
+    assert frame.loc[("colour", 0), "mis"] > 0.9  # the clean colour unit is easy for a colour distance too
+    again = run_atlas(atlas, backend, n_tasks=5, k_expl=4, progress=False, write=False)
+    assert again.pairs == 0 and again.cache_hits == n
+    pd.testing.assert_frame_equal(again.frame, run.frame)
+
+
+def test_pairwise_backends_in_the_cli_and_where_only_embeddings_work(tmp_path, monkeypatch):
+    from unitlens.backends import NotEmbeddable
+    from unitlens.lens import embed_atlas
+
+    BACKENDS.register("colourpairs", lambda spec, device=None, **kw: ColourDistance(device))
+    atlas = _colour_atlas(tmp_path, 60)
+    monkeypatch.setattr(unitlens.cli.common, "console", Console(width=250, soft_wrap=True))
+    app = typer.Typer()
+    app.add_typer(mis_commands.app, name="mis")
+    out = CliRunner().invoke(app, ["mis", str(atlas.path), "--backend", "colourpairs", "--n-tasks", "5",
+                                   "--k-expl", "4", "--format", "csv"])
+    assert out.exit_code == 0, out.output
+    assert "pairs compared" in out.output and "newly embedded" not in out.output
+    with pytest.raises(NotEmbeddable, match=r"the lens .*offline-vl.*unitlens mis ATLAS --backend colourpairs"):
+        embed_atlas(atlas, ColourDistance(), progress=False)
+    assert not atlas.derived_path("lens").exists()  # refused before a store was made
+
+
+def test_pairwise_matrix_in_blocks_resumes_and_checks_its_images(tmp_path, monkeypatch):
+    from unitlens.backends import PairwiseMatrix
+    from unitlens.backends import pairwise as pairwise_module
+    from unitlens.errors import AtlasError
+
+    atlas = _colour_atlas(tmp_path, 60)
+    backend = ColourDistance()
+    ids = list(range(0, 60, 2))[::-1]  # any order
+    ds = atlas.dataset()
+    x = torch.stack([backend.preprocess(ds.image(i)) for i in ids])
+    expected = backend.compare(backend.features(x), backend.features(x))
+    one_image = 3 * 8  # bytes of one image's features (3 float64)
+    matrix = PairwiseMatrix(atlas, backend, memory=8 * one_image)  # blocks of 8 rows: 8, 8, 8, 6
+    got = matrix.get(ids, progress=False)
+    assert torch.equal(got, expected) and matrix.pairs == 30 * 31 // 2
+    folder = next(p for p in atlas.backend_path("pairwise", backend.name).iterdir())
+    blocks = sorted(p.name for p in folder.glob("rows-*"))
+    assert blocks == ["rows-000000.safetensors", "rows-000008.safetensors", "rows-000016.safetensors",
+                      "rows-000024.safetensors"]
+    assert pairwise_module.forwards(30, 8) == 30 + 22 + 14 + 6
+    # a run stopped after its first blocks: the next one computes the missing block only (8 rows over 14 columns)
+    (folder / blocks[2]).unlink()
+    resumed = PairwiseMatrix(atlas, backend, memory=10**9)  # the stored block size wins over a new budget
+    assert torch.equal(resumed.get(ids, progress=False), expected)
+    assert resumed.pairs == 8 * 9 // 2 + 8 * 6 and resumed.stored == 22
+    # a damaged block is computed again
+    (folder / blocks[0]).write_bytes(b"broken")
+    assert torch.equal(PairwiseMatrix(atlas, backend).get(ids, progress=False), expected)
+    # an image changed after recording: refused before any pair is compared
+    (folder / blocks[1]).unlink()
+    changed = ds.path(ids[3])
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(changed)
+    with pytest.raises(AtlasError, match="changed"):
+        PairwiseMatrix(atlas, backend).get(ids, progress=False)
+    # too many images for one matrix: refused with its cost and the ways out
+    monkeypatch.setattr(pairwise_module, "MAX_IMAGES", 20)
+    with pytest.raises(BadInput, match=r"465 image pairs.*--layers.*embedding backend"):
+        PairwiseMatrix(atlas, backend).get(ids, progress=False)
+
+
+def test_mis_with_dists_equals_the_score_of_its_similarity_matrix(tmp_path):
+    """End to end with the real DISTS architecture (random weights): the stored matrix is DISTS of every pair."""
+    from unitlens.backends import load_backend
+
+    atlas = _colour_atlas(tmp_path, 16, k=8)
+    backend = load_backend("dists+random", device="cpu", size=32)
+    run = run_atlas(atlas, backend, n_tasks=2, k_expl=2, progress=False, write=True)
+    assert atlas.scores()["backend"].eq("dists+random").all() and run.counts["scored"] == 4
+    ds = atlas.dataset()
+    x = torch.stack([backend.preprocess(ds.image(i)) for i in range(len(ds))])
+    sim = backend.similarity(x, x)
+    frame = run.frame.set_index(["layer", "unit"])
+    for layer in ("colour", "texture"):
+        ex = atlas.exemplars(layer)
+        units = [u for u in range(ex.top_ids.shape[0]) if frame.loc[(layer, u), "status"] == "scored"]
+        tasks = build_tasks(ex.top_ids[units], ex.bottom_ids[units], 2, 2)
+        np.testing.assert_allclose(frame.loc[[(layer, u) for u in units], "mis"],
+                                   score_gram(sim.double(), tasks).mis.numpy(), atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------ the CPU kernels

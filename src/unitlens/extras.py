@@ -29,6 +29,7 @@ EXTRA_OF = {
     "transformers": "backends",
     "dreamsim": "backends",
     "lpips": "backends",
+    "DISTS_pytorch": "backends",
 }
 
 

@@ -11,6 +11,7 @@ Layout::
     scores.parquet                  long table: layer, unit, metric, backend, value, params (JSON); stamped
                                     with the atlas's identity in its schema metadata
     embeddings/<backend>/           cached image/crop embeddings (see unitlens.backends.cache)
+    pairwise/<backend>/<key>/       similarity matrices of pairwise backends in row blocks (unitlens.backends.pairwise)
 
 A damaged or missing file raises ``CorruptFile`` naming it and the command that rebuilds it; derived results
 stamped with another atlas's identity are refused (``check_identity``). ``unitlens.atlas.verify`` checks it all.
@@ -333,6 +334,14 @@ class Atlas:
             return frame
         frame = frame.assign(column=frame["metric"] + "@" + frame["backend"])
         return frame.pivot_table(index=["layer", "unit"], columns="column", values="value", sort=False).reset_index()
+
+    def labels(self, method: str | None = None, backend: str | None = None, probe: str | None = None
+               ) -> pd.DataFrame:
+        """Every stored unit label (of one method, backend or probe set): the ``LabelStore`` table (one row per
+        label set, layer and unit; see ``unitlens.atlas.labels``)."""
+        from unitlens.atlas.labels import LabelStore
+
+        return LabelStore(self).read(method, backend, probe)
 
     def put_scores(self, frame: pd.DataFrame) -> None:
         """Add scores, replacing earlier rows of the same (metric, backend, layer); written atomically.

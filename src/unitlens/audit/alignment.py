@@ -57,6 +57,7 @@ from unitlens.lens.defaults import DEFAULT_LENS_BACKEND
 from unitlens.lens.probes import ConceptSet, Probe, load_concepts
 from unitlens.lens.store import LensStore
 from unitlens.options import takes_options
+from unitlens.runtime import channels_last_mode
 
 VERDICTS = ("valid", "spurious", "both", "unexpected")
 NOT_RELEVANT = "not relevant"
@@ -163,10 +164,11 @@ def audit_class(atlas, cls, valid, spurious, options: AuditOptions | None = None
     notes: list[str] = []
     names = _layers(store, rel, options.layers, index, notes)
     rel = rel[rel["layer"].isin(names)]
-    if not (_is_probes(valid) and _is_probes(spurious)):
-        backend = backend_for(store, backend, options.device)  # loaded once for both sets
-    v_probes = _probes(store, valid, "valid", backend, progress)
-    s_probes = _probes(store, spurious, "spurious", backend, progress)
+    with channels_last_mode(options.channels_last):  # the backend's image model, when concepts are images
+        if not (_is_probes(valid) and _is_probes(spurious)):
+            backend = backend_for(store, backend, options.device)  # loaded once for both sets
+        v_probes = _probes(store, valid, "valid", backend, progress)
+        s_probes = _probes(store, spurious, "spurious", backend, progress)
     aligned = _alignment_frame(store, v_probes, s_probes, names)
     rel = rel.assign(relevance=rel[STATS[options.relevance_stat]].astype(float))
     relevant = rel[rel["relevance"] >= options.min_relevance]

@@ -33,6 +33,7 @@ class AuditOptions(Options):
     exemplars: int = option(EXEMPLARS, "Concept examples kept per unit (table and figure).", min=1)
     device: str | None = option(None, "cpu, cuda, ... for embedding image concepts (default: cuda when present).",
                                 convert=str)
+    channels_last: bool = channels_last_option()
     write: bool = option(True, "Store the audit under <atlas>/audit (parquet, csv and json).", cli=False)
 
 

@@ -26,6 +26,7 @@ from unitlens.audit.logits import Logits, model_logits
 from unitlens.audit.options import PruneOptions
 from unitlens.errors import AuditError, BadInput
 from unitlens.options import takes_options
+from unitlens.runtime import split_call
 
 
 @dataclass
@@ -97,6 +98,7 @@ def _feeds_batch_norm(net: torch.nn.Module, layer: str) -> bool:
     """Whether the module registered right after ``layer`` (its own children aside) is a batch norm."""
     from torch.nn.modules.batchnorm import _BatchNorm
 
+    layer = split_call(layer)[0]  # a call NAME@i of a module run several times: the module
     names = [n for n, _ in net.named_modules()]
     if layer not in names:
         return False

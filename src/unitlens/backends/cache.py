@@ -71,11 +71,13 @@ class NotEmbeddable(BadInput, TypeError):
     """A pairwise-only backend was given where embeddings are needed."""
 
 
-def _require_embeddings(backend: Backend) -> None:
+def require_embeddings(backend: Backend, use: str = "this step") -> None:
+    """Refuse a pairwise-only backend where embeddings are needed, naming the backends that have them."""
     if not backend.embeds:
         raise NotEmbeddable(
-            f"backend '{backend.name}' compares image pairs and has no embeddings to cache; use its "
-            "similarity(a, b), or an embedding backend (dreamsim, openclip:..., hf:..., timm:..., offline)"
+            f"backend '{backend.name}' compares image pairs and has no embeddings, which {use} needs; use an "
+            "embedding backend: offline, offline-vl, dreamsim, openclip:..., hf:... or timm:... (MIS scores with "
+            f"pairwise backends too: unitlens mis ATLAS --backend {backend.name})"
         )
 
 
@@ -89,7 +91,7 @@ def _encode(backend: Backend, tensors: list[torch.Tensor]) -> torch.Tensor:
 def embed_images(backend: Backend, images: Sequence[Image.Image], batch_size: int = 64,
                  progress: bool = False) -> torch.Tensor:
     """Embed PIL images that are not dataset samples (feature visualisations, probes): (n, D), not cached."""
-    _require_embeddings(backend)
+    require_embeddings(backend, "embedding images")
     images = list(images)
     if not images:
         return torch.empty(0, backend.dim)
@@ -180,7 +182,7 @@ class EmbeddingCache:
     """
 
     def __init__(self, atlas, backend: Backend, shard_rows: int = 4096):
-        _require_embeddings(backend)
+        require_embeddings(backend, "the embedding cache")
         self.atlas = Atlas.open(atlas)
         self.backend = backend
         self.shard_rows = int(shard_rows)

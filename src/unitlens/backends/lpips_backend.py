@@ -18,7 +18,7 @@ from contextlib import contextmanager
 import torch
 from PIL import Image
 
-from unitlens.backends.base import PairwiseBackend, register_backend
+from unitlens.backends.base import BACKENDS, PairwiseBackend
 from unitlens.backends.hub import display_name, unavailable
 from unitlens.errors import BadInput
 from unitlens.runtime import seeded
@@ -52,7 +52,7 @@ class LpipsBackend(PairwiseBackend):
         if net not in NETS:
             raise BadInput(f"unknown LPIPS network '{net}'; choose one of {', '.join(NETS)}")
         self.name = display_name(f"lpips-{net}", pretrained)
-        self.chunk = chunk
+        self.chunk, self.size = chunk, size
         if pretrained:
             file = torch_checkpoints() / _backbone_file(net)
             how = ("run once on a machine with network access (torchvision downloads it) and copy "
@@ -80,27 +80,28 @@ class LpipsBackend(PairwiseBackend):
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         return self.transform(image.convert("RGB"))
 
-    def _features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.model.scaling_layer(x.to(self.device))
+    @property
+    def settings(self) -> dict:
+        return {"size": self.size}
+
+    @torch.inference_mode()
+    def features(self, batch: torch.Tensor) -> list[torch.Tensor]:
+        """Per layer the channel-normalised features f_l, (B, C, H, W); about 2 MB per image at 224 px (alex)."""
+        x = self.model.scaling_layer(batch.to(self.device))
         return [self.normalize_tensor(f) for f in self.model.net.forward(x)]
 
     @torch.inference_mode()
-    def similarity(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """(A, B) matrix of -LPIPS(a_i, b_j); memory grows with len(b) (about 2 MB per image at 224 px, alex)."""
+    def compare(self, fa: list[torch.Tensor], fb: list[torch.Tensor]) -> torch.Tensor:
+        """(A, B) matrix of -LPIPS from the quadratic form in each image's features."""
         weights = [lin.model[-1].weight.view(1, -1, 1, 1) for lin in self.model.lins]
-        fb = self._features(b)
-        sq_b = [(w * f.pow(2)).sum(1).mean((1, 2)) for w, f in zip(weights, fb)]
-        rows = []
-        for start in range(0, len(a), self.chunk):
-            fa = self._features(a[start:start + self.chunk])
-            d = torch.zeros(())
-            for w, f_a, f_b, q_b in zip(weights, fa, fb, sq_b):
-                hw = f_a.shape[2] * f_a.shape[3]
-                q_a = (w * f_a.pow(2)).sum(1).mean((1, 2))
-                cross = (w * f_a).flatten(1) @ f_b.flatten(1).T / hw
-                d = d + q_a[:, None] + q_b[None, :] - 2 * cross
-            rows.append(-d)
-        return torch.cat(rows).float().cpu()
+        d = torch.zeros((), device=self.device)
+        for w, f_a, f_b in zip(weights, fa, fb):
+            hw = f_a.shape[2] * f_a.shape[3]
+            q_a = (w * f_a.pow(2)).sum(1).mean((1, 2))
+            q_b = (w * f_b.pow(2)).sum(1).mean((1, 2))
+            cross = (w * f_a).flatten(1) @ f_b.flatten(1).T / hw
+            d = d + q_a[:, None] + q_b[None, :] - 2 * cross
+        return (-d).float().cpu()
 
     @torch.inference_mode()
     def distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -118,4 +119,4 @@ def _factory(net: str):
 
 
 for _net in NETS:
-    register_backend(f"lpips-{_net}")(_factory(_net))
+    BACKENDS.register(f"lpips-{_net}", _factory(_net))

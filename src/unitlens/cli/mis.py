@@ -38,7 +38,8 @@ _KEY = ("MIS mean", "MIS p5", "MIS p95")  # the columns the MIS tables exist for
 @app.command("score")
 def score_command(
     atlas: Path = typer.Argument(..., help="Atlas folder (from unitlens record)."),
-    backend: str = typer.Option(BACKEND, help="Embedding backend (offline, dreamsim, openclip:..., ...)."),
+    backend: str = typer.Option(BACKEND, help="Similarity backend: an embedding (offline, dreamsim, openclip:..., "
+                                              "...) or a distance on image pairs (dists, lpips-alex; n² pairs)."),
     n_tasks: int = typer.Option(N_TASKS, help="Tasks per unit, N."),
     k_expl: int = typer.Option(K_EXPL, help="Explanations per side and task, K."),
     tau: float = typer.Option(TAU, help="Temperature: p = sigmoid((Δ⁺ − Δ⁻) / tau)."),
@@ -67,9 +68,11 @@ def score_command(
                         device=device, write=write, progress=True, allow_overlap=allow_overlap)
     c, s = run.counts, run.seconds
     need = n_tasks * (k_expl + 1)
+    work = ({"images": run.n_images, "matrix rows read back": run.cache_hits, "pairs compared": run.pairs}
+            if run.pairwise else
+            {"images embedded": run.n_images, "cache hits": run.cache_hits, "newly embedded": run.cache_misses})
     print_frame(pd.DataFrame([{
-        "images embedded": run.n_images, "cache hits": run.cache_hits, "newly embedded": run.cache_misses,
-        "units": c["units"], "scored": c["scored"], "constant (excluded)": c["constant"],
+        **work, "units": c["units"], "scored": c["scored"], "constant (excluded)": c["constant"],
         "non-finite (excluded)": c["nonfinite"], f"top/bottom overlap (of {need})": run.overlap}]),
         title=f"MIS of {atlas} with backend {run.backend}", name="run")
     if run.overlap:

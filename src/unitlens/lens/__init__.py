@@ -25,7 +25,6 @@ if TYPE_CHECKING:
         label,
         measures,
         search,
-        stored_labels,
     )
     from unitlens.lens.crops import (
         CropContext,
@@ -88,7 +87,6 @@ __all__ = [
     "register_crop_mode",
     "search",
     "select_examples",
-    "stored_labels",
     "text_probe",
     "text_probes",
 ]
@@ -103,7 +101,6 @@ __getattr__, __dir__ = lazy_exports(
         "label": "unitlens.lens.analysis",
         "measures": "unitlens.lens.analysis",
         "search": "unitlens.lens.analysis",
-        "stored_labels": "unitlens.lens.analysis",
         "ACTIVATION_THRESHOLD": "unitlens.lens.defaults",
         "COMPARE_THRESHOLD": "unitlens.lens.defaults",
         "DEFAULT_LENS_BACKEND": "unitlens.lens.defaults",

@@ -43,7 +43,7 @@ from unitlens.data.loading import load_batches
 from unitlens.errors import BadInput, LensError, UnitlensError
 from unitlens.lens.defaults import ACTIVATION_THRESHOLD
 from unitlens.lens.examples import ConceptExamples
-from unitlens.runtime import OutputCapture, Progress, first_tensor, pick_device, prepare_model
+from unitlens.runtime import OutputCapture, Progress, first_tensor, pick_device, prepare_model, split_call
 from unitlens.zoo.units import channel_dim_of
 
 
@@ -188,12 +188,12 @@ def activation_boxes(model, dataset, requests: dict[str, tuple], threshold: floa
     device = pick_device(device)
     # channels-last runs depthwise convolutions faster on CPU and GPU alike; the numbers are the same
     net = prepare_model(model.model, device)
-    modules = dict(net.named_modules())
+    modules = dict(net.named_modules())  # a layer NAME@i is one call of module NAME
     prefix = getattr(net, "num_prefix_tokens", None)
     out = {}
     pairs = {}  # layer -> (image ids (P,), channels (P,), flat positions (P,)), sorted by image id
     for name, (_info, ex) in requests.items():
-        if name not in modules:
+        if split_call(name)[0] not in modules:
             raise LensError(f"layer '{name}' is not a module of the model {model.name}")
         U, m = ex.ids.shape
         out[name] = (torch.zeros(U, m, 4, dtype=torch.int64), torch.zeros(U, m, dtype=torch.bool))

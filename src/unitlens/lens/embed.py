@@ -13,7 +13,7 @@ import torch
 
 from unitlens.atlas.atlas import Atlas
 from unitlens.atlas.lock import check_writable
-from unitlens.backends import as_backend
+from unitlens.backends import as_backend, require_embeddings
 from unitlens.backends.cache import EmbeddingCache
 from unitlens.errors import AtlasIncomplete
 from unitlens.lens.crops import CropContext, crop_examples
@@ -94,6 +94,7 @@ def embed_atlas(atlas, backend=DEFAULT_LENS_BACKEND, m: int = M, crop: str = CRO
     with atlas.writing("lens embed"):
         names = [info.name for info in atlas.select_layers(layers)]
         backend = as_backend(backend, device)
+        require_embeddings(backend, "the lens (unit vectors are means of example embeddings)")
         t_load = time.perf_counter()
         store = LensStore(atlas, backend.name, dim=backend.dim, create=True)
         if store.weights_id != backend.weights_id:

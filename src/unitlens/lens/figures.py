@@ -9,8 +9,9 @@ import torch
 
 from unitlens.atlas import Atlas
 from unitlens.atlas.files import safe_name
+from unitlens.atlas.labels import LabelStore
 from unitlens.errors import BadInput, LensError
-from unitlens.lens.analysis import backend_for, make_probe, stored_labels
+from unitlens.lens.analysis import backend_for, make_probe
 from unitlens.lens.defaults import CARD_EXEMPLARS, CARDS, PROJECTION
 from unitlens.lens.store import LensStore
 from unitlens.report import lens_plots
@@ -21,9 +22,9 @@ def plot_lens(atlas, out, layer: str | None = None, backend: str | None = None, 
               units: list[int] | None = None, n_exemplars: int = CARD_EXEMPLARS) -> list[Path]:
     """Write ``lens_map_<layer>.png`` and ``card_<layer>_<unit>.png`` files into ``out``; returns their paths.
 
-    Colour: ``label`` uses the stored result of ``label`` (uniform if there is none); a ``text`` or ``images``
-    probe colours by its alignment a instead. Cards: ``units``, else the units most aligned with the probe, else
-    the best-aligned labelled units, else the first units.
+    Colour: ``label`` uses the stored SemanticLens labels of this backend (uniform if there are none); a ``text``
+    or ``images`` probe colours by its alignment a instead. Cards: ``units``, else the units most aligned with the
+    probe, else the best-aligned labelled units, else the first units.
     """
     if color not in ("label", "probe"):
         raise BadInput("color must be label or probe")
@@ -46,11 +47,10 @@ def plot_lens(atlas, out, layer: str | None = None, backend: str | None = None, 
     map_path = out / f"lens_map_{safe_name(layer, hashed=False)}.png"
     model = str(store.atlas.manifest.get("config", {}).get("model", ""))
     labels_by_unit, a_by_unit = {}, {}
-    table = stored_labels(store)
-    if table is not None:
-        rows = table[table["layer"] == layer]
+    rows = LabelStore(store.atlas).read("semanticlens", store.backend, "", [layer])
+    if len(rows):
         labels_by_unit = dict(zip(rows["unit"].astype(int), rows["label"]))
-        a_by_unit = dict(zip(rows["unit"].astype(int), rows["a"]))
+        a_by_unit = dict(zip(rows["unit"].astype(int), rows["score"]))
     if probe is not None:
         values = (data.vectors[keep] @ probe.query).numpy()
         title = f"{model} {layer}: θ of {len(keep)} units, alignment with {probe.kind} probe '{probe.name}'"

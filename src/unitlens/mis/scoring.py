@@ -21,6 +21,9 @@ Entry points:
   visualisations or any other explanation method; explanations may be shared by all tasks of a unit);
 - :func:`score_atlas` / :func:`run_atlas` — every unit of an atlas, embedded once through the backend's
   ``EmbeddingCache``, written to ``scores.parquet``; :func:`summarize` aggregates per layer, type and model.
+  A pairwise backend (LPIPS, DISTS: f is minus a distance on image pairs, with no embedding) gives the (n, n)
+  matrix of f over the images the tasks use (``PairwiseMatrix``, kept in the atlas; n² pairs), which takes the
+  place of the cosine Gram matrix.
 """
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ import torch.nn.functional as F
 
 from unitlens.atlas import Atlas
 from unitlens.atlas.lock import check_writable
-from unitlens.backends import EmbeddingCache, as_backend
+from unitlens.backends import EmbeddingCache, PairwiseMatrix, as_backend
 from unitlens.errors import BadInput, NotComputed
 from unitlens.mis.defaults import BACKEND, K_EXPL, N_TASKS, TAU
 from unitlens.mis.similarities import embedding_contrasts, matrix_contrasts
@@ -258,8 +261,10 @@ class MISRun:
     model: str
     params: dict
     n_images: int = 0
-    cache_hits: int = 0
-    cache_misses: int = 0
+    cache_hits: int = 0  # images whose embedding (pairwise backends: matrix row) was read back
+    cache_misses: int = 0  # images embedded (pairwise backends: matrix rows computed) in this run
+    pairs: int = 0  # image pairs a pairwise backend compared in this run
+    pairwise: bool = False  # the backend is a distance on image pairs (its similarity matrix replaced embeddings)
     seconds: dict = field(default_factory=dict)
     margins: dict = field(default_factory=dict)  # layer -> (C_scored, N) Δ⁺ − Δ⁻ of the scored units
     overlap: int = 0  # images in both the top and the bottom N·(K+1) exemplars of every unit (small datasets)
@@ -280,16 +285,6 @@ def unit_status(units: pd.DataFrame) -> pd.Series:
     status = np.where(units["nonfinite"].to_numpy() > 0, STATUS_NONFINITE,
                       np.where(units["constant"].to_numpy(dtype=bool), STATUS_CONSTANT, STATUS_SCORED))
     return pd.Series(status, index=units.index, name="status")
-
-
-def _load_backend(backend, device):
-    backend = as_backend(backend, device)
-    if not getattr(backend, "embeds", True):
-        raise BadInput(
-            f"backend '{backend.name}' is a pairwise distance without embeddings; MIS here scores cached "
-            "embeddings with cosine similarity: use an embedding backend (offline, dreamsim, openclip:..., hf:..., "
-            "timm:...)")
-    return backend
 
 
 def run_atlas(atlas, backend=BACKEND, n_tasks: int = N_TASKS, k_expl: int = K_EXPL, tau: float = TAU,
@@ -340,12 +335,18 @@ def run_atlas(atlas, backend=BACKEND, n_tasks: int = N_TASKS, k_expl: int = K_EX
         ids = torch.from_numpy(np.flatnonzero(present))
         t1 = time.perf_counter()
 
-        backend = _load_backend(backend, device)
+        backend = as_backend(backend, device)
         t_backend = time.perf_counter()
-        cache = EmbeddingCache(atlas, backend)
-        hits0, misses0 = cache.hits, cache.misses
-        table = cache.get(ids, progress=progress) if len(ids) else torch.zeros(0, getattr(backend, "dim", 1))
-        hits, misses = cache.hits - hits0, cache.misses - misses0
+        pairs, pairwise = 0, not backend.embeds
+        if not pairwise:
+            cache = EmbeddingCache(atlas, backend)
+            hits0, misses0 = cache.hits, cache.misses
+            table = cache.get(ids, progress=progress) if len(ids) else torch.zeros(0, getattr(backend, "dim", 1))
+            hits, misses = cache.hits - hits0, cache.misses - misses0
+        else:  # a perceptual distance on image pairs: the (n, n) matrix of every pair of the images the tasks use
+            matrix = PairwiseMatrix(atlas, backend)
+            table = matrix.get(ids, progress=progress)  # the similarity matrix replaces the embedding table
+            hits, misses, pairs = matrix.stored, len(ids) - matrix.stored, matrix.pairs
         t2 = time.perf_counter()
 
         mis_col = pd.Series(np.nan, index=units.index)
@@ -377,8 +378,10 @@ def run_atlas(atlas, backend=BACKEND, n_tasks: int = N_TASKS, k_expl: int = K_EX
             group.clear()
 
         with torch.no_grad():
-            gram = None
-            if _gather_method(len(ids), total, n_tasks, k_expl) == "gram":  # one cosine matrix serves every layer
+            gram = None  # one similarity matrix serves every layer
+            if pairwise:
+                gram = table
+            elif _gather_method(len(ids), total, n_tasks, k_expl) == "gram":
                 gram = table @ table.T
             with _cpu_ops(compute):
                 for item in per_layer:
@@ -401,7 +404,8 @@ def run_atlas(atlas, backend=BACKEND, n_tasks: int = N_TASKS, k_expl: int = K_EX
             atlas.put_scores(scores_rows(frame, name, params))  # other layers' rows stay
         t4 = time.perf_counter()
         return MISRun(frame=frame, backend=name, model=str(manifest.get("config", {}).get("model", "model")),
-                      params=params, n_images=int(len(ids)), cache_hits=hits, cache_misses=misses,
+                      params=params, n_images=int(len(ids)), cache_hits=hits, cache_misses=misses, pairs=pairs,
+                      pairwise=pairwise,
                       seconds={"tasks": t1 - t0, "backend": t_backend - t1, "embed": t2 - t_backend, "score": t3 - t2,
                                "write": t4 - t3},
                       margins=margins, overlap=shared)
@@ -430,7 +434,8 @@ def score_atlas(atlas, backend=BACKEND, n_tasks: int = N_TASKS, k_expl: int = K_
     least activating sets would share images. ``allow_overlap=True`` scores it anyway, with a warning, and
     records the number of shared images per unit as ``overlap`` in the params.
 
-    All sample ids any task needs are embedded once through ``EmbeddingCache(atlas, backend)``. Constant
+    All sample ids any task needs are embedded once through ``EmbeddingCache(atlas, backend)`` (a pairwise
+    backend: compared pairwise once through ``PairwiseMatrix(atlas, backend)``, n² pairs of n images). Constant
     units and units with non-finite activations are not scored: they appear with ``status`` ``constant`` or
     ``nonfinite`` and NaN scores. All units are written to ``scores.parquet`` (metrics ``mis`` and
     ``mis_accuracy``, the backend's name, params ``{"n_tasks", "k", "tau"[, "overlap"]}``; missing values for the

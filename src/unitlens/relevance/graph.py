@@ -4,8 +4,9 @@ model's decision for one class (SemanticLens paper, supplementary D.5), written 
 
 1. Relevance filter: units whose highest relevance share for the class (``rel_max`` of the stored class
    relevance) is ≥ ``min_relevance`` (1 %) take part; the others are left out.
-2. Groups: the units of each layer grouped by their lens label (``unitlens lens label``); units labelled none (or
-   without a label) form one group "?" — concepts nobody listed, as the paper marks them.
+2. Groups: the units of each layer grouped by their stored labels (``unitlens lens label``; the atlas's label store,
+   SemanticLens labels first); units labelled none (or without a label) form one group "?" — concepts nobody
+   listed, as the paper marks them.
 3. Nodes: a group's relevance is the sum of its units' mean shares (mean over the class samples of R_k / Σ|R_j|).
 4. Edges: for each upper group G_b and sample x, CRP conditions ``{upper: G_b, "y": [class]}`` give the relevance
    that reaches the lower layer through G_b only; the edge G_b → G_a is the mean over samples of the part that
@@ -25,6 +26,7 @@ import pandas as pd
 import torch
 
 from unitlens import notebook
+from unitlens.atlas.labels import LabelStore, set_name
 from unitlens.errors import BadInput, RelevanceError, RelevanceNotComputed
 from unitlens.options import takes_options
 from unitlens.relevance.options import GraphOptions
@@ -68,12 +70,11 @@ def _groups(rel: pd.DataFrame, labels: pd.DataFrame, layer: str, min_relevance: 
 
 
 def _labels(atlas, backend, layers: list[str]) -> pd.DataFrame:
-    from unitlens.lens.analysis import stored_labels
-
-    table = stored_labels(atlas, backend)
+    """The stored labels of one label set that covers both layers (SemanticLens first; ``backend``: its backend)."""
+    table = LabelStore(atlas).pick(layers, backend=backend)
     if table is None or not set(layers) <= set(table["layer"]):
         raise RelevanceNotComputed(
-            f"the attribution graph groups units by their lens labels, and atlas {atlas.path} has "
+            f"the attribution graph groups units by their labels, and atlas {atlas.path} has "
             f"none for {', '.join(layers)}: run unitlens lens embed {atlas.path} --layers "
             f"{','.join(layers)}, then unitlens lens label {atlas.path} --concepts ...")
     return table
@@ -95,9 +96,9 @@ def attribution_graph(atlas, cls, layers, options: GraphOptions | None = None, *
     options
         A ``GraphOptions``; any of its fields may also be given as a keyword argument (see below).
     backend
-        The lens backend whose stored labels group the units (when the atlas has several).
+        The embedding backend whose stored labels group the units (when the atlas has several label sets).
     labels
-        A table (layer, unit, label) that groups the units instead of the stored lens labels.
+        A table (layer, unit, label) that groups the units instead of the atlas's stored labels.
     model
         The analysed ``LoadedModel`` (default: loaded from the atlas's manifest, its weights checked).
     out
@@ -140,7 +141,7 @@ def attribution_graph(atlas, cls, layers, options: GraphOptions | None = None, *
                 f"the stored relevance of class {index} ({name}) has no layer {', '.join(missing)}; run "
                 f"unitlens relevance {atlas.path} --class {index} --layers {lower},{upper}")
         given = labels is not None
-        labels = labels if given else _labels(atlas, backend, [lower, upper])
+        labels = labels if labels is not None else _labels(atlas, backend, [lower, upper])
         up_groups = _groups(rel, labels, upper, options.min_relevance)
         low_groups = _groups(rel, labels, lower, options.min_relevance)
         if not up_groups or not low_groups:
@@ -187,7 +188,7 @@ def attribution_graph(atlas, cls, layers, options: GraphOptions | None = None, *
         result = GraphResult(node_frame, edge_frame, {
             "class_index": index, "class_name": name, "lower": lower, "upper": upper, "n_samples": n,
             "samples": meta.get("samples", "top5"), "unlabelled": UNLABELLED,
-            "labels": "given" if given else f"lens labels ({backend or 'stored'})",
+            "labels": "given" if given else set_name(*labels.iloc[0][["method", "backend", "probe"]]),
             "options": options.as_dict(), "seconds": time.perf_counter() - t0}, json_path.with_suffix(".json"))
         write_graph(result)
         return result

@@ -17,8 +17,9 @@ if TYPE_CHECKING:
 class ModelOptions(Options):
     """A model by name and how to load it; ``load()`` gives the ``LoadedModel``."""
 
-    model: str | None = option(None, "efficientnet_lite0|1|2 (offline ImageNet weights), timm:<name>, "
-                                     "torchvision:<name>, or the file of a saved module (default: "
+    model: str | None = option(None, "efficientnet_lite0|1|2 (offline ImageNet weights), timm:<name> (a tag "
+                                     "picks the weights and their preprocessing: timm:resnet50.a1_in1k, or "
+                                     "resnet50.a1_in1k), torchvision:<name>, or the file of a saved module (default: "
                                      f"{DEFAULT_MODEL}; for a command that reads an atlas, the atlas's model).",
                                metavar="NAME")
     random: bool = option(False, "Random init instead of pretrained weights.", flag="--random")
@@ -35,12 +36,14 @@ class ModelOptions(Options):
         """The model's name (the default model when none is given)."""
         return self.model or DEFAULT_MODEL
 
-    def load(self) -> LoadedModel:
-        """The model in eval mode with its preprocessing (``zoo.load_model`` with these options)."""
+    def load(self, meta: bool = False) -> LoadedModel:
+        """The model in eval mode with its preprocessing (``zoo.load_model`` with these options); ``meta``: its
+        architecture without weights, on the meta device."""
         from unitlens import zoo  # through the package, where tests and users may replace it
 
         return zoo.load_model(self.name, pretrained=not self.random, checkpoint=self.checkpoint,
-                          num_classes=self.num_classes, checkpoint_strict=self.checkpoint_strict, seed=self.seed)
+                              num_classes=self.num_classes, checkpoint_strict=self.checkpoint_strict, seed=self.seed,
+                              meta=meta)
 
 
 def device_option() -> Any:
@@ -51,4 +54,5 @@ def device_option() -> Any:
 def channels_last_option() -> Any:
     """The ``channels_last`` field (default, help) of every options class whose step runs a model (record,
     relevance, audits): written once here."""
-    return option(True, "Run the model in channels-last memory order (faster convolutions).")
+    return option(True, "Run the model in channels-last memory order (faster convolutions) where it allows it "
+                        "(no 5-D weight).")
