@@ -43,7 +43,7 @@ def _batch(backend: Backend, images) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------- registry
 def test_registry_names_and_unknown_name():
     assert {"offline", "dreamsim", "openclip", "hf", "timm", "lpips-alex"} <= set(BACKENDS.names())
-    with pytest.raises(ValueError, match="unknown backend 'nope'"):
+    with pytest.raises(ValueError, match="unknown embedding backend 'nope'"):
         load_backend("nope")
     with pytest.raises(ValueError, match="efficientnet_lite0"):
         load_backend("offline:resnet50")
