@@ -213,6 +213,34 @@ def test_image_folder_concepts_match_text_concepts(atlas):
             ("horns", "cart", "palm")
 
 
+class ModelColourBackend(WordColourBackend):
+    """The colour backend whose image encoder first prepares a conv model (as real backends do), noting whether
+    ``prepare_model`` made it channels-last."""
+
+    def __init__(self):
+        super().__init__()
+        self.formats: list[bool] = []
+
+    def encode_images(self, batch):
+        from unitlens.runtime import prepare_model
+
+        net = prepare_model(nn.Conv2d(3, 4, 3), torch.device("cpu"))
+        self.formats.append(net.weight.is_contiguous(memory_format=torch.channels_last))
+        return super().encode_images(batch)
+
+
+def test_alignment_runs_the_backend_as_channels_last_says(atlas):
+    """``channels_last`` of ``AuditOptions`` reaches the embedding of image concepts (on by default, off when
+    asked), and the verdicts do not depend on it."""
+    kw = dict(relevance=relevance_frame(), other_classes=relevance_frame().iloc[:0], write=False)
+    concepts = (atlas / "concepts" / "valid", atlas / "concepts" / "spurious")
+    on, off = ModelColourBackend(), ModelColourBackend()
+    with_cl = audit_class(atlas / "atlas", 0, *concepts, backend=on, **kw)
+    without = audit_class(atlas / "atlas", 0, *concepts, AuditOptions(channels_last=False), backend=off, **kw)
+    assert on.formats and set(on.formats) == {True} and off.formats and set(off.formats) == {False}
+    pd.testing.assert_frame_equal(with_cl.frame[["unit", "verdict"]], without.frame[["unit", "verdict"]])
+
+
 def test_relevance_filter_and_stat(atlas):
     kw = dict(other_classes=relevance_frame().iloc[:0], write=False)
     valid, spurious = ["fur", "horns"], ["palm", "cart"]
