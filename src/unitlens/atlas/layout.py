@@ -47,14 +47,20 @@ DERIVED = {d.name: d for d in (
             "ATLAS/figures), shown by the explorer"),
     Derived("explorer", "explorer", "images", "the explorer's cache: image thumbnails, θ maps (stamped with the "
             "lens they project)"),
+    Derived("featviz", "featviz", "exemplars", "feature visualisations per layer, with the activations they reach "
+            "beside the natural ones (unitlens featviz)"),
 )}
 
 
+def layer_filename(layer: str) -> str:
+    """A layer's name as a file name: module names are safe and stay as they are; others (a derived layer
+    ``blocks.6.0.conv_pwl::sae``) get their ``safe_name``."""
+    return layer if re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", layer) else safe_name(layer, default="layer")
+
+
 def exemplar_path(root: str | Path, layer: str) -> Path:
-    """``<root>/exemplars/<layer>.safetensors``; a layer name that is not a safe file name (a derived layer
-    ``blocks.6.0.conv_pwl::sae``) gets its ``safe_name`` (module names are already safe and stay as they are)."""
-    stem = layer if re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", layer) else safe_name(layer, default="layer")
-    return Path(root, EXEMPLARS, f"{stem}.safetensors")
+    """``<root>/exemplars/<layer>.safetensors`` (the layer's ``layer_filename``)."""
+    return Path(root, EXEMPLARS, f"{layer_filename(layer)}.safetensors")
 
 
 def derived_path(root: str | Path, name: str, *parts: str) -> Path:

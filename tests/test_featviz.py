@@ -1,0 +1,323 @@
+"""Feature visualisations: a linear unit whose optimum is known in closed form, the minimising direction, batches
+equal to per-unit runs, the basis-feature objective against the projection, resume after an interruption, MIS of
+visualisations against the formula on their embeddings, and bad input refused before any work. Tiny hand-built
+models; 16-pixel images."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+from torchvision import transforms as T
+
+from unitlens.atlas import Atlas
+from unitlens.basis import FitOptions, basis_features, fit_basis, load_basis, record_bases
+from unitlens.basis.encoder import Encoder
+from unitlens.errors import AtlasError, BadInput, NotComputed
+from unitlens.featviz import BasisReader, ChannelReader, FeatvizStore, featviz_atlas, visualize
+from unitlens.featviz.defaults import IMAGENET_MEAN, IMAGENET_STD
+from unitlens.featviz.render import Renderer
+from unitlens.recording import record
+from unitlens.recording.reduce import reduce_output
+from unitlens.zoo import enumerate_units
+from unitlens.zoo.factory import LoadedModel
+
+FAST = {"steps": 12, "size": 16, "per_side": 2, "progress": False}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------------------------------------- models
+class ColourUnits(nn.Module):
+    """``conv``: unit 0 = the red channel, unit 1 = minus the green channel (of the normalised input)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 1, bias=False)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([[1.0, 0, 0], [0, -1.0, 0]]).view(2, 3, 1, 1))
+
+    def forward(self, x):
+        return self.conv(x).mean((2, 3))
+
+
+class Tokens(nn.Module):
+    def forward(self, x):
+        t = x.flatten(2).transpose(1, 2)
+        return torch.cat([t.mean(1, keepdim=True), t], 1)
+
+
+class TinyNet(nn.Module):
+    """A seeded conv layer (B, 6, H, W), ReLU, pooling, and a linear layer on tokens (B, 1 + HW/4, 5)."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.act = nn.ReLU()
+        self.pool = nn.AvgPool2d(2)
+        self.tokens = Tokens()
+        self.proj = nn.Linear(6, 5)
+        self.head = nn.Linear(5, 2)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+
+    def forward(self, x):
+        return self.head(self.proj(self.tokens(self.pool(self.act(self.conv(x)))))[:, 0])
+
+
+def tiny_model() -> LoadedModel:
+    transform = T.Compose([T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    return LoadedModel(name="tinynet", model=TinyNet().eval(), transform=transform, weights="hand-built",
+                       input_size=(3, 8, 8))
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """A recorded atlas of TinyNet (layers conv and proj, k = 6) on 40 random 8 x 8 images."""
+    root = tmp_path_factory.mktemp("featviz")
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        (root / "data" / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(root / "data" / f"c{i % 2}" / f"{i}.png")
+    model = tiny_model()
+    record(model, str(root / "data"), root / "atlas", enumerate_units(model.model, include=["conv", "proj"]), k=6,
+           batch_size=16, num_workers=0, progress=False)
+    return {"atlas": root / "atlas", "model": model}
+
+
+@pytest.fixture
+def atlas(base, tmp_path):
+    shutil.copytree(base["atlas"], tmp_path / "atlas")
+    return Atlas(tmp_path / "atlas")
+
+
+# ---------------------------------------------------------------------------------------------- the optimum
+@pytest.mark.parametrize("decorrelate,tolerance", [(False, 0.02), (True, 0.12)])
+def test_a_linear_colour_unit_saturates_its_channel_up_and_empties_it_down(decorrelate, tolerance):
+    """Unit 0 is the spatial mean of the normalised red channel: its maximum over images in [0, 1] is an all-red
+    channel, (1 − 0.485) / 0.229, its minimum an empty one, −0.485 / 0.229; unit 1 (minus green) the reverse.
+
+    Plain pixels reach it uniformly. In Fourier space Adam also moves the coefficients whose gradient is tiny (it
+    normalises every coefficient's step), so a few pixels overshoot the other way and the image approaches the
+    optimum more slowly: same direction, a looser bound, on the channel's mean."""
+    res = visualize(ColourUnits(), layers=["conv"], steps=200, size=16, per_side=2, lr=0.2, transforms=False,
+                    decorrelate=decorrelate, progress=False)
+    t = res.table
+    images = res.images.float() / 255
+    for unit, channel, sign in ((0, 0, 1), (1, 1, -1)):
+        m, s = IMAGENET_MEAN[channel], IMAGENET_STD[channel]
+        high, low = (1 - m) / s, -m / s  # the channel's normalised value when full / empty
+        best, worst = (high, low) if sign > 0 else (-low, -high)
+        top = t[(t["unit"] == unit) & (t["direction"] == "top")]
+        bottom = t[(t["unit"] == unit) & (t["direction"] == "bottom")]
+        span = best - worst
+        # close to the optimum (a sigmoid reaches 0 and 1 only in the limit), never beyond it
+        assert (top["activation"] > best - tolerance * span).all() and (top["activation"] <= best + 1e-4).all()
+        assert (bottom["activation"] < worst + tolerance * span).all() and \
+            (bottom["activation"] >= worst - 1e-4).all()
+        full, empty = (top, bottom) if sign > 0 else (bottom, top)
+        assert float(images[full.index, channel].mean()) > 1 - tolerance
+        assert float(images[empty.index, channel].mean()) < tolerance
+        if not decorrelate:  # every pixel of the channel
+            assert float(images[full.index, channel].min()) > 0.95 and float(images[empty.index, channel].max()) < 0.05
+
+
+def test_the_bottom_direction_drives_a_unit_below_noise_and_the_top_above_it():
+    model = TinyNet().eval()
+    res = visualize(model, layers=["conv", "proj"], units="0-3", steps=60, size=32, per_side=2, lr=0.1,
+                    progress=False)
+    noise = torch.rand(32, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    x = (noise - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    outputs = {}
+    hooks = [dict(model.named_modules())[n].register_forward_hook(lambda m, i, o, n=n: outputs.update({n: o}))
+             for n in ("conv", "proj")]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    for layer, cdim in (("conv", 1), ("proj", -1)):
+        natural = reduce_output(outputs[layer], cdim)  # (32, C) the units on noise images
+        t = res.table[res.table["layer"] == layer]
+        for unit in range(4):
+            mine = t[t["unit"] == unit]
+            top = mine.loc[mine["direction"] == "top", "activation"]
+            bottom = mine.loc[mine["direction"] == "bottom", "activation"]
+            assert float(bottom.max()) < float(natural[:, unit].min()) <= float(natural[:, unit].max()) < \
+                float(top.min()), (layer, unit)
+
+
+# ---------------------------------------------------------------------------------------------- batches and seeds
+def test_a_batch_of_many_units_equals_one_run_per_unit_with_the_same_seeds():
+    model = TinyNet().eval()
+    opts = dict(layers=["conv"], steps=15, size=16, per_side=3, diversity=0.5, seed=3, progress=False)
+    together = visualize(model, units="0-3", batch_size=24, **opts)
+    alone = [visualize(model, units=[u], batch_size=6, **opts) for u in range(4)]
+    images = torch.cat([a.images for a in alone])
+    table = pd.concat([a.table for a in alone], ignore_index=True)
+    assert (together.images.int() - images.int()).abs().max() <= 1
+    assert np.allclose(together.table["activation"], table["activation"], atol=2e-3)
+    assert together.table[["unit", "direction", "index", "seed"]].equals(table[["unit", "direction", "index", "seed"]])
+    again = visualize(model, units="0-3", batch_size=24, **opts)
+    assert torch.equal(again.images, together.images)  # reproducible
+    other = visualize(model, units="0-3", batch_size=24, **{**opts, "seed": 4})
+    assert not torch.equal(other.images, together.images)
+    # a unit's images differ from each other (their own noise and transforms)
+    assert not torch.equal(together.images[0], together.images[1])
+
+
+# ---------------------------------------------------------------------------------------------- objectives
+@pytest.mark.parametrize("activation", ["none", "relu", "threshold", "topk"])
+@pytest.mark.parametrize("positions", ["image", "spatial"])
+@pytest.mark.parametrize("shape,cdim", [((4, 6, 5, 5), 1), ((4, 9, 6), -1)])
+def test_the_basis_feature_objective_equals_the_recorded_projection(activation, positions, shape, cdim):
+    g = torch.Generator().manual_seed(0)
+    output = torch.randn(shape, generator=g)
+    C = shape[cdim]
+    enc = Encoder(torch.randn(7, C, generator=g), bias=torch.randn(7, generator=g) * 0.1,
+                  center=torch.randn(C, generator=g) * 0.1, activation=activation,
+                  k=3 if activation == "topk" else None,
+                  threshold=torch.rand(7, generator=g) * 0.5 if activation == "threshold" else None)
+    units = torch.tensor([0, 6, 3, 3])
+    for spatial in ("mean", "max"):
+        reader = BasisReader("layer", enc, positions, cdim, spatial, "mean")
+        want = basis_features(output, enc, positions, cdim, spatial, "mean")[torch.arange(4), units]
+        assert torch.allclose(reader.values(output, units), want, atol=1e-5)
+    channels = ChannelReader("layer", cdim, C, "max", "max").values(output, torch.tensor([0, 1, 2, 3]))
+    assert torch.allclose(channels, reduce_output(output, cdim, "max", "max")[torch.arange(4), torch.arange(4)])
+
+
+def test_a_derived_layer_is_optimised_as_its_basis_projection_of_the_parent(atlas, base):
+    model = base["model"]
+    fit_basis(atlas, "conv", "pca", FitOptions("pca", features=4), positions="spatial", model=model, progress=False)
+    record_bases(atlas, ["pca"], model=model, progress=False)
+    run = featviz_atlas(atlas, layers=["conv::pca"], units="0-1", model=model, **FAST)
+    assert run.made == {"conv::pca": [0, 1]}
+    store = FeatvizStore(atlas)
+    table = store.table("conv::pca")
+    enc = load_basis(atlas, "conv::pca").encoder
+    x = torch.stack([T.Normalize(IMAGENET_MEAN, IMAGENET_STD)(T.ToTensor()(store.image("conv::pca", f)))
+                     for f in table["file"]])
+    with torch.no_grad():
+        parent = model.model.conv(x)
+        rows = parent.flatten(2).transpose(1, 2)  # every position a row
+        want = enc.encode(rows.reshape(-1, rows.shape[-1])).view(len(x), -1, 4).mean(1)
+    got = want[torch.arange(len(x)), torch.tensor(table["unit"].to_numpy())]
+    assert np.allclose(table["activation"], got.numpy(), atol=1e-4)
+    ex = atlas.exemplars("conv::pca")
+    assert np.allclose(table["natural_top"], ex.top_vals[table["unit"].to_numpy(), 0].numpy())
+    assert np.allclose(table["natural_bottom"], ex.bottom_vals[table["unit"].to_numpy(), 0].numpy())
+
+
+# ---------------------------------------------------------------------------------------------- the atlas result
+def test_stored_visualisations_resume_after_an_interruption(atlas, base, monkeypatch, tmp_path):
+    model = base["model"]
+    fresh = Atlas(shutil.copytree(atlas.path, tmp_path / "fresh"))
+    featviz_atlas(fresh, layers=["conv"], units="0-5", batch_size=8, model=model, **FAST)
+    calls = []
+    real = Renderer.render
+
+    def interrupted(self, targets, on_step=None):
+        calls.append(targets[0].unit)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, targets, on_step)
+
+    monkeypatch.setattr(Renderer, "render", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        featviz_atlas(atlas, layers=["conv"], units="0-5", batch_size=8, model=model, **FAST)
+    assert sorted(FeatvizStore(atlas).table("conv")["unit"].unique()) == [0, 1]  # the first batch was kept
+    calls.clear()
+    run = featviz_atlas(atlas, layers=["conv"], units="0-5", batch_size=8, model=model, **FAST)
+    assert calls == [2, 4] and run.made == {"conv": [2, 3, 4, 5]} and run.stored == {"conv": [0, 1]}
+    mine, theirs = FeatvizStore(atlas).table("conv"), FeatvizStore(fresh).table("conv")
+    assert mine.drop(columns="activation").equals(theirs.drop(columns="activation"))
+    assert np.allclose(mine["activation"], theirs["activation"], atol=1e-5)
+    for f in mine["file"]:
+        assert np.array_equal(np.asarray(FeatvizStore(atlas).image("conv", f)),
+                              np.asarray(FeatvizStore(fresh).image("conv", f)))
+    calls.clear()
+    again = featviz_atlas(atlas, layers=["conv"], units="0-5", batch_size=8, model=model, **FAST)
+    assert calls == [] and again.made == {"conv": []}  # nothing left to do
+
+
+def test_record_force_clears_the_visualisations(atlas, base):
+    from unitlens.atlas.layout import clear_derived
+
+    featviz_atlas(atlas, layers=["proj"], units=[0], model=base["model"], **FAST)
+    assert FeatvizStore(atlas).layers() == ["proj"]
+    assert "featviz" in clear_derived(atlas.path, images_changed=False)
+    assert FeatvizStore(atlas).layers() == []
+    with pytest.raises(NotComputed, match="unitlens featviz"):
+        FeatvizStore(atlas).table("proj")
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+class Detached(nn.Module):
+    """``frozen`` sees a detached copy of the input: nothing it outputs has a gradient path to the image."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 1)
+        self.frozen = nn.Conv2d(3, 2, 1)
+
+    def forward(self, x):
+        return self.conv(x).mean((2, 3)) + self.frozen(x.detach()).mean((2, 3))
+
+
+def _untouched(atlas: Atlas) -> bool:
+    return not atlas.derived_path("featviz").exists()
+
+
+@pytest.mark.parametrize("change,error,match", [
+    ({"units": "0-6"}, BadInput, "unit 6 is outside layer conv, which has 6 units"),
+    ({"layers": ["nope"]}, AtlasError, "layer 'nope' is not in atlas"),
+    ({"steps": 0}, BadInput, "steps"),
+    ({"size": 8}, BadInput, "size"),
+    ({"per_side": 0}, BadInput, "per_side"),
+    ({"per_side": 65}, BadInput, "per_side"),
+    ({"units": "3-1"}, BadInput, "runs backwards"),
+    ({"diversity": 1.0, "per_side": 1}, BadInput, "diversity"),
+])
+def test_bad_input_is_refused_before_any_work(atlas, base, change, error, match):
+    opts = {**FAST, "layers": ["conv"], **change}
+    with pytest.raises(error, match=match):
+        featviz_atlas(atlas, model=base["model"], **opts)
+    assert _untouched(atlas)
+
+
+def test_an_atlas_whose_model_cannot_be_loaded_is_refused(atlas):
+    with pytest.raises(AtlasError, match="cannot load the analysed model 'tinynet'"):
+        featviz_atlas(atlas, layers=["conv"], **FAST)
+    assert _untouched(atlas)
+
+
+def test_a_layer_without_gradient_path_is_refused(atlas, base):
+    with pytest.raises(BadInput, match="frozen.*no gradient"):
+        visualize(Detached(), layers=["conv", "frozen"], **FAST)
+    fit_basis(atlas, "conv", "nmf", FitOptions("nmf", features=3), positions="image", model=base["model"],
+              progress=False)
+    record_bases(atlas, ["nmf"], model=base["model"], progress=False)
+    with pytest.raises(BadInput, match="NMF codes"):
+        featviz_atlas(atlas, layers=["conv::nmf"], model=base["model"], **FAST)
+    assert _untouched(atlas)
+
+
+def test_other_options_need_force_and_force_makes_the_layer_again(atlas, base):
+    featviz_atlas(atlas, layers=["conv"], units=[0], model=base["model"], **FAST)
+    with pytest.raises(BadInput, match=r"other options \(steps 12 -> 13\).*--force"):
+        featviz_atlas(atlas, layers=["conv"], units=[1], model=base["model"], **{**FAST, "steps": 13})
+    run = featviz_atlas(atlas, layers=["conv"], units=[1], model=base["model"], force=True, **{**FAST, "steps": 13})
+    assert run.made == {"conv": [1]}
+    assert FeatvizStore(atlas).table("conv")["unit"].unique().tolist() == [1]  # the old units went with --force
