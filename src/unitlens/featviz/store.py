@@ -117,3 +117,15 @@ class FeatvizStore:
     def update_meta(self, layer: str, **changes) -> None:
         path = self.folder(layer) / META
         write_json(path, {**read_json(path), **changes})
+
+
+def layer_summary(table: pd.DataFrame) -> dict:
+    """How far a layer's visualisations drive their units, against the units' natural extremes: mean activation
+    reached up and down, the mean most / least activating natural activation, and the share of images beyond them."""
+    top, bottom = table[table["direction"] == "top"], table[table["direction"] == "bottom"]
+    return {"units": int(table["unit"].nunique()), "images": len(table),
+            "top reached": float(top["activation"].mean()), "natural top": float(top["natural_top"].mean()),
+            "above natural top": float((top["activation"] > top["natural_top"]).mean()),
+            "bottom reached": float(bottom["activation"].mean()),
+            "natural bottom": float(bottom["natural_bottom"].mean()),
+            "below natural bottom": float((bottom["activation"] < bottom["natural_bottom"]).mean())}
