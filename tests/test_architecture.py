@@ -16,10 +16,13 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "unitlens"
 
 # package -> the unitlens packages it may import (besides itself); top-level modules count as packages
-BOTTOM = {"errors", "runtime", "options"}
+BOTTOM = {"errors", "runtime", "options", "extras", "registry", "notebook"}
 ALLOWED = {
     "errors": set(),
-    "runtime": {"errors"},
+    "notebook": set(),
+    "registry": {"errors"},
+    "extras": {"errors"},
+    "runtime": {"errors", "extras"},
     "options": {"errors"},
     "zoo": BOTTOM,
     "data": BOTTOM,
@@ -43,6 +46,7 @@ ALLOWED.update({
 })
 ALLOWED["explorer"] = set(ALLOWED) | {"audit", "study", "mis", "lens", "relevance", "basis", "probe"}
 ALLOWED["cli"] = set(ALLOWED) | {"explorer"}
+ALLOWED["__main__"] = {"cli"}  # python -m unitlens
 ALLOWED["__init__"] = {"runtime", "atlas", "data", "errors", "recording", "zoo"}  # the top-level lazy re-exports
 
 

@@ -253,6 +253,14 @@ def check_value(spec: OptionSpec, value: Any, shown: str) -> Any:
     return value
 
 
+def describe_rows(cls: type[Options]) -> list[dict[str, str]]:
+    """One row per option (name, flag, type, default, help) for docs tables."""
+    return [{"name": s.name, "flag": flag_of(s) if s.cli else "", "type": _type_name(s.type),
+             "default": repr(list(s.default)) if isinstance(s.default, tuple) else repr(s.default),
+             "help": s.help + (f" One of: {', '.join(map(str, s.choices))}." if s.choices else "")}
+            for s in _specs(cls)]
+
+
 def describe(cls: type[Options]) -> str:
     """A numpydoc ``Options`` section of the class's fields (appended to the docstrings of the functions that
     take them)."""

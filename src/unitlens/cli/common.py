@@ -31,6 +31,7 @@ from typing import Any, NoReturn, Optional
 import typer
 from rich.cells import cell_len
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
@@ -208,7 +209,7 @@ def _print_table(frame: Any, title: str | None) -> None:
 def fail(err: Exception | str) -> NoReturn:
     """Print ``err`` as a one-line error and exit with status 2 (no traceback for expected failures)."""
     _Output.tables = {}  # a failed command prints no partial JSON
-    _messages().print(f"[bold red]error:[/] {err}")
+    _messages().print(f"[bold red]error:[/] {escape(str(err))}")  # a message's "[record]" is text, not markup
     raise typer.Exit(code=2)
 
 
