@@ -216,8 +216,8 @@ def test_a_derived_layer_is_optimised_as_its_basis_projection_of_the_parent(atla
     got = want[torch.arange(len(x)), torch.tensor(table["unit"].to_numpy())]
     assert np.allclose(table["activation"], got.numpy(), atol=1e-4)
     ex = atlas.exemplars("conv::pca")
-    assert np.allclose(table["natural_top"], ex.top_vals[table["unit"].to_numpy(), 0].numpy())
-    assert np.allclose(table["natural_bottom"], ex.bottom_vals[table["unit"].to_numpy(), 0].numpy())
+    assert np.allclose(table["natural_top"], ex.top_vals[table["unit"].tolist(), 0].numpy())
+    assert np.allclose(table["natural_bottom"], ex.bottom_vals[table["unit"].tolist(), 0].numpy())
 
 
 # ---------------------------------------------------------------------------------------------- the atlas result
@@ -321,3 +321,153 @@ def test_other_options_need_force_and_force_makes_the_layer_again(atlas, base):
     run = featviz_atlas(atlas, layers=["conv"], units=[1], model=base["model"], force=True, **{**FAST, "steps": 13})
     assert run.made == {"conv": [1]}
     assert FeatvizStore(atlas).table("conv")["unit"].unique().tolist() == [1]  # the old units went with --force
+
+
+# ---------------------------------------------------------------------------------------------- MIS of visualisations
+class PixelBackend:
+    """A test embedding: 8 x 8 pixels through a fixed random projection to 16 dimensions."""
+
+    @staticmethod
+    def build(spec=None, device=None, **kw):
+        from unitlens.backends.base import Backend
+
+        class Pixels(Backend):
+            name, dim = "featviztest", 16
+            projection = torch.randn(192, 16, generator=torch.Generator().manual_seed(5))
+
+            def preprocess(self, image):
+                return T.ToTensor()(image.convert("RGB").resize((8, 8), Image.BILINEAR))
+
+            def encode_images(self, batch):
+                return self._finish(batch.flatten(1) @ self.projection)
+
+        return Pixels("cpu")
+
+
+@pytest.fixture
+def pixel_backend():
+    from unitlens.backends.base import register_backend
+
+    try:
+        register_backend("featviztest")(PixelBackend.build)
+    except Exception:  # registered by an earlier test
+        pass
+    return PixelBackend.build()
+
+
+def brute_mis(atlas: Atlas, layer: str, backend, n: int, k: int, tau: float) -> dict[int, tuple[float, float]]:
+    """MIS and accuracy of every visualised unit, task by task from the formula, each image embedded on its own."""
+    store = FeatvizStore(atlas)
+    table = store.table(layer)
+    ex = atlas.exemplars(layer)
+    dataset = atlas.dataset()
+
+    def emb(image):
+        return torch.nn.functional.normalize(backend.encode_images(backend.preprocess(image)[None])[0], dim=0)
+
+    out = {}
+    for unit in sorted(table["unit"].unique()):
+        expl = {d: [emb(img) for img in store.unit_images(layer, int(unit), d, k)] for d in ("top", "bottom")}
+        ps, wins = [], []
+        for i in range(n):
+            qp, qn = (emb(dataset.image(int(ids[unit, n * k + i]))) for ids in (ex.top_ids, ex.bottom_ids))
+
+            def s(q, E):
+                return sum(float(q @ e) for e in E) / len(E)
+
+            d_pos = s(qp, expl["top"]) - s(qp, expl["bottom"])
+            d_neg = s(qn, expl["top"]) - s(qn, expl["bottom"])
+            ps.append(1 / (1 + np.exp(-(d_pos - d_neg) / tau)))
+            wins.append(d_pos - d_neg > 0)
+        out[int(unit)] = (float(np.mean(ps)), float(np.mean(wins)))
+    return out
+
+
+def test_mis_of_visualisations_equals_the_formula_on_their_embeddings(atlas, base, pixel_backend):
+    from unitlens.featviz.compare import compare_explanations
+    from unitlens.featviz.scoring import score_featviz
+    from unitlens.mis import score_atlas
+
+    featviz_atlas(atlas, layers=["conv", "proj"], units="0-3", model=base["model"], **FAST)
+    run = score_featviz(atlas, pixel_backend, n_tasks=2, k_expl=2, tau=0.2, progress=False)
+    assert run.images_embedded == 2 * 4 * 4  # two layers, four units, four images each
+    scores = atlas.scores()
+    for layer in ("conv", "proj"):
+        want = brute_mis(atlas, layer, pixel_backend, n=2, k=2, tau=0.2)
+        got = scores[(scores["layer"] == layer) & (scores["backend"] == "featviztest")]
+        mis = got[got["metric"] == "mis_featviz"].set_index("unit")["value"]
+        acc = got[got["metric"] == "mis_featviz_accuracy"].set_index("unit")["value"]
+        assert sorted(mis.index) == [0, 1, 2, 3]  # only the visualised units have rows
+        for unit, (m, a) in want.items():
+            assert abs(mis[unit] - m) < 1e-5 and abs(acc[unit] - a) < 1e-9, (layer, unit)
+    again = score_featviz(atlas, pixel_backend, n_tasks=2, k_expl=2, tau=0.2, progress=False)
+    assert again.images_embedded == 0  # the visualisations' embeddings are kept
+    assert np.allclose(again.frame["mis_featviz"], run.frame["mis_featviz"])
+    # the comparison with natural exemplars pairs the same units
+    with pytest.raises(NotComputed, match="no mis of backend 'featviztest'"):
+        compare_explanations(atlas)
+    natural = score_atlas(atlas, pixel_backend, n_tasks=2, k_expl=2, tau=0.2, progress=False).set_index(
+        ["layer", "unit"])["mis"]
+    cmp = compare_explanations(atlas)
+    assert len(cmp.units) == 8 and set(cmp.layers["layer"]) == {"conv", "proj"}
+    for row in cmp.units.itertuples(index=False):
+        assert abs(row.mis - natural[(row.layer, row.unit)]) < 1e-9
+        assert abs(row.difference - (row.mis_featviz - row.mis)) < 1e-12
+    conv = cmp.layers.set_index("layer").loc["conv"]
+    assert abs(conv["difference"] - cmp.units[cmp.units["layer"] == "conv"]["difference"].mean()) < 1e-12
+    score_atlas(atlas, pixel_backend, n_tasks=2, k_expl=1, tau=0.2, progress=False)  # other tasks
+    with pytest.raises(BadInput, match="different tasks"):
+        compare_explanations(atlas)
+
+
+def test_mis_of_visualisations_refuses_what_it_cannot_score(atlas, base, pixel_backend):
+    from unitlens.featviz.scoring import score_featviz
+
+    with pytest.raises(NotComputed, match="unitlens featviz"):
+        score_featviz(atlas, pixel_backend, n_tasks=2, k_expl=2, progress=False)
+    featviz_atlas(atlas, layers=["conv"], units=[0], model=base["model"], **FAST)
+    with pytest.raises(NotComputed, match="proj.*unitlens featviz"):
+        score_featviz(atlas, pixel_backend, n_tasks=2, k_expl=2, layers=["proj"], progress=False)
+    with pytest.raises(BadInput, match="2 images per side.*k_expl=3"):
+        score_featviz(atlas, pixel_backend, n_tasks=1, k_expl=3, progress=False)
+    with pytest.raises(BadInput, match="too small"):
+        score_featviz(atlas, pixel_backend, n_tasks=20, k_expl=2, progress=False)
+    assert atlas.scores().empty
+
+
+def test_cli_featviz_mis_and_plot(atlas, base, pixel_backend, monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from unitlens.cli import app
+
+    monkeypatch.setattr(Atlas, "load_model", lambda self: base["model"])  # a hand-built model has no loader
+    runner = CliRunner()
+    a = str(atlas.path)
+    out = runner.invoke(app, ["featviz", a, "--layers", "conv", "--units", "0-2", "--steps", "8", "--size", "16",
+                              "--per-side", "2", "--format", "csv"])
+    assert out.exit_code == 0, out.output
+    assert "# featviz" in out.output and "conv,3,0,3,12" in out.output
+    out = runner.invoke(app, ["featviz", a, "--layers", "conv", "--units", "0-2", "--steps", "8", "--size", "16",
+                              "--per-side", "2"])
+    assert out.exit_code == 0 and "nothing to do" in out.output, out.output
+    out = runner.invoke(app, ["mis", a, "--backend", "featviztest", "--n-tasks", "2", "--k-expl", "2"])
+    assert out.exit_code == 0, out.output
+    out = runner.invoke(app, ["mis", a, "--backend", "featviztest", "--n-tasks", "2", "--k-expl", "2",
+                              "--explanations", "featviz", "--format", "json"])
+    assert out.exit_code == 0, out.output
+    import json
+
+    tables = json.loads(out.stdout[out.stdout.index("{"):])
+    assert tables["featviz"]["rows"][0]["units"] == 3 and tables["comparison"]["rows"][0]["units"] == 3
+    out = runner.invoke(app, ["plot", "featviz", a, "--out", str(tmp_path / "fig")])
+    assert out.exit_code == 0, out.output
+    assert (tmp_path / "fig" / "mis_featviz_conv.png").is_file()
+    assert (tmp_path / "fig" / "featviz_units_conv.png").is_file()
+    for args, message in [
+        (["featviz", a, "--layers", "conv", "--units", "9"], "unit 9 is outside layer conv"),
+        (["featviz", a, "--layers", "conv", "--steps", "0"], "--steps must be at least 1"),
+        (["featviz", a], "name the layers"),
+        (["mis", a, "--explanations", "pictures"], "--explanations must be one of"),
+    ]:
+        out = runner.invoke(app, args)
+        assert out.exit_code == 2 and message in out.output, (args, out.output)
