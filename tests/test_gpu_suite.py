@@ -59,4 +59,6 @@ def test_suite_runs_on_the_cpu_and_prints_one_table(capsys):
     assert np.all(np.isnan(rates) | (rates > 0)) and np.all(record["ratio"] > 0)
     mis = table[table["item"].str.startswith("MIS scorer")]
     assert len(mis) == 2 and (mis["error"] < 1e-5).all() and (mis["unitlens"] > 0).all()
+    featviz = table[table["item"].str.startswith("feature visualisation")]
+    assert len(featviz) == 1 and featviz["units"].iloc[0] == 2 and featviz["unitlens"].iloc[0] > 0
     assert table["peak GiB"].isna().all()  # no GPU memory on the CPU
