@@ -471,3 +471,42 @@ def test_cli_featviz_mis_and_plot(atlas, base, pixel_backend, monkeypatch, tmp_p
     ]:
         out = runner.invoke(app, args)
         assert out.exit_code == 2 and message in out.output, (args, out.output)
+
+
+# ---------------------------------------------------------------------------------------------- explorer
+def test_the_explorer_shows_visualisations_beside_exemplars_and_serves_only_listed_files(atlas, base, pixel_backend,
+                                                                                        tmp_path):
+    from starlette.testclient import TestClient
+
+    from unitlens.explorer import Catalog, create_app, write_report
+    from unitlens.featviz.scoring import score_featviz
+    from unitlens.mis import score_atlas
+
+    featviz_atlas(atlas, layers=["conv"], units="0-1", model=base["model"], **FAST)
+    score_atlas(atlas, pixel_backend, n_tasks=2, k_expl=2, progress=False)
+    score_featviz(atlas, pixel_backend, n_tasks=2, k_expl=2, progress=False)
+    scores = atlas.scores(wide=True).set_index(["layer", "unit"])
+    table = FeatvizStore(atlas).table("conv")
+    with TestClient(create_app(Catalog([atlas.path]))) as c:
+        page = c.get("/api/atlas/atlas/layer/conv/unit/1").json()
+        f = page["featviz"]
+        assert [x["file"] for x in f["top"]] == table[(table["unit"] == 1) & (table["direction"] == "top")][
+            "file"].tolist()
+        assert abs(f["mis"] - scores.loc[("conv", 1), "mis_featviz@featviztest"]) < 1e-4
+        assert abs(f["mis_exemplars"] - scores.loc[("conv", 1), "mis@featviztest"]) < 1e-4
+        assert c.get("/api/atlas/atlas/layer/conv/unit/4").json()["featviz"] is None  # not visualised
+        assert c.get("/api/atlas/atlas/layer/proj/unit/0").json()["featviz"] is None  # layer without any
+        layer = c.get("/api/atlas/atlas/layer/conv").json()
+        assert layer["columns"]["featviz_top"][:3] == ["images/0-top-0.png", "images/1-top-0.png", None]
+        assert "mis_featviz" in layer["sortable"]
+        image = c.get(f"/api/atlas/atlas/featviz/conv/{f['top'][0]['file']}")
+        assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+        assert image.content == FeatvizStore(atlas).path("conv", f["top"][0]["file"]).read_bytes()
+        (FeatvizStore(atlas).folder("conv") / "images" / "extra.png").write_bytes(image.content)
+        for bad in ("images/extra.png", "featviz.json", "../featviz.json", "images/../../manifest.json"):
+            assert c.get(f"/api/atlas/atlas/featviz/conv/{bad}").status_code == 404, bad
+        assert c.get("/api/atlas/atlas").json()["figures"] == []  # visualisations are not figures
+    report = write_report([atlas.path], tmp_path / "report", progress=False)
+    copied = sorted(p.relative_to(tmp_path / "report") for p in (tmp_path / "report" / "featviz").rglob("*.png"))
+    assert len(copied) == len(table) and report.units > 0
+    assert "extra.png" not in {p.name for p in copied}
