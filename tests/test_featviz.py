@@ -510,3 +510,55 @@ def test_the_explorer_shows_visualisations_beside_exemplars_and_serves_only_list
     copied = sorted(p.relative_to(tmp_path / "report") for p in (tmp_path / "report" / "featviz").rglob("*.png"))
     assert len(copied) == len(table) and report.units > 0
     assert "extra.png" not in {p.name for p in copied}
+
+
+# ---------------------------------------------------------------------------------------------- studies
+def test_a_study_with_the_featviz_step_compares_both_explanations(tmp_path):
+    import textwrap
+
+    from unitlens.featviz.compare import compare_explanations
+    from unitlens.study import Study, run_study
+    from unitlens.study.figures import plot_study
+
+    from conftest import write_images
+
+    rng = np.random.default_rng(5)
+    data = tmp_path / "imgs"
+    write_images(data, [rng.integers(0, 256, (12, 12, 3), dtype=np.uint8) for _ in range(24)],
+                 [str(i % 3) for i in range(24)])
+    backend = "timm:test_resnet+random"
+    (tmp_path / "study.toml").write_text(textwrap.dedent(f"""\
+        name = "fv"
+        data = "{data}"
+        layers = ["layer4.0.conv1"]
+        steps = ["record", "mis", "featviz"]
+        [record]
+        k = 12
+        batch_size = 8
+        num_workers = 0
+        [mis]
+        backend = "{backend}"
+        n_tasks = 2
+        k_expl = 2
+        [featviz]
+        layers = ["layer4.0.conv1"]
+        units = "0-2"
+        steps = 4
+        size = 32
+        per_side = 2
+        n_tasks = 2
+        k_expl = 2
+        [[entry]]
+        model = "timm:test_resnet?num_classes=3&input_size=32"
+        random = true
+        """))
+    run = run_study(tmp_path / "study.toml", tmp_path / "out", progress=False)
+    steps = run.state["entries"][0]["steps"]
+    assert steps["featviz"]["status"] == "done", steps
+    row = Study.load(tmp_path / "out").summary().iloc[0]
+    cmp = compare_explanations(Study.load(tmp_path / "out").atlas(row["entry"]), backend).units
+    assert row["featviz_units"] == len(cmp) == 3
+    assert abs(row["mis_featviz_mean"] - cmp["mis_featviz"].mean()) < 1e-12
+    assert abs(row["featviz_difference"] - cmp["difference"].mean()) < 1e-12
+    paths = plot_study(tmp_path / "out")
+    assert any(p.name == "study_featviz.png" and p.is_file() for p in paths)

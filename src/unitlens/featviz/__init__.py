@@ -13,25 +13,38 @@ from typing import TYPE_CHECKING
 from unitlens.runtime import lazy_exports
 
 if TYPE_CHECKING:
+    from unitlens.featviz.compare import ExplanationComparison, compare_explanations
+    from unitlens.featviz.figures import plot_featviz
     from unitlens.featviz.objectives import BasisReader, ChannelReader
     from unitlens.featviz.options import FeatvizOptions
     from unitlens.featviz.render import FeatvizResult, visualize
     from unitlens.featviz.run import FeatvizRun, featviz_atlas
+    from unitlens.featviz.scoring import FeatvizMIS, score_featviz
     from unitlens.featviz.store import FeatvizStore
 
 __all__ = [
     "BasisReader",
     "ChannelReader",
+    "ExplanationComparison",
+    "FeatvizMIS",
     "FeatvizOptions",
     "FeatvizResult",
     "FeatvizRun",
     "FeatvizStore",
+    "compare_explanations",
     "featviz_atlas",
+    "plot_featviz",
+    "score_featviz",
     "visualize",
 ]
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
+        "ExplanationComparison": "unitlens.featviz.compare",
+        "compare_explanations": "unitlens.featviz.compare",
+        "plot_featviz": "unitlens.featviz.figures",
+        "FeatvizMIS": "unitlens.featviz.scoring",
+        "score_featviz": "unitlens.featviz.scoring",
         "BasisReader": "unitlens.featviz.objectives",
         "ChannelReader": "unitlens.featviz.objectives",
         "FeatvizOptions": "unitlens.featviz.options",

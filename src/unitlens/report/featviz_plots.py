@@ -105,3 +105,25 @@ def plot_unit_sheet(units: list[dict[str, Any]], path: str | Path, title: str = 
     if title:
         fig.suptitle(title, fontsize=10)
     return save_figure(fig, path, tight=False)
+
+
+def plot_study_explanations(table: pd.DataFrame, path: str | Path, title: str = "") -> Path:
+    """Per study entry (a row of the study table with ``mis_exemplars_same_units`` and ``mis_featviz_mean``): mean
+    MIS of the same units with natural exemplars and with feature visualisations as explanations, joined."""
+    rows = table.dropna(subset=["mis_featviz_mean", "mis_exemplars_same_units"]).reset_index(drop=True)
+    fig = new_figure(7.0, max(2.5, 0.35 * len(rows) + 1.5))
+    ax = fig.add_subplot()
+    y = np.arange(len(rows))
+    for i, r in rows.iterrows():
+        ax.plot([r["mis_exemplars_same_units"], r["mis_featviz_mean"]], [i, i], color="grey", linewidth=1)
+    ax.scatter(rows["mis_exemplars_same_units"], y, color=COLOURS["exemplars"], label="natural exemplars", zorder=3)
+    ax.scatter(rows["mis_featviz_mean"], y, color=COLOURS["featviz"], marker="s", label="feature visualisations",
+               zorder=3)
+    ax.axvline(0.5, color="grey", linestyle="--", linewidth=0.8)
+    ax.set_yticks(y, [f"{e} ({int(n)} units)" for e, n in zip(rows["entry"], rows["featviz_units"])], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("mean MIS of the visualised units")
+    ax.legend(frameon=False, fontsize=8)
+    ax.set_title("explanations: natural exemplars vs feature visualisations" + (f"\n{title}" if title else ""),
+                 fontsize=10)
+    return save_figure(fig, path)
