@@ -83,10 +83,8 @@ def tiny_model() -> LoadedModel:
                        input_size=(3, 8, 8))
 
 
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    """A recorded atlas of TinyNet (layers conv and proj, k = 6) on 40 random 8 x 8 images."""
-    root = tmp_path_factory.mktemp("featviz")
+def tiny_atlas(root) -> dict:
+    """A recorded atlas of TinyNet (layers conv and proj, k = 6) on 40 random 8 x 8 images under ``root``."""
     rng = np.random.default_rng(0)
     for i in range(40):
         (root / "data" / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
@@ -95,6 +93,11 @@ def base(tmp_path_factory):
     record(model, str(root / "data"), root / "atlas", enumerate_units(model.model, include=["conv", "proj"]), k=6,
            batch_size=16, num_workers=0, progress=False)
     return {"atlas": root / "atlas", "model": model}
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return tiny_atlas(tmp_path_factory.mktemp("featviz"))
 
 
 @pytest.fixture
