@@ -14,16 +14,14 @@ overall (the target is >= 0.9), and the share of units where ours reaches at lea
 from __future__ import annotations
 
 import argparse
-import warnings
 
 import numpy as np
 import pandas as pd
 import torch
 
+from featviz_speed import lite0, lucent_render  # benchmarks/ (the script's own folder) is on the path
 from unitlens.featviz import visualize
-from unitlens.featviz.normalization import input_normalization
 from unitlens.runtime import capture_outputs
-from unitlens.zoo import load_model
 
 
 def activation(model, images: torch.Tensor, layer: str, unit: int, mean, std) -> float:
@@ -36,18 +34,9 @@ def activation(model, images: torch.Tensor, layer: str, unit: int, mean, std) ->
 
 
 def lucent_image(model, layer: str, unit: int, steps: int, size: int, mean, std, seed: int) -> torch.Tensor:
-    from lucent.optvis import param, render, transform
-
     np.random.seed(seed)
     torch.manual_seed(seed)
-    m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        images = render.render_vis(model, f"{layer.replace('.', '_')}:{unit}", lambda: param.image(size),
-                                   transforms=transform.standard_transforms + [lambda x: (x - m) / s],
-                                   preprocess=False, thresholds=(steps,), show_image=False, progress=False,
-                                   fixed_image_size=size)
-    return torch.from_numpy(images[-1]).permute(0, 3, 1, 2)
+    return lucent_render(model, f"{layer.replace('.', '_')}:{unit}", steps, size, 1, mean, std)
 
 
 def main(argv=None) -> pd.DataFrame:
@@ -59,9 +48,7 @@ def main(argv=None) -> pd.DataFrame:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    loaded = load_model("efficientnet_lite0")
-    model = loaded.model.eval()
-    mean, std = input_normalization(loaded.transform)
+    model, mean, std = lite0()
     rows = []
     for layer in args.layers.split(","):
         ours = visualize(model, units=range(args.units), layers=[layer], steps=args.steps, size=args.size,

@@ -14,6 +14,7 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms as T
 
+from test_basis import Tokens  # (B, C, g, g) -> a cls token (the mean) and the patch tokens
 from unitlens.atlas import Atlas
 from unitlens.basis import FitOptions, basis_features, fit_basis, load_basis, record_bases
 from unitlens.basis.encoder import Encoder
@@ -49,12 +50,6 @@ class ColourUnits(nn.Module):
 
     def forward(self, x):
         return self.conv(x).mean((2, 3))
-
-
-class Tokens(nn.Module):
-    def forward(self, x):
-        t = x.flatten(2).transpose(1, 2)
-        return torch.cat([t.mean(1, keepdim=True), t], 1)
 
 
 class TinyNet(nn.Module):

@@ -8,16 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from test_explorer_browser import ARGS, CHROMIUM, LOADED, sync_api  # skips this module without playwright
 from test_featviz import FAST, PixelBackend, tiny_atlas
 from unitlens.explorer import BackgroundServer, Catalog, create_app, write_report
 
-sync_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run", "--disable-quic"]
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason="needs Chromium: apt-get install -y chromium")
-LOADED = "sel => { const imgs = [...document.querySelectorAll(sel)]; " \
-         "return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0); }"
 
 
 @pytest.fixture(scope="module")
