@@ -121,7 +121,6 @@ class Renderer:
         self.options = resolve(options, self.device)
         self.steps, self.size = int(self.options.steps or 0), int(self.options.size or 0)
         self.batch_size = int(self.options.batch_size or 0)
-        self.model = model
         self.readers = readers
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
