@@ -87,17 +87,23 @@ def plot_unit_sheet(units: list[dict[str, Any]], path: str | Path, title: str = 
     rows = [("featviz_top", "visualisations ↑"), ("natural_top", "exemplars ↑"),
             ("featviz_bottom", "visualisations ↓"), ("natural_bottom", "exemplars ↓")]
     cols = max(max(len(u[key]) for key, _ in rows) for u in units)
-    fig = new_figure(1.0 * cols + 1.6, 1.05 * 4 * len(units) + 0.4 * len(units) + 0.5)
-    grid = fig.add_gridspec(4 * len(units), cols + 1, width_ratios=[1.6] + [1.0] * cols, hspace=0.15, wspace=0.05)
+    height = 1.0 * 4 * len(units) + 0.25 * (len(units) - 1) + (0.65 if title else 0.1)
+    fig = new_figure(1.0 * cols + 1.6, height)
+    # one block of four rows per unit, a thin spacer row between blocks
+    ratios = [r for b in range(len(units)) for r in ([1.0] * 4 + ([0.25] if b < len(units) - 1 else []))]
+    grid = fig.add_gridspec(len(ratios), cols + 1, width_ratios=[1.6] + [1.0] * cols, height_ratios=ratios,
+                            left=0.01, right=0.99, bottom=0.05 / height, top=1 - (0.6 if title else 0.05) / height,
+                            hspace=0.06, wspace=0.04)
     for b, unit in enumerate(units):
         for r, (key, label) in enumerate(rows):
-            ax = fig.add_subplot(grid[4 * b + r, 0])
+            row = 5 * b + r
+            ax = fig.add_subplot(grid[row, 0])
             ax.axis("off")
             text = (unit["caption"] + "\n" if r == 0 else "") + label
             ax.text(1.0, 0.5, text, ha="right", va="center", fontsize=7, transform=ax.transAxes)
             for c, image in enumerate(unit[key]):
-                ax = fig.add_subplot(grid[4 * b + r, c + 1])
-                ax.imshow(np.asarray(image.convert("RGB")))
+                ax = fig.add_subplot(grid[row, c + 1])
+                ax.imshow(np.asarray(image.convert("RGB")), interpolation="nearest")
                 ax.set_xticks([])
                 ax.set_yticks([])
                 for spine in ax.spines.values():
