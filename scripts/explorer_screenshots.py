@@ -4,8 +4,8 @@
 
 ATLAS is the demo atlas (record + mis + lens embed/label/measures, see README); each ``--study-atlas`` is one more
 atlas of the demo data (another model). The study folder (``<out-of-tree tmp>/explorer-demo-study``) is laid out as
-``unitlens study run`` writes one: study.toml, study.json, study.parquet (one row per entry, from each atlas's stored
-MIS through ``unitlens.mis``), atlases/<entry> (links) and figures/ (a ranking plot).
+``unitlens study run`` writes one: study.toml, study.json, study.parquet (the stamped study table computed from each
+atlas by ``unitlens.study.write_summary``), atlases/<entry> (links) and figures/ (a ranking plot).
 """
 from __future__ import annotations
 
@@ -15,12 +15,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import pandas as pd
-
 from unitlens.atlas import Atlas
 from unitlens.explorer import BackgroundServer, Catalog, create_app
-from unitlens.mis import load_scores
 from unitlens.report.figures import new_figure, save_figure
+from unitlens.study import write_summary
 
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run", "--disable-quic"]
@@ -29,34 +27,25 @@ LOADED = "() => [...document.querySelectorAll('#app img')].every(i => i.complete
 
 
 def make_study(entries: dict[str, Path], root: Path) -> Path:
-    """A study folder over ``entries`` (name -> atlas) with the summary table and one figure."""
+    """A study folder over ``entries`` (name -> atlas) with the study table and one figure."""
     shutil.rmtree(root, ignore_errors=True)
     (root / "atlases").mkdir(parents=True)
-    rows = []
+    records = []
     for name, path in entries.items():
         (root / "atlases" / name).symlink_to(Path(path).resolve())
-        atlas = Atlas(path)
-        mis = load_scores(atlas)
-        scored = mis[mis["status"] == "scored"]
-        worst = scored["mis"].nsmallest(max(1, len(scored) // 20))
-        cfg = atlas.manifest["config"]
-        rows.append({"name": name, "model": cfg["model"], "checkpoint": None, "epoch": None, "accuracy": None,
-                     "layers": len(atlas.layers), "units": int(atlas.manifest["n_units"]),
-                     "constant": int(atlas.manifest["n_constant"]), "mis_mean": float(scored["mis"].mean()),
-                     "mis_p5": float(scored["mis"].quantile(0.05)), "mis_p95": float(scored["mis"].quantile(0.95)),
-                     "mis_worst5_mean": float(worst.mean()), "mis_accuracy": float(scored["mis_accuracy"].mean())})
-    table = pd.DataFrame(rows)
-    table.to_parquet(root / "study.parquet")
+        steps = {s: {"options": {}, "status": "done", "error": "", "seconds": 0.0, "result": {}}
+                 for s in ("record", "mis")}
+        records.append({"name": name, "model": Atlas(path).manifest["config"]["model"], "data": "demo",
+                        "atlas": f"atlases/{name}", "steps": steps})
     (root / "study.toml").write_text('name = "lite-demo"\ndata = "demo"\nsteps = ["record", "mis"]\n' +
                                      "".join(f'[[entry]]\nname = "{n}"\n' for n in entries))
-    (root / "study.json").write_text(json.dumps({"entries": {n: {"steps": {"record": "done", "mis": "done"}}
-                                                             for n in entries}}, indent=2))
-    ranked = table.sort_values("mis_mean")
+    (root / "study.json").write_text(json.dumps({"format": 2, "name": "lite-demo", "entries": records}, indent=2))
+    ranked = write_summary(root).sort_values("mis_mean")
     fig = new_figure(6, 0.5 + 0.45 * len(ranked))
     ax = fig.add_subplot(1, 1, 1)
     ax.hlines(range(len(ranked)), ranked["mis_p5"], ranked["mis_p95"], color="#9bb5de", lw=6)
     ax.plot(ranked["mis_mean"], range(len(ranked)), "o", color="#2559a8")
-    ax.set_yticks(range(len(ranked)), ranked["name"])
+    ax.set_yticks(range(len(ranked)), ranked["entry"])
     ax.set_xlabel("MIS (mean, p5–p95 of the units)")
     save_figure(fig, root / "figures" / "mis_ranking.png")
     return root

@@ -270,8 +270,9 @@ def explorer_atlases(tmp_path_factory) -> dict:
     from unitlens.audit import audit
     from unitlens.backends.base import register_backend
     from unitlens.lens import embed_atlas, label, measures
-    from unitlens.mis import load_scores, score_atlas
+    from unitlens.mis import score_atlas
     from unitlens.relevance.store import write_result
+    from unitlens.study import write_summary
 
     register_backend("explorertest")(ExplorerBackend.build)
     backend = ExplorerBackend.build()
@@ -303,16 +304,16 @@ def explorer_atlases(tmp_path_factory) -> dict:
     shutil.copytree(a, study / "atlases" / "rgb-grey")
     shutil.copytree(b, study / "atlases" / "rgb")
     (study / "study.toml").write_text('name = "colour-study"\ndata = "images"\n')
-    (study / "study.json").write_text(json.dumps({"entries": {
-        "rgb-grey": {"steps": {"record": "done", "mis": "done", "lens": "done"}},
-        "rgb": {"steps": {"record": "done", "mis": "failed", "lens": "done"}, "error": "mis: out of memory"}}}))
-    mis = load_scores(a)
-    scored = mis["mis"].dropna()
-    pd.DataFrame([
-        {"name": "rgb", "model": "colourdetectors", "units": 10, "mis_mean": float("nan")},
-        {"name": "rgb-grey", "model": "colourdetectors", "units": 12, "mis_mean": float(scored.mean()),
-         "mis_p5": float(scored.quantile(0.05)), "mis_p95": float(scored.quantile(0.95))},
-    ]).to_parquet(study / "study.parquet")
+
+    def entry(name: str, mis: str, error: str = "") -> dict:  # a study.json record (see unitlens.study.folder)
+        steps = {"record": "done", "mis": mis, "lens": "done"}
+        return {"name": name, "model": "colourdetectors", "data": str(data), "atlas": f"atlases/{name}", "steps": {
+            s: {"options": {}, "status": st, "error": error if st == "failed" else "", "seconds": 1.0, "result": {}}
+            for s, st in steps.items()}}
+
+    (study / "study.json").write_text(json.dumps({"format": 2, "name": "colour-study", "entries": [
+        entry("rgb", "failed", "out of memory"), entry("rgb-grey", "done")]}))
+    write_summary(study)  # the stamped study table, from the two atlases
     (study / "figures").mkdir()
     Image.new("RGB", (40, 20), (255, 220, 200)).save(study / "figures" / "ranking.png")
     return {"a": a, "b": b, "study": study, "data": data, "root": root, "backend": backend}

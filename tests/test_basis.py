@@ -32,7 +32,7 @@ from unitlens.basis import (
     record_bases,
 )
 from unitlens.basis.activations import positions_of
-from unitlens.errors import AtlasError, BadInput, BasisError, BasisNotComputed
+from unitlens.errors import AtlasError, BadInput, BasisError, BasisNotComputed, CorruptFile
 from unitlens.recording import record
 from unitlens.zoo import enumerate_units
 from unitlens.zoo.factory import LoadedModel
@@ -304,7 +304,7 @@ class MeanColour(Backend):
 register_backend("basistest")(lambda spec, device=None, **kw: MeanColour())
 
 
-def test_mis_lens_and_compare_work_on_a_derived_layer(atlas, base):
+def test_mis_lens_and_compare_work_on_a_derived_layer(atlas, base, tmp_path):
     from unitlens.lens import embed_atlas, measures
     from unitlens.mis import run_atlas
 
@@ -335,11 +335,18 @@ def test_mis_lens_and_compare_work_on_a_derived_layer(atlas, base):
     assert table.loc["channels", "units"] == 6 and table.loc["sae", "units"] == 8
     assert not np.isnan(table.loc["sae", "clarity"]) and not np.isnan(table.loc["sae", "r2"])
     assert any("lens labels" in n for n in res.notes)  # none stored: the note names the command
-    # relevance, which runs the model's own modules, leaves derived layers out and refuses to be given one
+    # relevance and the probe pass, which run the model's own modules, leave derived layers out and refuse one
     a = Atlas(atlas.path)
     assert [i.name for i in a.select_layers(derived=False)] == ["conv", "proj"]
     with pytest.raises(AtlasError, match="derived layer"):
         a.select_layers("conv::sae", derived=False)
+    from unitlens.probe import probe_atlas
+
+    probe = tmp_path / "probe"
+    _images(probe, n=6, seed=4)
+    assert probe_atlas(atlas, probe, model=model, progress=False).store.layers == ["conv", "proj"]
+    with pytest.raises(AtlasError, match="derived layer"):
+        probe_atlas(atlas, probe, layers=["conv::sae"], model=model, progress=False)
 
 
 def test_sparse_features_keep_only_the_images_that_activate_them(atlas, base, tmp_path):
@@ -390,6 +397,202 @@ def test_record_resumes_after_an_interruption(atlas, base, monkeypatch):
     record_bases(atlas, ["r"], model=model, batch_size=40, force=True, progress=False)
     again = Atlas(atlas.path).exemplars("proj::r")
     assert torch.equal(once.top_ids, again.top_ids) and torch.equal(once.top_vals, again.top_vals)
+
+
+# ---------------------------------------------------------------------------------------------- replacing a basis
+def _derive_everything(atlas, model) -> None:
+    """Two recorded bases of conv with MIS scores, lens vectors (and LanceDB tables), lens measures and labels."""
+    from unitlens.lens import embed_atlas, label, measures
+    from unitlens.lens.probes import Probe
+    from unitlens.mis import run_atlas
+
+    fit_basis(atlas, "conv", "rnd", FitOptions("random", seed=1), model=model, progress=False)
+    fit_basis(atlas, "conv", "pca", FitOptions("pca"), model=model, progress=False)
+    record_bases(atlas, ["rnd", "pca"], model=model, progress=False)
+    run_atlas(atlas, "basistest", n_tasks=2, k_expl=2, progress=False)
+    embed_atlas(atlas, MeanColour(), m=3, progress=False)
+    measures(atlas, "basistest")
+    probes = [Probe(name, "image", F.normalize(torch.tensor(v), dim=0)) for name, v in
+              (("reddish", [1.0, 0.2, 0.2, 0.5]), ("bluish", [0.2, 0.2, 1.0, 0.5]))]
+    label(atlas, probes, backend=MeanColour(), threshold=-1.0)
+
+
+def _results(path) -> dict:
+    """Every per-layer result of the atlas at ``path``, by layer."""
+    from unitlens.lens.store import LensStore, _list_tables
+
+    a = Atlas(path)
+    store = LensStore.open(a, "basistest")
+    lens_files = sorted(p.name for p in (store.path / "layers").glob("*.safetensors"))
+    return {"listed": {i.name for i in a.layers}, "scores": pd.read_parquet(a.derived_path("scores")),
+            "lens": set(store.meta["layers"]), "theta": {n: store.read_layer(n).theta for n in store.layers},
+            "labels": store.read_table("labels.parquet"), "measures": store.read_table("measures.parquet"),
+            "files": lens_files, "tables": set(_list_tables(store._lance()))}
+
+
+def test_replacing_a_recorded_basis_removes_everything_derived_from_it(atlas, base, tmp_path, monkeypatch):
+    """basis fit --force on a basis with scores, lens vectors, measures and labels leaves none of them and a valid
+    atlas, and the other layers' results as they were; interrupted at any write, the manifest never lists fewer
+    layers than the results hold and the same command finishes the job; a damaged basis.json is replaced."""
+    import shutil
+
+    import unitlens.atlas.files
+    from unitlens.atlas.layout import layer_stem
+    from unitlens.atlas.verify import verify_atlas
+    from unitlens.mis import load_scores
+
+    model, gone = base["model"], "conv::rnd"
+    _derive_everything(atlas, model)
+    before = _results(atlas.path)
+    assert gone in before["lens"] and gone in set(before["scores"]["layer"]) and gone in set(before["labels"]["layer"])
+    assert gone in set(before["measures"]["layer"]) and layer_stem(gone) in before["tables"]
+    pristine = tmp_path / "pristine"
+    shutil.copytree(atlas.path, pristine)
+
+    def replaced(path) -> None:
+        after = _results(path)
+        assert verify_atlas(path).ok, verify_atlas(path).errors.to_string()
+        assert gone not in after["listed"] and gone not in after["lens"]
+        for key in ("scores", "labels", "measures"):
+            assert gone not in set(after[key]["layer"]), key
+            old = before[key][before[key]["layer"] != gone].reset_index(drop=True)
+            pd.testing.assert_frame_equal(after[key], old)  # the other layers' rows as they were
+        assert after["files"] == [f for f in before["files"] if not f.startswith(layer_stem(gone))]
+        assert after["tables"] == before["tables"] - {layer_stem(gone)}
+        assert all(torch.equal(after["theta"][n], before["theta"][n]) for n in after["theta"])
+        assert set(after["theta"]) == set(before["theta"]) - {gone}
+        assert set(load_scores(path)["layer"]) == {"conv", "proj", "conv::pca"}
+
+    res = fit_basis(atlas, "conv", "rnd", FitOptions("random", seed=2), model=model, force=True, progress=False)
+    assert res.replaced and load_basis(atlas, "conv::rnd").meta["options"]["seed"] == 2
+    replaced(atlas.path)
+
+    # interrupted at every write in turn: never a manifest that lists fewer layers than the results hold
+    real, calls = unitlens.atlas.files.atomic_write, {"n": 0, "stop": 0}
+
+    def flaky(path, write):
+        calls["n"] += 1
+        if calls["n"] == calls["stop"]:
+            raise KeyboardInterrupt
+        return real(path, write)
+
+    monkeypatch.setattr(unitlens.atlas.files, "atomic_write", flaky)
+    for stop in range(1, 30):
+        copy = tmp_path / f"stop{stop}"
+        shutil.copytree(pristine, copy)
+        calls.update(n=0, stop=stop)
+        try:
+            fit_basis(copy, "conv", "rnd", FitOptions("random", seed=2), model=model, force=True, progress=False)
+        except KeyboardInterrupt:
+            now = _results(copy)
+            assert set(now["scores"]["layer"]) <= now["listed"] and now["lens"] <= now["listed"], stop
+            calls["stop"] = 0
+            fit_basis(copy, "conv", "rnd", FitOptions("random", seed=2), model=model, force=True, progress=False)
+            replaced(copy)
+        else:
+            replaced(copy)
+            break
+    assert stop > 5  # every write of the removal and of the new basis was interrupted once
+    monkeypatch.setattr(unitlens.atlas.files, "atomic_write", real)
+
+    # a damaged basis.json: loading that basis names it and the command that fits just it; fit --force replaces it
+    damaged = tmp_path / "damaged"
+    shutil.copytree(pristine, damaged)
+    (damaged / "basis" / "conv" / "rnd" / "basis.json").write_text('{"layer": "co')
+    fix = r"basis 'rnd' of layer conv is damaged; fit that basis again: unitlens basis fit .* --layer 'conv' " \
+          r"--kind random --name rnd --force, then unitlens basis record"
+    with pytest.raises(CorruptFile, match=fix):
+        load_basis(damaged, "conv::rnd")
+    with pytest.raises(CorruptFile, match=fix):
+        record_bases(damaged, ["rnd"], model=model, force=True, progress=False)
+    assert list_bases(damaged) == ["conv::pca", "conv::rnd"] and load_basis(damaged, "conv::pca").kind == "pca"
+    errors = verify_atlas(damaged).errors
+    assert list(errors["file"]) == ["basis/conv/rnd/basis.json"] and "--name rnd --force" in errors["detail"][0]
+    fit_basis(damaged, "conv", "rnd", FitOptions("random", seed=2), model=model, force=True, progress=False)
+    replaced(damaged)
+
+
+def test_scores_of_a_derived_layer_the_atlas_no_longer_has_never_refuse_the_others(atlas, base):
+    """Left-over rows of a removed derived layer (an older version removed the manifest entry first) are ignored
+    with a warning by every reader, and a verify warning, not an error; the next score write drops them."""
+    from unitlens.atlas.files import parquet_stamp, write_parquet
+    from unitlens.atlas.verify import verify_atlas
+    from unitlens.cli import app
+    from unitlens.explorer.atlas_view import AtlasView
+    from unitlens.mis import load_scores, run_atlas
+
+    run_atlas(atlas, "basistest", n_tasks=2, k_expl=2, progress=False)
+    path = atlas.derived_path("scores")
+    good = pd.read_parquet(path)
+    stale = good[good["layer"] == "conv"].assign(layer="conv::old")
+    for stamp in (parquet_stamp(path), None):  # stamped, and written before stamps
+        write_parquet(path, pd.concat([good, stale], ignore_index=True), stamp=stamp)
+        with pytest.warns(UserWarning, match=r"conv::old.*ignored"):
+            frame = load_scores(atlas)
+        assert set(frame["layer"]) == {"conv", "proj"} and len(frame) == len(good) // 2
+        findings = verify_atlas(atlas.path)
+        assert findings.ok and "conv::old" in findings.table().to_string()
+        with pytest.warns(UserWarning, match="conv::old"):
+            out = runner.invoke(app, ["plot", "mis", str(atlas.path), "--out", str(atlas.path / "mis.png")])
+            view = AtlasView(atlas.path, "atlas")
+            assert view.overview() and view.layer("conv")  # the explorer shows the other layers' scores
+        assert out.exit_code == 0, out.output
+        assert view.mis_frame is not None and set(view.mis_frame["layer"]) == {"conv", "proj"}
+    with pytest.warns(UserWarning, match="conv::old"):
+        run_atlas(atlas, "basistest", n_tasks=2, k_expl=2, layers=["proj"], progress=False)
+    assert "conv::old" not in set(pd.read_parquet(path)["layer"])
+
+
+def test_damage_is_named_with_the_command_that_redoes_just_that_file(atlas, base, monkeypatch):
+    """A truncated encoder, lens layer, lens table or derived layer's exemplars: the error and atlas verify name the
+    one file and the command that rebuilds just it (not all of basis/, lens/<backend> or the atlas), and running
+    those commands makes the atlas whole again."""
+    from unitlens.atlas.verify import verify_atlas
+    from unitlens.cli import app
+    from unitlens.lens import embed_atlas, measures
+    from unitlens.lens.store import LensStore
+
+    monkeypatch.setattr(Atlas, "load_model", lambda self: base["model"])
+    _derive_everything(atlas, base["model"])
+    a, store = str(atlas.path), LensStore.open(atlas, "basistest")
+    encoder = atlas.path / "basis" / "conv" / "rnd" / "encoder.safetensors"
+    lens_layer = store._layer_file("proj")
+    exemplars = atlas.exemplar_file("conv::pca")
+    for path in (encoder, lens_layer, exemplars, store.path / "measures.parquet"):
+        path.write_bytes(path.read_bytes()[:40])
+    fit = rf"fit that basis again: unitlens basis fit {a} --layer 'conv' --kind random --name rnd --force"
+    with pytest.raises(CorruptFile, match=rf"encoder.safetensors .*basis 'rnd' of layer conv is damaged; {fit}"):
+        load_basis(atlas, "rnd")
+    out = runner.invoke(app, ["basis", "list", a])
+    assert out.exit_code == 2 and out.output.startswith("error: cannot read") and "--name rnd --force" in out.output
+    embed = f"unitlens lens embed {a} --backend basistest --layers 'proj' --force"
+    with pytest.raises(CorruptFile, match=embed):
+        LensStore.open(atlas, "basistest").read_layer("proj")
+    with pytest.raises(CorruptFile, match=rf"unitlens basis record {a} 'conv::pca' --force"):
+        Atlas(atlas.path).exemplars("conv::pca")
+    errors = verify_atlas(atlas.path).errors.set_index("file")
+    advice = {
+        "basis/conv/rnd/encoder.safetensors": fit,
+        f"lens/basistest/layers/{lens_layer.name}": embed,
+        f"exemplars/{exemplars.name}": f"unitlens basis record {a} 'conv::pca' --force",
+        "lens/basistest/measures.parquet": f"unitlens lens measures {a} --backend basistest",
+    }
+    assert set(errors.index) == set(advice)
+    for file, command in advice.items():
+        assert command in errors.loc[file, "detail"], (file, errors.loc[file, "detail"])
+        assert "record the atlas again" not in errors.loc[file, "detail"]
+        assert f"delete {atlas.path / 'lens'}" not in errors.loc[file, "detail"]
+    # a damaged result stops a removal before it changes anything, naming that file and its fix
+    with pytest.raises(CorruptFile, match=f"measures.parquet.*unitlens lens measures {a} --backend basistest"):
+        fit_basis(atlas, "conv", "rnd", FitOptions("random", seed=1), model=base["model"], force=True, progress=False)
+    assert "conv::rnd" in Atlas(atlas.path).derived_layers and set(verify_atlas(atlas.path).errors["file"]) == \
+        set(advice)
+    # the named commands redo just those files, and the atlas is whole again
+    embed_atlas(atlas, MeanColour(), m=3, layers=["proj"], force=True, progress=False)
+    measures(atlas, "basistest")
+    fit_basis(atlas, "conv", "rnd", FitOptions("random", seed=1), model=base["model"], force=True, progress=False)
+    record_bases(atlas, ["conv::pca"], model=base["model"], force=True, progress=False)
+    assert verify_atlas(atlas.path).ok, verify_atlas(atlas.path).errors.to_string()
 
 
 # ---------------------------------------------------------------------------------------------- bad input
@@ -446,7 +649,8 @@ def test_nan_activations_are_reported(tmp_path):
     data = _images(tmp_path / "data", n=12, seed=3)
     # make sure at least one image is bright enough to turn NaN
     Image.fromarray(np.full((8, 8, 3), 250, dtype=np.uint8)).save(data / "c0" / "bright.png")
-    a = _record(model, data, tmp_path / "atlas", k=2)
+    with pytest.warns(UserWarning, match="NaN or inf activations"):
+        a = _record(model, data, tmp_path / "atlas", k=2)
     with pytest.raises(BasisError, match="non-finite activations"):
         fit_basis(a, "proj", "x", FitOptions("pca"), model=model, progress=False)
     assert list_bases(a) == []

@@ -63,12 +63,15 @@ def _frame():
 
 
 def _printed(monkeypatch, frame, width: int, **kwargs) -> str:
+    """What print_frame writes to stdout and (after it) to stderr, both ``width`` columns wide."""
     import io
 
-    buf = io.StringIO()  # a file, as when the output is piped
-    monkeypatch.setattr(unitlens.cli.common, "console", Console(file=buf, width=width, soft_wrap=True))
+    out, err = io.StringIO(), io.StringIO()  # files, as when the output is piped
+    monkeypatch.setattr(unitlens.cli.common, "console", Console(file=out, width=width, soft_wrap=True))
+    monkeypatch.setattr(unitlens.cli.common, "err_console", Console(file=err, width=width, soft_wrap=True))
     unitlens.cli.common.print_frame(frame, **kwargs)
-    return buf.getvalue()
+    assert "note:" not in out.getvalue()  # notes go to stderr
+    return out.getvalue() + err.getvalue()
 
 
 @pytest.mark.parametrize("width", [40, 80, 160])
@@ -76,7 +79,8 @@ def test_tables_fit_the_width_and_never_cut_names_or_numbers(monkeypatch, width)
     from rich.cells import cell_len
 
     frame = _frame()
-    out = _printed(monkeypatch, frame, width, title="by layer of /a/long/path/to/an/atlas/that/is/longer/than/40")
+    out = _printed(monkeypatch, frame, width, title="by layer of /a/long/path/to/an/atlas/that/is/longer/than/40",
+                   name="by_layer")
     assert "…" not in out and "/a/long/path/to/an/atlas/that/is/longer/than/40" in out
     table_lines = [line for line in out.splitlines() if line[:1] in "┏┃┡│├└"]
     assert table_lines and all(cell_len(line) <= width for line in table_lines)
@@ -97,7 +101,7 @@ def test_tables_fit_the_width_and_never_cut_names_or_numbers(monkeypatch, width)
 
 def test_a_wide_single_row_is_shown_as_field_value_pairs(monkeypatch):
     frame = _frame().head(1)
-    out = _printed(monkeypatch, frame, 44)
+    out = _printed(monkeypatch, frame, 44, name="layer")
     assert "do not fit" not in out and "field" in out and "value" in out
     for column in frame.columns:
         assert all(word in out.split() for word in column.split())
@@ -196,7 +200,7 @@ def test_ctrl_c_during_record_says_rerunning_resumes(tmp_path, monkeypatch):
             "--k", "2", "--batch-size", "2", "--workers", "0", "--layers", "conv", "--keep-first-last"]
     stopped = runner.invoke(app, args)
     assert stopped.exit_code == 130, stopped.output
-    assert "interrupted" in stopped.output and "run the same command again to resume" in stopped.output
+    assert "interrupted; run the same command again to resume" in stopped.stderr and not stopped.stdout
     net.interrupt_at = -1
     resumed = runner.invoke(app, args)
     assert resumed.exit_code == 0, resumed.output
@@ -302,3 +306,215 @@ def test_swin_layers_random_and_record(tmp_path):
     assert rec.exit_code == 0, rec.output
     widths = {i.name: i.width for i in Atlas(tmp_path / "a").layers}
     assert widths["layers.0.blocks.0.attn.qkv"] == 288 and widths["layers.0.blocks.0.mlp.fc1"] == 384
+
+
+# ---------------------------------------------------------------------------------------------- every command
+def _commands(command, path=()):
+    """(words, click command) of every command of the CLI app."""
+    if hasattr(command, "commands"):  # a group
+        for name, sub in command.commands.items():
+            yield from _commands(sub, (*path, name))
+    else:
+        yield path, command
+
+
+def _reached(function) -> list:
+    """The AST of ``function`` and of every function of its module it calls, directly or through others."""
+    import ast
+    import inspect
+    import sys
+
+    tree = ast.parse(inspect.getsource(sys.modules[function.__module__]))
+    defs = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+    todo, seen = [function.__name__], {}
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in defs:
+            continue
+        seen[name] = defs[name]
+        todo += [n.func.id for n in ast.walk(defs[name]) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
+    return list(seen.values())
+
+
+def _cli_commands():
+    import inspect
+
+    import typer
+
+    for words, command in _commands(typer.main.get_command(app)):
+        options = {o for p in command.params for o in (*p.opts, *p.secondary_opts) if o.startswith("--")}
+        yield " ".join(words), command, options, _reached(inspect.unwrap(command.callback))
+
+
+def test_every_table_command_takes_format_and_names_its_tables():
+    """A command that prints a table (print_frame, where the 80-column note comes from) takes --format; every table
+    has a fixed name (a string, never derived from the title); a command with several tables takes --table NAME
+    with exactly those names."""
+    import ast
+
+    checked = 0
+    for words, command, options, functions in _cli_commands():
+        calls = [n for f in functions for n in ast.walk(f)
+                 if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "print_frame"]
+        if not calls:
+            continue
+        checked += 1
+        assert "--format" in options, f"unitlens {words} prints a table but has no --format"
+        names = set()
+        for call in calls:
+            name = next((k.value for k in call.keywords if k.arg == "name"), None)
+            assert isinstance(name, ast.Constant) and isinstance(name.value, str), \
+                f"unitlens {words}: a print_frame call (line {call.lineno}) without a fixed name="
+            names.add(name.value)
+        table = next((p for p in command.params if "--table" in p.opts), None)
+        if len(names) > 1:
+            assert table is not None, f"unitlens {words} prints tables {sorted(names)} but has no --table"
+        if table is not None:
+            assert set(table.metavar.split("|")) == names, (words, table.metavar, names)
+    assert checked >= 25
+
+
+def test_messages_name_only_options_the_command_has():
+    """An option named in a command's help or messages (not advice for another unitlens command) is one it has."""
+    import ast
+    import re
+
+    def texts(function):  # its strings, an f-string as one text
+        parts = {id(v) for n in ast.walk(function) if isinstance(n, ast.JoinedStr) for v in n.values}
+        for n in ast.walk(function):
+            if isinstance(n, ast.JoinedStr):
+                yield "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in n.values)
+            elif isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in parts:
+                yield n.value
+
+    for words, command, options, functions in _cli_commands():
+        for text in (t for f in functions for t in texts(f) if "unitlens " not in t):
+            for option in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", text):
+                assert option in options, f"unitlens {words} names {option}, which it does not have: {text!r}"
+        for param in command.params:
+            for option in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", getattr(param, "help", None) or ""):
+                assert option in options, f"unitlens {words}: the help of {param.name} names {option}"
+
+
+RESUMABLE = ("record", "mis score", "lens embed", "relevance", "basis fit", "basis record", "probe", "study run")
+
+
+def test_resumable_commands_say_how_to_resume_on_ctrl_c():
+    """Each command that resumes where it stopped handles Ctrl-C through the one helper (common.resumable)."""
+    import ast
+
+    reached = {words: {n.func.id for f in functions for n in ast.walk(f)
+                       if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+               for words, _, _, functions in _cli_commands()}
+    assert {words for words in RESUMABLE if "resumable" not in reached[words]} == set()
+
+
+def test_ctrl_c_during_study_run_says_rerunning_resumes(tmp_path, monkeypatch):
+    import unitlens.study.runner
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(unitlens.study.runner, "execute", interrupted)  # the first step of the first entry
+    rng = np.random.default_rng(0)
+    write_images(tmp_path / "imgs", [rng.integers(0, 256, (8, 8, 3), dtype=np.uint8) for _ in range(2)])
+    study = tmp_path / "study.toml"
+    study.write_text(f'name = "stopped"\ndata = "{tmp_path / "imgs"}"\n[[entry]]\nmodel = "efficientnet_lite0"\n'
+                     "random = true\n")
+    stopped = runner.invoke(app, ["study", "run", str(study), "--out", str(tmp_path / "out")])
+    assert stopped.exit_code == 130, stopped.output
+    assert "interrupted; run the same command again to resume" in stopped.stderr and not stopped.stdout
+
+
+def _exact_atlas(path, layers=("conv", "stem")):
+    from unitlens import record
+    from unitlens.zoo.factory import LoadedModel
+
+    from conftest import ExactNet, to_int_tensor
+
+    rng = np.random.default_rng(1)
+    write_images(path.parent / "imgs", [rng.integers(0, 256, (8, 8, 3), dtype=np.uint8) for _ in range(3)])
+    record(LoadedModel("exactnet", ExactNet().eval(), to_int_tensor, "hand-built", (3, 8, 8)),
+           str(path.parent / "imgs"), path, list(layers), k=1, num_workers=0, progress=False)
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["table", "csv", "json"])
+def test_errors_warnings_and_notes_go_to_stderr(tmp_path, fmt):
+    missing = runner.invoke(app, ["atlas", "info", str(tmp_path / "nope"), "--format", fmt])
+    assert missing.exit_code == 2 and missing.stdout == "" and "error:" in missing.stderr
+    atlas = _exact_atlas(tmp_path / "a")
+    (atlas / "exemplars" / "conv.safetensors").write_bytes(b"damaged")
+    verify = runner.invoke(app, ["atlas", "verify", str(atlas), "--format", fmt])
+    assert verify.exit_code == 1 and "1 problem(s)" in verify.stderr and "problem" not in verify.stdout
+    assert "conv.safetensors" in verify.stdout  # the table
+
+
+def test_verify_at_80_columns_keeps_the_check_and_its_fix(tmp_path, monkeypatch):
+    import io
+
+    atlas = _exact_atlas(tmp_path / "a")
+    (atlas / "exemplars" / "conv.safetensors").write_bytes(b"damaged")
+    out = io.StringIO()
+    monkeypatch.setattr(unitlens.cli.common, "console", Console(file=out, width=80, soft_wrap=True))
+    verify = runner.invoke(app, ["atlas", "verify", str(atlas)])
+    assert verify.exit_code == 1
+    text = out.getvalue()
+    assert all(len(line) <= 80 for line in text.splitlines())
+    assert "do not fit" not in verify.stderr
+    header = next(line for line in text.splitlines() if "file" in line and "check" in line)
+    assert [cell.strip() for cell in header.split("┃")[1:-1]] == ["file", "check", "status", "detail"]
+    words = " ".join(text.split())
+    assert "readable" in words and "error" in words and "--force" in words  # the check, its status, the fix
+
+
+def test_table_option_prints_one_table_and_csv_as_one_plain_file(tmp_path):
+    import io
+    import json
+
+    import pandas as pd
+
+    from unitlens.atlas import Atlas
+
+    atlas = _exact_atlas(tmp_path / "a")
+    summary = Atlas(atlas).summary()
+    plain = runner.invoke(app, ["atlas", "info", str(atlas), "--format", "csv", "--table", "layers"])
+    assert plain.exit_code == 0, plain.output
+    assert not plain.stdout.startswith("#")
+    pd.testing.assert_frame_equal(pd.read_csv(io.StringIO(plain.stdout)), summary, check_dtype=False)
+    one = json.loads(runner.invoke(app, ["atlas", "info", str(atlas), "--format", "json", "--table", "atlas"]).stdout)
+    assert list(one) == ["atlas"] and one["atlas"]["rows"][0]["status"] == "complete"
+    shown = runner.invoke(app, ["atlas", "info", str(atlas), "--table", "layers"])
+    assert shown.exit_code == 0 and "conv" in shown.stdout
+    bad = runner.invoke(app, ["atlas", "info", str(atlas), "--table", "nope"])
+    assert bad.exit_code == 2 and "atlas, layers" in bad.output
+
+
+def test_long_names_wrap_at_80_columns_so_key_columns_stay(monkeypatch):
+    """A table whose first column holds long layer names keeps its key columns at 80 columns: the names wrap after
+    dots and underscores (whole when joined), the other columns give way first."""
+    import pandas as pd
+
+    names = [f"encoder.stages.{i}.blocks.{i + 10}.attention_output_projection_with_a_long_name" for i in range(3)]
+    frame = pd.DataFrame({"layer": names, "type": ["Linear"] * 3, "units": [768, 768, 3072],
+                          "scored": [760, 768, 3000], "MIS mean": [0.81234, 0.7, 0.9], "MIS p5": [0.6, 0.55, 0.7],
+                          "MIS p95": [0.95, 0.9, 0.99], "acc mean": [0.8, 0.7, 0.9]})
+    out = _printed(monkeypatch, frame, 80, name="by_layer", key=("MIS mean", "MIS p5", "MIS p95"))
+    lines = out.splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    header = " ".join(line for line in lines if line.startswith("┃"))
+    assert all(word in header for word in ("MIS", "mean", "p5", "p95"))
+    dropped = out.split("do not fit in 80 columns: ")[1].split(" (")[0].split(", ") if "do not fit" in out else []
+    assert not {"MIS mean", "MIS p5", "MIS p95", "layer"} & set(dropped)
+    cells, rows = [], []
+    for line in lines:
+        if line.startswith("│"):
+            cells.append(line.split("│")[1].strip())
+        elif line.startswith(("├", "└")) and cells:
+            rows.append("".join(cells))
+            cells = []
+    assert rows == names  # every name whole once its lines are joined
+    for value in ("0.8123", "0.55", "0.99"):
+        assert value in out.split()
+    unwrapped = _printed(monkeypatch, frame, 80, name="by_layer")  # without key columns: they are dropped
+    assert "MIS p95" in unwrapped.split("do not fit")[1]

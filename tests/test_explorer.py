@@ -314,6 +314,9 @@ def test_a_missing_image_is_a_404_not_a_traceback(explorer_atlases, tmp_path):
     samples = pd.read_parquet(atlas / "samples.parquet")
     samples["path"] = [str(data / Path(p).relative_to(explorer_atlases["data"])) for p in samples["path"]]
     samples.to_parquet(atlas / "samples.parquet")
+    manifest = json.loads((atlas / "manifest.json").read_text())
+    manifest["dataset"]["root"] = str(data)  # the images moved with the atlas's record of where they are
+    (atlas / "manifest.json").write_text(json.dumps(manifest))
     Path(samples.loc[samples["id"] == 95, "path"].iloc[0]).unlink()
     with TestClient(create_app(Catalog([atlas]))) as c:
         for route in ("thumb", "image"):
@@ -321,6 +324,163 @@ def test_a_missing_image_is_a_404_not_a_traceback(explorer_atlases, tmp_path):
             assert r.status_code == 404 and "95" in r.json()["error"]
         assert c.get("/api/atlas/moved/thumb/94").status_code == 200
         assert c.get("/api/atlas/moved/layer/detect/unit/0").status_code == 200
+
+
+def served_copy(explorer_atlases, tmp_path, path_of_0: str, recorded_root: bool = True, hashed: bool = True) -> Path:
+    """A copy of atlas a whose samples.parquet names ``path_of_0`` as sample 0 (an atlas recorded before the
+    dataset root was kept: ``recorded_root=False``; one recorded with --no-content-hash: ``hashed=False``)."""
+    atlas = tmp_path / "served"
+    shutil.copytree(explorer_atlases["a"], atlas, ignore=shutil.ignore_patterns("explorer"))
+    samples = pd.read_parquet(atlas / "samples.parquet")
+    samples.loc[samples["id"] == 0, "path"] = path_of_0
+    if not hashed:
+        samples = samples.drop(columns=["file_bytes", "file_mtime_ns", "file_ctime_ns", "content_hash"])
+    samples.to_parquet(atlas / "samples.parquet")
+    manifest = json.loads((atlas / "manifest.json").read_text())
+    assert manifest["dataset"]["root"] == str(explorer_atlases["data"])  # recorded by the record pass
+    if not recorded_root:
+        del manifest["dataset"]["root"]
+    (atlas / "manifest.json").write_text(json.dumps(manifest))
+    return atlas
+
+
+@pytest.mark.parametrize("recorded_root", [True, False])
+@pytest.mark.parametrize("target", ["/etc/passwd", "outside", "other bytes", "link out"])
+def test_only_the_datasets_own_images_are_served(explorer_atlases, tmp_path, target, recorded_root):
+    private = tmp_path / "private"
+    private.mkdir()
+    secret = png((1, 2, 3))
+    (private / "secret.png").write_bytes(secret)
+    blue_0 = explorer_atlases["data"] / "blue" / "blue_0.png"  # sample 0 as recorded
+    paths = {"/etc/passwd": "/etc/passwd", "outside": str(private / "secret.png"),
+             "other bytes": str(explorer_atlases["data"] / "red" / "red_5.png")}
+    if target == "link out":  # a link inside the dataset folder that leads to a private image
+        link = explorer_atlases["data"] / "blue" / f"link_{tmp_path.name}.png"
+        os.symlink(private / "secret.png", link)
+        paths[target] = str(link)
+    try:
+        atlas = served_copy(explorer_atlases, tmp_path, paths[target], recorded_root)
+        with TestClient(create_app(Catalog([atlas]))) as c:
+            for route in ("image", "thumb"):
+                r = c.get(f"/api/atlas/served/{route}/0")
+                assert r.status_code == 403, (route, r.status_code)
+                assert "sample 0" in r.json()["error"] and "not served" in r.json()["error"]
+                assert b"root:" not in r.content and secret not in r.content and r.content[:2] != b"\xff\xd8"
+            assert c.get("/api/atlas/served/image/1").content == (blue_0.parent / "blue_1.png").read_bytes()
+            assert c.get("/api/atlas/served/thumb/1").status_code == 200
+    finally:
+        if target == "link out":
+            link.unlink()
+    assert not (atlas / "explorer" / "thumbs" / "128" / "0000" / "0.jpg").exists()
+    if target == "/etc/passwd" and recorded_root:  # the static report leaves the thumbnail out and says so
+        r = write_report([atlas], tmp_path / "report", layers="pool", progress=False)
+        assert any("1 thumbnail(s) left out" in n and "sample 0" in n for n in r.notes), r.notes
+        assert not (tmp_path / "report" / "img" / "served" / "0.jpg").exists()
+
+
+def test_an_atlas_without_content_hashes_serves_only_inside_its_dataset_folder(explorer_atlases, tmp_path):
+    private = tmp_path / "private"
+    private.mkdir()
+    (private / "secret.png").write_bytes(png((1, 2, 3)))
+    for path, status in (("/etc/passwd", 403), (str(private / "secret.png"), 403),
+                         (str(explorer_atlases["data"] / "red" / "red_5.png"), 200)):  # one of its images
+        atlas = served_copy(explorer_atlases, tmp_path / path.replace("/", "_"), path, hashed=False)
+        with TestClient(create_app(Catalog([atlas]))) as c:
+            r = c.get("/api/atlas/served/image/0")
+            assert r.status_code == status, (path, r.status_code)
+            assert status == 403 or (r.content == Path(path).read_bytes() and r.headers["content-type"] == "image/png")
+
+
+def raw_get(url: str, host: str) -> tuple[int, bytes]:
+    """GET ``url`` with this ``Host`` header, as a browser sends it for a page whose name resolves to the server."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        conn.putrequest("GET", "/api/catalog", skip_host=True)
+        conn.putheader("Host", host)
+        conn.endheaders()
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def test_requests_for_another_host_are_refused(explorer_atlases):
+    from unitlens.explorer.server import BackgroundServer
+
+    app = create_app(Catalog([explorer_atlases["a"]]))
+    with BackgroundServer(app) as url:
+        port = int(url.rstrip("/").rsplit(":", 1)[1])
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LOCALHOST:{port}", f"[::1]:{port}"):
+            status, body = raw_get(url, host)
+            assert status == 200 and b"demo" in body, host
+        for host in (f"evil.example:{port}", f"localhost.evil.example:{port}", "evil.example", f"localhost:{port + 1}",
+                     "localhost", f"10.1.2.3:{port}", "", f"127.0.0.1:{port}x", f"[::1]x:{port}"):
+            status, body = raw_get(url, host)
+            assert status == 403 and b"demo" not in body, host
+            assert f"http://127.0.0.1:{port}/" in json.loads(body)["error"]
+
+
+def test_a_named_host_is_answered_too():
+    from unitlens.explorer.hosts import HostCheck
+
+    check = HostCheck(lambda *a: None, names=("explorer.lab",))
+    scope = {"type": "http", "server": ("192.168.1.5", 8765)}  # bound to 0.0.0.0: the interface asked
+    for host, ok in (("explorer.lab:8765", True), ("192.168.1.5:8765", True), ("localhost:8765", True),
+                     ("evil.example:8765", False), ("explorer.lab:80", False)):
+        assert check.answers({**scope, "headers": [(b"host", host.encode())]})[0] == ok, host
+
+
+@pytest.mark.parametrize("path", ["/api/atlas/demo/layer/detect/unit/²", "/api/atlas/demo/thumb/²",
+                                  "/api/atlas/demo/image/²", "/api/atlas/demo/layer/detect/unit/١",
+                                  "/atlas/demo/layer/detect/unit/²"])
+def test_non_ascii_digits_are_404s(client, path):
+    r = client.get(path)
+    assert r.status_code == 404
+    assert "<main id=\"app\">" in r.text if path.startswith("/atlas") else "is not a" in r.json()["error"]
+
+
+@pytest.mark.parametrize("body", [{"text": "red", "layers": 5}, {"text": "red", "layers": [1]},
+                                  {"text": "red", "layers": {"a": 1}}, {"text": "red", "top": "x"},
+                                  {"text": "red", "top": "²"}, {"text": "red", "top": -1},
+                                  {"text": "red", "layers": ["nope"]}])
+def test_bad_search_fields_are_400s(client, body):
+    r = client.post("/api/atlas/demo/search", json=body)
+    assert r.status_code == (404 if body.get("layers") == ["nope"] else 400) and r.json()["error"]
+    field = "layers" if "layers" in body else "top"
+    assert field in r.json()["error"] or "nope" in r.json()["error"]
+
+
+def test_bad_label_layers_and_upload_top_are_400s(client):
+    r = client.post("/api/atlas/demo/label", json={"concepts": ["red"], "layers": 7})
+    assert r.status_code == 400 and "layers" in r.json()["error"]
+    up = client.post("/api/atlas/demo/search/image", files=[("image", ("g.png", png((128, 128, 128)), "image/png"))],
+                     data={"top": "²"})
+    assert up.status_code == 400 and "top" in up.json()["error"]
+    ok = client.post("/api/atlas/demo/search", json={"text": "red", "layers": "detect", "top": 2}).json()
+    assert [(h["layer"], h["unit"]) for h in ok["results"]] == [("detect", RED), ("detect", SUM)] or \
+        [h["layer"] for h in ok["results"]] == ["detect", "detect"]
+
+
+def test_a_damaged_lens_layer_breaks_only_its_own_unit_pages(explorer_atlases, tmp_path):
+    atlas = tmp_path / "damaged"
+    shutil.copytree(explorer_atlases["a"], atlas, ignore=shutil.ignore_patterns("explorer"))
+    [pool_file] = [p for p in (atlas / "lens").rglob("*.safetensors") if "pool" in p.name]
+    pool_file.write_bytes(pool_file.read_bytes()[:100])  # truncated
+    with TestClient(create_app(Catalog([atlas]))) as c:
+        for u in range(6):
+            page = c.get(f"/api/atlas/damaged/layer/detect/unit/{u}")
+            assert page.status_code == 200, page.text
+            p = page.json()
+            assert p["lens"]["backend"] and p["lens"]["similar"]["atlas"] == []  # pool left out
+            assert any("pool" in n and pool_file.name in n for n in p["notes"])
+        broken = c.get("/api/atlas/damaged/layer/pool/unit/0")
+        assert broken.status_code >= 400 and pool_file.name in broken.json()["error"]
+        assert c.get("/api/atlas/damaged/layer/detect").status_code == 200
+        assert c.get("/api/atlas/damaged").status_code == 200
 
 
 # ---------------------------------------------------------------------------------------------- live lens

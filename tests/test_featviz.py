@@ -79,13 +79,14 @@ def tiny_model() -> LoadedModel:
 
 
 def tiny_atlas(root) -> dict:
-    """A recorded atlas of TinyNet (layers conv and proj, k = 6) on 40 random 8 x 8 images under ``root``."""
+    """A recorded atlas of TinyNet (layers conv, act and proj, k = 6) on 40 random 8 x 8 images under ``root``."""
     rng = np.random.default_rng(0)
     for i in range(40):
         (root / "data" / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(root / "data" / f"c{i % 2}" / f"{i}.png")
     model = tiny_model()
-    record(model, str(root / "data"), root / "atlas", enumerate_units(model.model, include=["conv", "proj"]), k=6,
+    record(model, str(root / "data"), root / "atlas", enumerate_units(model.model, include=["conv", "act", "proj"]),
+           k=6,
            batch_size=16, num_workers=0, progress=False)
     return {"atlas": root / "atlas", "model": model}
 
@@ -224,11 +225,13 @@ def test_stored_visualisations_resume_after_an_interruption(atlas, base, monkeyp
     fresh = Atlas(shutil.copytree(atlas.path, tmp_path / "fresh"))
     featviz_atlas(fresh, layers=["conv"], units="0-5", batch_size=8, model=model, **FAST)
     calls = []
+    interrupt = [True]  # the second batch of the first run is interrupted, once
     real = Renderer.render
 
     def interrupted(self, targets, on_step=None):
         calls.append(targets[0].unit)
-        if len(calls) == 2:
+        if len(calls) == 2 and interrupt[0]:
+            interrupt[0] = False
             raise KeyboardInterrupt
         return real(self, targets, on_step)
 
@@ -304,11 +307,11 @@ def test_an_atlas_whose_model_cannot_be_loaded_is_refused(atlas):
 def test_a_layer_without_gradient_path_is_refused(atlas, base):
     with pytest.raises(BadInput, match="frozen.*no gradient"):
         visualize(Detached(), layers=["conv", "frozen"], **FAST)
-    fit_basis(atlas, "conv", "nmf", FitOptions("nmf", features=3), positions="image", model=base["model"],
+    fit_basis(atlas, "act", "nmf", FitOptions("nmf", features=3), positions="image", model=base["model"],
               progress=False)
     record_bases(atlas, ["nmf"], model=base["model"], progress=False)
     with pytest.raises(BadInput, match="NMF codes"):
-        featviz_atlas(atlas, layers=["conv::nmf"], model=base["model"], **FAST)
+        featviz_atlas(atlas, layers=["act::nmf"], model=base["model"], **FAST)
     assert _untouched(atlas)
 
 

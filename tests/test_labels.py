@@ -158,6 +158,27 @@ def test_invert_beam_search_equals_brute_force():
     np.testing.assert_allclose(single.auc, _brute_force(acts, member, 1, min_count, max_count)[0], atol=1e-12)
 
 
+def test_invert_writes_each_formula_in_one_canonical_order():
+    """Two units selective for "a or b" label as one formula whichever atom their beam started from; the operands of
+    each run of one operator are sorted (which keeps the formula's indicator)."""
+    rng = np.random.default_rng(5)
+    member = rng.random((40, 3)) < 0.25
+    either = (member[:, 0] | member[:, 1]).astype(float)
+    noise = rng.random((2, 40))  # a or b images above all others, but neither a nor b alone separates them
+    acts = np.stack([either * (1 + noise[0] + 0.3 * member[:, 0]), either * (1 + noise[1] + 0.3 * member[:, 1])])
+    found = beam_search(row_ranks(acts), np.concatenate([member, ~member], 1), length=2, beam=4, max_count=39)
+    assert [int(found.atoms[u, 0]) for u in range(2)] == [0, 1]  # the beam's formulas: a OR b, b OR a
+    terms = [terms_of(found.atoms[u], found.ops[u], ["a", "b", "c"]) for u in range(2)]
+    assert terms[0] == terms[1] == [("", "a", False), ("OR", "b", False)] and (found.auc == 1.0).all()
+    shuffled = [("", "d", False), ("AND", "b", True), ("OR", "c", False), ("OR", "a", True), ("AND", "b", False)]
+    canonical = formulas.canonical(shuffled)
+    assert formulas.render(canonical) == "((NOT b AND d) OR NOT a OR c) AND b"
+    names = list("abcd")
+    wide = rng.random((64, 4)) < 0.5
+    np.testing.assert_array_equal(formulas.indicator(canonical, wide, names), formulas.indicator(shuffled, wide, names))
+    assert formulas.canonical(canonical) == canonical
+
+
 def test_formula_rendering():
     terms = [("", "a", False), ("OR", "b", False), ("AND", "c", True), ("AND", "d", False)]
     assert formulas.render(terms) == "(a OR b) AND NOT c AND d"
@@ -230,6 +251,63 @@ def test_image_concepts_and_text_less_backends(atlas):
         label_units(atlas, "invert", concepts=["red", "purple"], write=False)
 
 
+# ---------------------------------------------------------------------------------------------- contrast
+def _one_class_probe(root):
+    """A probe folder with a single concept folder: every image shows "red", none shows anything else."""
+    from PIL import Image
+
+    from conftest import stripe_image
+
+    rng = np.random.default_rng(4)
+    (root / "red").mkdir(parents=True)
+    for i in range(8):
+        Image.fromarray(stripe_image(("red",), (32, 32), rng)).save(root / "red" / f"{i}.png")
+    return root
+
+
+def test_a_probe_set_without_contrast_is_refused_and_constant_concepts_are_left_out(atlas, tmp_path):
+    """One class: every labeller that needs images with and without a concept refuses it, naming the fix. A concept
+    true on every probe image is left out of the labels with one warning naming it."""
+    probe_atlas(atlas, _one_class_probe(tmp_path / "one"), name="one", model=presence_model(), progress=False)
+    for method in ("invert", "clip-dissect", "semanticlens", "random"):
+        with pytest.raises(BadInput, match=r"one class.*red.*images of other concepts"):
+            label_units(atlas, method, probe="one", backend="labeltest", write=False)
+    with pytest.raises(BadInput, match=r"one class"):
+        evaluate_labels(atlas, probe="one", backend="labeltest", write=False)
+    out = runner.invoke(lens_app, ["evaluate-labels", str(atlas), "--probe", "one", "--backend", "labeltest"])
+    assert out.exit_code == 2 and "one class" in out.output and "nan" not in out.output.lower()
+    # a concept column that is 1 on every image (here "shape") says nothing about any unit
+    csv = colour_probe_csv(tmp_path / "const", COMBOS, per=4, seed=9)
+    lines = csv.read_text().splitlines()
+    csv.write_text("\n".join([lines[0] + ",shape"] + [line + ",1" for line in lines[1:]]) + "\n")
+    probe_atlas(atlas, csv, name="const", model=presence_model(), progress=False)
+    for method, params in (("invert", {"length": 2}), ("clip-dissect", {"top_k": 6})):
+        with pytest.warns(UserWarning, match=r"shape") as caught:
+            frame = label_units(atlas, method, probe="const", backend="labeltest", layers=["presence"],
+                                write=False, **params)
+        assert len([w for w in caught if "shape" in str(w.message)]) == 1
+        assert not frame["label"].str.contains("shape").any() and frame["label"].ne("none").any()
+    with pytest.warns(UserWarning, match=r"shape") as caught:
+        res = evaluate_labels(atlas, probe="const", backend="labeltest", layers=["presence"], write=False,
+                              params={"clip-dissect": {"top_k": 6}, "invert": {"length": 2}})
+    assert len([w for w in caught if "shape" in str(w.message)]) == 1  # once, not once per method
+    assert not res.units["label"].str.contains("shape").any()
+
+
+def test_evaluate_labels_says_why_a_value_is_missing(atlas):
+    """NaN in the printed tables comes with a note naming its cause (here: a threshold no unit reaches)."""
+    out = runner.invoke(lens_app, ["evaluate-labels", str(atlas), "--backend", "labeltest", "--top-k", "6",
+                                   "--layers", "presence", "--length", "2", "--threshold", "2", "--no-figure"])
+    assert out.exit_code == 0, out.output
+    assert "nan" in out.output.lower()
+    assert "semanticlens labelled no unit of presence" in out.output and "threshold" in out.output
+    res = evaluate_labels(atlas, layers=["presence"], backend="labeltest", write=False,
+                          params={"semanticlens": {"threshold": 2.0}, "clip-dissect": {"top_k": 6}})
+    missing = res.summary[res.summary["mean_auc"].isna()]
+    assert list(missing["method"]) == ["semanticlens"]
+    assert any("semanticlens" in n and "presence" in n for n in res.notes)
+
+
 # ---------------------------------------------------------------------------------------------- CLI
 def test_label_and_evaluate_commands(atlas):
     out = runner.invoke(lens_app, ["label", str(atlas), "--method", "invert", "--length", "2", "--layers", "presence"])
@@ -246,6 +324,22 @@ def test_label_and_evaluate_commands(atlas):
     assert bad.exit_code == 2 and "text tower" in bad.output
     missing = runner.invoke(lens_app, ["evaluate-labels", str(atlas), "--probe", "other"])
     assert missing.exit_code == 2 and "no probe pass 'other'" in missing.output
+
+
+def test_label_tables_have_the_documented_names(atlas):
+    """JSON and CSV name the tables labels and counts whatever the method and title; --table prints one as CSV."""
+    import io
+    import json
+
+    import pandas as pd
+
+    args = ["label", str(atlas), "--method", "invert", "--length", "2", "--layers", "presence"]
+    out = runner.invoke(lens_app, [*args, "--format", "json"])
+    assert out.exit_code == 0, out.output
+    tables = json.loads(out.stdout)
+    assert list(tables) == ["labels", "counts"]
+    labels = pd.read_csv(io.StringIO(runner.invoke(lens_app, [*args, "--format", "csv", "--table", "labels"]).stdout))
+    assert labels["layer"].eq("presence").all() and len(labels) == len(tables["labels"]["rows"])
 
 
 def test_a_busy_atlas_fails_before_any_labelling(atlas, monkeypatch):

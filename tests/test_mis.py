@@ -352,8 +352,9 @@ def colour_atlas(tmp_path_factory):
     loaded = LoadedModel(name="colournet", model=ColourNet().eval(), transform=to_int_tensor, weights="hand-built",
                          input_size=(3, 8, 8))
     layers = enumerate_units(loaded.model, skip_first_last=False, include=["colour", "texture", "ratio"])
-    result = record(loaded, str(root / "images"), root / "atlas", layers, k=30, batch_size=16, progress=False,
-                    num_workers=0)
+    with pytest.warns(UserWarning, match=r"NaN or inf activations in 1 unit\(s\) of layer\(s\) ratio"):
+        result = record(loaded, str(root / "images"), root / "atlas", layers, k=30, batch_size=16, progress=False,
+                        num_workers=0)
     return result.atlas, np.array(classes)
 
 
@@ -498,6 +499,44 @@ def test_a_tiny_dataset_blames_the_dataset_not_k(tmp_path):
         msg = str(err.value)
         assert "only 3 readable images" in msg and "recorded with --k 30" in msg and "at least 50 images" in msg
         assert "--k 25" not in msg and "--n-tasks" not in msg  # nothing fits 3 images
+
+
+def test_mis_tables_keep_mis_at_80_columns_and_print_one_as_plain_csv(colour_atlas, monkeypatch):
+    """Long layer names (here the colour atlas's, lengthened) wrap at 80 columns; MIS mean, p5 and p95 stay. With
+    --format csv --table by_layer the output is one CSV file that pandas reads as it is."""
+    import io
+
+    import unitlens.mis.scoring
+
+    atlas, _ = colour_atlas
+    run = run_atlas(atlas, "colourtest", n_tasks=5, k_expl=4, progress=False, write=False)
+    long = {name: f"encoder.stages.{i}.blocks.{i + 10}.attention_output_projection.{name}"
+            for i, name in enumerate(run.frame["layer"].unique())}
+    run.frame["layer"] = run.frame["layer"].map(long)
+    monkeypatch.setattr(unitlens.mis.scoring, "run_atlas", lambda *args, **kwargs: run)
+    out = io.StringIO()
+    monkeypatch.setattr(unitlens.cli.common, "console", Console(file=out, width=80, soft_wrap=True))
+    app = typer.Typer()
+    app.add_typer(mis_commands.app, name="mis")
+    runner = CliRunner()
+    shown = runner.invoke(app, ["mis", str(atlas.path), "--backend", "colourtest", "--no-write"])
+    assert shown.exit_code == 0, shown.output
+    text = out.getvalue()
+    by_layer = text.split("by layer\n")[1].split("by layer type")[0]
+    header = " ".join(line for line in by_layer.splitlines() if line.startswith("┃"))
+    assert all(word in header for word in ("MIS", "mean", "p5", "p95")), by_layer
+    assert all(len(line) <= 80 for line in text.splitlines())
+    assert not any(k in note for note in shown.stderr.split("note:") if "do not fit" in note
+                   for k in ("MIS mean", "MIS p5", "MIS p95"))
+    flat = "".join(line.split("│")[1].strip() for line in by_layer.splitlines() if line.startswith("│"))
+    assert all(name in flat for name in long.values())  # wrapped, whole when its lines are joined
+    plain = runner.invoke(app, ["mis", str(atlas.path), "--backend", "colourtest", "--no-write", "--format", "csv",
+                                "--table", "by_layer"])
+    assert plain.exit_code == 0, plain.output
+    table = pd.read_csv(io.StringIO(plain.stdout))
+    expected = run.summary()["layer"]
+    assert table["layer"].tolist() == expected["layer"].tolist()
+    np.testing.assert_allclose(table["mis_mean"], expected["mis_mean"])
 
 
 def test_mis_command_refuses_small_datasets_and_shows_the_overlap(tmp_path, monkeypatch):

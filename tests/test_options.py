@@ -47,6 +47,12 @@ def test_every_field_is_checked_when_made(kwargs, message):
         Toy(**kwargs)
 
 
+def test_a_device_may_be_a_torch_device():
+    import torch
+
+    assert RecordOptions(device=torch.device("cpu")).device == "cpu"
+
+
 def test_values_are_brought_to_their_type():
     toy = Toy(n=4.0, rate=1, names="x, y,,z", size=4)
     assert (toy.n, toy.rate, toy.names, toy.size) == (4, 1.0, ("x", "y", "z"), 4)

@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch import nn
 
 from unitlens.atlas import Atlas
 from unitlens.data import load_dataset
@@ -14,7 +15,7 @@ from unitlens.recording.reduce import reduce_output
 from unitlens.recording.state import decode, encode, rank_ids, tie_rank
 from unitlens.zoo import enumerate_units
 
-from conftest import fmix32_rank, to_int_tensor
+from conftest import ColourBackend, ExactNet, fmix32_rank, to_int_tensor
 
 
 def brute_force(model, data, layer_names):
@@ -255,6 +256,58 @@ def test_nonfinite_activations_are_counted_and_kept_out():
     ex = state.exemplars()
     assert ex["top_ids"][1].tolist() == [1, 2, 3] and ex["bottom_ids"][0].tolist() == [3, 0, 1]
     assert ex["top_vals"][0].tolist() == [2.0, 1.0, 0.5] and ex["bottom_vals"][1].tolist() == [3.0, 4.0, 5.0]
+
+
+class PoisonConv(nn.Conv2d):
+    """A 1x1 conv whose unit 1 is NaN on every image and unit 3 is +inf on images with a bright red corner."""
+
+    def forward(self, x):
+        h = super().forward(x)
+        h[:, 1] = float("nan")
+        return h.index_put((torch.nonzero(x[:, 0, 0, 0] > 200).flatten(), torch.tensor(3)), torch.tensor(float("inf")))
+
+
+class NaNUnitNet(ExactNet):
+    """ExactNet with the poisoned conv."""
+
+    def __init__(self):
+        super().__init__()
+        conv = PoisonConv(3, 5, 1, bias=False)
+        conv.weight = self.conv.weight
+        self.conv = conv
+
+
+def test_record_counts_nonfinite_units_apart_from_constant_ones(random_images, tmp_path):
+    """A unit that is NaN everywhere is non-finite, not constant; the pass warns once naming the layer, and MIS and
+    the lens keep such units out."""
+    from unitlens.zoo.factory import LoadedModel
+
+    model = LoadedModel(name="nannet", model=NaNUnitNet().eval(), transform=to_int_tensor, weights="hand-built",
+                        input_size=(3, 8, 8))
+    layers = enumerate_units(model.model, skip_first_last=False, include=["stem", "conv"])
+    data = load_dataset(str(random_images), to_int_tensor)
+    bright = sum(float(data[i][0][0, 0, 0]) > 200 for i in range(len(data)))
+    assert 0 < bright < len(data)  # the test has images of both kinds
+    with pytest.warns(UserWarning, match=r"non-finite") as caught:
+        result = record(model, str(random_images), tmp_path / "atlas", layers, k=5, batch_size=16, progress=False,
+                        num_workers=0)
+    nonfinite = [w for w in caught if "non-finite" in str(w.message)]
+    assert len(nonfinite) == 1 and "conv" in str(nonfinite[0].message) and "stem" not in str(nonfinite[0].message)
+    units = result.atlas.units().set_index(["layer", "unit"])
+    assert units.loc[("conv", 1), "nonfinite"] == len(data) and not units.loc[("conv", 1), "constant"]
+    assert units.loc[("conv", 3), "nonfinite"] == bright and not units.loc[("conv", 3), "constant"]
+    assert units.loc[("conv", 2), "constant"] and units.loc[("conv", 2), "nonfinite"] == 0  # truly constant
+    assert result.atlas.manifest["n_constant"] == 1 and result.atlas.manifest["n_nonfinite"] == 2
+    summary = result.atlas.summary().set_index("layer")
+    assert summary.loc["conv", "constant"] == 1 and summary.loc["conv", "nonfinite"] == 2
+    from unitlens.mis.scoring import unit_status
+
+    status = unit_status(result.atlas.units()).to_numpy()
+    assert list(status[-5:]) == ["scored", "nonfinite", "constant", "nonfinite", "scored"]
+    from unitlens.lens import embed_atlas
+
+    store = embed_atlas(result.atlas, ColourBackend(), m=3, layers=["conv"], progress=False).store
+    assert store.read_layer("conv").constant.tolist() == [False, True, True, True, False]  # the lens leaves them out
 
 
 def test_keys_decode_to_values_and_ids_in_total_order():

@@ -83,24 +83,17 @@ def write_study(folder: Path, text: str, name: str = "study.toml") -> Path:
     return path
 
 
-@pytest.fixture
-def one_thread():
-    """Torch on one thread within the test (as the reference study ran)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, images) -> tuple[Path, object]:
-    """The two-entry study run sequentially in this process, with one torch thread like a 1-CPU Ray task (other
-    thread counts cut a forward pass's float sums differently: activations then differ in the last bits)."""
+    """The two-entry study run sequentially in this process, whose torch runs on 2 threads: every step runs on the
+    study's thread count (``threads``, default 1) whatever the process's, like a ``--jobs`` worker or a Ray task
+    (other thread counts cut a forward pass's float sums differently: activations then differ in the last bits)."""
     root = tmp_path_factory.mktemp("ref")
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(2)
     try:
         run = run_study(write_study(root, study_text(images)), root / "out", progress=False)
+        assert torch.get_num_threads() == 2  # the process's own count is given back
     finally:
         torch.set_num_threads(threads)
     return root / "out", run
@@ -135,10 +128,16 @@ def test_globs_expand_in_natural_order_with_sidecars_and_overrides(tmp_path, mon
 @pytest.mark.parametrize("table,match", [
     ({"entry": [{"model": RESNET}, {"model": RESNET}]}, r"entry 2 \(.*\) and .*entry 1 .* both called 'test_resnet'"),
     ({"entry": [{"model": RESNET, "colour": 1}]}, r"entry 1 .*unknown key 'colour'; valid keys are .*checkpoints"),
-    ({"entry": [{"model": RESNET, "mis": {"ntasks": 3}}]}, r"entry 1 .*unknown \[mis\] option 'ntasks'.*n_tasks"),
-    ({"mis": {"tua": 1.0}, "entry": [{"model": RESNET}]}, r"top level: unknown \[mis\] option 'tua'.*tau"),
-    ({"record": {"k": "many"}, "entry": [{"model": RESNET}]}, r"option 'k' = 'many' should be a int"),
-    ({"lens": {"m": 3, "nope": 1}, "entry": [{"model": RESNET}]}, r"unknown \[lens\] option 'nope'.*crop.*n_init"),
+    ({"entry": [{"model": RESNET, "mis": {"ntasks": 3}}]},
+     r"entry 1 .*\[entry.mis\] table: unknown option 'ntasks'.*n_tasks"),
+    ({"mis": {"tua": 1.0}, "entry": [{"model": RESNET}]}, r"s.toml, \[mis\] table: unknown option 'tua'.*tau"),
+    ({"record": {"k": "many"}, "entry": [{"model": RESNET}]}, r"\[record\] table: option 'k' = 'many' should be "
+                                                               r"an integer like its default"),
+    ({"record": {"k": 3, "layers": ["x"]}, "entry": [{"model": RESNET}]},  # a top-level key written after [record]
+     r"s.toml, \[record\] table: unknown option 'layers'.*belongs to the \[record\] table.*before the first table"),
+    ({"threads": 0, "entry": [{"model": RESNET}]}, r"'threads' is a whole number of torch threads >= 1, got 0"),
+    ({"lens": {"m": 3, "nope": 1}, "entry": [{"model": RESNET}]},
+     r"\[lens\] table: unknown option 'nope'.*crop.*n_init"),
     ({"entry": [{"model": RESNET, "checkpoints": "nowhere/*.pt"}]}, r"entry 1 .*glob 'nowhere/\*.pt' matches no file"),
     ({"entry": [{"model": "timm:not_a_net"}]}, r"entry 1 .*timm has no architecture 'not_a_net'"),
     ({"entry": [{"model": "timm:test_resnet?classes=3"}]}, r"entry 1 .*model option 'classes=3'"),
@@ -160,11 +159,11 @@ def test_unreadable_file_and_foreign_folder(tmp_path, images):
     with pytest.raises(MissingFile, match="does not exist"):
         load_spec(tmp_path / "missing.toml")
     one = write_study(tmp_path, study_text(images), "one.toml")
-    other = write_study(tmp_path, study_text(images).replace("k = 12", "k = 14"), "other.toml")
+    other = write_study(tmp_path, study_text(images).replace('name = "tiny"', 'name = "other"'), "other.toml")
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "study.toml").write_text(one.read_text())
-    with pytest.raises(BadInput, match=r"holds another study .*study.toml differs from .*other.toml.*unitlens study "
-                                       r"run .*study.toml --out"):
+    with pytest.raises(BadInput, match=r"out holds the study 'tiny', not 'other' \(the name in .*other.toml\); give "
+                                       r"another --out"):
         run_study(other, tmp_path / "out", progress=False)
     (tmp_path / "notastudy").mkdir()
     (tmp_path / "notastudy" / "x.txt").write_text("x")
@@ -265,8 +264,7 @@ def test_steps_share_a_record_pass_and_embeddings(reference, tmp_path):
         assert all((i, None) in cached for i in ids)
 
 
-def test_done_steps_are_skipped_and_an_interrupted_record_resumes(tmp_path, images, reference, monkeypatch,
-                                                                  one_thread):
+def test_done_steps_are_skipped_and_an_interrupted_record_resumes(tmp_path, images, reference, monkeypatch):
     ref_out, _ = reference
     path = write_study(tmp_path, study_text(images).replace("num_workers = 0", "num_workers = 0\ncheckpoint_every = 8"))
     real_open = unitlens.data.datasets.open_rgb
@@ -339,9 +337,13 @@ def assert_same_study(ours: Path, theirs: Path) -> None:
 
 
 def test_worker_processes_give_the_same_study(tmp_path, images, reference):
+    """``--jobs 2`` (each worker with its own torch defaults) gives exactly the sequential run's tables and atlases:
+    every step runs on the study's thread count, in every executor."""
     ref_out, _ = reference
-    run = run_study(write_study(tmp_path, study_text(images)), tmp_path / "out", jobs=2, cpus_per_task=1,
-                    progress=False)
+    path = write_study(tmp_path, study_text(images))
+    with pytest.raises(BadInput, match=r"--cpus-per-task is what each Ray task asks for .*threads = N"):
+        run_study(path, tmp_path / "out", jobs=2, cpus_per_task=1, progress=False)  # it would not set the threads
+    run = run_study(path, tmp_path / "out", jobs=2, progress=False)
     assert run.ok, run.failed
     steps = {r["name"]: r["steps"] for r in run.state["entries"]}
     assert [s["record"]["result"]["shared_pass"] for s in steps.values()] == [1, 1]  # split over the two workers
@@ -384,3 +386,242 @@ def test_the_memory_budget_bounds_a_shared_record_pass(tmp_path, images):
     assert [r["steps"]["record"]["result"]["shared_pass"] for r in roomy.state["entries"]] == [2, 2]
     for name in ("test_resnet-random", "test_efficientnet-random"):
         assert_same_atlas(Atlas(tmp_path / "tight" / "atlases" / name), Atlas(tmp_path / "roomy" / "atlases" / name))
+
+
+# ---------------------------------------------------------------------------------------------- staleness
+def mis_rows(atlas: Atlas) -> pd.DataFrame:
+    scores = atlas.scores()
+    return scores[scores["metric"] == "mis"]
+
+
+def assert_table_is_the_atlases(out: Path) -> None:
+    """Every MIS and lens column of the study table equals what the entries' atlases hold now."""
+    table = pd.read_parquet(out / "study.parquet").set_index("entry")
+    for entry, row in table.iterrows():
+        atlas = Atlas(out / "atlases" / str(entry))
+        units, v = atlas.units(), mis_rows(atlas)["value"].dropna().to_numpy()
+        assert (row.units, row.mis_units) == (len(units), len(v))
+        assert row.mis_mean == pytest.approx(v.mean(), abs=1e-12)
+        if not pd.isna(row.clarity_mean):
+            scores = atlas.scores()
+            assert row.clarity_mean == pytest.approx(scores[scores["metric"] == "clarity"]["value"].mean(), abs=1e-12)
+
+
+def test_a_replaced_checkpoint_redoes_the_record_and_the_steps_after_it(tmp_path, images):
+    weights = tmp_path / "weights.pt"
+    torch.save(load_model(RESNET, pretrained=False, seed=0).model.state_dict(), weights)
+    text = study_text(images).split("[[entry]]")[0] + f'[[entry]]\nname = "ft"\nmodel = "{RESNET}"\n' \
+                                                      f'checkpoint = "{weights}"\n'
+    path = write_study(tmp_path, text)
+    first = run_study(path, tmp_path / "out", progress=False)
+    before = first.table.set_index("entry").loc["ft", "mis_mean"]
+    torch.save(load_model(RESNET, pretrained=False, seed=1).model.state_dict(), weights)  # other weights, same file
+    notes: list[str] = []
+    again = run_study(path, tmp_path / "out", progress=False, notify=notes.append)
+    assert again.ok and again.redone == {"ft": ["record", "mis"]}
+    assert "entry ft: record redone (checkpoint content changed); mis redone (it reads the record)" in notes
+    atlas = Atlas(tmp_path / "out" / "atlases" / "ft")
+    assert atlas.manifest["config"]["weights_hash"] == \
+        load_model(RESNET, pretrained=False, checkpoint=weights).weights_hash()
+    assert_table_is_the_atlases(tmp_path / "out")
+    assert again.table.set_index("entry").loc["ft", "mis_mean"] != before
+    assert run_study(path, tmp_path / "out", progress=False).redone == {}  # now up to date
+    assert run_study(path, tmp_path / "out", progress=False, force=True).redone == {"ft": ["record", "mis"]}
+
+
+def test_changed_options_redo_exactly_the_steps_they_reach(tmp_path, images):
+    path = write_study(tmp_path, study_text(images))
+    out = tmp_path / "out"
+    run_study(path, out, progress=False)
+
+    def rerun(text: str, **kw) -> dict:
+        notes: list[str] = []
+        path.write_text(text)
+        manifests = {e: (out / "atlases" / e / "manifest.json").stat().st_mtime_ns
+                     for e in ("test_resnet-random", "eff")}
+        run = run_study(path, out, progress=False, notify=notes.append, **kw)
+        assert run.ok, run.failed
+        for entry, before in manifests.items():  # a record not redone left its atlas untouched
+            same = (out / "atlases" / entry / "manifest.json").stat().st_mtime_ns == before
+            assert same == ("record" not in run.redone.get(entry, []))
+        assert_table_is_the_atlases(out)
+        return run.redone, notes
+
+    # a speed-only record option changes nothing; eff's lens m reaches its lens step only
+    text = study_text(images).replace("batch_size = 8", "batch_size = 5").replace("m = 4", "m = 3")
+    redone, notes = rerun(text)
+    assert redone == {"eff": ["lens"]} and notes == ["entry eff: lens redone (m changed)"]
+    store = Atlas(out / "atlases" / "eff").backend_path("lens", BACKEND)
+    assert {layer["m"] for layer in json.loads((store / "meta.json").read_text())["layers"].values()} == {3}
+    # eff's MIS on fewer layers: no score of the layers it left is kept
+    text = text.replace('steps = ["record", "mis", "lens"]', 'steps = ["record", "mis", "lens"]\n[entry.mis]\n'
+                                                              'layers = ["blocks.2.*"]')
+    assert rerun(text)[0] == {"eff": ["mis"]}
+    assert set(mis_rows(Atlas(out / "atlases" / "eff"))["layer"]) == {"blocks.2.0.conv_exp", "blocks.2.0.bn1",
+                                                                      "blocks.2.0.conv_pwl", "blocks.2.0.bn2"}
+    # a top-level MIS option reaches every entry's MIS
+    text = text.replace("n_tasks = 2", "n_tasks = 3")
+    assert rerun(text)[0] == {"test_resnet-random": ["mis"], "eff": ["mis"]}
+    for entry in ("test_resnet-random", "eff"):
+        assert {json.loads(p)["n_tasks"] for p in mis_rows(Atlas(out / "atlases" / entry))["params"]} == {3}
+    # k reaches every record and what reads it; the accuracy step measures the model, not the atlas
+    text = text.replace("k = 12", "k = 10")
+    redone, notes = rerun(text)
+    assert redone == {"test_resnet-random": ["record", "mis"], "eff": ["record", "mis", "lens"]}
+    assert "entry eff: record redone (k changed); mis, lens redone (they read the record)" in notes
+    assert all(Atlas(out / "atlases" / e).exemplars(layer).k == 10 for e, layer in
+               (("test_resnet-random", "layer4.0.conv1"), ("eff", "blocks.2.0.conv_pwl")))
+    # a redo that fails leaves no old value in the table
+    path.write_text(text.replace("n_tasks = 3", "n_tasks = 30"))  # more exemplars than k = 10: MIS fails
+    failed = run_study(path, out, progress=False)
+    assert set(failed.failed) == {"test_resnet-random", "eff"} and failed.table["mis_mean"].isna().all()
+    assert (failed.table["status"] == "failed").all()
+    # --force: every step of the named entries (eff's MIS is redone for n_tasks, back at 3)
+    redone, notes = rerun(text, force=["test_resnet-random"])
+    assert redone == {"test_resnet-random": ["record", "accuracy", "mis"], "eff": ["mis"]}
+    assert notes == ["entry test_resnet-random: record, accuracy, mis redone (--force)",
+                     "entry eff: mis redone (n_tasks changed)"]
+    with pytest.raises(BadInput, match=r"--force names no entry 'nope' of study tiny; it has test_resnet-random, eff"):
+        run_study(path, out, progress=False, force=["nope"])
+
+
+def test_the_users_study_file_is_the_source(tmp_path, images):
+    text = study_text(images)
+    path = write_study(tmp_path, text)
+    out = tmp_path / "out"
+    run_study(path, out, progress=False)
+    # edited after the run: eff removed, a new entry added
+    edited = text.split('[[entry]]\nname = "eff"')[0] + \
+        f'[[entry]]\nname = "new"\nmodel = "{EFFNET}"\nrandom = true\nlayers = ["blocks.2.*"]\n'
+    path.write_text(edited)
+    notes: list[str] = []
+    run = run_study(path, out, progress=False, notify=notes.append)
+    assert run.ok and run.removed == ["eff"] and run.redone == {}
+    assert (out / "study.toml").read_text() == edited  # the folder keeps the file that ran
+    assert "entry eff is not in the study file any more: its atlas is kept (status removed); unitlens study run " \
+           "--prune deletes it" in notes
+    table = pd.read_parquet(out / "study.parquet").set_index("entry")
+    assert list(table.index) == ["test_resnet-random", "new", "eff"]
+    assert list(table["status"]) == ["done", "done", "removed"] and table.loc["eff", "mis_mean"] > 0
+    assert Atlas(out / "atlases" / "eff").complete
+    study = Study.load(out)
+    assert [(e.name, e.status) for e in study.entries][-1] == ("eff", "removed")
+    assert set(study.query("SELECT DISTINCT entry FROM units")["entry"]) == {"test_resnet-random", "new"}
+    # --prune deletes what was removed
+    pruned = run_study(path, out, progress=False, prune=True)
+    assert pruned.removed == [] and not (out / "atlases" / "eff").exists()
+    assert list(pd.read_parquet(out / "study.parquet")["entry"]) == ["test_resnet-random", "new"]
+
+
+# ---------------------------------------------------------------------------------------------- read-only SQL
+@pytest.fixture(scope="module")
+def study_copy(reference, tmp_path_factory) -> Path:
+    """A copy of the reference study for the tests that attack or damage it."""
+    copy = tmp_path_factory.mktemp("copy") / "study"
+    shutil.copytree(reference[0], copy)
+    return copy
+
+
+@pytest.mark.parametrize("sql", [
+    "COPY (SELECT * FROM study) TO '{study}/study.parquet' (FORMAT parquet)",
+    "COPY (SELECT 1 AS a) TO '{study}/x.csv'",
+    "CREATE TABLE t AS SELECT 1 AS a",
+    "CREATE VIEW v AS SELECT 1 AS a",
+    "ATTACH '{study}/x.db' AS x",
+    "SELECT * FROM read_csv('/etc/passwd')",
+    "SELECT * FROM glob('/root/*')",
+    "SELECT * FROM read_text('{study}/study.json')",
+    "SELECT * FROM read_parquet('{study}/study.parquet')",
+    "INSTALL httpfs",
+    "LOAD httpfs",
+    "SET enable_external_access = true",
+    "SELECT 1 AS a; DROP VIEW units",
+])
+def test_study_query_is_read_only(study_copy, sql):
+    before = {p: p.read_bytes() for p in study_copy.rglob("*") if p.is_file()}
+    with pytest.raises(BadInput, match=r"study queries only read"):
+        Study.load(study_copy).query(sql.format(study=study_copy))
+    assert {p: p.read_bytes() for p in study_copy.rglob("*") if p.is_file()} == before
+    assert len(Study.load(study_copy).query("SELECT * FROM units JOIN study USING (entry)")) > 0
+
+
+def test_study_query_refusal_is_a_clear_cli_error(study_copy):
+    result = CliRunner().invoke(app, ["study", "query", str(study_copy), "CREATE TABLE t AS SELECT 1"])
+    assert result.exit_code == 2 and "study queries only read: CREATE is not a query" in result.output
+    result = CliRunner().invoke(app, ["study", "query", str(study_copy), "INSTALL httpfs"])
+    assert result.exit_code == 2 and "study queries only read: INSTALL is not a query" in result.output
+
+
+# ---------------------------------------------------------------------------------------------- the study table file
+def test_a_damaged_or_foreign_study_table_is_named_with_its_fix(study_copy, tmp_path):
+    from starlette.testclient import TestClient
+
+    from unitlens.errors import CorruptFile
+    from unitlens.explorer import Catalog, create_app
+    from unitlens.study import write_summary
+
+    study = tmp_path / "study"
+    shutil.copytree(study_copy, study)
+    table = study / "study.parquet"
+    good = table.read_bytes()
+    fix = rf"{study}/study.parquet.*unitlens study summary {study}"
+    table.write_bytes(good[: len(good) // 2])  # truncated
+    with pytest.raises(CorruptFile, match=rf"cannot read {fix}"):
+        Study.load(study).query("SELECT * FROM study")
+    with TestClient(create_app(Catalog([study]))) as client:
+        r = client.get("/api/study/study")
+        assert 400 <= r.status_code < 600 and "unitlens study summary" in r.json()["error"]
+    pd.read_parquet(study_copy / "study.parquet").to_parquet(table)  # a valid table, but not written as this study's
+    with pytest.raises(CorruptFile, match=rf"{fix}"):
+        Study.load(study).query("SELECT * FROM study")
+    other = tmp_path / "other"
+    shutil.copytree(study_copy, other)
+    state = json.loads((other / "study.json").read_text())
+    state["entries"] = state["entries"][:1]
+    (other / "study.json").write_text(json.dumps(state))
+    write_summary(other)
+    shutil.copyfile(other / "study.parquet", table)  # this study's table, written when it had one entry
+    assert list(Study.load(study).query("SELECT entry FROM study")["entry"]) == ["test_resnet-random", "eff"]
+    state["name"] = "another"
+    (other / "study.json").write_text(json.dumps(state))
+    write_summary(other)
+    shutil.copyfile(other / "study.parquet", table)  # another study's table
+    with pytest.raises(CorruptFile, match=r"study.parquet is the table of study 'another', not of 'tiny'; rewrite it: "
+                                          r"unitlens study summary"):
+        Study.load(study).query("SELECT * FROM study")
+    write_summary(study)  # the fix the messages name
+    assert len(Study.load(study).query("SELECT * FROM study")) == 2
+
+
+# ---------------------------------------------------------------------------------------------- wording
+def test_lock_messages_name_the_study_folder_and_a_takeover_is_a_note(study_copy, tmp_path, monkeypatch):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from unitlens.errors import AtlasBusy
+
+    monkeypatch.setattr(unitlens.cli.common, "console", Console(width=300, soft_wrap=True))
+    monkeypatch.setattr(unitlens.cli.common, "err_console", Console(width=300, soft_wrap=True, stderr=True))
+    study = tmp_path / "study"
+    shutil.copytree(study_copy, study)
+    lock = study / ".lock"
+    lock.write_text(json.dumps({"host": socket.gethostname() + "-elsewhere", "pid": os.getpid(),
+                                "command": "study run", "started": 0}))
+    with pytest.raises(AtlasBusy, match=rf"study folder {study} is being written by 'study run'"):
+        Study.load(study).summary(write=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout), "command": "study run",
+                                "started": 0}))
+    result = CliRunner().invoke(app, ["study", "summary", str(study)])
+    assert result.exit_code == 0, result.output
+    assert f"note: taking over the stale lock of study folder {study}: 'study run' (pid {int(dead.stdout)}" in \
+        result.output
+    assert "UserWarning" not in result.output and "contextlib" not in result.output
+
+
+def test_parser_errors_keep_their_table_names_on_the_command_line(tmp_path, images):
+    path = write_study(tmp_path, study_text(images).replace("num_workers = 0", "num_workers = 0\nlayers = ['x']"))
+    result = CliRunner().invoke(app, ["study", "run", str(path), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "[record] table: unknown option 'layers'" in result.output

@@ -11,6 +11,9 @@ Kinds:
 
 Domain types (``AtlasError``, ``LensError``, ``RelevanceError``, ``AuditError``, ``BasisError``) say where a
 failure happened; their not-computed cases are also ``NotComputed``.
+
+``Note`` is the warning category of facts worth knowing that are not problems (a stale lock taken over); the
+command line prints them as ``note: ...``.
 """
 from __future__ import annotations
 
@@ -107,9 +110,22 @@ class NotFound(BadInput, LookupError):
     """A named atlas, study, layer, unit or file does not exist (the explorer answers 404)."""
 
 
+class UnknownLayer(AtlasError, NotFound):
+    """A layer name or glob matches no layer of an atlas (the message lists the layers it has)."""
+
+
+class Forbidden(UnitlensError):
+    """A request the explorer refuses to answer (403): a file that is not one of the atlas's dataset images as
+    recorded, or a ``Host`` header that does not name the server."""
+
+
 class TooFewImages(TooFewExemplars):
     """The dataset holds too few images for MIS: a unit's most and least activating sets would share images."""
 
 
 class BiasWarning(UserWarning):
     """A result was computed as asked but is biased (e.g. MIS whose top and bottom exemplars share images)."""
+
+
+class Note(UserWarning):
+    """A fact worth knowing that is not a problem (a warning category: ``warnings.warn(text, Note)``)."""

@@ -29,7 +29,7 @@ def table(frame: Any, title: str = "", max_rows: int = MAX_ROWS) -> str:
     """A pandas table (its first ``max_rows`` rows, with how many more), floats to 4 significant digits."""
     shown = frame.head(max_rows)
     body = shown.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0)
-    more = f"<div><i>… {len(frame) - max_rows} more rows</i></div>" if len(frame) > max_rows else ""
+    more = f"<div><i>and {len(frame) - max_rows} more rows</i></div>" if len(frame) > max_rows else ""
     caption = f"<div><b>{escape(title)}</b></div>" if title else ""
     return f"<div>{caption}{body}{more}</div>"
 

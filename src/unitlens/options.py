@@ -44,7 +44,7 @@ NO_DEFAULT: Any = dataclasses.MISSING
 
 def option(default: Any, help: str, *, choices: Sequence[Any] | None = None, min: float | None = None,
            max: float | None = None, check: Callable[[Any], str | None] | None = None, flag: str | None = None,
-           cli: bool = True, metavar: str | None = None) -> Any:
+           cli: bool = True, metavar: str | None = None, convert: Callable[[Any], Any] | None = None) -> Any:
     """A field of an ``Options`` dataclass.
 
     Parameters
@@ -67,9 +67,12 @@ def option(default: Any, help: str, *, choices: Sequence[Any] | None = None, min
         False for options that only make sense from Python (a callable, a tensor): no command-line option.
     metavar
         How ``--help`` shows the value.
+    convert
+        Applied to a value (not None) before it is checked: ``str`` for a device, so that ``torch.device("cuda")``
+        is taken as ``"cuda"``.
     """
     meta = {"help": help, "choices": tuple(choices) if choices is not None else None, "min": min, "max": max,
-            "check": check, "flag": flag, "cli": cli, "metavar": metavar}
+            "check": check, "flag": flag, "cli": cli, "metavar": metavar, "convert": convert}
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -88,6 +91,7 @@ class OptionSpec:
     cli: bool = True
     metavar: str | None = None
     check: Callable[[Any], str | None] | None = None
+    convert: Callable[[Any], Any] | None = None
 
     @property
     def base(self) -> Any:
@@ -190,7 +194,8 @@ def _read_specs(cls: type) -> tuple[OptionSpec, ...]:
             raise TypeError(f"{cls.__name__}.{f.name} is not made with unitlens.options.option()")
         meta = f.metadata
         out.append(OptionSpec(f.name, hints[f.name], f.default, meta["help"], meta["choices"], meta["min"],
-                              meta["max"], meta["flag"] or "", meta["cli"], meta["metavar"], meta["check"]))
+                              meta["max"], meta["flag"] or "", meta["cli"], meta["metavar"], meta["check"],
+                              meta["convert"]))
     return tuple(out)
 
 
@@ -215,6 +220,8 @@ def check_value(spec: OptionSpec, value: Any, shown: str) -> Any:
         if spec.optional:
             return None
         raise BadInput(f"{shown} needs a value")
+    if spec.convert is not None:
+        value = spec.convert(value)
     base = spec.base
     if typing.get_origin(base) is tuple:
         if isinstance(value, str):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import warnings
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from unitlens.atlas.advice import redo_advice, rerecord, rerecord_layer
 from unitlens.atlas.files import (
     parquet_stamp,
     read_json,
@@ -40,7 +42,9 @@ from unitlens.atlas.files import (
     write_parquet,
     write_tensors,
 )
+from unitlens.atlas.layer_results import remove_layer_results
 from unitlens.atlas.layout import (
+    DERIVED_SEPARATOR,
     MANIFEST,
     SAMPLES,
     UNITS,
@@ -49,13 +53,19 @@ from unitlens.atlas.layout import (
     exemplar_path,
 )
 from unitlens.atlas.lock import writing
-from unitlens.errors import AtlasError, AtlasIncomplete, BadInput, CorruptFile
+from unitlens.errors import AtlasError, AtlasIncomplete, BadInput, CorruptFile, UnknownLayer
 from unitlens.zoo.units import LayerInfo
 
 if TYPE_CHECKING:  # torch is imported by the steps that read exemplars, not by table-only commands
     import torch
 
     from unitlens.atlas.unit import Unit
+
+
+def unit_counts(units: pd.DataFrame) -> dict[str, int]:
+    """The manifest's unit counts of a units table (``units.parquet``): units, constant ones, non-finite ones."""
+    return {"n_units": len(units), "n_constant": int(units["constant"].sum()),
+            "n_nonfinite": int((units["nonfinite"] > 0).sum())}
 
 
 @dataclass
@@ -92,8 +102,11 @@ class Atlas:
     @property
     def rerecord(self) -> str:
         """How to rebuild a damaged core file of this atlas."""
-        return (f"record the atlas again (the same unitlens record command with --force --out {self.path}); "
-                f"unitlens atlas verify {self.path} lists every damaged file")
+        return rerecord(self.path)
+
+    def redo(self, path: str | Path) -> str:
+        """The narrowest command that rebuilds one damaged file of this atlas (``unitlens.atlas.advice``)."""
+        return redo_advice(self.path, self.manifest, path)
 
     @classmethod
     def open(cls, atlas: "Atlas | str | Path") -> "Atlas":
@@ -162,7 +175,7 @@ class Atlas:
         for info in self.layers:
             if info.name == name:
                 return info
-        raise AtlasError(f"layer '{name}' is not in atlas {self.path}; it has {[i.name for i in self.layers]}")
+        raise UnknownLayer(f"layer '{name}' is not in atlas {self.path}; it has {[i.name for i in self.layers]}")
 
     def select_layers(self, layers: str | list[str] | None = None, derived: bool = True) -> list[LayerInfo]:
         """The layers named by ``layers`` (names or globs; a comma-separated string allowed; None: all), in
@@ -181,7 +194,7 @@ class Atlas:
                     raise AtlasError(f"layer '{pattern}' of atlas {self.path} is a derived layer (basis features), "
                                      "not a module of the model; this step needs the model's own layers")
                 shown = ", ".join(names[:12]) + (f", ... ({len(names)} layers)" if len(names) > 12 else "")
-                raise AtlasError(f"layer '{pattern}' is not in atlas {self.path}; it has {shown}")
+                raise UnknownLayer(f"layer '{pattern}' is not in atlas {self.path}; it has {shown}")
         return [info for info in infos if any(fnmatch.fnmatchcase(info.name, p) for p in patterns)]
 
     @property
@@ -225,34 +238,38 @@ class Atlas:
             order = {d["name"]: i for i, d in enumerate(entries)}
             table = table.sort_values("layer", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
             write_parquet(self.path / UNITS, table)
-            manifest.update({"layers": entries, "derived_layers": derived, "n_units": len(table),
-                             "n_constant": int(table["constant"].sum())})
+            manifest.update({"layers": entries, "derived_layers": derived, **unit_counts(table)})
             write_json(self.path / MANIFEST, manifest)
             self.manifest = manifest
 
     def remove_layers(self, names: list[str], command: str) -> None:
-        """Remove derived layers with their units, exemplars and score rows (the manifest first, so a crash
-        leaves files nothing refers to, never a listed layer without files)."""
+        """Remove derived layers and every result derived from them, under the write lock.
+
+        First every derived result's part of these layers (``remove_layer_results``: score rows, lens layers and
+        their vector tables, probe activations, labels, measures, θ maps; a damaged file stops it, named with its
+        fix, before anything changes), then their rows of ``units.parquet``, then the manifest, then their
+        exemplar files. The manifest is the commit point: until it is written the layers are still listed and the
+        same command run again finishes the removal; after it, nothing refers to them (at most an unused exemplar
+        file is left). So the manifest never lists fewer layers than the scores hold.
+        """
         with self.writing(command):
-            manifest = read_json(self.path / MANIFEST)
+            manifest = read_json(self.path / MANIFEST, fix=self.rerecord)
             derived = manifest.get("derived_layers", {})
             wrong = [n for n in names if n not in derived]
             if wrong:
                 raise AtlasError(f"{', '.join(wrong)}: not derived layers of atlas {self.path}; only derived layers "
                                  "can be removed (record the atlas again to change its recorded layers)")
+            units = read_parquet(self.path / UNITS, fix=self.rerecord)
+            remove_layer_results(self.path, names, fix=lambda path: redo_advice(self.path, manifest, path))
+            units = units[~units["layer"].isin(names)].reset_index(drop=True)
+            write_parquet(self.path / UNITS, units)
             manifest["layers"] = [d for d in manifest["layers"] if d["name"] not in names]
             manifest["derived_layers"] = {k: v for k, v in derived.items() if k not in names}
-            units = pd.read_parquet(self.path / UNITS)
-            units = units[~units["layer"].isin(names)].reset_index(drop=True)
-            manifest.update({"n_units": len(units), "n_constant": int(units["constant"].sum())})
+            manifest.update(unit_counts(units))
             write_json(self.path / MANIFEST, manifest)
             self.manifest = manifest
-            write_parquet(self.path / UNITS, units)
             for name in names:
                 self.exemplar_file(name).unlink(missing_ok=True)
-            scores = self.scores()
-            if len(scores) and scores["layer"].isin(names).any():
-                write_parquet(self.derived_path("scores"), scores[~scores["layer"].isin(names)].reset_index(drop=True))
 
     def units(self) -> pd.DataFrame:
         self.require_complete()
@@ -266,12 +283,13 @@ class Atlas:
         self.require_complete()
         self.layer(layer)
         path = self.exemplar_file(layer)
-        arrays = read_tensors(path, fix=self.rerecord)  # ids are int32 on disk
+        fix = rerecord_layer(self.path, self.manifest, layer)
+        arrays = read_tensors(path, fix=fix)  # ids are int32 on disk
         shapes = {k: tuple(arrays[k].shape) for k in self.EXEMPLAR_KEYS if k in arrays}
         if len(shapes) < len(self.EXEMPLAR_KEYS) or len(set(shapes.values())) != 1 or \
                 len(next(iter(shapes.values()))) != 2:
             raise CorruptFile(f"{path} does not hold four (units, k) arrays {self.EXEMPLAR_KEYS} of one shape "
-                              f"(found {shapes}); {self.rerecord}")
+                              f"(found {shapes}); {fix}")
         return Exemplars(**{k: arrays[k].long() if k.endswith("_ids") else arrays[k] for k in self.EXEMPLAR_KEYS})
 
     def exemplar_ids(self, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -279,29 +297,34 @@ class Atlas:
         half the reading of :meth:`exemplars`, for steps that need the ids only (MIS)."""
         self.require_complete()
         self.layer(layer)
-        arrays = read_tensors(self.exemplar_file(layer), fix=self.rerecord, names=("top_ids", "bottom_ids"))
+        arrays = read_tensors(self.exemplar_file(layer), fix=rerecord_layer(self.path, self.manifest, layer),
+                              names=("top_ids", "bottom_ids"))
         return arrays["top_ids"], arrays["bottom_ids"]
 
     SCORE_COLUMNS = ("layer", "unit", "metric", "backend", "value", "params")
-
-    def _scores_fix(self) -> str:
-        return (f"delete {self.derived_path('scores')} and score again (unitlens mis {self.path}, "
-                f"unitlens lens measures {self.path})")
 
     def scores(self, wide: bool = False) -> pd.DataFrame:
         """All scores written so far; ``wide=True`` pivots to one row per unit, one column per metric@backend.
 
         A scores.parquet of another atlas (another identity stamp, or, for files written before stamps, layers or
-        units this atlas does not have) is refused with an ``AtlasError``, never merged or plotted."""
+        units this atlas does not have) is refused with an ``AtlasError``, never merged or plotted. Rows of a
+        derived layer the atlas no longer lists (left by a removal that did not finish) are left out with a
+        warning, never a reason to refuse the scores of every other layer; the next score write drops them."""
         path = self.derived_path("scores")
         if path.is_file():
-            fix = self._scores_fix()
+            fix = self.redo(path)
             stamp = parquet_stamp(path, fix=fix)
             self.check_identity(stamp, f"{path}", fix)
             frame = read_parquet(path, fix=fix)
             missing = sorted(set(self.SCORE_COLUMNS) - set(frame.columns))
             if missing:
                 raise CorruptFile(f"{path} has no column(s) {', '.join(missing)}; {fix}")
+            gone = self.removed_layers(frame["layer"])
+            if gone:
+                warnings.warn(f"{path} holds scores of derived layer(s) {', '.join(gone)}, which atlas {self.path} "
+                              "no longer has (left by a removal that did not finish); they are ignored, and dropped "
+                              "the next time scores are written", stacklevel=2)
+                frame = frame[~frame["layer"].isin(gone)].reset_index(drop=True)
             if stamp is None:
                 self._check_units(frame, str(path), fix)
         else:
@@ -329,6 +352,20 @@ class Atlas:
             frame[columns].reset_index(drop=True)
         self._check_units(frame, "the scores to add", "score this atlas's own units")
         write_parquet(self.derived_path("scores"), merged, stamp=self.identity())
+
+    def drop_scores(self, metrics: tuple[str, ...], backend: str) -> None:
+        """Remove every score of ``metrics`` computed with ``backend`` (a step that starts again from nothing)."""
+        with self.writing("drop scores"):
+            scores = self.scores()
+            drop = scores["metric"].isin(list(metrics)) & (scores["backend"] == backend)
+            if drop.any():
+                write_parquet(self.derived_path("scores"), scores[~drop].reset_index(drop=True),
+                              stamp=self.identity())
+
+    def removed_layers(self, layers: pd.Series) -> list[str]:
+        """The derived-layer names (``L::NAME``) among ``layers`` that this atlas does not list (any more)."""
+        listed = {d["name"] for d in self.manifest.get("layers", [])}
+        return sorted(n for n in set(layers.astype(str)) if DERIVED_SEPARATOR in n and n not in listed)
 
     def _check_units(self, frame: pd.DataFrame, what: str, fix: str) -> None:
         """Refuse rows of layers or units this atlas does not have (results of another atlas)."""
@@ -383,6 +420,13 @@ class Atlas:
         spec = self.manifest.get("dataset", {}).get("spec", str(self.path))
         return ImageDataset(samples.drop(columns=["skipped"]), spec, transform,
                             content_hash="content_hash" in samples)
+
+    @property
+    def dataset_root(self) -> Path:
+        """The folder every image of the atlas was recorded from (``manifest["dataset"]["root"]``); for atlases
+        recorded before the root was kept, the deepest folder that holds every sample path."""
+        root = self.manifest.get("dataset", {}).get("root")
+        return Path(root) if root else self.dataset().root
 
     def unit(self, layer: str, index: int) -> Unit:
         """Unit ``index`` of ``layer``: statistics, exemplars, scores, images, and a notebook view."""

@@ -23,44 +23,62 @@ LOCK = ".lock"
 CORE = (MANIFEST, UNITS, SAMPLES, EXEMPLARS, RECORD_STATE)
 
 
+DERIVED_SEPARATOR = "::"  # a derived layer is named <recorded layer>::<name> (the features of a basis)
+
+
 @dataclass(frozen=True)
 class Derived:
     """A result some step adds to an atlas: its name, its path relative to the atlas and what it depends on
     (``exemplars``: the recorded units and exemplars; ``images``: the dataset's images by sample id;
-    ``content``: nothing but the bytes of images, which are its keys)."""
+    ``content``: nothing but the bytes of images, which are its keys).
+
+    Where it keeps something per layer, the globs (relative to the atlas) that say where, so that removing a layer
+    removes its part of every result (``unitlens.atlas.layer_results``): ``layer_keys``, JSON files whose
+    ``layers`` object lists layers; ``layer_rows``, Parquet tables with a ``layer`` column; ``layer_files``,
+    files or folders of one layer, ``{stem}`` standing for its ``layer_stem``. Relevance and audits have none:
+    CRP runs the model's own modules only, never a derived layer."""
 
     name: str
     path: str
     depends_on: str
     what: str
+    layer_keys: tuple[str, ...] = ()
+    layer_rows: tuple[str, ...] = ()
+    layer_files: tuple[str, ...] = ()
 
 
 DERIVED = {d.name: d for d in (
-    Derived("scores", "scores.parquet", "exemplars", "per-unit scores (unitlens mis, unitlens lens measures)"),
-    Derived("lens", "lens", "exemplars", "SemanticLens vectors per backend (unitlens lens embed)"),
+    Derived("scores", "scores.parquet", "exemplars", "per-unit scores (unitlens mis, unitlens lens measures)",
+            layer_rows=("scores.parquet",)),
+    Derived("lens", "lens", "exemplars", "SemanticLens vectors per backend (unitlens lens embed)",
+            layer_keys=("lens/*/meta.json",), layer_rows=("lens/*/*.parquet",),
+            layer_files=("lens/*/layers/{stem}.safetensors", "lens/*/vectors.lancedb/{stem}.lance")),
     Derived("relevance", "relevance", "exemplars", "CRP relevance per class (unitlens relevance)"),
     Derived("audit", "audit", "exemplars", "audit verdicts (unitlens audit)"),
     Derived("basis", "basis", "exemplars", "fitted dictionaries of layers (unitlens basis fit)"),
-    Derived("probe", "probe", "exemplars", "activations on labelled probe sets (unitlens probe)"),
+    Derived("probe", "probe", "exemplars", "activations on labelled probe sets (unitlens probe)",
+            layer_keys=("probe/*/meta.json",), layer_rows=("probe/*/labels/*.parquet", "probe/*/evaluation/*.parquet"),
+            layer_files=("probe/*/layers/{stem}.safetensors",)),
     Derived("embeddings", "embeddings", "content", "cached image embeddings per backend, keyed by content"),
     Derived("figures", "figures", "exemplars", "figures drawn from the atlas's results (unitlens plot ... --out "
             "ATLAS/figures), shown by the explorer"),
     Derived("explorer", "explorer", "images", "the explorer's cache: image thumbnails, θ maps (stamped with the "
-            "lens they project)"),
+            "lens they project)", layer_files=("explorer/maps/*/{stem}.json",)),
     Derived("featviz", "featviz", "exemplars", "feature visualisations per layer, with the activations they reach "
-            "beside the natural ones (unitlens featviz)"),
+            "beside the natural ones (unitlens featviz)", layer_files=("featviz/{stem}",)),
 )}
 
 
-def layer_filename(layer: str) -> str:
-    """A layer's name as a file name: module names are safe and stay as they are; others (a derived layer
-    ``blocks.6.0.conv_pwl::sae``) get their ``safe_name``."""
-    return layer if re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", layer) else safe_name(layer, default="layer")
-
-
 def exemplar_path(root: str | Path, layer: str) -> Path:
-    """``<root>/exemplars/<layer>.safetensors`` (the layer's ``layer_filename``)."""
-    return Path(root, EXEMPLARS, f"{layer_filename(layer)}.safetensors")
+    """``<root>/exemplars/<layer>.safetensors``; a layer name that is not a safe file name (a derived layer
+    ``blocks.6.0.conv_pwl::sae``) gets its ``safe_name`` (module names are already safe and stay as they are)."""
+    stem = layer if re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", layer) else safe_name(layer, default="layer")
+    return Path(root, EXEMPLARS, f"{stem}.safetensors")
+
+
+def layer_stem(layer: str) -> str:
+    """The file stem of a layer's part of a derived result (lens, probe, explorer): its ``safe_name``."""
+    return safe_name(layer, default="layer")
 
 
 def derived_path(root: str | Path, name: str, *parts: str) -> Path:

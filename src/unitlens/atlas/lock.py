@@ -5,7 +5,8 @@ for as long as it writes. The lock is a file ``<atlas>/.lock`` created exclusive
 holder's host, pid, command and start time. It survives a crash without blocking forever: a lock whose holder is
 a process of this host that no longer runs is stale and is taken over (with a note). A lock held from another host
 cannot be checked; the error names the holder and how to clear it. Within one process the lock is re-entrant
-(a study that records and then scores one atlas, a command that calls another step).
+(a study that records and then scores one atlas, a command that calls another step). A study folder has the same
+lock (``what`` names the folder's kind in the messages).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from unitlens.atlas.layout import LOCK
-from unitlens.errors import AtlasBusy, BadInput
+from unitlens.errors import AtlasBusy, BadInput, Note
 
 _held: dict[Path, int] = {}  # lock files this process holds -> depth
 _guard = threading.Lock()
@@ -77,14 +78,15 @@ def check_writable(root: str | Path, fix: str = READ_ONLY_FIX) -> Path:
     return root
 
 
-def acquire(root: str | Path, command: str) -> Path:
-    """Take the write lock of the atlas folder ``root`` (created if missing); raise ``AtlasBusy`` if another live
-    process holds it. Returns the lock file's path (give it to ``release``)."""
+def acquire(root: str | Path, command: str, what: str = "atlas") -> Path:
+    """Take the write lock of the folder ``root`` (created if missing), an atlas or a study folder (``what``); raise
+    ``AtlasBusy`` if another live process holds it. Returns the lock file's path (give it to ``release``)."""
     root = check_writable(root)
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise BadInput(f"cannot create atlas folder {root}: {err.strerror or err}; choose a writable location") from err
+        raise BadInput(f"cannot create {what} folder {root}: {err.strerror or err}; choose a writable "
+                       "location") from err
     path = (root / LOCK).resolve()
     with _guard:
         if path in _held:
@@ -103,13 +105,13 @@ def acquire(root: str | Path, command: str) -> Path:
             pid = holder.get("pid")
             stale = same_host and isinstance(pid, int) and pid != os.getpid() and not _alive(pid)
             if stale or (same_host and pid == os.getpid()):  # our own, left by a thread that died, or a dead process
-                warnings.warn(f"taking over the stale lock of {root}: {_describe(holder, path)} is not running",
-                              stacklevel=3)
+                warnings.warn(f"taking over the stale lock of {what} {root}: {_describe(holder, path)} is not "
+                              "running", Note, stacklevel=3)
                 path.unlink(missing_ok=True)
                 continue
-            raise AtlasBusy(f"atlas {root} is being written by {_describe(holder, path)}; wait for it to finish. If "
-                            f"that process is gone, delete {path}")
-    raise AtlasBusy(f"could not take the lock of atlas {root}; another process took it meanwhile")
+            raise AtlasBusy(f"{what} {root} is being written by {_describe(holder, path)}; wait for it to finish. "
+                            f"If that process is gone, delete {path}")
+    raise AtlasBusy(f"could not take the lock of {what} {root}; another process took it meanwhile")
 
 
 def release(path: Path) -> None:
@@ -125,9 +127,9 @@ def release(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def writing(root: str | Path, command: str) -> Iterator[Path]:
-    """Hold the write lock of atlas folder ``root`` within the block."""
-    path = acquire(root, command)
+def writing(root: str | Path, command: str, what: str = "atlas") -> Iterator[Path]:
+    """Hold the write lock of the folder ``root`` (an atlas, or what ``what`` says) within the block."""
+    path = acquire(root, command, what)
     try:
         yield path
     finally:

@@ -19,6 +19,7 @@ It reads everything but loads no model; ``unitlens atlas verify ATLAS`` prints t
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +27,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from unitlens.atlas.advice import rerecord_layer
 from unitlens.atlas.atlas import Atlas
 from unitlens.atlas.files import parquet_stamp, read_json, read_parquet, read_tensor_metadata, read_tensors
-from unitlens.atlas.layout import DERIVED, EXEMPLARS, MANIFEST, RECORD_STATE, SAMPLES, UNITS
+from unitlens.atlas.layout import DERIVED, DERIVED_SEPARATOR, EXEMPLARS, MANIFEST, RECORD_STATE, SAMPLES, UNITS
 from unitlens.data.hashing import file_digest
 from unitlens.errors import UnitlensError
 
@@ -145,19 +147,22 @@ def _units(c: _Checker, atlas: Atlas, layers) -> pd.DataFrame | None:
     units = _core_table(c, atlas, "units", UNITS, {"layer", "unit", "constant"})
     if units is None:
         return None
-    problems = []
+    problems: dict[str, list[str]] = {}  # the fix -> what it fixes: a derived layer is recorded again alone
     recorded = {info.name for info in layers}
-    extra = sorted(set(units["layer"]) - recorded)
-    if extra:
-        problems.append(f"rows of layers the manifest does not list: {', '.join(extra[:NAMED])}")
+    for layer in sorted(set(units["layer"]) - recorded):
+        fix = (f"record that basis again, which replaces them: unitlens basis record {atlas.path} '{layer}' --force"
+               if DERIVED_SEPARATOR in layer else atlas.rerecord)
+        problems.setdefault(fix, []).append(f"rows of layer {layer}, which the manifest does not list")
     for info in layers:
         got = np.sort(units.loc[units["layer"] == info.name, "unit"].to_numpy())
         width = info.width if info.width is not None else len(got)
         if not np.array_equal(got, np.arange(width)):
-            problems.append(f"layer {info.name}: {len(got)} rows, expected units 0..{width - 1}")
-    if problems:
-        c.add("units", path, "one row per unit", ERROR, "; ".join(problems[:NAMED]) + f"; {atlas.rerecord}")
-    else:
+            problems.setdefault(rerecord_layer(atlas.path, atlas.manifest, info.name), []).append(
+                f"layer {info.name}: {len(got)} rows, expected units 0..{width - 1}")
+    for fix, found in problems.items():
+        shown = "; ".join(found[:NAMED]) + (f"; and {len(found) - NAMED} more" if len(found) > NAMED else "")
+        c.add("units", path, "one row per unit", ERROR, f"{shown}; {fix}")
+    if not problems:
         c.add("units", path, "one row per unit", OK, f"{len(units)} units")
     return units
 
@@ -205,12 +210,14 @@ def _exemplars(c: _Checker, atlas: Atlas, layers, units: pd.DataFrame | None, sa
             if k > 1 and ((np.diff(top, axis=1) > 0).any() or (np.diff(bottom, axis=1) < 0).any()):
                 problems.append("values not sorted (top descending, bottom ascending)")
         if problems:
-            c.add("exemplars", path, "shapes, ids, order", ERROR, "; ".join(problems) + f"; {atlas.rerecord}")
+            c.add("exemplars", path, "shapes, ids, order", ERROR,
+                  "; ".join(problems) + f"; {rerecord_layer(atlas.path, atlas.manifest, info.name)}")
         else:
             c.add("exemplars", path, "shapes, ids, order", OK, "(units, k) as the units table, ids in range")
     recorded = {atlas.exemplar_file(info.name).name for info in layers}
     for extra in sorted(p for p in (atlas.path / EXEMPLARS).glob("*.safetensors") if p.name not in recorded):
-        c.add("exemplars", extra, "listed", WARNING, "a layer the manifest does not list; it is not used")
+        c.add("exemplars", extra, "listed", WARNING, "a layer the manifest does not list; it is not used and can be "
+                                                     "deleted")
 
 
 # ------------------------------------------------------------------------------------------ derived results
@@ -230,20 +237,34 @@ def _derived(c: _Checker, atlas: Atlas) -> None:
         base = atlas.path / d.path
         if not base.exists():
             continue
-        fix = f"delete {base} and compute it again ({d.what})"
         if d.name == "scores":
-            frame = c.attempt("scores", base, "readable, belongs to this atlas", lambda: atlas.scores())
-            if frame is not None:
-                c.add("scores", base, "readable, belongs to this atlas", OK, f"{len(frame)} rows")
+            _scores(c, atlas, base)
             continue
         files = [base] if base.is_file() else sorted(p for p in base.rglob("*") if p.is_file())
         for path in files:
             if any(part.endswith(".lancedb") for part in path.relative_to(atlas.path).parts):
                 continue  # LanceDB's own files; the lens layer files hold the same vectors
-            _derived_file(c, atlas, d.name, path, fix)
+            _derived_file(c, atlas, d.name, path, atlas.redo(path))
         if d.name == "embeddings":
             for meta in sorted(base.glob("*/meta.json")):
                 _embedding_index(c, meta.parent)
+
+
+def _scores(c: _Checker, atlas: Atlas, path: Path) -> None:
+    """scores.parquet readable and of this atlas; rows of derived layers it no longer has are a warning (they are
+    ignored, and dropped at the next score write), not a reason to distrust the other layers' scores."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the left-over rows are a finding of their own below
+        frame = c.attempt("scores", path, "readable, belongs to this atlas", lambda: atlas.scores())
+    if frame is None:
+        return
+    c.add("scores", path, "readable, belongs to this atlas", OK, f"{len(frame)} rows")
+    gone = atlas.removed_layers(read_parquet(path, columns=["layer"])["layer"])
+    if gone:
+        c.add("scores", path, "layers listed", WARNING,
+              f"rows of derived layer(s) {', '.join(gone[:NAMED])} that the atlas no longer has (a removal that did "
+              "not finish); they are ignored, and dropped the next time scores are written (unitlens mis "
+              f"{atlas.path} --layers LAYER, for any layer)")
 
 
 def _derived_file(c: _Checker, atlas: Atlas, area: str, path: Path, fix: str) -> None:
@@ -269,7 +290,7 @@ def _derived_file(c: _Checker, atlas: Atlas, area: str, path: Path, fix: str) ->
             try:
                 width = atlas.layer(layer).width
             except UnitlensError:
-                c.add(area, path, "layer", ERROR, f"vectors of layer '{layer}', which this atlas did not record; {fix}")
+                c.add(area, path, "layer", ERROR, f"vectors of layer '{layer}', which this atlas does not have; {fix}")
                 return
             if width is not None and tensors["theta"].shape[0] != width:
                 c.add(area, path, "layer", ERROR, f"{tensors['theta'].shape[0]} unit vectors of layer '{layer}', "

@@ -5,7 +5,8 @@ atlas, with finite activations in the record pass), the name (free, or ``force``
 user matrix's shape. The activations are read once into ``Samples`` (bounded buffer, see
 ``unitlens.basis.activations``), the basis is fitted, its metrics are measured in one more pass, and only a basis
 with finite tensors and features is written — under the atlas's write lock, stamped with ``atlas.identity()``.
-Replacing a basis (``force``) also removes its recorded derived layer, whose features no longer match it.
+Replacing a basis (``force``) also removes its recorded derived layer, whose features no longer match it, with every
+result derived from it (``Atlas.remove_layers``), before the new basis is written.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from unitlens.basis.activations import LayerStream, Samples
 from unitlens.basis.defaults import BATCH_SIZE, BUFFER_MB, POSITIONS_DEFAULT, RESERVOIR
 from unitlens.basis.kinds import FitOptions, fit_encoder, load_matrix
 from unitlens.basis.metrics import fit_metrics
-from unitlens.basis.store import Basis, check_name, exists, remove_basis, save_basis
+from unitlens.basis.store import Basis, basis_path, check_name, derived_layer, exists, remove_basis, save_basis
 from unitlens.errors import BadInput, BasisError
 
 
@@ -38,9 +39,11 @@ class FitResult:
 
 
 def _refuse_existing(atlas: Atlas, layer: str, name: str, force: bool) -> None:
-    if exists(atlas, layer, name) and not force:
+    recorded = derived_layer(layer, name) in atlas.derived_layers
+    if (exists(atlas, layer, name) or recorded) and not force:
         raise BasisError(f"layer {layer} of atlas {atlas.path} already has a basis '{name}'; choose another --name, "
-                         "or --force to replace it (its recorded features are removed with it)")
+                         "or --force to replace it (its recorded features and every result derived from them are "
+                         "removed with it)")
 
 
 def fit_basis(atlas: Atlas | str | Path, layer: str, name: str, options: FitOptions, positions: str = POSITIONS_DEFAULT,
@@ -95,11 +98,13 @@ def fit_basis(atlas: Atlas | str | Path, layer: str, name: str, options: FitOpti
     basis = Basis(name, fitted.encoder, meta)
     replaced = False
     with atlas.writing("basis fit"):
+        atlas = Atlas(atlas.path)  # the manifest as it is now, under the lock
         _refuse_existing(atlas, layer, name, force)  # again under the lock: another process may have written it
-        if exists(atlas, layer, name):
-            if basis.derived_layer in atlas.derived_layers:
-                atlas.remove_layers([basis.derived_layer], "basis fit")
-            remove_basis(atlas, layer, name)
+        if basis.derived_layer in atlas.derived_layers:  # its features and all results derived from them go first
+            atlas.remove_layers([basis.derived_layer], "basis fit")
+            replaced = True
+        if exists(atlas, layer, name) or basis_path(atlas, layer, name).is_dir():
+            remove_basis(atlas, layer, name)  # a damaged basis.json is replaced like any other
             replaced = True
         save_basis(atlas, basis)
     return FitResult(basis, metrics, time.perf_counter() - t0, samples.cached is not None, replaced)

@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from unitlens.atlas.atlas import Atlas
-from unitlens.atlas.files import read_json, read_tensors, write_json, write_tensors
-from unitlens.atlas.layout import exemplar_path
+from unitlens.atlas.files import read_json, read_tensor_metadata, read_tensors, write_json, write_tensors
+from unitlens.atlas.layout import DERIVED_SEPARATOR, exemplar_path
 from unitlens.basis.encoder import Encoder
-from unitlens.errors import BadInput, BasisNotComputed
+from unitlens.errors import BadInput, BasisNotComputed, CorruptFile
 
 META = "basis.json"
 TENSORS = "encoder.safetensors"
-SEPARATOR = "::"  # derived layer = <layer>::<basis name>
+SEPARATOR = DERIVED_SEPARATOR  # derived layer = <layer>::<basis name>
 
 
 def check_name(name: str) -> None:
@@ -66,11 +66,22 @@ def basis_path(atlas: Atlas, layer: str, name: str) -> Path:
 
 
 def list_bases(atlas: Atlas | str | Path) -> list[str]:
-    """The bases fitted in an atlas, as their derived layer names ``<layer>::<name>``, sorted."""
+    """The bases fitted in an atlas, as their derived layer names ``<layer>::<name>``, sorted.
+
+    Names come from the folders (``basis/<layer>/<name>/``), so one damaged ``basis.json`` fails only the commands
+    that load that basis."""
     atlas = Atlas.open(atlas)
     root = atlas.derived_path("basis")
-    found = [read_json(meta) for meta in root.glob(f"*/*/{META}")] if root.is_dir() else []
-    return sorted(derived_layer(m["layer"], m["name"]) for m in found)
+    if not root.is_dir():
+        return []
+    layer_of = {exemplar_path("", info.name).stem: info.name for info in atlas.layers}
+    found = []
+    for meta in root.glob(f"*/*/{META}"):
+        layer = layer_of.get(meta.parent.parent.name)
+        if layer is None:  # a folder of a layer the atlas does not have: its basis.json says which
+            layer = read_json(meta, fix=atlas.redo(meta)).get("layer", meta.parent.parent.name)
+        found.append(derived_layer(layer, meta.parent.name))
+    return sorted(found)
 
 
 def resolve(atlas: Atlas, name: str, layer: str | None = None) -> list[tuple[str, str]]:
@@ -120,12 +131,14 @@ def load_basis(atlas: Atlas | str | Path, name: str, layer: str | None = None) -
                        f"{', '.join(derived_layer(*h) for h in hits)}; name one as LAYER::{hits[0][1]}")
     layer, name = hits[0]
     folder = basis_path(atlas, layer, name)
-    meta = read_json(folder / META)
-    atlas.check_identity(meta.get("identity"), f"basis '{name}' of {layer}",
-                         f"fit it again: unitlens basis fit {atlas.path} --layer {layer} --kind {meta.get('kind')} "
-                         f"--name {name} --force")
-    from safetensors import safe_open
-
-    with safe_open(str(folder / TENSORS), "pt") as f:
-        settings = json.loads(f.metadata()["settings"])
-    return Basis(name, Encoder.from_stored(read_tensors(folder / TENSORS), settings), meta)
+    fix = atlas.redo(folder / META)  # fit that one basis again (and record it, if it was)
+    damaged = f"basis '{name}' of layer {layer} is damaged; {fix}"
+    meta = read_json(folder / META, fix=damaged)
+    atlas.check_identity(meta.get("identity"), f"basis '{name}' of {layer}", fix)
+    try:
+        settings = json.loads(read_tensor_metadata(folder / TENSORS, fix=damaged)["settings"])
+        encoder = Encoder.from_stored(read_tensors(folder / TENSORS, fix=damaged), settings)
+    except (KeyError, TypeError, ValueError) as err:  # readable, but not what save_basis writes
+        raise CorruptFile(f"{folder / TENSORS} does not hold an encoder ({type(err).__name__}: {err}); "
+                          f"{damaged}") from err
+    return Basis(name, encoder, meta)

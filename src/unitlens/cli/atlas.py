@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
-from unitlens.cli.common import FORMAT, failing_cleanly, group, machine_readable, print_frame, say
+from unitlens.cli.common import FORMAT, error, failing_cleanly, group, machine_readable, print_frame, say, tables
 
 app = group("atlas", help="Inspect and verify atlases.")
 
 
 @app.command("info")
-def info(path: Path = typer.Argument(..., help="Atlas folder."), fmt: str = FORMAT) -> None:
+def info(path: Path = typer.Argument(..., help="Atlas folder."), fmt: str = FORMAT,
+         table: Optional[str] = tables("atlas", "layers")) -> None:
     """Print what an atlas holds: provenance, configuration and a per-layer table."""
     import pandas as pd
 
@@ -21,7 +23,7 @@ def info(path: Path = typer.Argument(..., help="Atlas folder."), fmt: str = FORM
         atlas = Atlas(path)
         m = atlas.manifest
         cfg = m.get("config", {})
-        if machine_readable():
+        if machine_readable() or table == "atlas":
             facts = {"atlas": str(path), "status": m["status"], **{k: v for k, v in cfg.items() if k != "layers"},
                      **{f"{k}_version": v for k, v in m["versions"].items()},
                      **{k: m[k] for k in ("n_units", "n_constant", "n_images", "n_skipped", "seconds") if k in m}}
@@ -44,6 +46,7 @@ def verify(
     path: Path = typer.Argument(..., help="Atlas folder."),
     images: bool = typer.Option(True, help="Also check that every image is still there and, where the atlas holds "
                                            "content hashes, that files with new times still have the recorded bytes."),
+    fmt: str = FORMAT,
 ) -> None:
     """Check every file of an atlas: readable, shapes consistent, ids in range, derived results of this atlas.
 
@@ -54,9 +57,9 @@ def verify(
 
     with failing_cleanly():
         result = verify_atlas(path, images=images)
-    print_frame(result.table(), title=f"verify {path}")
+    print_frame(result.table(), title=f"verify {path}", name="checks", key=("check", "status", "detail"))
     errors = result.errors
     if len(errors):
-        say(f"[bold red]{len(errors)} problem(s)[/] in {path}; each row above names the file and the fix.")
+        error(f"{len(errors)} problem(s) in {path}; each row of the table names the file and the fix.")
         raise typer.Exit(code=1)
     say(f"{path}: every check passed.")

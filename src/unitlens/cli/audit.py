@@ -27,6 +27,8 @@ from unitlens.cli.common import (
     say,
     short_names,
     split_list,
+    tables,
+    warn,
 )
 from unitlens.cli.options import options_command
 from unitlens.errors import AuditError, BadInput, UnitlensError
@@ -59,6 +61,7 @@ def alignment_command(
     plot: bool = typer.Option(True, help="Write the scatter and flagged-unit figures."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, ... for embedding image concepts."),
     fmt: str = FORMAT,
+    table: Optional[str] = tables("units", "verdicts", "flagged"),
 ) -> None:
     """Verdict per relevant unit: valid, spurious, both or unexpected, from a_valid and a_spur (paper section 3.4)."""
     from unitlens.audit.alignment import audit
@@ -143,7 +146,7 @@ def test_command(
     name = f"{res.class_index} '{res.class_name}'"
     print_frame(res.table, title=f"logit of class {name} ({loaded.name})", name="logits")
     for path in res.skipped:
-        say(f"[yellow]skipped unreadable image:[/] {path}")
+        warn(f"skipped unreadable image: {path}")
     say(f"AUC = {auc:.4f}: the logit of class {name} separates the valid images from the spurious ones "
            + ("perfectly" if auc == 1 else "not at all" if auc == 0.5 else "partly" if auc > 0.5 else
               "worse than chance: the spurious images score higher")
@@ -196,6 +199,7 @@ def prune_command(
     batch_size: int = _BATCH_SIZE,
     device: Optional[str] = _DEVICE,
     fmt: str = FORMAT,
+    table: Optional[str] = tables("ablated", "effect", "per_class"),
     *,
     model: ModelOptions,
 ) -> None:
@@ -231,4 +235,4 @@ def prune_command(
     for message in res.notes:
         note(message)
     for path in res.skipped:
-        say(f"[yellow]skipped unreadable image:[/] {path}")
+        warn(f"skipped unreadable image: {path}")

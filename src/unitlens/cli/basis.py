@@ -19,7 +19,17 @@ from unitlens.basis.defaults import (
     STEPS,
     K,
 )
-from unitlens.cli.common import failing_cleanly, group, note, print_frame, say, split_list
+from unitlens.cli.common import (
+    FORMAT,
+    failing_cleanly,
+    group,
+    machine_readable,
+    note,
+    print_frame,
+    resumable,
+    say,
+    split_list,
+)
 
 app = group("basis", help="Units beyond channels: SAE features, PCA/ICA/NMF components, random or your own "
                           "directions, recorded and measured like channels.")
@@ -52,6 +62,7 @@ def fit_command(
                                                     "are read again each pass."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, ... (default: cuda when present)."),
     force: bool = typer.Option(False, help="Replace a basis of the same name (and its recorded features)."),
+    fmt: str = FORMAT,
 ) -> None:
     """Stream the layer's activations over the atlas's images, fit a basis, store it with its fit metrics."""
     import pandas as pd
@@ -59,7 +70,7 @@ def fit_command(
     from unitlens.basis.fit import fit_basis
     from unitlens.basis.kinds import FitOptions
 
-    with failing_cleanly():
+    with failing_cleanly(), resumable("nothing half-fitted was written"):
         options = FitOptions(kind=kind, features=features, expansion=expansion, k=k, epochs=epochs, lr=lr,
                              batch_size=sae_batch_size, seed=seed, matrix=str(matrix) if matrix else None,
                              nonlinearity=nonlinearity, device=device)
@@ -67,13 +78,14 @@ def fit_command(
                            buffer_mb=buffer_mb, force=force)
     m = result.metrics
     print_frame(pd.DataFrame([{k: m[k] for k in _FIT_SHOWN} | {"time (s)": round(result.seconds, 1)}]),
-                title=f"basis {name}: {kind} of {layer} ({positions} positions)")
+                title=f"basis {name}: {kind} of {layer} ({positions} positions)", name="fit")
     if not result.cached:
         note(f"the activations did not fit --buffer-mb {buffer_mb:g}: every pass streamed the model again")
     for text in result.basis.meta["fit"].get("notes", []):
         note(text)
     if result.replaced:
-        note(f"replaced the earlier basis '{name}'; its recorded features were removed")
+        note(f"replaced the earlier basis '{name}'; its recorded features and every result derived from them (scores, "
+             "lens vectors, labels) were removed")
     say(f"record its features with: unitlens basis record {atlas} {name}")
 
 
@@ -84,20 +96,23 @@ def record_command(
     batch_size: int = typer.Option(BATCH_SIZE, help="Images per forward pass."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, ..."),
     force: bool = typer.Option(False, help="Record a basis again that is recorded already."),
+    fmt: str = FORMAT,
 ) -> None:
     """Record the features of fitted bases as units of derived layers LAYER::NAME (exemplars, statistics)."""
 
     from unitlens.atlas import Atlas
     from unitlens.basis.recording import record_bases
 
-    with failing_cleanly():
+    with failing_cleanly(), resumable("the images recorded so far are checkpointed in the atlas"):
         result = record_bases(atlas, names, batch_size=batch_size, device=device, force=force)
         summary = Atlas(atlas).summary()
     print_frame(summary[summary["layer"].isin(result.layers)].drop(columns=["nonfinite"]),
                 title=f"recorded {len(result.layers)} basis layer(s) over {result.n_images} images in "
-                      f"{result.seconds:.1f} s")
+                      f"{result.seconds:.1f} s", name="layers")
     if result.replaced:
-        note(f"replaced {', '.join(result.replaced)}: score them again (unitlens mis, unitlens lens embed --force)")
+        layers = ",".join(result.replaced)
+        note(f"replaced {', '.join(result.replaced)} and removed the results derived from the old features: score "
+             f"them again (unitlens mis {atlas} --layers '{layers}', unitlens lens embed {atlas} --layers '{layers}')")
     say(f"score them with: unitlens mis {atlas} --layers '{','.join(result.layers)}'")
 
 
@@ -110,6 +125,7 @@ def compare_command(
                                                           "lens default, or the only one)."),
     bases: Optional[str] = typer.Option(None, help="Comma-separated basis names to show (default: all recorded)."),
     out: Optional[Path] = typer.Option(None, help="Figure file (default: ATLAS/basis/compare-LAYER.png)."),
+    fmt: str = FORMAT,
 ) -> None:
     """The layer's channels and each recorded basis side by side: MIS, lens measures, labels, fit metrics."""
     from unitlens.atlas import Atlas
@@ -124,12 +140,16 @@ def compare_command(
         title = f"{layer} · MIS {res.backend or '-'} · lens {res.lens_backend or '-'}"
         with opened.writing("basis compare"):
             plot_basis_comparison(res.mis, res.table, path, title, res.clarity, res.mis_nonsparse)
-    shown = res.table.set_index("basis").T.astype(str).map(_short)
-    widths = {c: max(len(c), *(len(v) for v in shown[c])) for c in shown.columns}
-    for columns in _groups(widths, first=max(len(i) for i in shown.index)):
-        part = shown[columns].reset_index().rename(columns={"index": "metric"})
-        part.columns.name = None
-        print_frame(part, title=f"{layer}: channels and bases (MIS {res.backend}, lens {res.lens_backend})")
+    heading = f"{layer}: channels and bases (MIS {res.backend}, lens {res.lens_backend})"
+    if machine_readable():  # one row per unit set, every metric a column
+        print_frame(res.table, title=heading, name="comparison")
+    else:  # one column per unit set, in groups that fit 80 columns
+        shown = res.table.set_index("basis").T.astype(str).map(_short)
+        widths = {c: max(len(c), *(len(v) for v in shown[c])) for c in shown.columns}
+        for columns in _groups(widths, first=max(len(i) for i in shown.index)):
+            part = shown[columns].reset_index().rename(columns={"index": "metric"})
+            part.columns.name = None
+            print_frame(part, title=heading, name="comparison")
     for text in res.notes:
         note(text)
     say(f"wrote {path}")

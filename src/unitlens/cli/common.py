@@ -1,21 +1,26 @@
-"""What every command shares: the one console, table printing, the error exit, option parsing, and the group
-class that routes ``unitlens mis ATLAS`` to ``unitlens mis score ATLAS``.
+"""What every command shares: the one console, table printing, messages, the error and Ctrl-C exits, option
+parsing, and the group class that routes ``unitlens mis ATLAS`` to ``unitlens mis score ATLAS``.
 
-Commands print only through ``say``, ``note`` and ``print_frame``, which look ``console`` (and, for messages
-while tables go out as CSV/JSON, ``err_console``) up when called, so replacing them (as tests do) reaches every
-command.
+Commands print only through ``say``, ``note``, ``warn``, ``error`` and ``print_frame``, which look ``console`` and
+``err_console`` up when called, so replacing them (as tests do) reaches every command. Tables go to stdout; errors,
+warnings and notes go to stderr in every format; ``say`` (the command's own lines of output) goes to stdout, and to
+stderr while stdout carries CSV or JSON.
 
-Tables (``--format``, the shared ``FORMAT`` option):
+Tables (``--format``, the shared ``FORMAT`` option; every command that prints a table takes it):
 
 - ``table`` (default): a rich table that fits the console (80 columns when piped). Names and numbers are never
-  cut: free text wraps at spaces, and columns that cannot fit are dropped from the right with a note naming them
-  (a one-row table is shown as field/value pairs instead).
+  cut: free text wraps at spaces. A table's key columns (``key=``, the columns it exists for) are always shown;
+  other columns that cannot fit are dropped from the right with a note naming them, and when even the first and
+  the key columns do not fit, long names wrap after ``.``, ``_``, ``/``, ``:`` or ``-`` (a one-row table is shown
+  as field/value pairs instead).
 - ``csv``: every table in full as a CSV block: a line ``# <name>: <title>``, the header row, the rows, a blank
-  line. Messages go to stderr, so stdout holds only the blocks.
+  line.
 - ``json``: one JSON object printed when the command ends, ``{name: {"title": ..., "rows": [{column: value}]}}``
-  with the full tables (original column names); messages go to stderr.
+  with the full tables (original column names).
 
-``name`` is a stable snake_case key per table (``by_layer``), the title says what the table shows.
+``name`` is a fixed snake_case key per table (``by_layer``), never derived from the title; the title says what the
+table shows. A command that prints several tables takes ``--table NAME`` (``tables(...)``, its choices the
+names): it prints only that table, and in CSV without the ``#`` line, so the output is one plain CSV file.
 """
 from __future__ import annotations
 
@@ -23,7 +28,8 @@ import json
 import math
 import numbers
 import re
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn, Optional
@@ -36,18 +42,21 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
-from unitlens.errors import UnitlensError
+from unitlens.errors import Note, UnitlensError
 
 console = Console(soft_wrap=True)
 err_console = Console(soft_wrap=True, stderr=True)
 
 FORMATS = ("table", "csv", "json")
+RESUME_HINT = "run the same command again to resume"
 
 
 class _Output:
-    """The running command's table format, and (for JSON) the tables printed so far."""
+    """The running command's table format, the one table it prints (``--table``), and (for JSON) the tables
+    printed so far."""
 
     fmt = "table"
+    only: str | None = None
     tables: dict[str, dict] = {}
 
 
@@ -65,6 +74,19 @@ FORMAT = typer.Option("table", "--format", callback=_use_format, metavar="table|
                       help="table (fits the terminal), or csv / json: every table in full, messages on stderr.")
 
 
+def tables(*names: str) -> Any:
+    """The ``--table NAME`` option of a command that prints the tables ``names`` (as its ``table`` parameter)."""
+
+    def use(value: Optional[str]) -> Optional[str]:
+        if value is not None and value not in names:
+            raise typer.BadParameter(f"'{value}' is not a table of this command; choose one of {', '.join(names)}")
+        _Output.only = value
+        return value
+
+    return typer.Option(None, "--table", callback=use, metavar="|".join(names),
+                        help="Print only this table (with --format csv: one plain CSV file, no # line).")
+
+
 def machine_readable() -> bool:
     """True while tables go out as CSV or JSON (a command then prints its facts as a table, not as lines)."""
     return _Output.fmt != "table"
@@ -73,44 +95,55 @@ def machine_readable() -> bool:
 def _end_command() -> None:
     if _Output.fmt == "json" and _Output.tables:
         typer.echo(json.dumps(_Output.tables, indent=1, default=str))
-    _Output.fmt, _Output.tables = "table", {}
-
-
-def _messages() -> Console:
-    """Messages share stdout with rich tables, and go to stderr while stdout carries CSV or JSON."""
-    return console if _Output.fmt == "table" else err_console
+    _Output.fmt, _Output.tables, _Output.only = "table", {}, None
 
 
 def say(*objects: Any) -> None:
-    """Print a message through the shared console (stderr while tables are printed as CSV or JSON)."""
-    _messages().print(*objects)
+    """Print the command's own lines of output: stdout beside rich tables, stderr while stdout carries CSV/JSON."""
+    (console if _Output.fmt == "table" else err_console).print(*objects)
 
 
 def note(message: str) -> None:
-    say(f"[yellow]note:[/] {message}")
+    """A note (stderr, in every format)."""
+    err_console.print(f"[yellow]note:[/] {escape(message)}")  # a message's "[record]" is text, not markup
 
 
-def print_frame(frame: Any, title: str | None = None, name: str | None = None, full: Any = None) -> None:
-    """Print a DataFrame as the command's ``--format`` asks (see the module docstring).
+def warn(message: str) -> None:
+    """A warning: something was left out or went partly wrong, the command goes on (stderr, in every format)."""
+    err_console.print(f"[bold yellow]warning:[/] {escape(message)}")
 
-    ``table``: a rich table that fits the console, floats with 4 significant digits; ``csv``/``json``: ``full``
-    (default ``frame``: give the whole table where ``frame`` is a shortened view of it) under the key ``name``
-    (default: derived from the title).
+
+def error(message: str, label: str = "error") -> None:
+    """An error the command reports and then goes on or ends with its own status (stderr, in every format),
+    after ``label`` ("failed" for one of several items)."""
+    err_console.print(f"[bold red]{label}:[/] {escape(message)}")
+
+
+def print_frame(frame: Any, title: str | None = None, *, name: str, full: Any = None,
+                key: Sequence[str] = ()) -> None:
+    """Print a DataFrame as the command's ``--format`` asks (see the module docstring), under the fixed key ``name``.
+
+    ``table``: a rich table that fits the console, floats with 4 significant digits, the ``key`` columns always
+    kept; ``csv``/``json``: ``full`` (default ``frame``: give the whole table where ``frame`` is a shortened view
+    of it). With ``--table``, only the table of that name is printed.
     """
+    if _Output.only is not None and name != _Output.only:
+        return
     if _Output.fmt == "table":
-        _print_table(frame, title)
+        _print_table(frame, title, key)
         return
     data = frame if full is None else full
-    key = name or _slug(title)
     if _Output.fmt == "csv":
-        typer.echo(f"# {key}: {title}" if title else f"# {key}")
+        if _Output.only is None:
+            typer.echo(f"# {name}: {title}" if title else f"# {name}")
         typer.echo(_flat_cells(data).to_csv(index=False), nl=False)
-        typer.echo("")
+        if _Output.only is None:
+            typer.echo("")
         return
-    unique, i = key, 1
+    unique, i = name, 1
     while unique in _Output.tables:
         i += 1
-        unique = f"{key}_{i}"
+        unique = f"{name}_{i}"
     rows = [{str(k): _plain(v) for k, v in row.items()} for row in data.to_dict(orient="records")]
     _Output.tables[unique] = {"title": title, "rows": rows}
 
@@ -128,10 +161,6 @@ def _plain(value: Any) -> Any:
     import pandas as pd
 
     return None if pd.isna(value) is True else str(value)  # pandas' NA and NaT are null
-
-
-def _slug(title: str | None) -> str:
-    return re.sub(r"[^0-9a-z]+", "_", (title or "table").lower()).strip("_")[:40] or "table"
 
 
 def _flat_cells(frame: Any) -> Any:
@@ -152,27 +181,47 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _longest_word(text: str) -> int:
-    return max((cell_len(w) for w in text.split()), default=0)
+# a long name may wrap after these characters (when the key columns would not fit otherwise)
+_BREAK = re.compile(r"(?<=[./_:\-])")
 
 
-def _fit(headers: list[str], rows: list[list[str]], width: int) -> tuple[list[int], list[int]]:
+def _pieces(word: str) -> list[str]:
+    return [p for p in _BREAK.split(word) if p]
+
+
+def _longest_word(text: str, breakable: bool = False) -> int:
+    words = text.split()
+    if breakable:
+        words = [p for w in words for p in _pieces(w)]
+    return max((cell_len(w) for w in words), default=0)
+
+
+def _fit(headers: list[str], rows: list[list[str]], width: int, key: Sequence[int] = (),
+         breakable: Sequence[bool] = ()) -> tuple[list[int], list[int]]:
     """Which columns to show and how wide, so the table fits ``width`` console columns.
 
     A column is at least as wide as its longest word (names and numbers are one word each, so they are never
-    cut; text wraps at spaces), and at most as wide as its longest cell. Columns are kept from the left while
-    their least widths fit (the first always); the space left widens the columns that need least more first.
+    cut; text wraps at spaces), and at most as wide as its longest cell. The first column and the ``key`` columns
+    are always kept: when their least widths do not fit, the ``breakable`` (text) ones among them may wrap long
+    names after ``.``, ``_``, ``/``, ``:`` or ``-``. The other columns are kept from the left while their least
+    widths fit; the space left widens the columns that need least more first.
     """
+    n = len(headers)
+    breakable = list(breakable) or [False] * n
     full = [max([cell_len(h)] + [cell_len(r[i]) for r in rows]) for i, h in enumerate(headers)]
     least = [max([_longest_word(h)] + [_longest_word(r[i]) for r in rows]) or 1 for i, h in enumerate(headers)]
 
-    def room(n: int) -> int:  # space for cell text: borders and one space either side per column
-        return width - (3 * n + 1)
+    def room(count: int) -> int:  # space for cell text: borders and one space either side per column
+        return width - (3 * count + 1)
 
-    kept: list[int] = []
-    for i in range(len(headers)):
-        if not kept or sum(least[j] for j in kept) + least[i] <= room(len(kept) + 1):
-            kept.append(i)
+    kept = sorted({0, *key})
+    if sum(least[i] for i in kept) > room(len(kept)):
+        for i in kept:
+            if breakable[i]:
+                least[i] = max([_longest_word(headers[i], True)] + [_longest_word(r[i], True) for r in rows]) or 1
+    for i in range(n):
+        if i not in kept and sum(least[j] for j in kept) + least[i] <= room(len(kept) + 1):
+            kept = sorted([*kept, i])
     widths = [least[i] for i in kept]
     spare = room(len(kept)) - sum(widths)
     for pos in sorted(range(len(kept)), key=lambda p: full[kept[p]] - least[kept[p]]):
@@ -182,21 +231,43 @@ def _fit(headers: list[str], rows: list[list[str]], width: int) -> tuple[list[in
     return kept, widths
 
 
-def _print_table(frame: Any, title: str | None) -> None:
+def _wrap_names(text: str, width: int) -> str:
+    """``text`` with every word wider than ``width`` broken into lines after ``.``, ``_``, ``/``, ``:`` or ``-``."""
+    out = []
+    for word in text.split(" "):
+        if cell_len(word) <= width:
+            out.append(word)
+            continue
+        lines = [""]
+        for piece in _pieces(word):
+            if lines[-1] and cell_len(lines[-1] + piece) > width:
+                lines.append("")
+            lines[-1] += piece
+        out.append("\n".join(lines))
+    return " ".join(out)
+
+
+def _print_table(frame: Any, title: str | None, key: Sequence[str] = ()) -> None:
     out = console
     headers = [str(c) for c in frame.columns]
     rows = [[_cell(v) for v in row] for row in frame.itertuples(index=False)]
     numeric = [frame.dtypes.iloc[i].kind in "iuf" for i in range(len(headers))]
-    kept, widths = _fit(headers, rows, out.width)
+    missing = [k for k in key if k not in headers]
+    if missing:
+        raise ValueError(f"key columns {missing} are not columns of the table ({headers})")
+    keys = [headers.index(k) for k in key]
+    breakable = [not x for x in numeric]
+    kept, widths = _fit(headers, rows, out.width, keys, breakable)
     if len(kept) < len(headers) and len(rows) == 1:  # one wide row reads better as field / value pairs
         headers, rows, numeric = ["field", "value"], [[h, v] for h, v in zip(headers, rows[0])], [False, False]
-        kept, widths = _fit(headers, rows, out.width)
+        kept, widths = _fit(headers, rows, out.width, (), [True, True])
     wrapped = any(cell_len(row[i]) > w for row in rows for i, w in zip(kept, widths))
     table = Table(show_lines=wrapped)  # rule lines keep wrapped rows apart
     for i, w in zip(kept, widths):
-        table.add_column(Text(headers[i]), justify="right" if numeric[i] else "left", width=w, overflow="fold")
+        table.add_column(Text(_wrap_names(headers[i], w)), justify="right" if numeric[i] else "left", width=w,
+                         overflow="fold")
     for row in rows:
-        table.add_row(*[Text(row[i]) for i in kept])
+        table.add_row(*[Text(_wrap_names(row[i], w)) for i, w in zip(kept, widths)])
     if title:
         out.print(Text(title, style="bold"))
     out.print(table)
@@ -207,19 +278,40 @@ def _print_table(frame: Any, title: str | None) -> None:
 
 
 def fail(err: Exception | str) -> NoReturn:
-    """Print ``err`` as a one-line error and exit with status 2 (no traceback for expected failures)."""
+    """Print ``err`` as a one-line error (stderr) and exit with status 2 (no traceback for expected failures)."""
     _Output.tables = {}  # a failed command prints no partial JSON
-    _messages().print(f"[bold red]error:[/] {escape(str(err))}")  # a message's "[record]" is text, not markup
+    error(str(err))
     raise typer.Exit(code=2)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A library warning as one line on stderr: ``note: ...`` for a ``Note``, else ``warning: ...`` (no Python
+    source line)."""
+    (note if issubclass(category, Note) else warn)(str(message))
 
 
 @contextmanager
 def failing_cleanly() -> Iterator[None]:
-    """Within the block, a ``UnitlensError`` ends the command with its message and exit status 2."""
+    """Within the block, a ``UnitlensError`` ends the command with its message and exit status 2, and library
+    warnings are printed as notes."""
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            yield
+        except UnitlensError as err:
+            fail(err)
+
+
+@contextmanager
+def resumable(kept: str = "") -> Iterator[None]:
+    """Within the block of a command that resumes where it stopped, Ctrl-C ends it with "interrupted; run the same
+    command again to resume" (and what was ``kept``) and exit status 130."""
     try:
         yield
-    except UnitlensError as err:
-        fail(err)
+    except KeyboardInterrupt:
+        _Output.tables = {}
+        err_console.print(f"[yellow]interrupted;[/] {RESUME_HINT}" + (f" ({kept})" if kept else ""))
+        raise typer.Exit(code=130) from None
 
 
 def load_named_model(model: Any) -> Any:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from unitlens.cli.common import FORMAT, failing_cleanly, print_frame, say
+from unitlens.cli.common import FORMAT, failing_cleanly, print_frame, resumable, say
 from unitlens.cli.options import options_command
 from unitlens.featviz.options import FeatvizOptions
 
@@ -22,13 +22,9 @@ def featviz(atlas: Path = typer.Argument(..., help="Atlas folder (from unitlens 
     from unitlens.featviz.run import featviz_atlas
     from unitlens.featviz.store import FeatvizStore, layer_summary
 
+    with failing_cleanly(), resumable(f"the units finished so far are stored in {atlas}"):
+        run = featviz_atlas(atlas, options=options, progress=True)
     with failing_cleanly():
-        try:
-            run = featviz_atlas(atlas, options=options, progress=True)
-        except KeyboardInterrupt:
-            say(f"[yellow]interrupted:[/] the units finished so far are stored in {atlas}; run the same command "
-                "again to go on from there")
-            raise typer.Exit(code=130) from None
         store = FeatvizStore(atlas)
         rows = [{"layer": layer, "made now": len(made), "stored before": len(run.stored[layer]),
                  **layer_summary(store.table(layer))} for layer, made in run.made.items()]

@@ -22,11 +22,14 @@ from unitlens.cli.common import (
     FORMAT,
     failing_cleanly,
     group,
+    machine_readable,
     note,
     print_frame,
+    resumable,
     say,
     short_names,
     split_list,
+    tables,
 )
 from unitlens.lens.defaults import (
     ACTIVATION_THRESHOLD,
@@ -72,13 +75,14 @@ def embed_command(
     verbose: bool = typer.Option(False, "--verbose", help="Also print the work done: (image, crop) keys, cache "
                                                           "hits and seconds per stage."),
     fmt: str = FORMAT,
+    table: Optional[str] = tables("layers", "work"),
 ) -> None:
     """Embed every unit's concept examples and store θ (mean embedding) and the vector table in the atlas."""
     import pandas as pd
 
     from unitlens.lens.embed import embed_atlas
 
-    with failing_cleanly():
+    with failing_cleanly(), resumable("the layers embedded so far and the embedding cache are kept in the atlas"):
         r = embed_atlas(atlas, backend, m=m, crop=crop, layers=split_list(layers), device=device,
                         batch_size=batch_size, threshold=crop_threshold, force=force, progress=True)
     for message in r.notes:
@@ -162,6 +166,7 @@ def label_command(
     beam: int = INVERT_BEAM,
     top_k: int = CLIP_DISSECT_TOP_K,
     fmt: str = FORMAT,
+    table: Optional[str] = tables("labels", "counts", "parent_counts", "unexpected"),
 ) -> None:
     """Label every unit with its best-aligned concept (or none), count units per concept/parent and layer."""
     if method == "semanticlens" and concepts not in PROBE_CONCEPTS:
@@ -224,11 +229,14 @@ def probe_label(atlas: Path, concepts: str, method: str, threshold: float, layer
     labelled = frame[frame["label"] != "none"].sort_values("score", ascending=False)
     if show_units:
         print_frame(labelled.drop(columns="formula").head(show_units),
-                    title=f"{method}: best scored units (of {len(labelled)} labelled of {len(frame)})")
+                    title=f"{method}: best scored units (of {len(labelled)} labelled of {len(frame)})",
+                    name="labels", full=frame)
     counts = labelled.groupby(["layer", "label"], sort=False).size().rename("units").reset_index()
     counts = counts.sort_values(["layer", "units", "label"], ascending=[True, False, True], kind="stable")
     print_frame(counts.head(60), title=f"units per label and layer ({method}"
-                                       + (", first 60 rows)" if len(counts) > 60 else ")"))
+                                       + (", first 60 rows)" if len(counts) > 60 else ")"), name="counts", full=counts)
+    if show_units and labelled["score"].head(show_units).isna().any():
+        note(f"{method} gives its labels no score (the chance baseline): the score column is missing (nan)")
     say(f"wrote {path}")
 
 
@@ -250,6 +258,8 @@ def evaluate_labels_command(
     beam: int = INVERT_BEAM,
     top_k: int = CLIP_DISSECT_TOP_K,
     figure: bool = typer.Option(True, help="Draw the faithfulness figure."),
+    fmt: str = FORMAT,
+    table: Optional[str] = tables("faithfulness", "agreement"),
 ) -> None:
     """Held-out faithfulness of each method's labels: AUC and mean activation difference on probe images not used
     to pick them, per method and layer, and how often methods agree."""
@@ -263,15 +273,23 @@ def evaluate_labels_command(
                               backend=backend, holdout=holdout, seed=seed, params=params, figure=figure,
                               progress=True)
     split = res.split
-    short = {"labelled": "labelled", "labelled_share": "share", "mean_auc": "mean AUC", "median_auc": "med AUC",
-             "share_auc_ge_0.9": "AUC≥0.9", "mean_act_diff_std": "Δact/σ"}
-    for layer, rows in res.summary.groupby("layer", sort=False):
-        print_frame(rows[["method", *short]].rename(columns=short),
-                    title=f"{layer} ({int(rows['units'].iloc[0])} units): labels judged on {split['n_heldout']} "
-                          f"held-out probe images ({split['n_labelling']} picked them, seed {seed})")
-    for layer, rows in res.agreement.groupby("layer", sort=False):
-        print_frame(rows.drop(columns="layer").rename(columns={"both_labelled": "both"}),
-                    title=f"{layer}: units both methods label, and how many the same")
+    judged = (f"labels judged on {split['n_heldout']} held-out probe images ({split['n_labelling']} picked them, "
+              f"seed {seed})")
+    agree = "units both methods label, and how many the same"
+    if machine_readable():  # one table each, with the layer as a column
+        print_frame(res.summary, title=judged, name="faithfulness")
+        print_frame(res.agreement, title=agree, name="agreement")
+    else:  # per layer, in 80 columns
+        short = {"labelled": "labelled", "labelled_share": "share", "mean_auc": "mean AUC", "median_auc": "med AUC",
+                 "share_auc_ge_0.9": "AUC≥0.9", "mean_act_diff_std": "Δact/σ"}
+        for layer, rows in res.summary.groupby("layer", sort=False):
+            print_frame(rows[["method", *short]].rename(columns=short), name="faithfulness",
+                        title=f"{layer} ({int(rows['units'].iloc[0])} units): {judged}")
+        for layer, rows in res.agreement.groupby("layer", sort=False):
+            print_frame(rows.drop(columns="layer").rename(columns={"both_labelled": "both"}), name="agreement",
+                        title=f"{layer}: {agree}")
+    for text in res.notes:
+        note(text)
     for key, path in res.paths.items():
         say(f"wrote {key}: {path}")
 
@@ -288,6 +306,7 @@ def compare_command(
                                          "(backend-dependent; the paper gives no value)."),
     show_units: int = typer.Option(20, help="Unmatched units to list."),
     fmt: str = FORMAT,
+    table: Optional[str] = tables("similarity", "unmatched"),
 ) -> None:
     """S(A→B) = mean over units of A of the max cosine to a unit of B, per layer pair; unmatched units of A."""
     from unitlens.lens.analysis import compare

@@ -15,7 +15,18 @@ from typing import Optional
 
 import typer
 
-from unitlens.cli.common import FORMAT, fail, failing_cleanly, group, note, print_frame, say, split_list
+from unitlens.cli.common import (
+    FORMAT,
+    fail,
+    failing_cleanly,
+    group,
+    note,
+    print_frame,
+    resumable,
+    say,
+    split_list,
+    tables,
+)
 from unitlens.errors import BadInput
 from unitlens.featviz.defaults import EXPLANATIONS
 from unitlens.mis.defaults import (
@@ -33,6 +44,7 @@ app = group("mis", default="score",
 
 _SHORT = {"mis_mean": "MIS mean", "mis_p5": "MIS p5", "mis_p95": "MIS p95", "accuracy_mean": "acc mean",
           "constant": "const", "nonfinite": "nonfin"}
+_KEY = ("MIS mean", "MIS p5", "MIS p95")  # the columns the MIS tables exist for: kept in 80 columns
 
 
 @app.command("score")
@@ -55,6 +67,7 @@ def score_command(
                                           "mis_featviz; the queries stay natural exemplars), then compared with "
                                           "the natural-exemplar MIS."),
     fmt: str = FORMAT,
+    table: Optional[str] = tables("run", "time", "nonfinite", "by_layer", "by_type", "model", "featviz", "comparison"),
 ) -> None:
     """Score every unit: embed the exemplars once (cached), build N tasks per unit, one pass per layer."""
     import warnings
@@ -70,7 +83,8 @@ def score_command(
     from unitlens.errors import BiasWarning
     from unitlens.mis.scoring import STATUS_NONFINITE, STATUS_SCORED, run_atlas
 
-    with failing_cleanly(), warnings.catch_warnings():
+    with failing_cleanly(), resumable("the embeddings made so far are cached in the atlas"), \
+            warnings.catch_warnings():
         warnings.simplefilter("ignore", BiasWarning)  # said below, with the overlap
         run = run_atlas(atlas, backend, n_tasks=n_tasks, k_expl=k_expl, tau=tau, layers=split_list(layers),
                         device=device, write=write, progress=True, allow_overlap=allow_overlap)
@@ -103,14 +117,14 @@ def score_command(
                                  + (" (first 30)" if len(bad) > 30 else ""), name="nonfinite",
                     full=bad[["layer", "unit"]])
     summary = run.summary()
-    tables = {k: v.rename(columns=_SHORT) for k, v in summary.items()}
+    shown = {k: v.rename(columns=_SHORT) for k, v in summary.items()}
     if show_layers:
-        print_frame(tables["layer"].drop(columns=["rel_depth", "rel_width"]), title="by layer", name="by_layer",
-                    full=summary["layer"])
-    print_frame(tables["type"], title="by layer type", name="by_type", full=summary["type"])
+        print_frame(shown["layer"].drop(columns=["rel_depth", "rel_width"]), title="by layer", name="by_layer",
+                    full=summary["layer"], key=_KEY)
+    print_frame(shown["type"], title="by layer type", name="by_type", full=summary["type"], key=_KEY)
     overlap = f", top/bottom overlap {run.overlap} of {need}: biased" if run.overlap else ""
-    print_frame(tables["model"], title=f"model (n_tasks={n_tasks}, k={k_expl}, tau={tau:g}{overlap})", name="model",
-                full=summary["model"])
+    print_frame(shown["model"], title=f"model (n_tasks={n_tasks}, k={k_expl}, tau={tau:g}{overlap})", name="model",
+                full=summary["model"], key=_KEY)
     if write:
         say(f"wrote metrics mis and mis_accuracy (backend {run.backend}) to {Path(atlas) / 'scores.parquet'}")
 
@@ -128,7 +142,8 @@ def _score_featviz(atlas: Path, backend: str, n_tasks: int, k_expl: int, tau: fl
     from unitlens.featviz.scoring import score_featviz
     from unitlens.mis.scoring import STATUS_SCORED
 
-    with failing_cleanly(), warnings.catch_warnings():
+    with failing_cleanly(), resumable("the visualisations' embeddings made so far are kept in the atlas"), \
+            warnings.catch_warnings():
         warnings.simplefilter("ignore", BiasWarning)
         run = score_featviz(atlas, backend, n_tasks=n_tasks, k_expl=k_expl, tau=tau, layers=split_list(layers),
                             device=device, write=write, progress=True, allow_overlap=allow_overlap)
@@ -200,6 +215,7 @@ def calibrate_command(
     n_sim: int = typer.Option(NOISE_SIMULATIONS, help="Simulations for the noise ceiling."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, ..."),
     fmt: str = FORMAT,
+    table: Optional[str] = tables("fit", "ceiling"),
 ) -> None:
     """Fit tau to human per-unit scores on a small fraction of units; correlations on the rest."""
     import pandas as pd

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from unitlens.cli.common import FORMAT, failing_cleanly, load_named_model, print_frame, say
+from unitlens.cli.common import FORMAT, failing_cleanly, load_named_model, print_frame, resumable, say
 from unitlens.cli.options import options_command
 from unitlens.recording.options import RecordOptions
 from unitlens.zoo.options import ModelOptions
@@ -47,23 +47,19 @@ def record(
     from unitlens.data import load_dataset
     from unitlens.recording import record as run_record
 
-    with failing_cleanly():
+    with failing_cleanly(), resumable(f"the images recorded so far are checkpointed in {out}"):
         if options.force or not (out / MANIFEST).is_file():  # no finished atlas there: --out must be writable
             check_writable(out.expanduser().resolve())
         loaded = load_named_model(model)
         dataset = load_dataset(data, loaded.transform)
-        try:
-            result = run_record(loaded, dataset, out, options=options)
-        except KeyboardInterrupt:
-            say(f"[yellow]interrupted:[/] the images recorded so far are checkpointed in {out}; run the same "
-                "command again to resume from there")
-            raise typer.Exit(code=130) from None
+        result = run_record(loaded, dataset, out, options=options)
     if result.already_complete:
         say(f"{out} is already complete; nothing to do (use --force to record again).")
         return
     m = result.atlas.manifest
     print_frame(pd.DataFrame([{
         "layers": len(m["layers"]), "units": m["n_units"], "constant units": m["n_constant"],
+        "non-finite units": m.get("n_nonfinite", 0),
         "images": m["n_images"], "skipped": m["n_skipped"], "time (s)": result.seconds,
         "images/s": result.images_per_s}]), title=f"recorded {model.name} on {data} -> {out}", name="record")
     if result.resumed_from:

@@ -13,7 +13,17 @@ from typing import Optional
 
 import typer
 
-from unitlens.cli.common import FORMAT, fail, failing_cleanly, print_frame, say, split_list
+from unitlens.cli.common import (
+    FORMAT,
+    fail,
+    failing_cleanly,
+    machine_readable,
+    print_frame,
+    resumable,
+    say,
+    split_list,
+    tables,
+)
 from unitlens.relevance.defaults import (
     BATCH_SIZE,
     GRAPH_MIN_RELEVANCE,
@@ -37,6 +47,7 @@ def relevance(
     top_n: int = typer.Option(TOP_N, help="Samples kept per unit (highest relevance share)."),
     show: int = typer.Option(10, help="Most relevant units listed per layer (last layers shown)."),
     fmt: str = FORMAT,
+    table: Optional[str] = tables("units", "relevance"),
 ) -> None:
     """Relevance (CRP, ε z⁺ ♭) of every unit for a class: mean and max share over samples, stored in the atlas."""
     import pandas as pd
@@ -46,7 +57,7 @@ def relevance(
 
     if (cls is None) == (not predicted):
         fail("give --class <index|name> or --predicted (one of them)")
-    with failing_cleanly():
+    with failing_cleanly(), resumable():
         if predicted:
             frame = compute_predicted_relevance(atlas, layers=split_list(layers), data=data,
                                                 batch_size=batch_size, device=device, progress=True)
@@ -56,20 +67,22 @@ def relevance(
                                       batch_size=batch_size, device=device, progress=True, top_n=top_n)
             meta = load_meta(atlas, f"class_{int(frame['class_index'].iloc[0])}")
     names = list(dict.fromkeys(frame["layer"]))
-    for name in names[-2:]:
-        rows = frame[frame["layer"] == name]
+    if predicted:
+        frame = frame[frame["rank"] == 0]
+        what = "units by share for their top class"
+    else:
+        what = f"most relevant units for class {frame['class_index'].iloc[0]} ({frame['class_name'].iloc[0]})"
+    if machine_readable():  # every unit of every layer, one table
+        ranked = [g.sort_values("rel_mean", ascending=False) for _, g in frame.groupby("layer", sort=False)]
+        print_frame(pd.concat(ranked, ignore_index=True), title=what, name="units")
+    for name in [] if machine_readable() else names[-2:]:  # the top units of the last layers
+        top = frame[frame["layer"] == name].sort_values("rel_mean", ascending=False).head(show)
         if predicted:
-            top = rows[rows["rank"] == 0].sort_values("rel_mean", ascending=False).head(show)
-            print_frame(top[["unit", "class_index", "class_name", "rel_mean", "n_samples"]],
-                        title=f"{name}: units by share for their top class", name=name,
-                        full=rows[rows["rank"] == 0].sort_values("rel_mean", ascending=False))
+            top = top[["unit", "class_index", "class_name", "rel_mean", "n_samples"]]
         else:
-            top = rows.sort_values("rel_mean", ascending=False).head(show)
             top = top[["unit", "rel_mean", "rel_max", "rel_raw_mean"]].assign(
                 top_samples=[" ".join(map(str, t[:3])) for t in top["top_ids"]])
-            print_frame(top, title=f"{name}: most relevant units for class {rows['class_index'].iloc[0]} "
-                                   f"({rows['class_name'].iloc[0]})", name=name,
-                        full=rows.sort_values("rel_mean", ascending=False))
+        print_frame(top, title=f"{name}: {what}", name="units")
     cons = meta.get("conservation", {})
     print_frame(pd.DataFrame([{"layers": len(names), "units": frame.groupby(["layer", "unit"]).ngroups,
                                     "samples": meta.get("n_samples"),
@@ -92,6 +105,7 @@ def graph(
     batch_size: int = typer.Option(BATCH_SIZE, help="(sample, group) pairs per CRP pass."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, ... (default: cuda when present)."),
     fmt: str = FORMAT,
+    table: Optional[str] = tables("groups", "edges"),
 ) -> None:
     """Attribution graph between the labelled unit groups of two layers for a class (JSON + PNG)."""
     from unitlens.relevance.graph import attribution_graph

@@ -7,8 +7,18 @@ from typing import Optional
 import typer
 from typer.core import TyperGroup
 
-from unitlens.cli.common import failing_cleanly, print_frame, say
-from unitlens.study.defaults import CPUS_PER_TASK, GPUS_PER_TASK, JOBS, MEMORY_BUDGET_MB
+from unitlens.cli.common import (
+    FORMAT,
+    error,
+    fail,
+    failing_cleanly,
+    machine_readable,
+    note,
+    print_frame,
+    resumable,
+    say,
+)
+from unitlens.study.defaults import GPUS_PER_TASK, JOBS, MEMORY_BUDGET_MB
 
 LOCAL_RAY = "local"
 
@@ -43,45 +53,63 @@ PANELS = {  # the study table in panels that each fit 80 columns: column -> head
 
 
 def print_table(table, title: str) -> None:
-    """The study table as panels of the columns that hold something (each readable in 80 columns)."""
+    """The study table: whole with --format csv/json, else as panels of the columns that hold something (each
+    readable in 80 columns)."""
+    if machine_readable():
+        print_frame(table, title=title, name="study")
+        return
     for panel, columns in PANELS.items():
         shown = [c for c in columns if c in table and table[c].notna().any()]
         if len(shown) > 1:
-            print_frame(table[shown].rename(columns=columns), title=f"{title}: {panel}")
+            print_frame(table[shown].rename(columns=columns), title=f"{title}: {panel}", name="study")
 
 
 @app.command("run")
 def run(
-    study_file: Path = typer.Argument(..., help="The study file (TOML; see README, Studies)."),
+    study_file: Path = typer.Argument(..., help="The study file (TOML; see the studies guide)."),
+    entries: Optional[list[str]] = typer.Argument(None, metavar="[ENTRY]...",
+                                                  help="With --force: the entries to redo (default: all)."),
     out: Optional[Path] = typer.Option(None, help="Study folder (default: studies/<name>). Resumed if it exists."),
+    force: bool = typer.Option(False, "--force", help="Redo every step of the ENTRY arguments (of all without)."),
+    prune: bool = typer.Option(False, "--prune", help="Delete the atlases of entries the study file no longer has "
+                                                      "(else they are kept and listed as removed)."),
     jobs: int = typer.Option(JOBS, help="Entries in parallel worker processes on this machine."),
     ray: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]",
                                       help="Run one Ray task per entry and step: alone, a local Ray instance; with "
                                            "an address (auto, ray://host:10001), that cluster."),
-    cpus_per_task: Optional[int] = typer.Option(None, help=f"Torch threads of each task: the CPUs a Ray task asks for "
-                                                           f"(default {CPUS_PER_TASK}); with --jobs, default cores/N."),
+    cpus_per_task: Optional[int] = typer.Option(None, help="CPUs each Ray task asks for (default: the study's "
+                                                           "threads). Every step runs on the study file's threads."),
     gpus_per_task: float = typer.Option(GPUS_PER_TASK, help="GPUs each Ray task asks for."),
     memory_budget: float = typer.Option(MEMORY_BUDGET_MB, help="MB of model weights and record state that the "
                                                                 "models of one shared record pass may take."),
+    fmt: str = FORMAT,
 ) -> None:
-    """Run (or resume) every step of every entry; a failing entry is recorded and the others go on (exit status 1)."""
+    """Run every step of every entry, or bring the study folder up to date with the study file: steps whose inputs
+    changed (and those reading them) are redone, new entries run, removed ones are listed. A failing entry is
+    recorded and the others go on (exit status 1)."""
     from unitlens.study.runner import run_study
 
-    with failing_cleanly():
+    if entries and not force:
+        fail(f"entry names ({', '.join(entries)}) are for --force: unitlens study run {study_file} --force "
+             f"{' '.join(entries)}")
+    with failing_cleanly(), resumable("done steps are kept in the study folder"):
         result = run_study(study_file, out, jobs=jobs, ray=ray, cpus_per_task=cpus_per_task,
-                           gpus_per_task=gpus_per_task, memory_budget_mb=memory_budget)
+                           gpus_per_task=gpus_per_task, memory_budget_mb=memory_budget,
+                           force=entries or force, prune=prune, notify=note)
     print_table(result.table, title=f"study {result.state['name']} -> {result.folder} ({result.seconds:.0f} s)")
     if result.failed:
-        for name, error in result.failed.items():
-            say(f"[bold red]failed:[/] {name}: {error}")
-        say(f"{len(result.failed)} of {len(result.state['entries'])} entries failed; fix the cause and run the same "
-            "command again (done steps are kept).")
+        for name, why in result.failed.items():
+            error(f"{name}: {why}", label="failed")
+        total = sum(not r.get("removed") for r in result.state["entries"])
+        error(f"{len(result.failed)} of {total} entries failed; fix the cause and run the same command again (done "
+              "steps are kept).")
         raise typer.Exit(code=1)
 
 
 @app.command("summary")
 def summary(
     folder: Path = typer.Argument(..., help="Study folder (from unitlens study run)."),
+    fmt: str = FORMAT,
 ) -> None:
     """Print the study table (one row per entry) and write it to DIR/study.parquet."""
     from unitlens.study.summary import write_summary
@@ -95,11 +123,14 @@ def summary(
 @app.command("query")
 def query(
     folder: Path = typer.Argument(..., help="Study folder."),
-    sql: str = typer.Argument(..., help="DuckDB SQL over the views units, scores (both with an entry column), study."),
+    sql: str = typer.Argument(..., help="DuckDB SQL queries (SELECT only) over the views units, scores (both with an "
+                                        "entry column) and study."),
+    fmt: str = FORMAT,
 ) -> None:
-    """Run SQL over the study: views units, scores (every atlas's tables, with an entry column) and study."""
+    """Run read-only SQL over the study: views units, scores (every atlas's tables, with an entry column) and study;
+    nothing else is readable and nothing can be written."""
     from unitlens.study.query import query as run_query
 
     with failing_cleanly():
         frame = run_query(folder, sql)
-    print_frame(frame)
+    print_frame(frame, title=sql, name="result")

@@ -60,6 +60,11 @@ class ImageDataset(Dataset):
     def path(self, sample_id: int) -> Path:
         return Path(self._paths[sample_id])
 
+    @property
+    def root(self) -> Path:
+        """The deepest folder that holds every sample (the folder given, for a folder dataset)."""
+        return _common_root(self._paths)
+
     def image(self, sample_id: int):
         """The RGB PIL image of a sample (raises on unreadable files)."""
         return open_rgb(self._paths[sample_id])
@@ -109,7 +114,7 @@ class ImageDataset(Dataset):
         if self.content_hash and not self.hashed:
             self.hash_contents()
         h = hashlib.sha256()
-        root = _common_root(self._paths)
+        root = self.root
         keys = self.content_keys() if self.content_hash else None
         for i, p in enumerate(self._paths):
             path = Path(p)

@@ -91,6 +91,7 @@ class AtlasView:
         self._vectors = LayerCache(self._load_vectors)
         self._featviz = LayerCache(self._load_featviz)
         self._overview: dict | None = None
+        self.damaged_lens: dict[str, str] = {}  # lens layer -> why its file cannot be read (met so far)
         self._overview_lock = threading.Lock()
 
     # ------------------------------------------------------------------ tables, read once
@@ -538,6 +539,8 @@ class AtlasView:
             if page["lens"] is None:
                 page["notes"].append(f"no lens vectors for this layer: run unitlens lens embed {self.path} "
                                      f"--layers {layer}")
+            for other, why in self.damaged_lens.items():
+                page["notes"].append(f"similar units leave out layer {other}: {why}")
             out.append(page)
         return out
 
@@ -593,11 +596,17 @@ class AtlasView:
         return out
 
     def unit_vectors(self, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """A lens layer's non-constant units and their normalised θ (kept for recent layers)."""
+        """A lens layer's non-constant units and their normalised θ (kept for recent layers); none for a layer
+        whose lens file cannot be read (``damaged_lens`` says why), so one damaged file leaves that layer out of
+        the similar-unit lists of the other layers' pages instead of failing them."""
         return self._vectors.get_layer(layer)
 
     def _load_vectors(self, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
-        data = self.lens.read_layer(layer)
+        try:
+            data = self.lens.read_layer(layer)
+        except UnitlensError as err:
+            self.damaged_lens[layer] = str(err)
+            return torch.empty(0, dtype=torch.long), torch.empty(0, 0)
         keep = torch.nonzero(~data.constant).flatten()
         return keep, data.vectors[keep]
 

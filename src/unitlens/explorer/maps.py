@@ -9,8 +9,8 @@ import threading
 import numpy as np
 import torch
 
-from unitlens.atlas.files import read_json, safe_name, write_json
-from unitlens.atlas.layout import backend_dirname
+from unitlens.atlas.files import read_json, write_json
+from unitlens.atlas.layout import backend_dirname, layer_stem
 from unitlens.explorer.paths import inside
 from unitlens.lens.store import LensStore
 
@@ -32,7 +32,7 @@ class ThetaMaps:
         return digest.hexdigest()[:16]
 
     def cached(self, layer: str) -> dict | None:
-        path = self.root / f"{safe_name(layer, default='layer')}.json"
+        path = self.root / f"{layer_stem(layer)}.json"
         if layer in self._memory:
             return self._memory[layer]
         if path.is_file() and inside(self.store.atlas.path, path):
@@ -58,7 +58,7 @@ class ThetaMaps:
                       "units": keep.tolist(), "x": np.round(xy[:, 0].astype(float), 4).tolist(),
                       "y": np.round(xy[:, 1].astype(float), 4).tolist()}
             self._memory[layer] = result
-            path = self.root / f"{safe_name(layer, default='layer')}.json"
+            path = self.root / f"{layer_stem(layer)}.json"
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 if inside(self.store.atlas.path, path.parent):

@@ -12,8 +12,14 @@ Routes::
     /api/atlas/<name>/featviz/<layer>/<file>            feature visualisations (the files the layer's table lists)
 
 Errors are JSON ``{"error": message}``: 404 for what is not there, 409 for results not computed (the message
-names the command), 400 for bad input, 413 for an upload over the limit. The only files written are the
-thumbnail and map cache of each atlas (``unitlens.explorer.thumbnails``, ``unitlens.explorer.maps``).
+names the command), 400 for bad input, 403 for a sample file that is not the dataset image the atlas recorded
+(``unitlens.explorer.paths``) and for a request whose ``Host`` header names another server, 413 for an upload over
+the limit. The only files written are the thumbnail and map cache of each atlas (``unitlens.explorer.thumbnails``,
+``unitlens.explorer.maps``).
+
+Only requests whose ``Host`` is this server (``local_hosts``: the bound address, ``localhost``, ``127.0.0.1`` or
+``[::1]``, with the port) are answered, so a web page whose name an attacker points at 127.0.0.1 (DNS rebinding)
+cannot read the explorer from the user's browser.
 """
 from __future__ import annotations
 
@@ -35,9 +41,19 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image, UnidentifiedImageError
 from starlette.concurrency import run_in_threadpool
 
-from unitlens.errors import BadInput, LensError, MissingFile, NotComputed, NotFound, Unavailable, UnitlensError
+from unitlens.errors import (
+    BadInput,
+    Forbidden,
+    LensError,
+    MissingFile,
+    NotComputed,
+    NotFound,
+    Unavailable,
+    UnitlensError,
+)
 from unitlens.explorer.catalog import Catalog
 from unitlens.explorer.defaults import CACHE_SECONDS, HOST, MAX_UPLOAD_BYTES, MAX_UPLOAD_FILES, PORT, SEARCH_TOP
+from unitlens.explorer.hosts import HostCheck
 from unitlens.explorer.live import LiveLens
 from unitlens.explorer.paths import inside, media_type
 
@@ -59,6 +75,8 @@ def index_html(head: str) -> str:
 def status_of(err: Exception) -> int:
     if isinstance(err, NotFound):
         return 404
+    if isinstance(err, Forbidden):
+        return 403
     if isinstance(err, NotComputed):
         return 409
     if isinstance(err, (BadInput, NotImplementedError)):
@@ -94,6 +112,37 @@ def decode_upload(name: str, data: bytes) -> Image.Image:
     return image.convert("RGB")
 
 
+def index_of(text: str, what: str) -> int:
+    """A path segment as a unit index or sample id: ASCII digits only (``"²".isdigit()`` is true, but ``int``
+    refuses it), else ``NotFound``."""
+    if not (text.isascii() and text.isdigit()):
+        raise NotFound(f"'{text}' is not {what} (0, 1, 2, ...)")
+    return int(text)
+
+
+def count_of(value: object, field: str, default: int) -> int:
+    """A request's count field (a JSON number or a form's digits; absent: ``default``), else ``BadInput``."""
+    if value is None:
+        return default
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit() and int(value) > 0:
+        return int(value)
+    raise BadInput(f"'{field}' must be a whole number of units (1, 2, ...), not {value!r}")
+
+
+def layers_of(value: object) -> list[str] | None:
+    """A request's ``layers``: a list of layer names or globs, or one comma-separated string (absent or empty:
+    every layer), else ``BadInput``."""
+    if value is None or value == "" or value == []:
+        return None
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise BadInput(f"'layers' must be a list of layer names or globs, e.g. [\"blocks.6.*\"], not {value!r}")
+    return value or None
+
+
 def preload_link(parts: tuple[str, ...]) -> str:
     """A ``<link rel=preload>`` for ``/api/<parts>``, spelled as the front end's ``fetch`` spells it
     (``encodeURIComponent`` of each part), so the browser hands the preloaded response to that fetch."""
@@ -119,10 +168,12 @@ def page_samples(unit: dict) -> list[int]:
     return ids
 
 
-def create_app(catalog: Catalog, live: LiveLens | None = None) -> FastAPI:
-    """The explorer app over ``catalog``; ``live`` runs the probes (None: a LiveLens on the CPU)."""
+def create_app(catalog: Catalog, live: LiveLens | None = None, host: str = HOST) -> FastAPI:
+    """The explorer app over ``catalog``; ``live`` runs the probes (None: a LiveLens on the CPU); ``host``: the
+    address it listens on, a name it answers to besides its socket's address and the local names (``HostCheck``)."""
     live = live or LiveLens()
     app = FastAPI(title="unitlens explorer", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(HostCheck, names=(host,))
     base = '<base href="/">'
     page = index_html(base)
 
@@ -152,9 +203,7 @@ def create_app(catalog: Catalog, live: LiveLens | None = None) -> FastAPI:
         return HTMLResponse(index_html(f"{base}\n{preload_link(data)}") if data else page)
 
     def unit_number(text: str) -> int:
-        if not text.isdigit():
-            raise NotFound(f"'{text}' is not a unit index (0, 1, 2, ...)")
-        return int(text)
+        return index_of(text, "a unit index")
 
     # ------------------------------------------------------------------ pages
     @app.get("/", response_class=HTMLResponse)
@@ -218,9 +267,7 @@ def create_app(catalog: Catalog, live: LiveLens | None = None) -> FastAPI:
         return make(headers)
 
     def sample_id(text: str) -> int:
-        if not text.isdigit():
-            raise NotFound(f"'{text}' is not a sample id")
-        return int(text)
+        return index_of(text, "a sample id")
 
     @app.get("/api/atlas/{name}/thumb/{sample}")
     async def api_thumb(name: str, sample: str, request: Request) -> Response:
@@ -247,11 +294,11 @@ def create_app(catalog: Catalog, live: LiveLens | None = None) -> FastAPI:
         view = catalog.atlas(name)
         sid = sample_id(sample)
         try:
-            path = view.thumbnails.original(sid)
+            data, kind = view.thumbnails.original(sid)
         except BadInput as err:
             raise NotFound(str(err)) from err
         tag = f"{view.atlas.manifest.get('config', {}).get('dataset_fingerprint')}-{sid}-full"
-        return cached(request, tag, lambda h: FileResponse(path, media_type=media_type(path), headers=h))
+        return cached(request, tag, lambda h: Response(data, media_type=kind, headers=h))
 
     def figure(root: Path, listed: dict[str, Path], file: str, request: Request) -> Response:
         path = listed.get(file)
@@ -282,8 +329,8 @@ def create_app(catalog: Catalog, live: LiveLens | None = None) -> FastAPI:
         text = body.get("text")
         if not isinstance(text, str):
             raise BadInput('a text search needs {"text": "..."}')
-        return live.search(catalog.atlas(name), text=text, top=int(body.get("top", SEARCH_TOP)),
-                           layers=body.get("layers") or None)
+        return live.search(catalog.atlas(name), text=text, top=count_of(body.get("top"), "top", SEARCH_TOP),
+                           layers=layers_of(body.get("layers")))
 
     @app.post("/api/atlas/{name}/search/image")
     async def api_search_image(name: str, request: Request) -> Response:
@@ -306,9 +353,11 @@ def create_app(catalog: Catalog, live: LiveLens | None = None) -> FastAPI:
             images = [decode_upload(f.filename or "image", await f.read()) for f in uploads]
         except BadInput as err:
             return error(err, 400)
-        top = form.get("top")
-        result = await run_in_threadpool(live.search, view, None, images,
-                                         int(top) if isinstance(top, str) and top.isdigit() else SEARCH_TOP)
+        try:
+            top = count_of(form.get("top"), "top", SEARCH_TOP)
+        except BadInput as err:
+            return error(err, 400)
+        result = await run_in_threadpool(live.search, view, None, images, top)
         return JSONResponse(result)
 
     @app.post("/api/atlas/{name}/label")
@@ -318,7 +367,7 @@ def create_app(catalog: Catalog, live: LiveLens | None = None) -> FastAPI:
             concepts = concepts.splitlines()
         if not isinstance(concepts, list) or not all(isinstance(c, str) for c in concepts):
             raise BadInput('labelling needs {"concepts": ["concept", ...]} (or one concept per line)')
-        return live.label(catalog.atlas(name), concepts, layers=body.get("layers") or None)
+        return live.label(catalog.atlas(name), concepts, layers=layers_of(body.get("layers")))
 
     return app
 
@@ -387,8 +436,8 @@ def serve(paths: list, host: str = HOST, port: int = PORT, on_ready=None, device
     sock = listen(host, port)
     try:
         catalog = Catalog(paths)
-        server = uvicorn.Server(uvicorn.Config(create_app(catalog, LiveLens(device)), log_level="warning",
-                                               lifespan="off"))
+        server = uvicorn.Server(uvicorn.Config(create_app(catalog, LiveLens(device), host=host),
+                                               log_level="warning", lifespan="off"))
         threading.Thread(target=catalog.warm, daemon=True).start()
         if on_ready is not None:
             on_ready(url_of(sock))

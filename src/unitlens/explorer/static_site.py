@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from unitlens.atlas.files import atomic_write, safe_name
-from unitlens.errors import BadInput
+from unitlens.errors import BadInput, Forbidden, MissingFile
 from unitlens.explorer.atlas_view import AtlasView
 from unitlens.explorer.catalog import Catalog
 from unitlens.explorer.server import ASSETS, index_html
@@ -169,11 +169,18 @@ def write_report(paths: list, out: str | Path, layers: str | list[str] | None = 
             view = catalog.atlas(name)
             folder = out / "img" / dirs[name]
             folder.mkdir(parents=True, exist_ok=True)
+            left_out = []
             for sid in sorted(ids):
-                data = view.thumbnails.data(sid)
+                bar.advance()
+                try:
+                    data = view.thumbnails.data(sid)
+                except (Forbidden, MissingFile) as err:  # not one of the dataset's images as recorded, or gone
+                    left_out.append(str(err))
+                    continue
                 (folder / f"{sid}.jpg").write_bytes(data)
                 writer.bytes += len(data)
-                bar.advance()
+            if left_out:
+                result.notes.append(f"atlas {name}: {len(left_out)} thumbnail(s) left out, e.g. {left_out[0]}")
     result.images = n_images
     catalog_payload = {**catalog.payload(), "mode": "static", "live": False, "files": writer.files,
                        "thumbs": {name: f"img/{d}/{{id}}.jpg" for name, d in dirs.items()},

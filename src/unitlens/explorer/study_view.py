@@ -2,11 +2,12 @@
 
     study.toml          the study file (its ``name``)
     study.json          the entries and the status of each entry's steps
-    study.parquet       one row per entry: name, model, checkpoint, epoch, accuracy, units, MIS mean/p5/p95, ...
+    study.parquet       one row per entry: entry, model, checkpoint, epoch, accuracy, units, MIS mean/p5/p95, ...
     atlases/<entry>/    one ordinary atlas per entry
     figures/*.png       the study figures (unitlens plot study)
 
-Everything is read as it is; the view ranks the entries by MIS mean when the table has it.
+Everything is read as it is (the study table checked by ``unitlens.study.summary.read_table``: a damaged or
+foreign one is an error naming the file and its fix); the view ranks the entries by MIS mean when the table has it.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from unitlens.errors import CorruptFile
 from unitlens.explorer.paths import figure_files
 
 STUDY_FILES = ("study.toml", "study.json", "study.parquet")
+FRONT_END = {"entry": "name", "constant_units": "constant", "mis_worst5": "mis_worst5_mean"}  # table -> page names
 
 
 def is_study(path: str | Path) -> bool:
@@ -73,10 +75,11 @@ class StudyView:
         return figure_files(self.path, [self.path / "figures"])
 
     def table(self) -> pd.DataFrame:
-        path = self.path / "study.parquet"
-        if not path.is_file():
+        from unitlens.study.summary import read_table
+
+        if not (self.path / "study.parquet").is_file():
             return pd.DataFrame()
-        table = pd.read_parquet(path)
+        table = read_table(self.path).rename(columns=FRONT_END)
         if "mis_mean" in table:
             table = table.sort_values("mis_mean", ascending=False, kind="stable", na_position="last")
         return table.reset_index(drop=True)
@@ -85,27 +88,23 @@ class StudyView:
         path = self.path / "study.json"
         if not path.is_file():
             return {}
-        try:
-            return read_json(path)
-        except ValueError as err:
-            raise CorruptFile(f"{path} is not readable JSON ({err}); run unitlens study run again") from err
+        return read_json(path, fix="run unitlens study run again")
 
     def payload(self) -> dict:
         table = self.table()
-        status = self.status()
-        entries = status.get("entries", {})
-        if isinstance(entries, list):  # a list of {"name": ..., ...}
-            entries = {str(e.get("name", i)): e for i, e in enumerate(entries) if isinstance(e, dict)}
+        entries = {str(e.get("name", i)): e for i, e in enumerate(self.status().get("entries", []))
+                   if isinstance(e, dict)}
         rows = [{k: _plain(v) for k, v in row.items()} for row in table.to_dict("records")]
         names = [str(r.get("name", "")) for r in rows]
         for name in entries:
-            if name not in names:  # an entry without a summary row yet (failed or running)
+            if name not in names:  # an entry without a summary row yet (running)
                 rows.append({"name": name})
         for row in rows:
             row["atlas"] = self.atlas_names.get(str(row.get("name")))
-            info = entries.get(str(row.get("name")), {})
-            row["status"] = info.get("steps", info.get("status")) if isinstance(info, dict) else info
-            if isinstance(info, dict) and info.get("error"):
-                row["error"] = str(info["error"])
+            steps = entries.get(str(row.get("name")), {}).get("steps", {})
+            row["status"] = {step: st.get("status") for step, st in steps.items()}
+            failed = [f"{step}: {st.get('error', '')}" for step, st in steps.items() if st.get("status") == "failed"]
+            if failed:
+                row["error"] = failed[0]
         return {"name": self.name, "title": self.title, "path": str(self.path), "columns": list(table.columns),
                 "entries": rows, "figures": sorted(self.figures)}

@@ -3,7 +3,8 @@
 They live under the atlas's ``explorer`` result (``explorer/thumbs/<size>/<id // 1000>/<id>.jpg``), each written
 atomically, so a page never loads the full images and a second visit decodes nothing; the most recent ones are
 also kept in memory (``MEMORY_ITEMS``). When the atlas folder cannot be written (read-only media), thumbnails are
-made in memory and not kept on disk.
+made in memory and not kept on disk. A thumbnail is made only of a dataset image the explorer may serve
+(``unitlens.explorer.paths.dataset_image``: inside the recorded dataset folder, with the recorded bytes).
 """
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ from PIL import Image
 
 from unitlens.atlas import Atlas
 from unitlens.atlas.files import atomic_write
-from unitlens.errors import BadInput, MissingFile
+from unitlens.data.images import open_rgb
+from unitlens.errors import BadInput, Forbidden, MissingFile
 from unitlens.explorer.defaults import THUMB_QUALITY, THUMB_SIZE
-from unitlens.explorer.paths import inside
+from unitlens.explorer.paths import dataset_image, inside
 
 MEMORY_ITEMS = 8192  # thumbnails kept in memory (about 4 kB each at 128 px)
 
@@ -33,6 +35,8 @@ class Thumbnails:
         self.size = int(size)
         self.root = atlas.derived_path("explorer", "thumbs", str(self.size))
         self._dataset = None
+        self._root: Path | None = None
+        self._hashes: list[str | None] | None = None  # content hash per sample (None: the atlas keeps none)
         self._sizes: dict[int, tuple[int, int]] = {}
         self._memory: OrderedDict[int, bytes] = OrderedDict()
         self._lock = threading.Lock()
@@ -42,7 +46,10 @@ class Thumbnails:
     def dataset(self):
         with self._lock:
             if self._dataset is None:
-                self._dataset = self.atlas.dataset()
+                dataset = self.atlas.dataset()
+                self._root = self.atlas.dataset_root
+                self._hashes = dataset.content_keys() if dataset.hashed else None
+                self._dataset = dataset
         return self._dataset
 
     @property
@@ -59,22 +66,28 @@ class Thumbnails:
     def path(self, sample_id: int) -> Path:
         return self.root / f"{sample_id // 1000:04d}" / f"{sample_id}.jpg"
 
-    def original(self, sample_id: int) -> Path:
-        """The sample's image file (as the atlas lists it)."""
-        path = self.dataset.path(self.check(sample_id))
-        if not path.is_file():
-            raise MissingFile(f"sample {sample_id} of atlas {self.atlas.path} is missing ({path}); the atlas's "
-                              "dataset has moved: record it again where the images are")
-        return path
+    def original(self, sample_id: int) -> tuple[bytes, str]:
+        """The bytes and media type of the sample's image file, when it is the dataset image the atlas recorded
+        (``Forbidden`` otherwise, ``MissingFile`` when it is gone)."""
+        sample_id = self.check(sample_id)
+        what = f"sample {sample_id} of atlas {self.atlas.path}"
+        content_hash = None
+        if self._hashes is not None:
+            content_hash = self._hashes[sample_id]
+            if content_hash is None:
+                raise Forbidden(f"{what} is not served: it could not be read when the atlas was recorded, so no "
+                                "content hash vouches for it")
+        assert self._root is not None  # set with the dataset, which check() loaded
+        return dataset_image(self.dataset.path(sample_id), self._root, content_hash, what)
 
     def size_of(self, sample_id: int) -> tuple[int, int] | None:
-        """(width, height) of the original image (from its header; remembered), None when it cannot be read."""
+        """(width, height) of the original image (from its header; remembered), None when it is not served."""
         sample_id = self.check(sample_id)
         if sample_id not in self._sizes:
             try:
-                with Image.open(self.original(sample_id)) as img:
+                with Image.open(io.BytesIO(self.original(sample_id)[0])) as img:
                     self._sizes[sample_id] = img.size
-            except (OSError, MissingFile):
+            except (OSError, MissingFile, Forbidden):
                 return None
         return self._sizes[sample_id]
 
@@ -115,8 +128,9 @@ class Thumbnails:
         if found is not None:
             return found
         path = self.path(sample_id)
+        data = self.original(sample_id)[0]
         try:
-            image = self.dataset.image(sample_id)
+            image = open_rgb(io.BytesIO(data))
         except (OSError, ValueError) as err:
             raise MissingFile(f"sample {sample_id} of atlas {self.atlas.path} cannot be read "
                               f"({self.dataset.path(sample_id)}: {err})") from err

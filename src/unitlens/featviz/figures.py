@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from unitlens.atlas import Atlas
-from unitlens.atlas.layout import layer_filename
+from unitlens.atlas.layout import layer_stem
 from unitlens.errors import NotComputed
 from unitlens.featviz.compare import compare_explanations
 from unitlens.featviz.store import FeatvizStore
@@ -66,5 +66,5 @@ def plot_featviz(atlas: Atlas | str | Path, out: str | Path, backend: str | None
                            "featviz_bottom": store.unit_images(layer, u, "bottom", k),
                            "natural_bottom": [dataset.image(int(i)).convert("RGB").resize((size, size))
                                               for i in ex.bottom_ids[u, :k].tolist()]})
-        paths.append(plot_unit_sheet(blocks, out / f"featviz_units_{layer_filename(layer)}.png", f"{layer} · {title}"))
+        paths.append(plot_unit_sheet(blocks, out / f"featviz_units_{layer_stem(layer)}.png", f"{layer} · {title}"))
     return paths

@@ -1,4 +1,4 @@
-"""Feature visualisations in an atlas: ``featviz/<layer>/`` (the layer's file name as ``atlas.layout`` gives it).
+"""Feature visualisations in an atlas: ``featviz/<layer>/`` (the layer's ``atlas.layout.layer_stem``).
 
 Layout::
 
@@ -24,7 +24,7 @@ from PIL import Image
 
 from unitlens.atlas import Atlas
 from unitlens.atlas.files import atomic_write, parquet_stamp, read_json, read_parquet, write_json, write_parquet
-from unitlens.atlas.layout import layer_filename
+from unitlens.atlas.layout import layer_stem
 from unitlens.errors import NotComputed
 
 META = "featviz.json"
@@ -52,7 +52,7 @@ class FeatvizStore:
         self.root = self.atlas.derived_path("featviz")
 
     def folder(self, layer: str) -> Path:
-        return self.root / layer_filename(layer)
+        return self.root / layer_stem(layer)
 
     def fix(self, layer: str) -> str:
         return f"make them again: unitlens featviz {self.atlas.path} --layers '{layer}' --force"

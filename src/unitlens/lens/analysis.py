@@ -348,7 +348,8 @@ def measures(atlas, backend=None, layers=None, write: bool = True, seed: int = S
                   "n_init": n_init}
         if write:
             _write_scores(store, frame, params, names)
-            old = store.read_table("measures.parquet")
+            others = set(store.layers) - set(names)  # measuring every layer replaces the table (even a damaged one)
+            old = store.read_table("measures.parquet") if others else None
             if old is not None:
                 per_layer_all = pd.concat([old[~old["layer"].isin(names)], per_layer], ignore_index=True)
             else:

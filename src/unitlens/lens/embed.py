@@ -43,10 +43,11 @@ class EmbedResult:
 
 
 def _unit_constant(atlas: Atlas, layer: str, n_units: int) -> torch.Tensor:
+    """The units the lens leaves out: constant ones and those that met NaN or inf (their exemplars are no ranking)."""
     units = atlas.units()
     rows = units[units["layer"] == layer].sort_values("unit")
     const = torch.zeros(n_units, dtype=torch.bool)
-    flags = torch.tensor(rows["constant"].to_numpy(dtype=bool))
+    flags = torch.tensor(rows["constant"].to_numpy(dtype=bool) | (rows["nonfinite"].to_numpy() > 0))
     const[torch.tensor(rows["unit"].to_numpy(), dtype=torch.int64)] = flags
     return const
 

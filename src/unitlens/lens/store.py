@@ -33,12 +33,11 @@ from unitlens.atlas.files import (
     read_json,
     read_parquet,
     read_tensors,
-    safe_name,
     write_json,
     write_parquet,
     write_tensors,
 )
-from unitlens.atlas.layout import backend_dirname
+from unitlens.atlas.layout import backend_dirname, layer_stem
 from unitlens.errors import BadInput, CorruptFile, LensError, NotEmbedded
 from unitlens.lens.defaults import DEFAULT_LENS_BACKEND
 
@@ -56,7 +55,7 @@ def lancedb_available() -> bool:
 
 def _table_name(layer: str) -> str:
     """A layer's file and LanceDB table name (letters, digits, '_', '-' and '.'; others replaced, plus a hash)."""
-    return safe_name(layer, default="layer")
+    return layer_stem(layer)
 
 
 @dataclass
@@ -222,11 +221,13 @@ class LensStore:
         if layer not in self.meta.get("layers", {}):
             self.resolve([layer])  # raises the right error
         if layer not in self._cache:
-            t = read_tensors(self._layer_file(layer), fix=self.fix)
+            path = self._layer_file(layer)
+            fix = self.atlas.redo(path)  # that layer embedded again, not the whole store
+            t = read_tensors(path, fix=fix)
             try:
                 self._cache[layer] = LayerLens(layer=layer, **t)
             except TypeError as err:
-                raise CorruptFile(f"{self._layer_file(layer)} does not hold a lens layer ({err}); {self.fix}") from err
+                raise CorruptFile(f"{path} does not hold a lens layer ({err}); {fix}") from err
         return self._cache[layer]
 
     def write_layer(self, data: LayerLens, info: dict) -> None:
@@ -259,7 +260,7 @@ class LensStore:
     # ------------------------------------------------------------------ the image-probe null
     def null_image(self) -> torch.Tensor | None:
         path = self.path / "null_image.safetensors"
-        return read_tensors(path, fix=self.fix)["vector"] if path.is_file() else None
+        return read_tensors(path, fix=self.atlas.redo(path))["vector"] if path.is_file() else None
 
     def write_null_image(self, vector: torch.Tensor, ids: torch.Tensor) -> None:
         write_tensors(self.path / "null_image.safetensors",
@@ -362,7 +363,7 @@ class LensStore:
     def read_table(self, name: str) -> pd.DataFrame | None:
         """A table ``write_table`` wrote (None if there is none); a damaged one is a ``CorruptFile``."""
         path = self.path / name
-        return read_parquet(path, fix=self.fix) if path.is_file() else None
+        return read_parquet(path, fix=self.atlas.redo(path)) if path.is_file() else None
 
 
 def _list_tables(db) -> list[str]:

@@ -46,7 +46,8 @@ def probe_atlas(atlas, data: str | Path | ProbeSpec, layers=None, name: str = PR
                 batch_size: int = BATCH_SIZE, device=None, max_activations: int = MAX_ACTIVATIONS,
                 progress: bool = True) -> ProbeResult:
     """Run the probe pass of ``data`` (a probe spec path or ``ProbeSpec``) on ``layers`` of ``atlas`` (names or
-    globs; default: every recorded layer) and store it as probe set ``name``.
+    globs; default: every recorded layer; derived layers are left out, naming one is an error) and store it as
+    probe set ``name``.
 
     ``model``: the analysed model as a ``LoadedModel`` (default: the atlas's, from its manifest). ``spatial``:
     ``mean`` or ``max`` pooling of conv maps (default: the atlas's own).
@@ -55,7 +56,7 @@ def probe_atlas(atlas, data: str | Path | ProbeSpec, layers=None, name: str = PR
     atlas.require_complete()
     store = ProbeStore(atlas, name)
     spec = data if isinstance(data, ProbeSpec) else load_probe_spec(data, columns)
-    infos = atlas.select_layers(layers)
+    infos = atlas.select_layers(layers, derived=False)  # the model's own modules: a basis's features have none
     config = atlas.manifest.get("config", {})
     spatial = spatial or config.get("spatial", "mean")
     tokens = config.get("tokens", "mean")

@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 
 from unitlens.backends import as_backend
+from unitlens.errors import BadInput
 from unitlens.lens.defaults import DEFAULT_LENS_BACKEND
 from unitlens.lens.probes import TEMPLATES
 from unitlens.lens.store import LensStore
@@ -97,6 +98,10 @@ class ClipDissect(Labeller):
             require_text(backend, self.name)  # before the probe images are embedded
         probes = probe_vectors(ctx, backend, self.name, self.templates)
         names = [p.name for p in probes]
+        if len(names) < 2:
+            raise BadInput(f"clip-dissect picks each unit's concept by contrast with the other concepts, and has only "
+                           f"{', '.join(names) or 'none'}; give at least two concepts (a probe set of several, or "
+                           "--concepts FILE)")
         images = ctx.store.embeddings(backend, progress=ctx.progress)[torch.as_tensor(ctx.rows, dtype=torch.long)]
         similarities = images.double() @ torch.stack([p.vector for p in probes]).double().T  # (n, M)
         frames = []

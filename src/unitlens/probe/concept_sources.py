@@ -54,7 +54,7 @@ def probe_vectors(ctx, backend, method: str, templates: Sequence[str] = TEMPLATE
     """The concepts of ``ctx`` as probes in ``backend``'s space (names = the labels they give)."""
     concepts = ctx.concepts
     if isinstance(concepts, (list, tuple)) or str(concepts) == PROBE_TEXT:
-        names = list(concepts) if isinstance(concepts, (list, tuple)) else ctx.store.concepts
+        names = list(concepts) if isinstance(concepts, (list, tuple)) else ctx.contrasting()
         require_text(backend, method)
         probes = text_probes(backend, [concept_text(n) if str(concepts) == PROBE_TEXT else n for n in names],
                              templates=templates)
@@ -65,10 +65,11 @@ def probe_vectors(ctx, backend, method: str, templates: Sequence[str] = TEMPLATE
         vectors = ctx.store.embeddings(backend, progress=ctx.progress)[torch.as_tensor(ctx.rows, dtype=torch.long)]
         member = torch.from_numpy(ctx.membership)
         probes = []
+        keep = set(ctx.contrasting())  # a concept of no (or of every) visible image cannot be a label here
         for k, name in enumerate(ctx.store.concepts):
             rows = torch.nonzero(member[:, k]).flatten()
-            if len(rows) == 0:
-                continue  # no visible image of this concept: it cannot be a label here
+            if name not in keep:
+                continue
             probes.append(Probe(name, "image", F.normalize(vectors[rows].mean(0), dim=-1), image_null, len(rows)))
         if not probes:
             raise BadInput("no visible probe image shows any concept")
@@ -82,15 +83,20 @@ def probe_vectors(ctx, backend, method: str, templates: Sequence[str] = TEMPLATE
 
 
 def probe_columns(ctx) -> list[str]:
-    """The probe-set concepts a formula may use: all, or those a text file / concept folder / list names."""
+    """The probe-set concepts a formula may use: all, or those a text file / concept folder / list names; only
+    those with contrast over the visible images (``LabelContext.contrasting``)."""
     concepts = ctx.concepts
     have = ctx.store.concepts
     if str(concepts) in (PROBE_TEXT, PROBE_IMAGES):
-        return have
+        return ctx.contrasting()
     names = list(concepts) if isinstance(concepts, (list, tuple)) else load_concepts(concepts).names
     unknown = [n for n in names if n not in have]
     if unknown:
         raise BadInput(f"invert labels with the probe set's own concept columns; {', '.join(unknown)} "
                        f"{'is' if len(unknown) == 1 else 'are'} not among them ({', '.join(have)}); use "
                        f"--concepts {PROBE_TEXT} or name a subset of them")
-    return names
+    kept = ctx.contrasting(names)
+    if not kept:
+        raise BadInput(f"none of the concepts {', '.join(names)} holds on some but not all of the probe images "
+                       "labels are picked from; name concepts that vary over the probe set")
+    return kept

@@ -25,7 +25,7 @@ import pandas as pd
 from unitlens.atlas.files import write_json
 from unitlens.probe import formulas
 from unitlens.probe.defaults import BASELINE, GOOD_AUC, HOLDOUT, METHODS, PROBE_NAME, SEED
-from unitlens.probe.labellers import NO_LABEL, LabelContext, labeller
+from unitlens.probe.labellers import NO_LABEL, LabelContext, labeller, varying
 from unitlens.probe.ranking import auc_by_ranks, mean_difference, row_ranks
 from unitlens.probe.split import holdout_split
 from unitlens.probe.store import ProbeStore
@@ -38,6 +38,7 @@ class Faithfulness:
     agreement: pd.DataFrame  # layer, method_a, method_b, both_labelled, same, agreement
     split: dict = field(default_factory=dict)
     paths: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # why each missing (NaN) value of summary and agreement is missing
 
     def save(self, store: ProbeStore, figure: bool = True) -> "Faithfulness":
         """Store the tables (and the figure) under the probe set's ``evaluation/``; the caller holds the lock."""
@@ -107,6 +108,38 @@ def summarise(units: pd.DataFrame, good: float = GOOD_AUC) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+WHY_UNLABELLED = {
+    "semanticlens": "no unit's alignment with a concept reaches the threshold (--threshold)",
+    "invert": "no formula holds on a share of the labelling images within INVERT's bounds",
+}
+
+
+def missing_notes(units: pd.DataFrame, summary: pd.DataFrame, agreed: pd.DataFrame,
+                  constant: dict[str, int]) -> list[str]:
+    """One sentence per missing (NaN) value of ``summary`` and ``agreement``, naming its cause. ``constant``: per
+    layer, the units constant on the labelling images (none of them gets a label)."""
+    notes = []
+    for row in summary.itertuples(index=False):
+        where = f"{row.method} labelled no unit of {row.layer}"
+        if row.labelled == 0:
+            cause = "all its units are constant on the labelling images" if constant.get(row.layer) == row.units \
+                else WHY_UNLABELLED.get(row.method, "every unit is constant on the labelling images")
+            notes.append(f"{where}: {cause}; its AUC and Δact/σ are missing (nan)")
+        elif row.evaluated == 0:
+            g = units[(units["method"] == row.method) & (units["layer"] == row.layer) & (units["label"] != NO_LABEL)]
+            cause = "they are not probe concepts (free-text concepts cannot be judged on probe images)" \
+                if (g["n_pos"] + g["n_neg"] == 0).all() else \
+                "each holds on all or none of the held-out images (too few held-out images of them)"
+            notes.append(f"{row.method}'s labels of {row.layer} cannot be judged: {cause}; its AUC is missing (nan)")
+        elif np.isnan(row.mean_act_diff_std):
+            notes.append(f"{row.method}, {row.layer}: Δact/σ is missing (nan): its judged units are constant on the "
+                         "held-out images (σ = 0)")
+    for layer, rows in agreed[agreed["agreement"].isna()].groupby("layer", sort=False):
+        pairs = ", ".join(f"{a} and {b}" for a, b in zip(rows["method_a"], rows["method_b"]))
+        notes.append(f"{layer}: the agreement of {pairs} is missing (nan): no unit has a label from both")
+    return notes
+
+
 def agreement(units: pd.DataFrame) -> pd.DataFrame:
     """Per layer and pair of methods: units both label, how many get the same label, and that share."""
     rows = []
@@ -137,11 +170,13 @@ def evaluate_labels(atlas, methods=(*METHODS, BASELINE), probe: str = PROBE_NAME
                                    False, figure, device, progress).save(store, figure)
     names = store.resolve(layers)
     label_rows, held_rows = holdout_split(store.membership, holdout, seed)
+    LabelContext(store, held_rows).contrasting(what="held out to judge the labels", warn=False)
+    ctx = LabelContext(store, label_rows, concepts, backend, device, progress)  # one context: one warning
+    ctx.contrasting()  # a probe set of one class is refused before any labeller runs
     params = params or {}
     frames = []
     for method in methods:
         lab = labeller(method, **params.get(method, {}))
-        ctx = LabelContext(store, label_rows, concepts, backend, device, progress)
         frames.append(lab.label(ctx, names).assign(method=method))
     labels = pd.concat(frames, ignore_index=True)
     units = held_out_scores(store, labels, held_rows)
@@ -149,4 +184,6 @@ def evaluate_labels(atlas, methods=(*METHODS, BASELINE), probe: str = PROBE_NAME
                    "n_pos", "n_neg"]]
     split = {"holdout": holdout, "seed": seed, "n_labelling": int(len(label_rows)), "n_heldout": int(len(held_rows)),
              "concepts": str(concepts), "probe": probe, "methods": list(methods)}
-    return Faithfulness(units, summarise(units), agreement(units), split)
+    summary, agreed = summarise(units), agreement(units)
+    constant = {layer: ctx.n_units(layer) - len(varying(ctx.activations(layer))) for layer in names}
+    return Faithfulness(units, summary, agreed, split, notes=missing_notes(units, summary, agreed, constant))

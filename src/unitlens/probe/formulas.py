@@ -4,6 +4,10 @@
 A formula is a list of terms ``(op, concept, negated)``, the first with op ``""``, each further one combining the
 formula so far with one (possibly negated) concept by ``AND`` or ``OR``. Tables store it as JSON beside its
 rendered text, so the held-out evaluation never parses text.
+
+Formulas are written in one canonical order (``canonical``): AND and OR are commutative, so the operands of each
+run of one operator are sorted by concept name (``a OR b``, never ``b OR a``; the first run includes the first
+concept), and one selectivity always reads as one label.
 """
 from __future__ import annotations
 
@@ -29,6 +33,23 @@ def render(terms: Sequence[Term]) -> str:
             text = f"({text}) {op} {atom}" if i > 1 and op != last else f"{text} {op} {atom}"
             last = op
     return text
+
+
+def canonical(terms: Sequence[Term]) -> list[Term]:
+    """``terms`` with the operands of each run of one operator sorted by (concept, negated): the same indicator,
+    written one way. ``b OR a`` -> ``a OR b``; ``(d AND c) OR b OR a`` -> ``(c AND d) OR a OR b``."""
+    terms = list(terms)
+    out: list[Term] = []
+    i = 0
+    while i < len(terms):
+        op = terms[i + 1][0] if i == 0 and len(terms) > 1 else terms[i][0]
+        j = i + 1
+        while j < len(terms) and terms[j][0] == op:
+            j += 1
+        run = sorted(terms[i:j], key=lambda t: (t[1], t[2]))
+        out += [("" if i == 0 and k == 0 else op, concept, negated) for k, (_, concept, negated) in enumerate(run)]
+        i = j
+    return out
 
 
 def to_json(terms: Sequence[Term]) -> str:

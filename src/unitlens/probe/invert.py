@@ -147,14 +147,14 @@ def beam_search(ranks: np.ndarray, atoms: np.ndarray, length: int = LENGTH, beam
 
 
 def terms_of(atoms: np.ndarray, ops: np.ndarray, concepts: list[str]) -> list[formulas.Term]:
-    """One unit's formula (atom and op rows of a ``SearchResult``) as formula terms."""
+    """One unit's formula (atom and op rows of a ``SearchResult``) as formula terms, in canonical order."""
     K = len(concepts)
     out = []
     for j, op in zip(atoms.tolist(), ops.tolist()):
         if j < 0:
             break
         out.append(({0: "", AND: "AND", OR: "OR"}[op], concepts[j % K], j >= K))
-    return out
+    return formulas.canonical(out)
 
 
 class Invert(Labeller):

@@ -10,10 +10,16 @@ the labelling split for ``evaluate-labels``) and returns, for every unit of the 
 - ``random``: a seeded random concept per unit (the chance level), no score.
 
 The result is one table: layer, unit, label, formula (JSON, see ``unitlens.probe.formulas``), score.
+
+Labels from the probe set's own concepts need contrast: images with and without the concept among those the
+labeller sees (``LabelContext.contrasting``). A probe set of one class (every image shows the same concepts) is
+refused; a concept true on every image (or none) is left out, with one warning naming it.
 """
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +53,7 @@ class LabelContext:
     device: Any = None
     progress: bool = False
     _acts: dict = field(default_factory=dict, repr=False)
+    _warned: bool = field(default=False, init=False, repr=False)
 
     def activations(self, layer: str) -> torch.Tensor:
         """(U, n) activations of ``layer`` on the visible rows."""
@@ -61,6 +68,32 @@ class LabelContext:
 
     def n_units(self, layer: str) -> int:
         return int(self.store.meta["layers"][layer])
+
+    def contrasting(self, names: Sequence[str] | None = None, what: str = "labels are picked from",
+                    warn: bool = True) -> list[str]:
+        """The probe concepts among ``names`` (default: all) that hold on some visible images and not on others.
+
+        Refuses (``BadInput``) a probe set whose visible images are all of one class, and warns (``warn``) once per
+        context about the constant concepts it leaves out. ``what`` says which images these are, for the messages."""
+        have = self.store.concepts
+        names = list(have) if names is None else list(names)
+        n = len(self.rows)
+        counts = dict(zip(have, self.membership.sum(0).tolist()))
+        if not any(0 < k < n for k in counts.values()):
+            shown = ", ".join(c for c in have if counts[c] == n) or "no concept"
+            raise BadInput(
+                f"probe set '{self.store.name}' of {self.store.atlas.path} has one class over the {n} images "
+                f"{what}: every one shows {shown} and nothing else, so no label can tell a unit's images from "
+                "others; labels need images with and without each concept: add images of other concepts (or of "
+                "none, loose in the probe folder) and run unitlens probe again")
+        constant = [c for c in names if not 0 < counts[c] < n]
+        if constant and warn and not self._warned:
+            self._warned = True
+            listed = ", ".join(f"{c} ({'all' if counts[c] == n else 'none'} of them)" for c in constant)
+            warnings.warn(f"probe set '{self.store.name}': concept(s) {listed} hold on all or none of the {n} images "
+                          f"{what}; they are left out of the labels (a concept true on every image tells nothing "
+                          "about a unit, and cannot be judged)", stacklevel=3)
+        return [c for c in names if c not in constant]
 
 
 def varying(acts: torch.Tensor) -> torch.Tensor:
@@ -100,7 +133,7 @@ class RandomLabeller(Labeller):
 
     def label(self, ctx: LabelContext, layers: list[str]) -> pd.DataFrame:
         rng = np.random.default_rng(self.seed)
-        concepts = ctx.store.concepts
+        concepts = ctx.contrasting()
         frames = []
         for layer in layers:
             units = varying(ctx.activations(layer)).numpy()

@@ -23,7 +23,17 @@ import pandas as pd
 import torch
 
 from unitlens.atlas import Atlas
-from unitlens.atlas.files import read_json, read_tensors, safe_name, write_json, write_parquet, write_tensors
+from unitlens.atlas.files import (
+    read_json,
+    read_parquet,
+    read_tensor_metadata,
+    read_tensors,
+    safe_name,
+    write_json,
+    write_parquet,
+    write_tensors,
+)
+from unitlens.atlas.layout import layer_stem
 from unitlens.errors import BadInput, NotComputed
 from unitlens.probe.defaults import PROBE_NAME
 
@@ -62,7 +72,7 @@ class ProbeStore:
 
     @cached_property
     def meta(self) -> dict:
-        return read_json(self.path / "meta.json")
+        return read_json(self.path / "meta.json", fix=self.atlas.redo(self.path / "meta.json"))
 
     # ------------------------------------------------------------------ contents
     @property
@@ -80,11 +90,12 @@ class ProbeStore:
     @cached_property
     def membership(self) -> np.ndarray:
         """(N, K) bool: image n shows concept k."""
-        return read_tensors(self.path / "membership.safetensors")["membership"].numpy().astype(bool)
+        path = self.path / "membership.safetensors"
+        return read_tensors(path, fix=self.atlas.redo(path))["membership"].numpy().astype(bool)
 
     @cached_property
     def images(self) -> pd.DataFrame:
-        return pd.read_parquet(self.path / "images.parquet")
+        return read_parquet(self.path / "images.parquet", fix=self.atlas.redo(self.path / "images.parquet"))
 
     def resolve(self, layers=None) -> list[str]:
         """Probed layer names for ``layers`` (names/globs/None: all probed), in atlas order."""
@@ -99,12 +110,12 @@ class ProbeStore:
         return sorted(wanted, key=order.index)
 
     def _layer_file(self, layer: str) -> Path:
-        return self.path / "layers" / f"{safe_name(layer, default='layer')}.safetensors"
+        return self.path / "layers" / f"{layer_stem(layer)}.safetensors"
 
     def activations(self, layer: str) -> torch.Tensor:
         """(U, N) float32 activations of every unit of ``layer`` on every probe image."""
         self.resolve([layer])
-        return read_tensors(self._layer_file(layer))["activations"]
+        return read_tensors(self._layer_file(layer), fix=self.atlas.redo(self._layer_file(layer)))["activations"]
 
     # ------------------------------------------------------------------ writing (the probe pass)
     def write(self, spec, paths: list[Path], membership: np.ndarray, activations: dict[str, torch.Tensor],
@@ -137,12 +148,9 @@ class ProbeStore:
 
         path = self.path / "embeddings" / f"{safe_name(backend.name, default='backend')}.safetensors"
         if path.is_file():
-            from safetensors import safe_open
-
-            with safe_open(str(path), "pt") as f:
-                weights = (f.metadata() or {}).get("weights", "")
-            if weights == backend.weights_id:
-                return read_tensors(path)["embeddings"]
+            fix = self.atlas.redo(path)
+            if read_tensor_metadata(path, fix=fix).get("weights", "") == backend.weights_id:
+                return read_tensors(path, fix=fix)["embeddings"]
         vectors = embed_paths(backend, list(self.images["path"]), atlas=self.atlas, progress=progress)
         with self.atlas.writing("probe embeddings"):
             write_tensors(path, {"embeddings": vectors.float()},

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from unitlens.atlas.atlas import Atlas
+from unitlens.atlas.atlas import Atlas, unit_counts
 from unitlens.atlas.files import read_json, read_tensor_metadata, read_tensors, write_json, write_parquet, write_tensors
 from unitlens.atlas.layout import CORE, LOCK, MANIFEST, RECORD_STATE, SAMPLES, UNITS, clear_derived, exemplar_path
 from unitlens.data.datasets import ImageDataset
@@ -121,7 +121,8 @@ def start_manifest(out: Path, config: dict, layers: list[LayerInfo], data: Image
     manifest = {"status": "recording", "config": config, "options": {"record": options.as_dict()},
                 "versions": versions(),
                 "layers": [info.as_dict() for info in layers],
-                "dataset": {"spec": data.spec, "fingerprint": config["dataset_fingerprint"], "n": len(data)}}
+                "dataset": {"spec": data.spec, "fingerprint": config["dataset_fingerprint"], "n": len(data),
+                            "root": str(data.root)}}
     write_json(out / MANIFEST, manifest)
     write_parquet(out / SAMPLES, data.samples)
     return manifest
@@ -163,22 +164,26 @@ def exemplar_tensors(exemplars: dict[str, torch.Tensor]) -> dict[str, torch.Tens
 
 
 def unit_rows(info: LayerInfo, state: LayerState, exemplars: dict[str, torch.Tensor]) -> pd.DataFrame:
-    """The ``units.parquet`` rows of one recorded layer: its statistics, constant flags and tie counts."""
+    """The ``units.parquet`` rows of one recorded layer: its statistics, constant flags and tie counts.
+
+    A unit that met NaN or inf (``nonfinite`` > 0) is never ``constant``: its range is not known, and a unit that
+    is NaN everywhere (min inf, max -inf) would otherwise pass for one."""
     stats = {k: v.cpu() for k, v in state.stats().items()}
     return pd.DataFrame({
         "layer": info.name, "unit": range(state.width), "type": info.type, "depth": info.depth,
         "rel_depth": info.rel_depth, "width": state.width, "rel_width": info.rel_width,
         "n": stats["n"].numpy(), "min": stats["min"].numpy(), "max": stats["max"].numpy(),
         "mean": stats["mean"].numpy(), "std": stats["std"].numpy(), "nonfinite": stats["nonfinite"].numpy(),
-        "constant": ((stats["max"] - stats["min"]) < CONSTANT_EPS).numpy(),
+        "constant": ((stats["nonfinite"] == 0) & ((stats["max"] - stats["min"]) < CONSTANT_EPS)).numpy(),
         "top_tied": tied_at_boundary(exemplars["top_vals"]).cpu().numpy(),
         "bottom_tied": tied_at_boundary(exemplars["bottom_vals"]).cpu().numpy(),
     })
 
 
 def write_atlas(out: Path, manifest: dict, layers: list[LayerInfo], states: dict[str, LayerState],
-                data: ImageDataset, skipped: list[int], seconds: float) -> None:
-    """Write a finished run's exemplars, unit and sample tables and complete manifest; drop its saved state."""
+                data: ImageDataset, skipped: list[int], seconds: float) -> dict[str, int]:
+    """Write a finished run's exemplars, unit and sample tables and complete manifest; drop its saved state.
+    Returns the layers with non-finite units and how many each has."""
     rows, infos = [], []
     for info in layers:
         st = states[info.name]
@@ -195,8 +200,18 @@ def write_atlas(out: Path, manifest: dict, layers: list[LayerInfo], states: dict
     write_parquet(out / SAMPLES, samples)
     manifest.update({
         "status": "complete", "layers": [i.as_dict() for i in infos], "n_images": len(data),
-        "n_skipped": len(skipped), "n_units": len(units), "n_constant": int(units["constant"].sum()),
-        "seconds": round(seconds, 3),
+        "n_skipped": len(skipped), **unit_counts(units), "seconds": round(seconds, 3),
     })
     write_json(out / MANIFEST, manifest)
     (out / RECORD_STATE).unlink(missing_ok=True)
+    bad = units[units["nonfinite"] > 0].groupby("layer", sort=False).size()
+    return {str(layer): int(n) for layer, n in bad.items()}
+
+
+def nonfinite_warning(out: Path, layers: dict[str, int]) -> str:
+    """The one warning of a record pass that met NaN or inf: which layers, how many units, what happens to them."""
+    listed = ", ".join(f"{layer} ({n})" for layer, n in list(layers.items())[:10])
+    more = f" and {len(layers) - 10} more layers" if len(layers) > 10 else ""
+    return (f"{out}: NaN or inf activations in {sum(layers.values())} unit(s) of layer(s) {listed}{more}; they are "
+            "counted as non-finite (units.parquet's nonfinite column), not as constant, and left out of MIS and "
+            "the lens")

@@ -28,7 +28,7 @@ class RecordOptions(Options):
     layers: tuple[str, ...] | None = option(
         None, "Layer names or globs to record (comma-separated on the command line; default: every analysable "
               "layer of --types but --exclude and the first and last).", metavar="NAMES")
-    types: tuple[str, ...] = option(LAYER_TYPES, "Layer types to record when --layers is not given.",
+    types: tuple[str, ...] = option(LAYER_TYPES, "Layer types to take when no layer names are given.",
                                     choices=LAYER_TYPES, metavar="TYPES")
     exclude: tuple[str, ...] | None = option(None, "Layer names or globs to leave out.", metavar="NAMES")
     keep_first_last: bool = option(False, "Keep the model's first and last layer (the MIS paper skips them).")
@@ -36,7 +36,7 @@ class RecordOptions(Options):
     spatial: str = option(SPATIAL_DEFAULT, "Reduce (B,C,H,W) maps over space.", choices=SPATIAL)
     tokens: str = option(TOKENS_DEFAULT, "Reduce (B,T,C) token outputs.", choices=TOKENS)
     batch_size: int = option(BATCH_SIZE, "Images per batch of the data loader.", min=1)
-    device: str | None = option(None, "cpu, cuda, cuda:1 ... (default: cuda when present).")
+    device: str | None = option(None, "cpu, cuda, cuda:1 ... (default: cuda when present).", convert=str)
     num_workers: int | None = option(None, "Data-loading worker processes (default: half the torch threads, "
                                            "1 to 4).", min=0, flag="--workers")
     micro_batch: int | None = option(None, "Images per forward within a batch (default: 8 on a CPU, where layer "

@@ -29,6 +29,7 @@ from unitlens.errors import AtlasError
 from unitlens.recording.defaults import MICRO_BATCH_CPU
 from unitlens.recording.folder import (
     RecordResult,
+    nonfinite_warning,
     prepare_out,
     restore_states,
     save_states,
@@ -183,7 +184,9 @@ def record_pass(models: list[LoadedModel], data: ImageDataset, outs: list[Path],
         if not recorder.states:
             raise AtlasError(f"no image of {data.spec} could be read ({len(skipped[m])} skipped); nothing was "
                              f"recorded into {out}")
-        write_atlas(out, manifests[m], layers[m], recorder.states, data, skipped[m], before[m] + seconds)
+        nonfinite = write_atlas(out, manifests[m], layers[m], recorder.states, data, skipped[m], before[m] + seconds)
+        if nonfinite:
+            warnings.warn(nonfinite_warning(out, nonfinite), stacklevel=3)
         results.append(RecordResult(Atlas(out), len(data), len(skipped[m]), seconds, resumed_from=starts[m],
                                     skipped=[str(data.path(i)) for i in skipped[m]]))
     return results

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from unitlens.atlas.layout import layer_filename
+from unitlens.atlas.layout import layer_stem
 from unitlens.report.figures import new_figure, save_figure
 
 NATURAL, FEATVIZ = "mis", "mis_featviz"
@@ -20,7 +20,7 @@ COLOURS = {"exemplars": "#4c72b0", "featviz": "#dd8452"}
 
 
 def comparison_file(layer: str) -> str:
-    return f"mis_featviz_{layer_filename(layer)}.png"
+    return f"mis_featviz_{layer_stem(layer)}.png"
 
 
 def plot_explanation_comparison(units: pd.DataFrame, layers: pd.DataFrame, out: str | Path, title: str = ""

@@ -46,6 +46,7 @@ def study_figures_data(study: Study | str | Path, epoch: int | None = None) -> S
 
     study = study if isinstance(study, Study) else Study.load(study)
     table = study.summary()
+    table = table[table["status"] != "removed"].reset_index(drop=True)  # entries the study file no longer has
     parts = []
     for row in table.itertuples(index=False):
         if pd.isna(row.mis_backend):

@@ -2,20 +2,25 @@
 
 Layout::
 
-    study.toml              the study file as given (copied in on the first run)
+    study.toml              the study file of the last run (copied in from the user's file: the record of what ran)
     study.json              resolved entries and the runner's state per entry and step (written atomically)
-    study.parquet           the study table (``unitlens study summary``), one row per entry
+    study.parquet           the study table (``unitlens study summary``), one row per entry, stamped
+    hashes.parquet          content hashes of the files the study reads (``unitlens.study.hashes``; a cache)
     atlases/<entry>/        one ordinary atlas per entry
     embeddings/<data>/...   image embeddings shared by the entries on the same images (see ``study.embeddings``)
     figures/                default output of ``unitlens plot study``
 
 ``study.json``::
 
-    {"format": 1, "name": ..., "study_file": "study.toml", "updated": <unix time>,
+    {"format": 2, "name": ..., "study_file": "study.toml", "threads": 1, "updated": <unix time>,
      "entries": [{"name", "model", "random", "checkpoint", "epoch", "accuracy", "accuracy_source", "data",
-                  "layers", "types", "exclude", "keep_first_last", "atlas": "atlases/<name>",
-                  "steps": {"record": {"options": {...}, "status": "pending|running|done|failed",
-                                       "error": "", "seconds": 0.0}, ...}}]}
+                  "layers", "types", "exclude", "keep_first_last", "atlas": "atlases/<name>", ["removed": true,]
+                  "steps": {"record": {"options": {...}, "inputs": {...}, "status": "pending|running|done|failed",
+                                       "error": "", "seconds": 0.0, "result": {...},
+                                       ["redo": {"why": [...], "backend": ...}]}, ...}}]}
+
+``inputs`` is what the step is computed from (``unitlens.study.inputs``), ``redo`` marks a step that must start
+again from nothing (``unitlens.study.staleness``), ``removed`` an entry the study file no longer has.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from unitlens.atlas.files import atomic_write, read_json, write_json
+from unitlens.atlas.layout import LOCK
 from unitlens.atlas.lock import writing
 from unitlens.errors import BadInput, NotComputed
 from unitlens.study.spec import Entry, StudySpec, read_toml
@@ -35,8 +41,9 @@ TABLE_FILE = "study.parquet"
 ATLASES = "atlases"
 EMBEDDINGS = "embeddings"
 FIGURES = "figures"
-FORMAT = 1
-STATUSES = ("pending", "running", "done", "failed")
+HASHES_FILE = "hashes.parquet"
+FORMAT = 2
+STATUSES = ("pending", "running", "done", "failed", "removed")
 
 
 class StudyFolder:
@@ -58,6 +65,10 @@ class StudyFolder:
         return self.path / TABLE_FILE
 
     @property
+    def hashes_file(self) -> Path:
+        return self.path / HASHES_FILE
+
+    @property
     def figures(self) -> Path:
         return self.path / FIGURES
 
@@ -69,25 +80,27 @@ class StudyFolder:
         return self.path / ATLASES / entry
 
     def writing(self, command: str) -> AbstractContextManager:
-        """The study folder's write lock (the same lock file as an atlas's)."""
-        return writing(self.path, command)
+        """The study folder's write lock (the same kind of lock file as an atlas's)."""
+        return writing(self.path, command, what="study folder")
 
     # ------------------------------------------------------------------ the study file
-    def adopt(self, spec: StudySpec) -> None:
-        """Copy the study file in on the first run; a folder that holds another study is an error."""
+    def check_owner(self, spec: StudySpec) -> None:
+        """Refuse a folder that holds another study (another name) or something else than a study, before any
+        work; an edited study file of the same name is the study as it is now."""
         if self.study_file.is_file():
-            if self.study_file.resolve() == spec.path.resolve():
-                return
-            if read_toml(self.study_file) != spec.table:
-                raise BadInput(f"{self.path} holds another study ({self.study_file} differs from {spec.path}); use "
-                               f"another --out, or run the folder's own file: unitlens study run {self.study_file} "
-                               f"--out {self.path}")
-            return
-        if self.path.exists() and any(p.name not in (".lock",) for p in self.path.iterdir()):
+            held = self.read_state().get("name") if self.state_file.is_file() else \
+                read_toml(self.study_file).get("name", self.study_file.stem)
+            if held != spec.name:
+                raise BadInput(f"{self.path} holds the study '{held}', not '{spec.name}' (the name in {spec.path}); "
+                               f"give another --out, or keep the name '{held}' in the study file")
+        elif self.path.exists() and any(p.name != LOCK for p in self.path.iterdir()):
             raise BadInput(f"{self.path} exists and is not a study folder (no {STUDY_FILE}); choose another --out or "
                            "empty it")
-        self.path.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.study_file, lambda tmp: shutil.copyfile(spec.path, tmp))
+
+    def adopt(self, spec: StudySpec) -> None:
+        """Copy the study file in (the record of what ran), unless it is the folder's own."""
+        if not (self.study_file.is_file() and self.study_file.resolve() == spec.path.resolve()):
+            atomic_write(self.study_file, lambda tmp: shutil.copyfile(spec.path, tmp))
 
     # ------------------------------------------------------------------ the state
     def read_state(self) -> dict:
@@ -98,22 +111,6 @@ class StudyFolder:
 
     def write_state(self, state: dict) -> None:
         write_json(self.state_file, {**state, "updated": time.time()})
-
-    def new_state(self, spec: StudySpec) -> dict:
-        """The state for ``spec``'s entries, keeping the step states of entries an earlier run knew unchanged."""
-        old = {e["name"]: e for e in (read_json(self.state_file).get("entries", [])
-                                      if self.state_file.is_file() else [])}
-        entries = []
-        for entry in spec.entries:
-            record = entry_record(entry, self)
-            before = old.get(entry.name)
-            if before is not None and _definition(before) == _definition(record):
-                for step, st in record["steps"].items():
-                    old_step = before.get("steps", {}).get(step)
-                    if old_step is not None and old_step.get("options") == st["options"]:
-                        st.update({k: old_step[k] for k in ("status", "error", "seconds", "result") if k in old_step})
-            entries.append(record)
-        return {"format": FORMAT, "name": spec.name, "study_file": STUDY_FILE, "entries": entries}
 
 
 def entry_record(entry: Entry, folder: StudyFolder) -> dict:
@@ -127,15 +124,6 @@ def entry_record(entry: Entry, folder: StudyFolder) -> dict:
     return d
 
 
-# what the atlas of an entry depends on; its accuracy and epoch are labels that may change (a rewritten sidecar)
-_LABELS = ("accuracy", "accuracy_source", "accuracy_folder", "epoch", "steps")
-
-
-def _definition(record: dict) -> dict:
-    """What an entry's atlas is made from: when it changes, every step of the entry starts again."""
-    return {k: v for k, v in record.items() if k not in _LABELS}
-
-
 def entry_of(record: dict) -> Entry:
     """The ``Entry`` a ``study.json`` record describes."""
     options = {s: st.get("options", {}) for s, st in record["steps"].items() if s != "accuracy"}
@@ -143,7 +131,10 @@ def entry_of(record: dict) -> Entry:
 
 
 def entry_status(record: dict) -> str:
-    """failed if a step failed, done if all are done, running if one runs, else pending."""
+    """removed if the study file no longer has it; else failed if a step failed, done if all are done, running if
+    one runs, else pending."""
+    if record.get("removed"):
+        return "removed"
     statuses = [st["status"] for st in record["steps"].values()]
     if "failed" in statuses:
         return "failed"

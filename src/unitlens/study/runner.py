@@ -1,31 +1,37 @@
 """``run_study(study_file, out)``: every step of every entry of a study, resumable, one entry's failure isolated.
 
-The runner reads and checks the study file (every error before any work), takes the study folder's write lock,
-copies the file in (or checks it is the folder's own), and schedules tasks (``unitlens.study.steps``): the record
-step of the entries that share their data and record options as one task (one ``record_many`` pass per group that
-fits the memory budget), then each entry's other steps in order, each as its own task. It keeps ``study.json`` up
-to date after every task, so a stopped run resumes where it was: done steps are skipped, an interrupted record
-resumes from its checkpoint, an interrupted MIS or lens step starts again (its embeddings are cached), and failed
-steps are tried again. At the end it writes the study table (``study.parquet``).
+The study file is the source: the runner reads and checks it (every error before any work), works out what each
+step of each entry is computed from (``unitlens.study.inputs``: model, checkpoint and image bytes, options),
+takes the study folder's write lock, copies the file in (the record of what ran), and updates ``study.json``
+(``unitlens.study.staleness``): steps whose inputs changed, and those that read their results, are redone (and
+said so per entry), new entries run, entries the file no longer has are kept as removed (or deleted with
+``prune``). It then schedules tasks (``unitlens.study.steps``): the record step of the entries that share their
+data and record options as one task (one ``record_many`` pass per group that fits the memory budget), then each
+entry's other steps in order, each as its own task. It keeps ``study.json`` up to date after every task, so a
+stopped run resumes where it was: done steps are skipped, an interrupted record resumes from its checkpoint, an
+interrupted MIS or lens step starts again (its embeddings are cached), and failed steps are tried again. At the
+end it writes the study table (``study.parquet``).
 
 Where tasks run:
 
 - sequentially in this process (the default), with progress bars;
-- ``jobs=N``: N worker processes on this machine (each with ``cpus_per_task`` torch threads, by default 1/N of the
-  cores; the entries sharing a record pass are split so that every worker has work);
+- ``jobs=N``: N worker processes on this machine (the entries sharing a record pass are split so that every
+  worker has work);
 - ``ray=ADDRESS``: one Ray task per entry and step on a Ray cluster (``"local"`` starts one on this machine,
-  ``"auto"`` joins the running one), each asking for ``cpus_per_task`` CPUs (its torch threads; default 1) and
+  ``"auto"`` joins the running one), each asking for ``cpus_per_task`` CPUs (default: the study's threads) and
   ``gpus_per_task`` GPUs. The study folder must be on storage every node sees at the same path.
 
-The results do not depend on where the tasks ran, only on the number of torch threads a step runs with: a forward
-pass cuts its float reductions by threads, so activations may differ in the last bits between thread counts (the
-sequential run uses this process's threads; ``torch.set_num_threads`` / ``OMP_NUM_THREADS`` set them).
+The results do not depend on where the tasks ran: every step runs with the study's ``threads`` torch threads
+(the study file's key, default 1) in every executor. The thread count matters because a forward pass cuts its
+float reductions by threads, so activations may differ in the last bits between thread counts.
 """
 from __future__ import annotations
 
 import json
-import os
+import shutil
+import sys
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -33,24 +39,30 @@ from pathlib import Path
 
 import pandas as pd
 
-from unitlens.data.datasets import load_dataset
-from unitlens.errors import BadInput, UnitlensError
+from unitlens.errors import BadInput
 from unitlens.runtime import Progress
-from unitlens.study.defaults import CPUS_PER_TASK, GPUS_PER_TASK, JOBS, MEMORY_BUDGET_MB
+from unitlens.study.defaults import GPUS_PER_TASK, JOBS, MEMORY_BUDGET_MB
 from unitlens.study.folder import StudyFolder, entry_status
+from unitlens.study.hashes import FileHashes
+from unitlens.study.inputs import entry_inputs
 from unitlens.study.spec import StudySpec, load_spec
+from unitlens.study.staleness import update_state
 from unitlens.study.steps import Task, execute
 
 
 @dataclass
 class StudyRun:
-    """What a run did: the study folder, its final state, the study table, and the entries that failed."""
+    """What a run did: the study folder, its final state, the study table, the entries that failed, the steps it
+    redid (entry -> steps), the entries kept as removed, and the notes it gave."""
 
     folder: Path
     state: dict
     table: pd.DataFrame
     failed: dict[str, str] = field(default_factory=dict)  # entry -> "step: error"
     seconds: float = 0.0
+    redone: dict[str, list[str]] = field(default_factory=dict)
+    removed: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -132,7 +144,10 @@ class RayTasks(Inline):
 
 # ---------------------------------------------------------------------------------------------- scheduling
 def _next_step(record: dict) -> str | None:
-    """The entry's first step that is not done, if every step before it is done (None: finished or blocked)."""
+    """The entry's first step that is not done, if every step before it is done (None: finished, blocked or
+    removed)."""
+    if record.get("removed"):
+        return None
     for step, st in record["steps"].items():
         if st["status"] == "failed":
             return None
@@ -142,11 +157,11 @@ def _next_step(record: dict) -> str | None:
 
 
 def _record_groups(records: list[dict], split: int, together: bool) -> list[list[dict]]:
-    """Entries whose record steps can share a pass: same data and record options (in study order); each group cut
-    into ``split`` contiguous parts; every entry alone unless ``together``."""
+    """Entries whose record steps can share a pass: same data and record options, and all redoing their record or
+    none (in study order); each group cut into ``split`` contiguous parts; every entry alone unless ``together``."""
     groups: dict[str, list[dict]] = {}
     for r in records:
-        key = json.dumps([r["data"], r["steps"]["record"]["options"]], sort_keys=True)
+        key = json.dumps([r["data"], r["steps"]["record"]["options"], "redo" in r["steps"]["record"]], sort_keys=True)
         groups.setdefault(key, []).append(r)
     out = []
     for group in groups.values():
@@ -159,57 +174,69 @@ def _record_groups(records: list[dict], split: int, together: bool) -> list[list
     return out
 
 
-def preflight(spec: StudySpec) -> None:
-    """Checks that need more than the study file: every dataset opens (holds images)."""
-    seen: set[str] = set()
-    for entry in spec.entries:
-        if entry.data in seen:
-            continue
-        seen.add(entry.data)
-        try:
-            load_dataset(entry.data)
-        except UnitlensError as err:
-            raise BadInput(f"study {spec.name}, entry {entry.name}: {err}") from err
+def _forced(spec: StudySpec, force: bool | Sequence[str]) -> set[str]:
+    """The entries ``force`` names (``True``: all); an unknown name is an error naming those there are."""
+    names = [e.name for e in spec.entries]
+    if isinstance(force, bool):
+        return set(names) if force else set()
+    unknown = [n for n in force if n not in names]
+    if unknown:
+        raise BadInput(f"--force names no entry '{unknown[0]}' of study {spec.name}; it has {', '.join(names)}")
+    return set(force)
+
+
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr)
 
 
 def run_study(study_file: str | Path, out: str | Path | None = None, jobs: int = JOBS, ray: str | None = None,
               cpus_per_task: int | None = None, gpus_per_task: float = GPUS_PER_TASK,
-              memory_budget_mb: float = MEMORY_BUDGET_MB, progress: bool = True) -> StudyRun:
-    """Run (or resume) the study in ``study_file`` into the folder ``out`` (default ``studies/<name>``).
+              memory_budget_mb: float = MEMORY_BUDGET_MB, progress: bool = True,
+              force: bool | Sequence[str] = False, prune: bool = False,
+              notify: Callable[[str], None] | None = None) -> StudyRun:
+    """Run (or resume, or bring up to date) the study in ``study_file`` into the folder ``out`` (default
+    ``studies/<name>``); see the module doc.
 
     ``jobs``: worker processes on this machine; ``ray``: a Ray address (``"local"``, ``"auto"`` or
     ``"ray://host:10001"``) to run one Ray task per entry and step instead; ``cpus_per_task`` / ``gpus_per_task``:
-    what each Ray task asks for (its torch threads are its CPUs; default 1), and the torch threads of each ``jobs``
-    worker (default: the cores / jobs); ``memory_budget_mb``: the estimated memory the
-    models of one shared record pass may take together.
+    what each Ray task asks for (default: the study's ``threads`` CPUs, no GPU); ``memory_budget_mb``: the
+    estimated memory the models of one shared record pass may take together. ``force``: redo every step of these
+    entries (``True``: of all); ``prune``: delete the atlases of the entries the study file no longer has.
+    ``notify`` hears what is redone and removed, one line per entry, before the work starts (default: printed to
+    stderr when ``progress``).
     """
     t_start = time.perf_counter()
+    notes: list[str] = []
+    tell = notify or (_stderr if progress else (lambda text: None))
     if jobs < 1:
         raise BadInput(f"jobs must be at least 1, got {jobs}")
     if ray is not None and jobs > 1:
         raise BadInput("give either --jobs (processes on this machine) or --ray (a Ray cluster), not both")
-    if ray is not None and cpus_per_task is None:
-        cpus_per_task = CPUS_PER_TASK
-    elif jobs > 1 and cpus_per_task is None:
-        cpus_per_task = max(1, (os.cpu_count() or 1) // jobs)
+    if cpus_per_task is not None and ray is None:
+        raise BadInput("--cpus-per-task is what each Ray task asks for (with --ray); the torch threads of every step "
+                       "are the study file's threads = N (default 1), whatever runs it")
     if gpus_per_task < 0 or (cpus_per_task is not None and cpus_per_task < 1) or memory_budget_mb <= 0:
         raise BadInput("cpus per task must be >= 1, gpus per task >= 0 and the memory budget > 0")
     spec = load_spec(study_file)
-    preflight(spec)
+    forced = _forced(spec, force)
     folder = StudyFolder(Path(out) if out is not None else Path("studies") / spec.name)
+    folder.check_owner(spec)
+    hashes = FileHashes(folder.hashes_file)
+    inputs = {entry.name: entry_inputs(entry, hashes) for entry in spec.entries}  # also: every dataset opens
     with folder.writing("study run"):
         folder.adopt(spec)
-        state = folder.new_state(spec)
-        for record in state["entries"]:
-            for st in record["steps"].values():
-                if st["status"] in ("running", "failed"):  # interrupted or failed before: run it again
-                    st["status"], st["error"] = "pending", ""
+        hashes.save()
+        state, changes = update_state(spec, folder, inputs, forced, prune)
+        for name in changes.pruned:
+            shutil.rmtree(folder.atlas_path(name), ignore_errors=True)
         folder.write_state(state)
+        for note in changes.notes:
+            notes.append(note)
+            tell(note)
         executor = Inline() if ray is None and jobs == 1 else \
-            RayTasks(ray, cpus_per_task or 1, gpus_per_task) if ray is not None else Processes(jobs)
+            RayTasks(ray, cpus_per_task or spec.threads, gpus_per_task) if ray is not None else Processes(jobs)
         try:
-            _schedule(spec, folder, state, executor, cpus_per_task, ray is not None, jobs,
-                      int(memory_budget_mb * 2**20), progress)
+            _schedule(spec, folder, state, executor, ray is not None, jobs, int(memory_budget_mb * 2**20), progress)
         finally:
             folder.write_state(state)
             executor.close()
@@ -218,18 +245,20 @@ def run_study(study_file: str | Path, out: str | Path | None = None, jobs: int =
         table = write_summary(folder)
     failed = {r["name"]: next(f"{s}: {st['error']}" for s, st in r["steps"].items() if st["status"] == "failed")
               for r in state["entries"] if entry_status(r) == "failed"}
-    return StudyRun(folder.path, state, table, failed, time.perf_counter() - t_start)
+    return StudyRun(folder.path, state, table, failed, time.perf_counter() - t_start, changes.redone,
+                    changes.removed, notes)
 
 
-def _schedule(spec: StudySpec, folder: StudyFolder, state: dict, executor, threads: int | None, on_ray: bool,
-              jobs: int, memory_budget: int, progress: bool) -> None:
-    records = {r["name"]: r for r in state["entries"]}
+def _schedule(spec: StudySpec, folder: StudyFolder, state: dict, executor, on_ray: bool, jobs: int,
+              memory_budget: int, progress: bool) -> None:
+    records = {r["name"]: r for r in state["entries"] if not r.get("removed")}
     inline = type(executor) is Inline
     study = str(folder.path.resolve())
 
     def task(step: str, entries: list[dict]) -> Task:
+        redo = {r["name"]: r["steps"][step]["redo"].get("backend") for r in entries if "redo" in r["steps"][step]}
         return Task(step=step, entries=entries, study=study, share_embeddings=spec.share_embeddings,
-                    memory_budget=memory_budget, progress=progress and inline, threads=threads)
+                    memory_budget=memory_budget, progress=progress and inline, threads=spec.threads, redo=redo)
 
     queue: list[Task] = []
     need_record = [r for r in records.values() if _next_step(r) == "record"]
@@ -256,6 +285,8 @@ def _schedule(spec: StudySpec, folder: StudyFolder, state: dict, executor, threa
             applied.add((o["entry"], o["step"]))
             r = records[o["entry"]]
             r["steps"][o["step"]].update({k: o[k] for k in ("status", "error", "seconds", "result")})
+            if o["status"] == "done":  # computed from its inputs now; a redo that failed is a redo again next time
+                r["steps"][o["step"]].pop("redo", None)
             nxt = _next_step(r)
             if o["status"] == "done" and nxt is not None:
                 queue.append(task(nxt, [r]))

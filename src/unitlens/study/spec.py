@@ -27,7 +27,7 @@ from typing import Any
 
 from unitlens.atlas.files import safe_name
 from unitlens.errors import BadInput, MissingFile
-from unitlens.study.defaults import DEFAULT_STEPS, SHARE_EMBEDDINGS, STEPS
+from unitlens.study.defaults import DEFAULT_STEPS, SHARE_EMBEDDINGS, STEPS, THREADS
 
 try:
     import tomllib
@@ -36,7 +36,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 LAYER_KEYS = ("layers", "types", "exclude", "keep_first_last")
 OVERRIDABLE = ("data", *LAYER_KEYS, "steps", "accuracy", *STEPS)
-TOP_KEYS = ("name", "share_embeddings", "entry", *OVERRIDABLE)
+TOP_KEYS = ("name", "share_embeddings", "threads", "entry", *OVERRIDABLE)
 ENTRY_KEYS = ("name", "model", "random", "checkpoint", "checkpoints", "epoch", *OVERRIDABLE)
 SIDECAR = "sidecar"
 # parameters the runner sets itself, so a study file cannot
@@ -93,13 +93,14 @@ class Entry:
 
 @dataclass(frozen=True)
 class StudySpec:
-    """A parsed study file: its name, the parsed TOML, and its entries."""
+    """A parsed study file: its name, the parsed TOML, its entries, and the torch threads of every step."""
 
     name: str
     path: Path
     table: dict
     entries: tuple[Entry, ...]
     share_embeddings: bool = SHARE_EMBEDDINGS
+    threads: int = THREADS
 
     def entry(self, name: str) -> Entry:
         for e in self.entries:
@@ -160,16 +161,25 @@ def _fits(value: Any, default: Any) -> bool:
     return True
 
 
-def _check_options(where: str, step: str, table: Any, params: dict[str, inspect.Parameter]) -> dict:
+_KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _check_options(where: str, table_name: str, table: Any, params: dict[str, inspect.Parameter]) -> dict:
+    """``table`` (the TOML table ``[table_name]``) checked against a step's parameters."""
+    where = f"{where}, [{table_name}] table"
     if not isinstance(table, dict):
-        raise BadInput(f"{where}: [{step}] must be a table of options, got {table!r}")
+        raise BadInput(f"{where}: must be a table of options, got {table!r}")
     for key, value in table.items():
         if key not in params:
-            raise BadInput(f"{where}: unknown [{step}] option '{key}'; valid options are "
-                           f"{', '.join(sorted(params))} (dashes as underscores)")
-        if not _fits(value, params[key].default):
-            raise BadInput(f"{where}: [{step}] option '{key}' = {value!r} should be a "
-                           f"{type(params[key].default).__name__} like its default {params[key].default!r}")
+            hint = f"; '{key}' belongs to the [{table_name}] table because it comes after that header: write " \
+                   f"{'top-level' if '.' not in table_name else 'entry'} keys before the first table" \
+                if key in OVERRIDABLE or key in TOP_KEYS else ""
+            raise BadInput(f"{where}: unknown option '{key}'{hint}; valid options are {', '.join(sorted(params))} "
+                           "(dashes as underscores)")
+        default = params[key].default
+        if not _fits(value, default):
+            kind = next(text for kind, text in _KINDS.items() if isinstance(default, kind))
+            raise BadInput(f"{where}: option '{key}' = {value!r} should be {kind} like its default {default!r}")
     return dict(table)
 
 
@@ -325,8 +335,10 @@ def _entries(where: str, top: dict, raw: dict, params: dict) -> list[Entry]:
     keep = merged.get("keep_first_last") or False
     if not isinstance(keep, bool):
         raise BadInput(f"{where}: 'keep_first_last' is true or false, got {keep!r}")
-    options = {step: _check_options(where, step, {**top.get(step, {}), **raw.get(step, {})}, params[step])
-               for step in STEPS}
+    for step in STEPS:
+        if step in raw:
+            _check_options(where, f"entry.{step}", raw[step], params[step])
+    options = {step: {**top.get(step, {}), **raw.get(step, {})} for step in STEPS}
     data = _data(where, merged.get("data") or "demo")
     out = []
     for checkpoint in checkpoints:
@@ -364,10 +376,13 @@ def parse_spec(table: dict, path: str | Path = "study.toml") -> StudySpec:
     share = table.get("share_embeddings", SHARE_EMBEDDINGS)
     if not isinstance(share, bool):
         raise BadInput(f"study file {path}: share_embeddings is true or false, got {share!r}")
+    threads = table.get("threads", THREADS)
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise BadInput(f"study file {path}: 'threads' is a whole number of torch threads >= 1, got {threads!r}")
     params = step_parameters()
     for step in STEPS:
         if step in table:
-            _check_options(f"study file {path}, top level", step, table[step], params[step])
+            _check_options(f"study file {path}", step, table[step], params[step])
     raw_entries = table.get("entry")
     if not isinstance(raw_entries, list) or not raw_entries or not all(isinstance(e, dict) for e in raw_entries):
         raise BadInput(f"study file {path} has no [[entry]] tables; add one per model, e.g. [[entry]] model = "
@@ -383,7 +398,8 @@ def parse_spec(table: dict, path: str | Path = "study.toml") -> StudySpec:
                                "them another name = \"...\"")
             where_of[entry.name] = where
             entries.append(entry)
-    return StudySpec(name=name, path=path, table=table, entries=tuple(entries), share_embeddings=share)
+    return StudySpec(name=name, path=path, table=table, entries=tuple(entries), share_embeddings=share,
+                     threads=threads)
 
 
 def load_spec(path: str | Path) -> StudySpec:

@@ -5,6 +5,10 @@ per group that fits the memory budget).
 A task returns one outcome per entry (status ``done`` or ``failed``, the error text, seconds, a small result) and
 never raises for a failing entry: a model that cannot load, a bad checkpoint or an out-of-memory error fail that
 entry only. Every write into an entry's atlas goes through the existing steps, under the atlas's write lock.
+
+Every task runs on the study's torch thread count, whichever process runs it (this one's count is given back
+after), so no result depends on the executor. A step marked ``redo`` starts from nothing: the record is recorded
+again (``force``), MIS drops its earlier scores of the backends involved, the lens its earlier vectors and measures.
 """
 from __future__ import annotations
 
@@ -13,16 +17,19 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from unitlens.errors import UnitlensError
+from unitlens.runtime import torch_threads
+from unitlens.study.defaults import THREADS
 from unitlens.study.folder import StudyFolder, entry_of
 from unitlens.study.spec import Entry
 
 
 @dataclass
 class Task:
-    """What a worker needs: the step, the ``study.json`` records of its entries, the study folder and settings."""
+    """What a worker needs: the step, the ``study.json`` records of its entries, the study folder and settings;
+    ``redo``: the entries whose step starts from nothing -> the backend of the results it replaces (or None)."""
 
     step: str
     entries: list[dict]
@@ -30,7 +37,8 @@ class Task:
     share_embeddings: bool = True
     memory_budget: int = 4096 * 2**20
     progress: bool = False
-    threads: int | None = None
+    threads: int = THREADS
+    redo: dict[str, str | None] = field(default_factory=dict)
 
 
 def outcome(entry: str, step: str, seconds: float, error: BaseException | None = None, result: dict | None = None
@@ -62,14 +70,11 @@ def load_entry_model(entry: Entry):
 def execute(task: Task, report: Callable[[list[dict]], None] | None = None) -> list[dict]:
     """Run ``task``; one outcome per entry. ``report`` (in-process runs) gets the outcomes of a record task's
     passes as each pass ends, so the study's state follows a long record step."""
-    if task.threads:
-        import torch
-
-        torch.set_num_threads(task.threads)
     entries = [entry_of(r) for r in task.entries]
-    if task.step == "record":
-        return _record(task, entries, report or (lambda outcomes: None))
-    return {"accuracy": _accuracy, "mis": _mis, "lens": _lens, "featviz": _featviz}[task.step](task, entries)
+    with torch_threads(task.threads):
+        if task.step == "record":
+            return _record(task, entries, report or (lambda outcomes: None))
+        return {"accuracy": _accuracy, "mis": _mis, "lens": _lens, "featviz": _featviz}[task.step](task, entries)
 
 
 # ---------------------------------------------------------------------------------------------- record
@@ -80,7 +85,8 @@ def _record(task: Task, entries: list[Entry], report: Callable[[list[dict]], Non
     from unitlens.recording.many import estimate_bytes
 
     folder = StudyFolder(task.study)
-    options = dict(entries[0].options.get("record", {}))
+    # the runner groups entries that redo their record apart from those that resume it
+    options = {**entries[0].options.get("record", {}), "force": bool(task.redo)}
     k, merge_every = options.get("k", 200), options.get("merge_every", 512)
     results: dict[str, dict] = {}
 
@@ -198,12 +204,22 @@ def entry_backend(task: Task, entry: Entry, step: str, default: str) -> Iterator
         yield atlas, backend, options
 
 
+def replaced_backends(task: Task, entry: Entry, backend) -> set[str]:
+    """The backends whose results of this step an entry that redoes it drops first (none if it does not)."""
+    if entry.name not in task.redo:
+        return set()
+    earlier = task.redo[entry.name]
+    return {backend.name} | ({earlier} if earlier else set())
+
+
 def _mis(task: Task, entries: list[Entry]) -> list[dict]:
     from unitlens.mis.defaults import BACKEND
-    from unitlens.mis.scoring import run_atlas
+    from unitlens.mis.scoring import METRIC, METRIC_ACCURACY, run_atlas
 
     def work(entry: Entry) -> dict:
         with entry_backend(task, entry, "mis", BACKEND) as (atlas, backend, options):
+            for name in replaced_backends(task, entry, backend):
+                atlas.drop_scores((METRIC, METRIC_ACCURACY), name)
             run = run_atlas(atlas, backend, progress=task.progress, **options)
         return {"backend": run.backend, **run.counts, "cache_misses": run.cache_misses}
 
@@ -211,15 +227,21 @@ def _mis(task: Task, entries: list[Entry]) -> list[dict]:
 
 
 def _lens(task: Task, entries: list[Entry]) -> list[dict]:
-    from unitlens.lens.analysis import measures
+    from unitlens.lens.analysis import METRICS, measures
     from unitlens.lens.defaults import DEFAULT_LENS_BACKEND
     from unitlens.lens.embed import embed_atlas
+    from unitlens.lens.store import LensStore
 
     embed_keys = set(inspect.signature(embed_atlas).parameters)
     measure_keys = set(inspect.signature(measures).parameters)
 
     def work(entry: Entry) -> dict:
         with entry_backend(task, entry, "lens", DEFAULT_LENS_BACKEND) as (atlas, backend, options):
+            for name in replaced_backends(task, entry, backend):
+                atlas.drop_scores(METRICS, name)
+                if atlas.backend_path("lens", name).is_dir():
+                    store = LensStore(atlas, name)
+                    store.reset(store.weights_id)
             embedded = embed_atlas(atlas, backend, progress=task.progress,
                                    **{k: v for k, v in options.items() if k in embed_keys})
             measured = measures(atlas, backend=backend.name,
@@ -232,6 +254,7 @@ def _lens(task: Task, entries: list[Entry]) -> list[dict]:
 def _featviz(task: Task, entries: list[Entry]) -> list[dict]:
     """Feature visualisations of the entry's atlas (``[featviz]`` layers, units, steps, ...), then their MIS with
     the mis step's backend (unless ``[featviz]`` names another)."""
+    from unitlens.featviz.defaults import METRIC, METRIC_ACCURACY
     from unitlens.featviz.options import FeatvizOptions
     from unitlens.featviz.run import featviz_atlas
     from unitlens.featviz.scoring import score_featviz
@@ -242,7 +265,11 @@ def _featviz(task: Task, entries: list[Entry]) -> list[dict]:
     def work(entry: Entry) -> dict:
         default = entry.options.get("mis", {}).get("backend", BACKEND)
         with entry_backend(task, entry, "featviz", default) as (atlas, backend, options):
-            made = featviz_atlas(atlas, progress=task.progress, **{k: v for k, v in options.items() if k in fields})
+            for name in replaced_backends(task, entry, backend):
+                atlas.drop_scores((METRIC, METRIC_ACCURACY), name)
+            redo = {"force": True} if entry.name in task.redo else {}  # the images too: made from other inputs
+            made = featviz_atlas(atlas, progress=task.progress,
+                                 **{**{k: v for k, v in options.items() if k in fields}, **redo})
             scores = {k: v for k, v in options.items() if k not in fields or k in ("layers", "device")}
             run = score_featviz(atlas, backend, progress=task.progress, **scores)
         return {"backend": run.backend, "units": int(len(run.frame)),

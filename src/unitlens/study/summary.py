@@ -6,7 +6,13 @@ backend, scored units, MIS mean / 5th / 95th percentile / mean of the worst 5 % 
 mean MIS accuracy (the 2-AFC task accuracy, not the model's), the lens backend with clarity, polysemanticity and
 redundancy means (redundancy: mean over layers), where the featviz step ran the MIS of feature visualisations
 beside natural-exemplar MIS on the same units (both means, their mean paired difference and the share of units
-visualisations make more predictable), and the seconds of each step.
+visualisations make more predictable), and the seconds of each step. A result is shown only when its step
+is done with the study file as it is now (a step to redo shows nothing until it is). An entry the study file no longer
+has is listed with status ``removed`` (its atlas is kept).
+
+``study.parquet`` carries a stamp in its schema metadata (``{"kind": "study table", "study": <name>}``, like the
+identity stamps of an atlas's derived results): ``read_table`` refuses a damaged file, or a table that is not this
+study's, with a ``CorruptFile`` naming it and the command that rewrites it.
 """
 from __future__ import annotations
 
@@ -17,12 +23,13 @@ import numpy as np
 import pandas as pd
 
 from unitlens.atlas import Atlas
-from unitlens.atlas.files import write_parquet
-from unitlens.errors import UnitlensError
+from unitlens.atlas.files import parquet_stamp, read_parquet, write_parquet
+from unitlens.errors import CorruptFile, UnitlensError
 from unitlens.study.defaults import WORST_SHARE
 from unitlens.study.folder import StudyFolder, entry_status
 
 STEP_SECONDS = ("record", "accuracy", "mis", "lens", "featviz")
+KIND = "study table"
 
 
 def worst_mean(values: np.ndarray, share: float = WORST_SHARE) -> float:
@@ -105,18 +112,20 @@ def entry_row(folder: StudyFolder, record: dict) -> dict:
         "accuracy_source": record.get("accuracy_source", ""), "status": status, "failed_step": failed,
         "error": steps[failed]["error"] if failed else "",
     }
-    atlas_path = folder.path / record["atlas"]
+    done = {step for step, st in steps.items() if st["status"] == "done"}  # only results of what they are now
     try:
-        atlas = Atlas(atlas_path)
+        atlas = Atlas(folder.path / record["atlas"]) if "record" in done else None
     except UnitlensError:
         atlas = None
     if atlas is not None and atlas.complete:
         units = atlas.units()
         row.update({"layers": int(units["layer"].nunique()), "units": len(units),
                     "constant_units": int(units["constant"].sum())})
-        row.update(mis_summary(atlas, steps.get("mis", {}).get("result", {}).get("backend")))
-        row.update(lens_summary(atlas, steps.get("lens", {}).get("result", {}).get("backend")))
-        if "featviz" in steps:
+        if "mis" in done:
+            row.update(mis_summary(atlas, steps["mis"].get("result", {}).get("backend")))
+        if "lens" in done:
+            row.update(lens_summary(atlas, steps["lens"].get("result", {}).get("backend")))
+        if "featviz" in done and "mis" in done:
             row.update(featviz_summary(atlas, steps["featviz"].get("result", {}).get("backend")))
     for step in STEP_SECONDS:
         row[f"{step}_s"] = float(steps[step]["seconds"]) if step in steps and steps[step]["status"] == "done" \
@@ -148,10 +157,34 @@ def summarize(folder: StudyFolder | str) -> pd.DataFrame:
     return table.astype(_TYPES)
 
 
+def table_stamp(folder: StudyFolder) -> dict:
+    """What ``study.parquet`` is stamped with: it is the table of this study."""
+    return {"kind": KIND, "study": folder.read_state().get("name")}
+
+
 def write_summary(folder: StudyFolder | str | Path) -> pd.DataFrame:
-    """Compute the study table and write it to ``study.parquet`` (atomically, under the study's lock)."""
+    """Compute the study table and write it to ``study.parquet`` (atomically, stamped, under the study's lock)."""
     folder = folder if isinstance(folder, StudyFolder) else StudyFolder(folder)
     with folder.writing("study summary"):
         table = summarize(folder)
-        write_parquet(folder.table_file, table)
+        write_parquet(folder.table_file, table, stamp=table_stamp(folder))
+    return table
+
+
+def read_table(folder: StudyFolder | str | Path) -> pd.DataFrame:
+    """The study table as ``study.parquet`` holds it (written by the last run or ``unitlens study summary``); a
+    damaged file, or one that is not this study's table, is a ``CorruptFile`` naming it and the fix."""
+    folder = folder if isinstance(folder, StudyFolder) else StudyFolder(folder)
+    path = folder.table_file
+    fix = f"rewrite it: unitlens study summary {folder.path}"
+    stamp = parquet_stamp(path, fix=fix)
+    mine = table_stamp(folder)
+    if stamp is None or stamp.get("kind") != KIND:
+        raise CorruptFile(f"{path} is not a study table written by unitlens (it has no study stamp); {fix}")
+    if stamp.get("study") != mine["study"]:
+        raise CorruptFile(f"{path} is the table of study '{stamp.get('study')}', not of '{mine['study']}'; {fix}")
+    table = read_parquet(path, fix=fix)
+    missing = [c for c in COLUMNS if c not in table]
+    if missing:
+        raise CorruptFile(f"{path} has no column(s) {', '.join(missing)}; {fix}")
     return table
