@@ -5,7 +5,8 @@ table per model; an entry overrides any top-level key (step tables are merged ke
 ``checkpoints`` glob expands to one entry per file in natural order (``epoch_2`` before ``epoch_10``). Step tables
 take the keyword arguments of the API functions behind the steps, checked against their signatures:
 ``[record]`` -> ``unitlens.recording.record``, ``[mis]`` -> ``unitlens.mis.run_atlas``, ``[lens]`` ->
-``unitlens.lens.embed_atlas`` and ``unitlens.lens.measures``. Paths (data folders, checkpoints, accuracy folders)
+``unitlens.lens.embed_atlas`` and ``unitlens.lens.measures``, ``[featviz]`` -> ``unitlens.featviz.featviz_atlas``
+(its ``layers`` are needed) and ``unitlens.featviz.score_featviz``. Paths (data folders, checkpoints, accuracy folders)
 are relative to the folder the command runs in, like the CLI's options, and are stored resolved.
 
 Accuracy (the model's classification accuracy, for MIS-vs-accuracy figures) is ``accuracy = 0.75`` (given),
@@ -43,6 +44,7 @@ RUNNER_SET = {
     "record": {"model", "data", "out", "layers", "options", "progress", "force"},
     "mis": {"atlas", "write", "progress", "keep_margins"},
     "lens": {"atlas", "model", "progress", "write", "force"},
+    "featviz": {"atlas", "model", "progress", "write", "options"},
 }
 
 
@@ -125,14 +127,17 @@ def natural_key(text: str) -> list:
 
 def step_parameters() -> dict[str, dict[str, inspect.Parameter]]:
     """The keyword arguments a study file may give each step: the API functions' parameters the runner leaves free."""
+    from unitlens.featviz.run import featviz_atlas
+    from unitlens.featviz.scoring import score_featviz
     from unitlens.lens.analysis import measures
     from unitlens.lens.embed import embed_atlas
     from unitlens.mis.scoring import run_atlas
     from unitlens.recording.run import record
 
-    found: dict[str, dict[str, inspect.Parameter]] = {"record": {}, "mis": {}, "lens": {}}
+    found: dict[str, dict[str, inspect.Parameter]] = {"record": {}, "mis": {}, "lens": {}, "featviz": {}}
     steps: tuple[tuple[str, list[Callable[..., Any]]], ...] = (
-        ("record", [record]), ("mis", [run_atlas]), ("lens", [embed_atlas, measures]))
+        ("record", [record]), ("mis", [run_atlas]), ("lens", [embed_atlas, measures]),
+        ("featviz", [featviz_atlas, score_featviz]))
     for step, fns in steps:
         for fn in fns:
             for name, param in inspect.signature(fn).parameters.items():
