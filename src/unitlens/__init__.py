@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from unitlens.atlas.atlas import Atlas
     from unitlens.atlas.labels import LabelStore
     from unitlens.atlas.unit import Unit
-    from unitlens.audit.alignment import audit
     from unitlens.basis.compare import compare_bases
     from unitlens.basis.figures import plot_basis_comparison
     from unitlens.basis.fit import fit_basis
@@ -51,7 +50,6 @@ if TYPE_CHECKING:
     from unitlens.recording.many import record_many
     from unitlens.recording.options import RecordOptions
     from unitlens.recording.run import record
-    from unitlens.relevance.class_relevance import compute_relevance
     from unitlens.study.plan import plan_study
     from unitlens.study.runner import run_study
     from unitlens.study.study import Study
@@ -81,11 +79,9 @@ __all__ = [
     "Unit",
     "UnitlensError",
     "as_loaded_model",
-    "audit",
     "build_tasks",
     "clarity",
     "compare_bases",
-    "compute_relevance",
     "embed_atlas",
     "enumerate_units",
     "evaluate_labels",
@@ -145,9 +141,6 @@ __getattr__, __dir__ = lazy_exports(
         "clarity": "unitlens.lens.unit_measures",
         "polysemanticity": "unitlens.lens.unit_measures",
         "redundancy": "unitlens.lens.unit_measures",
-        # Relevance and audits
-        "compute_relevance": "unitlens.relevance.class_relevance",
-        "audit": "unitlens.audit.alignment",
         # Bases (SAE features, PCA, ...)
         "BasisCompareOptions": "unitlens.basis.options",
         "BasisOptions": "unitlens.basis.options",
