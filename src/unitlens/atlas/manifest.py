@@ -111,7 +111,7 @@ class Manifest:
                                    n_nonfinite=int((units["nonfinite"] > 0).sum()))
 
     def as_dict(self) -> dict:
-        """The JSON form of ``manifest.json`` (fields that are not known are left out)."""
+        """The JSON form of ``manifest.json`` (counts not known yet are left out)."""
         out: dict[str, Any] = {"format_version": self.format_version, "status": self.status,
                                "config": self.config.as_dict(), "dataset": self.dataset.as_dict(),
                                "layers": [info.as_dict() for info in self.layers], "versions": dict(self.versions),
@@ -165,7 +165,7 @@ class Manifest:
         if not isinstance(config, dict) or not isinstance(dataset, dict):
             raise damaged("has a malformed config or dataset entry (not a JSON object)")
         try:
-            record = RecordConfig(**{**config, "layers": tuple(config.get("layers", ()))})
+            record = RecordConfig(**{**config, **({"layers": tuple(config["layers"])} if "layers" in config else {})})
             images = DatasetRecord(**dataset)
         except TypeError as err:  # missing or unknown fields
             raise damaged(f"has a malformed config or dataset entry ({err})") from err
