@@ -84,6 +84,11 @@ def exemplar_path(root: str | Path, layer: str) -> Path:
     return Path(root, EXEMPLARS, f"{stem}.safetensors")
 
 
+def manifest_backup(root: str | Path, version: int) -> Path:
+    """Where ``unitlens atlas upgrade`` keeps the manifest of format version ``version`` it replaced."""
+    return Path(root, f"manifest.v{version}.json")
+
+
 def layer_stem(layer: str) -> str:
     """The file stem of a layer's part of a derived result (lens, probe, explorer): its ``safe_name``."""
     return safe_name(layer, default="layer")
