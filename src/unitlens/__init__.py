@@ -23,7 +23,9 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from unitlens.atlas.atlas import Atlas
     from unitlens.atlas.labels import LabelStore
+    from unitlens.atlas.manifest import Manifest
     from unitlens.atlas.unit import Unit
+    from unitlens.atlas.upgrade import upgrade_atlas
     from unitlens.basis.compare import compare_bases
     from unitlens.basis.figures import plot_basis_comparison
     from unitlens.basis.fit import fit_basis
@@ -70,6 +72,7 @@ __all__ = [
     "LayerInfo",
     "Lens",
     "LoadedModel",
+    "Manifest",
     "ModelOptions",
     "ProbeOptions",
     "RecordOptions",
@@ -105,6 +108,7 @@ __all__ = [
     "score_embeddings",
     "score_featviz",
     "serve",
+    "upgrade_atlas",
     "visualize",
     "write_report",
 ]
@@ -128,6 +132,8 @@ __getattr__, __dir__ = lazy_exports(
         "Atlas": "unitlens.atlas.atlas",
         "Unit": "unitlens.atlas.unit",
         "LabelStore": "unitlens.atlas.labels",
+        "Manifest": "unitlens.atlas.manifest",
+        "upgrade_atlas": "unitlens.atlas.upgrade",
         # MIS
         "load_scores": "unitlens.mis.scoring",
         "score_atlas": "unitlens.mis.scoring",
