@@ -148,7 +148,7 @@ def attribution_graph(atlas, cls, layers, options: GraphOptions | None = None, *
             raise RelevanceError(f"no unit of {upper if not up_groups else lower} has a relevance share of at least "
                                  f"{options.min_relevance:g} for class {name}; lower --min-relevance")
         meta = load_meta(atlas, f"class_{index}")
-        data = None if meta.get("dataset_fingerprint") == atlas.manifest["dataset"]["fingerprint"] else meta.get("data")
+        data = None if meta.get("dataset_fingerprint") == atlas.manifest.dataset.fingerprint else meta.get("data")
         session = open_session(atlas, layers=[lower, upper], data=data, device=options.device, model=model,
                                channels_last=options.channels_last)
         ids = select_samples(top_predictions(session, progress=progress), index, meta.get("samples", "top5"))
