@@ -26,6 +26,11 @@ if TYPE_CHECKING:
     from unitlens.atlas.manifest import Manifest
     from unitlens.atlas.unit import Unit
     from unitlens.atlas.upgrade import upgrade_atlas
+    from unitlens.audit.alignment import AuditResult, audit_class
+    from unitlens.audit.figures import plot_audit, plot_flagged_units
+    from unitlens.audit.logit_auc import audit_test
+    from unitlens.audit.options import AuditOptions, AuditTestOptions, PruneOptions
+    from unitlens.audit.prune import prune_check
     from unitlens.basis.compare import compare_bases
     from unitlens.basis.figures import plot_basis_comparison
     from unitlens.basis.fit import fit_basis
@@ -52,6 +57,12 @@ if TYPE_CHECKING:
     from unitlens.recording.many import record_many
     from unitlens.recording.options import RecordOptions
     from unitlens.recording.run import record
+    from unitlens.relevance.explain_class import class_relevance
+    from unitlens.relevance.figures import plot_attribution_graph
+    from unitlens.relevance.graph import GraphResult, attribution_graph
+    from unitlens.relevance.options import GraphOptions, PredictedOptions, RelevanceOptions
+    from unitlens.relevance.predicted import predicted_relevance
+    from unitlens.relevance.store import load_relevance
     from unitlens.study.plan import plan_study
     from unitlens.study.runner import run_study
     from unitlens.study.study import Study
@@ -61,11 +72,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Atlas",
+    "AuditOptions",
+    "AuditResult",
+    "AuditTestOptions",
     "BasisCompareOptions",
     "BasisOptions",
     "BasisRecordOptions",
     "EvaluationOptions",
     "FeatvizOptions",
+    "GraphOptions",
+    "GraphResult",
     "ImageDataset",
     "LabelOptions",
     "LabelStore",
@@ -74,16 +90,23 @@ __all__ = [
     "LoadedModel",
     "Manifest",
     "ModelOptions",
+    "PredictedOptions",
     "ProbeOptions",
+    "PruneOptions",
     "RecordOptions",
     "RecordResult",
+    "RelevanceOptions",
     "Study",
     "Tasks",
     "Unit",
     "UnitlensError",
     "as_loaded_model",
+    "attribution_graph",
+    "audit_class",
+    "audit_test",
     "build_tasks",
     "clarity",
+    "class_relevance",
     "compare_bases",
     "embed_atlas",
     "enumerate_units",
@@ -93,11 +116,17 @@ __all__ = [
     "label_units",
     "load_dataset",
     "load_model",
+    "load_relevance",
     "load_scores",
     "mis_from_margins",
     "plan_study",
+    "plot_attribution_graph",
+    "plot_audit",
     "plot_basis_comparison",
+    "plot_flagged_units",
     "polysemanticity",
+    "predicted_relevance",
+    "prune_check",
     "record",
     "record_bases",
     "record_many",
@@ -147,6 +176,25 @@ __getattr__, __dir__ = lazy_exports(
         "clarity": "unitlens.lens.unit_measures",
         "polysemanticity": "unitlens.lens.unit_measures",
         "redundancy": "unitlens.lens.unit_measures",
+        # Relevance and audits
+        "GraphOptions": "unitlens.relevance.options",
+        "PredictedOptions": "unitlens.relevance.options",
+        "RelevanceOptions": "unitlens.relevance.options",
+        "class_relevance": "unitlens.relevance.explain_class",
+        "predicted_relevance": "unitlens.relevance.predicted",
+        "GraphResult": "unitlens.relevance.graph",
+        "attribution_graph": "unitlens.relevance.graph",
+        "plot_attribution_graph": "unitlens.relevance.figures",
+        "load_relevance": "unitlens.relevance.store",
+        "AuditOptions": "unitlens.audit.options",
+        "AuditTestOptions": "unitlens.audit.options",
+        "PruneOptions": "unitlens.audit.options",
+        "AuditResult": "unitlens.audit.alignment",
+        "audit_class": "unitlens.audit.alignment",
+        "audit_test": "unitlens.audit.logit_auc",
+        "prune_check": "unitlens.audit.prune",
+        "plot_audit": "unitlens.audit.figures",
+        "plot_flagged_units": "unitlens.audit.figures",
         # Bases (SAE features, PCA, ...)
         "BasisCompareOptions": "unitlens.basis.options",
         "BasisOptions": "unitlens.basis.options",
