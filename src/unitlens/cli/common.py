@@ -74,6 +74,12 @@ FORMAT = typer.Option("table", "--format", callback=_use_format, metavar="table|
                       help="table (fits the terminal), or csv / json: every table in full, messages on stderr.")
 
 
+# the display options: how a command prints, not what it computes. Every other option of a command is generated
+# from a field of its options classes (``cli.options``) or is an input (tests/test_options.py checks this).
+DISPLAY_OPTIONS = ("--format", "--table", "--verbose")
+TABLE_HELP = "Print only this table (with --format csv: one plain CSV file, no # line)."
+
+
 def tables(*names: str) -> Any:
     """The ``--table NAME`` option of a command that prints the tables ``names`` (as its ``table`` parameter)."""
 
@@ -83,8 +89,7 @@ def tables(*names: str) -> Any:
         _Output.only = value
         return value
 
-    return typer.Option(None, "--table", callback=use, metavar="|".join(names),
-                        help="Print only this table (with --format csv: one plain CSV file, no # line).")
+    return typer.Option(None, "--table", callback=use, metavar="|".join(names), help=TABLE_HELP)
 
 
 def machine_readable() -> bool:
