@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
-
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -154,12 +153,14 @@ def _pending(path: tuple[str, ...]) -> bool:
     return path[0] in PENDING or path[:2] in PENDING
 
 
+def _names_paths(annotation) -> bool:
+    return annotation is Path or any(_names_paths(a) for a in typing.get_args(annotation))
+
+
 def _is_input(p: TyperOption, callback) -> bool:
-    """An input option: required (``record --data``), or a file or folder with no default (``plot study --out``):
+    """An input option: required (``record --data``), or files or folders with no default (``plot study --out``):
     what the command reads or writes, not a setting, so no default or help that could drift from a field's."""
-    annotation = typing.get_type_hints(callback)[p.name]
-    is_path = annotation is Path or Path in typing.get_args(annotation)
-    return p.required or (is_path and p.default is None)
+    return p.required or (_names_paths(typing.get_type_hints(callback)[p.name]) and p.default is None)
 
 
 def test_every_cli_option_is_a_field_an_input_or_a_display_option():
