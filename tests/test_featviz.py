@@ -463,10 +463,14 @@ def test_cli_featviz_mis_and_plot(atlas, base, pixel_backend, monkeypatch, tmp_p
     assert out.exit_code == 0, out.output
     assert (tmp_path / "fig" / "mis_featviz_conv.png").is_file()
     assert (tmp_path / "fig" / "featviz_units_conv.png").is_file()
+    out = runner.invoke(app, ["plot", "featviz", a, "--out", str(tmp_path / "one"), "--units", "1", "--k", "1"])
+    assert out.exit_code == 0 and (tmp_path / "one" / "featviz_units_conv.png").is_file(), out.output
     for args, message in [
         (["featviz", a, "--layers", "conv", "--units", "9"], "unit 9 is outside layer conv"),
         (["featviz", a, "--layers", "conv", "--steps", "0"], "--steps must be at least 1"),
         (["featviz", a], "name the layers"),
+        (["plot", "featviz", a, "--out", str(tmp_path / "x"), "--units", "1-"], "--units is not valid"),
+        (["plot", "featviz", a, "--out", str(tmp_path / "x"), "--k", "0"], "--k must be at least 1"),
         (["mis", a, "--explanations", "pictures"], "--explanations must be one of"),
     ]:
         out = runner.invoke(app, args)

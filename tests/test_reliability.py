@@ -320,8 +320,11 @@ def test_verify_reports_every_kind_of_damage(two_atlases):
     assert "units.parquet" in errors.index and "second: 3 rows" in errors.loc["units.parquet", "detail"]
     assert "scores.parquet" in errors.index and "does not belong" in errors.loc["scores.parquet", "detail"]
     assert any("img_04.bmp" in d for d in errors["detail"])
+    assert not any("img_04.bmp" in d for d in verify_atlas(b.path, images=False).errors["detail"])
     out = runner.invoke(app, ["atlas", "verify", str(b.path)])
     assert out.exit_code == 1 and "problem(s)" in out.output and "Traceback" not in out.output
+    out = runner.invoke(app, ["atlas", "verify", str(b.path), "--no-images", "--format", "csv"])
+    assert out.exit_code == 1 and "img_04.bmp" not in out.output and "exemplars/first.safetensors" in out.output
     missing = runner.invoke(app, ["atlas", "verify", str(b.path.parent)])
     assert missing.exit_code == 1 and "not an atlas" in missing.output
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from unitlens.atlas.manifest import Manifest
     from unitlens.atlas.unit import Unit
     from unitlens.atlas.upgrade import upgrade_atlas
+    from unitlens.atlas.verify import verify_atlas
     from unitlens.audit.alignment import AuditResult, audit_class
     from unitlens.audit.figures import plot_audit, plot_flagged_units
     from unitlens.audit.logit_auc import audit_test
@@ -38,8 +39,10 @@ if TYPE_CHECKING:
     from unitlens.basis.recording import record_bases
     from unitlens.data.datasets import ImageDataset, load_dataset
     from unitlens.errors import UnitlensError
+    from unitlens.explorer.options import ReportOptions, ServeOptions
     from unitlens.explorer.server import serve
     from unitlens.explorer.static_site import write_report
+    from unitlens.featviz.figures import plot_featviz
     from unitlens.featviz.options import FeatvizOptions
     from unitlens.featviz.render import visualize
     from unitlens.featviz.run import featviz_atlas
@@ -63,6 +66,8 @@ if TYPE_CHECKING:
     from unitlens.relevance.options import GraphOptions, PredictedOptions, RelevanceOptions
     from unitlens.relevance.predicted import predicted_relevance
     from unitlens.relevance.store import load_relevance
+    from unitlens.report.mis_plots import plot_mis
+    from unitlens.study.figures import plot_study
     from unitlens.study.plan import plan_study
     from unitlens.study.runner import run_study
     from unitlens.study.study import Study
@@ -96,6 +101,8 @@ __all__ = [
     "RecordOptions",
     "RecordResult",
     "RelevanceOptions",
+    "ReportOptions",
+    "ServeOptions",
     "Study",
     "Tasks",
     "Unit",
@@ -123,7 +130,10 @@ __all__ = [
     "plot_attribution_graph",
     "plot_audit",
     "plot_basis_comparison",
+    "plot_featviz",
     "plot_flagged_units",
+    "plot_mis",
+    "plot_study",
     "polysemanticity",
     "predicted_relevance",
     "prune_check",
@@ -138,6 +148,7 @@ __all__ = [
     "score_featviz",
     "serve",
     "upgrade_atlas",
+    "verify_atlas",
     "visualize",
     "write_report",
 ]
@@ -163,6 +174,7 @@ __getattr__, __dir__ = lazy_exports(
         "LabelStore": "unitlens.atlas.labels",
         "Manifest": "unitlens.atlas.manifest",
         "upgrade_atlas": "unitlens.atlas.upgrade",
+        "verify_atlas": "unitlens.atlas.verify",
         # MIS
         "load_scores": "unitlens.mis.scoring",
         "score_atlas": "unitlens.mis.scoring",
@@ -170,6 +182,7 @@ __getattr__, __dir__ = lazy_exports(
         "mis_from_margins": "unitlens.mis.scoring",
         "Tasks": "unitlens.mis.tasks",
         "build_tasks": "unitlens.mis.tasks",
+        "plot_mis": "unitlens.report.mis_plots",
         # SemanticLens
         "Lens": "unitlens.lens.lens",
         "embed_atlas": "unitlens.lens.embed",
@@ -215,10 +228,14 @@ __getattr__, __dir__ = lazy_exports(
         "visualize": "unitlens.featviz.render",
         "featviz_atlas": "unitlens.featviz.run",
         "score_featviz": "unitlens.featviz.scoring",
+        "plot_featviz": "unitlens.featviz.figures",
         # Studies and the explorer
         "Study": "unitlens.study.study",
         "run_study": "unitlens.study.runner",
         "plan_study": "unitlens.study.plan",
+        "plot_study": "unitlens.study.figures",
+        "ReportOptions": "unitlens.explorer.options",
+        "ServeOptions": "unitlens.explorer.options",
         "serve": "unitlens.explorer.server",
         "write_report": "unitlens.explorer.static_site",
         # Errors

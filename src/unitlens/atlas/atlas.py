@@ -27,7 +27,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -163,7 +163,7 @@ class Atlas:
                 return info
         raise UnknownLayer(f"layer '{name}' is not in atlas {self.path}; it has {[i.name for i in self.layers]}")
 
-    def select_layers(self, layers: str | list[str] | None = None, derived: bool = True) -> list[LayerInfo]:
+    def select_layers(self, layers: str | Sequence[str] | None = None, derived: bool = True) -> list[LayerInfo]:
         """The layers named by ``layers`` (names or globs; a comma-separated string allowed; None: all), in
         atlas order; a pattern that matches no layer is an error naming the atlas's layers. ``derived=False``
         leaves derived layers out (steps that run the model's own modules); naming one then is an error."""

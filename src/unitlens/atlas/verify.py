@@ -31,8 +31,10 @@ from unitlens.atlas.advice import rerecord_layer
 from unitlens.atlas.atlas import Atlas
 from unitlens.atlas.files import parquet_stamp, read_json, read_parquet, read_tensor_metadata, read_tensors
 from unitlens.atlas.layout import DERIVED, DERIVED_SEPARATOR, EXEMPLARS, MANIFEST, RECORD_STATE, SAMPLES, UNITS
+from unitlens.atlas.options import VerifyOptions
 from unitlens.data.hashing import file_digest
 from unitlens.errors import UnitlensError
+from unitlens.options import takes_options
 
 OK, WARNING, ERROR = "ok", "warning", "error"
 NAMED = 5  # files named in one finding before the rest are counted
@@ -88,8 +90,24 @@ class _Checker:
             return None
 
 
-def verify_atlas(path: str | Path, images: bool = True) -> Verification:
-    """Check the atlas at ``path`` (see the module docstring); never raises for what it finds."""
+@takes_options(VerifyOptions)
+def verify_atlas(path: str | Path, options: VerifyOptions | None = None) -> Verification:
+    """Check every file of the atlas at ``path`` (see the module docstring); never raises for what it finds.
+
+    Parameters
+    ----------
+    path
+        The atlas folder.
+    options
+        What else to check (``VerifyOptions``; keyword arguments override its fields).
+
+    Returns
+    -------
+    Verification
+        Every finding (errors, warnings, passed checks) with the file and the command that redoes it.
+    """
+    assert options is not None  # takes_options fills it
+    images = options.images
     root = Path(path)
     c = _Checker(root)
     if not (root / MANIFEST).is_file():

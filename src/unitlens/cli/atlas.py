@@ -1,4 +1,4 @@
-"""``unitlens atlas …``: inspect, verify and upgrade atlases."""
+"""``unitlens atlas …``: inspect, verify and upgrade atlases (``verify``'s options come from ``VerifyOptions``)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +6,9 @@ from typing import Optional
 
 import typer
 
+from unitlens.atlas.options import VerifyOptions
 from unitlens.cli.common import FORMAT, error, failing_cleanly, group, machine_readable, print_frame, say, tables
+from unitlens.cli.options import options_command
 
 app = group("atlas", help="Inspect, verify and upgrade atlases.")
 
@@ -44,12 +46,9 @@ def info(path: Path = typer.Argument(..., help="Atlas folder."), fmt: str = FORM
 
 
 @app.command("verify")
-def verify(
-    path: Path = typer.Argument(..., help="Atlas folder."),
-    images: bool = typer.Option(True, help="Also check that every image is still there and, where the atlas holds "
-                                           "content hashes, that files with new times still have the recorded bytes."),
-    fmt: str = FORMAT,
-) -> None:
+@options_command
+def verify(path: Path = typer.Argument(..., help="Atlas folder."), fmt: str = FORMAT, *,
+           options: VerifyOptions) -> None:
     """Check every file of an atlas: readable, shapes consistent, ids in range, derived results of this atlas.
 
     Prints the findings (errors and warnings one per row, passed checks summed up per area) and exits with
@@ -58,7 +57,7 @@ def verify(
     from unitlens.atlas.verify import verify_atlas
 
     with failing_cleanly():
-        result = verify_atlas(path, images=images)
+        result = verify_atlas(path, options)
     print_frame(result.table(), title=f"verify {path}", name="checks", key=("check", "status", "detail"))
     errors = result.errors
     if len(errors):

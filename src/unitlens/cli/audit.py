@@ -23,6 +23,7 @@ from unitlens.cli.common import (
     FORMAT,
     failing_cleanly,
     group,
+    inputs,
     load_named_model,
     note,
     print_frame,
@@ -44,6 +45,7 @@ SHOWN = 20  # units listed per table (--format csv / json: every unit)
 
 
 @app.command("alignment")
+@inputs("cls", "valid", "spurious", "backend", "out")
 @options_command
 def alignment_command(
     atlas: Path = typer.Argument(..., help="Embedded atlas folder (unitlens lens embed) with relevance "
@@ -158,6 +160,7 @@ def _parse_units(specs: list[str]) -> dict[str, list[int]]:
 
 
 @app.command("prune")
+@inputs("cls", "units", "from_audit", "verdict", "labelled", "spurious_images")
 @options_command
 def prune_command(
     atlas: Optional[Path] = typer.Argument(None, help="Atlas whose model is pruned (or give --model)."),

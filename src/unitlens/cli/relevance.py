@@ -20,6 +20,7 @@ from unitlens.cli.common import (
     FORMAT,
     fail,
     failing_cleanly,
+    inputs,
     machine_readable,
     print_frame,
     resumable,
@@ -43,6 +44,7 @@ def _predicted_options(options: RelevanceOptions, predicted: PredictedOptions) -
     return predicted.replace(**{name: getattr(options, name) for name in shared})
 
 
+@inputs("cls", "predicted", "data")
 @options_command(only={"per_predicted": ("top_classes",)})
 def relevance(
     atlas: Path = typer.Argument(..., help="Atlas folder (from unitlens record)."),
@@ -103,6 +105,7 @@ def relevance(
     say(f"wrote {folder(atlas)}")
 
 
+@inputs("cls", "layers", "backend", "out")
 @options_command
 def graph(
     atlas: Path = typer.Argument(..., help="Atlas folder with class relevance and lens labels."),

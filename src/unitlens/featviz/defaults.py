@@ -17,6 +17,8 @@ DIVERSITY = 0.0  # weight of the diversity term; 0 turns it off
 MIN_SIZE, MAX_SIZE = 16, 1024  # image side in pixels
 MAX_STEPS = 100_000
 MAX_PER_SIDE = 64
+FIGURE_UNITS = 4  # units on a layer's sheet of visualisations beside natural exemplars
+FIGURE_IMAGES = 5  # images of each kind and direction per unit on a sheet
 
 # the robustness transforms (Lucent's standard_transforms)
 PAD = 12  # pixels of grey (0.5) added on every side
