@@ -304,9 +304,9 @@ def test_record_counts_nonfinite_units_apart_from_constant_ones(random_images, t
 
     status = unit_status(result.atlas.units()).to_numpy()
     assert list(status[-5:]) == ["scored", "nonfinite", "constant", "nonfinite", "scored"]
-    from unitlens.lens import embed_atlas
+    from unitlens.lens import embed_units
 
-    store = embed_atlas(result.atlas, ColourBackend(), m=3, layers=["conv"], progress=False).store
+    store = embed_units(result.atlas, ColourBackend(), m=3, layers=["conv"], progress=False).store
     assert store.read_layer("conv").constant.tolist() == [False, True, True, True, False]  # the lens leaves them out
 
 

@@ -35,10 +35,9 @@ import torch
 import torch.nn.functional as F
 
 from unitlens.errors import BadInput, LensError
+from unitlens.lens.defaults import IMAGE_NULLS, TEXT_NULLS
 
 TEMPLATES = ("{}", "{}-like", "a {}", "an image of a close up of {}")
-IMAGE_NULLS = ("dataset", "none")
-TEXT_NULLS = ("template", "none")
 NULL_SAMPLES = 512
 
 
