@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from unitlens.basis import FitOptions, fit_basis, random_directions, record_bases
+from unitlens.basis import fit_basis, random_directions, record_bases
 from unitlens.basis.encoder import Encoder
 from unitlens.basis.recording import basis_features
 from unitlens.data import load_dataset
@@ -120,7 +120,7 @@ def main() -> None:
     channels, out = listing.parent / "channels", listing.parent / "atlas"
     record(model, data, out, infos, batch_size=args.batch_size, device=device, progress=False)
     for positions in ("image", "spatial"):
-        fit_basis(out, args.layer, positions, FitOptions("random", features=args.features, device=args.device),
+        fit_basis(out, args.layer, positions, kind="random", features=args.features, device=args.device,
                   positions=positions, model=model, progress=False)
     ends: dict[str, list[float]] = {"unitlens record": [], "basis record image": [], "basis record spatial": []}
     for _ in range(args.repeats):

@@ -6,7 +6,7 @@
 Config names: ``sae-x<E>[-k<K>][-s<S>]`` (a TopK SAE with expansion E, k = K (32), seed S (0); spatial positions,
 the CLI defaults otherwise), ``pca``, ``ica``, ``random[-s<S>]``; each becomes the basis of that name per layer.
 Every step skips what is done: ``fit`` reads each layer's activations once for all its new configs
-(``unitlens.basis.fit.read_samples``), ``record`` records all unrecorded bases in one pass, ``mis`` scores every
+(``unitlens.basis.read_samples``), ``record`` records all unrecorded bases in one pass, ``mis`` scores every
 layer with the offline backend, ``lens`` embeds, measures and labels them with ``offline-vl`` and the 22 demo
 categories as text concepts, ``compare`` prints and writes (``ATLAS/basis/compare-<layer>.csv/.png``) the
 comparison of each layer. The same as the CLI's ``basis fit`` / ``basis record`` / ``mis`` / ``lens`` / ``basis
@@ -23,24 +23,31 @@ import torch
 
 from unitlens.atlas import Atlas
 from unitlens.atlas.files import safe_name, write_parquet
-from unitlens.basis import FitOptions, compare_bases, fit_basis, list_bases, record_bases
-from unitlens.basis.fit import read_samples
+from unitlens.basis import (
+    BasisOptions,
+    compare_bases,
+    fit_basis,
+    list_bases,
+    plot_basis_comparison,
+    read_samples,
+    record_bases,
+)
 from unitlens.data.datasets import DEMO_ROOT
-from unitlens.report.basis_plots import plot_basis_comparison
 
 STEPS = ("fit", "record", "mis", "lens", "compare")
 
 
-def options_of(config: str, device: str | None) -> FitOptions:
+def options_of(config: str, device: str | None) -> BasisOptions:
     """A config name as fit options (see the module docstring)."""
     m = re.fullmatch(r"sae-x(\d+(?:\.\d+)?)(?:-k(\d+))?(?:-s(\d+))?", config)
     if m:
-        return FitOptions("sae-topk", expansion=float(m[1]), k=int(m[2] or 32), seed=int(m[3] or 0), device=device)
+        return BasisOptions(kind="sae-topk", expansion=float(m[1]), k=int(m[2] or 32), seed=int(m[3] or 0),
+                            device=device)
     m = re.fullmatch(r"random(?:-s(\d+))?", config)
     if m:
-        return FitOptions("random", seed=int(m[1] or 0), device=device)
+        return BasisOptions(kind="random", seed=int(m[1] or 0), device=device)
     if config in ("pca", "ica"):
-        return FitOptions(config, device=device)
+        return BasisOptions(kind=config, device=device)
     raise SystemExit(f"unknown config {config!r}")
 
 
@@ -51,7 +58,7 @@ def fit_step(atlas: Atlas, layers: list[str], configs: list[str], device: str | 
         if not todo:
             continue
         t = time.perf_counter()
-        samples = read_samples(atlas, layer, "spatial", device=device)
+        samples = read_samples(atlas, layer, positions="spatial", device=device)
         print(f"{layer}: {samples.n} samples read in {time.perf_counter() - t:.0f} s", flush=True)
         for config in todo:
             res = fit_basis(atlas, layer, config, options_of(config, device), samples=samples)
@@ -101,8 +108,7 @@ def main() -> None:
             stem = f"compare-{safe_name(layer)}"
             write_parquet(atlas.derived_path("basis", f"{stem}.parquet"), res.table)
             res.table.to_csv(atlas.derived_path("basis", f"{stem}.csv"), index=False)
-            plot_basis_comparison(res.mis, res.table, atlas.derived_path("basis", f"{stem}.png"), layer, res.clarity,
-                                  res.mis_nonsparse)
+            plot_basis_comparison(res, atlas.derived_path("basis", f"{stem}.png"), title=layer)
             with_cols = ["basis", "units", "constant", "sparse", "mis_mean", "mis_mean_nonsparse", "above_chance",
                          "p_vs_channels", "clarity", "clarity_nonsparse", "polysemanticity_nonsparse",
                          "label_share", "label_share_nonsparse", "r2", "dead_features"]

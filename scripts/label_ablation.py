@@ -90,10 +90,10 @@ def main() -> None:
     layers = probe.layers
     label_rows, held_rows = holdout_split(probe.membership, args.holdout, args.seed)
     if f"{args.probe}-max" not in ProbeStore.names(atlas):
-        from unitlens.probe.activations import probe_atlas
+        from unitlens.probe.activations import record_probe
 
-        probe_atlas(atlas, probe.meta["spec"], layers=layers, name=f"{args.probe}-max",
-                    columns=probe.meta.get("columns"), spatial="max")
+        record_probe(atlas, probe.meta["spec"], layers=layers, name=f"{args.probe}-max",
+                     columns=probe.meta.get("columns"), spatial="max")
     probe_max = ProbeStore.open(atlas, f"{args.probe}-max")
     assert list(probe_max.images["path"]) == list(probe.images["path"]), "the two probe passes read other images"
     if (probe.path / "embeddings").is_dir():  # same images: their embeddings carry over

@@ -185,10 +185,12 @@ class ColourBackend(Backend):
 
 
 def register_colour_backends() -> None:
-    from unitlens.backends.base import register_backend
+    from unitlens.backends.base import BACKENDS
 
-    register_backend("labeltest")(lambda spec, device=None, **kw: ColourBackend("labeltest", True))
-    register_backend("labeltest-notext")(lambda spec, device=None, **kw: ColourBackend("labeltest-notext", False))
+    if "labeltest" in BACKENDS:  # registered by an earlier test module
+        return
+    BACKENDS.register("labeltest", lambda spec, device=None, **kw: ColourBackend("labeltest", True))
+    BACKENDS.register("labeltest-notext", lambda spec, device=None, **kw: ColourBackend("labeltest-notext", False))
 
 
 COMBOS = [("red",), ("green",), ("blue",), ("red", "green"), ("red", "blue"), ("green", "blue"), ()]
@@ -268,13 +270,14 @@ def explorer_atlases(tmp_path_factory) -> dict:
     import pandas as pd
 
     from unitlens.audit import audit
-    from unitlens.backends.base import register_backend
+    from unitlens.backends.base import BACKENDS
     from unitlens.lens import embed_units, label, measures
     from unitlens.mis import score_atlas
     from unitlens.relevance.store import write_result
     from unitlens.study import write_summary
 
-    register_backend("explorertest")(ExplorerBackend.build)
+    if "explorertest" not in BACKENDS:
+        BACKENDS.register("explorertest", ExplorerBackend.build)
     backend = ExplorerBackend.build()
     root = tmp_path_factory.mktemp("explorer")
     rng = np.random.default_rng(0)

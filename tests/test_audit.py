@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 
 import unitlens.cli.common
 from unitlens.audit import audit, audit_test, audited_classes, prune_check, stored_audit, verdicts
-from unitlens.backends.base import Backend, register_backend
+from unitlens.backends.base import BACKENDS, Backend
 from unitlens.cli.audit import app as audit_app
 from unitlens.errors import AuditError
 from unitlens.lens.store import LayerLens, LensStore
@@ -69,7 +69,7 @@ class WordColourBackend(Backend):
         return self._finish(torch.stack([next((v for w, v in WORDS.items() if w in t), NULL) for t in texts]))
 
 
-register_backend("audittest")(lambda spec, device=None, **kw: WordColourBackend())
+BACKENDS.register("audittest", lambda spec, device=None, **kw: WordColourBackend())
 
 
 class AuditNet(nn.Module):

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from unitlens.atlas.layout import backend_dirname as cache_dirname
-from unitlens.backends import Backend, EmbeddingCache, available_backends, embed_images, load_backend
+from unitlens.backends import BACKENDS, Backend, EmbeddingCache, embed_images, load_backend
 from unitlens.errors import BackendUnavailable
 
 
@@ -42,8 +42,8 @@ def _batch(backend: Backend, images) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------------------------- registry
 def test_registry_names_and_unknown_name():
-    assert {"offline", "dreamsim", "openclip", "hf", "timm", "lpips-alex"} <= set(available_backends())
-    with pytest.raises(ValueError, match="unknown backend 'nope'"):
+    assert {"offline", "dreamsim", "openclip", "hf", "timm", "lpips-alex"} <= set(BACKENDS.names())
+    with pytest.raises(ValueError, match="unknown embedding backend 'nope'"):
         load_backend("nope")
     with pytest.raises(ValueError, match="efficientnet_lite0"):
         load_backend("offline:resnet50")

@@ -3,6 +3,8 @@ scikit-learn, an identity matrix against the channel atlas, conv and token layer
 layer, the comparison, the CLI and bad input. Tiny hand-built models and 40 images of 8 x 8 pixels."""
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,9 +19,9 @@ from typer.testing import CliRunner
 
 import unitlens.cli.common
 from unitlens.atlas import Atlas
-from unitlens.backends.base import Backend, register_backend
+from unitlens.backends.base import BACKENDS, Backend
 from unitlens.basis import (
-    FitOptions,
+    BasisOptions,
     Samples,
     TensorStream,
     compare_bases,
@@ -146,8 +148,8 @@ def test_planted_dictionary_is_recovered_by_the_topk_sae():
     codes = torch.zeros(4000, 32).scatter(1, idx, torch.rand(4000, 3, generator=g) + 0.5)
     x = codes @ atoms
     samples = Samples(TensorStream(x), progress=False)
-    fitted = fit_encoder(samples, FitOptions("sae-topk", features=64, k=3, epochs=20, lr=1e-2, batch_size=256),
-                         progress=False)
+    options = BasisOptions(kind="sae-topk", features=64, k=3, epochs=20, lr=1e-2, sae_batch_size=256)
+    fitted = fit_encoder(samples, options, progress=False)
     learned = F.normalize(fitted.encoder.decoder, dim=1)
     best = (learned @ atoms.T).abs().amax(0)
     assert (best > 0.9).float().mean() >= 0.8, best
@@ -185,7 +187,7 @@ def test_recorded_features_equal_brute_force_on_conv_and_token_layers(atlas, bas
     """Fit on every position / token or on the per-image vector, record, and compare the derived layer's exemplars
     and statistics with the features of every image computed directly from the layer's outputs."""
     model = base["model"]
-    opts = FitOptions(kind, features=8 if kind.startswith("sae") else None, k=2, epochs=2, batch_size=32)
+    opts = BasisOptions(kind=kind, features=8 if kind.startswith("sae") else None, k=2, epochs=2, sae_batch_size=32)
     res = fit_basis(atlas, layer, "b", opts, positions=positions, model=model, progress=False)
     out = layer_outputs(model, base["data"], layer)
     rows = positions_of(out, 1 if layer == "conv" else -1)  # (N, P, C): 64 positions or 17 tokens
@@ -212,7 +214,7 @@ def test_pca_features_equal_scikit_learn(atlas, base):
     from sklearn.decomposition import PCA
 
     model = base["model"]
-    fit_basis(atlas, "conv", "pca", FitOptions("pca", features=4), positions="image", model=model, progress=False)
+    fit_basis(atlas, "conv", "pca", kind="pca", features=4, positions="image", model=model, progress=False)
     x = layer_outputs(model, base["data"], "conv").mean((2, 3))
     want = PCA(n_components=4, svd_solver="full").fit(x.double().numpy()).transform(x.double().numpy())
     enc = load_basis(atlas, "pca").encoder
@@ -223,7 +225,7 @@ def test_pca_features_equal_scikit_learn(atlas, base):
     assert np.array_equal(ex.top_ids.numpy(), top)
     assert np.allclose(ex.top_vals.numpy(), np.take_along_axis(want.T, top, 1), atol=1e-4)
     # streamed through a buffer too small for the samples: IncrementalPCA, which is exact with every component
-    fit_basis(atlas, "conv", "ipca", FitOptions("pca"), positions="spatial", model=model, buffer_mb=0.01,
+    fit_basis(atlas, "conv", "ipca", BasisOptions(kind="pca"), positions="spatial", model=model, buffer_mb=0.01,
               progress=False)
     streamed = load_basis(atlas, "ipca")
     assert streamed.meta["fit"]["estimator"] == "IncrementalPCA" and not streamed.meta["samples"]["cached"]
@@ -235,7 +237,7 @@ def test_pca_features_equal_scikit_learn(atlas, base):
 
 def test_sae_trains_on_a_stream_that_does_not_fit_the_buffer(atlas, base):
     """With a buffer of ~2,200 of the 2,560 samples, every epoch streams the model again through the shuffle buffer."""
-    res = fit_basis(atlas, "conv", "s", FitOptions("sae-topk", features=8, k=2, epochs=2, batch_size=32),
+    res = fit_basis(atlas, "conv", "s", BasisOptions(kind="sae-topk", features=8, k=2, epochs=2, sae_batch_size=32),
                     model=base["model"], buffer_mb=0.05, progress=False)
     assert not res.cached and res.metrics["n_samples"] == N_IMAGES * 64
     assert res.basis.meta["fit"]["steps"] == 2 * (N_IMAGES * 64 // 32) and np.isfinite(res.metrics["r2"])
@@ -243,7 +245,7 @@ def test_sae_trains_on_a_stream_that_does_not_fit_the_buffer(atlas, base):
 
 def test_identity_matrix_reproduces_the_channel_atlas_exactly(atlas, base, tmp_path):
     np.save(tmp_path / "eye.npy", np.eye(6, dtype=np.float32))
-    res = fit_basis(atlas, "conv", "id", FitOptions("file", matrix=str(tmp_path / "eye.npy")), positions="image",
+    res = fit_basis(atlas, "conv", "id", BasisOptions(kind="file", matrix=str(tmp_path / "eye.npy")), positions="image",
                     model=base["model"], progress=False)
     assert res.metrics["r2"] == pytest.approx(1.0) and res.metrics["dead_features"] == 0
     record_bases(atlas, ["id"], model=base["model"], progress=False)
@@ -301,7 +303,7 @@ class MeanColour(Backend):
         return self._finish(torch.cat([batch.mean((2, 3)), torch.full((batch.shape[0], 1), 0.5)], 1))
 
 
-register_backend("basistest")(lambda spec, device=None, **kw: MeanColour())
+BACKENDS.register("basistest", lambda spec, device=None, **kw: MeanColour())
 
 
 def test_mis_lens_and_compare_work_on_a_derived_layer(atlas, base, tmp_path):
@@ -309,9 +311,9 @@ def test_mis_lens_and_compare_work_on_a_derived_layer(atlas, base, tmp_path):
     from unitlens.mis import run_atlas
 
     model = base["model"]
-    fit_basis(atlas, "conv", "sae", FitOptions("sae-topk", features=8, k=2, epochs=2, batch_size=32), model=model,
+    fit_basis(atlas, "conv", "sae", kind="sae-topk", features=8, k=2, epochs=2, sae_batch_size=32, model=model,
               progress=False)
-    fit_basis(atlas, "conv", "rnd", FitOptions("random", seed=1), model=model, progress=False)
+    fit_basis(atlas, "conv", "rnd", BasisOptions(kind="random", seed=1), model=model, progress=False)
     record_bases(atlas, ["sae", "rnd"], model=model, progress=False)
     run = run_atlas(atlas, "basistest", n_tasks=2, k_expl=2, progress=False)
     scored = run.frame.groupby("layer")["status"].apply(lambda s: (s == "scored").sum())
@@ -334,19 +336,47 @@ def test_mis_lens_and_compare_work_on_a_derived_layer(atlas, base, tmp_path):
     assert table.loc["rnd", "mis_mean"] == pytest.approx(mis[mis["layer"] == "conv::rnd"]["mis"].mean())
     assert table.loc["channels", "units"] == 6 and table.loc["sae", "units"] == 8
     assert not np.isnan(table.loc["sae", "clarity"]) and not np.isnan(table.loc["sae", "r2"])
-    assert any("lens labels" in n for n in res.notes)  # none stored: the note names the command
+    assert any("no labels" in n and "unitlens lens label" in n for n in res.notes)  # none stored: the command
+    # label shares from the atlas's label store: a set of the channels and one basis, then SemanticLens labels of
+    # the lens backend, which are preferred unless another method is named
+    from unitlens.atlas.labels import LabelStore
+    from unitlens.basis import plot_basis_comparison
+    from unitlens.lens import label
+    from unitlens.lens.probes import Probe
+
+    def rows(layer, labels):
+        return pd.DataFrame({"layer": layer, "unit": range(len(labels)), "label": labels, "score": 1.0})
+
+    LabelStore(atlas).write(pd.concat([rows("conv", ["a", "none", "b", "none", "none", "none"]),
+                                       rows("conv::rnd", ["a", "b", "c", "d", "none", "none"])]), "invert", probe="p")
+    res = compare_bases(atlas, "conv", backend="basistest", lens_backend="basistest")
+    table = res.table.set_index("basis")
+    assert res.labels == "invert (probe set p)" and any("do not cover every unit set" in n for n in res.notes)
+    assert table.loc["channels", "label_share"] == pytest.approx(2 / 6)
+    assert table.loc["rnd", "label_share"] == pytest.approx(4 / 6) and np.isnan(table.loc["sae", "label_share"])
+    probes = [Probe(name, "image", F.normalize(torch.tensor(v), dim=0)) for name, v in
+              (("reddish", [1.0, 0.2, 0.2, 0.5]), ("bluish", [0.2, 0.2, 1.0, 0.5]))]
+    lens_labels = label(atlas, probes, backend=MeanColour(), threshold=-1.0).frame  # every non-constant unit
+    res = compare_bases(atlas, "conv", backend="basistest", lens_backend="basistest")
+    assert res.labels == "semanticlens (basistest)" and "semanticlens (basistest)" in res._repr_html_()
+    shares = lens_labels.groupby("layer")["label"].apply(lambda x: (x != "none").mean())
+    assert res.table.set_index("basis").loc["sae", "label_share"] == pytest.approx(shares["conv::sae"]) == 1.0
+    assert compare_bases(atlas, "conv", backend="basistest", labels="invert").labels == "invert (probe set p)"
+    fig = plot_basis_comparison(res, tmp_path / "compare.png")
+    assert (tmp_path / "compare.png").is_file() and len(fig.axes) == 3  # MIS, clarity, shares
+    assert "with a semanticlens (basistest) label" in [t.get_text() for t in fig.axes[2].get_legend().get_texts()]
     # relevance and the probe pass, which run the model's own modules, leave derived layers out and refuse one
     a = Atlas(atlas.path)
     assert [i.name for i in a.select_layers(derived=False)] == ["conv", "proj"]
     with pytest.raises(AtlasError, match="derived layer"):
         a.select_layers("conv::sae", derived=False)
-    from unitlens.probe import probe_atlas
+    from unitlens.probe import record_probe
 
     probe = tmp_path / "probe"
     _images(probe, n=6, seed=4)
-    assert probe_atlas(atlas, probe, model=model, progress=False).store.layers == ["conv", "proj"]
+    assert record_probe(atlas, probe, model=model, progress=False).store.layers == ["conv", "proj"]
     with pytest.raises(AtlasError, match="derived layer"):
-        probe_atlas(atlas, probe, layers=["conv::sae"], model=model, progress=False)
+        record_probe(atlas, probe, layers=["conv::sae"], model=model, progress=False)
 
 
 def test_sparse_features_keep_only_the_images_that_activate_them(atlas, base, tmp_path):
@@ -358,8 +388,8 @@ def test_sparse_features_keep_only_the_images_that_activate_them(atlas, base, tm
 
     x = layer_outputs(base["model"], base["data"], "conv").mean((2, 3))
     save_file({"weight": random_directions(6, 12, seed=3), "center": x.mean(0)}, str(tmp_path / "w.safetensors"))
-    fit_basis(atlas, "conv", "one", FitOptions("file", matrix=str(tmp_path / "w.safetensors"), nonlinearity="topk",
-                                                k=1), positions="image", model=base["model"], progress=False)
+    fit_basis(atlas, "conv", "one", kind="file", matrix=str(tmp_path / "w.safetensors"), nonlinearity="topk", k=1,
+              positions="image", model=base["model"], progress=False)
     record_bases(atlas, ["one"], model=base["model"], progress=False)
     feats = load_basis(atlas, "one").encoder.encode(x)
     active = (feats > 0).sum(0)
@@ -376,7 +406,7 @@ def test_record_resumes_after_an_interruption(atlas, base, monkeypatch):
     from unitlens.recording.state import LayerState
 
     model = base["model"]
-    fit_basis(atlas, "proj", "r", FitOptions("random"), model=model, progress=False)
+    fit_basis(atlas, "proj", "r", BasisOptions(kind="random"), model=model, progress=False)
     calls = {"n": 0}
     update = LayerState.update
 
@@ -406,8 +436,8 @@ def _derive_everything(atlas, model) -> None:
     from unitlens.lens.probes import Probe
     from unitlens.mis import run_atlas
 
-    fit_basis(atlas, "conv", "rnd", FitOptions("random", seed=1), model=model, progress=False)
-    fit_basis(atlas, "conv", "pca", FitOptions("pca"), model=model, progress=False)
+    fit_basis(atlas, "conv", "rnd", BasisOptions(kind="random", seed=1), model=model, progress=False)
+    fit_basis(atlas, "conv", "pca", BasisOptions(kind="pca"), model=model, progress=False)
     record_bases(atlas, ["rnd", "pca"], model=model, progress=False)
     run_atlas(atlas, "basistest", n_tasks=2, k_expl=2, progress=False)
     embed_units(atlas, MeanColour(), m=3, progress=False)
@@ -426,7 +456,7 @@ def _results(path) -> dict:
     lens_files = sorted(p.name for p in (store.path / "layers").glob("*.safetensors"))
     return {"listed": {i.name for i in a.layers}, "scores": pd.read_parquet(a.derived_path("scores")),
             "lens": set(store.meta["layers"]), "theta": {n: store.read_layer(n).theta for n in store.layers},
-            "labels": store.read_table("labels.parquet"), "measures": store.read_table("measures.parquet"),
+            "labels": a.labels(), "measures": store.read_table("measures.parquet"),
             "files": lens_files, "tables": set(_list_tables(store._lance()))}
 
 
@@ -463,7 +493,7 @@ def test_replacing_a_recorded_basis_removes_everything_derived_from_it(atlas, ba
         assert set(after["theta"]) == set(before["theta"]) - {gone}
         assert set(load_scores(path)["layer"]) == {"conv", "proj", "conv::pca"}
 
-    res = fit_basis(atlas, "conv", "rnd", FitOptions("random", seed=2), model=model, force=True, progress=False)
+    res = fit_basis(atlas, "conv", "rnd", BasisOptions(kind="random", seed=2), model=model, force=True, progress=False)
     assert res.replaced and load_basis(atlas, "conv::rnd").meta["options"]["seed"] == 2
     replaced(atlas.path)
 
@@ -482,12 +512,12 @@ def test_replacing_a_recorded_basis_removes_everything_derived_from_it(atlas, ba
         shutil.copytree(pristine, copy)
         calls.update(n=0, stop=stop)
         try:
-            fit_basis(copy, "conv", "rnd", FitOptions("random", seed=2), model=model, force=True, progress=False)
+            fit_basis(copy, "conv", "rnd", BasisOptions(kind="random", seed=2), model=model, force=True, progress=False)
         except KeyboardInterrupt:
             now = _results(copy)
             assert set(now["scores"]["layer"]) <= now["listed"] and now["lens"] <= now["listed"], stop
             calls["stop"] = 0
-            fit_basis(copy, "conv", "rnd", FitOptions("random", seed=2), model=model, force=True, progress=False)
+            fit_basis(copy, "conv", "rnd", BasisOptions(kind="random", seed=2), model=model, force=True, progress=False)
             replaced(copy)
         else:
             replaced(copy)
@@ -508,7 +538,7 @@ def test_replacing_a_recorded_basis_removes_everything_derived_from_it(atlas, ba
     assert list_bases(damaged) == ["conv::pca", "conv::rnd"] and load_basis(damaged, "conv::pca").kind == "pca"
     errors = verify_atlas(damaged).errors
     assert list(errors["file"]) == ["basis/conv/rnd/basis.json"] and "--name rnd --force" in errors["detail"][0]
-    fit_basis(damaged, "conv", "rnd", FitOptions("random", seed=2), model=model, force=True, progress=False)
+    fit_basis(damaged, "conv", "rnd", BasisOptions(kind="random", seed=2), model=model, force=True, progress=False)
     replaced(damaged)
 
 
@@ -584,13 +614,13 @@ def test_damage_is_named_with_the_command_that_redoes_just_that_file(atlas, base
         assert f"delete {atlas.path / 'lens'}" not in errors.loc[file, "detail"]
     # a damaged result stops a removal before it changes anything, naming that file and its fix
     with pytest.raises(CorruptFile, match=f"measures.parquet.*unitlens lens measures {a} --backend basistest"):
-        fit_basis(atlas, "conv", "rnd", FitOptions("random", seed=1), model=base["model"], force=True, progress=False)
+        fit_basis(atlas, "conv", "rnd", kind="random", seed=1, model=base["model"], force=True, progress=False)
     assert "conv::rnd" in Atlas(atlas.path).derived_layers and set(verify_atlas(atlas.path).errors["file"]) == \
         set(advice)
     # the named commands redo just those files, and the atlas is whole again
     embed_units(atlas, MeanColour(), m=3, layers=["proj"], force=True, progress=False)
     measures(atlas, "basistest")
-    fit_basis(atlas, "conv", "rnd", FitOptions("random", seed=1), model=base["model"], force=True, progress=False)
+    fit_basis(atlas, "conv", "rnd", kind="random", seed=1, model=base["model"], force=True, progress=False)
     record_bases(atlas, ["conv::pca"], model=base["model"], force=True, progress=False)
     assert verify_atlas(atlas.path).ok, verify_atlas(atlas.path).errors.to_string()
 
@@ -599,42 +629,42 @@ def test_damage_is_named_with_the_command_that_redoes_just_that_file(atlas, base
 def test_bad_input_is_refused_before_anything_is_stored(atlas, base, tmp_path):
     model = base["model"]
     with pytest.raises(AtlasError, match="layer 'nope' is not in atlas"):
-        fit_basis(atlas, "nope", "x", FitOptions("pca"), model=model, progress=False)
+        fit_basis(atlas, "nope", "x", BasisOptions(kind="pca"), model=model, progress=False)
     np.save(tmp_path / "wrong.npy", np.ones((5, 7), dtype=np.float32))
     with pytest.raises(BadInput, match=r"shape \(5, 7\).*\(N, 6\)"):
-        fit_basis(atlas, "conv", "x", FitOptions("file", matrix=str(tmp_path / "wrong.npy")), model=model,
+        fit_basis(atlas, "conv", "x", BasisOptions(kind="file", matrix=str(tmp_path / "wrong.npy")), model=model,
                   progress=False)
     nan = np.eye(6, dtype=np.float32)
     nan[2, 3] = np.nan
     np.save(tmp_path / "nan.npy", nan)
     with pytest.raises(BasisError, match="NaN"):
-        fit_basis(atlas, "conv", "x", FitOptions("file", matrix=str(tmp_path / "nan.npy")), model=model,
+        fit_basis(atlas, "conv", "x", BasisOptions(kind="file", matrix=str(tmp_path / "nan.npy")), model=model,
                   progress=False)
     np.save(tmp_path / "huge.npy", np.full((6, 6), 3e38, dtype=np.float32))  # finite, but its features are inf
     with pytest.raises(BasisError, match="NaN or inf features"):
-        fit_basis(atlas, "conv", "x", FitOptions("file", matrix=str(tmp_path / "huge.npy")), model=model,
+        fit_basis(atlas, "conv", "x", BasisOptions(kind="file", matrix=str(tmp_path / "huge.npy")), model=model,
                   progress=False)
     with pytest.raises(BasisError, match="NaN or inf"):
         fit_encoder(Samples(TensorStream(torch.tensor([[1.0, float("nan")], [0.0, 1.0]])), progress=False),
-                    FitOptions("pca"))
-    with pytest.raises(BadInput, match="unknown basis kind"):
-        FitOptions("svd")
+                    BasisOptions(kind="pca"))
+    with pytest.raises(BadInput, match=r"kind \(--kind\) must be one of"):
+        BasisOptions(kind="svd")
     with pytest.raises(BadInput, match="basis name"):
-        fit_basis(atlas, "conv", "a::b", FitOptions("pca"), model=model, progress=False)
+        fit_basis(atlas, "conv", "a::b", BasisOptions(kind="pca"), model=model, progress=False)
     assert list_bases(atlas) == []
-    fit_basis(atlas, "conv", "p", FitOptions("pca"), model=model, progress=False)
+    fit_basis(atlas, "conv", "p", BasisOptions(kind="pca"), model=model, progress=False)
     with pytest.raises(BasisError, match="--force"):
-        fit_basis(atlas, "conv", "p", FitOptions("pca", features=3), model=model, progress=False)
+        fit_basis(atlas, "conv", "p", BasisOptions(kind="pca", features=3), model=model, progress=False)
     record_bases(atlas, ["p"], model=model, progress=False)
     with pytest.raises(BasisError, match="already recorded.*--force"):
         record_bases(atlas, ["p"], model=model, progress=False)
-    res = fit_basis(atlas, "conv", "p", FitOptions("pca", features=3), model=model, force=True, progress=False)
+    res = fit_basis(atlas, "conv", "p", BasisOptions(kind="pca", features=3), model=model, force=True, progress=False)
     assert res.replaced and "conv::p" not in Atlas(atlas.path).derived_layers  # stale features went with it
     assert load_basis(atlas, "p").encoder.features == 3
     with pytest.raises(BasisNotComputed, match="no basis 'q'"):
         record_bases(atlas, ["q"], model=model, progress=False)
     with pytest.raises(BasisError, match="non-negative"):
-        fit_basis(atlas, "conv", "n", FitOptions("nmf"), model=model, progress=False)  # signed conv outputs
+        fit_basis(atlas, "conv", "n", BasisOptions(kind="nmf"), model=model, progress=False)  # signed conv outputs
 
 
 def test_nan_activations_are_reported(tmp_path):
@@ -652,7 +682,7 @@ def test_nan_activations_are_reported(tmp_path):
     with pytest.warns(UserWarning, match="NaN or inf activations"):
         a = _record(model, data, tmp_path / "atlas", k=2)
     with pytest.raises(BasisError, match="non-finite activations"):
-        fit_basis(a, "proj", "x", FitOptions("pca"), model=model, progress=False)
+        fit_basis(a, "proj", "x", BasisOptions(kind="pca"), model=model, progress=False)
     assert list_bases(a) == []
 
 
@@ -668,8 +698,10 @@ def test_cli_fit_record_list_compare_and_errors(atlas, base, monkeypatch, tmp_pa
     assert "basis rnd: random of conv" in out.output and "unitlens basis record" in out.output
     out = runner.invoke(app, ["basis", "record", a, "rnd"])
     assert out.exit_code == 0 and "conv::rnd" in out.output, out.output
-    out = runner.invoke(app, ["basis", "list", a])
-    assert out.exit_code == 0 and "conv::rnd  (recorded)" in out.output and "6 features: r2 1" in out.output
+    out = runner.invoke(app, ["basis", "list", a, "--format", "csv"])
+    assert out.exit_code == 0, out.output
+    listed = pd.read_csv(io.StringIO(out.stdout.split("\n", 1)[1])).set_index("basis").loc["conv::rnd"]
+    assert bool(listed["recorded"]) and listed["features"] == 6 and listed["r2"] == pytest.approx(1.0, abs=1e-5)
     run_atlas(atlas, "basistest", n_tasks=2, k_expl=2, progress=False)
     figure = tmp_path / "cmp.png"
     out = runner.invoke(app, ["basis", "compare", a, "--layer", "conv", "--backend", "basistest", "--out",

@@ -182,7 +182,7 @@ def test_ctrl_c_during_record_says_rerunning_resumes(tmp_path, monkeypatch):
             super().__init__()
             self.conv = nn.Conv2d(3, 4, 1)
             self.head = nn.Linear(4, 2)
-            self.calls, self.interrupt_at = 0, 3
+            self.calls, self.interrupt_at = 0, 4  # the 3rd batch (the check before the pass runs it once first)
 
         def forward(self, x):
             self.calls += 1

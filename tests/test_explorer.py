@@ -137,7 +137,7 @@ def test_layer_columns_are_the_stored_values(client, explorer_atlases):
     assert cols["top_id"] == top_ids and d["n_units"] == 6
     mis = scores(a, "mis", "pool")
     assert cols["mis"] == [None if np.isnan(v) else pytest.approx(v, rel=1e-3) for v in mis]
-    labels = pd.read_parquet(next((a / "lens").glob("*/labels.parquet")))
+    labels = pd.read_parquet(a / "labels.parquet")
     labels = labels[labels["layer"] == "pool"].set_index("unit")["label"]
     assert [cols["label"][u] for u in labels.index] == labels.tolist()
     assert cols["label"][:4] == ["red", "green", "blue", "grey"] and cols["constant"][CONSTANT]

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 import unitlens.cli.common
 import unitlens.probe.faithfulness
+from unitlens.atlas import Atlas
 from unitlens.cli.lens import app as lens_app
 from unitlens.errors import BadInput, LensError
 from unitlens.lens import embed_units
@@ -30,7 +31,8 @@ from unitlens.probe import (
     holdout_split,
     label_units,
     labeller,
-    probe_atlas,
+    plot_label_faithfulness,
+    record_probe,
     row_ranks,
     soft_wpmi,
 )
@@ -59,9 +61,27 @@ def atlas(tmp_path_factory):
     infos = enumerate_units(model.model, include=["detect", "presence"])
     record(model, str(data), root / "atlas", infos, k=6, batch_size=8, num_workers=0, progress=False)
     embed_units(root / "atlas", "labeltest", m=4, progress=False)
-    probe_atlas(root / "atlas", colour_probe_csv(root / "probe", COMBOS, per=4, seed=9), model=model,
+    record_probe(root / "atlas", colour_probe_csv(root / "probe", COMBOS, per=4, seed=9), model=model,
                 progress=False)
     return root / "atlas"
+
+
+# ---------------------------------------------------------------------------------------------- registry
+@pytest.mark.parametrize("method", ["semanticlens", "clip-dissect", "invert", "random"])
+def test_every_labeller_is_registered_under_its_name_and_built_from_its_options(method):
+    """Each registered labeller (its module imported on first use) carries its registry name, takes exactly the
+    option fields it declares, and is built from them: a changed option reaches it."""
+    from unitlens.probe import LABELLERS, LabelOptions
+    from unitlens.probe.options import OWN_OPTIONS
+
+    assert method in LABELLERS.names()
+    cls = LABELLERS.get(method)
+    assert cls.name == method and set(cls.settings) <= {s.name for s in LabelOptions.specs()}
+    assert set(cls.settings) == {k for k, owner in OWN_OPTIONS.items() if owner == method} - {
+        "parents", "text_null", "image_null"}  # those three are read by the concept-file path, not the labeller
+    changed = {name: LabelOptions.spec(name).default + 1 for name in cls.settings}
+    built = labeller(method, LabelOptions(method=method, **changed))
+    assert {name: getattr(built, name) for name in cls.settings} == changed
 
 
 # ---------------------------------------------------------------------------------------------- AUC by ranks
@@ -188,8 +208,7 @@ def test_formula_rendering():
 
 # ---------------------------------------------------------------------------------------------- planted units
 def test_planted_units_get_their_labels_with_held_out_auc_1(atlas):
-    res = evaluate_labels(atlas, layers=["presence"], backend="labeltest",
-                          params={"clip-dissect": {"top_k": 6}, "invert": {"length": 2}})
+    res = evaluate_labels(atlas, layers=["presence"], backend="labeltest", top_k=6, length=2)
     units = res.units.set_index(["method", "unit"])
     store = ProbeStore.open(atlas)
     for unit, colour in ((RED, "red"), (GREEN, "green"), (BLUE, "blue")):
@@ -210,6 +229,9 @@ def test_planted_units_get_their_labels_with_held_out_auc_1(atlas):
     agree = res.agreement.set_index(["method_a", "method_b"])
     assert agree.loc[("semanticlens", "clip-dissect"), "same"] >= 3
     assert res.paths["figure"].is_file() and res.paths["summary"].is_file()
+    assert "held out" in res._repr_html_() and "invert" in res._repr_html_()
+    fig = plot_label_faithfulness(res)  # the figure for Python users: one panel per layer, a box per method
+    assert len(fig.axes) == 1 and [t.get_text() for t in fig.axes[0].get_xticklabels()] == list(res.split["methods"])
     assert res.split["n_heldout"] + res.split["n_labelling"] == store.n_images
 
 
@@ -217,8 +239,8 @@ def test_labels_are_picked_on_the_labelling_split_only(atlas, monkeypatch):
     seen = []
     real = unitlens.probe.faithfulness.labeller
 
-    def spy(method, **params):
-        inner = real(method, **params)
+    def spy(method, options=None, **params):
+        inner = real(method, options, **params)
 
         class Spy:
             def label(self, ctx, layers):
@@ -238,17 +260,23 @@ def test_labels_are_picked_on_the_labelling_split_only(atlas, monkeypatch):
     assert ((judged["n_pos"] + judged["n_neg"]) == len(held)).all()
 
 
-def test_image_concepts_and_text_less_backends(atlas):
+def test_image_concepts_and_text_less_backends(atlas, tmp_path):
     with pytest.raises(LensError, match="text tower.*offline-vl.*probe-images"):
-        label_units(atlas, "clip-dissect", backend="labeltest-notext", write=False)
-    frame = label_units(atlas, "clip-dissect", concepts="probe-images", backend="labeltest-notext", write=False,
-                        top_k=6)
+        label_units(atlas, method="clip-dissect", backend="labeltest-notext", write=False)
+    frame = label_units(atlas, method="clip-dissect", concepts="probe-images", backend="labeltest-notext",
+                        write=False, top_k=6).frame
     rows = frame[frame["layer"] == "presence"].set_index("unit")
     assert rows.loc[RED, "label"] == "red" and rows.loc[GREEN, "label"] == "green"
     with pytest.raises(BadInput, match="unknown labelling method"):
         labeller("network-dissection")
+    with pytest.raises(BadInput, match=r"threshold \(--threshold\) is an option of the semanticlens method, not of "
+                                       "invert"):
+        label_units(atlas, method="invert", threshold=0.1, write=False)
+    bad = runner.invoke(lens_app, ["label", str(atlas), "--method", "clip-dissect", "--length", "2"])
+    assert bad.exit_code == 2 and "length (--length) is an option of the invert method" in bad.output
+    (tmp_path / "concepts.txt").write_text("red\npurple\n")
     with pytest.raises(BadInput, match="purple is not among them"):
-        label_units(atlas, "invert", concepts=["red", "purple"], write=False)
+        label_units(atlas, method="invert", concepts=str(tmp_path / "concepts.txt"), write=False)
 
 
 # ---------------------------------------------------------------------------------------------- contrast
@@ -268,10 +296,10 @@ def _one_class_probe(root):
 def test_a_probe_set_without_contrast_is_refused_and_constant_concepts_are_left_out(atlas, tmp_path):
     """One class: every labeller that needs images with and without a concept refuses it, naming the fix. A concept
     true on every probe image is left out of the labels with one warning naming it."""
-    probe_atlas(atlas, _one_class_probe(tmp_path / "one"), name="one", model=presence_model(), progress=False)
+    record_probe(atlas, _one_class_probe(tmp_path / "one"), name="one", model=presence_model(), progress=False)
     for method in ("invert", "clip-dissect", "semanticlens", "random"):
         with pytest.raises(BadInput, match=r"one class.*red.*images of other concepts"):
-            label_units(atlas, method, probe="one", backend="labeltest", write=False)
+            label_units(atlas, method=method, probe="one", backend="labeltest", write=False)
     with pytest.raises(BadInput, match=r"one class"):
         evaluate_labels(atlas, probe="one", backend="labeltest", write=False)
     out = runner.invoke(lens_app, ["evaluate-labels", str(atlas), "--probe", "one", "--backend", "labeltest"])
@@ -280,16 +308,16 @@ def test_a_probe_set_without_contrast_is_refused_and_constant_concepts_are_left_
     csv = colour_probe_csv(tmp_path / "const", COMBOS, per=4, seed=9)
     lines = csv.read_text().splitlines()
     csv.write_text("\n".join([lines[0] + ",shape"] + [line + ",1" for line in lines[1:]]) + "\n")
-    probe_atlas(atlas, csv, name="const", model=presence_model(), progress=False)
+    record_probe(atlas, csv, name="const", model=presence_model(), progress=False)
     for method, params in (("invert", {"length": 2}), ("clip-dissect", {"top_k": 6})):
         with pytest.warns(UserWarning, match=r"shape") as caught:
-            frame = label_units(atlas, method, probe="const", backend="labeltest", layers=["presence"],
-                                write=False, **params)
+            frame = label_units(atlas, method=method, probe="const", backend="labeltest", layers=["presence"],
+                                write=False, **params).frame
         assert len([w for w in caught if "shape" in str(w.message)]) == 1
         assert not frame["label"].str.contains("shape").any() and frame["label"].ne("none").any()
     with pytest.warns(UserWarning, match=r"shape") as caught:
-        res = evaluate_labels(atlas, probe="const", backend="labeltest", layers=["presence"], write=False,
-                              params={"clip-dissect": {"top_k": 6}, "invert": {"length": 2}})
+        res = evaluate_labels(atlas, probe="const", backend="labeltest", layers=["presence"], write=False, top_k=6,
+                              length=2)
     assert len([w for w in caught if "shape" in str(w.message)]) == 1  # once, not once per method
     assert not res.units["label"].str.contains("shape").any()
 
@@ -301,11 +329,86 @@ def test_evaluate_labels_says_why_a_value_is_missing(atlas):
     assert out.exit_code == 0, out.output
     assert "nan" in out.output.lower()
     assert "semanticlens labelled no unit of presence" in out.output and "threshold" in out.output
-    res = evaluate_labels(atlas, layers=["presence"], backend="labeltest", write=False,
-                          params={"semanticlens": {"threshold": 2.0}, "clip-dissect": {"top_k": 6}})
+    res = evaluate_labels(atlas, layers=["presence"], backend="labeltest", write=False, threshold=2.0, top_k=6)
     missing = res.summary[res.summary["mean_auc"].isna()]
     assert list(missing["method"]) == ["semanticlens"]
     assert any("semanticlens" in n and "presence" in n for n in res.notes)
+
+
+# ---------------------------------------------------------------------------------------------- one label store
+def _copy(atlas, tmp_path):
+    import shutil
+
+    shutil.copytree(atlas, tmp_path / "atlas", ignore=shutil.ignore_patterns("labels.parquet"))
+    return tmp_path / "atlas"
+
+
+def test_every_method_writes_one_store_that_the_explorer_shows(atlas, tmp_path):
+    """SemanticLens labels (a concept file) and INVERT labels (the probe set) land in the atlas's one label store;
+    the explorer's unit API lists both for a unit, its layer columns show the SemanticLens set, and recording the
+    probe set again drops the labels made from it."""
+    from starlette.testclient import TestClient
+
+    from unitlens.atlas.labels import LabelStore
+    from unitlens.explorer import Catalog, create_app
+
+    copy = _copy(atlas, tmp_path)
+    (tmp_path / "colours.txt").write_text("red\ngreen\nblue\n")
+    lens = label_units(copy, concepts=str(tmp_path / "colours.txt"), backend="labeltest", layers=["presence"])
+    inv = label_units(copy, method="invert", length=2, layers=["presence"])
+    assert lens.path == inv.path == copy / "labels.parquet"
+    assert "invert (probe set default)" in inv._repr_html_() and "red" in inv._repr_html_()
+    sets = LabelStore(copy).sets().set_index("name")
+    assert sorted(sets.index) == ["invert (probe set default)", "semanticlens (labeltest)"]
+    assert sets.loc["invert (probe set default)", "score_name"] == "auc"
+    stored = Atlas(copy).labels()
+    for res in (lens, inv):
+        mine = stored[stored["method"] == res.method].set_index("unit")["label"]
+        assert mine.to_dict() == res.frame.set_index("unit")["label"].to_dict()
+    assert inv.frame.set_index("unit").loc[RED, "label"] == "red" == lens.frame.set_index("unit").loc[RED, "label"]
+    with TestClient(create_app(Catalog([copy]))) as client:
+        page = client.get(f"/api/atlas/atlas/layer/presence/unit/{RED_NOT_GREEN}").json()
+        by_method = {row["method"]: row for row in page["labels"]}
+        assert set(by_method) == {"semanticlens", "invert"}
+        assert by_method["invert"]["label"] == inv.frame.set_index("unit").loc[RED_NOT_GREEN, "label"]
+        assert by_method["invert"]["score"] == 1.0 and by_method["invert"]["set"] == "invert (probe set default)"
+        assert by_method["semanticlens"]["label"] == lens.frame.set_index("unit").loc[RED_NOT_GREEN, "label"]
+        layer = client.get("/api/atlas/atlas/layer/presence").json()
+        assert layer["label_set"] == "semanticlens (labeltest)"
+        assert layer["columns"]["label"][:3] == ["red", "green", "blue"]
+        overview = client.get("/api/atlas/atlas").json()
+        assert {t["name"] for t in overview["label_sets"]} == set(sets.index)
+    assert len(Atlas(copy).unit("presence", RED).labels) == 2
+    spec = ProbeStore.open(copy).meta["spec"]
+    record_probe(copy, spec, columns=["red", "green", "blue"], model=presence_model(), progress=False)
+    assert set(Atlas(copy).labels()["method"]) == {"semanticlens"}  # the probe set's labels went with its images
+
+
+def test_labels_of_older_atlases_are_read_until_labelled_again(atlas, tmp_path):
+    """An atlas written before the one store kept lens labels in lens/<backend>/labels.parquet and probe labels in
+    probe/<name>/labels/<method>.parquet: both are read as their label sets; labelling a set again replaces them."""
+    import pandas as pd
+
+    from unitlens.atlas.labels import LabelStore
+    from unitlens.lens import LensStore
+
+    copy = _copy(atlas, tmp_path)
+    lens_dir = LensStore.open(copy, "labeltest").path
+    pd.DataFrame({"layer": "presence", "unit": [0, 1], "label": ["red", "none"], "a": [0.3, 0.01],
+                  "runner_up": ["blue", "red"], "a_runner_up": [0.1, 0.0], "threshold": 0.025,
+                  "concepts": "old.txt"}).to_parquet(lens_dir / "labels.parquet")
+    (copy / "probe" / "default" / "labels").mkdir()
+    pd.DataFrame({"layer": "presence", "unit": [0, 1], "label": ["green", "blue"], "formula": ["", ""],
+                  "score": [0.9, 0.8], "method": "invert"}).to_parquet(copy / "probe/default/labels/invert.parquet")
+    old = LabelStore(copy).read()
+    lens_rows = old[old["method"] == "semanticlens"].set_index("unit")
+    assert list(lens_rows["label"]) == ["red", "none"] and list(lens_rows["score"]) == [0.3, 0.01]
+    assert set(lens_rows["backend"]) == {"labeltest"} and lens_rows.loc[0, "runner_up_score"] == 0.1
+    assert list(old[old["method"] == "invert"]["label"]) == ["green", "blue"]
+    label_units(copy, method="invert", length=2, layers=["presence"])  # the set again: the new labels replace
+    invert = Atlas(copy).labels(method="invert")
+    assert len(invert) == 5 and invert.set_index("unit").loc[RED, "label"] == "red"
+    assert len(Atlas(copy).labels(method="semanticlens")) == 2  # the other old set is still read
 
 
 # ---------------------------------------------------------------------------------------------- CLI
@@ -313,7 +416,9 @@ def test_label_and_evaluate_commands(atlas):
     out = runner.invoke(lens_app, ["label", str(atlas), "--method", "invert", "--length", "2", "--layers", "presence"])
     assert out.exit_code == 0, out.output
     assert "red AND NOT green" in out.output or "NOT green AND red" in out.output
-    assert (atlas / "probe" / "default" / "labels" / "invert.parquet").is_file()
+    stored = Atlas(atlas).labels(method="invert")
+    assert set(stored["probe"]) == {"default"} and set(stored["layer"]) == {"presence"}
+    assert "NOT green" in set(stored.loc[stored["unit"] == RED_NOT_GREEN, "label"].iloc[0].split(" AND "))
     out = runner.invoke(lens_app, ["evaluate-labels", str(atlas), "--backend", "labeltest", "--top-k", "6",
                                    "--layers", "presence", "--length", "2"])
     assert out.exit_code == 0, out.output
@@ -347,20 +452,20 @@ def test_a_busy_atlas_fails_before_any_labelling(atlas, monkeypatch):
     import socket
     import time
 
-    import unitlens.probe.labellers
+    import unitlens.probe.labelling
     from unitlens.errors import AtlasBusy
 
     class Never:
         def label(self, ctx, layers):
             raise AssertionError("labelled although the atlas is busy")
 
-    monkeypatch.setattr(unitlens.probe.labellers, "labeller", lambda method, **params: Never())
-    monkeypatch.setattr(unitlens.probe.faithfulness, "labeller", lambda method, **params: Never())
+    monkeypatch.setattr(unitlens.probe.labelling, "labeller", lambda method, options=None, **params: Never())
+    monkeypatch.setattr(unitlens.probe.faithfulness, "labeller", lambda method, options=None, **params: Never())
     lock = atlas / ".lock"
     lock.write_text(json.dumps({"host": socket.gethostname(), "pid": 1, "command": "probe", "started": time.time()}))
     try:
         with pytest.raises(AtlasBusy, match="'probe'"):
-            label_units(atlas, "invert")
+            label_units(atlas, method="invert")
         with pytest.raises(AtlasBusy, match="'probe'"):
             evaluate_labels(atlas)
     finally:

@@ -25,7 +25,8 @@ from torchvision import transforms as T
 from typer.testing import CliRunner
 
 import unitlens.cli.common
-from unitlens.backends.base import Backend, register_backend
+from unitlens.atlas import Atlas
+from unitlens.backends.base import BACKENDS, Backend
 from unitlens.cli.lens import app as lens_app
 from unitlens.cli.plot import lens as plot_lens_command
 from unitlens.data.geometry import input_geometry
@@ -78,8 +79,8 @@ class HistBackend(Backend):
         return self._finish(torch.stack(out))
 
 
-register_backend("lenstest")(lambda spec, device=None, **kw: HistBackend("lenstest", True))
-register_backend("lenstest-notext")(lambda spec, device=None, **kw: HistBackend("lenstest-notext", False))
+BACKENDS.register("lenstest", lambda spec, device=None, **kw: HistBackend("lenstest", True))
+BACKENDS.register("lenstest-notext", lambda spec, device=None, **kw: HistBackend("lenstest-notext", False))
 
 
 # ---------------------------------------------------------------------------------------------- hand-built model
@@ -311,7 +312,10 @@ def test_label_image_concepts_parents_and_none(atlases, tmp_path):
     counts = res.parent_counts[res.parent_counts["layer"] == "pool"].set_index("parent")["units"].to_dict()
     assert counts == {"cool": 2, "warm": 1, "none": 1}
     assert set(zip(res.unexpected["layer"], res.unexpected["unit"])) == {("detect", 3), ("pool", 3), ("tokens", 3)}
-    assert (LensStore.open(atlases["A"]).path / "labels.parquet").is_file()
+    stored = Atlas(atlases["A"]).labels(method="semanticlens")  # the atlas's label store, with its backend
+    assert set(stored["backend"]) == {LensStore.open(atlases["A"]).backend}
+    assert stored.set_index(["layer", "unit"])["label"].to_dict() == res.frame.set_index(["layer", "unit"])[
+        "label"].to_dict()
     # a threshold above every alignment leaves every unit unlabelled
     high = label(atlases["A"], atlases["concepts"], backend=atlases["backend"], threshold=0.9, write=False)
     assert set(high.frame["label"]) == {"none"}
@@ -524,14 +528,13 @@ def test_cli_search_and_label_print_json_and_csv(atlases):
     rows = json.loads(hits.stdout)["units"]["rows"]
     assert len(rows) == 3 and rows[0]["unit"] == 0 and isinstance(rows[0]["exemplars"], list)
     assert all("red_" in Path(p).name and Path(p).is_absolute() for p in rows[0]["exemplars"])  # full paths
-    labels = runner.invoke(lens_app, ["label", a, "--concepts", str(atlases["concepts"]), "--show-units", "2",
-                                      "--format", "csv"])
+    labels = runner.invoke(lens_app, ["label", a, "--concepts", str(atlases["concepts"]), "--format", "csv"])
     assert labels.exit_code == 0, labels.output
     blocks = {b.partition("\n")[0][2:].split(":")[0]: pd.read_csv(io.StringIO(b.partition("\n")[2]))
               for b in labels.stdout.strip().split("\n\n")}
     assert {"labels", "counts", "unexpected"} <= set(blocks)
     every = label(atlases["A"], atlases["concepts"], backend=atlases["backend"]).frame
-    assert len(blocks["labels"]) == len(every) > 2  # every labelled unit, not the 2 shown in the table
+    assert len(blocks["labels"]) == len(every) > 2  # every unit, not only the labelled ones the table shows
 
 
 def test_activation_crops_of_windowed_swin_layers_stay_whole_images(tmp_path):

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 import unitlens.cli.common
 import unitlens.cli.mis as mis_commands
 import unitlens.cli.plot as plot_commands
-from unitlens.backends.base import Backend, PairwiseBackend, register_backend
+from unitlens.backends.base import BACKENDS, Backend, PairwiseBackend
 from unitlens.errors import BadInput, BiasWarning, TooFewExemplars, TooFewImages
 from unitlens.mis import (
     build_tasks,
@@ -334,7 +334,7 @@ class ColourBackend(Backend):
         return self._finish(batch.mean((2, 3)) - 110.0)
 
 
-register_backend("colourtest")(lambda spec, device=None, **kw: ColourBackend(device))
+BACKENDS.register("colourtest", lambda spec, device=None, **kw: ColourBackend(device))
 
 
 @pytest.fixture(scope="module")
@@ -610,7 +610,7 @@ def test_pairwise_backends_in_the_cli_and_where_only_embeddings_work(tmp_path, m
     from unitlens.backends import NotEmbeddable
     from unitlens.lens import embed_units
 
-    register_backend("colourpairs")(lambda spec, device=None, **kw: ColourDistance(device))
+    BACKENDS.register("colourpairs", lambda spec, device=None, **kw: ColourDistance(device))
     atlas = _colour_atlas(tmp_path, 60)
     monkeypatch.setattr(unitlens.cli.common, "console", Console(width=250, soft_wrap=True))
     app = typer.Typer()

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 import unitlens.cli.common
 from unitlens.cli import app
 from unitlens.errors import AtlasError, BadInput, MissingFile, NotComputed
-from unitlens.probe import ProbeStore, holdout_split, load_probe_spec, probe_atlas
+from unitlens.probe import ProbeStore, holdout_split, load_probe_spec, record_probe
 
 from conftest import COMBOS, colour_probe_csv, presence_model, stripe_image
 
@@ -100,7 +100,7 @@ def test_probe_pass_equals_the_models_reduced_outputs(atlas, tmp_path):
     """Images of other sizes go through the model's transform; stored activations equal a direct forward."""
     csv = colour_probe_csv(tmp_path, COMBOS, per=2, seed=5, sizes=((32, 32), (20, 44), (60, 28)))
     model = presence_model()
-    r = probe_atlas(atlas, csv, model=model, batch_size=3, progress=False)
+    r = record_probe(atlas, csv, model=model, batch_size=3, progress=False)
     store = ProbeStore.open(atlas)
     assert r.n_images == 14 and store.layers == ["detect", "presence"] and store.meta["spatial"] == "mean"
     assert store.meta["identity"] == store.atlas.identity()
@@ -127,9 +127,9 @@ def test_memory_bound_and_missing_results(atlas, tmp_path):
     csv = colour_probe_csv(tmp_path, COMBOS, per=1, seed=0)
     # refused before the model is loaded: this atlas's hand-built model cannot be loaded from its manifest
     with pytest.raises(BadInput, match="over the bound of 20.*--max-activations"):
-        probe_atlas(atlas, csv, name="small", max_activations=20, progress=False)
+        record_probe(atlas, csv, name="small", max_activations=20, progress=False)
     with pytest.raises(AtlasError, match="cannot load the analysed model"):
-        probe_atlas(atlas, csv, name="small", progress=False)
+        record_probe(atlas, csv, name="small", progress=False)
     with pytest.raises(NotComputed, match="unitlens probe .* --name nothing"):
         ProbeStore.open(atlas, "nothing")
     with pytest.raises(BadInput, match="letters, digits"):
@@ -143,7 +143,7 @@ def test_probe_of_another_atlas_is_refused(atlas, tmp_path):
     csv = colour_probe_csv(tmp_path / "p", COMBOS, per=1, seed=0)
     copy = tmp_path / "copy"
     shutil.copytree(atlas, copy)
-    probe_atlas(copy, csv, model=presence_model(), progress=False)
+    record_probe(copy, csv, model=presence_model(), progress=False)
     meta_path = copy / "probe" / "default" / "meta.json"
     meta = json.loads(meta_path.read_text())
     meta["identity"]["weights_hash"] = "other"

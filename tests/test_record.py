@@ -169,7 +169,7 @@ def test_ctrl_c_in_the_middle_of_a_forward_or_a_commit_resumes_exactly(exact_mod
 
     def ctrl_c_in_forward(_module, _inputs, _output):
         calls["conv"] += 1
-        if calls["conv"] == 6:  # the stem has run for this batch; the conv layer is interrupted
+        if calls["conv"] == 7:  # batch 6 (after the check's forward): the stem has run, the conv is interrupted
             raise KeyboardInterrupt
 
     handle = exact_model.model.conv.register_forward_hook(ctrl_c_in_forward)
@@ -407,8 +407,9 @@ def test_expanding_affine_layers_are_reduced_from_their_input():
     with torch.inference_mode():
         recorder.run(net, x, torch.arange(5))
         staged = {name: torch.cat(parts) for name, parts in recorder.staged.items()}
-        want = {"pw": net.pw(x).mean((2, 3)), "dw": net.dw(net.pw(x)).mean((2, 3)), "pwl": net(x).mean((2, 3))}
     recorder.close()
+    with torch.inference_mode():
+        want = {"pw": net.pw(x).mean((2, 3)), "dw": net.dw(net.pw(x)).mean((2, 3)), "pwl": net(x).mean((2, 3))}
     for name, value in want.items():
         torch.testing.assert_close(staged[name], value, rtol=1e-5, atol=1e-6)
 
@@ -511,13 +512,13 @@ def test_an_output_that_is_not_one_row_per_image_names_its_layer(tmp_path, rando
             return self.fc(torch.cat([h, h[:1]]))  # one row more than the batch
 
     loaded = LoadedModel("odd", Odd().eval(), to_int_tensor, "hand-built", (3, 8, 8))
-    with pytest.raises(BadInput, match=r"layer fc \(output \(5, 2\)\): .*5 rows for a batch of 4 images.*"
-                                       r"--exclude 'fc'"):
+    with pytest.raises(BadInput, match=r"1 layer\(s\) cannot be recorded \(fc: output \(3, 2\): .*3 rows for a "
+                                       r"batch of 2 images.*--exclude 'fc'"):
         record(loaded, str(random_images), tmp_path / "a", ["conv", "fc"], batch_size=4, num_workers=0,
                progress=False)
     swin = LoadedModel("swin", _tiny_swin_and_convnext()["swin"], lambda img: to_int_tensor(img.resize((32, 32))),
                        "random", (3, 32, 32))
-    with pytest.raises(BadInput, match=r"layer layers.0.blocks.0.attn.qkv .*no class token.*--tokens mean"):
+    with pytest.raises(BadInput, match=r"layers.0.blocks.0.attn.qkv: .*no class token.*--tokens mean"):
         record(swin, str(random_images), tmp_path / "b", ["layers.0.blocks.0.attn.qkv"], tokens="cls", batch_size=4,
                num_workers=0, progress=False)
 

@@ -1,7 +1,9 @@
 """``unitlens.registry.Registry``: register, names, get, lazy entries, duplicates refused."""
 from __future__ import annotations
 
+import re
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -54,3 +56,43 @@ def test_lazy_entries_are_imported_on_first_use(monkeypatch):
     assert reg.get("blue") == "registered on import" and imported == ["fake_colour_plugin"]
     assert reg.get("blue") == "registered on import" and imported == ["fake_colour_plugin"]
     assert "fake_colour_plugin" not in sys.modules
+
+
+# ------------------------------------------------------------------ the registries of the package, entry by entry
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def _backend_names() -> list[str]:
+    from unitlens.backends import BACKENDS
+
+    return [n for n in BACKENDS.names() if not n.endswith("test") and "test-" not in n]  # leave tests' own out
+
+
+def _documented_backends() -> set[str]:
+    """Backend names in the first column of the MIS guide's backend table (`a:<spec>`, `lpips-alex\\|vgg`)."""
+    names: set[str] = set()
+    for row in (DOCS / "guide" / "mis.md").read_text().splitlines():
+        if not row.startswith("| `"):
+            continue
+        for span in re.findall(r"`([^`]+)`", row.split(" | ")[0]):
+            base = re.split(r"[:\[]", span)[0]
+            first, *others = base.split("\\|")
+            names.add(first)
+            names.update(first.rsplit("-", 1)[0] + "-" + other for other in others)
+    return names
+
+
+@pytest.mark.parametrize("name", _backend_names())
+def test_every_embedding_backend_is_documented_and_builds_from_its_name(name):
+    from unitlens.backends import BACKENDS
+
+    assert name in _documented_backends(), f"{name} is missing from the backend table of the MIS guide"
+    assert callable(BACKENDS.get(name))
+
+
+@pytest.mark.parametrize("kind", sorted(set(__import__("unitlens.basis.defaults", fromlist=["KINDS"]).KINDS)))
+def test_every_basis_kind_has_a_fitter_and_a_page(kind):
+    from unitlens.basis.kinds import FITTERS
+
+    assert kind in FITTERS or kind == "file"  # "file" is a user's matrix, loaded, not fitted
+    assert f"`{kind}`" in (DOCS / "guide" / "bases.md").read_text() or kind in (DOCS / "guide" / "bases.md").read_text()

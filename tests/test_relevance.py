@@ -435,6 +435,33 @@ def test_attribution_graph_edges_follow_the_wiring(tmp_path):
     assert res.png_path.is_file() and res.png_path.stat().st_size > 1000
 
 
+def test_attribution_graph_groups_units_by_the_stored_labels(tmp_path):
+    """Without labels given, the graph reads the atlas's label store: of the sets stored, the one that covers both
+    layers (a SemanticLens set of one layer and the chance baseline are passed over), with the same edges as when
+    those labels are given."""
+    from unitlens.atlas.labels import LabelStore
+    from unitlens.relevance.graph import attribution_graph
+
+    rng = np.random.default_rng(2)
+    write_images(tmp_path / "data", [rng.integers(20, 256, (6, 6, 3), dtype=np.uint8) for _ in range(6)])
+    model = LoadedModel(name="twolayer", model=TwoLayerNet().eval(), transform=lambda im: to_int_tensor(im) / 255,
+                        weights="hand-built", input_size=(3, 6, 6), extra={"class_names": ["sum", "diff"]})
+    atlas = _record(model, tmp_path / "data", tmp_path / "atlas", ["lower", "upper"], k=3)
+    compute_relevance(atlas, "sum", model=model, samples="all", device="cpu", progress=False)
+    labels = pd.DataFrame({"layer": ["lower"] * 4 + ["upper"] * 2, "unit": [0, 1, 2, 3, 0, 1],
+                           "label": ["warm", "warm", "cool", "none", "a", "b"], "score": 1.0})
+    store = LabelStore(atlas)
+    store.write(labels, "invert", probe="p")
+    store.write(labels.assign(label="x"), "random", probe="p")
+    store.write(labels[labels["layer"] == "lower"].assign(label="y"), "semanticlens", backend="b")
+    options = {"model": model, "device": "cpu", "progress": False, "batch_size": 4, "min_relevance": 0.0}
+    stored = attribution_graph(atlas, "sum", "upper,lower", **options)
+    given = attribution_graph(atlas, "sum", "upper,lower", labels=labels, **options)
+    assert stored.meta["labels"] == "invert (probe set p)" and given.meta["labels"] == "given"
+    pd.testing.assert_frame_equal(stored.edges, given.edges)
+    assert set(stored.nodes["label"]) == {"warm", "cool", "?", "a", "b"}
+
+
 def test_relevance_cli(share_atlas, monkeypatch):
     from rich.console import Console
     from typer.testing import CliRunner

@@ -430,10 +430,10 @@ def _read_only(folder: Path, monkeypatch) -> None:
 
 
 def test_mis_on_a_read_only_atlas_fails_before_work_and_runs_with_no_write(model, tmp_path, monkeypatch):
-    from unitlens.backends.base import register_backend
+    from unitlens.backends.base import BACKENDS
     from unitlens.mis.scoring import run_atlas
 
-    register_backend("meancolour")(lambda spec, device=None, **kw: MeanColour())
+    BACKENDS.register("meancolour", lambda spec, device=None, **kw: MeanColour())
     images = _bmp_folder(tmp_path / "images", n=24)
     atlas = _record(model, images, tmp_path / "atlas", k=4).atlas
     _read_only(atlas.path, monkeypatch)

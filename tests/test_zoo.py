@@ -138,7 +138,7 @@ def test_sources_and_errors(tmp_path):
         load_model("hub:thing")
     with pytest.raises(ValueError, match="timm has no architecture"):
         load_model("timm:not_a_model", pretrained=False)
-    with pytest.raises(ValueError, match="unknown offline model"):
+    with pytest.raises(ValueError, match="unknown model 'efficientnet_lite7'.*Nearest names: efficientnet_lite4"):
         load_model("efficientnet_lite7")
     assert load_model("efficientnet_lite0").weights_hash() != load_model("efficientnet_lite0", False).weights_hash()
 
@@ -316,3 +316,75 @@ def test_architecture_options_in_the_name_and_seeded_random_init():
     tv = load_model("torchvision:resnet18?num_classes=4&input_size=48", pretrained=False)
     assert tuple(tv.transform(Image.new("RGB", (90, 70))).shape) == (3, 48, 48)
     assert tv.model.fc.out_features == 4
+
+
+# ---------------------------------------------------------------------------------------------- tagged timm names
+def test_a_tag_picks_its_weights_data_configuration_and_head():
+    """The tag's pretrained_cfg (timm's own record of it) gives the input size, crop, interpolation, mean/std and
+    classes; with or without ``timm:``; random init needs no hub."""
+    from timm.models import get_pretrained_cfg
+
+    for name in ("resnet50.a1_in1k", "resnet50.tv_in1k", "caformer_s18.sail_in1k_384", "vit_tiny_patch16_224"
+                 ".augreg_in21k"):
+        cfg = get_pretrained_cfg(name)
+        for given in (f"timm:{name}", name):
+            loaded = load_model(given, pretrained=False, meta=True)
+            assert loaded.name == given and loaded.input_size == cfg.input_size
+            resize, crop = loaded.transform.transforms[:2]
+            assert resize.size == int(cfg.input_size[-1] / cfg.crop_pct)  # the tag's crop fraction
+            assert resize.interpolation.value == cfg.interpolation and crop.size == tuple(cfg.input_size[1:])
+            normalize = loaded.transform.transforms[-1]
+            assert tuple(normalize.mean.tolist()) == pytest.approx(cfg.mean)
+            assert loaded.model.num_classes == cfg.num_classes  # in21k: 21843 classes, in1k: 1000
+    random = load_model("timm:resnet18.a1_in1k?input_size=32", pretrained=False)
+    assert random.weights == "random" and random.input_size == (3, 32, 32)
+    assert random.weights_hash() == load_model("resnet18.a1_in1k?input_size=32", pretrained=False).weights_hash()
+
+
+def test_unknown_tags_and_names_list_the_nearest_known_ones():
+    with pytest.raises(BadInput, match=r"no pretrained tag 'a1_in1kk' for resnet50; nearest: resnet50.a1_in1k, "):
+        load_model("timm:resnet50.a1_in1kk", pretrained=False)
+    with pytest.raises(BadInput, match=r"no architecture 'pvt'; nearest: pvt_v2_b2_li.in1k"):
+        load_model("timm:pvt.v2.b2.li.in1k", pretrained=False)  # the paper's damaged spelling
+    with pytest.raises(BadInput, match=r"unknown model 'pvt.v2.b2.li.in1k'.*Nearest names: pvt_v2_b2_li.in1k"):
+        load_model("pvt.v2.b2.li.in1k", pretrained=False)
+
+
+def test_tagged_pretrained_weights_without_a_hub_are_a_clear_error(monkeypatch, tmp_path):
+    from unitlens.errors import WeightsUnavailable
+
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.unitlens-test.invalid")  # never resolves
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    for name in ("timm:resnet18.a1_in1k", "resnet18.a1_in1k"):
+        with pytest.raises(WeightsUnavailable, match=r"pretrained weights could not be loaded.*cannot be reached"
+                                                     r".*--random"):
+            load_model(name)
+
+
+def test_a_meta_build_lists_the_layers_of_the_real_model_without_memory():
+    meta = load_model("timm:convnext_atto.d2_in1k", pretrained=False, meta=True)
+    real = load_model("timm:convnext_atto.d2_in1k", pretrained=False)
+    assert all(p.is_meta for p in meta.model.parameters())
+    assert enumerate_units(meta.model) == enumerate_units(real.model)
+    with pytest.raises(BadInput, match="built without weights"):
+        meta.weights_hash()
+
+
+def test_channels_last_only_where_every_weight_allows_it():
+    from unitlens.runtime import channels_last_mode, channels_last_ok, prepare_model
+
+    lam = load_model("timm:lambda_resnet26t.c1_in1k", pretrained=False, meta=True).model  # a Conv3d weight
+    assert not channels_last_ok(lam)
+    with pytest.raises(RuntimeError):  # what the conversion itself does with a 5-D weight
+        lam.to(memory_format=torch.channels_last)
+    prepare_model(lam, torch.device("meta"))  # left as it is instead
+    net = nn.Sequential(nn.Conv2d(3, 4, 3))
+    prepare_model(net, torch.device("cpu"))
+    assert net[0].weight.is_contiguous(memory_format=torch.channels_last)
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3))
+    with channels_last_mode(False):
+        prepare_model(plain, torch.device("cpu"))
+    assert plain[0].weight.is_contiguous() and not plain[0].weight.is_contiguous(memory_format=torch.channels_last)

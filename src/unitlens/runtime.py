@@ -14,12 +14,19 @@ only when a helper needs them, so importing it costs nothing at start-up.
   cores), parallel over independent jobs instead.
 - ``ForwardHooks(model, names, fn)``: ``fn(name, output)`` after each named module (a return value replaces
   the output); ``capture_outputs(model, x, names)`` runs a forward only as far as the deepest named module;
-  ``stop_at(model, name)`` makes ``model(x)`` return that module's output and stop there.
+  ``stop_at(model, name)`` makes ``model(x)`` return that module's output and stop there. A layer name
+  ``NAME@i`` (``split_call``) is the i-th call of module ``NAME`` in one forward (a module called several times).
+- ``prepare_model(model, device, channels_last)``: the model ready to run (channels-last where it allows it;
+  ``channels_last_mode(False)`` switches it off for a block); ``on_meta()``: modules built in the block have shapes
+  but no memory and no weights.
 """
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import functools
 import importlib
+import itertools
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -74,12 +81,158 @@ def pick_device(device: Any = None) -> "torch.device":
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def prepare_model(model: "nn.Module", device: "torch.device", channels_last: bool = True) -> "nn.Module":
-    """``model`` on ``device`` in eval mode, channels-last by default (faster convolutions, the same numbers)."""
+def channels_last_ok(model: "nn.Module") -> bool:
+    """Whether ``model`` can take the channels-last memory format: none of its weights or buffers has rank 5 (the
+    format is for rank-4 tensors; a Conv3d weight, as in lambda networks, makes the conversion raise)."""
+    return all(t.ndim != 5 for t in itertools.chain(model.parameters(), model.buffers()))
+
+
+_CHANNELS_LAST: contextvars.ContextVar[bool] = contextvars.ContextVar("unitlens_channels_last", default=True)
+
+
+@contextlib.contextmanager
+def channels_last_mode(enabled: bool) -> Iterator[None]:
+    """Within the block ``prepare_model`` uses the channels-last memory format (``enabled``) or leaves it off,
+    unless its caller says: the switch of the commands that run a model and have no ``channels_last`` option of
+    their own (``--channels-last/--no-channels-last``)."""
+    token = _CHANNELS_LAST.set(enabled)
+    try:
+        yield
+    finally:
+        _CHANNELS_LAST.reset(token)
+
+
+def prepare_model(model: "nn.Module", device: "torch.device", channels_last: bool | None = None) -> "nn.Module":
+    """``model`` on ``device`` in eval mode, channels-last (faster convolutions, the same numbers) where the model
+    allows it (``channels_last_ok``); other models run as they are. ``channels_last`` None: as
+    ``channels_last_mode`` says (on by default)."""
     import torch
 
+    wanted = _CHANNELS_LAST.get() if channels_last is None else channels_last
     model = model.to(device).eval()
-    return model.to(memory_format=torch.channels_last) if channels_last else model
+    return model.to(memory_format=torch.channels_last) if wanted and channels_last_ok(model) else model
+
+
+# in-place operations that only fill or rescale values: weight initialisation, which has nothing to do on meta
+_VALUE_FILLS = frozenset({
+    "uniform_", "normal_", "trunc_normal_", "erfinv_", "exponential_", "bernoulli_", "log_normal_", "cauchy_",
+    "geometric_", "random_", "fill_", "zero_", "copy_", "mul_", "add_", "sub_", "div_", "clamp_", "clamp_min_",
+    "clamp_max_", "abs_", "sqrt_", "exp_", "neg_", "masked_fill_", "addcmul_", "addcdiv_", "lerp_", "pow_",
+    "fmod_", "floor_", "ceil_", "round_", "sign_",
+})
+
+
+@functools.lru_cache(maxsize=None)
+def _skip_fills() -> type:
+    from torch import Tensor
+    from torch.overrides import TorchFunctionMode
+
+    class SkipFills(TorchFunctionMode):
+        """Skips value-only in-place operations on meta tensors (they keep the shape and there are no values)."""
+
+        def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            if getattr(func, "__name__", "") in _VALUE_FILLS and args and isinstance(args[0], Tensor) \
+                    and args[0].is_meta:
+                return args[0]
+            return func(*args, **(kwargs or {}))
+
+    return SkipFills
+
+
+# operations whose output has their first input's shape (normalisations, activations): on meta only that is needed
+_SAME_SHAPE = frozenset({
+    "batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm", "normalize", "dropout", "softmax",
+    "log_softmax", "relu", "relu_", "relu6", "gelu", "silu", "mish", "hardswish", "hardsigmoid", "hardtanh",
+    "leaky_relu", "elu", "sigmoid", "tanh", "erf", "exp", "sqrt", "rsqrt", "neg", "abs", "clamp",
+})
+
+
+# elementwise operations of two operands (broadcast), and their in-place forms (the first operand's shape)
+_BROADCAST = frozenset({"add", "sub", "mul", "div", "maximum", "minimum", "__add__", "__radd__", "__sub__", "__rsub__",
+                        "__mul__", "__rmul__", "__truediv__", "__rtruediv__"})
+_IN_PLACE = frozenset({"add_", "sub_", "mul_", "div_", "__iadd__", "__isub__", "__imul__", "__itruediv__"})
+
+
+def _reduced_shape(x: Any, args: tuple, kwargs: dict) -> tuple[int, ...]:
+    """The shape of ``x.mean(dim, keepdim)`` (all dims when none is given)."""
+    dim = kwargs.get("dim", args[0] if args else None)
+    keep = bool(kwargs.get("keepdim", args[1] if len(args) > 1 else False))
+    dims = range(x.ndim) if dim is None else [dim] if isinstance(dim, int) else list(dim)
+    gone = {d % x.ndim for d in dims}
+    return tuple(1 if i in gone else n for i, n in enumerate(x.shape) if keep or i not in gone)
+
+
+def _shape_of(name: str, args: tuple, kwargs: dict) -> Any:
+    """The (meta) result of a shape-only operation, or None to run it as it is."""
+    import torch
+
+    x = args[0]
+    if name in _SAME_SHAPE:
+        return torch.empty_like(x)
+    if name in _IN_PLACE:
+        return x
+    if name in _BROADCAST:
+        other = args[1] if len(args) > 1 else kwargs["other"]
+        if not isinstance(other, torch.Tensor):
+            other = torch.tensor(other)
+        dtype = torch.result_type(x, other)
+        shape = torch.broadcast_shapes(x.shape, other.shape)
+        return torch.empty_like(x, dtype=dtype) if shape == x.shape else x.new_empty(shape, dtype=dtype)
+    if name == "mean":
+        return x.new_empty(_reduced_shape(x, args[1:], kwargs))
+    if name == "linear":
+        weight = args[1] if len(args) > 1 else kwargs["weight"]
+        return x.new_empty((*x.shape[:-1], weight.shape[0]))
+    if name == "lstm" and len(args) >= 9 and isinstance(args[1], (tuple, list)):  # (input, hx, params, ...)
+        h, c = args[1]
+        directions = 2 if args[7] else 1
+        return x.new_empty((*x.shape[:-1], directions * h.shape[-1])), torch.empty_like(h), torch.empty_like(c)
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _shapes_only() -> type:
+    from torch import Tensor
+    from torch.overrides import TorchFunctionMode
+
+    class ShapesOnly(TorchFunctionMode):
+        """Normalisations, activations, elementwise arithmetic, means, linear layers and LSTMs on meta tensors give
+        an empty tensor of their result's shape directly (meta kernels reach it through many small steps, 1-70 ms
+        per call)."""
+
+        def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            kwargs = kwargs or {}
+            if args and isinstance(args[0], Tensor) and args[0].is_meta:
+                try:
+                    out = _shape_of(getattr(func, "__name__", ""), tuple(args), kwargs)
+                except (IndexError, KeyError, TypeError, ValueError):  # an unusual call: let torch answer
+                    out = None
+                if out is not None:
+                    return out
+            return func(*args, **kwargs)
+
+    return ShapesOnly
+
+
+@contextlib.contextmanager
+def shapes_only() -> Iterator[None]:
+    """Within the block a forward on meta tensors computes only shapes where torch's meta kernels are slow
+    (normalisations, activations, elementwise arithmetic, means, linear layers, LSTMs): a check of a large model's
+    layers on meta takes a fraction of a second instead of seconds. Other operations and other devices are
+    untouched."""
+    with _shapes_only()():
+        yield
+
+
+@contextlib.contextmanager
+def on_meta() -> Iterator[None]:
+    """Modules built in the block live on the meta device: every shape, no memory, no weights. Their weight
+    initialisation is skipped (on meta it has nothing to fill, and its random fills are slow there): listing a
+    large model's layers takes a fraction of a second."""
+    import torch
+
+    with torch.device("meta"), _skip_fills()():
+        yield
 
 
 @contextlib.contextmanager
@@ -279,37 +432,62 @@ def first_tensor(output: Any) -> Any:
     return output[0] if isinstance(output, (tuple, list)) else output
 
 
+CALL = "@"  # NAME@i: the i-th call of module NAME in one forward
+
+
+def split_call(name: str) -> tuple[str, int | None]:
+    """``blocks.0.proj@2`` -> (``blocks.0.proj``, 2): the layer that is the 2nd call of a module called several
+    times per forward; a plain layer name -> (name, None)."""
+    module, sep, call = name.rpartition(CALL)
+    if sep and call.isdigit() and int(call) >= 1:
+        return module, int(call)
+    return name, None
+
+
 def named_modules(model: "nn.Module", names: Iterable[str]) -> dict[str, "nn.Module"]:
-    """The modules called ``names`` (in that order); a name that is not a module is an error naming it."""
+    """The modules of the layers ``names`` (in that order; ``NAME@i`` is module ``NAME``); a name that is not a
+    module is an error naming it."""
     modules = dict(model.named_modules())
     names = list(names)
-    missing = [n for n in names if n not in modules]
+    missing = [n for n in names if split_call(n)[0] not in modules]
     if missing:
         raise BadInput(f"layer(s) {', '.join(missing)} are not modules of the model; list them with unitlens layers")
-    return {n: modules[n] for n in names}
+    return {n: modules[split_call(n)[0]] for n in names}
 
 
 class ForwardHooks:
     """``fn(name, output)`` after every forward of the named modules (``fn(name, inputs, output)`` with
-    ``with_inputs``); a non-None return replaces the output.
+    ``with_inputs``); a non-None return replaces the output. A name ``NAME@i`` hears only the i-th call of module
+    ``NAME`` in each forward of ``model``; a plain name hears every call. ``calls`` counts each hooked module's
+    calls in the latest forward.
 
     Registered on creation, removed by ``remove()`` or at the end of a ``with`` block.
     """
 
     def __init__(self, model: "nn.Module", names: Iterable[str], fn: Callable[..., Any], with_inputs: bool = False):
+        names = list(names)
         modules = named_modules(model, names)
-        self.handles = [module.register_forward_hook(self._hook(name, fn, with_inputs))
-                        for name, module in modules.items()]
+        wanted: dict[str, dict[int | None, str]] = {}  # module -> call (None: every call) -> layer name
+        for name in names:
+            module, call = split_call(name)
+            wanted.setdefault(module, {})[call] = name
+        self.calls: dict[str, int] = {}
+        self.handles = [model.register_forward_pre_hook(lambda *_: self.calls.clear())]
+        self.handles += [modules[next(iter(by_call.values()))].register_forward_hook(
+            self._hook(module, by_call, fn, with_inputs)) for module, by_call in wanted.items()]
 
-    @staticmethod
-    def _hook(name: str, fn: Callable[..., Any], with_inputs: bool) -> Callable:
-        if with_inputs:
-            def hook_with_inputs(_module: Any, inputs: Any, output: Any) -> Any:
-                return fn(name, inputs, output)
-            return hook_with_inputs
-
-        def hook(_module: Any, _inputs: Any, output: Any) -> Any:
-            return fn(name, output)
+    def _hook(self, module: str, by_call: dict[int | None, str], fn: Callable[..., Any], with_inputs: bool
+              ) -> Callable:
+        def hook(_module: Any, inputs: Any, output: Any) -> Any:
+            call = self.calls[module] = self.calls.get(module, 0) + 1
+            replaced = None
+            for key in (None, call):
+                name = by_call.get(key)
+                if name is not None:
+                    result = fn(name, inputs, output) if with_inputs else fn(name, output)
+                    if result is not None:
+                        output = replaced = result
+            return replaced
         return hook
 
     def remove(self) -> None:
@@ -381,16 +559,21 @@ def capture_outputs(model: "nn.Module", x: Any, names: Iterable[str]) -> dict[st
 def stop_at(model: "nn.Module", name: str) -> Iterator["nn.Module"]:
     """Within the block, ``model(...)`` runs its forward only up to module ``name`` and returns its output.
 
-    The stop hook is registered at call time, so it runs after every hook others (zennit, CRP) put there.
+    The stop hook is registered at call time, so it runs after every hook others (zennit, CRP) put there. For
+    ``NAME@i`` the forward stops after the i-th call of module ``NAME``.
     """
     module = named_modules(model, [name])[name]
+    call = split_call(name)[1] or 1
 
     def forward(*args: Any, **kwargs: Any) -> Any:
-        captured = {}
+        captured: dict[str, Any] = {}
+        seen = [0]
 
         def stop(_module: Any, _inputs: Any, output: Any) -> None:
-            captured["out"] = output
-            raise _StopForward
+            seen[0] += 1
+            if seen[0] == call:
+                captured["out"] = output
+                raise _StopForward
 
         handle = module.register_forward_hook(stop)
         try:

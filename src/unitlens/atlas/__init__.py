@@ -8,6 +8,8 @@ from unitlens.runtime import lazy_exports
 
 if TYPE_CHECKING:
     from unitlens.atlas.atlas import Atlas, Exemplars
+    from unitlens.atlas.labels import LabelStore
 
-__all__ = ["Atlas", "Exemplars"]
-__getattr__, __dir__ = lazy_exports(__name__, {"Atlas": "unitlens.atlas.atlas", "Exemplars": "unitlens.atlas.atlas"})
+__all__ = ["Atlas", "Exemplars", "LabelStore"]
+__getattr__, __dir__ = lazy_exports(__name__, {"Atlas": "unitlens.atlas.atlas", "Exemplars": "unitlens.atlas.atlas",
+                                               "LabelStore": "unitlens.atlas.labels"})

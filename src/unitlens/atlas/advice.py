@@ -66,6 +66,9 @@ def redo_advice(root: str | Path, manifest: dict, path: str | Path) -> str:
     if rel == "scores.parquet":
         return (f"the whole table is unreadable: delete {path} and score again (unitlens mis {atlas}, and unitlens "
                 f"lens measures {atlas} where it had lens measures)")
+    if rel == "labels.parquet":
+        return (f"it holds every method's labels: delete {path} and label again (unitlens lens label {atlas} "
+                "--method ..., for each method)")
     if m := re.fullmatch(r"lens/([^/]+)/(layers/([^/]+)\.safetensors|vectors\.lancedb/([^/]+)\.lance/.*)", rel):
         layer = stems.get(m[3] or m[4])
         if layer is None:

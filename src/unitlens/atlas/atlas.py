@@ -335,6 +335,14 @@ class Atlas:
         frame = frame.assign(column=frame["metric"] + "@" + frame["backend"])
         return frame.pivot_table(index=["layer", "unit"], columns="column", values="value", sort=False).reset_index()
 
+    def labels(self, method: str | None = None, backend: str | None = None, probe: str | None = None
+               ) -> pd.DataFrame:
+        """Every stored unit label (of one method, backend or probe set): the ``LabelStore`` table (one row per
+        label set, layer and unit; see ``unitlens.atlas.labels``)."""
+        from unitlens.atlas.labels import LabelStore
+
+        return LabelStore(self).read(method, backend, probe)
+
     def put_scores(self, frame: pd.DataFrame) -> None:
         """Add scores, replacing earlier rows of the same (metric, backend, layer); written atomically.
 

@@ -50,6 +50,8 @@ class Derived:
 DERIVED = {d.name: d for d in (
     Derived("scores", "scores.parquet", "exemplars", "per-unit scores (unitlens mis, unitlens lens measures)",
             layer_rows=("scores.parquet",)),
+    Derived("labels", "labels.parquet", "exemplars", "unit labels of every labelling method (unitlens lens label)",
+            layer_rows=("labels.parquet",)),
     Derived("lens", "lens", "exemplars", "SemanticLens vectors per backend (unitlens lens embed)",
             layer_keys=("lens/*/meta.json",), layer_rows=("lens/*/*.parquet",),
             layer_files=("lens/*/layers/{stem}.safetensors", "lens/*/vectors.lancedb/{stem}.lance")),
@@ -71,8 +73,9 @@ DERIVED = {d.name: d for d in (
 
 def exemplar_path(root: str | Path, layer: str) -> Path:
     """``<root>/exemplars/<layer>.safetensors``; a layer name that is not a safe file name (a derived layer
-    ``blocks.6.0.conv_pwl::sae``) gets its ``safe_name`` (module names are already safe and stay as they are)."""
-    stem = layer if re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", layer) else safe_name(layer, default="layer")
+    ``blocks.6.0.conv_pwl::sae``) gets its ``safe_name`` (module names, and ``NAME@i`` calls of a module run several
+    times per forward, are already safe and stay as they are)."""
+    stem = layer if re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._@-]*", layer) else safe_name(layer, default="layer")
     return Path(root, EXEMPLARS, f"{stem}.safetensors")
 
 

@@ -50,6 +50,13 @@ class Unit:
         mine = frame[(frame["layer"] == self.layer) & (frame["unit"] == self.index)]
         return mine[["metric", "backend", "value"]].reset_index(drop=True)
 
+    @cached_property
+    def labels(self) -> pd.DataFrame:
+        """Its label from every stored label set: method, backend, probe, label, score, score_name, concepts."""
+        frame = self.atlas.labels()
+        mine = frame[(frame["layer"] == self.layer) & (frame["unit"] == self.index)]
+        return mine[["method", "backend", "probe", "label", "score", "score_name", "concepts"]].reset_index(drop=True)
+
     def images(self, side: str = "top", n: int = 9) -> list[Image.Image]:
         """The ``n`` images that drive it hardest up (``side="top"``) or down (``"bottom"``)."""
         if side not in ("top", "bottom"):
@@ -64,6 +71,8 @@ class Unit:
         parts = [notebook.header(f"unit {self.index} of {self.layer}", facts)]
         if len(self.scores):
             parts.append(notebook.table(self.scores, "scores"))
+        if len(self.labels):
+            parts.append(notebook.table(self.labels, "labels"))
         for side, what in (("top", "most activating"), ("bottom", "least activating")):
             rows = self.exemplars[self.exemplars["side"] == side].head(9)
             imgs = self.images(side, 9)

@@ -153,8 +153,9 @@ def _units(c: _Checker, atlas: Atlas, layers) -> pd.DataFrame | None:
         fix = (f"record that basis again, which replaces them: unitlens basis record {atlas.path} '{layer}' --force"
                if DERIVED_SEPARATOR in layer else atlas.rerecord)
         problems.setdefault(fix, []).append(f"rows of layer {layer}, which the manifest does not list")
+    by_layer = units.groupby("layer", sort=False)["unit"].apply(np.asarray).to_dict()  # one pass, not one per layer
     for info in layers:
-        got = np.sort(units.loc[units["layer"] == info.name, "unit"].to_numpy())
+        got = np.sort(by_layer.get(info.name, np.empty(0, dtype=np.int64)))
         width = info.width if info.width is not None else len(got)
         if not np.array_equal(got, np.arange(width)):
             problems.setdefault(rerecord_layer(atlas.path, atlas.manifest, info.name), []).append(
@@ -188,6 +189,7 @@ def _exemplars(c: _Checker, atlas: Atlas, layers, units: pd.DataFrame | None, sa
     k_max = atlas.manifest.get("config", {}).get("k")
     n = len(samples) if samples is not None else None
     skipped = set(samples.loc[samples["skipped"].astype(bool), "id"].tolist()) if samples is not None else set()
+    counts = units["layer"].value_counts().to_dict() if units is not None else None
     for info in layers:
         path = atlas.exemplar_file(info.name)
         ex = c.attempt("exemplars", path, "readable", lambda: atlas.exemplars(info.name))  # noqa: B023
@@ -195,7 +197,7 @@ def _exemplars(c: _Checker, atlas: Atlas, layers, units: pd.DataFrame | None, sa
             continue
         C, k = ex.top_ids.shape
         problems = []
-        rows = int((units["layer"] == info.name).sum()) if units is not None else None
+        rows = int(counts.get(info.name, 0)) if counts is not None else None
         if rows is not None and rows != C:
             problems.append(f"{C} units, the units table has {rows}")
         if k_max is not None and k > int(k_max):

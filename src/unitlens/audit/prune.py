@@ -23,6 +23,7 @@ import torch
 from unitlens.audit.defaults import ABLATE
 from unitlens.audit.logits import Logits, model_logits
 from unitlens.errors import AuditError, BadInput
+from unitlens.runtime import split_call
 
 ABLATIONS = ("zero", "mean")
 
@@ -85,6 +86,7 @@ def _feeds_batch_norm(net: torch.nn.Module, layer: str) -> bool:
     """Whether the module registered right after ``layer`` (its own children aside) is a batch norm."""
     from torch.nn.modules.batchnorm import _BatchNorm
 
+    layer = split_call(layer)[0]  # a call NAME@i of a module run several times: the module
     names = [n for n, _ in net.named_modules()]
     if layer not in names:
         return False

@@ -17,30 +17,22 @@ from unitlens.backends import (  # noqa: F401  (imported so that they register)
     openclip_backend,
     timm_backend,
 )
-from unitlens.backends.base import (
-    Backend,
-    PairwiseBackend,
-    as_backend,
-    available_backends,
-    load_backend,
-    register_backend,
-)
+from unitlens.backends.base import BACKENDS, Backend, PairwiseBackend, as_backend, load_backend
 from unitlens.backends.cache import EmbeddingCache, NotEmbeddable, StoredEmbeddings, embed_images, require_embeddings
 from unitlens.backends.offline_backend import DEFAULT_OFFLINE_MODEL
 from unitlens.backends.pairwise import PairwiseMatrix
 
 __all__ = [
+    "BACKENDS",
     "Backend",
     "DEFAULT_OFFLINE_MODEL",
     "EmbeddingCache",
     "PairwiseBackend",
     "PairwiseMatrix",
     "as_backend",
-    "available_backends",
     "NotEmbeddable",
     "StoredEmbeddings",
     "embed_images",
     "load_backend",
-    "register_backend",
     "require_embeddings",
 ]

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from unitlens.errors import BadInput
+from unitlens.registry import Registry
 from unitlens.runtime import pick_device
 
 
@@ -109,30 +109,15 @@ class PairwiseBackend(Backend):
 
 
 BackendFactory = Callable[..., Backend]
-_REGISTRY: dict[str, BackendFactory] = {}
-
-
-def register_backend(prefix: str) -> Callable[[BackendFactory], BackendFactory]:
-    """Register a factory for names ``<prefix>`` or ``<prefix>:<spec>``.
-
-    It is called as ``f(spec, device=..., **kwargs)``; every built-in factory takes ``pretrained=False``
-    (real architecture, seeded random weights) and raises ``BackendUnavailable`` when weights are missing.
-    """
-
-    def deco(factory: BackendFactory) -> BackendFactory:
-        _REGISTRY[prefix] = factory
-        return factory
-
-    return deco
+# prefix -> factory called as f(spec, device=..., **kwargs); every built-in factory takes pretrained=False (the
+# real architecture with seeded random weights) and raises BackendUnavailable when its weights are missing
+BACKENDS: Registry[BackendFactory] = Registry(
+    "embedding backend", hint="a name is a prefix or prefix:spec, e.g. offline, openclip:ViT-B-32/openai, hf:<id>")
 
 
 def as_backend(backend: "Backend | str", device: str | torch.device | None = None) -> Backend:
     """A Backend from an instance (returned as is) or a registered name."""
     return load_backend(backend, device=device) if isinstance(backend, str) else backend
-
-
-def available_backends() -> list[str]:
-    return sorted(_REGISTRY)
 
 
 def load_backend(name: str, device: str | torch.device | None = None, **kwargs) -> Backend:
@@ -144,6 +129,4 @@ def load_backend(name: str, device: str | torch.device | None = None, **kwargs) 
     if name.endswith("+random"):
         name, kwargs = name[: -len("+random")], {**kwargs, "pretrained": False}
     prefix, _, spec = name.partition(":")
-    if prefix not in _REGISTRY:
-        raise BadInput(f"unknown backend '{name}'; registered: {', '.join(available_backends())}")
-    return _REGISTRY[prefix](spec, device=device, **kwargs)
+    return BACKENDS.get(prefix)(spec, device=device, **kwargs)

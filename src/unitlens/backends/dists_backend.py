@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from unitlens.backends.base import PairwiseBackend, register_backend
+from unitlens.backends.base import BACKENDS, PairwiseBackend
 from unitlens.backends.hub import display_name, unavailable
 from unitlens.errors import BadInput
 from unitlens.runtime import seeded, torch_threads
@@ -176,7 +176,7 @@ class DistsBackend(PairwiseBackend):
         return (total - 1).float().cpu()
 
 
-@register_backend("dists")
+@BACKENDS.register("dists")
 def _load(spec: str, device=None, pretrained: bool = True, **kwargs) -> DistsBackend:
     if spec:
         raise BadInput(f"dists takes no spec (got '{spec}'); use --backend dists")

@@ -19,7 +19,7 @@ from unittest import mock
 import torch
 from PIL import Image
 
-from unitlens.backends.base import Backend, register_backend
+from unitlens.backends.base import BACKENDS, Backend
 from unitlens.backends.hub import display_name, unavailable
 from unitlens.errors import BackendUnavailable, BadInput
 from unitlens.runtime import seeded
@@ -146,6 +146,6 @@ class DreamSimBackend(Backend):
         return self.model(a.to(self.device), b.to(self.device)).float().cpu().reshape(-1)
 
 
-@register_backend("dreamsim")
+@BACKENDS.register("dreamsim")
 def _load_dreamsim(spec: str, device=None, pretrained: bool = True, cache_dir=None) -> DreamSimBackend:
     return DreamSimBackend(spec, device=device, pretrained=pretrained, cache_dir=cache_dir)

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from unitlens.backends.base import Backend, register_backend
+from unitlens.backends.base import BACKENDS, Backend
 from unitlens.backends.hub import display_name, unavailable
 from unitlens.errors import BadInput
 from unitlens.runtime import seeded
@@ -100,6 +100,6 @@ class HFBackend(Backend):
         return self._finish(_features(self.model.get_text_features(**tokens)))
 
 
-@register_backend("hf")
+@BACKENDS.register("hf")
 def _load_hf(spec: str, device=None, pretrained: bool = True, cache_dir=None) -> HFBackend:
     return HFBackend(spec, device=device, pretrained=pretrained, cache_dir=cache_dir)

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 import torch
 from PIL import Image
 
-from unitlens.backends.base import PairwiseBackend, register_backend
+from unitlens.backends.base import BACKENDS, PairwiseBackend
 from unitlens.backends.hub import display_name, unavailable
 from unitlens.errors import BadInput
 from unitlens.runtime import seeded
@@ -119,4 +119,4 @@ def _factory(net: str):
 
 
 for _net in NETS:
-    register_backend(f"lpips-{_net}")(_factory(_net))
+    BACKENDS.register(f"lpips-{_net}", _factory(_net))

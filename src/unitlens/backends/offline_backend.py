@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from unitlens.backends.base import Backend, register_backend
+from unitlens.backends.base import BACKENDS, Backend
 from unitlens.backends.hub import display_name
 from unitlens.errors import BackendUnavailable, BadInput
 from unitlens.runtime import prepare_model, seeded
@@ -46,6 +46,6 @@ class OfflineBackend(Backend):
         return self._finish(self.model.forward_head(x, pre_logits=True))
 
 
-@register_backend("offline")
+@BACKENDS.register("offline")
 def _load_offline(spec: str, device=None, pretrained: bool = True) -> OfflineBackend:
     return OfflineBackend(spec or DEFAULT_OFFLINE_MODEL, device=device, pretrained=pretrained)

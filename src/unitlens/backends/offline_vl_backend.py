@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from unitlens.backends.base import Backend, register_backend
+from unitlens.backends.base import BACKENDS, Backend
 from unitlens.backends.hub import display_name, unavailable
 from unitlens.errors import BadInput
 from unitlens.extras import missing_extra
@@ -170,7 +170,7 @@ class OfflineVLBackend(Backend):
         return self._finish(emb)
 
 
-@register_backend(NAME)
+@BACKENDS.register(NAME)
 def _load_offline_vl(spec: str, device=None, pretrained: bool = True, weights_dir=None) -> OfflineVLBackend:
     if spec:
         raise BadInput(f"backend '{NAME}' takes no ':<spec>' (got '{NAME}:{spec}'); its weights ship in the "

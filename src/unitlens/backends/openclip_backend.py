@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
-from unitlens.backends.base import Backend, register_backend
+from unitlens.backends.base import BACKENDS, Backend
 from unitlens.backends.hub import display_name, unavailable
 from unitlens.errors import BadInput
 from unitlens.runtime import seeded
@@ -96,6 +96,6 @@ class OpenClipBackend(Backend):
         return self._finish(self.model.encode_text(tokens))
 
 
-@register_backend("openclip")
+@BACKENDS.register("openclip")
 def _load_openclip(spec: str, device=None, pretrained: bool = True, cache_dir=None) -> OpenClipBackend:
     return OpenClipBackend(spec, device=device, pretrained=pretrained, cache_dir=cache_dir)

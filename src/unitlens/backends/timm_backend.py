@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from unitlens.backends.base import Backend, register_backend
+from unitlens.backends.base import BACKENDS, Backend
 from unitlens.backends.hub import display_name, unavailable
 from unitlens.errors import BadInput
 from unitlens.runtime import prepare_model, seeded
@@ -61,6 +61,6 @@ class TimmBackend(Backend):
         return self._finish(self.model(batch.to(self.device, memory_format=torch.channels_last)))
 
 
-@register_backend("timm")
+@BACKENDS.register("timm")
 def _load_timm(spec: str, device=None, pretrained: bool = True, cache_dir=None) -> TimmBackend:
     return TimmBackend(spec, device=device, pretrained=pretrained, cache_dir=cache_dir)

@@ -78,7 +78,7 @@ class LayerStream:
     """Activation vectors of one recorded layer of an atlas over its (readable) samples, batch by batch."""
 
     def __init__(self, atlas: Atlas | str, layer: str, positions: str, model: Any = None,
-                 batch_size: int = BATCH_SIZE, device: str | torch.device | None = None):
+                 batch_size: int = BATCH_SIZE, device: str | torch.device | None = None, channels_last: bool = True):
         if positions not in POSITIONS:
             raise BadInput(f"positions must be one of {', '.join(POSITIONS)}, got '{positions}'")
         self.atlas = Atlas.open(atlas)
@@ -96,7 +96,7 @@ class LayerStream:
                              f"{int(bad['nonfinite'].iloc[0])} image(s); a basis fitted on them would be "
                              "meaningless, so nothing was fitted: record the atlas on a dataset without those images "
                              "or choose another layer")
-        self.layer, self.positions, self.batch_size = layer, positions, batch_size
+        self.layer, self.positions, self.batch_size, self.channels_last = layer, positions, batch_size, channels_last
         self.device = pick_device(device)
         self.model = model if model is not None else self.atlas.load_model()
         self.width = int(self.info.width) if self.info.width else int(len(rows))
@@ -118,7 +118,8 @@ class LayerStream:
                 ) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
         """(sample ids, {layer: output}) per batch from sample position ``start`` on; the forward stops at the layer."""
         yield from model_outputs(self.model, self.dataset, self.ids[start:], [self.layer], self.batch_size,
-                                 self.device, progress, f"{what} of {self.layer}", len(self.ids), start)
+                                 self.device, progress, f"{what} of {self.layer}", len(self.ids), start,
+                                 self.channels_last)
 
     def chunks(self, progress: bool = True, what: str = "activations") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(sample ids (n,), activation vectors (n, C) float32) per batch of images."""
@@ -132,8 +133,8 @@ class LayerStream:
 
 
 def model_outputs(model: Any, dataset: Any, ids: list[int], layers: list[str], batch_size: int,
-                  device: torch.device, progress: bool, what: str, total: int, done: int = 0
-                  ) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
+                  device: torch.device, progress: bool, what: str, total: int, done: int = 0,
+                  channels_last: bool = True) -> Iterator[tuple[list[int], dict[str, torch.Tensor]]]:
     """(sample ids, {layer: output}) per batch of the chosen samples; unreadable images are skipped with a
     warning naming them. The forward stops after the deepest of ``layers``."""
     import warnings
@@ -141,7 +142,7 @@ def model_outputs(model: Any, dataset: Any, ids: list[int], layers: list[str], b
     def skipped(sample_id: int, path, err: Exception) -> None:
         warnings.warn(f"skipping unreadable image {path} (sample {sample_id}): {err}", stacklevel=4)
 
-    net = prepare_model(model.model, device)
+    net = prepare_model(model.model, device, channels_last)
     with Progress(what, total, progress, completed=done, unit="img") as bar, OutputCapture(net, layers) as capture:
         for batch_ids, x, _ in load_batches(dataset, ids, model.transform, batch_size, device, skipped=skipped):
             with torch.inference_mode():  # not around the yield: the caller may train on what it gets (an SAE)

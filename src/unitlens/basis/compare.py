@@ -1,15 +1,15 @@
 """``compare_bases(atlas, layer)``: a layer's channels and each of its recorded bases side by side.
 
-Reads what other steps stored — MIS (``unitlens mis``), SemanticLens measures and labels (``unitlens lens
-measures`` / ``label``), the units table and each basis's fit metrics — and computes nothing new except summary
-statistics: per unit set the MIS mean, 5th and 95th percentile, the share of scored units above chance
-(MIS > 0.5), mean 2-AFC accuracy, a two-sided Mann–Whitney U test of its MIS against the channels' (scipy), the
-units too sparse for well-posed MIS tasks (``sparse_units``: active on fewer images than the tasks need), mean
-clarity and polysemanticity, redundancy, the share of units with a lens label, constant (dead) units, and the fit's
-R², explained variance, dead features and mean active features. MIS, clarity, polysemanticity and label share are
-also given over the units that are not sparse (``*_nonsparse``): a sparse unit has few concept examples, and a θ
-of few examples aligns more readily with a concept. A missing result leaves its columns empty, with
-a note naming the command that computes it.
+Reads what other steps stored — MIS (``unitlens mis``), SemanticLens measures (``unitlens lens measures``), labels
+from the atlas's label store (``unitlens lens label``; SemanticLens labels by default), the units table and each
+basis's fit metrics — and computes nothing new except summary statistics: per unit set the MIS mean, 5th and 95th
+percentile, the share of scored units above chance (MIS > 0.5), mean 2-AFC accuracy, a two-sided Mann–Whitney U test
+of its MIS against the channels' (scipy), the units too sparse for well-posed MIS tasks (``sparse_units``: active on
+fewer images than the tasks need), mean clarity and polysemanticity, redundancy, the share of units with a label,
+constant (dead) units, and the fit's R², explained variance, dead features and mean active features. MIS, clarity,
+polysemanticity and label share are also given over the units that are not sparse (``*_nonsparse``): a sparse unit
+has few concept examples, and a θ of few examples aligns more readily with a concept. A missing result leaves its
+columns empty, with a note naming the command that computes it.
 """
 from __future__ import annotations
 
@@ -19,9 +19,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from unitlens import notebook
 from unitlens.atlas.atlas import Atlas
+from unitlens.atlas.labels import KEY, NO_LABEL, LabelStore, set_name
+from unitlens.basis.options import BasisCompareOptions
 from unitlens.basis.store import list_bases, load_basis
 from unitlens.errors import BadInput, BasisError, UnitlensError
+from unitlens.options import takes_options
 
 CHANNELS = "channels"
 
@@ -39,7 +43,13 @@ class BasisComparison:
     clarity: dict[str, np.ndarray] = field(default_factory=dict)
     backend: str | None = None
     lens_backend: str | None = None
+    labels: str = ""  # the label set of the label shares
     notes: list[str] = field(default_factory=list)
+
+    def _repr_html_(self) -> str:
+        facts = {"MIS backend": self.backend, "lens backend": self.lens_backend, "labels": self.labels or "none",
+                 **{f"note {i + 1}": n for i, n in enumerate(self.notes)}}
+        return notebook.header(f"{self.layer}: channels and bases", facts) + notebook.table(self.table)
 
 
 def _mis_frame(atlas: Atlas, layers: list[str], backend: str | None, notes: list[str]
@@ -69,15 +79,15 @@ def _mis_frame(atlas: Atlas, layers: list[str], backend: str | None, notes: list
 
 
 def _lens(atlas: Atlas, layers: list[str], backend: str | None, notes: list[str]):
-    """(per-unit clarity/polysemanticity frame, per-layer redundancy, per-unit labels or None, backend name)."""
-    from unitlens.lens.analysis import METRICS, stored_labels
+    """(per-unit clarity/polysemanticity frame, per-layer redundancy, backend name)."""
+    from unitlens.lens.analysis import METRICS
     from unitlens.lens.store import LensStore
 
     try:
         store = LensStore.open(atlas, backend)
     except UnitlensError as err:
         notes.append(f"no lens measures: {err}")
-        return None, {}, None, backend
+        return None, {}, backend
     scores = atlas.scores()
     lens = scores[(scores["backend"] == store.backend) & scores["metric"].isin(METRICS) & scores["layer"].isin(layers)]
     measures = lens.pivot_table(index=["layer", "unit"], columns="metric", values="value").reset_index() \
@@ -89,13 +99,28 @@ def _lens(atlas: Atlas, layers: list[str], backend: str | None, notes: list[str]
     if missing:
         notes.append(f"no lens measures ({store.backend}) for {', '.join(missing)}: run unitlens lens embed "
                      f"{atlas.path} --layers {','.join(missing)}, then unitlens lens measures with the same layers")
-    labels = stored_labels(atlas, store.backend)
+    return measures, redundancy, store.backend
+
+
+def _labels(atlas: Atlas, layers: list[str], method: str | None, lens_backend: str | None,
+            notes: list[str]) -> tuple[pd.DataFrame | None, str]:
+    """The labels whose labelled share is compared, and the name of their set: ``method``'s (default: SemanticLens
+    of the lens backend where it has labels, else the set that covers most of ``layers``)."""
+    store = LabelStore(atlas)
+    labels = None
+    if method is None and lens_backend is not None:
+        labels = store.pick(layers, "semanticlens", lens_backend)
     if labels is None:
-        notes.append(f"no lens labels ({store.backend}): run unitlens lens label {atlas.path} --concepts FILE")
-    elif [n for n in layers if n not in set(labels["layer"])]:
-        notes.append("the stored lens labels do not cover every layer here: run unitlens lens label again after "
-                     "embedding them")
-    return measures, redundancy, labels, store.backend
+        labels = store.pick(layers, method)
+    if labels is None:
+        what = f"{method} labels" if method else "labels"
+        notes.append(f"no {what} of these layers: run unitlens lens label {atlas.path} --concepts FILE (after "
+                     "unitlens lens embed)")
+        return None, ""
+    name = set_name(*labels.iloc[0][list(KEY)])
+    if [n for n in layers if n not in set(labels["layer"])]:
+        notes.append(f"the {name} labels do not cover every unit set here: label again after embedding them")
+    return labels, name
 
 
 def sparse_units(atlas: Atlas, layer: str, need: int) -> np.ndarray:
@@ -108,13 +133,30 @@ def sparse_units(atlas: Atlas, layer: str, need: int) -> np.ndarray:
     return (ex.top_vals[:, need - 1] <= ex.bottom_vals[:, 0]).numpy()
 
 
-def compare_bases(atlas: Atlas | str | Path, layer: str, backend: str | None = None, lens_backend: str | None = None,
-                  bases: list[str] | None = None) -> BasisComparison:
-    """Compare ``layer``'s channels with its recorded bases (``bases``: those names only; see the module doc)."""
+@takes_options(BasisCompareOptions)
+def compare_bases(atlas: Atlas | str | Path, layer: str,
+                  options: BasisCompareOptions | None = None) -> BasisComparison:
+    """Compare ``layer``'s channels with its recorded bases (see the module doc).
+
+    Parameters
+    ----------
+    atlas
+        The atlas (a path or an ``Atlas``).
+    layer
+        A recorded layer with at least one recorded basis.
+    options
+        A ``BasisCompareOptions``; any of its fields may also be given as a keyword argument (see below).
+
+    Returns
+    -------
+    BasisComparison
+        One row per unit set, the per-unit values the figure shows (``plot_basis_comparison``), notes naming the
+        command behind every missing column.
+    """
     from scipy.stats import mannwhitneyu
 
-    from unitlens.lens.analysis import NO_LABEL
-
+    options = options or BasisCompareOptions()
+    bases = list(options.bases) if options.bases is not None else None
     atlas = Atlas.open(atlas)
     atlas.require_complete()
     if layer in atlas.derived_layers:
@@ -135,8 +177,9 @@ def compare_bases(atlas: Atlas | str | Path, layer: str, backend: str | None = N
         raise BasisError(f"layer {layer} of {atlas.path} has no recorded basis; fit one with unitlens basis fit "
                          f"{atlas.path} --layer {layer} --kind sae-topk --name NAME, then unitlens basis record")
     layers = [layer, *derived]
-    mis, backend, need = _mis_frame(atlas, layers, backend, notes)
-    measures, redundancy, labels, lens_name = _lens(atlas, layers, lens_backend, notes)
+    mis, backend, need = _mis_frame(atlas, layers, options.backend, notes)
+    measures, redundancy, lens_name = _lens(atlas, layers, options.lens_backend, notes)
+    labels, label_set = _labels(atlas, layers, options.labels, lens_name, notes)
     units = atlas.units()
     rows, mis_values, clarity_values, dense_values = [], {}, {}, {}
     for name in layers:
@@ -187,4 +230,5 @@ def compare_bases(atlas: Atlas | str | Path, layer: str, backend: str | None = N
         v = mis_values[label]
         if label != CHANNELS and len(v) and len(base):
             table.loc[i, "p_vs_channels"] = float(mannwhitneyu(v, base, alternative="two-sided").pvalue)
-    return BasisComparison(layer, table, mis_values, dense_values, clarity_values, backend, lens_name, notes)
+    return BasisComparison(layer, table, mis_values, dense_values, clarity_values, backend, lens_name, label_set,
+                           notes)

@@ -18,13 +18,15 @@ from typing import Any
 
 import torch
 
+from unitlens import notebook
 from unitlens.atlas.atlas import Atlas
 from unitlens.basis.activations import LayerStream, Samples
-from unitlens.basis.defaults import BATCH_SIZE, BUFFER_MB, POSITIONS_DEFAULT, RESERVOIR
-from unitlens.basis.kinds import FitOptions, fit_encoder, load_matrix
+from unitlens.basis.kinds import fit_encoder, load_matrix
 from unitlens.basis.metrics import fit_metrics
+from unitlens.basis.options import BasisOptions
 from unitlens.basis.store import Basis, basis_path, check_name, derived_layer, exists, remove_basis, save_basis
 from unitlens.errors import BadInput, BasisError
+from unitlens.options import takes_options
 
 
 @dataclass
@@ -37,6 +39,12 @@ class FitResult:
     cached: bool  # whether all samples fitted the buffer (else every pass streamed the model again)
     replaced: bool = False
 
+    def _repr_html_(self) -> str:
+        facts = {"kind": self.basis.kind, "positions": self.basis.positions, "features": self.basis.encoder.features,
+                 **{k: self.metrics.get(k) for k in ("r2", "explained_variance", "dead_features", "mean_active")},
+                 "seconds": round(self.seconds, 1), "replaced an earlier basis": self.replaced}
+        return notebook.header(f"basis {self.basis.derived_layer}", facts)
+
 
 def _refuse_existing(atlas: Atlas, layer: str, name: str, force: bool) -> None:
     recorded = derived_layer(layer, name) in atlas.derived_layers
@@ -46,23 +54,43 @@ def _refuse_existing(atlas: Atlas, layer: str, name: str, force: bool) -> None:
                          "removed with it)")
 
 
-def fit_basis(atlas: Atlas | str | Path, layer: str, name: str, options: FitOptions, positions: str = POSITIONS_DEFAULT,
-              model: Any = None, batch_size: int = BATCH_SIZE, buffer_mb: float = BUFFER_MB,
-              reservoir: int = RESERVOIR, force: bool = False, progress: bool = True,
-              samples: Samples | None = None) -> FitResult:
+@takes_options(BasisOptions)
+def fit_basis(atlas: Atlas | str | Path, layer: str, name: str, options: BasisOptions | None = None, *,
+              model: Any = None, samples: Samples | None = None, progress: bool = True) -> FitResult:
     """Fit basis ``name`` of kind ``options.kind`` on ``layer`` of ``atlas`` and store it (see the module doc).
 
-    ``model``: the atlas's model as a ``LoadedModel`` (loaded from the manifest, weights hash checked, when None).
-    ``positions``: ``spatial`` (every position / token is a sample) or ``image`` (the record pass's reduction).
-    ``samples``: ``Samples`` already read from ``read_samples(atlas, layer, positions, ...)``, to fit several
-    bases of one layer without streaming the model again for each.
+    Parameters
+    ----------
+    atlas
+        The atlas (a path or an ``Atlas``); its record run must be complete.
+    layer
+        A recorded layer of the atlas (not a derived one).
+    name
+        The basis's name; its features become layer ``LAYER::NAME`` when recorded (``record_bases``).
+    options
+        A ``BasisOptions``; any of its fields may also be given as a keyword argument (see below).
+    model
+        The atlas's model as a ``LoadedModel`` (default: loaded from the manifest, weights hash checked).
+    samples
+        ``Samples`` already read by ``read_samples(atlas, layer, ...)``, to fit several bases of one layer without
+        streaming the model again for each (``options.positions`` must be theirs).
+    progress
+        Show progress bars.
+
+    Returns
+    -------
+    FitResult
+        The stored ``Basis``, its fit metrics, seconds, whether the samples fitted the buffer, whether an earlier
+        basis of that name was replaced.
     """
+    options = options or BasisOptions()
     t0 = time.perf_counter()
     atlas = Atlas.open(atlas)
     check_name(name)
-    _refuse_existing(atlas, layer, name, force)
+    _refuse_existing(atlas, layer, name, options.force)
+    positions = options.positions
     if samples is None:  # opening the stream checks the layer; the model runs only when Samples reads it
-        stream = LayerStream(atlas, layer, positions, model=model, batch_size=batch_size, device=options.device)
+        stream = _stream(atlas, layer, options, model)
     else:
         stream = samples.stream
         if getattr(stream, "layer", layer) != layer or getattr(stream, "positions", positions) != positions:
@@ -77,8 +105,7 @@ def fit_basis(atlas: Atlas | str | Path, layer: str, name: str, options: FitOpti
             raise BasisError(f"nmf needs non-negative activations, but layer {layer} reaches {low:.4g}; use a layer "
                              "after a ReLU, or another kind (pca, ica, sae-topk)")
     if samples is None:
-        samples = Samples(stream, buffer_bytes=int(buffer_mb * 2**20), reservoir=reservoir, seed=options.seed,
-                          progress=progress)
+        samples = _samples(stream, options, progress)
     fitted = fit_encoder(samples, options, progress=progress, matrix=matrix)
     bad = fitted.encoder.nonfinite()
     if bad:
@@ -99,7 +126,7 @@ def fit_basis(atlas: Atlas | str | Path, layer: str, name: str, options: FitOpti
     replaced = False
     with atlas.writing("basis fit"):
         atlas = Atlas(atlas.path)  # the manifest as it is now, under the lock
-        _refuse_existing(atlas, layer, name, force)  # again under the lock: another process may have written it
+        _refuse_existing(atlas, layer, name, options.force)  # again under the lock: another process may have written it
         if basis.derived_layer in atlas.derived_layers:  # its features and all results derived from them go first
             atlas.remove_layers([basis.derived_layer], "basis fit")
             replaced = True
@@ -110,12 +137,39 @@ def fit_basis(atlas: Atlas | str | Path, layer: str, name: str, options: FitOpti
     return FitResult(basis, metrics, time.perf_counter() - t0, samples.cached is not None, replaced)
 
 
-def read_samples(atlas: Atlas | str, layer: str, positions: str = POSITIONS_DEFAULT, model: Any = None,
-                 batch_size: int = BATCH_SIZE, buffer_mb: float = BUFFER_MB, reservoir: int = RESERVOIR,
-                 seed: int = 0, device=None, progress: bool = True) -> Samples:
-    """Read ``layer``'s activations once (``LayerStream`` into ``Samples``), to give ``fit_basis`` for several fits."""
-    stream = LayerStream(atlas, layer, positions, model=model, batch_size=batch_size, device=device)
-    return Samples(stream, buffer_bytes=int(buffer_mb * 2**20), reservoir=reservoir, seed=seed, progress=progress)
+def _stream(atlas: Atlas, layer: str, options: BasisOptions, model: Any) -> LayerStream:
+    return LayerStream(atlas, layer, options.positions, model=model, batch_size=options.batch_size,
+                       device=options.device, channels_last=options.channels_last)
+
+
+def _samples(stream: LayerStream, options: BasisOptions, progress: bool) -> Samples:
+    return Samples(stream, buffer_bytes=int(options.buffer_mb * 2**20), reservoir=options.reservoir,
+                   seed=options.seed, progress=progress)
+
+
+@takes_options(BasisOptions)
+def read_samples(atlas: Atlas | str | Path, layer: str, options: BasisOptions | None = None, *, model: Any = None,
+                 progress: bool = True) -> Samples:
+    """Read ``layer``'s activations once, to give ``fit_basis`` for several fits of that layer.
+
+    Parameters
+    ----------
+    atlas, layer
+        As for ``fit_basis``.
+    options
+        The ``BasisOptions`` that say how to read them (positions, batch size, buffer, reservoir, seed, device).
+    model
+        The atlas's model as a ``LoadedModel`` (default: loaded from the manifest).
+    progress
+        Show a progress bar.
+
+    Returns
+    -------
+    Samples
+        The activations (held in the buffer while they fit it, else streamed again on each pass).
+    """
+    options = options or BasisOptions()
+    return _samples(_stream(Atlas.open(atlas), layer, options, model), options, progress)
 
 
 def _library_versions() -> dict:

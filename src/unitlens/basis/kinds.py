@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import partial
 from importlib.metadata import version
 from pathlib import Path
@@ -33,65 +33,18 @@ import torch.nn.functional as F
 from unitlens.basis.activations import Samples
 from unitlens.basis.defaults import (
     AUX_PENALTY,
-    EXPANSION,
     JUMPRELU_PENALTY,
-    KINDS,
-    LEARNING_RATE,
     MAX_EPOCHS,
-    NONLINEARITIES,
-    SAE_BATCH_SIZE,
     SAE_KINDS,
     STEPS,
     K,
 )
 from unitlens.basis.encoder import Encoder, least_squares_decoder
+from unitlens.basis.options import BasisOptions
 from unitlens.basis.sae_library import overcomplete_sae
 from unitlens.errors import BadInput, BasisError, MissingFile
+from unitlens.registry import Registry
 from unitlens.runtime import Progress, pick_device
-
-
-@dataclass
-class FitOptions:
-    """What to fit: the kind and its settings (``features`` None: ``expansion`` x channels for SAEs, the
-    layer's width for the others; ``epochs`` None: enough for about ``STEPS`` optimisation steps, at most
-    ``MAX_EPOCHS``)."""
-
-    kind: str
-    features: int | None = None
-    expansion: float = EXPANSION
-    k: int = K
-    epochs: int | None = None
-    lr: float = LEARNING_RATE
-    batch_size: int = SAE_BATCH_SIZE
-    seed: int = 0
-    matrix: str | None = None
-    nonlinearity: str = "none"
-    device: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise BadInput(f"unknown basis kind '{self.kind}'; choose one of {', '.join(KINDS)}")
-        if self.features is not None and self.features < 1:
-            raise BadInput(f"--features must be at least 1, got {self.features}")
-        if self.kind in SAE_KINDS and (self.k < 1 or (self.epochs is not None and self.epochs < 1) or self.lr <= 0
-                                       or self.batch_size < 1):
-            raise BadInput("SAE options need --k >= 1, --epochs >= 1, --lr > 0 and --sae-batch-size >= 1")
-        if self.kind == "file" and not self.matrix:
-            raise BadInput("--kind file needs --matrix FILE (.safetensors, .pt or .npy)")
-        if self.kind != "file" and self.matrix:
-            raise BadInput(f"--matrix is for --kind file, not {self.kind}")
-        if self.nonlinearity not in NONLINEARITIES:
-            raise BadInput(f"unknown nonlinearity '{self.nonlinearity}'; choose one of {', '.join(NONLINEARITIES)}")
-
-    def features_for(self, channels: int) -> int:
-        if self.features is not None:
-            return self.features
-        if self.kind in SAE_KINDS:
-            return max(1, round(self.expansion * channels))
-        return channels
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -102,7 +55,8 @@ class Fitted:
     info: dict = field(default_factory=dict)
 
 
-def fit_encoder(samples: Samples, options: FitOptions, progress: bool = True, matrix: Encoder | None = None) -> Fitted:
+def fit_encoder(samples: Samples, options: BasisOptions, progress: bool = True,
+                matrix: Encoder | None = None) -> Fitted:
     """Fit ``options.kind`` on ``samples`` (``matrix``: the loaded user matrix of kind ``file``)."""
     if options.kind == "file":
         if matrix is None:
@@ -113,7 +67,7 @@ def fit_encoder(samples: Samples, options: FitOptions, progress: bool = True, ma
     if options.kind in ("pca", "ica", "nmf") and features > min(C, samples.n):
         raise BadInput(f"{options.kind} gives at most min(channels, samples) = {min(C, samples.n)} features "
                        f"here, not {features}; lower --features")
-    return _FITTERS[options.kind](samples, options, features, progress)
+    return FITTERS.get(options.kind)(samples, options, features, progress)
 
 
 # ------------------------------------------------------------------------------------------ sparse autoencoders
@@ -132,13 +86,13 @@ class _Epoch:
             self.bar.advance(1)
 
 
-def _fit_sae(samples: Samples, options: FitOptions, features: int, progress: bool) -> Fitted:
+def _fit_sae(samples: Samples, options: BasisOptions, features: int, progress: bool) -> Fitted:
     sae = overcomplete_sae()
     from overcomplete.sae.losses import mse_l1, top_k_auxiliary_loss
 
     C, kind = samples.width, options.kind
     k = min(options.k, features)
-    batch = min(options.batch_size, samples.n)
+    batch = min(options.sae_batch_size, samples.n)
     if 2 * batch > samples.buffer_rows:
         raise BadInput(f"the buffer holds {samples.buffer_rows} samples, fewer than two SAE batches of {batch}; "
                        "raise --buffer-mb or lower --sae-batch-size")
@@ -202,7 +156,7 @@ def _block_rows(samples: Samples, features: int) -> int:
     return max(features, min(4096, samples.buffer_rows))
 
 
-def _fit_pca(samples: Samples, options: FitOptions, features: int, progress: bool) -> Fitted:
+def _fit_pca(samples: Samples, options: BasisOptions, features: int, progress: bool) -> Fitted:
     from sklearn.decomposition import PCA, IncrementalPCA
 
     if samples.cached is not None:
@@ -219,7 +173,7 @@ def _fit_pca(samples: Samples, options: FitOptions, features: int, progress: boo
     return Fitted(Encoder(weight=components, center=mean, decoder=components.clone(), decoder_bias=mean.clone()), info)
 
 
-def _fit_ica(samples: Samples, options: FitOptions, features: int, progress: bool) -> Fitted:
+def _fit_ica(samples: Samples, options: BasisOptions, features: int, progress: bool) -> Fitted:
     from sklearn.decomposition import FastICA
 
     data = samples.cached if samples.cached is not None else samples.reservoir
@@ -237,7 +191,7 @@ def _fit_ica(samples: Samples, options: FitOptions, features: int, progress: boo
     return Fitted(encoder, info)
 
 
-def _fit_nmf(samples: Samples, options: FitOptions, features: int, progress: bool) -> Fitted:
+def _fit_nmf(samples: Samples, options: BasisOptions, features: int, progress: bool) -> Fitted:
     from sklearn.decomposition import NMF, MiniBatchNMF
 
     low = float(samples.min.min())
@@ -275,15 +229,19 @@ def random_directions(channels: int, features: int, seed: int) -> torch.Tensor:
     return torch.cat(blocks)[:features].float()
 
 
-def _fit_random(samples: Samples, options: FitOptions, features: int, progress: bool) -> Fitted:
+def _fit_random(samples: Samples, options: BasisOptions, features: int, progress: bool) -> Fitted:
     weight = random_directions(samples.width, features, options.seed)
     return Fitted(Encoder(weight=weight, decoder=least_squares_decoder(weight)), {"seed": options.seed})
 
 
-_FITTERS: dict[str, Callable[[Samples, FitOptions, int, bool], Fitted]] = {
-    **{kind: _fit_sae for kind in SAE_KINDS}, "pca": _fit_pca, "ica": _fit_ica, "nmf": _fit_nmf,
-    "random": _fit_random,
-}
+# every kind but "file" (a user's matrix, loaded by load_matrix): fit(samples, options, features, progress)
+FITTERS: Registry[Callable[[Samples, BasisOptions, int, bool], Fitted]] = Registry("basis kind")
+for _kind in SAE_KINDS:
+    FITTERS.register(_kind, _fit_sae)
+FITTERS.register("pca", _fit_pca)
+FITTERS.register("ica", _fit_ica)
+FITTERS.register("nmf", _fit_nmf)
+FITTERS.register("random", _fit_random)
 
 
 # ------------------------------------------------------------------------------------------ user matrices

@@ -19,13 +19,16 @@ from typing import Any
 import pandas as pd
 import torch
 
+from unitlens import notebook
 from unitlens.atlas.atlas import Atlas
 from unitlens.atlas.files import read_tensors, write_tensors
 from unitlens.basis.activations import model_outputs, position_reduction, positions_of
-from unitlens.basis.defaults import BATCH_SIZE, CHECKPOINT_EVERY, ENCODE_FLOATS
+from unitlens.basis.defaults import ENCODE_FLOATS
 from unitlens.basis.encoder import Encoder
+from unitlens.basis.options import BasisRecordOptions
 from unitlens.basis.store import Basis, derived_layer, load_basis, resolve
 from unitlens.errors import BadInput, BasisError
+from unitlens.options import takes_options
 from unitlens.recording.defaults import MERGE_EVERY
 from unitlens.recording.folder import exemplar_tensors, unit_rows
 from unitlens.recording.reduce import reduce_output
@@ -45,6 +48,11 @@ class BasisRecordResult:
     seconds: float
     resumed_from: int = 0
     replaced: list[str] | None = None
+
+    def _repr_html_(self) -> str:
+        facts = {"layers": ", ".join(self.layers), "images": self.n_images, "seconds": round(self.seconds, 1),
+                 "resumed from image": self.resumed_from, "replaced": ", ".join(self.replaced or []) or "none"}
+        return notebook.header("recorded basis features", facts)
 
 
 def basis_features(output: torch.Tensor, encoder: Encoder, positions: str, channel_dim: int, spatial: str,
@@ -73,15 +81,32 @@ def _check(atlas: Atlas, bases: list[Basis], force: bool) -> None:
                              f"{atlas.path} has {parent.width}; fit it again with --force")
 
 
-def record_bases(atlas: Atlas | str | Path, names: list[str], model: Any = None, batch_size: int = BATCH_SIZE,
-                 device: str | torch.device | None = None, force: bool = False,
-                 checkpoint_every: int = CHECKPOINT_EVERY, progress: bool = True) -> BasisRecordResult:
+@takes_options(BasisRecordOptions)
+def record_bases(atlas: Atlas | str | Path, names: list[str], options: BasisRecordOptions | None = None, *,
+                 model: Any = None, progress: bool = True) -> BasisRecordResult:
     """Record the features of bases ``names`` as derived layers of ``atlas`` (see the module docstring).
 
-    ``model``: the atlas's model as a ``LoadedModel`` (loaded from the manifest when None). A basis already
-    recorded needs ``force`` (its old layer, scores included, is replaced at the end of the pass). ``names``:
-    ``<layer>::<name>``, or a plain name for that basis on every layer that has one.
+    Parameters
+    ----------
+    atlas
+        The atlas (a path or an ``Atlas``) with the fitted bases.
+    names
+        ``<layer>::<name>``, or a plain name for that basis on every layer that has one.
+    options
+        A ``BasisRecordOptions``; any of its fields may also be given as a keyword argument (see below). A basis
+        already recorded needs ``force`` (its old layer, with every result derived from it, is replaced at the end
+        of the pass).
+    model
+        The atlas's model as a ``LoadedModel`` (default: loaded from the manifest).
+    progress
+        Show a progress bar.
+
+    Returns
+    -------
+    BasisRecordResult
+        The derived layers written, images, seconds, where a resumed pass started, the layers replaced.
     """
+    options = options or BasisRecordOptions()
     t0 = time.perf_counter()
     atlas = Atlas.open(atlas)
     atlas.require_complete()
@@ -89,7 +114,7 @@ def record_bases(atlas: Atlas | str | Path, names: list[str], model: Any = None,
         raise BadInput("name at least one basis to record (unitlens basis list shows them)")
     wanted = dict.fromkeys(derived_layer(*hit) for n in names for hit in resolve(atlas, n))
     bases = [load_basis(atlas, n) for n in wanted]
-    _check(atlas, bases, force)
+    _check(atlas, bases, options.force)
     replaced = [b.derived_layer for b in bases if b.derived_layer in atlas.derived_layers]
     model = model if model is not None else atlas.load_model()
     config = atlas.manifest["config"]
@@ -97,7 +122,7 @@ def record_bases(atlas: Atlas | str | Path, names: list[str], model: Any = None,
     samples = atlas.samples()
     ids = samples.loc[~samples["skipped"].astype(bool), "id"].astype(int).tolist()
     position_of = {i: p for p, i in enumerate(ids)}
-    dev = pick_device(device)
+    dev = pick_device(options.device)
     encoders = {b.derived_layer: b.encoder.to(dev) for b in bases}
     parents = list(dict.fromkeys(b.layer for b in bases))
     cdims = {name: atlas.layer(name).channel_dim for name in parents}
@@ -125,8 +150,9 @@ def record_bases(atlas: Atlas | str | Path, names: list[str], model: Any = None,
             write_tensors(state_path, tensors, {"key": key, "position": str(position)})
 
         try:
-            for batch_ids, outputs in model_outputs(model, atlas.dataset(), ids[start:], parents, batch_size, dev,
-                                                    progress, "recording basis features", len(ids), start):
+            for batch_ids, outputs in model_outputs(model, atlas.dataset(), ids[start:], parents, options.batch_size,
+                                                    dev, progress, "recording basis features", len(ids), start,
+                                                    options.channels_last):
                 id_t = torch.tensor(batch_ids, device=dev)
                 for b in bases:
                     with torch.inference_mode():
@@ -138,7 +164,7 @@ def record_bases(atlas: Atlas | str | Path, names: list[str], model: Any = None,
                 done = position_of[batch_ids[-1]] + 1
                 since += done - position
                 position = done
-                if since >= checkpoint_every and position < len(ids):
+                if since >= options.checkpoint_every and position < len(ids):
                     checkpoint()
                     since = 0
         except BaseException:
@@ -147,12 +173,12 @@ def record_bases(atlas: Atlas | str | Path, names: list[str], model: Any = None,
             raise
         if len(states) < len(bases):
             raise BasisError(f"no image of atlas {atlas.path} could be read; nothing was recorded")
-        _write(atlas, bases, states)
+        _write(atlas, bases, states, options)
         state_path.unlink(missing_ok=True)
     return BasisRecordResult([b.derived_layer for b in bases], len(ids), time.perf_counter() - t0, start, replaced)
 
 
-def _write(atlas: Atlas, bases: list[Basis], states: dict[str, LayerState]) -> None:
+def _write(atlas: Atlas, bases: list[Basis], states: dict[str, LayerState], options: BasisRecordOptions) -> None:
     """Replace earlier recordings of these bases (their scores go with them) and add the derived layers."""
     stale = [b.derived_layer for b in bases if b.derived_layer in atlas.derived_layers]
     if stale:
@@ -168,5 +194,5 @@ def _write(atlas: Atlas, bases: list[Basis], states: dict[str, LayerState]) -> N
         rows.append(unit_rows(info, st, layer_exemplars))
         exemplars[info.name] = exemplar_tensors(layer_exemplars)
         about[info.name] = {"parent": b.layer, "basis": b.name, "kind": b.kind, "positions": b.positions,
-                            "features": st.width, "linear": b.encoder.linear}
+                            "features": st.width, "linear": b.encoder.linear, "options": options.as_dict()}
     atlas.add_layers(infos, pd.concat(rows, ignore_index=True), exemplars, about, "basis record")

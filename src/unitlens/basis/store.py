@@ -12,6 +12,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from unitlens.atlas.atlas import Atlas
 from unitlens.atlas.files import read_json, read_tensor_metadata, read_tensors, write_json, write_tensors
 from unitlens.atlas.layout import DERIVED_SEPARATOR, exemplar_path
@@ -142,3 +144,18 @@ def load_basis(atlas: Atlas | str | Path, name: str, layer: str | None = None) -
         raise CorruptFile(f"{folder / TENSORS} does not hold an encoder ({type(err).__name__}: {err}); "
                           f"{damaged}") from err
     return Basis(name, encoder, meta)
+
+
+def bases_table(atlas: Atlas | str | Path) -> pd.DataFrame:
+    """One row per fitted basis of ``atlas``: basis (``<layer>::<name>``), kind, positions, features, fit metrics
+    (r2, dead_features, mean_active) and whether its features are recorded."""
+    atlas = Atlas.open(atlas)
+    rows = []
+    for name in list_bases(atlas):
+        b = load_basis(atlas, name)
+        m = b.meta.get("metrics", {})
+        rows.append({"basis": name, "kind": b.kind, "positions": b.positions, "features": b.encoder.features,
+                     "r2": m.get("r2"), "dead_features": m.get("dead_features"), "mean_active": m.get("mean_active"),
+                     "recorded": name in atlas.derived_layers})
+    return pd.DataFrame(rows, columns=["basis", "kind", "positions", "features", "r2", "dead_features", "mean_active",
+                                       "recorded"])

@@ -30,7 +30,7 @@ from unitlens.cli.common import (
     tables,
     warn,
 )
-from unitlens.cli.options import options_command
+from unitlens.cli.options import options_command, runs_model
 from unitlens.errors import AuditError, BadInput, UnitlensError
 from unitlens.zoo.options import ModelOptions
 
@@ -41,6 +41,7 @@ app = group("audit", default="alignment",
 
 
 @app.command("alignment")
+@runs_model
 def alignment_command(
     atlas: Path = typer.Argument(..., help="Embedded atlas folder (unitlens lens embed) with relevance "
                                            "(unitlens relevance ATLAS --class C)."),
@@ -123,6 +124,7 @@ _DEVICE = typer.Option(None, help="cpu, cuda, ...")
 
 
 @app.command("test")
+@runs_model
 @options_command
 def test_command(
     atlas: Optional[Path] = typer.Argument(None, help="Atlas whose model is tested (or give --model)."),
@@ -183,6 +185,7 @@ def _audit_units(atlas: Path, index: int, verdicts: list[str]) -> dict[str, list
 
 
 @app.command("prune")
+@runs_model
 @options_command
 def prune_command(
     atlas: Optional[Path] = typer.Argument(None, help="Atlas whose model is pruned (or give --model)."),

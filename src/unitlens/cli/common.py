@@ -314,9 +314,10 @@ def resumable(kept: str = "") -> Iterator[None]:
         raise typer.Exit(code=130) from None
 
 
-def load_named_model(model: Any) -> Any:
-    """The model of a ``ModelOptions``, loaded; notes what a non-strict checkpoint load skipped."""
-    loaded = model.load()
+def load_named_model(model: Any, meta: bool = False) -> Any:
+    """The model of a ``ModelOptions``, loaded (``meta``: without weights); notes what a non-strict checkpoint load
+    skipped."""
+    loaded = model.load(meta=meta)
     if loaded.checkpoint_fit is not None and not loaded.checkpoint_fit.complete:
         note(loaded.checkpoint_fit.describe())
     return loaded

@@ -6,7 +6,7 @@
     unitlens lens search ATLAS "a text probe"            (needs a backend with a text encoder)
     unitlens lens search ATLAS --image IMG --image DIR   (images, or every image under a folder, averaged)
     unitlens lens label ATLAS --concepts FILE|DIR [--parents FILE] [--threshold 0.025]
-    unitlens lens label ATLAS --method clip-dissect|invert [--concepts probe|probe-images|FILE|DIR] [--probe NAME]
+    unitlens lens label ATLAS --method clip-dissect|invert|random [--concepts probe|probe-images|FILE] [--probe NAME]
     unitlens lens evaluate-labels ATLAS [--method semanticlens,clip-dissect,invert,random] [--holdout 0.5]
     unitlens lens compare ATLAS_A ATLAS_B
     unitlens lens measures ATLAS
@@ -28,20 +28,11 @@ from unitlens.cli.common import (
     resumable,
     say,
     short_names,
-    split_list,
     tables,
 )
 from unitlens.cli.options import options_command
-from unitlens.lens.defaults import IMAGE_NULL, LABEL_THRESHOLD, TEXT_NULL
 from unitlens.lens.options import CompareOptions, EmbedOptions, MeasuresOptions, SearchOptions
-from unitlens.probe.defaults import BASELINE, BEAM, HOLDOUT, LENGTH, METHODS, PROBE_NAME, TOP_K
-from unitlens.probe.defaults import SEED as SPLIT_SEED
-
-PROBE_CONCEPTS = ("probe", "probe-images")
-# the labellers' own options, shared by lens label and lens evaluate-labels
-INVERT_LENGTH = typer.Option(LENGTH, help="invert: concepts per formula at most.")
-INVERT_BEAM = typer.Option(BEAM, help="invert: formulas kept per unit and search step.")
-CLIP_DISSECT_TOP_K = typer.Option(TOP_K, help="clip-dissect: images in a unit's soft top set.")
+from unitlens.probe.options import EvaluationOptions, LabelOptions
 
 app = group("lens", help="SemanticLens: units as vectors in a foundation model's space; search, label, compare, "
                          "measures.")
@@ -115,136 +106,66 @@ def search_command(
         say(f"top unit's exemplars: {', '.join(frame['exemplars'].iloc[0])}")
 
 
+SHOWN_UNITS = 20  # labelled units the table lists (--format csv/json and --table labels give every unit)
+
+
 @app.command("label")
+@options_command
 def label_command(
-    atlas: Path = typer.Argument(..., help="Embedded atlas folder."),
-    concepts: Optional[str] = typer.Option(None, help="Text file (one concept per line) or folder of concept image "
-                                                      "folders; with a probe set also 'probe' (its concept names "
-                                                      "as text, the default of clip-dissect and invert) or "
-                                                      "'probe-images' (its images per concept)."),
-    method: str = typer.Option("semanticlens", help="semanticlens (θ vs concept probes), clip-dissect (soft-WPMI on "
-                                                    "a probe set) or invert (AUC-best formula on a probe set)."),
-    parents: Optional[Path] = typer.Option(None, help="YAML/JSON concept -> parent mapping (dissection counts)."),
-    threshold: float = typer.Option(LABEL_THRESHOLD, help="Units whose best alignment is below this get 'none'."),
-    layers: Optional[str] = typer.Option(None, help="Comma-separated layers/globs (default: all embedded)."),
-    backend: Optional[str] = typer.Option(None, help="Which embedding (needed when the atlas has several)."),
-    show_units: int = typer.Option(20, help="Labelled units to list (best aligned first)."),
-    image_null: str = typer.Option(IMAGE_NULL, help="Null for image-folder concepts: dataset or none."),
-    text_null: str = typer.Option(TEXT_NULL, help="Null for text concepts: template or none."),
-    probe: str = typer.Option(PROBE_NAME, help="Probe set (from unitlens probe) of clip-dissect and invert."),
-    length: int = INVERT_LENGTH,
-    beam: int = INVERT_BEAM,
-    top_k: int = CLIP_DISSECT_TOP_K,
+    atlas: Path = typer.Argument(..., help="Atlas folder (embedded for semanticlens, with a probe set for the "
+                                           "other methods)."),
     fmt: str = FORMAT,
     table: Optional[str] = tables("labels", "counts", "parent_counts", "unexpected"),
+    *,
+    options: LabelOptions,
 ) -> None:
-    """Label every unit with its best-aligned concept (or none), count units per concept/parent and layer."""
-    if method == "semanticlens" and concepts not in PROBE_CONCEPTS:
-        if concepts is None:
-            from unitlens.cli.common import fail
-
-            fail("semanticlens labels need --concepts (a text file, a folder of concept folders, or probe / "
-                 "probe-images for a probe set's concepts)")
-        semanticlens_label(atlas, Path(concepts), parents, threshold, layers, backend, show_units, image_null,
-                           text_null)
-        return
-    probe_label(atlas, concepts or "probe", method, threshold, layers, backend, show_units, probe, length, beam,
-                top_k)
-
-
-def semanticlens_label(atlas: Path, concepts: Path, parents: Optional[Path], threshold: float,
-                       layers: Optional[str], backend: Optional[str], show_units: int, image_null: str,
-                       text_null: str) -> None:
-    """Today's SemanticLens labels (the default of ``lens label``)."""
-    from unitlens.lens.analysis import label
+    """Label every unit with one method (its best concept or formula, or none) into the atlas's label store; count
+    units per label and layer."""
+    from unitlens.probe.labelling import label_units
 
     with failing_cleanly():
-        res = label(atlas, concepts, backend=backend, threshold=threshold, parents=parents,
-                    layers=split_list(layers), image_null=image_null, text_null=text_null, progress=True)
-    labelled = res.frame[res.frame["label"] != "none"].sort_values("a", ascending=False)
-    if show_units:
-        print_frame(labelled.head(show_units), title=f"best aligned units (of {len(labelled)} labelled)",
-                    name="labels", full=res.frame)
-    print_frame(res.counts, title=f"units per concept and layer ({len(res.concepts)} concepts, "
-                                  f"threshold {threshold:g})", name="counts")
+        res = label_units(atlas, options)
+    labelled = res.labelled
+    print_frame(labelled.drop(columns="formula", errors="ignore").head(SHOWN_UNITS),
+                title=f"{options.method}: best scored units (of {len(labelled)} labelled of {len(res.frame)})",
+                name="labels", full=res.frame)
+    counts = res.counts
+    print_frame(counts.head(60), title=f"units per label and layer ({options.method}"
+                                       + (", first 60 rows)" if len(counts) > 60 else ")"), name="counts", full=counts)
     if res.parent_counts is not None:
         print_frame(res.parent_counts, title="units per parent and layer", name="parent_counts")
-    shown = res.unexpected.sort_values("a").head(show_units or 20)
-    print_frame(shown, title=f"unexpected: {len(res.unexpected)} units align with no concept"
-                             + (f" (showing {len(shown)})" if len(shown) < len(res.unexpected) else ""),
-                name="unexpected", full=res.unexpected.sort_values("a"))
+    if res.unexpected is not None:
+        shown = res.unexpected.sort_values("score").head(SHOWN_UNITS)
+        print_frame(shown, title=f"unexpected: {len(res.unexpected)} units align with no concept"
+                                 + (f" (showing {len(shown)})" if len(shown) < len(res.unexpected) else ""),
+                    name="unexpected", full=res.unexpected.sort_values("score"))
     if res.n_constant:
         say(f"{res.n_constant} constant units were not labelled")
+    for text in res.notes:
+        note(text)
     if res.path:
         say(f"wrote {res.path}")
 
 
-def labeller_params(method: str, threshold: float, length: int, beam: int, top_k: int) -> dict:
-    """The options of one labeller, from the command's flags."""
-    params: dict[str, dict] = {"semanticlens": {"threshold": threshold}, "clip-dissect": {"top_k": top_k},
-                               "invert": {"length": length, "beam": beam}}
-    return params.get(method, {})
-
-
-def probe_label(atlas: Path, concepts: str, method: str, threshold: float, layers: Optional[str],
-                backend: Optional[str], show_units: int, probe: str, length: int, beam: int, top_k: int) -> None:
-    """Labels from a probe set (any method), stored with the probe set."""
-    from unitlens.probe.labellers import label_units
-    from unitlens.probe.store import ProbeStore
-
-    with failing_cleanly():
-        frame = label_units(atlas, method, concepts, probe=probe, layers=split_list(layers), backend=backend,
-                            progress=True, **labeller_params(method, threshold, length, beam, top_k))
-        path = ProbeStore.open(atlas, probe).path / "labels" / f"{method}.parquet"
-    labelled = frame[frame["label"] != "none"].sort_values("score", ascending=False)
-    if show_units:
-        print_frame(labelled.drop(columns="formula").head(show_units),
-                    title=f"{method}: best scored units (of {len(labelled)} labelled of {len(frame)})",
-                    name="labels", full=frame)
-    counts = labelled.groupby(["layer", "label"], sort=False).size().rename("units").reset_index()
-    counts = counts.sort_values(["layer", "units", "label"], ascending=[True, False, True], kind="stable")
-    print_frame(counts.head(60), title=f"units per label and layer ({method}"
-                                       + (", first 60 rows)" if len(counts) > 60 else ")"), name="counts", full=counts)
-    if show_units and labelled["score"].head(show_units).isna().any():
-        note(f"{method} gives its labels no score (the chance baseline): the score column is missing (nan)")
-    say(f"wrote {path}")
-
-
 @app.command("evaluate-labels")
+@options_command
 def evaluate_labels_command(
     atlas: Path = typer.Argument(..., help="Atlas with a probe set (unitlens probe) and, for semanticlens, an "
                                            "embedding (unitlens lens embed)."),
-    method: str = typer.Option(",".join((*METHODS, BASELINE)), help="Comma-separated methods to compare "
-                                                                      "(random: a chance baseline)."),
-    concepts: str = typer.Option("probe", help="probe (the probe set's concept names as text), probe-images (its "
-                                               "images per concept), or a text file / concept folder."),
-    probe: str = typer.Option(PROBE_NAME, help="Probe set (from unitlens probe)."),
-    layers: Optional[str] = typer.Option(None, help="Comma-separated layers/globs (default: all probed)."),
-    backend: Optional[str] = typer.Option(None, help="Embedding backend of semanticlens and clip-dissect."),
-    holdout: float = typer.Option(HOLDOUT, help="Share of the probe images held out to judge the labels."),
-    seed: int = typer.Option(SPLIT_SEED, help="Seed of the held-out split (and the random baseline)."),
-    threshold: float = typer.Option(LABEL_THRESHOLD, help="semanticlens: alignment below this gives none."),
-    length: int = INVERT_LENGTH,
-    beam: int = INVERT_BEAM,
-    top_k: int = CLIP_DISSECT_TOP_K,
-    figure: bool = typer.Option(True, help="Draw the faithfulness figure."),
     fmt: str = FORMAT,
     table: Optional[str] = tables("faithfulness", "agreement"),
+    *,
+    options: EvaluationOptions,
 ) -> None:
     """Held-out faithfulness of each method's labels: AUC and mean activation difference on probe images not used
     to pick them, per method and layer, and how often methods agree."""
     from unitlens.probe.faithfulness import evaluate_labels
 
-    methods = split_list(method) or []
-    params = {m: labeller_params(m, threshold, length, beam, top_k) for m in methods}
-    params["random"] = {"seed": seed}
     with failing_cleanly():
-        res = evaluate_labels(atlas, methods, probe=probe, concepts=concepts, layers=split_list(layers),
-                              backend=backend, holdout=holdout, seed=seed, params=params, figure=figure,
-                              progress=True)
+        res = evaluate_labels(atlas, options)
     split = res.split
     judged = (f"labels judged on {split['n_heldout']} held-out probe images ({split['n_labelling']} picked them, "
-              f"seed {seed})")
+              f"seed {options.seed})")
     agree = "units both methods label, and how many the same"
     if machine_readable():  # one table each, with the layer as a column
         print_frame(res.summary, title=judged, name="faithfulness")

@@ -126,3 +126,27 @@ def options_command(fn: F | None = None, *, only: dict[str, Iterable[str]] | Non
 
     return decorate(fn) if fn is not None else decorate
 
+
+
+def runs_model(fn: F) -> F:
+    """Decorate a typer command that runs a model but takes no ``RecordOptions``: it gets the record pass's
+    ``--channels-last/--no-channels-last`` (same flag, default and help), and ``prepare_model`` follows it for the
+    whole command (``runtime.channels_last_mode``)."""
+    from unitlens.recording.options import RecordOptions
+    from unitlens.runtime import channels_last_mode
+
+    (switch,) = cli_parameters(RecordOptions, only=["channels_last"])
+    hints = typing.get_type_hints(fn)
+    sig = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def command(*args: Any, channels_last: bool = True, **kwargs: Any) -> Any:
+        with channels_last_mode(channels_last):
+            return fn(*args, **kwargs)
+
+    params = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in sig.parameters.values()] + [switch]
+    command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    if hasattr(command, "__wrapped__"):
+        del command.__wrapped__  # typer reads the signature above
+    return command  # type: ignore[return-value]

@@ -4,6 +4,8 @@
 
     unitlens probe ATLAS --data concepts/           (one sub-folder of images per concept)
     unitlens probe ATLAS --data probe.csv --columns category,subcategory [--layers a,b] [--name NAME]
+
+Its options are generated from ``ProbeOptions`` (``cli.options``).
 """
 from __future__ import annotations
 
@@ -12,35 +14,28 @@ from typing import Optional
 
 import typer
 
-from unitlens.cli.common import FORMAT, failing_cleanly, print_frame, resumable, say, split_list, tables
-from unitlens.probe.defaults import BATCH_SIZE, MAX_ACTIVATIONS, PROBE_NAME
+from unitlens.cli.common import FORMAT, failing_cleanly, print_frame, resumable, say, tables
+from unitlens.cli.options import options_command
+from unitlens.probe.options import ProbeOptions
 
 
+@options_command
 def probe(
     atlas: Path = typer.Argument(..., help="Atlas folder (from unitlens record)."),
     data: Path = typer.Option(..., help="Probe set: a folder of concept folders, or a CSV with a path column and "
                                         "concept columns (0/1 or concept names)."),
-    columns: Optional[str] = typer.Option(None, help="Concept columns of a CSV, comma-separated (default: all but "
-                                                     "path)."),
-    layers: Optional[str] = typer.Option(None, help="Comma-separated layer names or globs (default: every recorded "
-                                                    "layer)."),
-    name: str = typer.Option(PROBE_NAME, help="Name of this probe set in the atlas (several can be kept)."),
-    spatial: Optional[str] = typer.Option(None, help="Pooling of conv maps: mean or max (default: the atlas's)."),
-    batch_size: int = typer.Option(BATCH_SIZE, help="Images per forward pass."),
-    device: Optional[str] = typer.Option(None, help="cpu, cuda, ... (default: cuda when present)."),
-    max_activations: int = typer.Option(MAX_ACTIVATIONS, help="Refuse passes of more units x images than this "
-                                                              "(4 bytes each, in memory and on disk)."),
     fmt: str = FORMAT,
     table: Optional[str] = tables("concepts", "layers"),
+    *,
+    options: ProbeOptions,
 ) -> None:
     """Record the activation of every unit of the atlas's layers on every probe image, stored in the atlas."""
     import pandas as pd
 
-    from unitlens.probe.activations import probe_atlas
+    from unitlens.probe.activations import record_probe
 
     with failing_cleanly(), resumable("nothing half-probed was written"):
-        r = probe_atlas(atlas, data, layers=split_list(layers), name=name, columns=split_list(columns),
-                        spatial=spatial, batch_size=batch_size, device=device, max_activations=max_activations)
+        r = record_probe(atlas, data, options)
     store = r.store
     member = store.membership
     print_frame(pd.DataFrame({"concept": store.concepts, "images": member.sum(0)}),

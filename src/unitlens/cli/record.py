@@ -13,19 +13,20 @@ from unitlens.recording.options import RecordOptions
 from unitlens.zoo.options import ModelOptions
 
 
-@options_command(only={"select": ("types", "keep_first_last")})
+@options_command(only={"select": ("layers", "types", "exclude", "keep_first_last", "repeated")})
 def layers(fmt: str = FORMAT, *, model: ModelOptions, select: RecordOptions) -> None:
-    """List the analysable layers of a model (with --checkpoint: also check that the checkpoint fits).
+    """List the layers a record pass records (with --checkpoint: also check that the checkpoint fits).
 
-    Listing never needs pretrained weights: the architecture is built with random init whether or not --random
-    is given."""
+    The architecture is built without weights (on the meta device, in a fraction of a second) and checked as the
+    record pass checks it: modules run several times per forward are listed call by call (NAME@1, NAME@2, ...),
+    and the layers left out are named."""
     import pandas as pd
 
-    from unitlens.zoo import enumerate_units
+    from unitlens.recording.run import select_layers
 
-    with failing_cleanly():
-        loaded = load_named_model(model.replace(random=True))
-        infos = enumerate_units(loaded.model, types=select.types, skip_first_last=not select.keep_first_last)
+    with failing_cleanly():  # the check's warning (the layers left out) is printed on stderr
+        loaded = load_named_model(model, meta=True)
+        infos = select_layers(loaded, None, select)
     print_frame(pd.DataFrame([i.as_dict() for i in infos]).drop(columns=["channel_dim"]), title=model.name,
                 name="layers")
 

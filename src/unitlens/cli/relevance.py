@@ -24,6 +24,7 @@ from unitlens.cli.common import (
     split_list,
     tables,
 )
+from unitlens.cli.options import runs_model
 from unitlens.relevance.defaults import (
     BATCH_SIZE,
     GRAPH_MIN_RELEVANCE,
@@ -32,6 +33,7 @@ from unitlens.relevance.defaults import (
 )
 
 
+@runs_model
 def relevance(
     atlas: Path = typer.Argument(..., help="Atlas folder (from unitlens record)."),
     cls: Optional[str] = typer.Option(None, "--class", help="Output class to explain: index or name ('analog clock')."),
@@ -93,6 +95,7 @@ def relevance(
     say(f"wrote {folder(atlas)}")
 
 
+@runs_model
 def graph(
     atlas: Path = typer.Argument(..., help="Atlas folder with class relevance and lens labels."),
     cls: str = typer.Option(..., "--class", help="Class (index or name) with stored relevance."),

@@ -17,6 +17,7 @@ from unitlens.cli.common import (
     print_frame,
     resumable,
     say,
+    tables,
 )
 from unitlens.study.defaults import GPUS_PER_TASK, JOBS, MEMORY_BUDGET_MB
 
@@ -104,6 +105,37 @@ def run(
         error(f"{len(result.failed)} of {total} entries failed; fix the cause and run the same command again (done "
               "steps are kept).")
         raise typer.Exit(code=1)
+
+
+@app.command("plan")
+def plan(
+    study_file: Path = typer.Argument(..., help="The study file (TOML); its data folders need not exist yet."),
+    jobs: Optional[int] = typer.Option(None, min=1, help="Worker processes (default: one per 50 distinct models, "
+                                                         "at most the cores)."),
+    fmt: str = FORMAT,
+    table: Optional[str] = tables("entries", "check", "problems", "totals"),
+) -> None:
+    """Dry run: per entry the resolved model and tag, input size, layers, units, what the check before the record
+    pass leaves out or splits, and the atlas's estimated size; then the totals. Loads no weights, reads no data."""
+    import pandas as pd
+
+    from unitlens.study.plan import plan_study
+
+    with failing_cleanly():
+        planned = plan_study(study_file, jobs=jobs)
+    frame = planned.table
+    shown = ["entry", "input_size", "layers", "units", "left_out", "split", "atlas_mb"]
+    print_frame(frame[shown], title=f"plan of study {planned.name}", name="entries", full=frame, key=["entry"])
+    checked, problems = frame[frame["check"] != ""], frame[frame["problem"] != ""]
+    if not machine_readable():  # csv and json carry these columns in the entries table
+        if len(checked):
+            print_frame(checked[["entry", "check"]], title="left out or split by the check before the pass",
+                        name="check", key=["entry"])
+        if len(problems):
+            print_frame(problems[["entry", "problem"]], title="entries that cannot be recorded as they are",
+                        name="problems", key=["entry"])
+    print_frame(pd.DataFrame([{**planned.totals(), "seconds": round(planned.seconds, 1)}]), title="totals",
+                name="totals")
 
 
 @app.command("summary")

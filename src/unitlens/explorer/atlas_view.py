@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from unitlens.atlas import Atlas
+from unitlens.atlas.labels import NO_LABEL, LabelStore, set_name
 from unitlens.atlas.layout import DERIVED
 from unitlens.errors import NotComputed, NotFound, UnitlensError
 from unitlens.explorer.defaults import N_CONCEPT_EXAMPLES, N_EXEMPLARS, N_SIMILAR
@@ -37,7 +38,7 @@ from unitlens.explorer.paths import figure_files
 from unitlens.explorer.thumbnails import Thumbnails
 
 CACHED_LAYERS = 8
-NOT_FIGURES = ("explorer", "embeddings", "lens", "scores")  # derived results that hold no figures to show
+NOT_FIGURES = ("explorer", "embeddings", "lens", "scores", "labels")  # derived results that hold no figures to show
 
 
 def num(value, digits: int = 5):
@@ -87,6 +88,7 @@ class AtlasView:
         self._stats = LayerCache(self._unit_stats)
         self._columns = LayerCache(self._load_columns)
         self._vectors = LayerCache(self._load_vectors)
+        self._labels = LayerCache(self._layer_labels)
         self._overview: dict | None = None
         self.damaged_lens: dict[str, str] = {}  # lens layer -> why its file cannot be read (met so far)
         self._overview_lock = threading.Lock()
@@ -154,13 +156,33 @@ class AtlasView:
         return ThetaMaps(self.lens) if self.lens is not None else None
 
     @cached_property
-    def labels(self) -> pd.DataFrame | None:
-        from unitlens.lens.analysis import stored_labels
+    def label_store(self) -> LabelStore:
+        return LabelStore(self.atlas)
 
-        if self.lens is None:
-            return None
-        table = stored_labels(self.lens)
+    @cached_property
+    def label_sets(self) -> pd.DataFrame:
+        """One row per stored label set (method, backend, probe, name, layers, labelled, ...)."""
+        return self.label_store.sets()
+
+    @cached_property
+    def labels(self) -> pd.DataFrame | None:
+        """The label set the layer columns and unit cards show, indexed by (layer, unit): SemanticLens labels of the
+        lens backend where there are some, else the stored set that covers most layers (every set is listed on the
+        unit pages)."""
+        table = self.label_store.pick(method="semanticlens", backend=self.lens.backend) if self.lens else None
+        if table is None:
+            table = self.label_store.pick()
         return table.set_index(["layer", "unit"]).sort_index() if table is not None else None
+
+    @cached_property
+    def label_set(self) -> dict | None:
+        """The shown set: method, backend, probe, name, score_name, options."""
+        if self.labels is None:
+            return None
+        first = self.labels.iloc[0]
+        key = {k: str(first[k]) for k in ("method", "backend", "probe")}
+        return {**key, "name": set_name(**key), "score_name": str(first["score_name"]),
+                "concepts": str(first["concepts"]), "options": json.loads(first["options"] or "{}")}
 
     @cached_property
     def redundancy(self) -> dict:
@@ -260,20 +282,27 @@ class AtlasView:
             values = self._score_column(layer, f"{metric}@{backend}", n)
             if values is not None:
                 out[metric] = values
-        if layer in self.lens_layers and self.labels is not None:
+        if self.labels is not None:
             try:
                 part = self.labels.loc[layer]
             except KeyError:
                 part = None
             if part is not None:
                 where = part.index.to_numpy(dtype=int)
-                for column, kind in (("label", object), ("a", float), ("runner_up", object),
-                                     ("a_runner_up", float), ("threshold", float)):
-                    if column in part:
+                for column, key, kind in (("label", "label", object), ("score", "label_score", float),
+                                          ("runner_up", "runner_up", object),
+                                          ("runner_up_score", "runner_up_score", float)):
+                    if column in part and part[column].notna().any():
                         values = np.full(n, None if kind is object else np.nan, dtype=kind)
                         values[where] = part[column].to_numpy(dtype=kind)
-                        out["label_a" if column == "a" else column] = values
+                        out[key] = values
         return out
+
+    def _layer_labels(self, layer: str) -> pd.DataFrame:
+        """Every stored label of a layer (all sets), indexed by unit."""
+        table = self.label_store.read(layers=[layer])
+        return table.assign(name=[set_name(*k) for k in zip(table["method"], table["backend"], table["probe"])]
+                            ).set_index("unit").sort_index()
 
     def _load_unit_rows(self, layer: str) -> pd.DataFrame:
         return self.units[self.units["layer"] == layer].set_index("unit").sort_index()
@@ -294,8 +323,8 @@ class AtlasView:
             out.append(f"no SemanticLens vectors yet (labels, concept examples, maps, search): run unitlens lens "
                        f"embed {p} --layers LAYERS")
         else:
-            if self.labels is None:
-                out.append(f"units have no lens labels yet: run unitlens lens label {p} --concepts FILE")
+            if not len(self.label_sets):
+                out.append(f"units have no labels yet: run unitlens lens label {p} --concepts FILE")
             if not any(c.startswith("clarity@") for c in getattr(self.scores, "columns", ())):
                 out.append(f"no clarity / polysemanticity yet: run unitlens lens measures {p}")
         return out
@@ -346,15 +375,17 @@ class AtlasView:
             counts["embedded"] = int(sum(int(self.lens.layer_meta(n).get("units", 0)) for n in self.lens_layers))
             lens = {"backend": self.lens.backend, "layers": self.lens_layers,
                     "crop": sorted({str(self.lens.layer_meta(n).get("crop")) for n in self.lens_layers})}
-            if self.labels is not None:
-                table = self.labels.reset_index()
-                counts["labelled"] = int((table["label"] != "none").sum())
-                lens["concepts"] = str(table["concepts"].iloc[0]) if "concepts" in table and len(table) else ""
-                used = [*table["label"], *table.get("runner_up", pd.Series(dtype=object)).dropna()]
-                lens["concepts_list"] = sorted({str(c) for c in used if c != "none"})
-                for layer, g in table[table["label"] != "none"].groupby("layer"):
-                    top = g["label"].value_counts().head(3)
-                    label_counts[layer] = ", ".join(f"{k} ({v})" for k, v in top.items())
+        shown = self.label_set
+        if self.labels is not None and shown is not None:
+            table = self.labels.reset_index()
+            counts["labelled"] = int((table["label"] != NO_LABEL).sum())
+            used = [*table["label"], *table.get("runner_up", pd.Series(dtype=object)).dropna()]
+            if lens is not None and shown["method"] == "semanticlens":
+                lens["concepts"] = shown["concepts"]
+                lens["concepts_list"] = sorted({str(c) for c in used if c != NO_LABEL})
+            for layer, g in table[table["label"] != NO_LABEL].groupby("layer"):
+                top = g["label"].value_counts().head(3)
+                label_counts[layer] = ", ".join(f"{k} ({v})" for k, v in top.items())
         rows = []
         for layer, info in self.infos.items():
             s = summary.loc[layer] if layer in summary.index else None
@@ -378,8 +409,11 @@ class AtlasView:
         for a in audits:
             frame = self.audits[int(a["class_index"])]
             a["verdicts"] = {str(k): int(v) for k, v in frame["verdict"].value_counts().items()}
+        sets = [{"name": r.name, "method": r.method, "backend": r.backend, "probe": r.probe, "concepts": r.concepts,
+                 "layers": list(r.layers), "labelled": int(r.labelled), "units": int(r.units)}
+                for r in self.label_sets.itertuples(index=False)]
         return {**payload, "counts": counts, "mis": mis, "lens": lens, "layers": rows, "relevance": relevance,
-                "audits": audits}
+                "audits": audits, "label_sets": sets, "label_set": self.label_set["name"] if self.label_set else None}
 
     # ------------------------------------------------------------------ layer
     def layer(self, layer: str) -> dict:
@@ -392,7 +426,7 @@ class AtlasView:
                    "constant": cols["constant"].tolist()}
         available = ["unit", "top_val"]
         notes = []
-        for metric in ("mis", "mis_accuracy", "clarity", "polysemanticity", "label_a"):
+        for metric in ("mis", "mis_accuracy", "clarity", "polysemanticity", "label_score"):
             if metric in cols:
                 columns[metric] = nums(cols[metric], 4)
                 available.append(metric)
@@ -431,6 +465,8 @@ class AtlasView:
         return {"atlas": self.name, "layer": layer, "type": info.type, "depth": info.depth, "width": info.width,
                 "n_units": n, "n_constant": int(rows["constant"].sum()), "embedded": embedded,
                 "mis_backend": self.mis_backend, "lens_backend": self.lens.backend if self.lens else None,
+                "label_set": self.label_set["name"] if self.label_set else None,
+                "label_score": self.label_set["score_name"] if self.label_set else None,
                 "columns": columns, "sortable": available, "relevance": relevance, "audits": verdicts,
                 "notes": notes}
 
@@ -471,7 +507,8 @@ class AtlasView:
                 "bottom": {"ids": ex.bottom_ids[u, :N_EXEMPLARS].tolist(),
                            "vals": nums(ex.bottom_vals[u, :N_EXEMPLARS])},
                 "mis": tasks[k], "lens": self._lens_of(layer, u, similar[k]),
-                "relevance": self._relevance_of(layer, u), "audits": self._audits_of(layer, u), "notes": [],
+                "relevance": self._relevance_of(layer, u), "audits": self._audits_of(layer, u),
+                "labels": self._labels_of(layer, u), "notes": [],
             }
             if page["mis"] is None:
                 page["notes"].append(f"no MIS score for this layer: run unitlens mis {self.path} --layers {layer}")
@@ -597,18 +634,28 @@ class AtlasView:
         cols = self.columns(layer)
         for metric in ("clarity", "polysemanticity", "max_similarity"):
             out[metric] = num(cols[metric][unit]) if metric in cols else None
-        if "label" in cols:
+        shown = self.label_set
+        if "label" in cols and shown is not None and shown["method"] == "semanticlens" \
+                and shown["backend"] == self.lens.backend:
             label = cols["label"][unit]
             concepts = []
-            if label is not None and label != "none":
-                concepts.append({"concept": str(label), "a": num(cols["label_a"][unit])})
+            if label is not None and label != NO_LABEL:
+                concepts.append({"concept": str(label), "a": num(cols["label_score"][unit])})
             if "runner_up" in cols and isinstance(cols["runner_up"][unit], str):
-                concepts.append({"concept": cols["runner_up"][unit], "a": num(cols["a_runner_up"][unit])})
-            out.update(label=label, a=num(cols["label_a"][unit]),
-                       threshold=num(cols["threshold"][unit]) if "threshold" in cols else None, concepts=concepts)
+                concepts.append({"concept": cols["runner_up"][unit], "a": num(cols["runner_up_score"][unit])})
+            out.update(label=label, a=num(cols["label_score"][unit]), threshold=num(shown["options"].get("threshold")),
+                       concepts=concepts)
         else:
             out.update(label=None, concepts=[])
         return out
+
+    def _labels_of(self, layer: str, unit: int) -> list[dict]:
+        """Its label from every stored label set."""
+        table = self._labels.get_layer(layer)
+        rows = table.loc[[unit]] if unit in table.index else table.iloc[0:0]
+        return [{"set": r.name, "method": r.method, "backend": r.backend, "probe": r.probe, "concepts": r.concepts,
+                 "label": str(r.label), "score": num(r.score), "score_name": r.score_name}
+                for r in rows.itertuples(index=False)]
 
     def _relevance_of(self, layer: str, unit: int) -> dict:
         classes = []

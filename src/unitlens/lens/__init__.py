@@ -29,7 +29,6 @@ if TYPE_CHECKING:
         label,
         measures,
         search,
-        stored_labels,
     )
     from unitlens.lens.crops import (
         CropContext,
@@ -116,7 +115,6 @@ __all__ = [
     "register_crop_mode",
     "search",
     "select_examples",
-    "stored_labels",
     "text_probe",
     "text_probes",
 ]
@@ -131,7 +129,6 @@ __getattr__, __dir__ = lazy_exports(
         "label": "unitlens.lens.analysis",
         "measures": "unitlens.lens.analysis",
         "search": "unitlens.lens.analysis",
-        "stored_labels": "unitlens.lens.analysis",
         "ACTIVATION_THRESHOLD": "unitlens.lens.defaults",
         "COMPARE_THRESHOLD": "unitlens.lens.defaults",
         "DEFAULT_LENS_BACKEND": "unitlens.lens.defaults",

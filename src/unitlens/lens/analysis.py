@@ -26,6 +26,7 @@ import torch
 
 from unitlens import notebook
 from unitlens.atlas import Atlas
+from unitlens.atlas.labels import NO_LABEL, LabelStore, label_counts
 from unitlens.backends import Backend, as_backend
 from unitlens.errors import LensError, NotEmbedded
 from unitlens.lens.defaults import IMAGE_NULL, LABEL_THRESHOLD, TEXT_NULL
@@ -42,7 +43,6 @@ from unitlens.lens.probes import (
 from unitlens.lens.store import LensStore
 from unitlens.options import takes_options
 
-NO_LABEL = "none"
 METRICS = ("clarity", "polysemanticity", "max_similarity")
 
 
@@ -221,6 +221,7 @@ class LabelResult:
     concepts: list[str]
     n_constant: int = 0
     path: Path | None = None
+    backend: str = ""
 
     def _repr_html_(self) -> str:
         labelled = self.frame[self.frame["label"] != NO_LABEL].sort_values("a", ascending=False, kind="stable")
@@ -294,27 +295,24 @@ def label(atlas: Atlas | LensStore | str | Path, concepts: Any, backend: Backend
         frame = pd.concat(rows, ignore_index=True)
         if parents is not None:
             frame["parent"] = [NO_LABEL if lab == NO_LABEL else parents.get(lab, lab) for lab in frame["label"]]
-        counts = _dissection(frame, "label", names)
-        parent_counts = _dissection(frame, "parent", names) if parents is not None else None
+        counts = label_counts(frame, "label", names)
+        parent_counts = label_counts(frame, "parent", names) if parents is not None else None
         unexpected = frame[frame["label"] == NO_LABEL].reset_index(drop=True)
-        result = LabelResult(frame, counts, parent_counts, unexpected, threshold, concept_names, n_const)
+        result = LabelResult(frame, counts, parent_counts, unexpected, threshold, concept_names, n_const,
+                             backend=store.backend)
         if write:
             source = getattr(concepts, "source", "") if isinstance(concepts, ConceptSet) else ""
-            result.path = store.write_table("labels.parquet", frame.assign(threshold=threshold, concepts=source))
+            result.path = LabelStore(store.atlas).write(
+                stored_rows(frame), "semanticlens", backend=store.backend, concepts=source, score_name="a",
+                options={"threshold": threshold, "text_null": text_null, "image_null": image_null,
+                         **({"parents": parents} if parents is not None else {})})
         return result
 
 
-def _dissection(frame: pd.DataFrame, column: str, layers: list[str]) -> pd.DataFrame:
-    """Units per (layer, ``column`` value): layers in atlas order, most frequent value first."""
-    counts = frame.groupby(["layer", column], sort=False).size().rename("units").reset_index()
-    counts["_order"] = counts["layer"].map({n: i for i, n in enumerate(layers)})
-    counts = counts.sort_values(["_order", "units", column], ascending=[True, False, True], kind="stable")
-    return counts.drop(columns="_order").reset_index(drop=True)
-
-
-def stored_labels(atlas, backend=None) -> pd.DataFrame | None:
-    """The last ``label`` result of an atlas's lens store, or None."""
-    return _store(atlas, backend).read_table("labels.parquet")
+def stored_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """A ``label`` frame (a, runner_up, a_runner_up) in the columns of the atlas's label store (score,
+    runner_up, runner_up_score)."""
+    return frame.rename(columns={"a": "score", "a_runner_up": "runner_up_score"})
 
 
 # ------------------------------------------------------------------------------------------ compare

@@ -43,7 +43,7 @@ from unitlens.data.loading import load_batches
 from unitlens.errors import BadInput, LensError, UnitlensError
 from unitlens.lens.defaults import ACTIVATION_THRESHOLD
 from unitlens.lens.examples import ConceptExamples
-from unitlens.runtime import OutputCapture, Progress, first_tensor, pick_device, prepare_model
+from unitlens.runtime import OutputCapture, Progress, first_tensor, pick_device, prepare_model, split_call
 from unitlens.zoo.units import channel_dim_of
 
 
@@ -56,7 +56,6 @@ class CropContext:
     device: str | torch.device | None = None
     batch_size: int = 32
     threshold: float = ACTIVATION_THRESHOLD
-    channels_last: bool = True  # run the model in channels-last memory order
     progress: bool = True
     notes: list[str] = field(default_factory=list)
 
@@ -114,8 +113,7 @@ def _activation_crop(context: CropContext, examples: dict[str, ConceptExamples])
     infos = {info.name: info for info in context.atlas.layers}
     boxes = activation_boxes(model, context.atlas.dataset(), {n: (infos[n], ex) for n, ex in mapped.items()},
                              threshold=context.threshold, batch_size=context.batch_size, device=context.device,
-                             channels_last=context.channels_last, progress=context.progress,
-                             notes=context.notes) if mapped else {}
+                             progress=context.progress, notes=context.notes) if mapped else {}
     return {n: replace(ex, boxes=boxes[n][0], has_box=boxes[n][1], crop="activation") if n in boxes else
             replace(ex, has_box=torch.zeros_like(ex.has_box), crop="activation") for n, ex in examples.items()}
 
@@ -178,25 +176,24 @@ def example_pairs(ex: ConceptExamples) -> tuple[torch.Tensor, torch.Tensor, torc
 
 
 def activation_boxes(model, dataset, requests: dict[str, tuple], threshold: float = ACTIVATION_THRESHOLD,
-                     batch_size: int = 32, device=None, progress: bool = True, notes: list[str] | None = None,
-                     channels_last: bool = True) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+                     batch_size: int = 32, device=None, progress: bool = True, notes: list[str] | None = None
+                     ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Activation-map crop boxes for concept examples of several layers in one batched forward pass.
 
     ``requests`` maps a layer name to ``(LayerInfo, ConceptExamples)``. Returns per layer ``(boxes (U, m, 4),
     has_box (U, m))`` in original-image pixels; a box that covers the whole image is returned as no box, so it
-    shares the whole-image embedding. Unreadable images keep their examples whole. ``channels_last``: run the
-    model in channels-last memory order.
+    shares the whole-image embedding. Unreadable images keep their examples whole.
     """
     notes = notes if notes is not None else []
     device = pick_device(device)
     # channels-last runs depthwise convolutions faster on CPU and GPU alike; the numbers are the same
-    net = prepare_model(model.model, device, channels_last)
-    modules = dict(net.named_modules())
+    net = prepare_model(model.model, device)
+    modules = dict(net.named_modules())  # a layer NAME@i is one call of module NAME
     prefix = getattr(net, "num_prefix_tokens", None)
     out = {}
     pairs = {}  # layer -> (image ids (P,), channels (P,), flat positions (P,)), sorted by image id
     for name, (_info, ex) in requests.items():
-        if name not in modules:
+        if split_call(name)[0] not in modules:
             raise LensError(f"layer '{name}' is not a module of the model {model.name}")
         U, m = ex.ids.shape
         out[name] = (torch.zeros(U, m, 4, dtype=torch.int64), torch.zeros(U, m, dtype=torch.bool))

@@ -25,6 +25,7 @@ from unitlens.lens.options import EmbedOptions
 from unitlens.lens.probes import dataset_null
 from unitlens.lens.store import LayerLens, LensStore
 from unitlens.options import takes_options
+from unitlens.runtime import channels_last_mode
 
 
 @dataclass
@@ -165,8 +166,9 @@ def embed_units(atlas: Atlas | str | Path, backend: Backend | str | None = None,
         examples = {name: select_examples(atlas, name, m) for name in todo}
         t1 = time.perf_counter()
         context = CropContext(atlas, model=model, device=options.device, batch_size=options.crop_batch_size,
-                              threshold=threshold, channels_last=options.channels_last, progress=progress)
-        examples = crop_examples(context, examples, crop)
+                              threshold=threshold, progress=progress)
+        with channels_last_mode(options.channels_last):  # the crops that run the model (activation, relevance)
+            examples = crop_examples(context, examples, crop)
         result.notes.extend(context.notes)
         t2 = time.perf_counter()
         cache = EmbeddingCache(atlas, backend)

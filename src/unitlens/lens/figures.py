@@ -11,9 +11,10 @@ import torch
 
 from unitlens.atlas import Atlas
 from unitlens.atlas.files import safe_name
+from unitlens.atlas.labels import LabelStore
 from unitlens.backends import Backend
 from unitlens.errors import LensError
-from unitlens.lens.analysis import _store, backend_for, make_probe, stored_labels
+from unitlens.lens.analysis import _store, backend_for, make_probe
 from unitlens.lens.defaults import CARD_EXEMPLARS
 from unitlens.lens.options import LensPlotOptions
 from unitlens.lens.store import LensStore
@@ -34,11 +35,10 @@ class LensFigures:
 
 def _stored_labels(store: LensStore, layer: str) -> tuple[dict[int, str], dict[int, float]]:
     """The stored SemanticLens labels of ``layer`` in this backend's space: label and alignment a by unit."""
-    table = stored_labels(store)
-    if table is None:
+    rows = LabelStore(store.atlas).read("semanticlens", store.backend, "", [layer])
+    if not len(rows):
         return {}, {}
-    rows = table[table["layer"] == layer]
-    return dict(zip(rows["unit"].astype(int), rows["label"])), dict(zip(rows["unit"].astype(int), rows["a"]))
+    return dict(zip(rows["unit"].astype(int), rows["label"])), dict(zip(rows["unit"].astype(int), rows["score"]))
 
 
 def plot_unit(store: LensStore, layer: str, unit: int, exemplars: int = CARD_EXEMPLARS, note: str = "",

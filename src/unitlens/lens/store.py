@@ -12,7 +12,7 @@ Layout, under ``Atlas.backend_path("lens", backend)``::
                                  each distinct (image, crop) embedding of the layer once; constant (U,)
     vectors.lancedb/             LanceDB database, one table per layer, columns layer, unit, vector (θ / ‖θ‖)
     null_image.safetensors       the image-probe null: mean normalised embedding of a spread of dataset images
-    labels.parquet               the last ``label`` result; measures.parquet: per-layer redundancy
+    measures.parquet             per-layer redundancy (labels: the atlas's label store, ``unitlens.atlas.labels``)
 
 Search has two engines that rank identically: ``exact`` (one matrix product over the θ table in memory) and
 ``lancedb`` (a flat, exhaustive dot-product scan of the LanceDB table). Without the ``lancedb`` package the
@@ -37,6 +37,7 @@ from unitlens.atlas.files import (
     write_parquet,
     write_tensors,
 )
+from unitlens.atlas.labels import LabelStore
 from unitlens.atlas.layout import backend_dirname, layer_stem
 from unitlens.errors import BadInput, CorruptFile, LensError, NotEmbedded
 from unitlens.lens.defaults import DEFAULT_LENS_BACKEND, ENGINES
@@ -169,7 +170,8 @@ class LensStore:
                             f"--backend {self.backend}")
 
     def reset(self, weights_id: str) -> None:
-        """Forget every layer (vectors of other weights): files, vector tables, null, labels, measures."""
+        """Forget every layer (vectors of other weights): files, vector tables, null, measures, and the labels made
+        in this backend's space."""
         import shutil
 
         for path in (self.path / "layers", self.path / "vectors.lancedb"):
@@ -177,6 +179,7 @@ class LensStore:
         for path in self.path.glob("*.parquet"):
             path.unlink()
         (self.path / "null_image.safetensors").unlink(missing_ok=True)
+        LabelStore(self.atlas).drop(backend=self.backend)
         self._cache.clear()
         self.meta = {"backend": self.backend, "dim": self.meta.get("dim"), "weights": weights_id,
                      "format": FORMAT, "layers": {}, "atlas": self.atlas.identity()}

@@ -1,10 +1,11 @@
-"""``probe_atlas``: the probe pass, the activation of every unit of some layers on every image of a labelled
+"""``record_probe``: the probe pass, the activation of every unit of some layers on every image of a labelled
 probe set, reduced per image exactly as the atlas's record pass reduced it (``reduce_output`` with the
 atlas's spatial and token pooling), stored in the atlas as units x images.
 
 Images go through the atlas model's own transform, so probe images of any size are resized and cropped as the
 model expects. The pass holds the atlas's write lock, stops each forward after the deepest probed layer, and
-refuses, before loading the model, a set whose units x images exceed ``max_activations``.
+refuses, before loading the model, a set whose units x images exceed ``max_activations``. Its options are
+``ProbeOptions`` (``unitlens.probe.options``).
 """
 from __future__ import annotations
 
@@ -12,17 +13,19 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
+from unitlens import notebook
 from unitlens.atlas import Atlas
 from unitlens.errors import AtlasError, BadInput
-from unitlens.probe.defaults import BATCH_SIZE, MAX_ACTIVATIONS, PROBE_NAME
+from unitlens.options import takes_options
+from unitlens.probe.options import ProbeOptions
 from unitlens.probe.spec import ProbeSpec, load_probe_spec
 from unitlens.probe.store import ProbeStore
-from unitlens.recording.defaults import SPATIAL
 from unitlens.recording.reduce import reduce_output
 from unitlens.runtime import OutputCapture, Progress, pick_device, prepare_model
 from unitlens.zoo.units import channel_dim_of
@@ -40,39 +43,58 @@ class ProbeResult:
     def images_per_s(self) -> float:
         return self.n_images / self.seconds if self.seconds > 0 else float("nan")
 
+    def _repr_html_(self) -> str:
+        facts = {"images": self.n_images, "concepts": len(self.store.concepts), "units": self.n_units,
+                 "layers": ", ".join(self.store.layers), "seconds": round(self.seconds, 1),
+                 "unreadable images skipped": len(self.skipped), "stored in": self.store.path}
+        return notebook.header(f"probe set '{self.store.name}'", facts)
 
-def probe_atlas(atlas, data: str | Path | ProbeSpec, layers=None, name: str = PROBE_NAME,
-                columns: list[str] | None = None, model=None, spatial: str | None = None,
-                batch_size: int = BATCH_SIZE, device=None, max_activations: int = MAX_ACTIVATIONS,
-                progress: bool = True) -> ProbeResult:
-    """Run the probe pass of ``data`` (a probe spec path or ``ProbeSpec``) on ``layers`` of ``atlas`` (names or
-    globs; default: every recorded layer; derived layers are left out, naming one is an error) and store it as
-    probe set ``name``.
 
-    ``model``: the analysed model as a ``LoadedModel`` (default: the atlas's, from its manifest). ``spatial``:
-    ``mean`` or ``max`` pooling of conv maps (default: the atlas's own).
+@takes_options(ProbeOptions)
+def record_probe(atlas: Atlas | str | Path, data: str | Path | ProbeSpec, options: ProbeOptions | None = None, *,
+                 model: Any = None, progress: bool = True) -> ProbeResult:
+    """Run the probe pass of ``data`` on the chosen layers of ``atlas`` and store it as probe set ``options.name``.
+
+    Parameters
+    ----------
+    atlas
+        The atlas (a path or an ``Atlas``); its record run must be complete.
+    data
+        A probe set: a folder of concept folders, a CSV with a path column and concept columns (``options.columns``
+        picks them), or a ``ProbeSpec``.
+    options
+        A ``ProbeOptions``; any of its fields may also be given as a keyword argument (see below). Layers default
+        to every recorded layer of the model; derived layers are left out (naming one is an error).
+    model
+        The analysed model as a ``LoadedModel`` (default: the atlas's, loaded from its manifest).
+    progress
+        Show a progress bar.
+
+    Returns
+    -------
+    ProbeResult
+        The probe set's store, images and units probed, seconds, unreadable images skipped.
     """
+    options = options or ProbeOptions()
     atlas = Atlas.open(atlas)
     atlas.require_complete()
-    store = ProbeStore(atlas, name)
-    spec = data if isinstance(data, ProbeSpec) else load_probe_spec(data, columns)
-    infos = atlas.select_layers(layers, derived=False)  # the model's own modules: a basis's features have none
+    store = ProbeStore(atlas, options.name)
+    spec = data if isinstance(data, ProbeSpec) else load_probe_spec(data, list(options.columns)
+                                                                    if options.columns else None)
+    infos = atlas.select_layers(list(options.layers) if options.layers else None, derived=False)
     config = atlas.manifest.get("config", {})
-    spatial = spatial or config.get("spatial", "mean")
+    spatial = options.spatial or config.get("spatial", "mean")
     tokens = config.get("tokens", "mean")
-    if spatial not in SPATIAL:
-        raise BadInput(f"spatial pooling must be one of {', '.join(SPATIAL)}")
-    if batch_size < 1:
-        raise BadInput(f"batch size must be at least 1, got {batch_size}")
     n_units = sum(int(info.width or 0) for info in infos)
-    if n_units * len(spec) > max_activations:
+    bound = options.max_activations
+    if n_units * len(spec) > bound:
         raise BadInput(f"the probe pass would hold {n_units:,} units x {len(spec):,} images = "
-                       f"{n_units * len(spec):,} activations, over the bound of {max_activations:,} "
-                       f"({max_activations * 4 / 2**30:.2g} GiB of float32); probe fewer --layers or fewer images, "
+                       f"{n_units * len(spec):,} activations, over the bound of {bound:,} "
+                       f"({bound * 4 / 2**30:.2g} GiB of float32); probe fewer --layers or fewer images, "
                        "or raise --max-activations if the memory is there")
     loaded = model if model is not None else atlas.load_model()
-    device = pick_device(device)
-    net = prepare_model(loaded.model, device)
+    device = pick_device(options.device)
+    net = prepare_model(loaded.model, device, options.channels_last)
     from unitlens.data.datasets import ImageDataset
     from unitlens.data.loading import load_batches
 
@@ -89,8 +111,8 @@ def probe_atlas(atlas, data: str | Path | ProbeSpec, layers=None, name: str = PR
 
     t0 = time.perf_counter()
     with atlas.writing("probe"), torch.inference_mode(), OutputCapture(net, names) as capture, \
-            Progress(f"probe {name}", len(spec), progress, unit="img") as bar:
-        for ids, x, _sizes in load_batches(dataset, range(len(spec)), loaded.transform, batch_size, device,
+            Progress(f"probe {options.name}", len(spec), progress, unit="img") as bar:
+        for ids, x, _sizes in load_batches(dataset, range(len(spec)), loaded.transform, options.batch_size, device,
                                            skipped=skip):
             outputs = capture.run(x)
             for n in names:
@@ -107,6 +129,7 @@ def probe_atlas(atlas, data: str | Path | ProbeSpec, layers=None, name: str = PR
         membership = spec.membership[keep]
         seconds = time.perf_counter() - t0
         store.write(spec, [spec.paths[i] for i in kept], membership, activations,
-                    {"spatial": spatial, "tokens": tokens, "columns": columns, "skipped": skipped,
-                     "seconds": round(seconds, 3), "model": loaded.name})
+                    {"spatial": spatial, "tokens": tokens, "columns": options.as_dict()["columns"],
+                     "skipped": skipped, "seconds": round(seconds, 3), "model": loaded.name,
+                     "options": options.as_dict()})
     return ProbeResult(store, len(kept), sum(int(a.shape[0]) for a in activations.values()), seconds, skipped)

@@ -29,7 +29,7 @@ from unitlens.lens.probes import TEMPLATES
 from unitlens.lens.store import LensStore
 from unitlens.probe.concept_sources import is_text, probe_vectors, require_text
 from unitlens.probe.defaults import LAMBDA, MIN_PROB, P_END, P_START, SOFTMAX_SCALE, TOP_K
-from unitlens.probe.labellers import LabelContext, Labeller, layer_frame, varying
+from unitlens.probe.labellers import LABELLERS, LabelContext, Labeller, layer_frame, varying
 
 
 def in_top_probability(n: int, top_k: int = TOP_K, p_start: float = P_START, p_end: float = P_END) -> torch.Tensor:
@@ -76,7 +76,7 @@ def soft_wpmi(activations: torch.Tensor, similarities: torch.Tensor, top_k: int 
 class ClipDissect(Labeller):
     """Best concept by soft-WPMI over the visible probe images; score soft-WPMI."""
 
-    name, score_name = "clip-dissect", "soft_wpmi"
+    name, score_name, settings = "clip-dissect", "soft_wpmi", ("top_k",)
 
     def __init__(self, top_k: int = TOP_K, scale: float = SOFTMAX_SCALE, lam: float = LAMBDA,
                  templates: Sequence[str] = TEMPLATES):
@@ -94,6 +94,7 @@ class ClipDissect(Labeller):
 
     def label(self, ctx: LabelContext, layers: list[str]) -> pd.DataFrame:
         backend = self._backend(ctx)
+        self.backend = backend.name
         if is_text(ctx.concepts):
             require_text(backend, self.name)  # before the probe images are embedded
         probes = probe_vectors(ctx, backend, self.name, self.templates)
@@ -116,3 +117,6 @@ class ClipDissect(Labeller):
                 labels, scores = [], np.zeros(0)
             frames.append(layer_frame(layer, ctx.n_units(layer), units.numpy(), labels, scores))
         return pd.concat(frames, ignore_index=True)
+
+
+LABELLERS.register("clip-dissect", ClipDissect)

@@ -22,10 +22,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from unitlens import notebook
+from unitlens.atlas import Atlas
 from unitlens.atlas.files import write_json
+from unitlens.atlas.labels import NO_LABEL
+from unitlens.options import takes_options
 from unitlens.probe import formulas
-from unitlens.probe.defaults import BASELINE, GOOD_AUC, HOLDOUT, METHODS, PROBE_NAME, SEED
-from unitlens.probe.labellers import NO_LABEL, LabelContext, labeller, varying
+from unitlens.probe.defaults import GOOD_AUC
+from unitlens.probe.figures import plot_label_faithfulness
+from unitlens.probe.labellers import LabelContext, labeller, varying
+from unitlens.probe.options import EvaluationOptions
 from unitlens.probe.ranking import auc_by_ranks, mean_difference, row_ranks
 from unitlens.probe.split import holdout_split
 from unitlens.probe.store import ProbeStore
@@ -33,26 +39,34 @@ from unitlens.probe.store import ProbeStore
 
 @dataclass
 class Faithfulness:
+    """Every method's labels judged on the held-out probe images: per unit (``units``), per method and layer
+    (``summary``), per pair of methods (``agreement``); ``notes`` say why each missing value is missing."""
+
     units: pd.DataFrame  # method, layer, unit, label, formula, score, auc, act_diff, act_diff_std, n_pos, n_neg
     summary: pd.DataFrame  # method, layer, units, labelled, labelled_share, evaluated, mean_auc, median_auc, ...
     agreement: pd.DataFrame  # layer, method_a, method_b, both_labelled, same, agreement
     split: dict = field(default_factory=dict)
     paths: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # why each missing (NaN) value of summary and agreement is missing
+    atlas: str = ""  # the atlas's folder name, for titles
 
-    def save(self, store: ProbeStore, figure: bool = True) -> "Faithfulness":
-        """Store the tables (and the figure) under the probe set's ``evaluation/``; the caller holds the lock."""
+    def save(self, store: ProbeStore, options: EvaluationOptions) -> "Faithfulness":
+        """Store the tables (and, with ``options.figure``, the figure) under the probe set's ``evaluation/``; the
+        caller holds the lock."""
         for key in ("units", "summary", "agreement"):
             self.paths[key] = store.write_table(f"evaluation/{key}.parquet", getattr(self, key))
-        write_json(store.path / "evaluation" / "meta.json", {**self.split, "identity": store.atlas.identity()})
-        if figure:
-            from unitlens.report.label_plots import plot_label_faithfulness
-
-            self.paths["figure"] = plot_label_faithfulness(
-                self.units, self.summary, Path(store.path / "evaluation" / "label_faithfulness.png"),
-                title=f"held-out label faithfulness, {store.atlas.path.name} ({self.split['n_heldout']} held-out "
-                      "probe images)")
+        write_json(store.path / "evaluation" / "meta.json", {**self.split, "options": options.as_dict(),
+                                                             "identity": store.atlas.identity()})
+        if options.figure:
+            self.paths["figure"] = Path(store.path / "evaluation" / "label_faithfulness.png")
+            plot_label_faithfulness(self, self.paths["figure"])
         return self
+
+    def _repr_html_(self) -> str:
+        facts = {"held out": f"{self.split.get('n_heldout')} probe images", "methods": ", ".join(
+            self.split.get("methods", [])), **{f"wrote {k}": v for k, v in self.paths.items()}}
+        return (notebook.header(f"label faithfulness, {self.atlas}", facts) + notebook.table(self.summary, "summary")
+                + notebook.table(self.agreement, "agreement"))
 
 
 def held_out_scores(store: ProbeStore, labels: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
@@ -156,34 +170,50 @@ def agreement(units: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def evaluate_labels(atlas, methods=(*METHODS, BASELINE), probe: str = PROBE_NAME, concepts="probe", layers=None,
-                    backend=None, holdout: float = HOLDOUT, seed: int = SEED, params: dict | None = None,
-                    write: bool = True, figure: bool = True, device=None, progress: bool = False) -> Faithfulness:
-    """Label with each of ``methods`` on the labelling split and judge every label on the held-out split.
+@takes_options(EvaluationOptions)
+def evaluate_labels(atlas: Atlas | str | Path, options: EvaluationOptions | None = None, *, write: bool = True,
+                    progress: bool = True) -> Faithfulness:
+    """Label with each of ``options.methods`` on the labelling split and judge every label on the held-out split.
 
-    ``params``: per method, keyword arguments of its labeller (``{"invert": {"length": 2}}``).
+    Parameters
+    ----------
+    atlas
+        An atlas with a probe set (``record_probe``; ``options.probe`` names it) and, for ``semanticlens``, lens
+        vectors.
+    options
+        An ``EvaluationOptions``; any of its fields may also be given as a keyword argument (see below).
+    write
+        Store the tables (and the figure) under the probe set's ``evaluation/``, under the atlas's write lock
+        (taken before any work).
+    progress
+        Show progress bars.
+
+    Returns
+    -------
+    Faithfulness
+        Per unit, per method and layer, per pair of methods; ``plot_label_faithfulness`` draws it.
     """
-    store = ProbeStore.open(atlas, probe)
+    options = options or EvaluationOptions()
+    store = ProbeStore.open(atlas, options.probe)
     if write:  # a busy atlas fails before the work
         with store.atlas.writing("lens evaluate-labels"):
-            return evaluate_labels(store.atlas, methods, probe, concepts, layers, backend, holdout, seed, params,
-                                   False, figure, device, progress).save(store, figure)
-    names = store.resolve(layers)
-    label_rows, held_rows = holdout_split(store.membership, holdout, seed)
+            return evaluate_labels(store.atlas, options, write=False, progress=progress).save(store, options)
+    names = store.resolve(list(options.layers) if options.layers else None)
+    label_rows, held_rows = holdout_split(store.membership, options.holdout, options.seed)
     LabelContext(store, held_rows).contrasting(what="held out to judge the labels", warn=False)
-    ctx = LabelContext(store, label_rows, concepts, backend, device, progress)  # one context: one warning
+    ctx = LabelContext(store, label_rows, options.concepts, options.backend, options.device, progress)  # one warning
     ctx.contrasting()  # a probe set of one class is refused before any labeller runs
-    params = params or {}
     frames = []
-    for method in methods:
-        lab = labeller(method, **params.get(method, {}))
-        frames.append(lab.label(ctx, names).assign(method=method))
+    for method in options.methods:
+        frames.append(labeller(method, options).label(ctx, names).assign(method=method))
     labels = pd.concat(frames, ignore_index=True)
     units = held_out_scores(store, labels, held_rows)
     units = units[["method", "layer", "unit", "label", "formula", "score", "auc", "act_diff", "act_diff_std",
                    "n_pos", "n_neg"]]
-    split = {"holdout": holdout, "seed": seed, "n_labelling": int(len(label_rows)), "n_heldout": int(len(held_rows)),
-             "concepts": str(concepts), "probe": probe, "methods": list(methods)}
+    split = {"holdout": options.holdout, "seed": options.seed, "n_labelling": int(len(label_rows)),
+             "n_heldout": int(len(held_rows)), "concepts": options.concepts, "probe": store.name,
+             "methods": list(options.methods)}
     summary, agreed = summarise(units), agreement(units)
     constant = {layer: ctx.n_units(layer) - len(varying(ctx.activations(layer))) for layer in names}
-    return Faithfulness(units, summary, agreed, split, notes=missing_notes(units, summary, agreed, constant))
+    return Faithfulness(units, summary, agreed, split, notes=missing_notes(units, summary, agreed, constant),
+                        atlas=store.atlas.path.name)

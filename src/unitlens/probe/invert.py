@@ -27,7 +27,7 @@ from unitlens.errors import BadInput
 from unitlens.probe import formulas
 from unitlens.probe.concept_sources import probe_columns
 from unitlens.probe.defaults import BEAM, LENGTH, MAX_FRACTION, MIN_FRACTION, MIN_SUPPORT
-from unitlens.probe.labellers import LabelContext, Labeller, layer_frame, varying
+from unitlens.probe.labellers import LABELLERS, LabelContext, Labeller, layer_frame, varying
 from unitlens.probe.ranking import row_ranks
 
 AND, OR = 1, 2
@@ -160,7 +160,7 @@ def terms_of(atoms: np.ndarray, ops: np.ndarray, concepts: list[str]) -> list[fo
 class Invert(Labeller):
     """Best formula by AUC over the visible probe images; score that AUC."""
 
-    name, score_name = "invert", "auc"
+    name, score_name, settings = "invert", "auc", ("length", "beam", "min_support")
 
     def __init__(self, length: int = LENGTH, beam: int = BEAM, min_fraction: float = MIN_FRACTION,
                  max_fraction: float = MAX_FRACTION, min_support: int = MIN_SUPPORT):
@@ -194,3 +194,6 @@ class Invert(Labeller):
             frame.loc[units, "formula"] = [formulas.to_json(t) for t in terms_list]
             frames.append(frame)
         return pd.concat(frames, ignore_index=True)
+
+
+LABELLERS.register("invert", Invert)

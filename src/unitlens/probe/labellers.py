@@ -1,4 +1,4 @@
-"""One small interface for the three unit labellers, and ``label_units`` that runs any of them.
+"""One small interface for the unit labellers, and their registry (``LABELLERS``, ``labeller``).
 
 A labeller looks at a probe set (only the images it is allowed to see: all of them for ``unitlens lens label``,
 the labelling split for ``evaluate-labels``) and returns, for every unit of the layers asked, a label or
@@ -9,7 +9,8 @@ the labelling split for ``evaluate-labels``) and returns, for every unit of the 
 - ``invert``: the formula of the largest AUC (``unitlens.probe.invert``), score AUC on the images it saw;
 - ``random``: a seeded random concept per unit (the chance level), no score.
 
-The result is one table: layer, unit, label, formula (JSON, see ``unitlens.probe.formulas``), score.
+A labeller's result is one table: layer, unit, label, formula (JSON, see ``unitlens.probe.formulas``), score.
+``unitlens.probe.labelling.label_units`` runs one and stores its labels; ``evaluate_labels`` judges them.
 
 Labels from the probe set's own concepts need contrast: images with and without the concept among those the
 labeller sees (``LabelContext.contrasting``). A probe set of one class (every image shows the same concepts) is
@@ -28,12 +29,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from unitlens.atlas.labels import NO_LABEL
 from unitlens.errors import BadInput
 from unitlens.probe import formulas
-from unitlens.probe.defaults import BASELINE, METHODS, PROBE_NAME, SEED
+from unitlens.probe.defaults import BASELINE, SEED
 from unitlens.probe.store import ProbeStore
+from unitlens.registry import Registry
 
-NO_LABEL = "none"
 COLUMNS = ["layer", "unit", "label", "formula", "score"]
 
 
@@ -113,10 +115,15 @@ def layer_frame(layer: str, n_units: int, units, labels: list[str], scores) -> p
 
 
 class Labeller(ABC):
-    """Gives every unit of a layer a label (or none) and a score of its own kind (``score_name``)."""
+    """Gives every unit of a layer a label (or none) and a score of its own kind (``score_name``).
+
+    ``settings``: the fields of ``LabellerOptions`` its constructor takes (``labeller(method, options)`` passes
+    them). ``backend``: the name of the embedding backend its last ``label`` used ("" for none)."""
 
     name: str
     score_name: str
+    settings: tuple[str, ...] = ()
+    backend: str = ""
 
     @abstractmethod
     def label(self, ctx: LabelContext, layers: list[str]) -> pd.DataFrame:
@@ -126,7 +133,7 @@ class Labeller(ABC):
 class RandomLabeller(Labeller):
     """A uniformly random probe concept for every varying unit (seeded): the chance level of faithfulness."""
 
-    name, score_name = BASELINE, "none"
+    name, score_name, settings = BASELINE, "none", ("seed",)
 
     def __init__(self, seed: int = SEED):
         self.seed = seed
@@ -142,36 +149,20 @@ class RandomLabeller(Labeller):
         return pd.concat(frames, ignore_index=True)
 
 
-def labeller(method: str, **params) -> Labeller:
-    """The labeller called ``method`` (``semanticlens``, ``clip-dissect``, ``invert``, ``random``) with its
-    parameters (each labeller's keyword arguments; unknown ones are an error)."""
-    from unitlens.probe.clip_dissect import ClipDissect
-    from unitlens.probe.invert import Invert
-    from unitlens.probe.lens_labels import SemanticLensLabeller
+LABELLERS: Registry[type[Labeller]] = Registry("labelling method")
+LABELLERS.register(BASELINE, RandomLabeller)
+LABELLERS.lazy("semanticlens", "unitlens.probe.lens_labels")
+LABELLERS.lazy("clip-dissect", "unitlens.probe.clip_dissect")
+LABELLERS.lazy("invert", "unitlens.probe.invert")
 
-    classes = {"semanticlens": SemanticLensLabeller, "clip-dissect": ClipDissect, "invert": Invert,
-               BASELINE: RandomLabeller}
-    if method not in classes:
-        raise BadInput(f"unknown labelling method '{method}'; choose one of {', '.join((*METHODS, BASELINE))}")
+
+def labeller(method: str, options: Any = None, **params: Any) -> Labeller:
+    """The labeller called ``method`` (``semanticlens``, ``clip-dissect``, ``invert``, ``random``), built from its
+    settings in ``options`` (a ``LabellerOptions``; default: its defaults) and ``params`` (its constructor's keyword
+    arguments, which override them; an unknown one is an error)."""
+    cls = LABELLERS.get(method)
+    chosen = {name: getattr(options, name) for name in cls.settings} if options is not None else {}
     try:
-        return classes[method](**params)
+        return cls(**{**chosen, **params})
     except TypeError as err:
         raise BadInput(f"method '{method}' does not take these options: {err}") from err
-
-
-def label_units(atlas, method: str, concepts="probe", probe: str = PROBE_NAME, layers=None, backend=None,
-                rows: np.ndarray | None = None, device=None, write: bool = True, progress: bool = False,
-                **params) -> pd.DataFrame:
-    """Label every unit of the probed ``layers`` with ``method`` on probe set ``probe`` (``rows``: the images it
-    may use; default all). ``write`` stores the table as ``labels/<method>.parquet`` of the probe set."""
-    store = ProbeStore.open(atlas, probe)
-    names = store.resolve(layers)
-    rows = np.arange(store.n_images) if rows is None else np.asarray(rows)
-    ctx = LabelContext(store, rows, concepts, backend, device, progress)
-    lab = labeller(method, **params)
-    if not write:
-        return lab.label(ctx, names)[COLUMNS]
-    with store.atlas.writing("lens label"):  # taken first: a busy atlas fails before the work
-        frame = lab.label(ctx, names)[COLUMNS]
-        store.write_table(f"labels/{method}.parquet", frame.assign(method=method))
-    return frame

@@ -10,12 +10,13 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from unitlens.atlas.labels import NO_LABEL
 from unitlens.lens.analysis import backend_for, label
 from unitlens.lens.defaults import LABEL_THRESHOLD
 from unitlens.lens.probes import TEMPLATES
 from unitlens.lens.store import LensStore
 from unitlens.probe.concept_sources import probe_vectors
-from unitlens.probe.labellers import NO_LABEL, LabelContext, Labeller, layer_frame
+from unitlens.probe.labellers import LABELLERS, LabelContext, Labeller, layer_frame
 
 
 class SemanticLensLabeller(Labeller):
@@ -25,7 +26,7 @@ class SemanticLensLabeller(Labeller):
     (the m ablation); ``templates``: the prompt templates of text concepts.
     """
 
-    name, score_name = "semanticlens", "a"
+    name, score_name, settings = "semanticlens", "a", ("threshold",)
 
     def __init__(self, threshold: float = LABEL_THRESHOLD, templates: Sequence[str] = TEMPLATES,
                  theta: dict | None = None):
@@ -36,6 +37,7 @@ class SemanticLensLabeller(Labeller):
     def label(self, ctx: LabelContext, layers: list[str]) -> pd.DataFrame:
         name = ctx.backend if isinstance(ctx.backend, str) or ctx.backend is None else ctx.backend.name
         store = LensStore.open(ctx.store.atlas, name)
+        self.backend = store.backend
         store.resolve(layers)
         backend = backend_for(store, ctx.backend, ctx.device)
         probes = probe_vectors(ctx, backend, self.name, self.templates, image_null=store.null_image(),
@@ -53,3 +55,6 @@ class SemanticLensLabeller(Labeller):
             frame.loc[unlabelled, "score"] = rows["a"][~labelled].to_numpy()  # a below threshold, kept
             frames.append(frame)
         return pd.concat(frames, ignore_index=True)
+
+
+LABELLERS.register("semanticlens", SemanticLensLabeller)

@@ -8,10 +8,11 @@ Layout, under ``Atlas.derived_path("probe", <name>)``::
     membership.safetensors         (N, K) uint8: image n shows concept k
     layers/<layer>.safetensors     activations (U, N) float32, reduced per image as the record pass does
     embeddings/<backend>.safetensors  (N, D) normalised image embeddings per backend (with its weights id)
-    labels/<method>.parquet        the last ``unitlens lens label --method`` result on this probe set
     evaluation/                    the last ``unitlens lens evaluate-labels`` tables and figure
 
-Units x images of one pass are bounded (``MAX_ACTIVATIONS``), so the whole matrix of a layer fits in memory.
+Labels made from a probe set live in the atlas's label store (``unitlens.atlas.labels``, probe = the set's name);
+recording the set again drops them. Units x images of one pass are bounded (``MAX_ACTIVATIONS``), so the whole
+matrix of a layer fits in memory.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from unitlens.atlas.files import (
     write_parquet,
     write_tensors,
 )
+from unitlens.atlas.labels import LabelStore
 from unitlens.atlas.layout import layer_stem
 from unitlens.errors import BadInput, NotComputed
 from unitlens.probe.defaults import PROBE_NAME
@@ -125,6 +127,7 @@ class ProbeStore:
 
         for sub in ("layers", "embeddings", "labels", "evaluation"):
             shutil.rmtree(self.path / sub, ignore_errors=True)
+        LabelStore(self.atlas).drop(probe=self.name)  # labelled from the images this pass replaces
         write_parquet(self.path / "images.parquet",
                       pd.DataFrame({"id": np.arange(len(paths)), "path": [str(p) for p in paths]}))
         write_tensors(self.path / "membership.safetensors",

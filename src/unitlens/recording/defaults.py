@@ -10,3 +10,5 @@ MERGE_EVERY = 512  # samples buffered before a top-k merge
 CONSTANT_EPS = 1e-8  # a unit is constant when max - min < this over the dataset
 TIE_SEED = 0  # seeds the permutation that orders samples of equal activation
 MICRO_BATCH_CPU = 8  # images per forward on a CPU: layer outputs stay in cache (same results, ~1.5-2x faster)
+REPEATED = ("split", "skip")  # a module run several times per forward: one layer per call, or left out
+REPEATED_SPLIT = "split"

@@ -73,8 +73,8 @@ def record_many(
                        f"{len(outs_)} outs, {len(chosen)} layer lists")
     if len(set(outs_)) != len(outs_):
         raise BadInput("two models of record_many write into the same atlas folder; give each its own out")
-    data = prepare_data(data, None, outs_, options.content_hash, options.force, progress)
     infos = [select_layers(m, c, options) for m, c in zip(models, chosen)]
+    data = prepare_data(data, None, outs_, options.content_hash, options.force, progress)
     configs = [record_config(m, data, i, options) for m, i in zip(models, infos)]
     results: list[RecordResult | None] = [completed_result(o, c, options.force) for o, c in zip(outs_, configs)]
     todo = [i for i, r in enumerate(results) if r is None]

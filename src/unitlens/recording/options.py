@@ -9,6 +9,8 @@ from unitlens.recording.defaults import (
     BATCH_SIZE,
     CHECKPOINT_EVERY,
     MERGE_EVERY,
+    REPEATED,
+    REPEATED_SPLIT,
     SPATIAL,
     SPATIAL_DEFAULT,
     TIE_SEED,
@@ -32,6 +34,9 @@ class RecordOptions(Options):
                                     choices=LAYER_TYPES, metavar="TYPES")
     exclude: tuple[str, ...] | None = option(None, "Layer names or globs to leave out.", metavar="NAMES")
     keep_first_last: bool = option(False, "Keep the model's first and last layer (the MIS paper skips them).")
+    repeated: str = option(REPEATED_SPLIT, "A module that runs several times per forward: record each call as "
+                                           "its own layer NAME@1, NAME@2, ... (split), or leave it out (skip).",
+                           choices=REPEATED)
     k: int = option(K, "Exemplars kept per unit and direction (MIS needs N*(K+1) = 200).", min=1)
     spatial: str = option(SPATIAL_DEFAULT, "Reduce (B,C,H,W) maps over space.", choices=SPATIAL)
     tokens: str = option(TOKENS_DEFAULT, "Reduce (B,T,C) token outputs.", choices=TOKENS)
@@ -41,7 +46,8 @@ class RecordOptions(Options):
                                            "1 to 4).", min=0, flag="--workers")
     micro_batch: int | None = option(None, "Images per forward within a batch (default: 8 on a CPU, where layer "
                                            "outputs then stay in cache; the whole batch on an accelerator).", min=1)
-    channels_last: bool = option(True, "Run the model in channels-last memory order (faster convolutions).")
+    channels_last: bool = option(True, "Run the model in channels-last memory order (faster convolutions) where "
+                                       "it allows it (no 5-D weight).")
     checkpoint_every: int = option(CHECKPOINT_EVERY, "Images between two saved states of the run (resume points).",
                                    min=1)
     merge_every: int = option(MERGE_EVERY, "Samples buffered before a top-k merge (memory against speed).", min=1)

@@ -15,10 +15,12 @@ from unitlens.atlas.lock import check_writable, writing
 from unitlens.data.datasets import ImageDataset, load_dataset
 from unitlens.errors import BadInput
 from unitlens.options import takes_options
+from unitlens.recording.check import check_layers, explicit_names, settle
 from unitlens.recording.folder import RecordResult, completed_result, previous_manifest, record_config
 from unitlens.recording.options import RecordOptions
 from unitlens.recording.passes import record_pass
 from unitlens.recording.state import MAX_SAMPLES
+from unitlens.runtime import split_call
 from unitlens.zoo.factory import LoadedModel
 from unitlens.zoo.units import LayerInfo, enumerate_units
 
@@ -63,8 +65,8 @@ def record(
     """
     options = options or RecordOptions()
     out = Path(out).expanduser().resolve()  # 'a/../b' is b: no stray folder 'a' is created on the way
-    data = prepare_data(data, model.transform, [out], options.content_hash, options.force, progress)
     infos = select_layers(model, layers, options)
+    data = prepare_data(data, model.transform, [out], options.content_hash, options.force, progress)
     config = record_config(model, data, infos, options)
     done = completed_result(out, config, options.force)
     if done is not None:
@@ -96,13 +98,28 @@ def prepare_data(data: ImageDataset | str, transform, outs: list[Path], content_
     return data
 
 
+def candidate_layers(model: LoadedModel, layers: Sequence[LayerInfo] | Sequence[str] | None,
+                     options: RecordOptions) -> tuple[list[LayerInfo], set[str], list[str] | None]:
+    """(the layers to check, the names among them the user gave by hand, the name patterns given): ``LayerInfo`` s
+    as given, or the model's layers matching the names / globs of ``layers`` (else of ``options.layers``; None:
+    every analysable layer of ``options.types`` but ``options.exclude`` and, unless ``options.keep_first_last``,
+    the first and last). A name ``NAME@i`` picks one call of a module that runs several times per forward."""
+    if layers is not None and not all(isinstance(item, str) for item in layers):
+        # a list of LayerInfo (enumerate_units') names no layer by hand
+        return [item for item in layers if isinstance(item, LayerInfo)], set(), None
+    include = [str(item) for item in layers] if layers is not None else options.layers
+    modules = list(dict.fromkeys(split_call(p)[0] for p in include)) if include is not None else None
+    infos = enumerate_units(model.model, types=options.types, include=modules, exclude=options.exclude,
+                            skip_first_last=not options.keep_first_last)
+    return infos, explicit_names(include), list(include) if include is not None else None
+
+
 def select_layers(model: LoadedModel, layers: Sequence[LayerInfo] | Sequence[str] | None,
                   options: RecordOptions) -> list[LayerInfo]:
-    """``LayerInfo`` s as given, or the model's layers matching the names / globs of ``layers`` (else of
-    ``options.layers``; None: every analysable layer of ``options.types`` but ``options.exclude`` and, unless
-    ``options.keep_first_last``, the first and last)."""
-    if layers is not None and not all(isinstance(item, str) for item in layers):
-        return [item for item in layers if isinstance(item, LayerInfo)]
-    names = [str(item) for item in layers] if layers is not None else options.layers
-    return enumerate_units(model.model, types=options.types, include=list(names) if names is not None else None,
-                           exclude=options.exclude, skip_first_last=not options.keep_first_last)
+    """The layers the pass records (``candidate_layers``), checked by one small forward (``check.check_layers``).
+
+    Layers the pass cannot record raise one error listing them all; layers it leaves out (never run, constant,
+    repeated with ``options.repeated="skip"``) are listed in one warning. Nothing of the dataset is read."""
+    infos, named, include = candidate_layers(model, layers, options)
+    check = check_layers(model, infos, options.repeated, options.spatial, options.tokens)
+    return settle(check, named, include, options.exclude)

@@ -3,8 +3,9 @@ model's decision for one class (paper supplementary D.5), as JSON and a figure.
 
 1. Relevance filter: units whose highest relevance share for the class (``rel_max`` of the stored class
    relevance) is ≥ ``min_relevance`` (1 %) take part; the others are left out.
-2. Groups: the units of each layer grouped by their lens label (``unitlens lens label``); units labelled none (or
-   without a label) form one group "?" — concepts nobody listed, as the paper marks them.
+2. Groups: the units of each layer grouped by their stored labels (``unitlens lens label``; the atlas's label store,
+   SemanticLens labels first); units labelled none (or without a label) form one group "?" — concepts nobody
+   listed, as the paper marks them.
 3. Nodes: a group's relevance is the sum of its units' mean shares (mean over the class samples of R_k / Σ|R_j|).
 4. Edges: for each upper group G_b and sample x, CRP conditions ``{upper: G_b, "y": [class]}`` give the relevance
    that reaches the lower layer through G_b only; the edge G_b → G_a is the mean over samples of the part that
@@ -23,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from unitlens.atlas.labels import LabelStore, set_name
 from unitlens.errors import BadInput, RelevanceError, RelevanceNotComputed
 from unitlens.relevance.defaults import BATCH_SIZE, GRAPH_MIN_RELEVANCE
 from unitlens.report.graph_plots import plot_graph
@@ -55,12 +57,11 @@ def _groups(rel: pd.DataFrame, labels: pd.DataFrame, layer: str, min_relevance: 
 
 
 def _labels(atlas, backend, layers: list[str]) -> pd.DataFrame:
-    from unitlens.lens.analysis import stored_labels
-
-    table = stored_labels(atlas, backend)
+    """The stored labels of one label set that covers both layers (SemanticLens first; ``backend``: its backend)."""
+    table = LabelStore(atlas).pick(layers, backend=backend)
     if table is None or not set(layers) <= set(table["layer"]):
         raise RelevanceNotComputed(
-            f"the attribution graph groups units by their lens labels, and atlas {atlas.path} has "
+            f"the attribution graph groups units by their labels, and atlas {atlas.path} has "
             f"none for {', '.join(layers)}: run unitlens lens embed {atlas.path} --layers "
             f"{','.join(layers)}, then unitlens lens label {atlas.path} --concepts ...")
     return table
@@ -99,7 +100,7 @@ def attribution_graph(atlas, cls, layers, backend=None, labels: pd.DataFrame | N
                 f"the stored relevance of class {index} ({name}) has no layer {', '.join(missing)}; run "
                 f"unitlens relevance {atlas.path} --class {index} --layers {lower},{upper}")
         given = labels is not None
-        labels = labels if given else _labels(atlas, backend, [lower, upper])
+        labels = labels if labels is not None else _labels(atlas, backend, [lower, upper])
         up_groups = _groups(rel, labels, upper, min_relevance)
         low_groups = _groups(rel, labels, lower, min_relevance)
         if not up_groups or not low_groups:
@@ -144,7 +145,7 @@ def attribution_graph(atlas, cls, layers, backend=None, labels: pd.DataFrame | N
         result = GraphResult(node_frame, edge_frame, {
             "class_index": index, "class_name": name, "lower": lower, "upper": upper, "n_samples": n,
             "samples": meta.get("samples", "top5"), "min_relevance": min_relevance, "unlabelled": UNLABELLED,
-            "labels": "given" if given else f"lens labels ({backend or 'stored'})",
+            "labels": "given" if given else set_name(*labels.iloc[0][["method", "backend", "probe"]]),
             "seconds": time.perf_counter() - t0})
         stem = f"graph_{index}_{lower}__{upper}"
         json_path = Path(out) if out is not None else folder(atlas) / f"{stem}.json"

@@ -1,24 +1,25 @@
 """The basis comparison figure: MIS of a layer's channels and of each basis, and their shares.
 
-``plot_basis_comparison`` takes the per-unit MIS values of every unit set (``BasisComparison.mis``), optionally
-their clarity values, and the comparison table (``BasisComparison.table``).
+``draw_basis_comparison`` takes the per-unit MIS values of every unit set (``BasisComparison.mis``), optionally
+their clarity values, and the comparison table (``BasisComparison.table``); ``unitlens.basis.figures.
+plot_basis_comparison`` hands them over.
 """
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from unitlens.report.figures import new_figure, save_figure
+from unitlens.report.figures import new_figure
 
 
-def plot_basis_comparison(mis: dict[str, np.ndarray], table: pd.DataFrame, path: str | Path, title: str = "",
+def draw_basis_comparison(mis: dict[str, np.ndarray], table: pd.DataFrame, title: str = "",
                           clarity: dict[str, np.ndarray] | None = None,
-                          mis_nonsparse: dict[str, np.ndarray] | None = None) -> Path:
+                          mis_nonsparse: dict[str, np.ndarray] | None = None, label_name: str = "a label") -> Any:
     """Violins of MIS per unit set (chance at 0.5, means marked; beside them, where a set has sparse units, the MIS
-    of its other units), violins of clarity where measured, and the shares of units above chance and with a lens
-    label; written to ``path`` (PNG)."""
+    of its other units), violins of clarity where measured, and the shares of units above chance and with a label
+    (``label_name`` says which); a matplotlib ``Figure``."""
     names = list(mis)
     clarity = {k: v for k, v in (clarity or {}).items() if len(v)}
     dense = {k: v for k, v in (mis_nonsparse or {}).items() if 1 < len(v) < len(mis.get(k, []))}
@@ -60,7 +61,7 @@ def plot_basis_comparison(mis: dict[str, np.ndarray], table: pd.DataFrame, path:
     x = np.arange(len(names))
     rows = table.set_index("basis").reindex(names)
     ax.bar(x - 0.2, rows["above_chance"].to_numpy(float), 0.4, label="MIS > 0.5", color="#4c72b0")
-    ax.bar(x + 0.2, rows["label_share"].to_numpy(float), 0.4, label="with a lens label", color="#dd8452")
+    ax.bar(x + 0.2, rows["label_share"].to_numpy(float), 0.4, label=f"with {label_name}", color="#dd8452")
     ax.set_xticks(x, names, rotation=30, ha="right")
     ax.set_ylim(0, 1)
     ax.set_ylabel("share of units")
@@ -68,4 +69,5 @@ def plot_basis_comparison(mis: dict[str, np.ndarray], table: pd.DataFrame, path:
     ax.legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
-    return save_figure(fig, path)
+    fig.tight_layout()
+    return fig

@@ -1,19 +1,20 @@
 """The label-faithfulness figure: held-out AUC of every label, per method (box and points) and layer (one panel
 each), with the chance level, the 0.9 bar and each method's labelled share; drawn from the tables that
-``unitlens.probe.faithfulness.evaluate_labels`` hands over."""
+``unitlens.probe.faithfulness.evaluate_labels`` hands over (``unitlens.probe.figures.plot_label_faithfulness``
+gathers them)."""
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from unitlens.report.figures import new_figure, save_figure
+from unitlens.report.figures import new_figure
 
 
-def plot_label_faithfulness(units: pd.DataFrame, summary: pd.DataFrame, out: str | Path, title: str = "",
-                            good: float = 0.9) -> Path:
-    """``units``: method, layer, label, auc per unit; ``summary``: method, layer, labelled_share, mean_auc."""
+def draw_label_faithfulness(units: pd.DataFrame, summary: pd.DataFrame, title: str = "", good: float = 0.9) -> Any:
+    """The figure (a matplotlib ``Figure``); ``units``: method, layer, label, auc per unit; ``summary``: method,
+    layer, labelled_share, mean_auc."""
     layers = list(dict.fromkeys(units["layer"]))
     methods = list(dict.fromkeys(units["method"]))
     fig = new_figure(max(4.5, 1.2 * len(methods) + 1.5) * len(layers), 4.6)
@@ -43,4 +44,5 @@ def plot_label_faithfulness(units: pd.DataFrame, summary: pd.DataFrame, out: str
         ax.set_title(layer, fontsize=9, pad=26)
     if title:
         fig.suptitle(title, fontsize=10)
-    return save_figure(fig, out)
+    fig.tight_layout()
+    return fig

@@ -210,7 +210,7 @@ def _check_keys(where: str, table: dict, allowed: tuple[str, ...]) -> None:
 
 def check_model(where: str, model: Any) -> str:
     """A model name of any ``--model`` form that can be known to exist without loading it; else an error."""
-    from unitlens.zoo.factory import OFFLINE_MODELS, split_options
+    from unitlens.zoo.factory import OFFLINE_MODELS, source_of, split_options
 
     if not isinstance(model, str) or not model:
         raise BadInput(f"{where}: 'model' must be a model name (efficientnet_lite0, timm:<name>, torchvision:<name> "
@@ -223,17 +223,17 @@ def check_model(where: str, model: Any) -> str:
         base, _ = split_options(model)
     except BadInput as err:
         raise BadInput(f"{where}: {err}") from err
-    prefix, _, rest = base.partition(":")
-    if not rest:
-        prefix, rest = "offline", base
+    prefix, rest = source_of(base)
     if prefix == "offline" and rest not in OFFLINE_MODELS:
         raise BadInput(f"{where}: unknown model '{model}'; use efficientnet_lite0|1|2, timm:<name>, "
                        "torchvision:<name> or a saved module file")
     if prefix == "timm":
-        import timm
+        from unitlens.zoo.timm_names import check_timm_name
 
-        if not timm.is_model(rest):
-            raise BadInput(f"{where}: timm has no architecture '{rest}' (see timm.list_models())")
+        try:
+            check_timm_name(rest)
+        except BadInput as err:
+            raise BadInput(f"{where}: {err}") from err
     elif prefix == "torchvision":
         import torchvision
 
@@ -247,8 +247,10 @@ def check_model(where: str, model: Any) -> str:
 
 def default_name(model: str, random: bool, checkpoint: str | None) -> str:
     """``timm:resnet18`` + random -> ``resnet18-random``; a checkpoint adds its file stem."""
+    from unitlens.zoo.factory import MODEL_FILE_SUFFIXES
+
     base = model.partition("?")[0]
-    stem = Path(base).stem if Path(base).suffix else base.split(":", 1)[-1]
+    stem = Path(base).stem if Path(base).suffix in MODEL_FILE_SUFFIXES else base.split(":", 1)[-1]
     parts = [stem.replace("/", "_")] + (["random"] if random else []) + ([Path(checkpoint).stem] if checkpoint else [])
     return safe_name("-".join(parts), default="entry", hashed=False)
 
@@ -294,10 +296,10 @@ def _epoch_from_stem(path: str) -> int | None:
     return int(digits[-1]) if digits else None
 
 
-def _data(where: str, value: Any) -> str:
+def _data(where: str, value: Any, check: bool = True) -> str:
     if not isinstance(value, str) or not value:
         raise BadInput(f"{where}: 'data' must be a --data spec ('demo', an image folder or a .txt/.csv list)")
-    if value == "demo":
+    if value == "demo" or not check:  # a plan reads no data: the folder may be a placeholder
         return value
     path = Path(value).expanduser()
     if not path.exists():
@@ -305,7 +307,7 @@ def _data(where: str, value: Any) -> str:
     return str(path.resolve())
 
 
-def _entries(where: str, top: dict, raw: dict, params: dict) -> list[Entry]:
+def _entries(where: str, top: dict, raw: dict, params: dict, check_data: bool = True) -> list[Entry]:
     """The entries one ``[[entry]]`` table stands for (several with a ``checkpoints`` glob)."""
     _check_keys(where, raw, ENTRY_KEYS)
     merged = {k: raw.get(k, top.get(k)) for k in OVERRIDABLE if k not in STEPS}
@@ -348,7 +350,7 @@ def _entries(where: str, top: dict, raw: dict, params: dict) -> list[Entry]:
         if step in raw:
             _check_options(where, f"entry.{step}", raw[step], params[step])
     options = {step: {**top.get(step, {}), **raw.get(step, {})} for step in STEPS}
-    data = _data(where, merged.get("data") or "demo")
+    data = _data(where, merged.get("data") or "demo", check_data)
     out = []
     for checkpoint in checkpoints:
         label = f"{where} ({Path(checkpoint).name})" if checkpoint and len(checkpoints) > 1 else where
@@ -374,8 +376,9 @@ def _entries(where: str, top: dict, raw: dict, params: dict) -> list[Entry]:
     return out
 
 
-def parse_spec(table: dict, path: str | Path = "study.toml") -> StudySpec:
-    """Check and expand a parsed study file (see the module doc); every error names the entry and the fix."""
+def parse_spec(table: dict, path: str | Path = "study.toml", check_data: bool = True) -> StudySpec:
+    """Check and expand a parsed study file (see the module doc); every error names the entry and the fix.
+    ``check_data=False`` (a plan): data folders need not exist yet."""
     path = Path(path)
     _check_keys(f"study file {path}", table, TOP_KEYS)
     name = table.get("name", path.stem)
@@ -401,7 +404,7 @@ def parse_spec(table: dict, path: str | Path = "study.toml") -> StudySpec:
     for i, raw in enumerate(raw_entries, start=1):
         label = raw.get("name") or raw.get("model") or "?"
         where = f"study file {path}, entry {i} ({label})"
-        for entry in _entries(where, table, raw, params):
+        for entry in _entries(where, table, raw, params, check_data):
             if entry.name in where_of:
                 raise BadInput(f"{where} and {where_of[entry.name]} are both called '{entry.name}'; give one of "
                                "them another name = \"...\"")
@@ -411,6 +414,6 @@ def parse_spec(table: dict, path: str | Path = "study.toml") -> StudySpec:
                      threads=threads)
 
 
-def load_spec(path: str | Path) -> StudySpec:
+def load_spec(path: str | Path, check_data: bool = True) -> StudySpec:
     """Read, check and expand the study file at ``path``."""
-    return parse_spec(read_toml(path), path)
+    return parse_spec(read_toml(path), path, check_data)

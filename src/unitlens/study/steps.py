@@ -53,17 +53,25 @@ def outcome(entry: str, step: str, seconds: float, error: BaseException | None =
             "result": result or {}}
 
 
-def load_entry_model(entry: Entry):
-    """The entry's model with its weights (pretrained, seeded random, or its checkpoint) and its layers."""
-    from unitlens.zoo import enumerate_units, load_model
-    from unitlens.zoo.units import LAYER_TYPES
+def entry_record_options(entry: Entry):
+    """The ``RecordOptions`` of an entry: its layer selection and its ``[record]`` table."""
+    from unitlens.recording.options import RecordOptions
 
-    loaded = load_model(entry.model, pretrained=not entry.random, checkpoint=entry.checkpoint)
-    layers = enumerate_units(loaded.model, types=list(entry.types) if entry.types else LAYER_TYPES,
-                             include=list(entry.layers) if entry.layers else None,
-                             exclude=list(entry.exclude) if entry.exclude else None,
-                             skip_first_last=not entry.keep_first_last)
-    return loaded, layers
+    chosen = {"layers": entry.layers, "types": entry.types, "exclude": entry.exclude,
+              "keep_first_last": entry.keep_first_last}
+    return RecordOptions.from_mapping({**entry.options.get("record", {}),
+                                       **{k: v for k, v in chosen.items() if v is not None}})
+
+
+def load_entry_model(entry: Entry, meta: bool = False):
+    """The entry's model with its weights (pretrained, seeded random, or its checkpoint; ``meta``: none, on the
+    meta device) and its layers, checked as the record pass checks them (before any image is read: a layer it
+    cannot record fails the entry here)."""
+    from unitlens.recording.run import select_layers
+    from unitlens.zoo import load_model
+
+    loaded = load_model(entry.model, pretrained=not entry.random, checkpoint=entry.checkpoint, meta=meta)
+    return loaded, select_layers(loaded, None, entry_record_options(entry))
 
 
 def execute(task: Task, report: Callable[[list[dict]], None] | None = None) -> list[dict]:

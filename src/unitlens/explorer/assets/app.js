@@ -303,6 +303,8 @@
     if (o.mis) prov.push(["MIS backend", o.mis.backend + (o.mis.tau ? " (τ " + o.mis.tau + ")" : "")]);
     if (o.lens) prov.push(["lens backend", o.lens.backend + " · crop " + o.lens.crop.join(", ") +
       (o.lens.concepts ? " · labels from " + o.lens.concepts : "")]);
+    if (o.label_sets && o.label_sets.length) prov.push(["label sets", o.label_sets.map((t) => t.name +
+      " (" + t.labelled + " of " + t.units + " units labelled)").join("; ") + (o.label_set ? " · shown: " + o.label_set : "")]);
     if (o.study) prov.push(["study", o.study]);
     const layers = o.layers || [];
     const cols = [
@@ -367,7 +369,7 @@
   const SORTS = {
     unit: ["unit", true, "unit"], mis: ["mis", false, "MIS (high first)"], mis_low: ["mis", true, "MIS (low first)"],
     mis_accuracy: ["mis_accuracy", false, "MIS accuracy"], clarity: ["clarity", false, "clarity"],
-    polysemanticity: ["polysemanticity", false, "polysemanticity"], label_a: ["label_a", false, "label alignment"],
+    polysemanticity: ["polysemanticity", false, "polysemanticity"], label_score: ["label_score", false, "label score"],
     top_val: ["top_val", false, "top activation"],
   };
 
@@ -554,6 +556,7 @@
       h("div", { class: "exemplars", id: "bottom-exemplars" }, p.bottom.ids.map((id, i) => thumb(name, id, fmt(p.bottom.vals[i])))),
       p.mis ? misSection(name, p.mis) : null,
       lens ? lensSection(name, lens) : null,
+      labelsSection(p.labels),
       relevanceSection(name, p.relevance),
       p.audits.length ? h("section", {}, h("h2", {}, "Audit verdicts"), table([
         { key: "class_name", label: "class" }, { key: "verdict", label: "verdict", render: (r) =>
@@ -622,6 +625,14 @@
       group("Most similar units in this layer", sim.layer),
       group("… in other layers", sim.atlas),
       sim.peers.map((p) => group("… in atlas " + p.atlas, p.units)));
+  }
+
+  function labelsSection(labels) {
+    if (!labels || !labels.length) return null;
+    return h("section", { id: "labels" }, h("h2", {}, "Labels"), table([
+      { key: "set", label: "method" }, { key: "label", label: "label" },
+      { key: "score", label: "score", num: true }, { key: "score_name", label: "score is" },
+      { key: "concepts", label: "concepts from" }], labels));
   }
 
   function relevanceSection(name, r) {
