@@ -606,6 +606,11 @@ def test_lens_facade_search_label_measures_end_to_end(atlases, tmp_path):
     assert np.allclose(detect.loc[[0, 1, 2, 3], "clarity"], 1.0, atol=1e-5)
     assert np.allclose(detect.loc[[0, 1, 2, 3], "polysemanticity"], 0.0, atol=1e-5)
     assert scores.options.layers == ("detect",) and "clarity" in scores._repr_html_()
+    # the options each step ran with are kept with its results
+    lens.measures(layers=["detect"], n_init=3)
+    stored = json.loads((lens.store.path / "meta.json").read_text())
+    assert stored["options"]["measures"]["n_init"] == 3 and stored["options"]["measures"]["layers"] == ["detect"]
+    assert stored["layers"]["detect"]["options"]["m"] == 5 and stored["layers"]["detect"]["options"]["crop"] == "none"
     # a unit and the θ map come back as objects and matplotlib figures
     unit = lens.unit("detect", 2)
     assert torch.equal(unit.theta, lens.store.read_layer("detect").theta[2]) and len(unit.images(2)) == 2

@@ -212,24 +212,15 @@ class Lens:
         concepts
             A text file (one concept per line), a folder of concept image folders, a ``ConceptSet``, a list of
             text concepts or a list of ``Probe``.
-        threshold
-            Units whose best alignment a is below this get the label none (the SemanticLens paper's 0.025).
-        parents
-            A YAML/JSON file or a dict concept -> parent: units are also counted per parent.
-        layers
-            Layer names or globs (default: every embedded layer).
-        text_null, image_null
-            The null of text concepts (template or none) and of image concepts (dataset or none).
-        write
-            Store the labels in the atlas.
-        progress
-            Show progress bars while concepts are embedded.
+        threshold, parents, layers, text_null, image_null, write, progress
+            As in ``unitlens.lens.label``: the alignment below which a unit gets none (the SemanticLens paper's
+            0.025), a concept -> parent mapping, the layers, the nulls of text and image concepts, whether the
+            labels are stored, progress bars.
 
         Returns
         -------
         LabelResult
-            One row per non-constant unit (``.frame``), the units per concept and layer (``.counts``), the units
-            aligned with no concept (``.unexpected``).
+            The labels (``.frame``), the units per concept and layer (``.counts``), those with none (``.unexpected``).
 
         Examples
         --------
