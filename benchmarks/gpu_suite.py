@@ -28,6 +28,9 @@ temporary folder), random weights, no dataset and no network. Rows:
 - **DISTS similarity matrix**: ``similarity`` of the ``dists`` backend (VGG16, random weights) over 512 images
   of 224 px, all pairs, in pairs/s: what MIS with a pairwise backend costs (``benchmarks/pairwise_mis.py``
   compares it with an embedding backend); checked to be symmetric with a zero diagonal.
+- **feature visualisation**: ``unitlens.featviz.visualize`` of the first ``featviz_units`` channels of ResNet-50's
+  ``layer4`` (random weights), 224 px, the GPU defaults (512 steps, 9 images up and 9 down per unit, 16 units per
+  batch, the forward stopped at ``layer4``), in units/s.
 
 Peak GPU memory is ``torch.cuda.max_memory_allocated`` over each row.
 """
@@ -74,14 +77,17 @@ class Settings:
     poly_units: int
     pairwise_images: int
     pairwise_size: int
+    featviz: tuple[str, str, int, int, int, int]  # model, layer, units, steps, size, images per side
 
 
 FULL = Settings(models=(("ResNet-50", "torchvision:resnet50"), ("ViT-B/16", "timm:vit_base_patch16_224")),
                 image_size=224, images=8192, batch_size=256, timed_batches=10, mis_units=100_000, mis_images=50_000,
-                poly_units=20_000, pairwise_images=512, pairwise_size=224)
+                poly_units=20_000, pairwise_images=512, pairwise_size=224,
+                featviz=("torchvision:resnet50", "layer4", 32, 512, 224, 9))
 SMALL = Settings(models=(("test ResNet", "timm:test_resnet"), ("test ViT", "timm:test_vit")),  # timm's 160-px test nets
                  image_size=160, images=8, batch_size=4, timed_batches=2, mis_units=1_000, mis_images=5_000,
-                 poly_units=64, pairwise_images=8, pairwise_size=32)
+                 poly_units=64, pairwise_images=8, pairwise_size=32,
+                 featviz=("timm:test_resnet", "layer4", 2, 2, 32, 1))
 
 
 class Normalised(nn.Module):
@@ -170,7 +176,7 @@ def record_rate(loaded: LoadedModel, short: Path, full: Path, n_short: int, n_fu
         with precision(dtype, device):
             t = time.perf_counter()
             res = record(loaded, str(data), work / f"{name}-{dtype}", layers=None, k=200, batch_size=args.batch_size,
-                         device=device, num_workers=args.workers, progress=False, force=True,
+                         device=str(device), num_workers=args.workers, progress=False, force=True,
                          keep_first_last=True)
             runs[name] = (res.seconds, time.perf_counter() - t, res.atlas.manifest["n_units"])
     extra = runs["full"][0] - runs["short"][0]
@@ -265,6 +271,23 @@ def pairwise_rows(settings: Settings, device: torch.device) -> list[dict]:
     assert err < 1e-4, f"the DISTS matrix is not symmetric with a zero diagonal (off by {err:.1e})"
     return [{"item": f"DISTS similarity matrix ({n} images, {size} px)", "units": n * n, "dtype": "fp32",
              "unitlens": n * n / seconds, "rate": "pairs/s", "peak GiB": mem["peak"]}]
+def featviz_rows(settings: Settings, device: torch.device) -> list[dict]:
+    from unitlens.featviz import visualize
+
+    spec, layer, units, steps, size, per_side = settings.featviz
+    model = load_model(spec, pretrained=False).model
+    with measured(device) as mem:
+        sync(device)
+        t = time.perf_counter()
+        res = visualize(model, units=range(units), layers=[layer], steps=steps, size=size, per_side=per_side,
+                        device=str(device), progress=False)
+        sync(device)
+        seconds = time.perf_counter() - t
+    assert len(res.table) == 2 * per_side * units and bool(torch.isfinite(torch.tensor(res.table["activation"])).all())
+    name = spec.split(":")[-1]
+    return [{"item": f"feature visualisation, {name} {layer} ({steps} steps, {size} px, {per_side} per side, "
+                     f"batch {res.options.batch_size})", "units": units, "dtype": "fp32", "unitlens": units / seconds,
+             "rate": "units/s", "peak GiB": mem["peak"]}]
 
 
 def run(argv=None) -> pd.DataFrame:
@@ -301,6 +324,7 @@ def run(argv=None) -> pd.DataFrame:
         rows += mis_rows(args, settings, device)
         rows += poly_rows(settings, device)
         rows += pairwise_rows(settings, device)
+        rows += featviz_rows(settings, device)
     table = pd.DataFrame(rows)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)"
     print(f"unitlens GPU suite on {name}, torch {torch.__version__}; {settings.image_size}-px images, record runs of "
@@ -313,7 +337,7 @@ def run(argv=None) -> pd.DataFrame:
 def formatted(table: pd.DataFrame) -> pd.DataFrame:
     """The printed table: rates with thousands separators and their unit, blanks for what a row does not have."""
     def rate(v, unit="img/s"):
-        return "" if pd.isna(v) else f"{v:,.0f} {unit}"
+        return "" if pd.isna(v) else f"{v:,.0f} {unit}" if v >= 100 else f"{v:.3g} {unit}"
 
     return pd.DataFrame({
         "item": table["item"], "units": table["units"].map("{:,}".format), "dtype": table["dtype"],

@@ -38,6 +38,7 @@ MIDDLE = set(ALLOWED)
 ALLOWED.update({
     "basis": MIDDLE | {"mis", "lens"},
     "probe": MIDDLE | {"mis", "lens"},
+    "featviz": MIDDLE | {"mis", "lens", "basis"},
 })
 ALLOWED.update({
     "audit": set(ALLOWED) | {"mis", "lens", "relevance"},

@@ -61,4 +61,6 @@ def test_suite_runs_on_the_cpu_and_prints_one_table(capsys):
     assert len(mis) == 2 and (mis["error"] < 1e-5).all() and (mis["unitlens"] > 0).all()
     dists = table[table["item"].str.startswith("DISTS similarity matrix")]
     assert list(dists["units"]) == [64] and (dists["unitlens"] > 0).all() and list(dists["rate"]) == ["pairs/s"]
+    featviz = table[table["item"].str.startswith("feature visualisation")]
+    assert len(featviz) == 1 and featviz["units"].iloc[0] == 2 and featviz["unitlens"].iloc[0] > 0
     assert table["peak GiB"].isna().all()  # no GPU memory on the CPU

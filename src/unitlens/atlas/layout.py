@@ -68,6 +68,8 @@ DERIVED = {d.name: d for d in (
             "ATLAS/figures), shown by the explorer"),
     Derived("explorer", "explorer", "images", "the explorer's cache: image thumbnails, θ maps (stamped with the "
             "lens they project)", layer_files=("explorer/maps/*/{stem}.json",)),
+    Derived("featviz", "featviz", "exemplars", "feature visualisations per layer, with the activations they reach "
+            "beside the natural ones (unitlens featviz)", layer_files=("featviz/{stem}",)),
 )}
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from unitlens.cli import atlas, audit, basis, explorer, lens, mis, plot, probe, record, relevance, study
+from unitlens.cli import atlas, audit, basis, explorer, featviz, lens, mis, plot, probe, record, relevance, study
 from unitlens.cli.common import err_console
 
 app = typer.Typer(
@@ -22,6 +22,7 @@ app.add_typer(lens.app, name="lens")
 app.add_typer(plot.app, name="plot")
 app.add_typer(audit.app, name="audit")
 app.add_typer(basis.app, name="basis")
+app.command("featviz")(featviz.featviz)
 app.command("relevance")(relevance.relevance)
 app.command("graph")(relevance.graph)
 app.add_typer(study.app, name="study")

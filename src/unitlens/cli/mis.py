@@ -15,8 +15,20 @@ from typing import Optional
 
 import typer
 
-from unitlens.cli.common import FORMAT, failing_cleanly, group, note, print_frame, resumable, say, split_list, tables
+from unitlens.cli.common import (
+    FORMAT,
+    fail,
+    failing_cleanly,
+    group,
+    note,
+    print_frame,
+    resumable,
+    say,
+    split_list,
+    tables,
+)
 from unitlens.errors import BadInput
+from unitlens.featviz.defaults import EXPLANATIONS
 from unitlens.mis.defaults import (
     BACKEND,
     CALIBRATION_FRACTION,
@@ -50,11 +62,22 @@ def score_command(
     allow_overlap: bool = typer.Option(False, help="Score a dataset of fewer than 2·N·(K+1) images anyway: "
                                                    "each unit's top and bottom exemplars then share images "
                                                    "(biased scores; the overlap is shown)."),
+    explanations: str = typer.Option(EXPLANATIONS[0], metavar="|".join(EXPLANATIONS),
+                                     help="What the tasks show as explanations: the natural exemplars (metric mis), "
+                                          "or the units' feature visualisations from unitlens featviz (metric "
+                                          "mis_featviz; the queries stay natural exemplars), then compared with "
+                                          "the natural-exemplar MIS."),
     fmt: str = FORMAT,
-    table: Optional[str] = tables("run", "time", "nonfinite", "by_layer", "by_type", "model"),
+    table: Optional[str] = tables("run", "time", "nonfinite", "by_layer", "by_type", "model", "featviz", "comparison"),
 ) -> None:
     """Score every unit: embed the exemplars once (cached), build N tasks per unit, one pass per layer."""
     import warnings
+
+    if explanations not in EXPLANATIONS:
+        fail(f"--explanations must be one of {', '.join(EXPLANATIONS)}, got '{explanations}'")
+    if explanations == "featviz":
+        _score_featviz(atlas, backend, n_tasks, k_expl, tau, layers, device, write, allow_overlap)
+        return
 
     import pandas as pd
 
@@ -107,6 +130,56 @@ def score_command(
                 full=summary["model"], key=_KEY)
     if write:
         say(f"wrote metrics mis and mis_accuracy (backend {run.backend}) to {Path(atlas) / 'scores.parquet'}")
+
+
+def _score_featviz(atlas: Path, backend: str, n_tasks: int, k_expl: int, tau: float, layers: Optional[str],
+                   device: Optional[str], write: bool, allow_overlap: bool) -> None:
+    """``mis --explanations featviz``: MIS of the stored feature visualisations, and its comparison with the
+    natural-exemplar MIS of the same units."""
+    import warnings
+
+    import pandas as pd
+
+    from unitlens.errors import BiasWarning, NotComputed, UnitlensError
+    from unitlens.featviz.compare import compare_explanations
+    from unitlens.featviz.scoring import score_featviz
+    from unitlens.mis.scoring import STATUS_SCORED
+
+    with failing_cleanly(), resumable("the visualisations' embeddings made so far are kept in the atlas"), \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore", BiasWarning)
+        run = score_featviz(atlas, backend, n_tasks=n_tasks, k_expl=k_expl, tau=tau, layers=split_list(layers),
+                            device=device, write=write, progress=True, allow_overlap=allow_overlap)
+    frame = run.frame
+    rows = []
+    for layer, g in frame.groupby("layer", sort=False):
+        scored = g[g["status"] == STATUS_SCORED]
+        rows.append({"layer": layer, "units": len(g), "scored": len(scored),
+                     "MIS featviz": float(scored["mis_featviz"].mean()) if len(scored) else float("nan"),
+                     "acc featviz": float(scored["mis_featviz_accuracy"].mean()) if len(scored) else float("nan"),
+                     "steps": int(g["steps"].iloc[0]), "size": int(g["size"].iloc[0])})
+    print_frame(pd.DataFrame(rows), title=f"MIS of feature visualisations of {atlas} with backend {run.backend} "
+                                          f"(n_tasks={n_tasks}, k={k_expl}, tau={tau:g}; "
+                                          f"{run.images_embedded} images embedded now)", name="featviz")
+    if run.params.get("overlap"):
+        note(f"the queries' top and bottom exemplars share {run.params['overlap']} images: biased scores")
+    if write:
+        say(f"wrote metrics mis_featviz and mis_featviz_accuracy (backend {run.backend}) to "
+            f"{Path(atlas) / 'scores.parquet'}")
+        try:
+            comparison = compare_explanations(atlas, run.backend, sorted(set(frame["layer"])))
+        except NotComputed as err:  # no natural-exemplar MIS of this backend yet
+            note(f"no comparison: {err}")
+            return
+        except UnitlensError as err:
+            fail(err)
+        table = comparison.layers.rename(columns={"mis_exemplars": "MIS exemplars", "mis_featviz": "MIS featviz",
+                                                  "difference": "featviz − exemplars", "featviz_better": "featviz "
+                                                  "better", "wilcoxon_p": "Wilcoxon p"}).drop(columns="depth")
+        print_frame(table, title="natural exemplars vs feature visualisations as explanations (per layer: mean MIS, "
+                                 "mean paired difference, share of units better with visualisations)",
+                    name="comparison", full=comparison.layers)
+        say(f"figures: unitlens plot featviz {atlas} --out {Path(atlas) / 'figures'}")
 
 
 def _read_csv(path: Path):

@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from unitlens.cli.common import failing_cleanly, group, say
+from unitlens.cli.common import failing_cleanly, group, say, split_list
 from unitlens.cli.options import options_command
 from unitlens.lens.options import LensPlotOptions
 
@@ -49,6 +49,30 @@ def lens(
     with failing_cleanly():
         figures = plot_lens(atlas, options, text=text, images=image or None, out=out)
     for p in figures.paths:
+        say(str(p))
+
+
+@app.command("featviz")
+def featviz(
+    atlas: Path = typer.Argument(..., help="Atlas folder with feature visualisations (unitlens featviz ATLAS)."),
+    out: Path = typer.Option(..., help="Folder to write the PNG files to."),
+    backend: Optional[str] = typer.Option(None, help="Which backend's MIS scores (needed when there are several)."),
+    layers: Optional[str] = typer.Option(None, help="Comma-separated layer names or globs (default: every layer "
+                                                    "with visualisations)."),
+    units: Optional[str] = typer.Option(None, help="Comma-separated units for the sheets (default: where "
+                                                   "visualisations help most and least)."),
+    n_units: int = typer.Option(4, help="Units per sheet when --units is not given."),
+    k: int = typer.Option(5, help="Images of each kind and direction per unit on the sheets."),
+) -> None:
+    """Feature visualisations: per layer, MIS with visualisations against MIS with natural exemplars (where both are
+    scored), and a sheet of units with their visualisations beside their natural exemplars."""
+    from unitlens.featviz.figures import plot_featviz
+
+    with failing_cleanly():
+        chosen = [int(u) for u in split_list(units) or []] if units else None
+        paths = plot_featviz(atlas, out, backend=backend, layers=split_list(layers), units=chosen, n_units=n_units,
+                             k=k)
+    for p in paths:
         say(str(p))
 
 

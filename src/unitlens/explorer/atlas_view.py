@@ -36,9 +36,11 @@ from unitlens.explorer.maps import ThetaMaps
 from unitlens.explorer.neighbours import nearest_units
 from unitlens.explorer.paths import figure_files
 from unitlens.explorer.thumbnails import Thumbnails
+from unitlens.featviz.defaults import METRIC as FEATVIZ_MIS
+from unitlens.featviz.store import FeatvizStore
 
 CACHED_LAYERS = 8
-NOT_FIGURES = ("explorer", "embeddings", "lens", "scores", "labels")  # derived results that hold no figures to show
+NOT_FIGURES = ("explorer", "embeddings", "lens", "scores", "labels", "featviz")  # derived results that hold no figures
 
 
 def num(value, digits: int = 5):
@@ -89,6 +91,7 @@ class AtlasView:
         self._columns = LayerCache(self._load_columns)
         self._vectors = LayerCache(self._load_vectors)
         self._labels = LayerCache(self._layer_labels)
+        self._featviz = LayerCache(self._load_featviz)
         self._overview: dict | None = None
         self.damaged_lens: dict[str, str] = {}  # lens layer -> why its file cannot be read (met so far)
         self._overview_lock = threading.Lock()
@@ -229,6 +232,57 @@ class AtlasView:
 
         return StoredEmbeddings(self.atlas, self.mis_backend) if self.mis_backend else None
 
+    @cached_property
+    def featviz_store(self) -> FeatvizStore:
+        return FeatvizStore(self.atlas)
+
+    @cached_property
+    def featviz_layers(self) -> list[str]:
+        """The layers that have feature visualisations (none when they cannot be read)."""
+        try:
+            return self.featviz_store.layers()
+        except UnitlensError:
+            return []
+
+    def _load_featviz(self, layer: str) -> tuple[dict, pd.DataFrame]:
+        """A layer's feature visualisation options and table, indexed by (unit, direction, index)."""
+        meta = self.featviz_store.meta(layer)
+        table = self.featviz_store.table(layer)
+        return meta, table.set_index(["unit", "direction", "index"]).sort_index()
+
+    def featviz_files(self, layer: str) -> dict[str, Path]:
+        """The image files of a layer's feature visualisations by their name in its table; only those inside the
+        atlas's registered ``featviz`` folder (links resolved), for the server."""
+        from unitlens.explorer.paths import inside
+
+        if layer not in self.featviz_layers:
+            return {}
+        root = self.atlas.derived_path("featviz")
+        _, table = self._featviz.get_layer(layer)
+        paths = {f: self.featviz_store.path(layer, f) for f in table["file"]}
+        return {f: p for f, p in paths.items() if inside(root, p)}
+
+    def _featviz_of(self, layer: str, unit: int) -> dict | None:
+        """A unit's feature visualisations (files and activations reached, both directions), the natural extremes
+        and both MIS values, or None when its layer has none."""
+        if layer not in self.featviz_layers:
+            return None
+        meta, table = self._featviz.get_layer(layer)
+        try:
+            rows = table.loc[unit]
+        except KeyError:
+            return None
+        cols = self.columns(layer)
+        out = {"folder": self.featviz_store.folder(layer).name, "natural_top": num(rows["natural_top"].iloc[0]),
+               "natural_bottom": num(rows["natural_bottom"].iloc[0]), "backend": self.mis_backend,
+               "mis": num(cols[FEATVIZ_MIS][unit]) if FEATVIZ_MIS in cols else None,
+               "mis_exemplars": num(cols["mis"][unit]) if "mis" in cols else None,
+               **{k: meta.get("options", {}).get(k) for k in ("steps", "size", "per_side", "seed")}}
+        for direction in ("top", "bottom"):
+            part = rows.loc[direction] if direction in rows.index.get_level_values(0) else rows.iloc[:0]
+            out[direction] = [{"file": f, "activation": num(a)} for f, a in zip(part["file"], part["activation"])]
+        return out
+
     def figures(self) -> dict[str, Path]:
         """The figures stored in the atlas's result folders (listed anew each time: plots may be added)."""
         folders = [self.atlas.derived_path(d.name) for d in DERIVED.values() if d.name not in NOT_FIGURES]
@@ -275,7 +329,8 @@ class AtlasView:
                "constant": rows["constant"].to_numpy(dtype=bool)}
         metrics = []
         if self.mis_backend is not None:
-            metrics += [("mis", self.mis_backend), ("mis_accuracy", self.mis_backend)]
+            metrics += [("mis", self.mis_backend), ("mis_accuracy", self.mis_backend),
+                        (FEATVIZ_MIS, self.mis_backend)]
         if layer in self.lens_layers:
             metrics += [(m, self.lens.backend) for m in ("clarity", "polysemanticity", "max_similarity")]
         for metric, backend in metrics:
@@ -426,10 +481,15 @@ class AtlasView:
                    "constant": cols["constant"].tolist()}
         available = ["unit", "top_val"]
         notes = []
-        for metric in ("mis", "mis_accuracy", "clarity", "polysemanticity", "label_score"):
+        for metric in ("mis", "mis_accuracy", FEATVIZ_MIS, "clarity", "polysemanticity", "label_score"):
             if metric in cols:
                 columns[metric] = nums(cols[metric], 4)
                 available.append(metric)
+        featviz = layer in self.featviz_layers
+        if featviz:  # each unit's first image that drives it up, for thumbnails
+            _, table = self._featviz.get_layer(layer)
+            first = table.xs(("top", 0), level=("direction", "index"))["file"]
+            columns["featviz_top"] = [first.get(u) for u in range(n)]
         if "label" in cols:
             columns["label"] = cols["label"].tolist()
         if "mis" not in cols:
@@ -468,7 +528,7 @@ class AtlasView:
                 "label_set": self.label_set["name"] if self.label_set else None,
                 "label_score": self.label_set["score_name"] if self.label_set else None,
                 "columns": columns, "sortable": available, "relevance": relevance, "audits": verdicts,
-                "notes": notes}
+                "notes": notes, "featviz": {"folder": self.featviz_store.folder(layer).name} if featviz else None}
 
     def layer_map(self, layer: str) -> dict:
         self.info(layer)
@@ -508,7 +568,7 @@ class AtlasView:
                            "vals": nums(ex.bottom_vals[u, :N_EXEMPLARS])},
                 "mis": tasks[k], "lens": self._lens_of(layer, u, similar[k]),
                 "relevance": self._relevance_of(layer, u), "audits": self._audits_of(layer, u),
-                "labels": self._labels_of(layer, u), "notes": [],
+                "labels": self._labels_of(layer, u), "featviz": self._featviz_of(layer, u), "notes": [],
             }
             if page["mis"] is None:
                 page["notes"].append(f"no MIS score for this layer: run unitlens mis {self.path} --layers {layer}")

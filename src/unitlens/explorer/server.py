@@ -9,6 +9,7 @@ Routes::
     /api/atlas/<name>/thumb/<id>  /api/atlas/<name>/image/<id>  /api/atlas/<name>/figure/<file>
     POST /api/atlas/<name>/search (JSON text)  /api/atlas/<name>/search/image (multipart)  /api/atlas/<name>/label
     /api/study/<name>  /api/study/<name>/figure/<file>
+    /api/atlas/<name>/featviz/<layer>/<file>            feature visualisations (the files the layer's table lists)
 
 Errors are JSON ``{"error": message}``: 404 for what is not there, 409 for results not computed (the message
 names the command), 400 for bad input, 403 for a sample file that is not the dataset image the atlas recorded
@@ -311,6 +312,11 @@ def create_app(catalog: Catalog, live: LiveLens | None = None, host: str = HOST)
     def api_atlas_figure(name: str, file: str, request: Request) -> Response:
         view = catalog.atlas(name)
         return figure(view.path, view.figures(), file, request)
+
+    @app.get("/api/atlas/{name}/featviz/{layer}/{file:path}")
+    def api_atlas_featviz(name: str, layer: str, file: str, request: Request) -> Response:
+        view = catalog.atlas(name)
+        return figure(view.atlas.derived_path("featviz"), view.featviz_files(layer), file, request)
 
     @app.get("/api/study/{name}/figure/{file:path}")
     def api_study_figure(name: str, file: str, request: Request) -> Response:

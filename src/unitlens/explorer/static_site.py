@@ -8,6 +8,7 @@ end (``UNITLENS_PUT(key, {...})``), loaded by a ``<script>`` tag when a view nee
     data/<atlas>/overview.js  layer/<layer>.js  units/<layer>.js  map/<layer>.js
     data/study/<study>.js
     img/<atlas>/<id>.jpg   figures/<atlas>/...     the thumbnails the pages show, and the atlases' figures
+    featviz/<atlas>/<layer>/images/...             the feature visualisations of the layers written
 
 Unit pages hold one MIS task each (the server shows all of them). The folder is written fresh each time; a
 non-empty folder that is not an earlier report is refused, and so is a folder inside an atlas.
@@ -80,7 +81,7 @@ def _prepare(out: Path, catalog: Catalog) -> None:
     if out.is_dir() and any(out.iterdir()):
         if not (out / MARKER).is_file():
             raise BadInput(f"--out {out} is not empty and holds no earlier report; give an empty or new folder")
-        for name in ("data", "img", "figures", "static"):
+        for name in ("data", "img", "figures", "static", "featviz"):
             shutil.rmtree(out / name, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_text("written by unitlens report; this folder is replaced by the next report here\n")
@@ -135,6 +136,12 @@ def write_report(paths: list, out: str | Path, layers: str | list[str] | None = 
                 writer.need(view, payload["columns"]["top_id"])
                 if payload["embedded"]:
                     writer.put(f"atlas/{name}/layer/{layer}/map", f"{base}/map/{stem}.js", view.layer_map(layer))
+                if payload.get("featviz"):
+                    for file, path in view.featviz_files(layer).items():
+                        target = out / "featviz" / dirs[name] / payload["featviz"]["folder"] / file
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copyfile(path, target)
+                        writer.bytes += path.stat().st_size
                 pages = []
                 n = payload["n_units"]
                 for first in range(0, n, UNIT_CHUNK):
@@ -177,6 +184,7 @@ def write_report(paths: list, out: str | Path, layers: str | list[str] | None = 
     result.images = n_images
     catalog_payload = {**catalog.payload(), "mode": "static", "live": False, "files": writer.files,
                        "thumbs": {name: f"img/{d}/{{id}}.jpg" for name, d in dirs.items()},
+                       "featviz": {name: f"featviz/{d}/" for name, d in dirs.items()},
                        "figures": {**{f"atlas/{name}": f"figures/{d}/" for name, d in dirs.items()},
                                    **{f"study/{name}": f"figures/study/{safe_name(name, default='study')}/"
                                       for name in catalog.studies}},

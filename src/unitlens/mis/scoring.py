@@ -411,8 +411,11 @@ def run_atlas(atlas, backend=BACKEND, n_tasks: int = N_TASKS, k_expl: int = K_EX
                       margins=margins, overlap=shared)
 
 
-def scores_rows(frame: pd.DataFrame, backend: str, params: dict) -> pd.DataFrame:
-    """The long ``scores.parquet`` rows (metrics ``mis`` and ``mis_accuracy``) of every unit of a frame.
+def scores_rows(frame: pd.DataFrame, backend: str, params: dict,
+                metrics: tuple[tuple[str, str], ...] = ((METRIC, "mis"), (METRIC_ACCURACY, "mis_accuracy"))
+                ) -> pd.DataFrame:
+    """The long ``scores.parquet`` rows of every unit of a frame: one per unit and (metric, column of the frame) in
+    ``metrics`` (default: ``mis`` and ``mis_accuracy``).
 
     Constant and non-finite units get rows too, with a missing value (null in Parquet, ignored by SQL
     aggregates), so the table says which units were considered and that they were not scored.
@@ -421,7 +424,7 @@ def scores_rows(frame: pd.DataFrame, backend: str, params: dict) -> pd.DataFrame
     return pd.concat([
         pd.DataFrame({"layer": frame["layer"], "unit": frame["unit"], "metric": metric, "backend": backend,
                       "value": frame[col].astype(float), "params": p})
-        for metric, col in ((METRIC, "mis"), (METRIC_ACCURACY, "mis_accuracy"))
+        for metric, col in metrics
     ], ignore_index=True)
 
 

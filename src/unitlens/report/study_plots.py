@@ -101,7 +101,8 @@ def _accuracy(table: pd.DataFrame, corr: dict, tag: str, path: Path) -> Path:
     ax.set_xlabel("accuracy (top-1)")
     ax.set_ylabel("mean per-unit MIS")
     ax.set_title(f"MIS vs accuracy (fig. 4A): {_r(corr)}\n{tag}", fontsize=9)
-    ax.legend(frameon=False, fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(frameon=False, fontsize=8)
     return save_figure(fig, path)
 
 

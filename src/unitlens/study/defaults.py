@@ -1,5 +1,5 @@
 """Defaults of studies (the CLI takes its option defaults from here)."""
-STEPS = ("record", "mis", "lens")  # the order steps of an entry run in
+STEPS = ("record", "mis", "lens", "featviz")  # the order steps of an entry run in
 DEFAULT_STEPS = ("record", "mis")
 JOBS = 1  # entries in parallel processes on one machine
 GPUS_PER_TASK = 0.0  # GPUs a Ray task asks for

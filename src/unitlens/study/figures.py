@@ -97,7 +97,13 @@ def plot_study(study: Study | str | Path, out: str | Path | None = None, epoch: 
 
     study = study if isinstance(study, Study) else Study.load(study)
     data = study_figures_data(study, epoch)
-    return plot_study_figures(data.table, data.units, data.layers, out or study.folder.figures, title=study.name,
-                              correlation=data.correlation, training=data.training,
-                              training_correlation=data.training_correlation, change=data.change, epoch=data.epoch,
-                              depth_bins=depth_bins, width_bins=width_bins)
+    paths = plot_study_figures(data.table, data.units, data.layers, out or study.folder.figures, title=study.name,
+                               correlation=data.correlation, training=data.training,
+                               training_correlation=data.training_correlation, change=data.change, epoch=data.epoch,
+                               depth_bins=depth_bins, width_bins=width_bins)
+    if data.table["mis_featviz_mean"].notna().any():  # entries with the featviz step: both kinds of explanation
+        from unitlens.report.featviz_plots import plot_study_explanations
+
+        paths.append(plot_study_explanations(data.table, Path(out or study.folder.figures) / "study_featviz.png",
+                                             title=study.name))
+    return paths

@@ -18,10 +18,11 @@ from unitlens.errors import BadInput, UnitlensError
 from unitlens.study.hashes import FileHashes
 from unitlens.study.spec import Entry
 
-READS = {"mis": "record", "lens": "record"}  # step -> the step whose result it reads
+READS = {"mis": "record", "lens": "record", "featviz": "record"}  # step -> the step whose result it reads
 # options that change how fast and in how much memory a step runs, never its result (so documented by the step:
 # unitlens.recording.options.RecordOptions)
-SPEED_ONLY = {"record": {"batch_size", "num_workers", "checkpoint_every", "merge_every", "micro_batch", "device"}}
+SPEED_ONLY = {"record": {"batch_size", "num_workers", "checkpoint_every", "merge_every", "micro_batch", "device"},
+              "featviz": {"batch_size", "device"}}
 MODEL_FILE_SUFFIXES = {".pt", ".pth", ".ts", ".jit"}
 WORDS = {"checkpoint": "checkpoint content changed", "model_file": "model file content changed",
          "images": "images changed", "accuracy_images": "accuracy images changed"}

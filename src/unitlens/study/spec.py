@@ -4,10 +4,11 @@ The file names the data, the layer selection, the steps and their options at the
 table per model; an entry overrides any top-level key (step tables are merged key by key). An entry's
 ``checkpoints`` glob expands to one entry per file in natural order (``epoch_2`` before ``epoch_10``). Step tables
 take the keyword arguments of the API functions behind the steps, checked against their signatures:
-``[record]`` -> ``unitlens.recording.record``, ``[mis]`` -> ``unitlens.mis.run_atlas``; ``[lens]`` takes the
-options of ``unitlens.lens.embed_units`` and ``unitlens.lens.measures`` (``LensStepOptions``). Paths (data
-folders, checkpoints, accuracy folders) are relative to the folder the command runs in, like the CLI's options,
-and are stored resolved.
+``[record]`` -> ``unitlens.recording.record``, ``[mis]`` -> ``unitlens.mis.run_atlas``, ``[featviz]`` ->
+``unitlens.featviz.featviz_atlas`` (its ``layers`` are needed) and ``unitlens.featviz.score_featviz``; ``[lens]``
+takes the options of ``unitlens.lens.embed_units`` and ``unitlens.lens.measures`` (``LensStepOptions``). Paths
+(data folders, checkpoints, accuracy folders) are relative to the folder the command runs in, like the CLI's
+options, and are stored resolved.
 
 Accuracy (the model's classification accuracy, for MIS-vs-accuracy figures) is ``accuracy = 0.75`` (given),
 ``accuracy = "sidecar"`` (the ``accuracy`` of the checkpoint's JSON sidecar, ``epoch_03.pt`` -> ``epoch_03.json``;
@@ -45,6 +46,7 @@ RUNNER_SET = {
     "record": {"model", "data", "out", "layers", "options", "progress", "force"},
     "mis": {"atlas", "write", "progress", "keep_margins"},
     "lens": {"atlas", "model", "progress", "write", "force"},
+    "featviz": {"atlas", "model", "progress", "write", "options"},
 }
 
 
@@ -127,14 +129,17 @@ def natural_key(text: str) -> list:
 
 def step_parameters() -> dict[str, dict[str, Any]]:
     """The keyword arguments a study file may give each step: the API functions' parameters, or the fields of the
-    step's options class (``STEP_OPTIONS``), that the runner leaves free."""
+    step's options class (``step_options``), that the runner leaves free."""
+    from unitlens.featviz.run import featviz_atlas
+    from unitlens.featviz.scoring import score_featviz
     from unitlens.mis.scoring import run_atlas
     from unitlens.recording.run import record
 
-    found: dict[str, dict[str, Any]] = {"record": {}, "mis": {}, "lens": {}}
+    found: dict[str, dict[str, Any]] = {"record": {}, "mis": {}, "lens": {}, "featviz": {}}
     for step, cls in step_options().items():
         found[step] = {spec.name: spec for spec in cls.specs() if spec.name not in RUNNER_SET[step]}
-    steps: tuple[tuple[str, list[Callable[..., Any]]], ...] = (("record", [record]), ("mis", [run_atlas]))
+    steps: tuple[tuple[str, list[Callable[..., Any]]], ...] = (
+        ("record", [record]), ("mis", [run_atlas]), ("featviz", [featviz_atlas, score_featviz]))
     for step, fns in steps:
         for fn in fns:
             for name, param in inspect.signature(fn).parameters.items():

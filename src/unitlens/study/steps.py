@@ -81,7 +81,7 @@ def execute(task: Task, report: Callable[[list[dict]], None] | None = None) -> l
     with torch_threads(task.threads):
         if task.step == "record":
             return _record(task, entries, report or (lambda outcomes: None))
-        return {"accuracy": _accuracy, "mis": _mis, "lens": _lens}[task.step](task, entries)
+        return {"accuracy": _accuracy, "mis": _mis, "lens": _lens, "featviz": _featviz}[task.step](task, entries)
 
 
 # ---------------------------------------------------------------------------------------------- record
@@ -253,3 +253,30 @@ def _lens(task: Task, entries: list[Entry]) -> list[dict]:
         return {"backend": backend.name, "embedded": len(embedded.embedded), "layers": int(len(measured.layers))}
 
     return each_entry("lens", entries, work)
+
+
+def _featviz(task: Task, entries: list[Entry]) -> list[dict]:
+    """Feature visualisations of the entry's atlas (``[featviz]`` layers, units, steps, ...), then their MIS with
+    the mis step's backend (unless ``[featviz]`` names another)."""
+    from unitlens.featviz.defaults import METRIC, METRIC_ACCURACY
+    from unitlens.featviz.options import FeatvizOptions
+    from unitlens.featviz.run import featviz_atlas
+    from unitlens.featviz.scoring import score_featviz
+    from unitlens.mis.defaults import BACKEND
+
+    fields = {s.name for s in FeatvizOptions.specs()} | {"units"}
+
+    def work(entry: Entry) -> dict:
+        default = entry.options.get("mis", {}).get("backend", BACKEND)
+        with entry_backend(task, entry, "featviz", default) as (atlas, backend, options):
+            for name in replaced_backends(task, entry, backend):
+                atlas.drop_scores((METRIC, METRIC_ACCURACY), name)
+            redo = {"force": True} if entry.name in task.redo else {}  # the images too: made from other inputs
+            made = featviz_atlas(atlas, progress=task.progress,
+                                 **{**{k: v for k, v in options.items() if k in fields}, **redo})
+            scores = {k: v for k, v in options.items() if k not in fields or k in ("layers", "device")}
+            run = score_featviz(atlas, backend, progress=task.progress, **scores)
+        return {"backend": run.backend, "units": int(len(run.frame)),
+                "made": sum(len(u) for u in made.made.values())}
+
+    return each_entry("featviz", entries, work)

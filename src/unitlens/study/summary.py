@@ -4,7 +4,9 @@ Columns: entry, model, weights (pretrained / random / checkpoint), checkpoint, e
 from, status (and the failed step and its error), layers, units, constant units, and where computed: the MIS
 backend, scored units, MIS mean / 5th / 95th percentile / mean of the worst 5 % of units (the ⌈0.05·n⌉ lowest),
 mean MIS accuracy (the 2-AFC task accuracy, not the model's), the lens backend with clarity, polysemanticity and
-redundancy means (redundancy: mean over layers), and the seconds of each step. A result is shown only when its step
+redundancy means (redundancy: mean over layers), where the featviz step ran the MIS of feature visualisations
+beside natural-exemplar MIS on the same units (both means, their mean paired difference and the share of units
+visualisations make more predictable), and the seconds of each step. A result is shown only when its step
 is done with the study file as it is now (a step to redo shows nothing until it is). An entry the study file no longer
 has is listed with status ``removed`` (its atlas is kept).
 
@@ -26,7 +28,7 @@ from unitlens.errors import CorruptFile, UnitlensError
 from unitlens.study.defaults import WORST_SHARE
 from unitlens.study.folder import StudyFolder, entry_status
 
-STEP_SECONDS = ("record", "accuracy", "mis", "lens")
+STEP_SECONDS = ("record", "accuracy", "mis", "lens", "featviz")
 KIND = "study table"
 
 
@@ -81,6 +83,20 @@ def lens_summary(atlas: Atlas, backend: str | None) -> dict:
     return out
 
 
+def featviz_summary(atlas: Atlas, backend: str | None) -> dict:
+    """MIS of feature visualisations beside natural-exemplar MIS on the same units (empty without both)."""
+    from unitlens.featviz.compare import compare_explanations
+
+    try:
+        units = compare_explanations(atlas, backend).units
+    except UnitlensError:  # not both scored (yet), or with different tasks
+        return {}
+    return {"featviz_units": len(units), "mis_exemplars_same_units": float(units["mis"].mean()),
+            "mis_featviz_mean": float(units["mis_featviz"].mean()),
+            "featviz_difference": float(units["difference"].mean()),
+            "featviz_better": float((units["difference"] > 0).mean())}
+
+
 def entry_row(folder: StudyFolder, record: dict) -> dict:
     """The study-table row of one ``study.json`` entry."""
     steps = record["steps"]
@@ -109,6 +125,8 @@ def entry_row(folder: StudyFolder, record: dict) -> dict:
             row.update(mis_summary(atlas, steps["mis"].get("result", {}).get("backend")))
         if "lens" in done:
             row.update(lens_summary(atlas, steps["lens"].get("result", {}).get("backend")))
+        if "featviz" in done and "mis" in done:
+            row.update(featviz_summary(atlas, steps["featviz"].get("result", {}).get("backend")))
     for step in STEP_SECONDS:
         row[f"{step}_s"] = float(steps[step]["seconds"]) if step in steps and steps[step]["status"] == "done" \
             else np.nan
@@ -118,10 +136,14 @@ def entry_row(folder: StudyFolder, record: dict) -> dict:
 COLUMNS = ["entry", "model", "weights", "checkpoint", "epoch", "accuracy", "accuracy_source", "status",
            "failed_step", "error", "layers", "units", "constant_units", "mis_backend", "mis_units", "mis_mean",
            "mis_p5", "mis_p95", "mis_worst5", "mis_accuracy", "lens_backend", "clarity_mean", "polysemanticity_mean",
-           "redundancy_mean", *(f"{s}_s" for s in STEP_SECONDS)]
+           "redundancy_mean", "featviz_units", "mis_exemplars_same_units", "mis_featviz_mean", "featviz_difference",
+           "featviz_better", *(f"{s}_s" for s in STEP_SECONDS)]
 _TYPES = {"epoch": "Int64", "layers": "Int64", "units": "Int64", "constant_units": "Int64", "mis_units": "Int64",
+          "featviz_units": "Int64",
           **{c: "float64" for c in ("accuracy", "mis_mean", "mis_p5", "mis_p95", "mis_worst5", "mis_accuracy",
                                     "clarity_mean", "polysemanticity_mean", "redundancy_mean",
+                                    "mis_exemplars_same_units", "mis_featviz_mean", "featviz_difference",
+                                    "featviz_better",
                                     *(f"{s}_s" for s in STEP_SECONDS))},
           **{c: "string" for c in ("entry", "model", "weights", "checkpoint", "accuracy_source", "status",
                                    "failed_step", "error", "mis_backend", "lens_backend")}}

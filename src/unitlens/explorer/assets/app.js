@@ -95,6 +95,11 @@
   function fullUrl(atlas, id) {
     return MODE === "server" ? "/api/atlas/" + enc(atlas) + "/image/" + id : thumbUrl(atlas, id);
   }
+  function featvizUrl(atlas, layer, folder, file) {
+    const path = file.split("/").map(enc).join("/");
+    return MODE === "server" ? "/api/atlas/" + enc(atlas) + "/featviz/" + enc(layer) + "/" + path
+      : STATIC.featviz[atlas] + enc(folder) + "/" + path;
+  }
   function figureUrl(kind, name, file) {
     const path = file.split("/").map(enc).join("/");
     return MODE === "server" ? "/api/" + kind + "/" + enc(name) + "/figure/" + path
@@ -216,7 +221,8 @@
     const label = c.label && c.label !== "none" ? c.label : null;
     return h("a", { class: "nav card", href: href(["atlas", c.atlas, "layer", c.layer, "unit", String(c.unit)]),
       "data-unit": c.unit, "data-layer": c.layer },
-      h("img", { class: "thumb", src: thumbUrl(c.atlas, c.top_id), alt: "top exemplar", loading: "lazy" }),
+      h("img", { class: "thumb", src: c.img || thumbUrl(c.atlas, c.top_id), alt: c.img ? "feature visualisation" :
+        "top exemplar", loading: "lazy" }),
       h("div", { class: "card-title" }, "#" + c.unit),
       h("div", { class: "card-sub" }, extra || (c.mis !== null && c.mis !== undefined ? "MIS " + fmt(c.mis) : "")),
       label ? h("div", { class: "card-label" }, label) : null,
@@ -370,7 +376,7 @@
     unit: ["unit", true, "unit"], mis: ["mis", false, "MIS (high first)"], mis_low: ["mis", true, "MIS (low first)"],
     mis_accuracy: ["mis_accuracy", false, "MIS accuracy"], clarity: ["clarity", false, "clarity"],
     polysemanticity: ["polysemanticity", false, "polysemanticity"], label_score: ["label_score", false, "label score"],
-    top_val: ["top_val", false, "top activation"],
+    top_val: ["top_val", false, "top activation"], mis_featviz: ["mis_featviz", false, "MIS of visualisations"],
   };
 
   async function viewLayer(name, layer) {
@@ -379,7 +385,7 @@
     crumbs([["home", []], [name, ["atlas", name]], [layer, null]]);
     const key = name + "/" + layer;
     const st = layerState[key] || (layerState[key] = { sort: "unit", label: "", minMis: "", hideConstant: false,
-      verdict: "", page: 0 });
+      verdict: "", page: 0, thumbs: "exemplar" });
     const cols = d.columns;
     const n = d.n_units;
     const sorts = Object.entries(SORTS).filter(([, v]) => v[0] === "unit" || d.sortable.includes(v[0]));
@@ -421,8 +427,10 @@
       grid.replaceChildren(...shown.map((i) => {
         const metric = col !== "unit" && cols[col] ? (SORTS[st.sort] ? SORTS[st.sort][2].split(" (")[0] :
           "relevance") + " " + fmt(cols[col][i]) : (cols.mis ? "MIS " + fmt(cols.mis[i]) : "top " + fmt(cols.top_val[i]));
+        const vis = st.thumbs === "featviz" && d.featviz && cols.featviz_top[i] ?
+          featvizUrl(name, layer, d.featviz.folder, cols.featviz_top[i]) : null;
         return unitCard({ atlas: name, layer: layer, unit: i, top_id: cols.top_id[i], label: cols.label ? cols.label[i] : null,
-          mis: cols.mis ? cols.mis[i] : null }, (cols.constant[i] ? "constant · " : "") + metric);
+          mis: cols.mis ? cols.mis[i] : null, img: vis }, (cols.constant[i] ? "constant · " : "") + metric);
       }));
       info.textContent = idx.length ? "units " + (first + 1) + "–" + (first + shown.length) + " of " + idx.length +
         (idx.length < n ? " (filtered from " + n + ")" : "") : "no unit matches";
@@ -446,6 +454,9 @@
         st.page = 0; draw(); } }, h("option", { value: "" }, "any"), d.audits.map((a) =>
         ["valid", "spurious", "both", "unexpected"].map((v) => h("option", { value: a.key + "=" + v,
           selected: st.verdict === a.key + "=" + v }, a.class_name + ": " + v))))) : null,
+      d.featviz ? h("label", {}, "thumbnails ", h("select", { id: "thumb-kind", onchange: (e) => { st.thumbs = e.target.value;
+        draw(); } }, h("option", { value: "exemplar", selected: st.thumbs === "exemplar" }, "top exemplar"),
+        h("option", { value: "featviz", selected: st.thumbs === "featviz" }, "feature visualisation"))) : null,
       h("label", {}, h("input", { type: "checkbox", checked: st.hideConstant,
         onchange: (e) => { st.hideConstant = e.target.checked; st.page = 0; draw(); } }), " hide constant units"));
     const mapState = {};
@@ -545,6 +556,8 @@
       tiles([p.mis ? ["MIS", p.mis.value, p.mis.rank ? "rank " + p.mis.rank + " of " + p.mis.n_scored + " in the layer" :
         "not scored (" + (st.constant ? "constant" : "excluded") + ")"] : null,
         p.mis ? ["MIS accuracy", p.mis.accuracy] : null,
+        p.featviz && p.featviz.mis !== null ? ["MIS (visualisations)", p.featviz.mis, "natural exemplars " +
+          fmt(p.featviz.mis_exemplars)] : null,
         lens && lens.label !== undefined ? ["lens label", lens.label || "–", lens.a !== null && lens.a !== undefined ?
           "a = " + fmt(lens.a) : null] : null,
         lens ? ["clarity", lens.clarity] : null, lens ? ["polysemanticity", lens.polysemanticity] : null,
@@ -554,6 +567,7 @@
         { eager: i < 8 }))),
       h("h2", {}, "Least activating (bottom " + p.bottom.ids.length + ")"),
       h("div", { class: "exemplars", id: "bottom-exemplars" }, p.bottom.ids.map((id, i) => thumb(name, id, fmt(p.bottom.vals[i])))),
+      p.featviz ? featvizSection(name, layer, p.featviz) : null,
       p.mis ? misSection(name, p.mis) : null,
       lens ? lensSection(name, lens) : null,
       labelsSection(p.labels),
@@ -573,6 +587,24 @@
         (st.top_tied || st.bottom_tied) ? h("p", { class: "muted", id: "tie-note" }, (st.top_tied || 0) + " top and " +
           (st.bottom_tied || 0) + " bottom exemplars share the value at the edge of their list: the seeded tie-break " +
           "chose which of the equal samples are shown") : null));
+  }
+
+  function featvizSection(name, layer, f) {
+    const row = (items, id) => h("div", { class: "exemplars", id: id }, items.map((it) => {
+      const src = featvizUrl(name, layer, f.folder, it.file);
+      const fig = h("figure", { class: "exemplar featviz" }, h("img", { class: "thumb", src: src, alt: "feature visualisation",
+        loading: "lazy" }), h("figcaption", {}, fmt(it.activation)));
+      fig.addEventListener("click", () => window.open(src, "_blank"));
+      return fig;
+    }));
+    const scores = f.mis !== null ? "MIS with these as explanations " + fmt(f.mis, 4) + " · with natural exemplars " +
+      fmt(f.mis_exemplars, 4) + " (backend " + f.backend + ", same tasks)" : "not scored yet: unitlens mis ATLAS --explanations featviz";
+    return h("section", { id: "featviz" }, h("h2", {}, "Feature visualisations"),
+      h("p", { class: "muted" }, "Images optimised from noise to drive the unit up and down (" + f.steps + " steps, " +
+        f.size + " px, seed " + f.seed + "); captions: the activation each reaches, against the natural extremes " +
+        fmt(f.natural_top) + " (most activating image) and " + fmt(f.natural_bottom) + " (least). " + scores),
+      h("h3", {}, "Driving it up"), row(f.top, "featviz-top"),
+      h("h3", {}, "Driving it down"), row(f.bottom, "featviz-bottom"));
   }
 
   function misSection(name, m) {
