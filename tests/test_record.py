@@ -9,7 +9,7 @@ from torch import nn
 
 from unitlens.atlas import Atlas
 from unitlens.data import load_dataset
-from unitlens.errors import AtlasError
+from unitlens.errors import AtlasError, BadInput
 from unitlens.recording import LayerState, record
 from unitlens.recording.reduce import reduce_output
 from unitlens.recording.state import decode, encode, rank_ids, tie_rank
@@ -220,7 +220,7 @@ def test_finished_atlas_is_a_noop_unless_forced(exact_model, random_images, tmp_
     record(exact_model, str(random_images), tmp_path / "a", layers, k=7, force=True, progress=False, num_workers=0)
     # other images: the embedding cache stays, as its keys are the images' content hashes, not sample ids
     assert (tmp_path / "a" / "embeddings/b/index.parquet").exists()
-    assert first.atlas.manifest["config"]["weights_hash"] == forced.atlas.manifest["config"]["weights_hash"]
+    assert first.atlas.manifest.config.weights_hash == forced.atlas.manifest.config.weights_hash
 
 
 def test_bad_inputs(exact_model, random_images, tmp_path):
@@ -297,7 +297,7 @@ def test_record_counts_nonfinite_units_apart_from_constant_ones(random_images, t
     assert units.loc[("conv", 1), "nonfinite"] == len(data) and not units.loc[("conv", 1), "constant"]
     assert units.loc[("conv", 3), "nonfinite"] == bright and not units.loc[("conv", 3), "constant"]
     assert units.loc[("conv", 2), "constant"] and units.loc[("conv", 2), "nonfinite"] == 0  # truly constant
-    assert result.atlas.manifest["n_constant"] == 1 and result.atlas.manifest["n_nonfinite"] == 2
+    assert result.atlas.manifest.n_constant == 1 and result.atlas.manifest.n_nonfinite == 2
     summary = result.atlas.summary().set_index("layer")
     assert summary.loc["conv", "constant"] == 1 and summary.loc["conv", "nonfinite"] == 2
     from unitlens.mis.scoring import unit_status
@@ -540,3 +540,24 @@ def test_windows_unfold_per_image_and_channel_dims_follow_the_declared_width():
     assert channel_dim_of(torch.zeros(2, 6, 4, 6), 1, 6) == 1
     # a user-named module (0: unknown) of a Swin block: (B, H, W, C) with square H, W
     assert channel_dim_of(torch.zeros(2, 8, 8, 16), 0) == -1 and channel_dim_of(torch.zeros(2, 16, 8, 8), 0) == 1
+
+
+def test_a_plain_module_records_as_its_loaded_model_and_says_what_needs_it_again(exact_model, random_images,
+                                                                                  tmp_path):
+    """``record`` takes an ``nn.Module`` with its transform: the atlas equals the one of the same module wrapped by
+    hand, it records the weights hash, and loading the model back names what to pass instead."""
+    kw = dict(k=6, progress=False, num_workers=0)
+    wrapped = record(exact_model, str(random_images), tmp_path / "wrapped", ["conv"], **kw).atlas
+    plain = record(exact_model.model, str(random_images), tmp_path / "plain", ["conv"], transform=to_int_tensor,
+                   **kw).atlas
+    a, b = wrapped.exemplars("conv"), plain.exemplars("conv")
+    assert torch.equal(a.top_ids, b.top_ids) and torch.equal(a.bottom_vals, b.bottom_vals)
+    cfg = plain.manifest["config"]
+    assert cfg["model"] == "ExactNet" and cfg["weights"] == "in-memory"
+    assert cfg["weights_hash"] == exact_model.weights_hash()
+    with pytest.raises(AtlasError, match=r"handed over in Python.*model=as_loaded_model\(module, transform\)"):
+        plain.load_model()
+    with pytest.raises(BadInput, match="needs its preprocessing: pass transform="):
+        record(exact_model.model, str(random_images), tmp_path / "x", ["conv"], **kw)
+    with pytest.raises(BadInput, match="not an object of type int"):
+        record(3, str(random_images), tmp_path / "x", ["conv"], **kw)

@@ -131,7 +131,7 @@ def plot_lens(atlas: Atlas | LensStore | str | Path, options: LensPlotOptions | 
     elif options.color == "probe":
         raise LensError("colouring by a probe needs a text probe or probe images (--text or --image)")
     vectors, unit_ids = data.vectors[keep].numpy(), keep.numpy()
-    model = str(store.atlas.manifest.get("config", {}).get("model", ""))
+    model = store.atlas.manifest.config.model
     labels_by_unit, a_by_unit = _stored_labels(store, layer)
     values = None
     if probe is not None:

@@ -107,7 +107,7 @@ def attribution_graph(atlas, cls, layers, backend=None, labels: pd.DataFrame | N
             raise RelevanceError(f"no unit of {upper if not up_groups else lower} has a relevance share of at least "
                 f"{min_relevance:g} for class {name}; lower --min-relevance")
         meta = load_meta(atlas, f"class_{index}")
-        data = None if meta.get("dataset_fingerprint") == atlas.manifest["dataset"]["fingerprint"] else meta.get("data")
+        data = None if meta.get("dataset_fingerprint") == atlas.manifest.dataset.fingerprint else meta.get("data")
         session = open_session(atlas, layers=[lower, upper], data=data, device=device, model=model)
         ids = select_samples(top_predictions(session, progress=progress), index, meta.get("samples", "top5"))
         attribution = Attribution(session.loaded.model, device=session.device)

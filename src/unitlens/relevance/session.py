@@ -48,9 +48,8 @@ class Session:
         """Provenance for the stored meta: composite, model weights, data."""
         from unitlens import __version__
 
-        cfg = self.atlas.manifest.get("config", {})
         return {"composite": COMPOSITE_NAME, "canonizers": [type(c).__name__ for c in self.composite.canonizers],
-                "model": cfg.get("model", self.loaded.name), "weights_hash": self.weights_hash,
+                "model": self.atlas.manifest.config.model, "weights_hash": self.weights_hash,
                 "data": self.data_spec, "dataset_fingerprint": self.fingerprint, "unitlens": __version__}
 
 
@@ -71,7 +70,7 @@ def open_session(atlas, layers=None, data=None, device=None, model=None) -> Sess
         samples = atlas.samples()
         dataset = atlas.dataset(model.transform)
         ids = samples.loc[~samples["skipped"].astype(bool), "id"].astype(int).tolist()
-        spec, fingerprint = atlas.manifest["dataset"]["spec"], atlas.manifest["dataset"]["fingerprint"]
+        spec, fingerprint = atlas.manifest.dataset.spec, atlas.manifest.dataset.fingerprint
     else:
         dataset = load_dataset(data, model.transform)
         ids = list(range(len(dataset)))

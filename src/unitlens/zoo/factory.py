@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from unitlens.errors import BadInput, MissingFile, WeightsUnavailable
+from unitlens.registry import Registry
 from unitlens.runtime import on_meta, seeded
 from unitlens.zoo.checkpoint import CheckpointFit, load_fitting, load_strict, read_state_dict
 from unitlens.zoo.defaults import RANDOM_SEED
@@ -67,7 +68,8 @@ class LoadedModel:
 
 
 Loader = Callable[[str, bool, dict, bool], tuple[nn.Module, Transform, tuple[int, int, int]]]
-_LOADERS: dict[str, Loader] = {}
+SOURCES: Registry[Loader] = Registry("model source", "a model name is efficientnet_lite0|1|2, timm:<name>, "
+                                    "torchvision:<name>, a tagged timm name, or a saved module file")
 MODEL_OPTIONS = ("num_classes", "input_size")  # what may follow a model name after "?"
 
 
@@ -90,15 +92,10 @@ def split_options(name: str) -> tuple[str, dict[str, int]]:
 
 
 def register_source(prefix: str) -> Callable[[Loader], Loader]:
-    """Register a loader ``(rest, pretrained, options, meta)`` for names of the form ``<prefix>:<rest>``;
-    ``options`` holds the given ``MODEL_OPTIONS`` (no ``num_classes``: the architecture's own head); ``meta``: build
-    the architecture ``pretrained`` names on the meta device (``building``) and load no weights."""
-
-    def deco(fn: Loader) -> Loader:
-        _LOADERS[prefix] = fn
-        return fn
-
-    return deco
+    """Register a loader ``(rest, pretrained, options, meta)`` for names of the form ``<prefix>:<rest>`` in
+    ``SOURCES``; ``options`` holds the given ``MODEL_OPTIONS`` (no ``num_classes``: the architecture's own head);
+    ``meta``: build the architecture ``pretrained`` names on the meta device (``building``) and load no weights."""
+    return SOURCES.register(prefix)
 
 
 OFFLINE_MODELS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
@@ -252,6 +249,53 @@ def _load_saved_module(path: Path) -> tuple[nn.Module, Transform, tuple[int, int
     return model, transform, size
 
 
+IN_MEMORY = "in-memory"  # the weights of a module handed over in Python: no file or name rebuilds it
+
+
+def as_loaded_model(model: LoadedModel | nn.Module | str, transform: Transform | None = None,
+                    name: str | None = None) -> LoadedModel:
+    """The ``LoadedModel`` behind what a user hands to a step.
+
+    Parameters
+    ----------
+    model
+        A model name (as ``load_model`` takes it), a ``LoadedModel`` (returned as it is), or your own
+        ``nn.Module`` (put in eval mode).
+    transform
+        For an ``nn.Module``: what turns a PIL image into its input tensor. A timm module (one with a
+        ``pretrained_cfg``) may leave it out: timm's evaluation transform for the module is used.
+    name
+        For an ``nn.Module``: the name the atlas records (default: its class name).
+
+    Returns
+    -------
+    LoadedModel
+        The model, its transform and provenance. A module handed over in Python has the weights
+        ``"in-memory"``: its atlas records its weights hash, and the steps that run the model again (relevance,
+        audits, feature visualisations, basis fits, probes) need it passed again as ``model=``.
+    """
+    if isinstance(model, LoadedModel):
+        if transform is not None or name is not None:
+            raise BadInput("transform and name are for an nn.Module; a LoadedModel already has both")
+        return model
+    if isinstance(model, (str, Path)):
+        if transform is not None or name is not None:
+            raise BadInput(f"transform and name are for an nn.Module; '{model}' is a model name, which brings its "
+                           "own preprocessing (load_model(name) and replace .transform to change it)")
+        return load_model(str(model))
+    if not isinstance(model, nn.Module):
+        raise BadInput(f"a model is a name (efficientnet_lite0, timm:<name>, ...), a LoadedModel or an nn.Module, "
+                       f"not an object of type {type(model).__name__}")
+    size: tuple[int, int, int] = (3, 224, 224)
+    if transform is None:
+        if getattr(model, "pretrained_cfg", None) is None:
+            raise BadInput(f"{type(model).__name__} needs its preprocessing: pass transform= (a callable from a PIL "
+                           "image to the model's input tensor, e.g. a torchvision transforms.Compose)")
+        transform, size = _timm_transform(model, {})
+    return LoadedModel(name=name or type(model).__name__, model=model.eval(), transform=transform,
+                       weights=IN_MEMORY, input_size=size)
+
+
 MODEL_FILE_SUFFIXES = {".pt", ".pth", ".ts", ".jit", ".bin", ".pkl", ".ckpt", ".safetensors"}
 
 
@@ -286,10 +330,10 @@ def load_model(name: str, pretrained: bool = True, checkpoint: str | Path | None
         raise BadInput(f"num_classes must be at least 1, got {num_classes}")
     path = Path(name)
     prefix, _, rest = name.partition(":")
-    if prefix not in _LOADERS and path.is_dir():
+    if prefix not in SOURCES and path.is_dir():
         raise BadInput(f"{name} is a folder; give the file of a saved module (torch.save(model, 'model.pt')) "
                        "or a model name (efficientnet_lite0, timm:<name>, torchvision:<name>)")
-    if prefix not in _LOADERS and path.is_file():  # a path that exists is a saved module, whatever its suffix
+    if prefix not in SOURCES and path.is_file():  # a path that exists is a saved module, whatever its suffix
         if (checkpoint is not None and Path(checkpoint) != path) or num_classes is not None:
             raise BadInput(f"{name} is a saved module with its own weights and head; checkpoint and num_classes "
                            "apply to an architecture name (timm:<arch>, torchvision:<arch>)")
@@ -305,13 +349,13 @@ def load_model(name: str, pretrained: bool = True, checkpoint: str | Path | None
                            "given; give it once")
         arch["num_classes"] = num_classes
     prefix, rest = source_of(base)
-    if prefix not in _LOADERS:
+    if prefix not in SOURCES:
         raise BadInput(
             f"unknown model source '{prefix}' in '{name}'; use efficientnet_lite0|1|2, "
-            f"{', '.join(p + ':<name>' for p in _LOADERS if p != 'offline')}, or a saved module file"
+            f"{', '.join(p + ':<name>' for p in SOURCES.names() if p != 'offline')}, or a saved module file"
         )
     with seeded(seed):  # random parameters (random init, or what a checkpoint does not cover) are reproducible
-        model, transform, size = _LOADERS[prefix](rest, pretrained and checkpoint is None, arch, meta)
+        model, transform, size = SOURCES.get(prefix)(rest, pretrained and checkpoint is None, arch, meta)
     weights, fit = ("pretrained" if pretrained else "random"), None
     options: dict = {} if num_classes is None else {"num_classes": num_classes}
     if checkpoint is not None:
