@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from unitlens.atlas import Atlas
-from unitlens.lens import embed_atlas
+from unitlens.lens import embed_units
 from unitlens.lens.probes import TEMPLATES
 from unitlens.lens.store import LensStore
 from unitlens.probe.defaults import GOOD_AUC, HOLDOUT, PROBE_NAME, SEED
@@ -51,7 +51,7 @@ def lens_copy(atlas: Atlas, out: Path, backend: str, m: int, spatial: str) -> At
                tokens=cfg.tokens)
         shutil.copytree(atlas.derived_path("embeddings"), Atlas(out).derived_path("embeddings"), dirs_exist_ok=True)
         copy = Atlas(out)
-    embed_atlas(copy, backend, m=m, progress=True)
+    embed_units(copy, backend, m=m, progress=True)
     return copy
 
 

@@ -271,7 +271,7 @@ def explorer_atlases(tmp_path_factory) -> dict:
 
     from unitlens.audit import audit_class
     from unitlens.backends.base import BACKENDS
-    from unitlens.lens import embed_atlas, label, measures
+    from unitlens.lens import embed_units, label, measures
     from unitlens.mis import score_atlas
     from unitlens.relevance.store import write_result
     from unitlens.study import write_summary
@@ -289,7 +289,7 @@ def explorer_atlases(tmp_path_factory) -> dict:
             Image.fromarray(arr).save(data / name / f"{name}_{i}.png")
     a = colour_atlas(data, root / "a" / "demo")
     score_atlas(a, backend, n_tasks=5, k_expl=4, progress=False)
-    embed_atlas(a, backend, m=5, progress=False)
+    embed_units(a, backend, m=5, progress=False)
     label(a, ["red", "green", "blue", "grey"], backend=backend)
     measures(a, backend)
     rel = pd.DataFrame([{"layer": layer, "unit": u, "class_index": 0, "class_name": "red", "rel_mean": share,
@@ -301,7 +301,7 @@ def explorer_atlases(tmp_path_factory) -> dict:
     (a / "figures").mkdir()
     Image.new("RGB", (40, 20), (200, 220, 255)).save(a / "figures" / "mis_by_layer.png")
     b = colour_atlas(data, root / "b" / "demo", ("red", "green", "blue"))
-    embed_atlas(b, backend, m=5, progress=False)
+    embed_units(b, backend, m=5, progress=False)
     study = root / "studies" / "colours"
     (study / "atlases").mkdir(parents=True)
     shutil.copytree(a, study / "atlases" / "rgb-grey")

@@ -307,7 +307,7 @@ BACKENDS.register("basistest", lambda spec, device=None, **kw: MeanColour())
 
 
 def test_mis_lens_and_compare_work_on_a_derived_layer(atlas, base, tmp_path):
-    from unitlens.lens import embed_atlas, measures
+    from unitlens.lens import embed_units, measures
     from unitlens.mis import run_atlas
 
     model = base["model"]
@@ -318,13 +318,13 @@ def test_mis_lens_and_compare_work_on_a_derived_layer(atlas, base, tmp_path):
     run = run_atlas(atlas, "basistest", n_tasks=2, k_expl=2, progress=False)
     scored = run.frame.groupby("layer")["status"].apply(lambda s: (s == "scored").sum())
     assert scored["conv::sae"] > 0 and scored["conv::rnd"] == 6
-    emb = embed_atlas(atlas, MeanColour(), m=3, progress=False)
+    emb = embed_units(atlas, MeanColour(), m=3, progress=False)
     assert {"conv::sae", "conv::rnd"} <= set(emb.embedded)
     theta = emb.store.read_layer("conv::rnd").theta
     assert theta.shape == (6, 4)
     # activation crops: derived layers keep whole images with a note; the model layers are cropped as before
     with pytest.warns(UserWarning, match="derived layers have no activation maps"):
-        cropped = embed_atlas(atlas, MeanColour(), m=3, crop="activation", layers=["conv", "conv::rnd"],
+        cropped = embed_units(atlas, MeanColour(), m=3, crop="activation", layers=["conv", "conv::rnd"],
                               model=model, force=True, progress=False)
     assert bool(cropped.store.read_layer("conv").has_box.any())
     assert any("derived layers have no activation maps" in n for n in cropped.notes)
@@ -432,7 +432,7 @@ def test_record_resumes_after_an_interruption(atlas, base, monkeypatch):
 # ---------------------------------------------------------------------------------------------- replacing a basis
 def _derive_everything(atlas, model) -> None:
     """Two recorded bases of conv with MIS scores, lens vectors (and LanceDB tables), lens measures and labels."""
-    from unitlens.lens import embed_atlas, label, measures
+    from unitlens.lens import embed_units, label, measures
     from unitlens.lens.probes import Probe
     from unitlens.mis import run_atlas
 
@@ -440,7 +440,7 @@ def _derive_everything(atlas, model) -> None:
     fit_basis(atlas, "conv", "pca", BasisOptions(kind="pca"), model=model, progress=False)
     record_bases(atlas, ["rnd", "pca"], model=model, progress=False)
     run_atlas(atlas, "basistest", n_tasks=2, k_expl=2, progress=False)
-    embed_atlas(atlas, MeanColour(), m=3, progress=False)
+    embed_units(atlas, MeanColour(), m=3, progress=False)
     measures(atlas, "basistest")
     probes = [Probe(name, "image", F.normalize(torch.tensor(v), dim=0)) for name, v in
               (("reddish", [1.0, 0.2, 0.2, 0.5]), ("bluish", [0.2, 0.2, 1.0, 0.5]))]
@@ -579,7 +579,7 @@ def test_damage_is_named_with_the_command_that_redoes_just_that_file(atlas, base
     those commands makes the atlas whole again."""
     from unitlens.atlas.verify import verify_atlas
     from unitlens.cli import app
-    from unitlens.lens import embed_atlas, measures
+    from unitlens.lens import embed_units, measures
     from unitlens.lens.store import LensStore
 
     monkeypatch.setattr(Atlas, "load_model", lambda self: base["model"])
@@ -618,7 +618,7 @@ def test_damage_is_named_with_the_command_that_redoes_just_that_file(atlas, base
     assert "conv::rnd" in Atlas(atlas.path).derived_layers and set(verify_atlas(atlas.path).errors["file"]) == \
         set(advice)
     # the named commands redo just those files, and the atlas is whole again
-    embed_atlas(atlas, MeanColour(), m=3, layers=["proj"], force=True, progress=False)
+    embed_units(atlas, MeanColour(), m=3, layers=["proj"], force=True, progress=False)
     measures(atlas, "basistest")
     fit_basis(atlas, "conv", "rnd", kind="random", seed=1, model=base["model"], force=True, progress=False)
     record_bases(atlas, ["conv::pca"], model=base["model"], force=True, progress=False)

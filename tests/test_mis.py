@@ -608,7 +608,7 @@ def test_mis_with_a_pairwise_backend_equals_the_loop_and_keeps_its_matrix(tmp_pa
 
 def test_pairwise_backends_in_the_cli_and_where_only_embeddings_work(tmp_path, monkeypatch):
     from unitlens.backends import NotEmbeddable
-    from unitlens.lens import embed_atlas
+    from unitlens.lens import embed_units
 
     BACKENDS.register("colourpairs", lambda spec, device=None, **kw: ColourDistance(device))
     atlas = _colour_atlas(tmp_path, 60)
@@ -620,7 +620,7 @@ def test_pairwise_backends_in_the_cli_and_where_only_embeddings_work(tmp_path, m
     assert out.exit_code == 0, out.output
     assert "pairs compared" in out.output and "newly embedded" not in out.output
     with pytest.raises(NotEmbeddable, match=r"the lens .*offline-vl.*unitlens mis ATLAS --backend colourpairs"):
-        embed_atlas(atlas, ColourDistance(), progress=False)
+        embed_units(atlas, ColourDistance(), progress=False)
     assert not atlas.derived_path("lens").exists()  # refused before a store was made
 
 

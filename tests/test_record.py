@@ -304,9 +304,9 @@ def test_record_counts_nonfinite_units_apart_from_constant_ones(random_images, t
 
     status = unit_status(result.atlas.units()).to_numpy()
     assert list(status[-5:]) == ["scored", "nonfinite", "constant", "nonfinite", "scored"]
-    from unitlens.lens import embed_atlas
+    from unitlens.lens import embed_units
 
-    store = embed_atlas(result.atlas, ColourBackend(), m=3, layers=["conv"], progress=False).store
+    store = embed_units(result.atlas, ColourBackend(), m=3, layers=["conv"], progress=False).store
     assert store.read_layer("conv").constant.tolist() == [False, True, True, True, False]  # the lens leaves them out
 
 
@@ -552,9 +552,9 @@ def test_a_plain_module_records_as_its_loaded_model_and_says_what_needs_it_again
                    **kw).atlas
     a, b = wrapped.exemplars("conv"), plain.exemplars("conv")
     assert torch.equal(a.top_ids, b.top_ids) and torch.equal(a.bottom_vals, b.bottom_vals)
-    cfg = plain.manifest["config"]
-    assert cfg["model"] == "ExactNet" and cfg["weights"] == "in-memory"
-    assert cfg["weights_hash"] == exact_model.weights_hash()
+    cfg = plain.manifest.config
+    assert cfg.model == "ExactNet" and cfg.weights == "in-memory"
+    assert cfg.weights_hash == exact_model.weights_hash()
     with pytest.raises(AtlasError, match=r"handed over in Python.*model=as_loaded_model\(module, transform\)"):
         plain.load_model()
     with pytest.raises(BadInput, match="needs its preprocessing: pass transform="):

@@ -47,8 +47,10 @@ if TYPE_CHECKING:
     from unitlens.featviz.render import visualize
     from unitlens.featviz.run import featviz_atlas
     from unitlens.featviz.scoring import score_featviz
-    from unitlens.lens.embed import embed_atlas
-    from unitlens.lens.lens import Lens
+    from unitlens.lens.embed import embed_units
+    from unitlens.lens.figures import plot_lens
+    from unitlens.lens.lens import Lens, LensUnit
+    from unitlens.lens.options import CompareOptions, EmbedOptions, LensPlotOptions, MeasuresOptions, SearchOptions
     from unitlens.lens.unit_measures import clarity, polysemanticity, redundancy
     from unitlens.mis.scoring import load_scores, mis_from_margins, score_atlas, score_embeddings
     from unitlens.mis.tasks import Tasks, build_tasks
@@ -83,6 +85,8 @@ __all__ = [
     "BasisCompareOptions",
     "BasisOptions",
     "BasisRecordOptions",
+    "CompareOptions",
+    "EmbedOptions",
     "EvaluationOptions",
     "FeatvizOptions",
     "GraphOptions",
@@ -92,8 +96,11 @@ __all__ = [
     "LabelStore",
     "LayerInfo",
     "Lens",
+    "LensPlotOptions",
+    "LensUnit",
     "LoadedModel",
     "Manifest",
+    "MeasuresOptions",
     "ModelOptions",
     "PredictedOptions",
     "ProbeOptions",
@@ -102,6 +109,7 @@ __all__ = [
     "RecordResult",
     "RelevanceOptions",
     "ReportOptions",
+    "SearchOptions",
     "ServeOptions",
     "Study",
     "Tasks",
@@ -115,7 +123,7 @@ __all__ = [
     "clarity",
     "class_relevance",
     "compare_bases",
-    "embed_atlas",
+    "embed_units",
     "enumerate_units",
     "evaluate_labels",
     "featviz_atlas",
@@ -132,6 +140,7 @@ __all__ = [
     "plot_basis_comparison",
     "plot_featviz",
     "plot_flagged_units",
+    "plot_lens",
     "plot_mis",
     "plot_study",
     "polysemanticity",
@@ -184,8 +193,15 @@ __getattr__, __dir__ = lazy_exports(
         "build_tasks": "unitlens.mis.tasks",
         "plot_mis": "unitlens.report.mis_plots",
         # SemanticLens
+        "CompareOptions": "unitlens.lens.options",
+        "EmbedOptions": "unitlens.lens.options",
+        "LensPlotOptions": "unitlens.lens.options",
+        "MeasuresOptions": "unitlens.lens.options",
+        "SearchOptions": "unitlens.lens.options",
         "Lens": "unitlens.lens.lens",
-        "embed_atlas": "unitlens.lens.embed",
+        "LensUnit": "unitlens.lens.lens",
+        "embed_units": "unitlens.lens.embed",
+        "plot_lens": "unitlens.lens.figures",
         "clarity": "unitlens.lens.unit_measures",
         "polysemanticity": "unitlens.lens.unit_measures",
         "redundancy": "unitlens.lens.unit_measures",

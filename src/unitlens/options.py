@@ -277,12 +277,14 @@ def describe_rows(cls: type[Options]) -> list[dict[str, str]]:
             for s in _specs(cls)]
 
 
-def describe(cls: type[Options]) -> str:
-    """A numpydoc ``Options`` section of the class's fields (appended to the docstrings of the functions that
-    take them)."""
+def describe(cls: type[Options], skip: Sequence[str] = ()) -> str:
+    """A numpydoc ``Options`` section of the class's fields but ``skip`` (appended to the docstrings of the
+    functions that take them)."""
     lines = ["Options", "-------",
              f"Keyword arguments, or ``options={cls.__name__}(...)`` (keyword arguments override its fields):", ""]
     for s in _specs(cls):
+        if s.name in skip:
+            continue
         lines.append(f"{s.name} : {_type_name(s.type)}, default {s.default!r}")
         lines.append(f"    {s.help}")
     return "\n".join(lines)
@@ -296,16 +298,17 @@ def _type_name(tp: Any) -> str:
     return "None" if tp is type(None) else getattr(tp, "__name__", str(tp))
 
 
-def takes_options(cls: type[Options]) -> Callable[[F], F]:
+def takes_options(cls: type[Options], skip: Sequence[str] = ()) -> Callable[[F], F]:
     """Decorate a function whose parameter ``options`` is a ``cls``: callers may also pass any of its fields as
-    keyword arguments (they override ``options``). The function's signature and docstring list every option.
+    keyword arguments (they override ``options``). The function's signature and docstring list every option but
+    those in ``skip`` (fields the function sets itself, such as the backend of a ``Lens``: not keywords).
     """
 
     def decorate(fn: F) -> F:
         sig = inspect.signature(fn)
         if "options" not in sig.parameters:
             raise TypeError(f"{fn.__qualname__} has no parameter 'options'")
-        names = {s.name for s in _specs(cls)}
+        names = {s.name for s in _specs(cls)} - set(skip)
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -321,11 +324,11 @@ def takes_options(cls: type[Options]) -> Callable[[F], F]:
         params = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
         taken = {p.name for p in params}
         extra = [inspect.Parameter(s.name, inspect.Parameter.KEYWORD_ONLY, default=s.default, annotation=s.type)
-                 for s in _specs(cls) if s.name not in taken]
+                 for s in _specs(cls) if s.name not in taken and s.name in names]
         positional = [p for p in params if p.kind is not inspect.Parameter.KEYWORD_ONLY]
         keyword = [p for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
         wrapper.__signature__ = sig.replace(parameters=positional + keyword + extra)  # type: ignore[attr-defined]
-        wrapper.__doc__ = (inspect.cleandoc(fn.__doc__ or "") + "\n\n" + describe(cls)).strip()
+        wrapper.__doc__ = (inspect.cleandoc(fn.__doc__ or "") + "\n\n" + describe(cls, skip)).strip()
         wrapper.options_class = cls  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]
 

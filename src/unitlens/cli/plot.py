@@ -9,10 +9,10 @@ from typing import List, Optional
 
 import typer
 
-from unitlens.cli.common import failing_cleanly, group, say, split_list
+from unitlens.cli.common import failing_cleanly, group, inputs, say
 from unitlens.cli.options import options_command
 from unitlens.featviz.options import FeatvizPlotOptions
-from unitlens.lens.defaults import CARD_EXEMPLARS, CARDS, PROJECTION
+from unitlens.lens.options import LensPlotOptions
 from unitlens.report.options import MISPlotOptions
 from unitlens.study.figure_options import StudyPlotOptions
 
@@ -42,28 +42,22 @@ def mis(
 
 
 @app.command("lens")
+@inputs("out", "text", "image")
+@options_command
 def lens(
     atlas: Path = typer.Argument(..., help="Embedded atlas folder."),
     out: Path = typer.Option(..., help="Folder to write the PNG files to."),
-    layer: Optional[str] = typer.Option(None, help="Layer to map (default: the last embedded layer)."),
-    backend: Optional[str] = typer.Option(None, help="Which embedding (needed when the atlas has several)."),
-    color: str = typer.Option("label", help="label (from unitlens lens label) or probe (needs --text/--image)."),
     text: Optional[str] = typer.Option(None, help="Text probe to colour by."),
     image: Optional[List[Path]] = typer.Option(None, "--image", help="Probe image/folder to colour by (repeatable)."),
-    projection: str = typer.Option(PROJECTION, help="umap or pca."),
-    cards: int = typer.Option(CARDS, help="Unit cards to draw: the units best aligned with the probe, else the "
-                                      "best-aligned labelled units, else the first units."),
-    units: Optional[str] = typer.Option(None, help="Comma-separated unit indices for cards (overrides --cards)."),
-    exemplars: int = typer.Option(CARD_EXEMPLARS, help="Exemplars per unit card."),
+    *,
+    options: LensPlotOptions,
 ) -> None:
     """Map of θ for a layer (UMAP/PCA, coloured by label or probe alignment) and unit cards, as PNGs."""
     from unitlens.lens.figures import plot_lens
 
     with failing_cleanly():
-        chosen = [int(u) for u in split_list(units) or []] if units else None
-        paths = plot_lens(atlas, out, layer=layer, backend=backend, color=color, text=text, images=image or None,
-                          projection=projection, n_cards=cards, units=chosen, n_exemplars=exemplars)
-    for p in paths:
+        figures = plot_lens(atlas, options, text=text, images=image or None, out=out)
+    for p in figures.paths:
         say(str(p))
 
 

@@ -4,10 +4,11 @@ The file names the data, the layer selection, the steps and their options at the
 table per model; an entry overrides any top-level key (step tables are merged key by key). An entry's
 ``checkpoints`` glob expands to one entry per file in natural order (``epoch_2`` before ``epoch_10``). Step tables
 take the keyword arguments of the API functions behind the steps, checked against their signatures:
-``[record]`` -> ``unitlens.recording.record``, ``[mis]`` -> ``unitlens.mis.run_atlas``, ``[lens]`` ->
-``unitlens.lens.embed_atlas`` and ``unitlens.lens.measures``, ``[featviz]`` -> ``unitlens.featviz.featviz_atlas``
-(its ``layers`` are needed) and ``unitlens.featviz.score_featviz``. Paths (data folders, checkpoints, accuracy folders)
-are relative to the folder the command runs in, like the CLI's options, and are stored resolved.
+``[record]`` -> ``unitlens.recording.record``, ``[mis]`` -> ``unitlens.mis.run_atlas``, ``[featviz]`` ->
+``unitlens.featviz.featviz_atlas`` (its ``layers`` are needed) and ``unitlens.featviz.score_featviz``; ``[lens]``
+takes the options of ``unitlens.lens.embed_units`` and ``unitlens.lens.measures`` (``LensStepOptions``). Paths
+(data folders, checkpoints, accuracy folders) are relative to the folder the command runs in, like the CLI's
+options, and are stored resolved.
 
 Accuracy (the model's classification accuracy, for MIS-vs-accuracy figures) is ``accuracy = 0.75`` (given),
 ``accuracy = "sidecar"`` (the ``accuracy`` of the checkpoint's JSON sidecar, ``epoch_03.pt`` -> ``epoch_03.json``;
@@ -27,6 +28,7 @@ from typing import Any
 
 from unitlens.atlas.files import safe_name
 from unitlens.errors import BadInput, MissingFile
+from unitlens.options import Options, OptionSpec
 from unitlens.study.defaults import DEFAULT_STEPS, SHARE_EMBEDDINGS, STEPS, THREADS
 
 try:
@@ -125,25 +127,32 @@ def natural_key(text: str) -> list:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text)]
 
 
-def step_parameters() -> dict[str, dict[str, inspect.Parameter]]:
-    """The keyword arguments a study file may give each step: the API functions' parameters the runner leaves free."""
+def step_parameters() -> dict[str, dict[str, Any]]:
+    """The keyword arguments a study file may give each step: the API functions' parameters, or the fields of the
+    step's options class (``step_options``), that the runner leaves free."""
     from unitlens.featviz.run import featviz_atlas
     from unitlens.featviz.scoring import score_featviz
-    from unitlens.lens.analysis import measures
-    from unitlens.lens.embed import embed_atlas
     from unitlens.mis.scoring import run_atlas
     from unitlens.recording.run import record
 
-    found: dict[str, dict[str, inspect.Parameter]] = {"record": {}, "mis": {}, "lens": {}, "featviz": {}}
+    found: dict[str, dict[str, Any]] = {"record": {}, "mis": {}, "lens": {}, "featviz": {}}
+    for step, cls in step_options().items():
+        found[step] = {spec.name: spec for spec in cls.specs() if spec.name not in RUNNER_SET[step]}
     steps: tuple[tuple[str, list[Callable[..., Any]]], ...] = (
-        ("record", [record]), ("mis", [run_atlas]), ("lens", [embed_atlas, measures]),
-        ("featviz", [featviz_atlas, score_featviz]))
+        ("record", [record]), ("mis", [run_atlas]), ("featviz", [featviz_atlas, score_featviz]))
     for step, fns in steps:
         for fn in fns:
             for name, param in inspect.signature(fn).parameters.items():
                 if name not in RUNNER_SET[step]:
                     found[step].setdefault(name, param)
     return found
+
+
+def step_options() -> dict[str, type[Options]]:
+    """The steps whose table is checked by an options class (its ``from_mapping``: types, choices, bounds)."""
+    from unitlens.lens.options import LensStepOptions
+
+    return {"lens": LensStepOptions}
 
 
 def _fits(value: Any, default: Any) -> bool:
@@ -176,10 +185,15 @@ def _check_options(where: str, table_name: str, table: Any, params: dict[str, in
                 if key in OVERRIDABLE or key in TOP_KEYS else ""
             raise BadInput(f"{where}: unknown option '{key}'{hint}; valid options are {', '.join(sorted(params))} "
                            "(dashes as underscores)")
+        if isinstance(params[key], OptionSpec):
+            continue  # the whole table is checked by its options class below
         default = params[key].default
         if not _fits(value, default):
             kind = next(text for kind, text in _KINDS.items() if isinstance(default, kind))
             raise BadInput(f"{where}: option '{key}' = {value!r} should be {kind} like its default {default!r}")
+    options_class = step_options().get(table_name.rpartition(".")[2])
+    if options_class is not None:
+        options_class.from_mapping(table, where)
     return dict(table)
 
 

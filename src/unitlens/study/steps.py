@@ -12,7 +12,6 @@ again (``force``), MIS drops its earlier scores of the backends involved, the le
 """
 from __future__ import annotations
 
-import inspect
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -237,11 +236,9 @@ def _mis(task: Task, entries: list[Entry]) -> list[dict]:
 def _lens(task: Task, entries: list[Entry]) -> list[dict]:
     from unitlens.lens.analysis import METRICS, measures
     from unitlens.lens.defaults import DEFAULT_LENS_BACKEND
-    from unitlens.lens.embed import embed_atlas
+    from unitlens.lens.embed import embed_units
+    from unitlens.lens.options import LensStepOptions
     from unitlens.lens.store import LensStore
-
-    embed_keys = set(inspect.signature(embed_atlas).parameters)
-    measure_keys = set(inspect.signature(measures).parameters)
 
     def work(entry: Entry) -> dict:
         with entry_backend(task, entry, "lens", DEFAULT_LENS_BACKEND) as (atlas, backend, options):
@@ -250,10 +247,9 @@ def _lens(task: Task, entries: list[Entry]) -> list[dict]:
                 if atlas.backend_path("lens", name).is_dir():
                     store = LensStore(atlas, name)
                     store.reset(store.weights_id)
-            embedded = embed_atlas(atlas, backend, progress=task.progress,
-                                   **{k: v for k, v in options.items() if k in embed_keys})
-            measured = measures(atlas, backend=backend.name,
-                                **{k: v for k, v in options.items() if k in measure_keys})
+            chosen = LensStepOptions.from_mapping(options)
+            embedded = embed_units(atlas, backend, chosen.embed_options(), progress=task.progress)
+            measured = measures(atlas, backend.name, chosen.measures_options())
         return {"backend": backend.name, "embedded": len(embedded.embedded), "layers": int(len(measured.layers))}
 
     return each_entry("lens", entries, work)
