@@ -118,3 +118,16 @@ def test_every_derived_result_is_specified_in_the_atlas_format(name):
     entry = DERIVED.get(name)
     assert entry.name == name and entry.depends_on in ("exemplars", "images", "content")
     assert entry.path in (DOCS / "formats" / "atlas.md").read_text(), f"{entry.path} is missing from the atlas format"
+
+
+@pytest.mark.parametrize("mode", __import__("unitlens.lens.crops", fromlist=["CROP_MODES"]).CROP_MODES.names())
+def test_every_crop_mode_crops_and_is_documented(mode):
+    """Each crop mode resolves to its function (the lazy relevance mode by importing its module) and the lens
+    guide names it; an unknown mode names the known ones."""
+    from unitlens.errors import BadInput
+    from unitlens.lens.crops import CROP_MODES
+
+    assert callable(CROP_MODES.get(mode))
+    assert f"`{mode}`" in (DOCS / "guide" / "lens.md").read_text(), f"crop mode {mode} is not in the lens guide"
+    with pytest.raises(BadInput, match=f"unknown crop mode '{mode}x'.*known: .*{mode}"):
+        CROP_MODES.get(mode + "x")
