@@ -137,3 +137,20 @@ def test_every_generated_cli_option_matches_its_field():
                     o for f in cli_flags(spec) for o in f.split("/")), (path, spec.name)
                 checked += 1
     assert checked >= 30
+
+
+INPUTS = {("mis", "score"): {"atlas"}, ("mis", "calibrate"): {"atlas", "human"}, ("mis", "ceiling"): {"human"},
+          ("study", "run"): {"study_file", "entries", "out"}, ("study", "plan"): {"study_file"}}
+DISPLAY = {"fmt", "table", "verbose"}  # the shared display options of cli/common.py
+
+
+@pytest.mark.parametrize("path", sorted(INPUTS))
+def test_mis_and_study_commands_take_only_generated_inputs_and_display_options(path):
+    """Every option of these commands is a field of an options class, one of its inputs, or a shared display
+    option: no option is written by hand beside the options classes."""
+    commands = dict(_commands(get_command(app)))
+    cmd = commands[path]
+    groups = cmd.callback.options_groups
+    fields = {s.name for cls in groups.values() for s in cls.specs()}
+    names = {p.name for p in cmd.params}
+    assert groups and names - fields - DISPLAY - {"help"} == INPUTS[path]
