@@ -353,7 +353,7 @@ def test_worker_processes_give_the_same_study(tmp_path, images, reference):
     every step runs on the study's thread count, in every executor."""
     ref_out, _ = reference
     path = write_study(tmp_path, study_text(images))
-    with pytest.raises(BadInput, match=r"cpus_per_task \(--cpus-per-task\) is what each Ray task asks for .*threads = N"):
+    with pytest.raises(BadInput, match=r"\(--cpus-per-task\) is what each Ray task asks for .*threads = N"):
         run_study(path, tmp_path / "out", jobs=2, cpus_per_task=1, progress=False)  # it would not set the threads
     run = run_study(path, tmp_path / "out", jobs=2, progress=False)
     assert run.ok, run.failed

@@ -196,7 +196,8 @@ def calibrate_command(
 
     with failing_cleanly():
         scores = _read_human(human)
-        run = score_mis(atlas, mis, layers=sorted(scores["layer"].unique()), write=False, keep_margins=True)
+        run = score_mis(atlas, mis.replace(layers=sorted(scores["layer"].unique()), write=False),
+                        keep_margins=True)
         fit = fit_tau(margins_frame(run), scores, fraction=calibration.fraction, seed=calibration.seed)
     print_frame(pd.DataFrame([fit.as_dict()]), title=f"tau fitted on {fit.n_fit} units, evaluated on {fit.n_eval}",
                 name="fit")

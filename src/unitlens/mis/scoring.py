@@ -33,7 +33,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from unitlens.atlas import Atlas
 from unitlens.atlas.lock import check_writable
 from unitlens.backends import EmbeddingCache, PairwiseMatrix, as_backend
-from unitlens.backends.base import Backend
+from unitlens.backends.base import Backend, PairwiseBackend
 from unitlens.errors import BadInput, NotComputed
 from unitlens.mis.defaults import TAU
 from unitlens.mis.options import MISOptions
@@ -398,7 +398,7 @@ def score_mis(atlas: Atlas | str | Path, options: MISOptions | None = None, *, b
             table = cache.get(ids, progress=progress) if len(ids) else torch.zeros(0, getattr(backend, "dim", 1))
             hits, misses = cache.hits - hits0, cache.misses - misses0
         else:  # a perceptual distance on image pairs: the (n, n) matrix of every pair of the images the tasks use
-            matrix = PairwiseMatrix(atlas, backend)
+            matrix = PairwiseMatrix(atlas, cast(PairwiseBackend, backend))
             table = matrix.get(ids, progress=progress)  # the similarity matrix replaces the embedding table
             hits, misses, pairs = matrix.stored, len(ids) - matrix.stored, matrix.pairs
         t2 = time.perf_counter()

@@ -91,11 +91,12 @@ def _record(task: Task, entries: list[Entry], report: Callable[[list[dict]], Non
     a full pass runs (and its models are let go) before the next model loads."""
     from unitlens.recording import record, record_many
     from unitlens.recording.many import estimate_bytes
+    from unitlens.recording.options import RecordOptions
 
     folder = StudyFolder(task.study)
     # the runner groups entries that redo their record apart from those that resume it
     options = {**entries[0].options.get("record", {}), "force": bool(task.redo)}
-    (chosen,) = step_options("record", options)
+    chosen = RecordOptions.from_mapping(options)
     k, merge_every = chosen.k, chosen.merge_every
     results: dict[str, dict] = {}
 
@@ -223,10 +224,11 @@ def replaced_backends(task: Task, entry: Entry, backend) -> set[str]:
 
 def _mis(task: Task, entries: list[Entry]) -> list[dict]:
     from unitlens.mis.defaults import BACKEND
+    from unitlens.mis.options import MISOptions
     from unitlens.mis.scoring import METRIC, METRIC_ACCURACY, score_mis
 
     def work(entry: Entry) -> dict:
-        (options,) = step_options("mis", entry.options.get("mis", {}))
+        options = MISOptions.from_mapping(entry.options.get("mis", {}))
         with entry_backend(task, entry, "mis", BACKEND) as (atlas, backend, _):
             for name in replaced_backends(task, entry, backend):
                 atlas.drop_scores((METRIC, METRIC_ACCURACY), name)
@@ -265,13 +267,16 @@ def _featviz(task: Task, entries: list[Entry]) -> list[dict]:
     """Feature visualisations of the entry's atlas (``[featviz]`` layers, units, steps, ...), then their MIS with
     the mis step's backend (unless ``[featviz]`` names another)."""
     from unitlens.featviz.defaults import METRIC, METRIC_ACCURACY
+    from unitlens.featviz.options import FeatvizOptions
     from unitlens.featviz.run import featviz_atlas
     from unitlens.featviz.scoring import score_featviz
     from unitlens.mis.defaults import BACKEND
+    from unitlens.mis.options import MISOptions
 
     def work(entry: Entry) -> dict:
         default = entry.options.get("mis", {}).get("backend", BACKEND)
         visualise, scoring = step_options("featviz", entry.options.get("featviz", {}))
+        assert isinstance(visualise, FeatvizOptions) and isinstance(scoring, MISOptions)
         if entry.name in task.redo:  # the images too: made from other inputs
             visualise = visualise.replace(force=True)
         with entry_backend(task, entry, "featviz", default) as (atlas, backend, _):

@@ -67,7 +67,7 @@ class Study:
 
         entries = self.entries
         statuses = [e.status for e in entries]
-        facts = {"folder": self.path, "entries": len(entries),
+        facts: dict[str, object] = {"folder": self.path, "entries": len(entries),
                  **{s: statuses.count(s) for s in ("done", "running", "pending", "failed") if s in statuses}}
         rows = pd.DataFrame([{"entry": e.name, "model": e.entry.model, "checkpoint": e.entry.checkpoint or "",
                               "status": e.status,
