@@ -9,7 +9,7 @@ from torch import nn
 
 from unitlens.atlas import Atlas
 from unitlens.data import load_dataset
-from unitlens.errors import AtlasError
+from unitlens.errors import AtlasError, BadInput
 from unitlens.recording import LayerState, record
 from unitlens.recording.reduce import reduce_output
 from unitlens.recording.state import decode, encode, rank_ids, tie_rank
@@ -540,3 +540,24 @@ def test_windows_unfold_per_image_and_channel_dims_follow_the_declared_width():
     assert channel_dim_of(torch.zeros(2, 6, 4, 6), 1, 6) == 1
     # a user-named module (0: unknown) of a Swin block: (B, H, W, C) with square H, W
     assert channel_dim_of(torch.zeros(2, 8, 8, 16), 0) == -1 and channel_dim_of(torch.zeros(2, 16, 8, 8), 0) == 1
+
+
+def test_a_plain_module_records_as_its_loaded_model_and_says_what_needs_it_again(exact_model, random_images,
+                                                                                  tmp_path):
+    """``record`` takes an ``nn.Module`` with its transform: the atlas equals the one of the same module wrapped by
+    hand, it records the weights hash, and loading the model back names what to pass instead."""
+    kw = dict(k=6, progress=False, num_workers=0)
+    wrapped = record(exact_model, str(random_images), tmp_path / "wrapped", ["conv"], **kw).atlas
+    plain = record(exact_model.model, str(random_images), tmp_path / "plain", ["conv"], transform=to_int_tensor,
+                   **kw).atlas
+    a, b = wrapped.exemplars("conv"), plain.exemplars("conv")
+    assert torch.equal(a.top_ids, b.top_ids) and torch.equal(a.bottom_vals, b.bottom_vals)
+    cfg = plain.manifest["config"]
+    assert cfg["model"] == "ExactNet" and cfg["weights"] == "in-memory"
+    assert cfg["weights_hash"] == exact_model.weights_hash()
+    with pytest.raises(AtlasError, match=r"handed over in Python.*model=as_loaded_model\(module, transform\)"):
+        plain.load_model()
+    with pytest.raises(BadInput, match="needs its preprocessing: pass transform="):
+        record(exact_model.model, str(random_images), tmp_path / "x", ["conv"], **kw)
+    with pytest.raises(BadInput, match="not an object of type int"):
+        record(3, str(random_images), tmp_path / "x", ["conv"], **kw)

@@ -1,8 +1,15 @@
 """unitlens: measure and explain every unit of a vision model without humans.
 
-The main entries are re-exported here and imported on first use (``import unitlens`` loads no torch)::
+``import unitlens as ul`` gives the whole workflow; each name is imported on first use (``import unitlens``
+loads no torch), and a name whose optional extra is missing says which extra to install::
 
-    from unitlens import Atlas, enumerate_units, load_dataset, load_model, record
+    import unitlens as ul
+
+    atlas = ul.record("efficientnet_lite0", "demo", "atlas/lite0", layers=["blocks.6.*"]).atlas
+    scores = ul.score_atlas(atlas)             # MIS of every unit
+    atlas.unit("blocks.6.0.conv_pwl", 3)       # a unit's page in a notebook
+
+The groups below are those of the API reference (docs/reference/api.md).
 """
 
 from __future__ import annotations
@@ -14,33 +21,160 @@ from unitlens.runtime import lazy_exports
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from unitlens.atlas import Atlas
-    from unitlens.data import ImageDataset, load_dataset
+    from unitlens.atlas.atlas import Atlas
+    from unitlens.atlas.labels import LabelStore
+    from unitlens.atlas.unit import Unit
+    from unitlens.audit.alignment import audit
+    from unitlens.basis.compare import compare_bases
+    from unitlens.basis.figures import plot_basis_comparison
+    from unitlens.basis.fit import fit_basis
+    from unitlens.basis.options import BasisCompareOptions, BasisOptions, BasisRecordOptions
+    from unitlens.basis.recording import record_bases
+    from unitlens.data.datasets import ImageDataset, load_dataset
     from unitlens.errors import UnitlensError
-    from unitlens.recording import record
-    from unitlens.zoo import LayerInfo, enumerate_units, load_model
+    from unitlens.explorer.server import serve
+    from unitlens.explorer.static_site import write_report
+    from unitlens.featviz.options import FeatvizOptions
+    from unitlens.featviz.render import visualize
+    from unitlens.featviz.run import featviz_atlas
+    from unitlens.featviz.scoring import score_featviz
+    from unitlens.lens.embed import embed_atlas
+    from unitlens.lens.lens import Lens
+    from unitlens.lens.unit_measures import clarity, polysemanticity, redundancy
+    from unitlens.mis.scoring import load_scores, mis_from_margins, score_atlas, score_embeddings
+    from unitlens.mis.tasks import Tasks, build_tasks
+    from unitlens.probe.activations import record_probe
+    from unitlens.probe.faithfulness import evaluate_labels
+    from unitlens.probe.labelling import label_units
+    from unitlens.probe.options import EvaluationOptions, LabelOptions, ProbeOptions
+    from unitlens.recording.folder import RecordResult
+    from unitlens.recording.many import record_many
+    from unitlens.recording.options import RecordOptions
+    from unitlens.recording.run import record
+    from unitlens.relevance.class_relevance import compute_relevance
+    from unitlens.study.plan import plan_study
+    from unitlens.study.runner import run_study
+    from unitlens.study.study import Study
+    from unitlens.zoo.factory import LoadedModel, as_loaded_model, load_model
+    from unitlens.zoo.options import ModelOptions
+    from unitlens.zoo.units import LayerInfo, enumerate_units
 
 __all__ = [
     "Atlas",
+    "BasisCompareOptions",
+    "BasisOptions",
+    "BasisRecordOptions",
+    "EvaluationOptions",
+    "FeatvizOptions",
     "ImageDataset",
+    "LabelOptions",
+    "LabelStore",
     "LayerInfo",
+    "Lens",
+    "LoadedModel",
+    "ModelOptions",
+    "ProbeOptions",
+    "RecordOptions",
+    "RecordResult",
+    "Study",
+    "Tasks",
+    "Unit",
     "UnitlensError",
+    "as_loaded_model",
+    "audit",
+    "build_tasks",
+    "clarity",
+    "compare_bases",
+    "compute_relevance",
+    "embed_atlas",
     "enumerate_units",
+    "evaluate_labels",
+    "featviz_atlas",
+    "fit_basis",
+    "label_units",
     "load_dataset",
     "load_model",
+    "load_scores",
+    "mis_from_margins",
+    "plan_study",
+    "plot_basis_comparison",
+    "polysemanticity",
     "record",
+    "record_bases",
+    "record_many",
+    "record_probe",
+    "redundancy",
+    "run_study",
+    "score_atlas",
+    "score_embeddings",
+    "score_featviz",
+    "serve",
+    "visualize",
+    "write_report",
 ]
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
-        "Atlas": "unitlens.atlas",
-        "ImageDataset": "unitlens.data",
-        "LayerInfo": "unitlens.zoo",
+        # Models and data
+        "LoadedModel": "unitlens.zoo.factory",
+        "as_loaded_model": "unitlens.zoo.factory",
+        "load_model": "unitlens.zoo.factory",
+        "ModelOptions": "unitlens.zoo.options",
+        "LayerInfo": "unitlens.zoo.units",
+        "enumerate_units": "unitlens.zoo.units",
+        "ImageDataset": "unitlens.data.datasets",
+        "load_dataset": "unitlens.data.datasets",
+        # The record pass and the atlas
+        "RecordOptions": "unitlens.recording.options",
+        "RecordResult": "unitlens.recording.folder",
+        "record": "unitlens.recording.run",
+        "record_many": "unitlens.recording.many",
+        "Atlas": "unitlens.atlas.atlas",
+        "Unit": "unitlens.atlas.unit",
+        "LabelStore": "unitlens.atlas.labels",
+        # MIS
+        "load_scores": "unitlens.mis.scoring",
+        "score_atlas": "unitlens.mis.scoring",
+        "score_embeddings": "unitlens.mis.scoring",
+        "mis_from_margins": "unitlens.mis.scoring",
+        "Tasks": "unitlens.mis.tasks",
+        "build_tasks": "unitlens.mis.tasks",
+        # SemanticLens
+        "Lens": "unitlens.lens.lens",
+        "embed_atlas": "unitlens.lens.embed",
+        "clarity": "unitlens.lens.unit_measures",
+        "polysemanticity": "unitlens.lens.unit_measures",
+        "redundancy": "unitlens.lens.unit_measures",
+        # Relevance and audits
+        "compute_relevance": "unitlens.relevance.class_relevance",
+        "audit": "unitlens.audit.alignment",
+        # Bases (SAE features, PCA, ...)
+        "BasisCompareOptions": "unitlens.basis.options",
+        "BasisOptions": "unitlens.basis.options",
+        "BasisRecordOptions": "unitlens.basis.options",
+        "fit_basis": "unitlens.basis.fit",
+        "record_bases": "unitlens.basis.recording",
+        "compare_bases": "unitlens.basis.compare",
+        "plot_basis_comparison": "unitlens.basis.figures",
+        # Labels
+        "EvaluationOptions": "unitlens.probe.options",
+        "LabelOptions": "unitlens.probe.options",
+        "ProbeOptions": "unitlens.probe.options",
+        "record_probe": "unitlens.probe.activations",
+        "label_units": "unitlens.probe.labelling",
+        "evaluate_labels": "unitlens.probe.faithfulness",
+        # Feature visualisations
+        "FeatvizOptions": "unitlens.featviz.options",
+        "visualize": "unitlens.featviz.render",
+        "featviz_atlas": "unitlens.featviz.run",
+        "score_featviz": "unitlens.featviz.scoring",
+        # Studies and the explorer
+        "Study": "unitlens.study.study",
+        "run_study": "unitlens.study.runner",
+        "plan_study": "unitlens.study.plan",
+        "serve": "unitlens.explorer.server",
+        "write_report": "unitlens.explorer.static_site",
+        # Errors
         "UnitlensError": "unitlens.errors",
-        "enumerate_units": "unitlens.zoo",
-        "load_dataset": "unitlens.data",
-        "load_model": "unitlens.zoo",
-        "record": "unitlens.recording",
     },
 )
-

@@ -395,13 +395,16 @@ class Atlas:
 
     def load_model(self):
         """The model this atlas was recorded with (same source and weights; the weights hash is checked)."""
-        from unitlens.zoo import load_model
+        from unitlens.zoo.factory import IN_MEMORY, load_model
 
         cfg = self.manifest.get("config", {})
         name, weights = cfg.get("model"), cfg.get("weights")
         options = cfg.get("model_options", {})  # num_classes, checkpoint_strict
         if not name:
             raise AtlasError(f"atlas {self.path} does not name its model; pass the model to the Python API")
+        if weights == IN_MEMORY:
+            raise AtlasError(f"atlas {self.path} was recorded from an nn.Module handed over in Python ({name}); the "
+                             "steps that run the model need it again: pass model=as_loaded_model(module, transform)")
         try:
             if weights == "pretrained":
                 loaded = load_model(name, **options)

@@ -21,7 +21,7 @@ from unitlens.recording.folder import RecordResult, completed_result, record_con
 from unitlens.recording.options import RecordOptions
 from unitlens.recording.passes import record_pass
 from unitlens.recording.run import prepare_data, select_layers
-from unitlens.zoo.factory import LoadedModel
+from unitlens.zoo.factory import LoadedModel, as_loaded_model
 from unitlens.zoo.units import LayerInfo
 
 
@@ -35,7 +35,7 @@ def estimate_bytes(model: LoadedModel, layers: list[LayerInfo], k: int = K, merg
 
 @takes_options(RecordOptions)
 def record_many(
-    models: Sequence[LoadedModel],
+    models: Sequence[LoadedModel | str],
     data: ImageDataset | str,
     outs: Sequence[str | Path],
     layers: Sequence[Sequence[LayerInfo] | Sequence[str] | None] | None = None,
@@ -48,7 +48,7 @@ def record_many(
     Parameters
     ----------
     models, outs
-        The models and, for each, its atlas folder.
+        The models (names or ``LoadedModel`` s, as ``record`` takes them) and, for each, its atlas folder.
     data
         As ``record`` takes it; each image is decoded once and each distinct preprocessing runs once.
     layers
@@ -65,7 +65,7 @@ def record_many(
         time is every recorded model's ``seconds``.
     """
     options = options or RecordOptions()
-    models = list(models)
+    models = [as_loaded_model(m) for m in models]
     outs_ = [Path(o).expanduser().resolve() for o in outs]
     chosen = list(layers) if layers is not None else [None] * len(models)
     if not models or len(outs_) != len(models) or len(chosen) != len(models):

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from torch import nn
+
 from unitlens.atlas.layout import SAMPLES
 from unitlens.atlas.lock import check_writable, writing
 from unitlens.data.datasets import ImageDataset, load_dataset
@@ -21,18 +23,19 @@ from unitlens.recording.options import RecordOptions
 from unitlens.recording.passes import record_pass
 from unitlens.recording.state import MAX_SAMPLES
 from unitlens.runtime import split_call
-from unitlens.zoo.factory import LoadedModel
+from unitlens.zoo.factory import LoadedModel, Transform, as_loaded_model
 from unitlens.zoo.units import LayerInfo, enumerate_units
 
 
 @takes_options(RecordOptions)
 def record(
-    model: LoadedModel,
+    model: LoadedModel | nn.Module | str,
     data: ImageDataset | str,
     out: str | Path,
     layers: Sequence[LayerInfo] | Sequence[str] | None = None,
     options: RecordOptions | None = None,
     *,
+    transform: Transform | None = None,
     progress: bool = True,
 ) -> RecordResult:
     """Record the top-k and bottom-k exemplars and the statistics of every unit of the chosen layers over
@@ -41,7 +44,10 @@ def record(
     Parameters
     ----------
     model
-        A ``LoadedModel`` (``load_model(name)``, or one you build around your own ``nn.Module`` and transform).
+        A model name (``"efficientnet_lite0"``, ``"timm:resnet50.a1_in1k"``, ... as ``load_model`` takes it), a
+        ``LoadedModel``, or your own ``nn.Module`` (with ``transform``). The atlas of a module handed over in
+        Python records its weights hash but cannot load it again: the steps that run the model (relevance,
+        audits, feature visualisations, basis fits, probes) then need it passed as ``model=``.
     data
         ``"demo"``, an image folder, a ``.txt``/``.csv`` file list, or an ``ImageDataset``.
     out
@@ -53,6 +59,8 @@ def record(
         ``keep_first_last``, the first and last).
     options
         A ``RecordOptions``; any of its fields may also be given as a keyword argument (see below).
+    transform
+        For an ``nn.Module``: what turns a PIL image into its input (timm modules may leave it out).
     progress
         Show a progress bar.
 
@@ -64,6 +72,7 @@ def record(
     Every option is checked before anything is written.
     """
     options = options or RecordOptions()
+    model = as_loaded_model(model, transform)
     out = Path(out).expanduser().resolve()  # 'a/../b' is b: no stray folder 'a' is created on the way
     infos = select_layers(model, layers, options)
     data = prepare_data(data, model.transform, [out], options.content_hash, options.force, progress)

@@ -252,6 +252,53 @@ def _load_saved_module(path: Path) -> tuple[nn.Module, Transform, tuple[int, int
     return model, transform, size
 
 
+IN_MEMORY = "in-memory"  # the weights of a module handed over in Python: no file or name rebuilds it
+
+
+def as_loaded_model(model: LoadedModel | nn.Module | str, transform: Transform | None = None,
+                    name: str | None = None) -> LoadedModel:
+    """The ``LoadedModel`` behind what a user hands to a step.
+
+    Parameters
+    ----------
+    model
+        A model name (as ``load_model`` takes it), a ``LoadedModel`` (returned as it is), or your own
+        ``nn.Module`` (put in eval mode).
+    transform
+        For an ``nn.Module``: what turns a PIL image into its input tensor. A timm module (one with a
+        ``pretrained_cfg``) may leave it out: timm's evaluation transform for the module is used.
+    name
+        For an ``nn.Module``: the name the atlas records (default: its class name).
+
+    Returns
+    -------
+    LoadedModel
+        The model, its transform and provenance. A module handed over in Python has the weights
+        ``"in-memory"``: its atlas records its weights hash, and the steps that run the model again (relevance,
+        audits, feature visualisations, basis fits, probes) need it passed again as ``model=``.
+    """
+    if isinstance(model, LoadedModel):
+        if transform is not None or name is not None:
+            raise BadInput("transform and name are for an nn.Module; a LoadedModel already has both")
+        return model
+    if isinstance(model, (str, Path)):
+        if transform is not None or name is not None:
+            raise BadInput(f"transform and name are for an nn.Module; '{model}' is a model name, which brings its "
+                           "own preprocessing (load_model(name) and replace .transform to change it)")
+        return load_model(str(model))
+    if not isinstance(model, nn.Module):
+        raise BadInput(f"a model is a name (efficientnet_lite0, timm:<name>, ...), a LoadedModel or an nn.Module, "
+                       f"not an object of type {type(model).__name__}")
+    size: tuple[int, int, int] = (3, 224, 224)
+    if transform is None:
+        if getattr(model, "pretrained_cfg", None) is None:
+            raise BadInput(f"{type(model).__name__} needs its preprocessing: pass transform= (a callable from a PIL "
+                           "image to the model's input tensor, e.g. a torchvision transforms.Compose)")
+        transform, size = _timm_transform(model, {})
+    return LoadedModel(name=name or type(model).__name__, model=model.eval(), transform=transform,
+                       weights=IN_MEMORY, input_size=size)
+
+
 MODEL_FILE_SUFFIXES = {".pt", ".pth", ".ts", ".jit", ".bin", ".pkl", ".ckpt", ".safetensors"}
 
 
