@@ -6,7 +6,7 @@ loads no torch), and a name whose optional extra is missing says which extra to 
     import unitlens as ul
 
     atlas = ul.record("efficientnet_lite0", "demo", "atlas/lite0", layers=["blocks.6.*"]).atlas
-    scores = ul.score_atlas(atlas)             # MIS of every unit
+    scores = ul.score_mis(atlas).frame         # MIS of every unit
     atlas.unit("blocks.6.0.conv_pwl", 3)       # a unit's page in a notebook
 
 The groups below are those of the API reference (docs/reference/api.md).
@@ -41,7 +41,8 @@ if TYPE_CHECKING:
     from unitlens.lens.embed import embed_atlas
     from unitlens.lens.lens import Lens
     from unitlens.lens.unit_measures import clarity, polysemanticity, redundancy
-    from unitlens.mis.scoring import load_scores, mis_from_margins, score_atlas, score_embeddings
+    from unitlens.mis.options import MISOptions
+    from unitlens.mis.scoring import MISRun, load_scores, mis_from_margins, score_embeddings, score_mis
     from unitlens.mis.tasks import Tasks, build_tasks
     from unitlens.probe.activations import record_probe
     from unitlens.probe.faithfulness import evaluate_labels
@@ -52,8 +53,9 @@ if TYPE_CHECKING:
     from unitlens.recording.options import RecordOptions
     from unitlens.recording.run import record
     from unitlens.relevance.class_relevance import compute_relevance
+    from unitlens.study.options import StudyRunOptions
     from unitlens.study.plan import plan_study
-    from unitlens.study.runner import run_study
+    from unitlens.study.runner import StudyRun, run_study
     from unitlens.study.study import Study
     from unitlens.zoo.factory import LoadedModel, as_loaded_model, load_model
     from unitlens.zoo.options import ModelOptions
@@ -72,11 +74,15 @@ __all__ = [
     "LayerInfo",
     "Lens",
     "LoadedModel",
+    "MISOptions",
+    "MISRun",
     "ModelOptions",
     "ProbeOptions",
     "RecordOptions",
     "RecordResult",
     "Study",
+    "StudyRun",
+    "StudyRunOptions",
     "Tasks",
     "Unit",
     "UnitlensError",
@@ -105,9 +111,9 @@ __all__ = [
     "record_probe",
     "redundancy",
     "run_study",
-    "score_atlas",
     "score_embeddings",
     "score_featviz",
+    "score_mis",
     "serve",
     "visualize",
     "write_report",
@@ -134,7 +140,9 @@ __getattr__, __dir__ = lazy_exports(
         "LabelStore": "unitlens.atlas.labels",
         # MIS
         "load_scores": "unitlens.mis.scoring",
-        "score_atlas": "unitlens.mis.scoring",
+        "MISOptions": "unitlens.mis.options",
+        "MISRun": "unitlens.mis.scoring",
+        "score_mis": "unitlens.mis.scoring",
         "score_embeddings": "unitlens.mis.scoring",
         "mis_from_margins": "unitlens.mis.scoring",
         "Tasks": "unitlens.mis.tasks",
@@ -170,6 +178,8 @@ __getattr__, __dir__ = lazy_exports(
         "score_featviz": "unitlens.featviz.scoring",
         # Studies and the explorer
         "Study": "unitlens.study.study",
+        "StudyRun": "unitlens.study.runner",
+        "StudyRunOptions": "unitlens.study.options",
         "run_study": "unitlens.study.runner",
         "plan_study": "unitlens.study.plan",
         "serve": "unitlens.explorer.server",
