@@ -106,7 +106,7 @@ def main() -> None:
     atlas = Atlas(args.atlas)
     if not args.keep_cache:
         shutil.rmtree(atlas.derived_path("explorer", "thumbs"), ignore_errors=True)
-    print(f"atlas {args.atlas}: {atlas.manifest['n_units']:,} units in {len(atlas.layers)} layers; "
+    print(f"atlas {args.atlas}: {atlas.manifest.n_units:,} units in {len(atlas.layers)} layers; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (timings on a shared machine are upper "
           "bounds)")
     catalog = Catalog([args.atlas])

@@ -40,15 +40,15 @@ def lens_copy(atlas: Atlas, out: Path, backend: str, m: int, spatial: str) -> At
     examples, under ``out``; image embeddings are copied, not recomputed."""
     if out.exists():
         copy = Atlas(out)
-    elif spatial == atlas.manifest["config"].get("spatial", "mean"):
+    elif spatial == atlas.manifest.config.spatial:
         shutil.copytree(atlas.path, out, ignore=shutil.ignore_patterns("probe", ".lock"))
         copy = Atlas(out)
     else:
         from unitlens.recording import record
 
-        cfg = atlas.manifest["config"]
-        record(atlas.load_model(), atlas.manifest["dataset"]["spec"], out, atlas.layers, k=cfg["k"], spatial=spatial,
-               tokens=cfg.get("tokens", "mean"))
+        cfg = atlas.manifest.config
+        record(atlas.load_model(), atlas.manifest.dataset.spec, out, atlas.layers, k=cfg.k, spatial=spatial,
+               tokens=cfg.tokens)
         shutil.copytree(atlas.derived_path("embeddings"), Atlas(out).derived_path("embeddings"), dirs_exist_ok=True)
         copy = Atlas(out)
     embed_atlas(copy, backend, m=m, progress=True)

@@ -269,7 +269,7 @@ def explorer_atlases(tmp_path_factory) -> dict:
 
     import pandas as pd
 
-    from unitlens.audit import audit
+    from unitlens.audit import audit_class
     from unitlens.backends.base import BACKENDS
     from unitlens.lens import embed_atlas, label, measures
     from unitlens.mis import score_mis
@@ -297,7 +297,7 @@ def explorer_atlases(tmp_path_factory) -> dict:
                         for layer in ("detect", "pool")
                         for u, share in enumerate([0.40, 0.05, 0.10, 0.02, 0.0, 0.30])])
     write_result(a, "class_0", rel, {"class_name": "red", "description": "red", "samples": "top5", "n_samples": 10})
-    audit(a, 0, ["red"], ["blue"], backend=backend, other_classes=rel.iloc[:0])
+    audit_class(a, 0, ["red"], ["blue"], backend=backend, other_classes=rel.iloc[:0])
     (a / "figures").mkdir()
     Image.new("RGB", (40, 20), (200, 220, 255)).save(a / "figures" / "mis_by_layer.png")
     b = colour_atlas(data, root / "b" / "demo", ("red", "green", "blue"))

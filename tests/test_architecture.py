@@ -47,7 +47,7 @@ ALLOWED.update({
 ALLOWED["explorer"] = set(ALLOWED) | {"audit", "study", "mis", "lens", "relevance", "basis", "probe"}
 ALLOWED["cli"] = set(ALLOWED) | {"explorer"}
 ALLOWED["__main__"] = {"cli"}  # python -m unitlens
-ALLOWED["__init__"] = {"runtime", "atlas", "data", "errors", "recording", "zoo"}  # the top-level lazy re-exports
+ALLOWED["__init__"] = set(ALLOWED) - {"cli", "__main__"}  # the public API: lazy re-exports of every step
 
 
 def _modules() -> list[Path]:

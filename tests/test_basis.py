@@ -259,8 +259,8 @@ def test_identity_matrix_reproduces_the_channel_atlas_exactly(atlas, base, tmp_p
     right = units[units["layer"] == "conv::id"][stats].reset_index(drop=True)
     pd.testing.assert_frame_equal(left, right)
     # the derived layer is an ordinary layer of the manifest, after its parent, but not part of the record config
-    names = [d["name"] for d in a.manifest["layers"]]
-    assert names == ["conv", "conv::id", "proj"] and a.manifest["config"]["layers"] == ["conv", "proj"]
+    names = [d.name for d in a.manifest.layers]
+    assert names == ["conv", "conv::id", "proj"] and a.manifest.config.layers == ("conv", "proj")
     assert a.derived_layers["conv::id"]["parent"] == "conv" and a.layer("conv::id").type == "Basis"
     assert a.identity() == Atlas(base["atlas"]).identity()  # derived results stamped before stay valid
     assert a.exemplar_file("conv::id").name.startswith("conv_id-")  # '::' is not in the file name

@@ -762,7 +762,7 @@ def test_tied_task_exemplars_are_counted_and_reported(colour_atlas, tmp_path, mo
     atlas, classes = colour_atlas
     loaded = LoadedModel(name="rectified", model=Rectified().eval(), transform=to_int_tensor, weights="hand-built",
                          input_size=(3, 8, 8))
-    images = atlas.manifest["dataset"]["spec"]
+    images = atlas.manifest.dataset.spec
     out = record(loaded, images, tmp_path / "atlas", ["act"], k=30, progress=False, num_workers=0).atlas
     units = out.units()
     zeros = int(sum(c != "red" for c in classes))  # the other colours: red − green <= 0 everywhere

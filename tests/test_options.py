@@ -154,3 +154,21 @@ def test_mis_and_study_commands_take_only_generated_inputs_and_display_options(p
     fields = {s.name for cls in groups.values() for s in cls.specs()}
     names = {p.name for p in cmd.params}
     assert groups and names - fields - DISPLAY - {"help"} == INPUTS[path]
+
+
+@pytest.mark.parametrize("path, classes", [
+    (("relevance",), {"RelevanceOptions", "PredictedOptions"}),
+    (("graph",), {"GraphOptions"}),
+    (("audit", "alignment"), {"AuditOptions"}),
+    (("audit", "test"), {"AuditTestOptions", "ModelOptions"}),
+    (("audit", "prune"), {"PruneOptions", "ModelOptions"}),
+])
+def test_relevance_and_audit_commands_take_their_options(path, classes):
+    """The relevance and audit commands get their options from their options classes (so the parity test above
+    covers them), and every field meant for the command line is there."""
+    cmd = dict(_commands(get_command(app)))[path]
+    groups = cmd.callback.options_groups
+    assert {cls.__name__ for cls in groups.values()} == classes
+    params = {p.name for p in cmd.params}
+    for cls in groups.values():  # (relevance: the fields PredictedOptions shares come from RelevanceOptions)
+        assert {s.name for s in cls.specs() if s.cli} <= params, (path, cls.__name__)

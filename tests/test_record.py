@@ -220,7 +220,7 @@ def test_finished_atlas_is_a_noop_unless_forced(exact_model, random_images, tmp_
     record(exact_model, str(random_images), tmp_path / "a", layers, k=7, force=True, progress=False, num_workers=0)
     # other images: the embedding cache stays, as its keys are the images' content hashes, not sample ids
     assert (tmp_path / "a" / "embeddings/b/index.parquet").exists()
-    assert first.atlas.manifest["config"]["weights_hash"] == forced.atlas.manifest["config"]["weights_hash"]
+    assert first.atlas.manifest.config.weights_hash == forced.atlas.manifest.config.weights_hash
 
 
 def test_bad_inputs(exact_model, random_images, tmp_path):
@@ -297,7 +297,7 @@ def test_record_counts_nonfinite_units_apart_from_constant_ones(random_images, t
     assert units.loc[("conv", 1), "nonfinite"] == len(data) and not units.loc[("conv", 1), "constant"]
     assert units.loc[("conv", 3), "nonfinite"] == bright and not units.loc[("conv", 3), "constant"]
     assert units.loc[("conv", 2), "constant"] and units.loc[("conv", 2), "nonfinite"] == 0  # truly constant
-    assert result.atlas.manifest["n_constant"] == 1 and result.atlas.manifest["n_nonfinite"] == 2
+    assert result.atlas.manifest.n_constant == 1 and result.atlas.manifest.n_nonfinite == 2
     summary = result.atlas.summary().set_index("layer")
     assert summary.loc["conv", "constant"] == 1 and summary.loc["conv", "nonfinite"] == 2
     from unitlens.mis.scoring import unit_status

@@ -106,9 +106,9 @@ def test_same_size_replacement_is_seen_and_embedded_again(model, tmp_path):
     size = target.stat().st_size
     Image.fromarray(np.full((8, 8, 3), (250, 5, 5), np.uint8)).save(target)  # same size, other bytes
     assert target.stat().st_size == size
-    old_fp = atlas.manifest["config"]["dataset_fingerprint"]
+    old_fp = atlas.manifest.config.dataset_fingerprint
     atlas = _record(model, images, tmp_path / "atlas", force=True).atlas
-    assert atlas.manifest["config"]["dataset_fingerprint"] != old_fp
+    assert atlas.manifest.config.dataset_fingerprint != old_fp
     cache = EmbeddingCache(atlas, backend)
     after = cache.get(range(8), progress=False)
     assert cache.misses == 1 and cache.hits == 7  # only the replaced image; the others are reused by content
@@ -152,14 +152,14 @@ def test_no_content_hash_reads_no_file_and_old_atlases_stay_readable(model, tmp_
     images = _bmp_folder(tmp_path / "images", n=6)
     first = _record(model, images, tmp_path / "plain", content_hash=False)
     samples = first.atlas.samples()
-    assert "content_hash" not in samples and first.atlas.manifest["config"]["content_hash"] is False
+    assert "content_hash" not in samples and first.atlas.manifest.config.content_hash is False
     assert _record(model, images, tmp_path / "plain").already_complete  # default: as the atlas was recorded
     # an atlas written before content hashes: no column, no config key, a cache keyed by sample id (format 1)
     hashed = _record(model, images, tmp_path / "old").atlas
     manifest = json.loads((hashed.path / "manifest.json").read_text())
     del manifest["config"]["content_hash"]
     manifest["config"]["dataset_fingerprint"] = manifest["dataset"]["fingerprint"] = \
-        first.atlas.manifest["config"]["dataset_fingerprint"]
+        first.atlas.manifest.config.dataset_fingerprint
     write_json(hashed.path / "manifest.json", manifest)
     write_parquet(hashed.path / "samples.parquet", samples)
     folder = hashed.backend_path("embeddings", "meancolour")

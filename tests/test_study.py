@@ -433,7 +433,7 @@ def test_a_replaced_checkpoint_redoes_the_record_and_the_steps_after_it(tmp_path
     assert again.ok and again.redone == {"ft": ["record", "mis"]}
     assert "entry ft: record redone (checkpoint content changed); mis redone (it reads the record)" in notes
     atlas = Atlas(tmp_path / "out" / "atlases" / "ft")
-    assert atlas.manifest["config"]["weights_hash"] == \
+    assert atlas.manifest.config.weights_hash == \
         load_model(RESNET, pretrained=False, checkpoint=weights).weights_hash()
     assert_table_is_the_atlases(tmp_path / "out")
     assert again.table.set_index("entry").loc["ft", "mis_mean"] != before

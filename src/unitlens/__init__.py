@@ -23,8 +23,14 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from unitlens.atlas.atlas import Atlas
     from unitlens.atlas.labels import LabelStore
+    from unitlens.atlas.manifest import Manifest
     from unitlens.atlas.unit import Unit
-    from unitlens.audit.alignment import audit
+    from unitlens.atlas.upgrade import upgrade_atlas
+    from unitlens.audit.alignment import AuditResult, audit_class
+    from unitlens.audit.figures import plot_audit, plot_flagged_units
+    from unitlens.audit.logit_auc import audit_test
+    from unitlens.audit.options import AuditOptions, AuditTestOptions, PruneOptions
+    from unitlens.audit.prune import prune_check
     from unitlens.basis.compare import compare_bases
     from unitlens.basis.figures import plot_basis_comparison
     from unitlens.basis.fit import fit_basis
@@ -52,7 +58,12 @@ if TYPE_CHECKING:
     from unitlens.recording.many import record_many
     from unitlens.recording.options import RecordOptions
     from unitlens.recording.run import record
-    from unitlens.relevance.class_relevance import compute_relevance
+    from unitlens.relevance.explain_class import class_relevance
+    from unitlens.relevance.figures import plot_attribution_graph
+    from unitlens.relevance.graph import GraphResult, attribution_graph
+    from unitlens.relevance.options import GraphOptions, PredictedOptions, RelevanceOptions
+    from unitlens.relevance.predicted import predicted_relevance
+    from unitlens.relevance.store import load_relevance
     from unitlens.study.options import StudyRunOptions
     from unitlens.study.plan import plan_study
     from unitlens.study.runner import StudyRun, run_study
@@ -63,11 +74,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Atlas",
+    "AuditOptions",
+    "AuditResult",
+    "AuditTestOptions",
     "BasisCompareOptions",
     "BasisOptions",
     "BasisRecordOptions",
     "EvaluationOptions",
     "FeatvizOptions",
+    "GraphOptions",
+    "GraphResult",
     "ImageDataset",
     "LabelOptions",
     "LabelStore",
@@ -76,10 +92,14 @@ __all__ = [
     "LoadedModel",
     "MISOptions",
     "MISRun",
+    "Manifest",
     "ModelOptions",
+    "PredictedOptions",
     "ProbeOptions",
+    "PruneOptions",
     "RecordOptions",
     "RecordResult",
+    "RelevanceOptions",
     "Study",
     "StudyRun",
     "StudyRunOptions",
@@ -87,11 +107,13 @@ __all__ = [
     "Unit",
     "UnitlensError",
     "as_loaded_model",
-    "audit",
+    "attribution_graph",
+    "audit_class",
+    "audit_test",
     "build_tasks",
     "clarity",
+    "class_relevance",
     "compare_bases",
-    "compute_relevance",
     "embed_atlas",
     "enumerate_units",
     "evaluate_labels",
@@ -100,11 +122,17 @@ __all__ = [
     "label_units",
     "load_dataset",
     "load_model",
+    "load_relevance",
     "load_scores",
     "mis_from_margins",
     "plan_study",
+    "plot_attribution_graph",
+    "plot_audit",
     "plot_basis_comparison",
+    "plot_flagged_units",
     "polysemanticity",
+    "predicted_relevance",
+    "prune_check",
     "record",
     "record_bases",
     "record_many",
@@ -115,6 +143,7 @@ __all__ = [
     "score_featviz",
     "score_mis",
     "serve",
+    "upgrade_atlas",
     "visualize",
     "write_report",
 ]
@@ -138,6 +167,8 @@ __getattr__, __dir__ = lazy_exports(
         "Atlas": "unitlens.atlas.atlas",
         "Unit": "unitlens.atlas.unit",
         "LabelStore": "unitlens.atlas.labels",
+        "Manifest": "unitlens.atlas.manifest",
+        "upgrade_atlas": "unitlens.atlas.upgrade",
         # MIS
         "load_scores": "unitlens.mis.scoring",
         "MISOptions": "unitlens.mis.options",
@@ -154,8 +185,24 @@ __getattr__, __dir__ = lazy_exports(
         "polysemanticity": "unitlens.lens.unit_measures",
         "redundancy": "unitlens.lens.unit_measures",
         # Relevance and audits
-        "compute_relevance": "unitlens.relevance.class_relevance",
-        "audit": "unitlens.audit.alignment",
+        "GraphOptions": "unitlens.relevance.options",
+        "PredictedOptions": "unitlens.relevance.options",
+        "RelevanceOptions": "unitlens.relevance.options",
+        "class_relevance": "unitlens.relevance.explain_class",
+        "predicted_relevance": "unitlens.relevance.predicted",
+        "GraphResult": "unitlens.relevance.graph",
+        "attribution_graph": "unitlens.relevance.graph",
+        "plot_attribution_graph": "unitlens.relevance.figures",
+        "load_relevance": "unitlens.relevance.store",
+        "AuditOptions": "unitlens.audit.options",
+        "AuditTestOptions": "unitlens.audit.options",
+        "PruneOptions": "unitlens.audit.options",
+        "AuditResult": "unitlens.audit.alignment",
+        "audit_class": "unitlens.audit.alignment",
+        "audit_test": "unitlens.audit.logit_auc",
+        "prune_check": "unitlens.audit.prune",
+        "plot_audit": "unitlens.audit.figures",
+        "plot_flagged_units": "unitlens.audit.figures",
         # Bases (SAE features, PCA, ...)
         "BasisCompareOptions": "unitlens.basis.options",
         "BasisOptions": "unitlens.basis.options",

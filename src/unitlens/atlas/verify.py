@@ -102,10 +102,10 @@ def verify_atlas(path: str | Path, images: bool = True) -> Verification:
     layers = c.attempt("manifest", root / MANIFEST, "layers", lambda: atlas.layers)
     if layers is None:
         return _done(root, c)
-    c.add("manifest", root / MANIFEST, "readable", OK, f"{len(layers)} layers, status {atlas.manifest['status']}")
+    c.add("manifest", root / MANIFEST, "readable", OK, f"{len(layers)} layers, status {atlas.manifest.status}")
     if not atlas.complete:
         c.add("manifest", root / MANIFEST, "record finished", WARNING,
-              f"status {atlas.manifest['status']}: the record run has not finished; run the same unitlens record "
+              f"status {atlas.manifest.status}: the record run has not finished; run the same unitlens record "
               "command again to resume it")
         state = root / RECORD_STATE
         if state.is_file() and \
@@ -173,7 +173,7 @@ def _samples(c: _Checker, atlas: Atlas) -> pd.DataFrame | None:
     samples = _core_table(c, atlas, "samples", SAMPLES, {"id", "path", "skipped"})
     if samples is None:
         return None
-    want = atlas.manifest.get("n_images", atlas.manifest.get("config", {}).get("n_samples"))
+    want = atlas.manifest.n_images if atlas.manifest.n_images is not None else atlas.manifest.config.n_samples
     if not np.array_equal(samples["id"].to_numpy(), np.arange(len(samples))):
         c.add("samples", path, "ids", ERROR, f"ids are not 0..{len(samples) - 1} in order; {atlas.rerecord}")
     elif want is not None and int(want) != len(samples):
@@ -186,7 +186,7 @@ def _samples(c: _Checker, atlas: Atlas) -> pd.DataFrame | None:
 
 
 def _exemplars(c: _Checker, atlas: Atlas, layers, units: pd.DataFrame | None, samples: pd.DataFrame | None) -> None:
-    k_max = atlas.manifest.get("config", {}).get("k")
+    k_max = atlas.manifest.config.k
     n = len(samples) if samples is not None else None
     skipped = set(samples.loc[samples["skipped"].astype(bool), "id"].tolist()) if samples is not None else set()
     counts = units["layer"].value_counts().to_dict() if units is not None else None
@@ -335,7 +335,7 @@ def _images(c: _Checker, atlas: Atlas, samples: pd.DataFrame) -> None:
                 changed.append(str(path))
         except OSError:
             missing.append(str(path))
-    spec = atlas.manifest.get("dataset", {}).get("spec", "")
+    spec = atlas.manifest.dataset.spec
     for what, paths, fix in (
             ("exist", missing, "restore them (or record the atlas again with the data as it is now)"),
             ("bytes as recorded", changed, f"restore them, or record again: unitlens record --data {spec} --out "
@@ -345,6 +345,6 @@ def _images(c: _Checker, atlas: Atlas, samples: pd.DataFrame) -> None:
             c.add("images", f"{len(paths)} image(s)", what, ERROR, f"{shown}; {fix}")
     if not missing and not changed:
         note = f"{len(samples)} files present" + (f", {checked} with new times re-hashed: unchanged" if checked else "")
-        c.add("images", atlas.manifest.get("dataset", {}).get("spec", "images"), "exist, bytes as recorded", OK,
+        c.add("images", atlas.manifest.dataset.spec, "exist, bytes as recorded", OK,
               note + ("" if hashed else " (no content hashes to compare)"))
 

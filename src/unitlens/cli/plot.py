@@ -26,7 +26,7 @@ def mis(
     with failing_cleanly():
         a = Atlas(atlas)
         frame = load_scores(a, backend)
-        title = str(a.manifest.get("config", {}).get("model", atlas))
+        title = a.manifest.config.model
         paths = plot_mis(frame, summarize(frame, model=title)["layer"], out, title=title)
     for p in paths:
         say(str(p))

@@ -279,7 +279,7 @@ def create_app(catalog: Catalog, live: LiveLens | None = None, host: str = HOST)
             view.thumbnails.check(sid)
         except BadInput as err:
             raise NotFound(str(err)) from err
-        tag = f"{view.atlas.manifest.get('config', {}).get('dataset_fingerprint')}-{sid}-{view.thumbnails.size}"
+        tag = f"{view.atlas.manifest.config.dataset_fingerprint}-{sid}-{view.thumbnails.size}"
         if request.headers.get("if-none-match") == f'"{tag}"':
             return cached(request, tag, None)
         # a cached thumbnail is a few kB read at once; making one decodes an image, so it leaves the event loop
@@ -297,7 +297,7 @@ def create_app(catalog: Catalog, live: LiveLens | None = None, host: str = HOST)
             data, kind = view.thumbnails.original(sid)
         except BadInput as err:
             raise NotFound(str(err)) from err
-        tag = f"{view.atlas.manifest.get('config', {}).get('dataset_fingerprint')}-{sid}-full"
+        tag = f"{view.atlas.manifest.config.dataset_fingerprint}-{sid}-full"
         return cached(request, tag, lambda h: Response(data, media_type=kind, headers=h))
 
     def figure(root: Path, listed: dict[str, Path], file: str, request: Request) -> Response:

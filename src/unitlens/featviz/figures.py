@@ -27,7 +27,7 @@ def plot_featviz(atlas: Atlas | str | Path, out: str | Path, backend: str | None
         raise NotComputed(f"atlas {atlas.path} has no feature visualisations of these layers; run unitlens featviz "
                           f"{atlas.path} --layers NAMES first")
     out = Path(out)
-    title = str(atlas.manifest.get("config", {}).get("model", atlas.path))
+    title = atlas.manifest.config.model
     paths: list[Path] = []
     comparison = None
     try:

@@ -136,10 +136,10 @@ def score_featviz(atlas: Atlas | str | Path, options: MISOptions | None = None, 
             raise NotComputed(f"layer(s) {', '.join(lacking)} of atlas {atlas.path} have no feature visualisations; "
                               f"make them first: unitlens featviz {atlas.path} --layers '{','.join(lacking)}'")
     manifest = atlas.manifest
-    n_readable = int(manifest.get("n_images", 0)) - int(manifest.get("n_skipped", 0))
+    n_readable = (manifest.n_images or 0) - (manifest.n_skipped or 0)
     shared = check_dataset(n_readable, n_tasks, k_expl, where=f"atlas {atlas.path}",
                            allow_overlap=options.allow_overlap,
-                           recorded_k=manifest.get("config", {}).get("k"))
+                           recorded_k=manifest.config.k)
     units_table = atlas.units()
     plans = []  # (layer, visualised units, their rows of units.parquet, featviz table, render options)
     for layer in names:

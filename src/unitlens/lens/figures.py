@@ -45,7 +45,7 @@ def plot_lens(atlas, out, layer: str | None = None, backend: str | None = None, 
         raise LensError("colouring by a probe needs --text or --image")
     paths = []
     map_path = out / f"lens_map_{safe_name(layer, hashed=False)}.png"
-    model = str(store.atlas.manifest.get("config", {}).get("model", ""))
+    model = store.atlas.manifest.config.model
     labels_by_unit, a_by_unit = {}, {}
     rows = LabelStore(store.atlas).read("semanticlens", store.backend, "", [layer])
     if len(rows):

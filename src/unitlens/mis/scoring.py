@@ -357,11 +357,11 @@ def score_mis(atlas: Atlas | str | Path, options: MISOptions | None = None, *, b
     infos = atlas.select_layers(list(layers) if layers is not None else None)
     with atlas.writing("mis") if write else nullcontext():
         manifest = atlas.manifest
-        n_samples = int(manifest.get("n_images", 0))
-        n_readable = n_samples - int(manifest.get("n_skipped", 0))
+        n_samples = manifest.n_images or 0
+        n_readable = n_samples - (manifest.n_skipped or 0)
         shared = check_dataset(n_readable, n_tasks, k_expl,
                                where=f"atlas {atlas.path}", allow_overlap=options.allow_overlap,
-                               recorded_k=manifest.get("config", {}).get("k"))
+                               recorded_k=manifest.config.k)
         units = atlas.units()
         units = units[units["layer"].isin({i.name for i in infos})].copy()
         units["status"] = unit_status(units)
@@ -458,7 +458,7 @@ def score_mis(atlas: Atlas | str | Path, options: MISOptions | None = None, *, b
         if write:
             atlas.put_scores(scores_rows(frame, name, params))  # other layers' rows stay
         t4 = time.perf_counter()
-        return MISRun(frame=frame, backend=name, model=str(manifest.get("config", {}).get("model", "model")),
+        return MISRun(frame=frame, backend=name, model=manifest.config.model,
                       params=params, n_images=int(len(ids)), cache_hits=hits, cache_misses=misses, pairs=pairs,
                       pairwise=pairwise,
                       seconds={"tasks": t1 - t0, "backend": t_backend - t1, "embed": t2 - t_backend, "score": t3 - t2,

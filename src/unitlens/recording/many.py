@@ -65,24 +65,24 @@ def record_many(
         time is every recorded model's ``seconds``.
     """
     options = options or RecordOptions()
-    models = [as_loaded_model(m) for m in models]
+    loaded = [as_loaded_model(m) for m in models]
     outs_ = [Path(o).expanduser().resolve() for o in outs]
-    chosen = list(layers) if layers is not None else [None] * len(models)
-    if not models or len(outs_) != len(models) or len(chosen) != len(models):
-        raise BadInput(f"record_many needs one out folder and one layer list per model; got {len(models)} models, "
+    chosen = list(layers) if layers is not None else [None] * len(loaded)
+    if not models or len(outs_) != len(loaded) or len(chosen) != len(loaded):
+        raise BadInput(f"record_many needs one out folder and one layer list per model; got {len(loaded)} models, "
                        f"{len(outs_)} outs, {len(chosen)} layer lists")
     if len(set(outs_)) != len(outs_):
         raise BadInput("two models of record_many write into the same atlas folder; give each its own out")
-    infos = [select_layers(m, c, options) for m, c in zip(models, chosen)]
+    infos = [select_layers(m, c, options) for m, c in zip(loaded, chosen)]
     data = prepare_data(data, None, outs_, options.content_hash, options.force, progress)
-    configs = [record_config(m, data, i, options) for m, i in zip(models, infos)]
+    configs = [record_config(m, data, i, options) for m, i in zip(loaded, infos)]
     results: list[RecordResult | None] = [completed_result(o, c, options.force) for o, c in zip(outs_, configs)]
     todo = [i for i, r in enumerate(results) if r is None]
     if todo:
         with ExitStack() as locks:
             for i in todo:
                 locks.enter_context(writing(outs_[i], "record"))
-            recorded = record_pass([models[i] for i in todo], data, [outs_[i] for i in todo], [infos[i] for i in todo],
+            recorded = record_pass([loaded[i] for i in todo], data, [outs_[i] for i in todo], [infos[i] for i in todo],
                                    [configs[i] for i in todo], options, progress)
         for i, result in zip(todo, recorded):
             results[i] = result

@@ -151,7 +151,7 @@ def _record(task: Task, entries: list[Entry], report: Callable[[list[dict]], Non
 
 def _record_result(res, shared_by: int) -> dict:
     m = res.atlas.manifest
-    return {"images": res.n_images, "skipped": res.n_skipped, "units": m.get("n_units"), "layers": len(m["layers"]),
+    return {"images": res.n_images, "skipped": res.n_skipped, "units": m.n_units, "layers": len(m.layers),
             "already_complete": res.already_complete, "shared_pass": shared_by}
 
 
