@@ -91,9 +91,9 @@ def main() -> None:
             print(f"recorded {len(res.layers)} basis layers in {res.seconds:.0f} s", flush=True)
     atlas = Atlas(args.atlas)
     if "mis" in steps:
-        from unitlens.mis import run_atlas
+        from unitlens.mis import score_mis
 
-        run = run_atlas(atlas, "offline", device=args.device, progress=True)
+        run = score_mis(atlas, backend="offline", device=args.device, progress=True)
         print(f"MIS: {run.counts}", flush=True)
     if "lens" in steps:
         from unitlens.lens import embed_units, label, measures

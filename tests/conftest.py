@@ -272,7 +272,7 @@ def explorer_atlases(tmp_path_factory) -> dict:
     from unitlens.audit import audit_class
     from unitlens.backends.base import BACKENDS
     from unitlens.lens import embed_units, label, measures
-    from unitlens.mis import score_atlas
+    from unitlens.mis import score_mis
     from unitlens.relevance.store import write_result
     from unitlens.study import write_summary
 
@@ -288,7 +288,7 @@ def explorer_atlases(tmp_path_factory) -> dict:
             arr = np.clip(np.array(rgb)[None, None] + rng.normal(0, 6, (32, 32, 3)), 0, 255).astype(np.uint8)
             Image.fromarray(arr).save(data / name / f"{name}_{i}.png")
     a = colour_atlas(data, root / "a" / "demo")
-    score_atlas(a, backend, n_tasks=5, k_expl=4, progress=False)
+    score_mis(a, backend=backend, n_tasks=5, k_expl=4, progress=False)
     embed_units(a, backend, m=5, progress=False)
     label(a, ["red", "green", "blue", "grey"], backend=backend)
     measures(a, backend)

@@ -19,7 +19,7 @@ from unitlens.atlas.upgrade import upgrade_atlas
 from unitlens.atlas.verify import verify_atlas
 from unitlens.cli import app
 from unitlens.errors import AtlasError, CorruptFile
-from unitlens.mis import score_atlas
+from unitlens.mis import score_mis
 
 from conftest import COLOURS, ExplorerBackend, colour_atlas
 
@@ -96,8 +96,8 @@ def test_a_version_1_atlas_reads_as_is_then_upgrades_and_scores_as_the_current_o
     assert json.loads((atlas / "manifest.json").read_text()) == upgraded  # idempotent
 
     backend = ExplorerBackend.build()
-    ours = score_atlas(atlas, backend, n_tasks=5, k_expl=4, progress=False)
-    theirs = score_atlas(recorded, backend, n_tasks=5, k_expl=4, write=False, progress=False)
+    ours = score_mis(atlas, backend=backend, n_tasks=5, k_expl=4, progress=False).frame
+    theirs = score_mis(recorded, backend=backend, n_tasks=5, k_expl=4, write=False, progress=False).frame
     pd.testing.assert_frame_equal(ours, theirs)
     check = verify_atlas(atlas)
     assert check.ok, check.errors

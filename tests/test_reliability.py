@@ -434,7 +434,7 @@ def _read_only(folder: Path, monkeypatch) -> None:
 
 def test_mis_on_a_read_only_atlas_fails_before_work_and_runs_with_no_write(model, tmp_path, monkeypatch):
     from unitlens.backends.base import BACKENDS
-    from unitlens.mis.scoring import run_atlas
+    from unitlens.mis.scoring import score_mis
 
     BACKENDS.register("meancolour", lambda spec, device=None, **kw: MeanColour())
     images = _bmp_folder(tmp_path / "images", n=24)
@@ -442,10 +442,10 @@ def test_mis_on_a_read_only_atlas_fails_before_work_and_runs_with_no_write(model
     _read_only(atlas.path, monkeypatch)
     monkeypatch.setattr("unitlens.mis.scoring.EmbeddingCache", lambda *a: pytest.fail("embedded before the check"))
     with pytest.raises(BadInput, match="--no-write"):
-        run_atlas(atlas, "meancolour", n_tasks=2, k_expl=1, progress=False)
+        score_mis(atlas, backend="meancolour", n_tasks=2, k_expl=1, progress=False)
     monkeypatch.setattr("unitlens.mis.scoring.EmbeddingCache", EmbeddingCache)
     with pytest.warns(UserWarning, match="read-only: new embeddings are kept in memory"):
-        run = run_atlas(atlas, "meancolour", n_tasks=2, k_expl=1, progress=False, write=False)
+        run = score_mis(atlas, backend="meancolour", n_tasks=2, k_expl=1, progress=False, write=False)
     assert run.counts["scored"] > 0 and not atlas.derived_path("embeddings").exists()
     atlas.path.chmod(0o755)
 

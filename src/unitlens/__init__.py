@@ -6,7 +6,7 @@ loads no torch), and a name whose optional extra is missing says which extra to 
     import unitlens as ul
 
     atlas = ul.record("efficientnet_lite0", "demo", "atlas/lite0", layers=["blocks.6.*"]).atlas
-    scores = ul.score_atlas(atlas)             # MIS of every unit
+    scores = ul.score_mis(atlas).frame         # MIS of every unit
     atlas.unit("blocks.6.0.conv_pwl", 3)       # a unit's page in a notebook
 
 The groups below are those of the API reference (docs/reference/api.md).
@@ -52,7 +52,8 @@ if TYPE_CHECKING:
     from unitlens.lens.lens import Lens, LensUnit
     from unitlens.lens.options import CompareOptions, EmbedOptions, LensPlotOptions, MeasuresOptions, SearchOptions
     from unitlens.lens.unit_measures import clarity, polysemanticity, redundancy
-    from unitlens.mis.scoring import load_scores, mis_from_margins, score_atlas, score_embeddings
+    from unitlens.mis.options import CalibrationOptions, MISOptions
+    from unitlens.mis.scoring import MISRun, load_scores, mis_from_margins, score_embeddings, score_mis
     from unitlens.mis.tasks import Tasks, build_tasks
     from unitlens.probe.activations import record_probe
     from unitlens.probe.faithfulness import evaluate_labels
@@ -70,8 +71,9 @@ if TYPE_CHECKING:
     from unitlens.relevance.store import load_relevance
     from unitlens.report.mis_plots import plot_mis
     from unitlens.study.figures import plot_study
+    from unitlens.study.options import StudyPlanOptions, StudyRunOptions
     from unitlens.study.plan import plan_study
-    from unitlens.study.runner import run_study
+    from unitlens.study.runner import StudyRun, run_study
     from unitlens.study.study import Study
     from unitlens.zoo.factory import LoadedModel, as_loaded_model, load_model
     from unitlens.zoo.options import ModelOptions
@@ -85,6 +87,7 @@ __all__ = [
     "BasisCompareOptions",
     "BasisOptions",
     "BasisRecordOptions",
+    "CalibrationOptions",
     "CompareOptions",
     "EmbedOptions",
     "EvaluationOptions",
@@ -99,6 +102,8 @@ __all__ = [
     "LensPlotOptions",
     "LensUnit",
     "LoadedModel",
+    "MISOptions",
+    "MISRun",
     "Manifest",
     "MeasuresOptions",
     "ModelOptions",
@@ -112,6 +117,9 @@ __all__ = [
     "SearchOptions",
     "ServeOptions",
     "Study",
+    "StudyPlanOptions",
+    "StudyRun",
+    "StudyRunOptions",
     "Tasks",
     "Unit",
     "UnitlensError",
@@ -152,9 +160,9 @@ __all__ = [
     "record_probe",
     "redundancy",
     "run_study",
-    "score_atlas",
     "score_embeddings",
     "score_featviz",
+    "score_mis",
     "serve",
     "upgrade_atlas",
     "verify_atlas",
@@ -185,10 +193,13 @@ __getattr__, __dir__ = lazy_exports(
         "upgrade_atlas": "unitlens.atlas.upgrade",
         "verify_atlas": "unitlens.atlas.verify",
         # MIS
+        "CalibrationOptions": "unitlens.mis.options",
+        "MISOptions": "unitlens.mis.options",
+        "MISRun": "unitlens.mis.scoring",
         "load_scores": "unitlens.mis.scoring",
-        "score_atlas": "unitlens.mis.scoring",
-        "score_embeddings": "unitlens.mis.scoring",
         "mis_from_margins": "unitlens.mis.scoring",
+        "score_embeddings": "unitlens.mis.scoring",
+        "score_mis": "unitlens.mis.scoring",
         "Tasks": "unitlens.mis.tasks",
         "build_tasks": "unitlens.mis.tasks",
         "plot_mis": "unitlens.report.mis_plots",
@@ -247,6 +258,9 @@ __getattr__, __dir__ = lazy_exports(
         "plot_featviz": "unitlens.featviz.figures",
         # Studies and the explorer
         "Study": "unitlens.study.study",
+        "StudyPlanOptions": "unitlens.study.options",
+        "StudyRunOptions": "unitlens.study.options",
+        "StudyRun": "unitlens.study.runner",
         "run_study": "unitlens.study.runner",
         "plan_study": "unitlens.study.plan",
         "plot_study": "unitlens.study.figures",

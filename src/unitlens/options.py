@@ -31,7 +31,7 @@ import inspect
 import sys
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, Union
 
 from unitlens.errors import BadInput
@@ -145,13 +145,7 @@ class Options:
     def from_mapping(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
         """Options from a mapping (a study file's table, a manifest): unknown keys are refused, naming the closest
         option; ``where`` prefixes every message (``"study.toml [record]"``)."""
-        known = [s.name for s in _specs(cls)]
-        for key in data:
-            if key not in known:
-                close = difflib.get_close_matches(str(key), known, n=3)
-                hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-                raise BadInput(f"{where + ': ' if where else ''}unknown option '{key}'{hint} "
-                               f"(the options are: {', '.join(known)})")
+        refuse_unknown(data, [s.name for s in _specs(cls)], where)
         try:
             return cls(**dict(data))
         except BadInput as err:
@@ -177,6 +171,17 @@ class Options:
                        f"<td>{s.help}</td></tr>" for s in _specs(type(self)))
         return (f"<table><caption>{type(self).__name__}</caption><tr><th>option</th><th>value</th>"
                 f"<th>what it does</th></tr>{rows}</table>")
+
+
+def refuse_unknown(keys: Iterable[Any], known: Sequence[str], where: str = "") -> None:
+    """A ``BadInput`` for the first of ``keys`` that is not one of the ``known`` options, naming the closest ones
+    and all of them; ``where`` prefixes the message."""
+    for key in keys:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=3)
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            raise BadInput(f"{where + ': ' if where else ''}unknown option '{key}'{hint} "
+                           f"(the options are: {', '.join(known)})")
 
 
 def flag_of(spec: OptionSpec) -> str:

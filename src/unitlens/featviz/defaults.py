@@ -36,6 +36,5 @@ COLOR_CORRELATION_SVD_SQRT = ((0.26, 0.09, 0.02), (0.27, 0.00, -0.05), (0.27, -0
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-EXPLANATIONS = ("exemplars", "featviz")  # what MIS takes its explanations from
 METRIC = "mis_featviz"  # MIS with feature visualisations as explanations
 METRIC_ACCURACY = "mis_featviz_accuracy"

@@ -23,7 +23,8 @@ FILES = {"hist": "mis_hist.png", "layers": "mis_by_layer.png", "depth": "mis_vs_
 @takes_options(MISPlotOptions)
 def plot_mis(frame: pd.DataFrame, layers: pd.DataFrame, out: str | Path, title: str | None = None,
              options: MISPlotOptions | None = None) -> list[Path]:
-    """Write the MIS figures of an atlas into ``out``.
+    """Write the MIS figures of a per-unit frame (as ``score_mis(...).frame`` and ``load_scores`` return) and its
+    per-layer summary (``summarize(frame)["layer"]``) into ``out``.
 
     Files: ``mis_hist.png`` (per-unit MIS histogram), ``mis_by_layer.png`` (layers in depth order, mean with
     5–95 % bars, coloured by layer type), ``mis_vs_rel_depth.png`` and ``mis_vs_rel_width.png`` (layer means
@@ -32,7 +33,7 @@ def plot_mis(frame: pd.DataFrame, layers: pd.DataFrame, out: str | Path, title: 
     Parameters
     ----------
     frame
-        The per-unit MIS frame (as ``score_atlas`` and ``load_scores`` return it).
+        The per-unit MIS frame (as ``score_mis(...).frame`` and ``load_scores`` return it).
     layers
         Its per-layer summary (``summarize(frame)["layer"]``) of the backend drawn.
     out
