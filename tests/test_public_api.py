@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 import runpy
 import subprocess
 import sys
@@ -66,3 +67,10 @@ def test_the_docstring_lint_covers_every_module_of_the_public_api():
     listed = script["public_modules"]()
     assert sorted(listed) == sorted({getattr(ul, n).__module__ for n in ul.__all__})
     assert all(script["module_file"](m).is_file() for m in listed)
+
+
+def test_the_api_reference_page_shows_every_public_name():
+    page = (Path(__file__).parent.parent / "docs" / "reference" / "api.md").read_text()
+    shown = set(re.findall(r"^::: ([\w.]+)", page, re.M)) | set(re.findall(r"\{\{ options: ([\w.]+) \}\}", page))
+    missing = [n for n in ul.__all__ if f"{getattr(ul, n).__module__}.{n}" not in shown]
+    assert not missing, f"docs/reference/api.md does not show {missing}"
