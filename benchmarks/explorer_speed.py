@@ -2,7 +2,7 @@
 
     python benchmarks/explorer_speed.py /tmp/explorer-demo/lite0 [--layer conv_head] [--unit-layer blocks.6.0.conv_pwl]
 
-Targets (issue 12, demo atlas of 97 layers / 41,984 units): overview and a 1,280-unit layer view load in < 1 s,
+Targets (demo atlas of 97 layers / 41,984 units): overview and a 1,280-unit layer view load in < 1 s,
 a unit page in < 300 ms once thumbnails exist, a text search answers in < 1 s with the backend loaded.
 
 Runs the server as ``unitlens serve`` does, in its own process (``--in-process``: uvicorn in a thread of this one,

@@ -13,7 +13,7 @@ first ``--loop-units`` units (their cost is linear in the units):
 - ``loop``: eq. (1) literally — for every unit, task and explanation one ``numpy.dot`` f(q, e), the mean as
   the aggregation a, then eqs. (2)–(5). The ratios are against this one;
 - ``loop-matvec``: the same loops, but s(q, E) as one matrix-vector product per (query, explanation set);
-- ``previous``: unitlens's scorer before issue 17 (one weighted ``embedding_bag`` over whole embedding rows
+- ``previous``: unitlens's earlier scorer (one weighted ``embedding_bag`` over whole embedding rows
   per chunk, torch's own threading), on the synthetic layer.
 
 Every measurement is repeated ``--repeats`` times, the sides interleaved, and the medians are printed — once
@@ -95,7 +95,7 @@ def loop_matvec(table: np.ndarray, top: np.ndarray, bottom: np.ndarray, n_tasks:
 
 def previous(table: torch.Tensor, top: torch.Tensor, bottom: torch.Tensor, n_tasks: int, k_expl: int,
              tau: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The scorer before issue 17: ē⁺ − ē⁻ of every task as one weighted bag over whole rows, two dot products,
+    """The earlier scorer: ē⁺ − ē⁻ of every task as one weighted bag over whole rows, two dot products,
     chunks of 24 MB of intermediates, torch's own threads."""
     tasks = build_tasks(top, bottom, n_tasks, k_expl)
     c_all, n, k = tasks.n_units, n_tasks, k_expl

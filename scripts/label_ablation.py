@@ -1,4 +1,4 @@
-"""The ablation of paper 002's supplementary D.4 on an atlas with a probe set: prompt templates vs the bare
+"""The ablation of the SemanticLens paper's supplementary D.4 on an atlas with a probe set: prompt templates vs the bare
 concept, m (concept examples / CLIP-Dissect's top images) in {5, 10, 30, 50}, and activation pooling mean vs max,
 each judged by the held-out faithfulness of ``unitlens lens evaluate-labels`` (same split, same judge: the
 held-out images' activations of the probe pass ``--probe``, pooled as the atlas was).

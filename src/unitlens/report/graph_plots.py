@@ -1,5 +1,5 @@
-"""The attribution-graph figure (paper 002, supplementary D.5): labelled unit groups of two layers and the relevance
-flowing between them, drawn from the graph's node and edge tables."""
+"""The attribution-graph figure (the SemanticLens paper, supplementary D.5): labelled unit groups of two layers
+and the relevance flowing between them, drawn from the graph's node and edge tables."""
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,4 @@
-"""``plot_study(dir, out)``: paper 000's comparative figures from a study, gathered here and drawn by
+"""``plot_study(dir, out)``: the MIS paper's comparative figures from a study, gathered here and drawn by
 ``unitlens.report.study_plots``; ``study_figures_data`` returns the tables and correlations they show."""
 from __future__ import annotations
 
