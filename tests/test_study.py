@@ -149,7 +149,7 @@ def test_globs_expand_in_natural_order_with_sidecars_and_overrides(tmp_path, mon
      r"s.toml, \[record\] table: unknown option 'layers'.*belongs to the \[record\] table.*before the first table"),
     ({"threads": 0, "entry": [{"model": RESNET}]}, r"'threads' is a whole number of torch threads >= 1, got 0"),
     ({"lens": {"m": 3, "nope": 1}, "entry": [{"model": RESNET}]},
-     r"\[lens\] table: unknown option 'nope'.*crop.*n_init"),
+     r"\[lens\] table: unknown option 'nope' \(the options are: .*n_init.*crop"),
     ({"lens": {"m": 0}, "entry": [{"model": RESNET}]}, r"\[lens\] table: m \(--m\) must be at least 1"),
     ({"entry": [{"model": RESNET, "lens": {"crop": "sideways"}}]},
      r"entry 1 .*\[entry.lens\] table: crop \(--crop\) must be one of activation, none, relevance.*sideways"),
