@@ -75,6 +75,7 @@ class Exemplars:
 
     @property
     def k(self) -> int:
+        """The number of exemplars kept per unit and end (the second dimension of every tensor)."""
         return self.top_ids.shape[1]
 
 
@@ -95,7 +96,18 @@ class Atlas:
         return rerecord(self.path)
 
     def redo(self, path: str | Path) -> str:
-        """The narrowest command that rebuilds one damaged file of this atlas (``unitlens.atlas.advice``)."""
+        """The narrowest command that rebuilds one damaged file of this atlas (``unitlens.atlas.advice``).
+
+        Parameters
+        ----------
+        path : str or Path
+            A file inside this atlas (a core file, an exemplar file or a derived result).
+
+        Returns
+        -------
+        str
+            The advice to put into an error message, e.g. ``run unitlens mis ... again``.
+        """
         return redo_advice(self.path, self.manifest, path)
 
     @classmethod
@@ -105,6 +117,7 @@ class Atlas:
 
     @property
     def complete(self) -> bool:
+        """Whether the record run finished (``manifest.status`` is complete)."""
         return self.manifest.complete
 
     def require_complete(self) -> None:
@@ -117,7 +130,16 @@ class Atlas:
 
     # ------------------------------------------------------------------ identity and writing
     def identity(self) -> dict:
-        """What a derived result must match to belong to this atlas: weights, data and the recorded layers."""
+        """What a derived result must match to belong to this atlas: weights, data and the recorded layers.
+
+        Derived layers (basis features) are left out, so adding them keeps the identity.
+
+        Returns
+        -------
+        dict
+            ``weights_hash``, ``dataset_fingerprint`` and ``layers`` (a 16-hex-digit hash of the recorded
+            layers' names and widths); derived results store it as their stamp.
+        """
         m = self.manifest
         layers = "\n".join(f"{info.name}\t{info.width}" for info in m.layers
                            if info.name not in m.derived_layers)  # adding basis features leaves the identity as it was
@@ -125,8 +147,23 @@ class Atlas:
                 "layers": hashlib.sha256(layers.encode()).hexdigest()[:16]}
 
     def check_identity(self, stamp: dict | None, what: str, fix: str) -> None:
-        """Refuse a derived result stamped with another atlas's identity (``stamp`` None: written before stamps
-        existed, accepted). ``what`` names the result, ``fix`` says how to rebuild it."""
+        """Refuse a derived result stamped with another atlas's identity.
+
+        Parameters
+        ----------
+        stamp : dict or None
+            The result's stored identity (see :meth:`identity`); None (written before stamps existed) is
+            accepted, and so are keys the stamp lacks.
+        what : str
+            Names the result in the error message (usually its path).
+        fix : str
+            Says how to rebuild the result, appended to the error message.
+
+        Raises
+        ------
+        AtlasError
+            If a stamped weights hash, dataset fingerprint or layer hash differs from this atlas's.
+        """
         if stamp is None:
             return
         mine = self.identity()
@@ -138,35 +175,121 @@ class Atlas:
                              f"{', '.join(k.replace('_', ' ') for k in differs)} ({theirs} != {ours}); {fix}")
 
     def writing(self, command: str) -> AbstractContextManager:
-        """The atlas's write lock for ``command`` (see ``unitlens.atlas.lock``)."""
+        """The atlas's write lock for ``command`` (see ``unitlens.atlas.lock``).
+
+        Parameters
+        ----------
+        command : str
+            What is writing, shown to another process that finds the atlas locked.
+
+        Returns
+        -------
+        AbstractContextManager
+            Holds the lock while the ``with`` block runs; a second writer is refused with a clear error.
+        """
         return writing(self.path, command)
 
     # ------------------------------------------------------------------ layout
     def derived_path(self, name: str, *parts: str) -> Path:
-        """Where derived result ``name`` (see ``unitlens.atlas.layout.DERIVED``) lives in this atlas."""
+        """Where derived result ``name`` (see ``unitlens.atlas.layout.DERIVED``) lives in this atlas.
+
+        Parameters
+        ----------
+        name : str
+            A key of ``unitlens.atlas.layout.DERIVED`` (``scores``, ``lens``, ``relevance``, ...).
+        *parts : str
+            Path components below that result's file or folder.
+
+        Returns
+        -------
+        Path
+            The path; nothing is created.
+        """
         return derived_path(self.path, name, *parts)
 
     def backend_path(self, name: str, backend: str) -> Path:
-        """The folder of derived result ``name`` (``lens``, ``embeddings``) for one embedding backend."""
+        """The folder of derived result ``name`` (``lens``, ``embeddings``) for one embedding backend.
+
+        Parameters
+        ----------
+        name : str
+            A derived result kept per backend (``lens``, ``embeddings``, ``pairwise``).
+        backend : str
+            The backend's name (``clip:ViT-B-32``, ...); made safe for a folder name.
+
+        Returns
+        -------
+        Path
+            The folder; nothing is created.
+        """
         return self.derived_path(name, backend_dirname(backend))
 
     def exemplar_file(self, layer: str) -> Path:
+        """The safetensors file that holds a layer's exemplars (derived layers under a safe file name).
+
+        Parameters
+        ----------
+        layer : str
+            A layer name (``blocks.6.0.conv_pwl`` or a derived ``L::NAME``).
+
+        Returns
+        -------
+        Path
+            ``exemplars/<layer>.safetensors`` in this atlas; it need not exist.
+        """
         return exemplar_path(self.path, layer)
 
     @property
     def layers(self) -> list[LayerInfo]:
+        """Every layer of the atlas in order, recorded and derived (a copy of ``manifest.layers``)."""
         return list(self.manifest.layers)
 
     def layer(self, name: str) -> LayerInfo:
+        """One layer's entry in the manifest.
+
+        Parameters
+        ----------
+        name : str
+            The exact layer name (no globs; see :meth:`select_layers`).
+
+        Returns
+        -------
+        LayerInfo
+            Its name, module type, depth and width (number of units).
+
+        Raises
+        ------
+        UnknownLayer
+            If the atlas has no such layer; the message lists the layers it has.
+        """
         for info in self.layers:
             if info.name == name:
                 return info
         raise UnknownLayer(f"layer '{name}' is not in atlas {self.path}; it has {[i.name for i in self.layers]}")
 
     def select_layers(self, layers: str | Sequence[str] | None = None, derived: bool = True) -> list[LayerInfo]:
-        """The layers named by ``layers`` (names or globs; a comma-separated string allowed; None: all), in
-        atlas order; a pattern that matches no layer is an error naming the atlas's layers. ``derived=False``
-        leaves derived layers out (steps that run the model's own modules); naming one then is an error."""
+        """The layers named by ``layers``, in atlas order.
+
+        Parameters
+        ----------
+        layers : str, sequence of str or None
+            Layer names or globs (``blocks.6.*``); a comma-separated string is allowed; None selects all.
+        derived : bool
+            False leaves derived layers out (for steps that run the model's own modules); naming one then is
+            an error.
+
+        Returns
+        -------
+        list of LayerInfo
+            The matching layers in atlas order.
+
+        Raises
+        ------
+        UnknownLayer
+            If a pattern matches no layer (the message lists the atlas's layers).
+        AtlasError
+            If ``derived=False`` and a pattern names a derived layer.
+        """
         infos = self.layers
         if not derived:
             infos = [info for info in infos if info.name not in self.derived_layers]
@@ -190,12 +313,33 @@ class Atlas:
 
     def add_layers(self, layers: list[LayerInfo], units: pd.DataFrame, exemplars: dict[str, dict[str, torch.Tensor]],
                    about: dict[str, dict], command: str) -> None:
-        """Add (or replace) derived layers: their exemplar files, their rows of ``units.parquet`` and their
-        manifest entries, each written atomically under the write lock, the manifest last.
+        """Add (or replace) derived layers such as the features of a fitted basis.
 
-        ``exemplars`` maps a layer to its tensors as stored (``record.folder.exemplar_tensors``); ``about`` maps
-        it to its provenance, at least ``parent`` (a recorded layer): the new layer is listed after its parent
-        and the parent's other derived layers. Names of recorded layers are refused.
+        Their exemplar files, their rows of ``units.parquet`` and their manifest entries are each written
+        atomically under the write lock, the manifest last. A new layer is listed after its parent and the
+        parent's other derived layers.
+
+        Parameters
+        ----------
+        layers : list of LayerInfo
+            The new layers (names ``L::NAME``).
+        units : pandas.DataFrame
+            Their rows of ``units.parquet`` (the columns of :meth:`units`).
+        exemplars : dict
+            Layer name -> its tensors as stored (``top_ids``, ``top_vals``, ``bottom_ids``, ``bottom_vals``,
+            each (C, k); see ``unitlens.recording.folder.exemplar_tensors``).
+        about : dict
+            Layer name -> its provenance, at least ``parent`` (a recorded layer); stored in
+            ``manifest.derived_layers``.
+        command : str
+            The command that writes, for the write lock.
+
+        Raises
+        ------
+        AtlasError
+            If a name is that of a recorded layer, or a parent is not a recorded layer.
+        AtlasIncomplete
+            If the record run has not finished.
         """
         with self.writing(command):
             self.require_complete()
@@ -237,6 +381,18 @@ class Atlas:
         exemplar files. The manifest is the commit point: until it is written the layers are still listed and the
         same command run again finishes the removal; after it, nothing refers to them (at most an unused exemplar
         file is left). So the manifest never lists fewer layers than the scores hold.
+
+        Parameters
+        ----------
+        names : list of str
+            Derived layer names (``L::NAME``).
+        command : str
+            The command that writes, for the write lock.
+
+        Raises
+        ------
+        AtlasError
+            If a name is not a derived layer of this atlas (recorded layers are never removed).
         """
         with self.writing(command):
             manifest = Manifest.read(self.path, fix=self.rerecord)
@@ -257,14 +413,60 @@ class Atlas:
                 self.exemplar_file(name).unlink(missing_ok=True)
 
     def units(self) -> pd.DataFrame:
+        """The unit table ``units.parquet``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per unit: ``layer``, ``unit``, ``type``, ``depth``, widths, activation statistics,
+            ``constant`` (a unit that never varies) and ``nonfinite`` (count of NaN/inf activations).
+
+        Raises
+        ------
+        AtlasIncomplete
+            If the record run has not finished.
+        """
         self.require_complete()
         return read_parquet(self.path / UNITS, fix=self.rerecord)
 
     def samples(self) -> pd.DataFrame:
+        """The sample table ``samples.parquet``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per sample: ``id`` (the index every exemplar id refers to), ``path``, ``label``, metadata and
+            ``skipped`` (an image that could not be read).
+
+        Raises
+        ------
+        AtlasIncomplete
+            If the record run has not finished.
+        """
         self.require_complete()
         return read_parquet(self.path / SAMPLES, fix=self.rerecord)
 
     def exemplars(self, layer: str) -> Exemplars:
+        """A layer's most and least activating samples per unit.
+
+        Parameters
+        ----------
+        layer : str
+            A layer name (recorded or derived).
+
+        Returns
+        -------
+        Exemplars
+            ``top_ids``/``top_vals`` (descending) and ``bottom_ids``/``bottom_vals`` (ascending), each (C, k)
+            for C units; ids are int64 sample ids (rows of :meth:`samples`), values the units' activations.
+
+        Raises
+        ------
+        UnknownLayer
+            If the atlas has no such layer.
+        CorruptFile
+            If the exemplar file is missing or damaged (the message names the command that rebuilds it).
+        """
         self.require_complete()
         self.layer(layer)
         path = self.exemplar_file(layer)
@@ -278,8 +480,20 @@ class Atlas:
         return Exemplars(**{k: arrays[k].long() if k.endswith("_ids") else arrays[k] for k in self.EXEMPLAR_KEYS})
 
     def exemplar_ids(self, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """The (C, k) top and bottom exemplar ids of a layer as stored (int32), without their activations:
-        half the reading of :meth:`exemplars`, for steps that need the ids only (MIS)."""
+        """The top and bottom exemplar ids of a layer as stored, without their activations.
+
+        Half the reading of :meth:`exemplars`, for steps that need the ids only (MIS).
+
+        Parameters
+        ----------
+        layer : str
+            A layer name (recorded or derived).
+
+        Returns
+        -------
+        tuple of torch.Tensor
+            ``(top_ids, bottom_ids)``, each (C, k) int32 as stored.
+        """
         self.require_complete()
         self.layer(layer)
         arrays = read_tensors(self.exemplar_file(layer), fix=rerecord_layer(self.path, self.manifest, layer),
@@ -289,12 +503,32 @@ class Atlas:
     SCORE_COLUMNS = ("layer", "unit", "metric", "backend", "value", "params")
 
     def scores(self, wide: bool = False) -> pd.DataFrame:
-        """All scores written so far; ``wide=True`` pivots to one row per unit, one column per metric@backend.
+        """All scores written so far.
 
         A scores.parquet of another atlas (another identity stamp, or, for files written before stamps, layers or
         units this atlas does not have) is refused with an ``AtlasError``, never merged or plotted. Rows of a
         derived layer the atlas no longer lists (left by a removal that did not finish) are left out with a
-        warning, never a reason to refuse the scores of every other layer; the next score write drops them."""
+        warning, never a reason to refuse the scores of every other layer; the next score write drops them.
+
+        Parameters
+        ----------
+        wide : bool
+            False: the long table; True: one row per unit (``layer``, ``unit``), one column per
+            ``metric@backend``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Long: columns ``layer``, ``unit``, ``metric``, ``backend``, ``value``, ``params`` (JSON); empty with
+            these columns when nothing was scored.
+
+        Raises
+        ------
+        AtlasError
+            If scores.parquet belongs to another atlas.
+        CorruptFile
+            If scores.parquet is damaged or lacks a column.
+        """
         path = self.derived_path("scores")
         if path.is_file():
             fix = self.redo(path)
@@ -321,8 +555,22 @@ class Atlas:
 
     def labels(self, method: str | None = None, backend: str | None = None, probe: str | None = None
                ) -> pd.DataFrame:
-        """Every stored unit label (of one method, backend or probe set): the ``LabelStore`` table (one row per
-        label set, layer and unit; see ``unitlens.atlas.labels``)."""
+        """Every stored unit label, optionally of one method, backend or probe set.
+
+        Parameters
+        ----------
+        method : str, optional
+            Keep the labels of this labelling method only.
+        backend : str, optional
+            Keep the labels made with this embedding backend only.
+        probe : str, optional
+            Keep the labels made against this probe (concept) set only.
+
+        Returns
+        -------
+        pandas.DataFrame
+            The ``LabelStore`` table: one row per label set, layer and unit (see ``unitlens.atlas.labels``).
+        """
         from unitlens.atlas.labels import LabelStore
 
         return LabelStore(self).read(method, backend, probe)
@@ -330,7 +578,20 @@ class Atlas:
     def put_scores(self, frame: pd.DataFrame) -> None:
         """Add scores, replacing earlier rows of the same (metric, backend, layer); written atomically.
 
-        Scoring some layers again leaves the rows of the other layers as they were.
+        Scoring some layers again leaves the rows of the other layers as they were. The file is stamped with
+        :meth:`identity`.
+
+        Parameters
+        ----------
+        frame : pandas.DataFrame
+            Long score rows with the columns ``layer``, ``unit``, ``metric``, ``backend``, ``value``, ``params``.
+
+        Raises
+        ------
+        BadInput
+            If a column is missing.
+        AtlasError
+            If the rows name layers or units this atlas does not have.
         """
         columns = list(self.SCORE_COLUMNS)
         missing = set(columns) - set(frame.columns)
@@ -347,7 +608,15 @@ class Atlas:
         write_parquet(self.derived_path("scores"), merged, stamp=self.identity())
 
     def drop_scores(self, metrics: tuple[str, ...], backend: str) -> None:
-        """Remove every score of ``metrics`` computed with ``backend`` (a step that starts again from nothing)."""
+        """Remove every score of ``metrics`` computed with ``backend`` (a step that starts again from nothing).
+
+        Parameters
+        ----------
+        metrics : tuple of str
+            Metric names (``mis``, ``clarity``, ...).
+        backend : str
+            The backend those scores were computed with.
+        """
         with self.writing("drop scores"):
             scores = self.scores()
             drop = scores["metric"].isin(list(metrics)) & (scores["backend"] == backend)
@@ -356,7 +625,18 @@ class Atlas:
                               stamp=self.identity())
 
     def removed_layers(self, layers: pd.Series) -> list[str]:
-        """The derived-layer names (``L::NAME``) among ``layers`` that this atlas does not list (any more)."""
+        """The derived-layer names (``L::NAME``) among ``layers`` that this atlas does not list (any more).
+
+        Parameters
+        ----------
+        layers : pandas.Series
+            Layer names, e.g. the ``layer`` column of a derived result.
+
+        Returns
+        -------
+        list of str
+            Sorted names left by a removal that did not finish; empty when all is consistent.
+        """
         listed = {info.name for info in self.manifest.layers}
         return sorted(n for n in set(layers.astype(str)) if DERIVED_SEPARATOR in n and n not in listed)
 
@@ -378,7 +658,19 @@ class Atlas:
                              f"({', '.join(over[:3])}); {fix}")
 
     def load_model(self):
-        """The model this atlas was recorded with (same source and weights; the weights hash is checked)."""
+        """The model this atlas was recorded with (same source and weights; the weights hash is checked).
+
+        Returns
+        -------
+        LoadedModel
+            The model, its preprocessing transform and its metadata.
+
+        Raises
+        ------
+        AtlasError
+            If the model cannot be loaded again (recorded from an in-memory module, unknown name, missing
+            checkpoint) or its weights differ; pass the model to the Python API then.
+        """
         from unitlens.zoo.factory import IN_MEMORY, load_model
 
         cfg = self.manifest.config
@@ -409,7 +701,18 @@ class Atlas:
         return loaded
 
     def dataset(self, transform=None):
-        """The recorded images as an ``ImageDataset`` with the atlas's sample ids."""
+        """The recorded images as an ``ImageDataset`` with the atlas's sample ids.
+
+        Parameters
+        ----------
+        transform : callable, optional
+            Applied to each PIL image when read (the model's preprocessing); None returns PIL images.
+
+        Returns
+        -------
+        ImageDataset
+            The samples of :meth:`samples` (skipped ones included) read from the recorded dataset.
+        """
         from unitlens.data.datasets import ImageDataset
 
         samples = self.samples()
@@ -425,7 +728,27 @@ class Atlas:
         return Path(root) if root else self.dataset().root
 
     def unit(self, layer: str, index: int) -> Unit:
-        """Unit ``index`` of ``layer``: statistics, exemplars, scores, images, and a notebook view."""
+        """Unit ``index`` of ``layer``: statistics, exemplars, scores, images, and a notebook view.
+
+        Parameters
+        ----------
+        layer : str
+            A layer name (recorded or derived).
+        index : int
+            The unit's index in the layer, 0 to width - 1.
+
+        Returns
+        -------
+        Unit
+            A lazy view; nothing is read until asked for.
+
+        Raises
+        ------
+        UnknownLayer
+            If the atlas has no such layer.
+        BadInput
+            If ``index`` is out of range.
+        """
         from unitlens.atlas.unit import Unit
 
         info = self.layer(layer)
@@ -443,7 +766,14 @@ class Atlas:
         return notebook.header(f"atlas {self.path}", facts) + notebook.table(self.summary(), "layers")
 
     def summary(self) -> pd.DataFrame:
-        """One row per layer: type, units, constant units, non-finite units."""
+        """One row per layer: type, units, constant units, non-finite units.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``layer``, ``type``, ``depth``, ``units``, ``constant`` (units that never vary) and
+            ``nonfinite`` (units with NaN/inf activations).
+        """
         units = self.units()
         g = units.groupby("layer", sort=False)
         return pd.DataFrame({

@@ -61,7 +61,13 @@ def label_counts(frame: pd.DataFrame, column: str = "label", layers: list[str] |
 
 
 class LabelStore:
-    """Read and write the labels of ``atlas`` (see the module docstring)."""
+    """Read and write the labels of ``atlas`` (see the module docstring).
+
+    Parameters
+    ----------
+    atlas : Atlas, str or Path
+        The atlas, or its folder; the table is ``labels.parquet`` at its root.
+    """
 
     def __init__(self, atlas: Atlas | str | Path):
         from unitlens.atlas.atlas import Atlas
@@ -84,8 +90,27 @@ class LabelStore:
 
     def read(self, method: str | None = None, backend: str | None = None, probe: str | None = None,
              layers: list[str] | None = None) -> pd.DataFrame:
-        """Every stored label, or those of one method / backend / probe set / the ``layers`` given; columns as in
-        the module docstring (an atlas without labels gives an empty table)."""
+        """Every stored label, or those of one method / backend / probe set / the ``layers`` given.
+
+        Labels kept by older atlases in per-step files are included for the layers this table does not hold.
+
+        Parameters
+        ----------
+        method : str, optional
+            Keep this labelling method's rows only (``semanticlens``, ``invert``, ``clip_dissect``, ...).
+        backend : str, optional
+            Keep the rows made with this embedding backend only (``""``: none).
+        probe : str, optional
+            Keep the rows labelled from this probe set only (``""``: none).
+        layers : list of str, optional
+            Keep the rows of these layers only.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per (label set, layer, unit), columns as in the module docstring; empty (with those
+            columns) for an atlas without labels.
+        """
         frame = self._stored()
         old = self._legacy()
         if len(old):
@@ -100,8 +125,15 @@ class LabelStore:
         return frame.reset_index(drop=True)
 
     def sets(self) -> pd.DataFrame:
-        """One row per label set: method, backend, probe, name, concepts, score_name, layers (in atlas order),
-        units, labelled, created."""
+        """The stored label sets.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per label set: ``method``, ``backend``, ``probe``, ``name``, ``concepts``, ``score_name``,
+            ``layers`` (in atlas order), ``units``, ``labelled`` (units with a label other than "none") and
+            ``created`` (the latest write).
+        """
         frame = self.read()
         order = {n: i for i, n in enumerate(self._layers())}
         rows = []
@@ -115,10 +147,24 @@ class LabelStore:
 
     def pick(self, layers: list[str] | None = None, method: str | None = None, backend: str | None = None,
              probe: str | None = None) -> pd.DataFrame | None:
-        """The labels of one set, for steps that group units by one label each: among the sets that match
-        ``method`` / ``backend`` / ``probe`` (the chance baseline only when named), the one that covers most of
-        ``layers``, then by method (SemanticLens, INVERT, CLIP-Dissect), then without a probe set first. Its rows
-        of ``layers`` (all layers: None), or None when no set has any."""
+        """The labels of one set, for steps that group units by one label each.
+
+        Among the sets that match ``method`` / ``backend`` / ``probe`` (the chance baseline only when named), the
+        one that covers most of ``layers`` wins, then by method (SemanticLens, INVERT, CLIP-Dissect), then one
+        without a probe set.
+
+        Parameters
+        ----------
+        layers : list of str, optional
+            The layers wanted; None: all layers.
+        method, backend, probe : str, optional
+            Consider only the sets with this method, backend or probe set.
+
+        Returns
+        -------
+        pandas.DataFrame or None
+            The chosen set's rows of ``layers`` (as :meth:`read`), or None when no set has any.
+        """
         sets = self.sets()
         for column, value in (("method", method), ("backend", backend), ("probe", probe)):
             if value is not None:
@@ -183,9 +229,39 @@ class LabelStore:
     # ------------------------------------------------------------------ writing
     def write(self, frame: pd.DataFrame, method: str, *, backend: str = "", probe: str = "", concepts: str = "",
               score_name: str = "", options: dict[str, Any] | None = None) -> Path:
-        """Store ``frame`` (layer, unit, label, score; optionally formula and the columns of ``EXTRA``) as label set
-        (``method``, ``backend``, ``probe``): its earlier rows of these layers are replaced, everything else kept.
-        Takes the atlas's write lock; the file is replaced atomically."""
+        """Store ``frame`` as label set (``method``, ``backend``, ``probe``).
+
+        The set's earlier rows of these layers are replaced, everything else is kept. Takes the atlas's write
+        lock; the file is replaced atomically and stamped with the atlas's identity.
+
+        Parameters
+        ----------
+        frame : pandas.DataFrame
+            Columns ``layer``, ``unit``, ``label``, ``score``; optionally ``formula`` and the columns of ``EXTRA``
+            (``runner_up``, ``runner_up_score``, ``parent``).
+        method : str
+            The labelling method.
+        backend : str
+            The embedding backend it used (``""``: none).
+        probe : str
+            The probe set it labelled from (``""``: none).
+        concepts : str
+            Where its concepts came from.
+        score_name : str
+            What ``score`` is (``a``, ``soft_wpmi``, ``auc``; ``""``: none).
+        options : dict, optional
+            The method's options, stored as JSON.
+
+        Returns
+        -------
+        Path
+            The labels file.
+
+        Raises
+        ------
+        ValueError
+            If ``frame`` lacks a required column.
+        """
         missing = sorted({"layer", "unit", "label", "score"} - set(frame.columns))
         if missing:
             raise ValueError(f"labels need columns {', '.join(missing)}")
@@ -204,8 +280,20 @@ class LabelStore:
         return self.path
 
     def drop(self, method: str | None = None, backend: str | None = None, probe: str | None = None) -> int:
-        """Remove the label sets that match (a step whose inputs changed: a probe set recorded again, lens vectors
-        of other weights); returns the rows removed."""
+        """Remove the label sets that match, for a step whose inputs changed.
+
+        For example a probe set recorded again, or lens vectors of other weights. None matches any value.
+
+        Parameters
+        ----------
+        method, backend, probe : str, optional
+            Remove only the sets with this method, backend or probe set.
+
+        Returns
+        -------
+        int
+            The number of rows removed.
+        """
         if not self.path.is_file():
             return 0
         with self.atlas.writing("labels"):

@@ -71,6 +71,7 @@ class DatasetRecord:
     root: str | None = None  # None: recorded before the root was kept (the samples' common folder stands in)
 
     def as_dict(self) -> dict:
+        """The JSON form (``root`` only when known)."""
         return {"spec": self.spec, "fingerprint": self.fingerprint, "n": self.n,
                 **({"root": self.root} if self.root is not None else {})}
 
@@ -97,6 +98,7 @@ class Manifest:
 
     @property
     def complete(self) -> bool:
+        """Whether the record run finished (``status`` is ``complete``)."""
         return self.status == "complete"
 
     @property
@@ -105,13 +107,29 @@ class Manifest:
         return [info.name for info in self.layers if info.name not in self.derived_layers]
 
     def counted(self, units: pd.DataFrame) -> Manifest:
-        """This manifest with the unit counts of a units table (``units.parquet``): units, constant ones,
-        non-finite ones."""
+        """This manifest with the unit counts of a units table.
+
+        Parameters
+        ----------
+        units : pandas.DataFrame
+            The rows of ``units.parquet`` (needs the ``constant`` and ``nonfinite`` columns).
+
+        Returns
+        -------
+        Manifest
+            A copy with ``n_units``, ``n_constant`` and ``n_nonfinite`` (units with any non-finite activation) set.
+        """
         return dataclasses.replace(self, n_units=len(units), n_constant=int(units["constant"].sum()),
                                    n_nonfinite=int((units["nonfinite"] > 0).sum()))
 
     def as_dict(self) -> dict:
-        """The JSON form of ``manifest.json`` (counts not known yet are left out)."""
+        """The JSON form of ``manifest.json``.
+
+        Returns
+        -------
+        dict
+            JSON-ready; counts not known yet are left out, ``derived_layers`` only when there are some.
+        """
         out: dict[str, Any] = {"format_version": self.format_version, "status": self.status,
                                "config": self.config.as_dict(), "dataset": self.dataset.as_dict(),
                                "layers": [info.as_dict() for info in self.layers], "versions": dict(self.versions),
@@ -124,13 +142,39 @@ class Manifest:
         return out
 
     def write(self, root: str | Path) -> None:
-        """Write ``<root>/manifest.json`` atomically."""
+        """Write ``<root>/manifest.json`` atomically.
+
+        Parameters
+        ----------
+        root : str or Path
+            The atlas folder.
+        """
         write_json(Path(root) / MANIFEST, self.as_dict())
 
     @classmethod
     def read(cls, root: str | Path, fix: str | None = None) -> Manifest:
-        """The manifest of the atlas at ``root``, its format version checked (see the module docstring);
-        ``fix`` says how to rebuild a damaged one."""
+        """The manifest of the atlas at ``root``, its format version checked (see the module docstring).
+
+        Parameters
+        ----------
+        root : str or Path
+            The atlas folder.
+        fix : str, optional
+            How to rebuild a damaged manifest, appended to the error message.
+
+        Returns
+        -------
+        Manifest
+            The parsed manifest (a version-1 manifest gets defaults for the fields it lacks).
+
+        Raises
+        ------
+        AtlasError
+            If the format version is newer than this unitlens reads, or older (upgrade it with
+            ``unitlens atlas upgrade``).
+        CorruptFile
+            If the file is missing, not JSON, or malformed.
+        """
         path = Path(root) / MANIFEST
         data = read_json(path, fix=fix)
         version = format_version(data, path, fix)

@@ -58,7 +58,25 @@ class Unit:
         return mine[["method", "backend", "probe", "label", "score", "score_name", "concepts"]].reset_index(drop=True)
 
     def images(self, side: str = "top", n: int = 9) -> list[Image.Image]:
-        """The ``n`` images that drive it hardest up (``side="top"``) or down (``"bottom"``)."""
+        """The ``n`` images that drive it hardest up (``side="top"``) or down (``"bottom"``).
+
+        Parameters
+        ----------
+        side : {"top", "bottom"}
+            The most activating (``top``) or least activating (``bottom``) exemplars.
+        n : int
+            How many, at most the atlas's k.
+
+        Returns
+        -------
+        list of PIL.Image.Image
+            The exemplar images, strongest first, as stored (not preprocessed).
+
+        Raises
+        ------
+        ValueError
+            If ``side`` is neither ``top`` nor ``bottom``.
+        """
         if side not in ("top", "bottom"):
             raise ValueError(f"side must be 'top' or 'bottom', got {side!r}")
         ids = self.exemplars[self.exemplars["side"] == side]["id"].head(n).tolist()

@@ -49,14 +49,22 @@ class Verification:
 
     @property
     def ok(self) -> bool:
+        """Whether no check found an error (warnings allowed)."""
         return not (self.findings["status"] == ERROR).any()
 
     @property
     def errors(self) -> pd.DataFrame:
+        """The findings with status error, one per row."""
         return self.findings[self.findings["status"] == ERROR].reset_index(drop=True)
 
     def table(self) -> pd.DataFrame:
-        """Errors and warnings one per row, then one row per area whose checks all passed (with their count)."""
+        """Errors and warnings one per row, then one row per area whose checks all passed.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``file``, ``check``, ``status``, ``detail``; a passing area shows its files' count.
+        """
         f = self.findings
         bad = f[f["status"] != OK][["file", "check", "status", "detail"]]
         good = f[f["status"] == OK]

@@ -1,5 +1,6 @@
-"""``audit_class(atlas, cls, valid, spurious)``: do the units a class relies on encode valid or spurious concepts?
-(the SemanticLens paper, section 3.4 and fig. 3a, steps 1 and 2.)
+"""``audit_class(atlas, cls, valid, spurious)``: whether the units a class relies on encode valid or spurious concepts.
+
+The SemanticLens paper, section 3.4 and fig. 3a, steps 1 and 2.
 
 For every unit k of the audited layers, with θ_k its lens vector (``unitlens lens embed``)::
 

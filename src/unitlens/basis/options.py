@@ -64,6 +64,7 @@ class BasisOptions(Options):
                                 "from them go with it).")
 
     def validate(self) -> None:
+        """Refuse ``matrix`` without kind ``file`` and kind ``file`` without ``matrix``."""
         if self.kind == "file" and not self.matrix:
             raise BadInput("kind file (--kind file) needs matrix (--matrix FILE: .safetensors, .pt or .npy)")
         if self.kind != "file" and self.matrix:

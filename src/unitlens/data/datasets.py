@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from unitlens.data.hashing import COLUMNS as HASH_COLUMNS
@@ -37,7 +38,22 @@ class ImageDataset(Dataset):
     ``__getitem__`` returns ``(tensor | Unreadable, id)``; ``Unreadable`` (the reason) marks a file that could not
     be read, which the record pass skips with a warning that names it and says why.
 
-    ``content_hash``: fingerprint the bytes of every file (default) or only paths and sizes (see the module).
+    Parameters
+    ----------
+    samples : pandas.DataFrame
+        One row per image: ``path`` (absolute), ``label``, metadata columns, optionally ``id`` (default:
+        positions) and content-hash columns.
+    spec : str
+        How the dataset was named (``demo``, a folder, a file list); kept in the atlas manifest.
+    transform : callable, optional
+        Applied to each PIL image in ``__getitem__`` (the model's preprocessing).
+    content_hash : bool
+        Fingerprint the bytes of every file (default) or only paths and sizes (see the module).
+
+    Raises
+    ------
+    BadInput
+        If ``samples`` is empty.
     """
 
     def __init__(self, samples: pd.DataFrame, spec: str, transform: Callable | None = None,
@@ -58,6 +74,18 @@ class ImageDataset(Dataset):
         return len(self._paths)
 
     def path(self, sample_id: int) -> Path:
+        """The file of a sample.
+
+        Parameters
+        ----------
+        sample_id : int
+            The sample's id (its row in ``samples``).
+
+        Returns
+        -------
+        Path
+            The absolute path of the image file.
+        """
         return Path(self._paths[sample_id])
 
     @property
@@ -65,11 +93,28 @@ class ImageDataset(Dataset):
         """The deepest folder that holds every sample (the folder given, for a folder dataset)."""
         return _common_root(self._paths)
 
-    def image(self, sample_id: int):
-        """The RGB PIL image of a sample (raises on unreadable files)."""
+    def image(self, sample_id: int) -> Image.Image:
+        """The RGB PIL image of a sample.
+
+        Parameters
+        ----------
+        sample_id : int
+            The sample's id.
+
+        Returns
+        -------
+        PIL.Image.Image
+            The image in RGB, as stored (no transform applied).
+
+        Raises
+        ------
+        OSError
+            If the file cannot be read or decoded (PIL's ``DecompressionBombError`` for a huge image);
+            ``__getitem__`` returns ``Unreadable`` instead.
+        """
         return open_rgb(self._paths[sample_id])
 
-    def __getitem__(self, sample_id: int) -> tuple[torch.Tensor | Unreadable, int]:
+    def __getitem__(self, sample_id: int) -> tuple[torch.Tensor | Image.Image | Unreadable, int]:
         try:
             img = self.image(sample_id)
             return (self.transform(img) if self.transform else img), sample_id
@@ -77,10 +122,33 @@ class ImageDataset(Dataset):
             return Unreadable.of(err), sample_id
 
     def with_transform(self, transform: Callable | None) -> "ImageDataset":
+        """The same samples with another transform.
+
+        Parameters
+        ----------
+        transform : callable or None
+            Applied to each PIL image in ``__getitem__``; None yields PIL images.
+
+        Returns
+        -------
+        ImageDataset
+            A new dataset sharing the samples table.
+        """
         return ImageDataset(self.samples, self.spec, transform, self.content_hash)
 
     def with_content_hash(self, content_hash: bool) -> "ImageDataset":
-        """The same samples, fingerprinted by content (True) or by paths and sizes only (False)."""
+        """The same samples, fingerprinted by content (True) or by paths and sizes only (False).
+
+        Parameters
+        ----------
+        content_hash : bool
+            Whether :meth:`fingerprint` hashes the files' bytes.
+
+        Returns
+        -------
+        ImageDataset
+            A new dataset with the same samples and transform.
+        """
         return ImageDataset(self.samples, self.spec, self.transform, content_hash)
 
     @property
@@ -89,9 +157,24 @@ class ImageDataset(Dataset):
         return "content_hash" in self.samples
 
     def hash_contents(self, known: pd.DataFrame | str | Path | None = None, progress: bool = False) -> int:
-        """Hash every file's bytes into the samples table (columns file_bytes, file_mtime_ns, file_ctime_ns,
-        content_hash); hashes in ``known`` (a samples table, or the path of a samples.parquet; unreadable: ignored)
-        are reused for files that did not change. Returns the number of files read."""
+        """Hash every file's bytes into the samples table.
+
+        Adds the columns ``file_bytes``, ``file_mtime_ns``, ``file_ctime_ns`` and ``content_hash``; hashes in
+        ``known`` are reused for files whose size and times did not change.
+
+        Parameters
+        ----------
+        known : pandas.DataFrame, str or Path, optional
+            Earlier hashes: a samples table, or the path of a samples.parquet (a missing or unreadable file is
+            ignored).
+        progress : bool
+            Show a progress bar.
+
+        Returns
+        -------
+        int
+            The number of files read.
+        """
         if isinstance(known, (str, Path)):
             try:
                 known = pd.read_parquet(known) if Path(known).is_file() else None
@@ -103,14 +186,26 @@ class ImageDataset(Dataset):
         return n_read
 
     def content_keys(self) -> list[str | None]:
-        """Per sample its content hash (None where unknown: not hashed, or unreadable when hashed)."""
+        """Per sample its content hash.
+
+        Returns
+        -------
+        list of str or None
+            In id order; None where unknown (not hashed, or unreadable when hashed).
+        """
         if not self.hashed:
             return [None] * len(self)
         return [h if isinstance(h, str) else None for h in self.samples["content_hash"]]
 
     def fingerprint(self) -> str:
-        """Identifies the data an atlas was recorded on: a hash of (id, relative path, content hash) of every
-        sample, or of (id, relative path, size) with ``content_hash=False``. Hashes the files if not done yet."""
+        """Identifies the data an atlas was recorded on; hashes the files if not done yet.
+
+        Returns
+        -------
+        str
+            16 hex digits of a hash of (id, relative path, content hash) of every sample, or of (id, relative
+            path, byte size) with ``content_hash=False``.
+        """
         if self.content_hash and not self.hashed:
             self.hash_contents()
         h = hashlib.sha256()
@@ -168,8 +263,31 @@ def _list_samples(listing: Path) -> pd.DataFrame:
 
 
 def load_dataset(spec: str | Path, transform: Callable | None = None, content_hash: bool = True) -> ImageDataset:
-    """Open ``spec`` (``"demo"``, a folder, or a ``.txt``/``.csv`` file list); errors before any model work.
-    ``content_hash``: see ``ImageDataset`` (the files are hashed when the fingerprint is first asked for)."""
+    """Open an image dataset; errors come before any model work.
+
+    Parameters
+    ----------
+    spec : str or Path
+        ``"demo"`` (bundled clip art), a folder (recursive; class = top-level sub-folder), or a file list
+        (``.txt`` one path per line, ``.csv`` with a ``path`` column and optional metadata columns; relative
+        paths are relative to the list).
+    transform : callable, optional
+        Applied to each PIL image when read (the model's preprocessing).
+    content_hash : bool
+        See ``ImageDataset``; the files are hashed when the fingerprint is first asked for.
+
+    Returns
+    -------
+    ImageDataset
+        Samples with ids ``0..n-1`` in sorted (folder) or given (list) order.
+
+    Raises
+    ------
+    MissingFile
+        If the folder, the list or a listed file does not exist.
+    BadInput
+        If ``spec`` is neither, a ``.csv`` has no ``path`` column, or no image is found.
+    """
     spec = str(spec)
     if spec == "demo":
         index = DEMO_ROOT / "index.csv"

@@ -76,6 +76,7 @@ def index_html(head: str) -> str:
 
 
 def status_of(err: Exception) -> int:
+    """The HTTP status an error answers with (404 not found, 409 not computed, 400 bad input, 503, 500)."""
     if isinstance(err, NotFound):
         return 404
     if isinstance(err, Forbidden):
@@ -92,6 +93,7 @@ def status_of(err: Exception) -> int:
 
 
 def error(err: Exception | str, status: int | None = None) -> JSONResponse:
+    """The JSON answer ``{error, kind}`` for an error or message, with its status (default: ``status_of``)."""
     status = status if status is not None else status_of(err) if isinstance(err, Exception) else 400
     return JSONResponse({"error": str(err), "kind": type(err).__name__ if isinstance(err, Exception) else "BadInput"},
                         status_code=status)
@@ -401,6 +403,7 @@ def listen(host: str = HOST, port: int = PORT) -> socket.socket:
 
 
 def url_of(sock: socket.socket) -> str:
+    """The ``http://host:port/`` URL of a listening socket (IPv6 hosts in brackets)."""
     host, port = sock.getsockname()[:2]
     return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
 

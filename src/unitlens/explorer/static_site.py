@@ -36,6 +36,8 @@ UNIT_CHUNK = 256  # units whose pages are built together (their MIS tasks and si
 
 @dataclass
 class ReportResult:
+    """What ``write_report`` wrote: the folder, what it holds, its size in bytes, the time taken and notes."""
+
     out: Path
     atlases: int = 0
     layers: int = 0
@@ -47,6 +49,7 @@ class ReportResult:
 
 
 def script(key: str, payload) -> str:
+    """The JavaScript file that hands ``payload`` (JSON, no NaN) to the front end under ``key``."""
     return f"UNITLENS_PUT({json.dumps(key)},{json.dumps(payload, separators=(',', ':'), allow_nan=False)});\n"
 
 
@@ -61,6 +64,7 @@ class ReportWriter:
         self.bytes = 0
 
     def put(self, key: str, rel: str, payload) -> None:
+        """Write ``payload`` as the script ``rel`` of the report, for the front end's ``key``."""
         text = script(key, payload)
         path = self.out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,6 +73,7 @@ class ReportWriter:
         self.bytes += len(text)
 
     def need(self, view: AtlasView, ids) -> None:
+        """Note that the report shows the thumbnails of samples ``ids`` of atlas ``view``."""
         self.images.setdefault(view.name, set()).update(int(i) for i in ids)
 
 

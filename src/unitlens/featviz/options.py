@@ -59,6 +59,7 @@ class FeatvizOptions(Options):
     force: bool = option(False, "Make the visualisations again where a layer has some made with other options.")
 
     def validate(self) -> None:
+        """Refuse ``diversity`` with fewer than two images per side (it compares a unit's images)."""
         if self.diversity > 0 and self.per_side < 2:
             raise BadInput("diversity (--diversity) compares a unit's images with each other: it needs per_side "
                            "(--per-side) of at least 2")

@@ -113,7 +113,19 @@ def diversity_penalty(output: torch.Tensor, per_side: int) -> torch.Tensor:
 
 
 class Renderer:
-    """Optimises batches of ``Target`` images of one model whose units ``readers`` read (layer -> reader)."""
+    """Optimises batches of ``Target`` images of one model whose units ``readers`` read.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model (moved to the options' device, its parameters frozen while rendering).
+    readers : dict
+        Layer -> ``UnitReader`` (how a layer's output becomes unit values).
+    options : FeatvizOptions
+        The settings; resolved for the device (``steps``, ``size``, ``batch_size`` filled in).
+    mean, std : sequence of float
+        The model's input normalisation.
+    """
 
     def __init__(self, model: nn.Module, readers: dict[str, UnitReader], options: FeatvizOptions,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
@@ -130,8 +142,25 @@ class Renderer:
         return ((images - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
 
     def check(self, layer: str) -> int:
-        """The number of units of ``layer``, after one forward and backward on a noise image that shows the layer
-        runs and passes a gradient to the image; a clear error otherwise."""
+        """The number of units of ``layer``, after one forward and backward on a noise image.
+
+        The pass shows that the layer runs at the chosen size and passes a gradient to the image.
+
+        Parameters
+        ----------
+        layer : str
+            A layer of ``readers``.
+
+        Returns
+        -------
+        int
+            The layer's number of units.
+
+        Raises
+        ------
+        BadInput
+            If the model fails at this size, or no (finite, non-zero) gradient reaches the image.
+        """
         reader = self.readers[layer]
         gradient_path(reader, layer)
         size = self.size
@@ -155,8 +184,26 @@ class Renderer:
 
     def render(self, targets: Sequence[Target], on_step: Callable[[int], None] | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Optimise ``targets`` (one layer, whole units) in one batch: (n, 3, S, S) uint8 images and the (n,)
-        activation each reaches (measured on the 8-bit image, untransformed)."""
+        """Optimise ``targets`` (one layer, whole units) in one batch.
+
+        Parameters
+        ----------
+        targets : sequence of Target
+            The images to make, all of one layer.
+        on_step : callable, optional
+            Called with the step number after each optimisation step.
+
+        Returns
+        -------
+        tuple of torch.Tensor
+            (n, 3, S, S) uint8 images and the (n,) activation each reaches (measured on the 8-bit image,
+            untransformed), on the CPU.
+
+        Raises
+        ------
+        BadInput
+            If the targets span several layers.
+        """
         opts = self.options
         layers = {t.layer for t in targets}
         if len(layers) != 1:
@@ -202,13 +249,39 @@ class FeatvizResult:
     extra: dict = field(default_factory=dict)
 
     def image(self, i: int):
-        """Image ``i`` as a PIL image."""
+        """Image ``i`` as a PIL image.
+
+        Parameters
+        ----------
+        i : int
+            The row of ``table`` (and index into ``images``).
+
+        Returns
+        -------
+        PIL.Image.Image
+            The S x S RGB image.
+        """
         from PIL import Image
 
         return Image.fromarray(self.images[i].permute(1, 2, 0).numpy())
 
     def unit_images(self, layer: str, unit: int, direction: str = "top") -> list:
-        """A unit's images of one direction as PIL images, in index order."""
+        """A unit's images of one direction as PIL images, in index order.
+
+        Parameters
+        ----------
+        layer : str
+            The unit's layer.
+        unit : int
+            The unit's index.
+        direction : str
+            ``top`` (maximised) or ``bottom`` (minimised).
+
+        Returns
+        -------
+        list of PIL.Image.Image
+            Empty when the result holds no such images.
+        """
         rows = self.table[(self.table["layer"] == layer) & (self.table["unit"] == unit)
                           & (self.table["direction"] == direction)].sort_values("index")
         return [self.image(i) for i in rows.index]
@@ -226,14 +299,41 @@ def visualize(model: nn.Module, units: str | Sequence[int] | None = None, *, opt
               readers: dict[str, UnitReader] | None = None, mean: Sequence[float] = IMAGENET_MEAN,
               std: Sequence[float] = IMAGENET_STD, spatial: str = "mean", tokens: str = "mean",
               progress: bool = True) -> FeatvizResult:
-    """Feature visualisations of ``units`` (a list of indices, or ``"0-15,40"``; default ``options.units``, else
-    every unit) of every layer in ``options.layers`` of ``model`` (see the module docstring); no atlas needed.
+    """Feature visualisations of units of every layer in ``options.layers`` of ``model``; no atlas needed.
 
-    ``layers`` are module names of ``model``; a unit is a channel reduced by ``spatial`` (mean or max over space)
-    or ``tokens`` (mean, cls or max over tokens), as a record pass with those options reduces it. ``readers``
-    replaces that per layer (a ``featviz.objectives.BasisReader`` for basis features). ``mean``/``std``: the
-    model's input normalisation; images are optimised in [0, 1] and normalised before the model.
-    Every layer and unit is checked (one small forward and backward each) before any optimisation.
+    Images are optimised in [0, 1] and normalised before the model. Every layer and unit is checked (one small
+    forward and backward each) before any optimisation.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model; ``options.layers`` are its module names.
+    units : str or sequence of int, optional
+        Unit indices, or a spec such as ``"0-15,40"``; default ``options.units``, else every unit.
+    options : FeatvizOptions
+        Layers, steps, size, per_side and the other settings; its fields may also be given as keyword arguments.
+    readers : dict, optional
+        Layer -> ``UnitReader`` replacing the channel reader of that layer (a ``featviz.objectives.BasisReader``
+        for basis features).
+    mean, std : sequence of float
+        The model's input normalisation (per RGB channel).
+    spatial : str
+        How a channel's (H, W) map becomes one value: ``mean`` or ``max`` over space, as a record pass does.
+    tokens : str
+        How a channel over tokens becomes one value: ``mean``, ``cls`` or ``max``.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    FeatvizResult
+        ``images`` (n, 3, S, S) uint8 and one ``table`` row per image (layer, unit, direction, index, activation
+        reached, seed), in the same order.
+
+    Raises
+    ------
+    BadInput
+        If ``model`` is not a module, no layer is named, or a layer or unit cannot be optimised.
     """
     if model is None or not isinstance(model, nn.Module):
         raise BadInput(f"model must be a torch nn.Module, got {type(model).__name__}")

@@ -45,10 +45,18 @@ class FeatvizRun:
 
     @property
     def units_per_s(self) -> float:
+        """Units made per second in this run (0 when none)."""
         n = sum(len(u) for u in self.made.values())
         return n / self.seconds if self.seconds > 0 else 0.0
 
     def summary(self) -> pd.DataFrame:
+        """What the run did per layer.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per layer: ``layer``, ``made`` (units visualised now), ``already stored`` (units skipped).
+        """
         return pd.DataFrame([{"layer": layer, "made": len(units), "already stored": len(self.stored[layer])}
                              for layer, units in self.made.items()])
 
@@ -85,10 +93,34 @@ def _describer(bar: Progress, label: str, steps: int) -> Callable[[int], None]:
 @takes_options(FeatvizOptions)
 def featviz_atlas(atlas: Atlas | str | Path, units: str | Sequence[int] | None = None, *, options: FeatvizOptions,
                   model: Any = None, progress: bool = True) -> FeatvizRun:
-    """Make and store the feature visualisations of ``units`` (default ``options.units``, else all) of
-    ``options.layers`` of ``atlas`` (see the module docstring); returns what was made.
+    """Make and store the feature visualisations of units of ``options.layers`` of an atlas.
 
-    ``model``: the atlas's model as a ``LoadedModel`` (default: loaded from the manifest, weights hash checked).
+    Everything is checked before any optimisation (see the module docstring); every finished batch is stored,
+    so a run that stops resumes with the next unit not yet stored.
+
+    Parameters
+    ----------
+    atlas : Atlas, str or Path
+        The atlas (recorded or derived layers).
+    units : str or sequence of int, optional
+        Unit indices, or a spec such as ``"0-15,40"``; default ``options.units``, else every unit.
+    options : FeatvizOptions
+        Layers, steps, size, per_side and the other settings; its fields may also be given as keyword arguments.
+    model : LoadedModel, optional
+        The atlas's model (default: loaded from the manifest, weights hash checked).
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    FeatvizRun
+        Per layer the units made now and those already stored, the options as resolved and the time taken.
+
+    Raises
+    ------
+    BadInput
+        If no layer is named, a layer's width differs from the atlas's, a layer passes no gradient to the image, or
+        a layer holds visualisations of other options (use ``force``).
     """
     t0 = time.perf_counter()
     atlas = Atlas.open(atlas)

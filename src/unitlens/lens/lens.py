@@ -36,7 +36,17 @@ from unitlens.report.figures import save_figure
 
 @dataclass
 class LensUnit:
-    """One embedded unit: its θ (the mean embedding of its concept examples) and those examples."""
+    """One embedded unit: its θ (the mean embedding of its concept examples) and those examples.
+
+    Parameters
+    ----------
+    store : LensStore
+        The lens store of an embedded atlas (``Lens.store``).
+    layer : str
+        The unit's layer.
+    unit : int
+        The unit's index in the layer.
+    """
 
     store: LensStore
     layer: str
@@ -53,7 +63,14 @@ class LensUnit:
         return bool(self.store.read_layer(self.layer).constant[self.unit])
 
     def examples(self) -> pd.DataFrame:
-        """The concept examples, most activating first: sample id, file, activation and crop box (or None)."""
+        """The concept examples, most activating first.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``id`` (sample id), ``path`` (file), ``activation`` and ``box`` (the crop's pixel box, or None
+            for the whole image).
+        """
         data = self.store.read_layer(self.layer)
         dataset = self.store.atlas.dataset()
         rows = [{"id": int(data.ids[self.unit, j]), "path": str(dataset.path(int(data.ids[self.unit, j]))),
@@ -63,12 +80,36 @@ class LensUnit:
         return pd.DataFrame(rows, columns=["id", "path", "activation", "box"])
 
     def images(self, n: int | None = None) -> list:
-        """The first ``n`` (default: all) concept examples as PIL images, cropped as the lens embedded them."""
+        """The concept examples as PIL images, cropped as the lens embedded them.
+
+        Parameters
+        ----------
+        n : int, optional
+            How many, most activating first; None: all.
+
+        Returns
+        -------
+        list of PIL.Image.Image
+            The cropped images.
+        """
         data = self.store.read_layer(self.layer)
         return self.store.example_images(self.layer, self.unit, n or data.ids.shape[1])[0]
 
     def plot(self, exemplars: int = CARD_EXEMPLARS, path: str | Path | None = None) -> Any:
-        """The unit's card (``plot_unit``): its top ``exemplars`` concept examples; saved as PNG to ``path``."""
+        """The unit's card (``plot_unit``): its top concept examples with their activations.
+
+        Parameters
+        ----------
+        exemplars : int
+            Concept examples shown.
+        path : str or Path, optional
+            Where to save the figure as PNG (nothing is saved when None).
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+            The card.
+        """
         return plot_unit(self.store, self.layer, self.unit, exemplars, path=path)
 
     def _repr_html_(self) -> str:

@@ -1,4 +1,4 @@
-"""The options of the SemanticLens steps, each with its default, check and help:
+"""The options of the SemanticLens steps, each with its default, check and help.
 
 - ``EmbedOptions``: ``embed_units``, ``Lens.embed``, ``unitlens lens embed``;
 - ``SearchOptions``: ``search``, ``Lens.search``, ``unitlens lens search``;

@@ -92,7 +92,25 @@ class MISScores:
 
 @torch_threads(1)  # small elementwise work: single-threaded is fastest, and robust on busy cores
 def mis_from_margins(margin: torch.Tensor, tau: float = TAU) -> torch.Tensor:
-    """MIS of (..., N) task margins Δ⁺ − Δ⁻ at temperature ``tau``: mean over tasks of σ(margin / τ)."""
+    """MIS of task margins Δ⁺ − Δ⁻ at temperature ``tau``: the mean over tasks of σ(margin / τ).
+
+    Parameters
+    ----------
+    margin : torch.Tensor
+        (..., N) margins Δ⁺ − Δ⁻ of N tasks (positive: the task is solved).
+    tau : float
+        The temperature τ (positive; 0.16 in the MIS paper).
+
+    Returns
+    -------
+    torch.Tensor
+        (...) MIS in [0, 1], differentiable in ``margin``.
+
+    Raises
+    ------
+    BadInput
+        If ``tau`` is not positive.
+    """
     if not tau > 0:
         raise BadInput(f"tau must be positive, got {tau}")
     return torch.sigmoid(margin / tau).mean(-1)
@@ -231,11 +249,33 @@ def score_gram(similarity: torch.Tensor, tasks: Tasks, tau: float = TAU, table_i
 
 def score_embeddings(pos_expl: torch.Tensor, neg_expl: torch.Tensor, pos_query: torch.Tensor,
                      neg_query: torch.Tensor, tau: float = TAU, normalize: bool = False) -> MISScores:
-    """Score units whose explanation and query embeddings are given directly (appendix D).
+    """Score units whose explanation and query embeddings are given directly.
 
-    ``pos_expl``/``neg_expl``: (C, N, K, D) per task, or (C, K, D) when every task of a unit shows the same
-    explanations (e.g. a unit's feature visualisations); ``pos_query``/``neg_query``: (C, N, D). Inputs are
-    expected L2-normalised (``normalize=True`` normalises them). Differentiable in all inputs.
+    The form of the MIS paper's appendix D, for explanations that are not exemplars of an atlas (feature
+    visualisations, generated images). Differentiable in all inputs.
+
+    Parameters
+    ----------
+    pos_expl, neg_expl : torch.Tensor
+        The K positive (most activating) and negative (least activating) explanations of C units: (C, N, K, D)
+        per task, or (C, K, D) when every task of a unit shows the same explanations (e.g. a unit's feature
+        visualisations).
+    pos_query, neg_query : torch.Tensor
+        (C, N, D) the positive and negative query of each of N tasks.
+    tau : float
+        The temperature τ of σ((Δ⁺ − Δ⁻) / τ).
+    normalize : bool
+        L2-normalise the inputs along D first (they are expected normalised otherwise).
+
+    Returns
+    -------
+    MISScores
+        Δ⁺ and Δ⁻ per unit and task; ``.mis`` (C,), ``.accuracy`` (C,), ``.margin`` and ``.p`` (C, N).
+
+    Raises
+    ------
+    BadInput
+        If the shapes are not as above.
     """
     if pos_query.ndim != 3 or pos_query.shape != neg_query.shape:
         raise BadInput(f"queries must be two (C, N, D) tensors, got {tuple(pos_query.shape)} and "
@@ -277,13 +317,21 @@ class MISRun:
 
     @property
     def counts(self) -> dict:
+        """Units by status: ``units``, ``scored``, ``constant`` and ``nonfinite``."""
         status = self.frame["status"]
         return {"units": len(status), "scored": int((status == STATUS_SCORED).sum()),
                 "constant": int((status == STATUS_CONSTANT).sum()),
                 "nonfinite": int((status == STATUS_NONFINITE).sum())}
 
     def summary(self) -> dict[str, pd.DataFrame]:
-        """Per-layer, per-type and per-model tables (see :func:`summarize`)."""
+        """Per-layer, per-type and per-model tables (see :func:`summarize`).
+
+        Returns
+        -------
+        dict of str to pandas.DataFrame
+            ``layer``, ``type`` and ``model`` tables with unit counts (scored, constant, non-finite) and the mean,
+            5th and 95th percentile of MIS over scored units (plus mean accuracy).
+        """
         return summarize(self.frame, model=self.model)
 
     def _repr_html_(self) -> str:
@@ -493,7 +541,26 @@ def mis_params(options: MISOptions, overlap: int = 0, **extra: Any) -> dict:
 def load_scores(atlas, backend: str | None = None) -> pd.DataFrame:
     """The per-unit MIS frame of an atlas rebuilt from its ``scores.parquet`` (as ``score_mis(...).frame``).
 
-    ``backend`` picks among several scored backends; it may be left out when there is only one.
+    Parameters
+    ----------
+    atlas : Atlas, str or Path
+        The atlas, or its folder.
+    backend : str, optional
+        Picks among several scored backends; it may be left out when there is only one.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per unit of the scored layers: ``layer``, ``unit``, ``type``, ``depth``, ``rel_depth``,
+        ``rel_width``, ``mis``, ``mis_accuracy``, ``n_tasks``, ``backend``, ``tau``, ``status`` (scored, constant,
+        nonfinite; ``mis`` is NaN unless scored), and the tie columns when recorded.
+
+    Raises
+    ------
+    NotComputed
+        If the atlas has no MIS scores (of that backend).
+    BadInput
+        If several backends were scored and none is named.
     """
     atlas = Atlas.open(atlas)
     scores = atlas.scores()

@@ -14,6 +14,7 @@ explanation method) — see :func:`unitlens.mis.scoring.score_embeddings`.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -116,14 +117,17 @@ class Tasks:
 
     @property
     def n_units(self) -> int:
+        """C, the number of units."""
         return self.pos_expl.shape[0]
 
     @property
     def n_tasks(self) -> int:
+        """N, the number of tasks per unit."""
         return self.pos_expl.shape[1]
 
     @property
     def k_expl(self) -> int:
+        """K, the number of explanations per side and task."""
         return self.pos_expl.shape[2]
 
     def __getitem__(self, units) -> "Tasks":
@@ -131,19 +135,49 @@ class Tasks:
         return Tasks(self.pos_expl[units], self.neg_expl[units], self.pos_query[units], self.neg_query[units])
 
     def ids(self) -> torch.Tensor:
-        """Every id the tasks use, sorted and unique."""
+        """Every id the tasks use, sorted and unique.
+
+        Returns
+        -------
+        torch.Tensor
+            (M,) the ids, e.g. the images to embed.
+        """
         return torch.unique(torch.cat([t.reshape(-1) for t in
                                        (self.pos_expl, self.neg_expl, self.pos_query, self.neg_query)]))
 
-    def map(self, fn) -> "Tasks":
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "Tasks":
+        """The same tasks with ``fn`` applied to each id tensor (e.g. sample ids to rows of an embedding table).
+
+        Parameters
+        ----------
+        fn : callable
+            Takes an id tensor and returns one of the same shape.
+
+        Returns
+        -------
+        Tasks
+            New tasks of ``fn``'s results.
+        """
         return Tasks(fn(self.pos_expl), fn(self.neg_expl), fn(self.pos_query), fn(self.neg_query))
 
     def bags(self) -> torch.Tensor:
-        """(C·N, 2, K): the positive and the negative explanations of every task."""
+        """The positive and the negative explanations of every task, in one tensor.
+
+        Returns
+        -------
+        torch.Tensor
+            (C·N, 2, K): index 0 the positive, 1 the negative explanations; unit-major.
+        """
         return torch.stack([self.pos_expl, self.neg_expl], 2).reshape(-1, 2, self.k_expl)
 
     def queries(self) -> torch.Tensor:
-        """(C·N, 2): the positive and the negative query of every task."""
+        """The positive and the negative query of every task, in one tensor.
+
+        Returns
+        -------
+        torch.Tensor
+            (C·N, 2): index 0 the positive, 1 the negative query; in the order of :meth:`bags`.
+        """
         return torch.stack([self.pos_query, self.neg_query], 2).reshape(-1, 2)
 
 
@@ -152,8 +186,33 @@ def build_tasks(top_ids: torch.Tensor, bottom_ids: torch.Tensor, n_tasks: int = 
                 k_expl: int = K_EXPL, where: str = "") -> Tasks:
     """Tasks of every unit from its exemplar ids.
 
-    ``top_ids`` is (C, k) in descending activation order, ``bottom_ids`` (C, k) in ascending order (as an
-    atlas stores them); a single unit may be given as (k,). Only the first N·(K+1) of each side are used.
+    Only the first N·(K+1) of each side are used: the first N·K are spread over the tasks as explanations (task
+    i gets ranks i, i+N, ..., i+(K−1)N), the last N are the queries.
+
+    Parameters
+    ----------
+    top_ids : torch.Tensor
+        (C, k) in descending activation order (as an atlas stores them); a single unit may be given as (k,).
+    bottom_ids : torch.Tensor
+        (C, k) in ascending activation order, or (k,).
+    n_tasks : int
+        N, the tasks per unit.
+    k_expl : int
+        K, the explanations per side and task.
+    where : str
+        Names the layer in error messages.
+
+    Returns
+    -------
+    Tasks
+        The tasks as ids: explanations (C, N, K), queries (C, N).
+
+    Raises
+    ------
+    BadInput
+        If the shapes differ or are not (C, k).
+    TooFewExemplars
+        If k < N·(K+1).
     """
     if top_ids.ndim == 1:
         top_ids, bottom_ids = top_ids[None], bottom_ids[None]

@@ -33,6 +33,8 @@ from unitlens.zoo.units import channel_dim_of
 
 @dataclass
 class ProbeResult:
+    """What ``record_probe`` did: the probe store written, images and units recorded, time, unreadable files."""
+
     store: ProbeStore
     n_images: int
     n_units: int
@@ -41,6 +43,7 @@ class ProbeResult:
 
     @property
     def images_per_s(self) -> float:
+        """Probe images recorded per second (NaN when it took no time)."""
         return self.n_images / self.seconds if self.seconds > 0 else float("nan")
 
     def _repr_html_(self) -> str:

@@ -108,6 +108,8 @@ def held_out_scores(store: ProbeStore, labels: pd.DataFrame, rows: np.ndarray) -
 
 
 def summarise(units: pd.DataFrame, good: float = GOOD_AUC) -> pd.DataFrame:
+    """Per method and layer: units, labelled units (and share), units evaluated, mean and median AUC, the share
+    with AUC at least ``good``, and the mean activation difference in standard deviations."""
     rows = []
     for (method, layer), g in units.groupby(["method", "layer"], sort=False):
         labelled = g["label"] != NO_LABEL

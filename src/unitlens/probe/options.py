@@ -94,6 +94,7 @@ class LabelOptions(LabellerOptions):
                              choices=IMAGE_NULLS)
 
     def validate(self) -> None:
+        """Refuse an option of another labelling method than ``method``."""
         for name in self.changed():
             owner = OWN_OPTIONS.get(name)
             if owner is not None and owner != self.method:
@@ -112,5 +113,6 @@ class EvaluationOptions(LabellerOptions):
     figure: bool = option(True, "Draw the faithfulness figure beside the tables.")
 
     def validate(self) -> None:
+        """Refuse an empty list of methods."""
         if not self.methods:
             raise BadInput(f"methods (--method) names no method; choose from {', '.join(LABELLING_METHODS)}")

@@ -41,6 +41,7 @@ class RecordResult:
 
     @property
     def images_per_s(self) -> float:
+        """Images recorded per second by this call (NaN when it took no time)."""
         return (self.n_images - self.resumed_from) / self.seconds if self.seconds > 0 else float("nan")
 
 

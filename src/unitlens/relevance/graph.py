@@ -45,7 +45,13 @@ class GraphResult:
     json_path: Path  # its JSON file
 
     def as_dict(self) -> dict:
-        """The graph as plain values (its JSON file)."""
+        """The graph as plain values (its JSON file).
+
+        Returns
+        -------
+        dict
+            The ``meta`` entries, ``nodes`` and ``edges`` as lists of records (JSON-ready).
+        """
         return {**self.meta, "nodes": self.nodes.to_dict("records"), "edges": self.edges.to_dict("records")}
 
     def _repr_html_(self) -> str:

@@ -1,4 +1,6 @@
-"""The relevance results of an atlas, under ``<atlas>/relevance/`` (every file written atomically)::
+"""The relevance results of an atlas, under ``<atlas>/relevance/`` (every file written atomically).
+
+Files::
 
     class_<index>.parquet / .json   per unit: layer, unit, class_index, class_name, rel_mean, rel_max,
                                     rel_raw_mean, n_samples, top_ids (sample ids, highest share first); meta:
@@ -24,7 +26,8 @@ CLASS_COLUMNS = ["layer", "unit", "class_index", "class_name", "rel_mean", "rel_
                  "top_ids"]
 
 
-def folder(atlas) -> Path:
+def folder(atlas: Atlas | str | Path) -> Path:
+    """The folder of an atlas's relevance results (``relevance/``; nothing is created)."""
     return Atlas.open(atlas).derived_path("relevance")
 
 
@@ -83,8 +86,28 @@ def _match(stored: pd.DataFrame, cls) -> int | None:
     return None
 
 
-def load_relevance(atlas, cls) -> pd.DataFrame:
-    """The stored per-unit relevance for class ``cls`` (index, or a stored class's name or synonym)."""
+def load_relevance(atlas: Atlas | str | Path, cls: int | str) -> pd.DataFrame:
+    """The stored per-unit relevance for one class (written by ``class_relevance``).
+
+    Parameters
+    ----------
+    atlas : Atlas, str or Path
+        The atlas, or its folder.
+    cls : int or str
+        The class index, or a stored class's name or synonym (case-insensitive).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per unit: ``layer``, ``unit``, ``class_index``, ``class_name``, ``rel_mean`` (mean share of the
+        class logit's relevance), ``rel_max``, ``rel_raw_mean``, ``n_samples`` and ``top_ids`` (the samples where
+        the unit is most relevant).
+
+    Raises
+    ------
+    RelevanceNotComputed
+        If no relevance is stored for that class (the message lists the stored classes and the command).
+    """
     atlas = Atlas.open(atlas)
     stored = stored_classes(atlas)
     index = _match(stored, cls)
@@ -97,7 +120,8 @@ def load_relevance(atlas, cls) -> pd.DataFrame:
     return _read(atlas, path.stem)
 
 
-def load_meta(atlas, stem: str) -> dict:
+def load_meta(atlas: Atlas | str | Path, stem: str) -> dict:
+    """The meta of relevance result ``stem`` (``{}`` if it has none), refused if it belongs to another atlas."""
     return _checked_meta(Atlas.open(atlas), stem)
 
 

@@ -33,6 +33,7 @@ class StudyRunOptions(Options):
                                 "and listed as removed).", flag="--prune")
 
     def validate(self) -> None:
+        """Refuse ``jobs`` with ``ray``, and ``cpus_per_task`` without ``ray``."""
         if self.ray is not None and self.jobs > 1:
             raise BadInput("give either jobs (--jobs: processes on this machine) or ray (--ray: a Ray cluster), "
                            "not both")

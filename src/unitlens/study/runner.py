@@ -89,17 +89,21 @@ class Inline:
     report = None
 
     def submit(self, task: Task) -> Future:
+        """Start ``task``; returns a handle to wait on (here: already finished)."""
         future: Future = Future()
         future.set_result(execute(task, self.report))
         return future
 
     def wait(self, handles: list) -> list:
+        """Wait until at least one of ``handles`` has finished; returns the finished ones."""
         return list(handles)
 
     def result(self, handle) -> list[dict]:
+        """The result of a finished task: one record per entry step it ran."""
         return handle.result()
 
     def close(self) -> None:
+        """Release the executor's workers (nothing to release here)."""
         pass
 
 
@@ -111,12 +115,15 @@ class Processes(Inline):
         self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"))
 
     def submit(self, task: Task) -> Future:
+        """Start ``task`` in a worker process; returns its future."""
         return self.pool.submit(execute, task)
 
     def wait(self, handles: list) -> list:
+        """Wait until at least one of ``handles`` has finished; returns the finished ones."""
         return list(wait(handles, return_when=FIRST_COMPLETED).done)
 
     def close(self) -> None:
+        """Shut the pool down without waiting; tasks not started are cancelled."""
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
@@ -140,16 +147,20 @@ class RayTasks(Inline):
         self.capacity = max(1, int(min(slots)))
 
     def submit(self, task: Task):
+        """Start ``task`` as a Ray task; returns its object reference."""
         return self.remote.remote(task)
 
     def wait(self, handles: list) -> list:
+        """Wait until one of ``handles`` has finished; returns it."""
         done, _ = self.ray.wait(list(handles), num_returns=1)
         return done
 
     def result(self, handle) -> list[dict]:
+        """The result of a finished Ray task."""
         return self.ray.get(handle)
 
     def close(self) -> None:
+        """Shut down the Ray instance if this executor started it."""
         if self.started:
             self.ray.shutdown()
 

@@ -56,7 +56,18 @@ class LoadedModel:
     meta: bool = False  # built on the meta device: shapes only, no weights (load_model(meta=True))
 
     def weights_hash(self) -> str:
-        """SHA-256 over all parameters and buffers, so an atlas knows exactly which weights made it."""
+        """SHA-256 over all parameters and buffers, so an atlas knows exactly which weights made it.
+
+        Returns
+        -------
+        str
+            The first 16 hex digits of the hash over every state-dict entry's name and bytes.
+
+        Raises
+        ------
+        BadInput
+            If the model was built without weights (``meta=True``).
+        """
         if self.meta:
             raise BadInput(f"model '{self.name}' was built without weights (meta=True, for listing and checks); "
                            "load it with its weights to run it")
@@ -317,14 +328,40 @@ def load_model(name: str, pretrained: bool = True, checkpoint: str | Path | None
                seed: int = RANDOM_SEED, meta: bool = False) -> LoadedModel:
     """Load ``name`` in eval mode with its preprocessing.
 
-    ``pretrained=False`` gives random init, drawn with ``seed`` (the same weights on every run, so a random-init
-    atlas can be resumed, cropped and explained; a head or tensors a checkpoint does not cover are seeded too);
-    ``checkpoint`` loads a local state dict into the architecture,
-    built with a ``num_classes`` head when given. ``checkpoint_strict`` (default) fails on the first tensor that
-    does not fit; ``False`` loads the tensors that fit by name and shape and reports the others in
-    ``LoadedModel.checkpoint_fit`` (they keep the architecture's initial values). ``name`` may carry
-    architecture options after ``?`` (see the module doc). ``meta`` builds the architecture without weights on
-    the meta device (its layers and shapes are those of the loaded model; ``checkpoint`` is still checked to fit).
+    Parameters
+    ----------
+    name : str
+        ``efficientnet_lite0|1|2`` (offline weights), ``timm:<name>``, ``torchvision:<name>``, a tagged timm name
+        (``resnet50.a1_in1k``) or the file of a saved module; it may carry architecture options after ``?`` (see
+        the module doc).
+    pretrained : bool
+        False gives random init, drawn with ``seed``.
+    checkpoint : str or Path, optional
+        A local state dict loaded into the architecture.
+    num_classes : int, optional
+        Build the architecture with a head of this many classes (for ``checkpoint``).
+    checkpoint_strict : bool
+        True fails on the first checkpoint tensor that does not fit; False loads the tensors that fit by name
+        and shape and reports the others in ``LoadedModel.checkpoint_fit`` (they keep the architecture's initial
+        values).
+    seed : int
+        Seed of random init (the same weights on every run, so a random-init atlas can be resumed, cropped and
+        explained; a head or tensors a checkpoint does not cover are seeded too).
+    meta : bool
+        Build the architecture without weights on the meta device (its layers and shapes are those of the loaded
+        model; ``checkpoint`` is still checked to fit).
+
+    Returns
+    -------
+    LoadedModel
+        The module in eval mode, its preprocessing transform, its input size and where its weights came from.
+
+    Raises
+    ------
+    BadInput
+        If options contradict each other (a saved module with ``checkpoint``, ``num_classes`` below 1, ...).
+    MissingFile
+        If a model or checkpoint file does not exist.
     """
     if num_classes is not None and num_classes < 1:
         raise BadInput(f"num_classes must be at least 1, got {num_classes}")

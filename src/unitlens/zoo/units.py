@@ -39,6 +39,13 @@ class LayerInfo:
     channel_dim: int
 
     def as_dict(self) -> dict:
+        """The JSON form (as stored in the manifest's ``layers``).
+
+        Returns
+        -------
+        dict
+            Every field by name.
+        """
         return asdict(self)
 
 
@@ -108,9 +115,29 @@ def enumerate_units(
 ) -> list[LayerInfo]:
     """List the layers to analyse.
 
-    ``types`` picks layer types; ``include``/``exclude`` are names or globs (``blocks.*.conv_pw``). A name in
-    ``include`` that is not of a listed type is analysed as type ``Other`` (width known after a forward pass).
-    ``skip_first_last`` drops the model's first and last layer of the listed types (the MIS convention).
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model (weights are not needed: a meta-device model works).
+    types : sequence of str
+        Layer types to consider, from ``LAYER_TYPES`` (Conv, Linear, BatchNorm, LayerNorm, GroupNorm).
+    include : iterable of str, optional
+        Module names or globs (``blocks.*.conv_pw``) to keep. A name that is not of a listed type is analysed as
+        type ``Other`` (width known after a forward pass).
+    exclude : iterable of str, optional
+        Module names or globs to leave out.
+    skip_first_last : bool
+        Drop the model's first and last layer of the listed types (the MIS convention).
+
+    Returns
+    -------
+    list of LayerInfo
+        The chosen layers in module order, with depth, width (number of units) and channel dimension.
+
+    Raises
+    ------
+    BadInput
+        If a type is unknown, an ``include`` pattern matches no module, or nothing is selected.
     """
     unknown = sorted(set(types) - set(LAYER_TYPES))
     if unknown:
