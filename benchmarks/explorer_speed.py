@@ -2,7 +2,7 @@
 
     python benchmarks/explorer_speed.py /tmp/explorer-demo/lite0 [--layer conv_head] [--unit-layer blocks.6.0.conv_pwl]
 
-Targets (issue 12, demo atlas of 97 layers / 41,984 units): overview and a 1,280-unit layer view load in < 1 s,
+Targets (demo atlas of 97 layers / 41,984 units): overview and a 1,280-unit layer view load in < 1 s,
 a unit page in < 300 ms once thumbnails exist, a text search answers in < 1 s with the backend loaded.
 
 Runs the server as ``unitlens serve`` does, in its own process (``--in-process``: uvicorn in a thread of this one,
@@ -106,7 +106,7 @@ def main() -> None:
     atlas = Atlas(args.atlas)
     if not args.keep_cache:
         shutil.rmtree(atlas.derived_path("explorer", "thumbs"), ignore_errors=True)
-    print(f"atlas {args.atlas}: {atlas.manifest['n_units']:,} units in {len(atlas.layers)} layers; "
+    print(f"atlas {args.atlas}: {atlas.manifest.n_units:,} units in {len(atlas.layers)} layers; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (timings on a shared machine are upper "
           "bounds)")
     catalog = Catalog([args.atlas])

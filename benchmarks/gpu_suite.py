@@ -178,7 +178,7 @@ def record_rate(loaded: LoadedModel, short: Path, full: Path, n_short: int, n_fu
             res = record(loaded, str(data), work / f"{name}-{dtype}", layers=None, k=200, batch_size=args.batch_size,
                          device=str(device), num_workers=args.workers, progress=False, force=True,
                          keep_first_last=True)
-            runs[name] = (res.seconds, time.perf_counter() - t, res.atlas.manifest["n_units"])
+            runs[name] = (res.seconds, time.perf_counter() - t, res.atlas.manifest.n_units)
     extra = runs["full"][0] - runs["short"][0]
     steady = (n_full - n_short) / extra if extra > 0 else n_full / runs["full"][0]  # tiny runs: timing noise
     return steady, n_full / runs["full"][1], runs["full"][2]

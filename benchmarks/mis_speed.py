@@ -13,14 +13,14 @@ first ``--loop-units`` units (their cost is linear in the units):
 - ``loop``: eq. (1) literally — for every unit, task and explanation one ``numpy.dot`` f(q, e), the mean as
   the aggregation a, then eqs. (2)–(5). The ratios are against this one;
 - ``loop-matvec``: the same loops, but s(q, E) as one matrix-vector product per (query, explanation set);
-- ``previous``: unitlens's scorer before issue 17 (one weighted ``embedding_bag`` over whole embedding rows
+- ``previous``: unitlens's earlier scorer (one weighted ``embedding_bag`` over whole embedding rows
   per chunk, torch's own threading), on the synthetic layer.
 
 Every measurement is repeated ``--repeats`` times, the sides interleaved, and the medians are printed — once
 as the machine is, once beside a busy loop (a subprocess spinning on one core), unless ``--no-busy``.
 The loops must agree with unitlens to 1e-6 (MIS and accuracy); the script fails otherwise.
 
-With ``--atlas`` it also scores every scorable unit of a real atlas as ``run_atlas`` does (embeddings from
+With ``--atlas`` it also scores every scorable unit of a real atlas as ``score_mis`` does (embeddings from
 the atlas's ``offline`` cache, filled first if needed) and times its ``score`` stage — tasks from the exemplar
 ids in memory and the scores, as the loop works from memory — against the ``loop`` on a random sample of
 ``--atlas-sample`` of those units; it also prints the ``tasks`` stage (reading and checking every exemplar
@@ -95,7 +95,7 @@ def loop_matvec(table: np.ndarray, top: np.ndarray, bottom: np.ndarray, n_tasks:
 
 def previous(table: torch.Tensor, top: torch.Tensor, bottom: torch.Tensor, n_tasks: int, k_expl: int,
              tau: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The scorer before issue 17: ē⁺ − ē⁻ of every task as one weighted bag over whole rows, two dot products,
+    """The earlier scorer: ē⁺ − ē⁻ of every task as one weighted bag over whole rows, two dot products,
     chunks of 24 MB of intermediates, torch's own threads."""
     tasks = build_tasks(top, bottom, n_tasks, k_expl)
     c_all, n, k = tasks.n_units, n_tasks, k_expl
@@ -207,11 +207,12 @@ def synthetic_part(args, condition: str) -> list[dict]:
 def atlas_part(args, condition: str) -> list[dict]:
     from unitlens.atlas import Atlas
     from unitlens.backends import EmbeddingCache, load_backend
-    from unitlens.mis.scoring import STATUS_SCORED, run_atlas
+    from unitlens.mis.options import MISOptions
+    from unitlens.mis.scoring import STATUS_SCORED, score_mis
 
     backend = load_backend("offline", device="cpu")
-    first = run_atlas(args.atlas, backend, args.n_tasks, args.k_expl, args.tau, device="cpu", write=False,
-                      progress=False)  # fills the embedding cache if needed
+    options = MISOptions(n_tasks=args.n_tasks, k_expl=args.k_expl, tau=args.tau, device="cpu", write=False)
+    first = score_mis(args.atlas, options, backend=backend, progress=False)  # fills the embedding cache if needed
     scored = first.frame[first.frame["status"] == STATUS_SCORED].reset_index(drop=True)
     n_units = len(scored)
     pick = torch.randperm(n_units, generator=torch.Generator().manual_seed(args.seed))[:args.atlas_sample].numpy()
@@ -227,8 +228,7 @@ def atlas_part(args, condition: str) -> list[dict]:
     runs: list = []
 
     def ours():
-        runs.append(run_atlas(args.atlas, backend, args.n_tasks, args.k_expl, args.tau, device="cpu", write=False,
-                              progress=False))
+        runs.append(score_mis(args.atlas, options, backend=backend, progress=False))
 
     score_s, tasks_s, loop_s = [], [], []
     for _ in range(args.repeats):

@@ -22,7 +22,7 @@ dir) and reported separately as ``end-to-end``. Sanity checks: ours and Semantic
 sample (and top-k values, to bfloat16 precision) of the units, and the end-to-end atlas holds exactly the
 exemplars of the in-memory run.
 
-Why: recording must stay close to the price of the forward pass itself (target: record/bare <= 1.10, issue 17).
+Why: recording must stay close to the price of the forward pass itself (target: record/bare <= 1.10).
 
 Run (from the repository root):
 

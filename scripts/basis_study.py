@@ -91,14 +91,14 @@ def main() -> None:
             print(f"recorded {len(res.layers)} basis layers in {res.seconds:.0f} s", flush=True)
     atlas = Atlas(args.atlas)
     if "mis" in steps:
-        from unitlens.mis import run_atlas
+        from unitlens.mis import score_mis
 
-        run = run_atlas(atlas, "offline", device=args.device, progress=True)
+        run = score_mis(atlas, backend="offline", device=args.device, progress=True)
         print(f"MIS: {run.counts}", flush=True)
     if "lens" in steps:
-        from unitlens.lens import embed_atlas, label, measures
+        from unitlens.lens import embed_units, label, measures
 
-        embed_atlas(atlas, "offline-vl", device=args.device)
+        embed_units(atlas, "offline-vl", device=args.device)
         measures(atlas, "offline-vl")
         concepts = [p.name.replace("_", " ") for p in sorted((DEMO_ROOT / "images").iterdir()) if p.is_dir()]
         label(atlas, concepts, backend="offline-vl")

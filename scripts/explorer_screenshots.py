@@ -35,7 +35,7 @@ def make_study(entries: dict[str, Path], root: Path) -> Path:
         (root / "atlases" / name).symlink_to(Path(path).resolve())
         steps = {s: {"options": {}, "status": "done", "error": "", "seconds": 0.0, "result": {}}
                  for s in ("record", "mis")}
-        records.append({"name": name, "model": Atlas(path).manifest["config"]["model"], "data": "demo",
+        records.append({"name": name, "model": Atlas(path).manifest.config.model, "data": "demo",
                         "atlas": f"atlases/{name}", "steps": steps})
     (root / "study.toml").write_text('name = "lite-demo"\ndata = "demo"\nsteps = ["record", "mis"]\n' +
                                      "".join(f'[[entry]]\nname = "{n}"\n' for n in entries))

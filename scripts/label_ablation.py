@@ -1,4 +1,4 @@
-"""The ablation of paper 002's supplementary D.4 on an atlas with a probe set: prompt templates vs the bare
+"""The ablation of the SemanticLens paper's supplementary D.4 on an atlas with a probe set: prompt templates vs the bare
 concept, m (concept examples / CLIP-Dissect's top images) in {5, 10, 30, 50}, and activation pooling mean vs max,
 each judged by the held-out faithfulness of ``unitlens lens evaluate-labels`` (same split, same judge: the
 held-out images' activations of the probe pass ``--probe``, pooled as the atlas was).
@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from unitlens.atlas import Atlas
-from unitlens.lens import embed_atlas
+from unitlens.lens import embed_units
 from unitlens.lens.probes import TEMPLATES
 from unitlens.lens.store import LensStore
 from unitlens.probe.defaults import GOOD_AUC, HOLDOUT, PROBE_NAME, SEED
@@ -40,18 +40,18 @@ def lens_copy(atlas: Atlas, out: Path, backend: str, m: int, spatial: str) -> At
     examples, under ``out``; image embeddings are copied, not recomputed."""
     if out.exists():
         copy = Atlas(out)
-    elif spatial == atlas.manifest["config"].get("spatial", "mean"):
+    elif spatial == atlas.manifest.config.spatial:
         shutil.copytree(atlas.path, out, ignore=shutil.ignore_patterns("probe", ".lock"))
         copy = Atlas(out)
     else:
         from unitlens.recording import record
 
-        cfg = atlas.manifest["config"]
-        record(atlas.load_model(), atlas.manifest["dataset"]["spec"], out, atlas.layers, k=cfg["k"], spatial=spatial,
-               tokens=cfg.get("tokens", "mean"))
+        cfg = atlas.manifest.config
+        record(atlas.load_model(), atlas.manifest.dataset.spec, out, atlas.layers, k=cfg.k, spatial=spatial,
+               tokens=cfg.tokens)
         shutil.copytree(atlas.derived_path("embeddings"), Atlas(out).derived_path("embeddings"), dirs_exist_ok=True)
         copy = Atlas(out)
-    embed_atlas(copy, backend, m=m, progress=True)
+    embed_units(copy, backend, m=m, progress=True)
     return copy
 
 

@@ -18,7 +18,7 @@ Model
     evaluation is the model's own (resize to size / 0.875, centre crop); training crops the same resized image at
     random offsets and flips it.
 
-Regularisers (paper 002, supplementary G.2)
+Regularisers (the SemanticLens paper, supplementary G.2)
     ``--dropout p``: dropout on the pooled penultimate features (timm's ``drop_rate``; only active in training).
     ``--l1 lambda``: activation sparsity, ``lambda * sum_i |z_i| / k+`` on the penultimate features z (k+ = the
     number of non-zero activations of the sample), added to the cross-entropy.
@@ -110,7 +110,7 @@ def augment(batch: torch.Tensor, size: int, mean: torch.Tensor, std: torch.Tenso
 
 
 def sparsity_loss(features: torch.Tensor) -> torch.Tensor:
-    """Paper 002 eq. (4): sum_i |z_i| / k+ per sample (k+ = non-zero activations), averaged over the batch."""
+    """The SemanticLens paper's eq. (4): sum_i |z_i| / k+ per sample (k+ = non-zero activations), batch mean."""
     k_plus = (features != 0).sum(1).clamp_min(1)
     return (features.abs().sum(1) / k_plus).mean()
 

@@ -269,10 +269,10 @@ def explorer_atlases(tmp_path_factory) -> dict:
 
     import pandas as pd
 
-    from unitlens.audit import audit
+    from unitlens.audit import audit_class
     from unitlens.backends.base import BACKENDS
-    from unitlens.lens import embed_atlas, label, measures
-    from unitlens.mis import score_atlas
+    from unitlens.lens import embed_units, label, measures
+    from unitlens.mis import score_mis
     from unitlens.relevance.store import write_result
     from unitlens.study import write_summary
 
@@ -288,8 +288,8 @@ def explorer_atlases(tmp_path_factory) -> dict:
             arr = np.clip(np.array(rgb)[None, None] + rng.normal(0, 6, (32, 32, 3)), 0, 255).astype(np.uint8)
             Image.fromarray(arr).save(data / name / f"{name}_{i}.png")
     a = colour_atlas(data, root / "a" / "demo")
-    score_atlas(a, backend, n_tasks=5, k_expl=4, progress=False)
-    embed_atlas(a, backend, m=5, progress=False)
+    score_mis(a, backend=backend, n_tasks=5, k_expl=4, progress=False)
+    embed_units(a, backend, m=5, progress=False)
     label(a, ["red", "green", "blue", "grey"], backend=backend)
     measures(a, backend)
     rel = pd.DataFrame([{"layer": layer, "unit": u, "class_index": 0, "class_name": "red", "rel_mean": share,
@@ -297,11 +297,11 @@ def explorer_atlases(tmp_path_factory) -> dict:
                         for layer in ("detect", "pool")
                         for u, share in enumerate([0.40, 0.05, 0.10, 0.02, 0.0, 0.30])])
     write_result(a, "class_0", rel, {"class_name": "red", "description": "red", "samples": "top5", "n_samples": 10})
-    audit(a, 0, ["red"], ["blue"], backend=backend, other_classes=rel.iloc[:0])
+    audit_class(a, 0, ["red"], ["blue"], backend=backend, other_classes=rel.iloc[:0])
     (a / "figures").mkdir()
     Image.new("RGB", (40, 20), (200, 220, 255)).save(a / "figures" / "mis_by_layer.png")
     b = colour_atlas(data, root / "b" / "demo", ("red", "green", "blue"))
-    embed_atlas(b, backend, m=5, progress=False)
+    embed_units(b, backend, m=5, progress=False)
     study = root / "studies" / "colours"
     (study / "atlases").mkdir(parents=True)
     shutil.copytree(a, study / "atlases" / "rgb-grey")

@@ -46,7 +46,7 @@ def test_notebook_views_show_the_facts_and_the_images(atlas):
     assert len(re.findall(r"<img src='data:image/jpeg;base64,", page)) == 10  # 5 top + 5 bottom (k = 5)
     assert "most activating" in page and "least activating" in page
     overview = atlas._repr_html_()
-    assert "conv" in overview and str(atlas.manifest["n_units"]) in overview
+    assert "conv" in overview and str(atlas.manifest.n_units) in overview
     atlas.put_scores(pd.DataFrame({"layer": ["conv"], "unit": [0], "metric": ["mis"], "backend": ["x"],
                                    "value": [0.75], "params": ["{}"]}))
     assert "0.75" in atlas.unit("conv", 0)._repr_html_()

@@ -26,7 +26,15 @@ from torch import nn
 from typer.testing import CliRunner
 
 import unitlens.cli.common
-from unitlens.audit import audit, audit_test, audited_classes, prune_check, stored_audit, verdicts
+from unitlens.audit import (
+    AuditOptions,
+    audit_class,
+    audit_test,
+    audited_classes,
+    prune_check,
+    stored_audit,
+    verdicts,
+)
 from unitlens.backends.base import BACKENDS, Backend
 from unitlens.cli.audit import app as audit_app
 from unitlens.errors import AuditError
@@ -159,8 +167,8 @@ def test_verdict_rule_on_the_signs():
 def test_audit_verdicts_alignments_and_summary(atlas):
     others = pd.DataFrame({"layer": "conv", "unit": [0, 0, 1], "class_index": [0, 2, 1],
                            "class_name": ["red", "blue", "green"], "rel_mean": [0.3, 0.12, 0.07]})
-    res = audit(atlas / "atlas", "red", atlas / "concepts" / "valid.txt", atlas / "concepts" / "spurious.txt",
-                relevance=relevance_frame(), other_classes=others)
+    res = audit_class(atlas / "atlas", "red", atlas / "concepts" / "valid.txt", atlas / "concepts" / "spurious.txt",
+                      relevance=relevance_frame(), other_classes=others)
     frame = res.frame.set_index("unit")
     assert list(res.frame["unit"]) == [0, 1, 2, 3, 4, 5]  # most relevant first; 6 below the bar, 7 constant
     assert frame["verdict"].to_dict() == EXPECTED
@@ -179,6 +187,8 @@ def test_audit_verdicts_alignments_and_summary(atlas):
     assert summary["rel_share"].to_dict() == pytest.approx(
         {"valid": 0.30, "spurious": 0.20, "both": 0.20, "unexpected": 0.18, "not relevant": 0.01})
     assert list(res.flagged["unit"]) == [1, 3, 4]
+    html = res._repr_html_()  # the notebook view: class, verdict counts, the units table
+    assert "audit of class 0 &#x27;red&#x27;" in html and "valid 1, spurious 1, both 2, unexpected 2" in html
     assert frame.loc[0, "relevant_ids"] == [0, 1] and len(frame.loc[0, "exemplars"]) == 2
     # written, and read back by class index
     assert audited_classes(atlas / "atlas")[["class_index", "class_name"]].values.tolist() == [[0, "red"]]
@@ -187,12 +197,13 @@ def test_audit_verdicts_alignments_and_summary(atlas):
     assert res.path.name == "class0-red.parquet" and res.path.with_suffix(".csv").is_file()
     meta = json.loads(res.path.with_suffix(".json").read_text())
     assert meta["valid"] == ["fur", "horns"] and meta["relevance_column"] == "rel_max"
+    assert meta["options"] == AuditOptions().as_dict() == res.options.as_dict()
 
 
 def test_image_folder_concepts_match_text_concepts(atlas):
     kw = dict(relevance=relevance_frame(), other_classes=relevance_frame().iloc[:0], write=False)
-    text = audit(atlas / "atlas", 0, atlas / "concepts" / "valid.txt", atlas / "concepts" / "spurious.txt", **kw)
-    image = audit(atlas / "atlas", 0, atlas / "concepts" / "valid", atlas / "concepts" / "spurious", **kw)
+    text = audit_class(atlas / "atlas", 0, atlas / "concepts" / "valid.txt", atlas / "concepts" / "spurious.txt", **kw)
+    image = audit_class(atlas / "atlas", 0, atlas / "concepts" / "valid", atlas / "concepts" / "spurious", **kw)
     cols = ["unit", "a_valid", "a_spur", "verdict"]
     pd.testing.assert_frame_equal(text.frame[cols], image.frame[cols], atol=1e-6)
     # where the best concept is unique, it is the same (ties such as unit 0's spurious side depend on order)
@@ -202,32 +213,60 @@ def test_image_folder_concepts_match_text_concepts(atlas):
             ("horns", "cart", "palm")
 
 
+class ModelColourBackend(WordColourBackend):
+    """The colour backend whose image encoder first prepares a conv model (as real backends do), noting whether
+    ``prepare_model`` made it channels-last."""
+
+    def __init__(self):
+        super().__init__()
+        self.formats: list[bool] = []
+
+    def encode_images(self, batch):
+        from unitlens.runtime import prepare_model
+
+        net = prepare_model(nn.Conv2d(3, 4, 3), torch.device("cpu"))
+        self.formats.append(net.weight.is_contiguous(memory_format=torch.channels_last))
+        return super().encode_images(batch)
+
+
+def test_alignment_runs_the_backend_as_channels_last_says(atlas):
+    """``channels_last`` of ``AuditOptions`` reaches the embedding of image concepts (on by default, off when
+    asked), and the verdicts do not depend on it."""
+    kw = dict(relevance=relevance_frame(), other_classes=relevance_frame().iloc[:0], write=False)
+    concepts = (atlas / "concepts" / "valid", atlas / "concepts" / "spurious")
+    on, off = ModelColourBackend(), ModelColourBackend()
+    with_cl = audit_class(atlas / "atlas", 0, *concepts, backend=on, **kw)
+    without = audit_class(atlas / "atlas", 0, *concepts, AuditOptions(channels_last=False), backend=off, **kw)
+    assert on.formats and set(on.formats) == {True} and off.formats and set(off.formats) == {False}
+    pd.testing.assert_frame_equal(with_cl.frame[["unit", "verdict"]], without.frame[["unit", "verdict"]])
+
+
 def test_relevance_filter_and_stat(atlas):
     kw = dict(other_classes=relevance_frame().iloc[:0], write=False)
     valid, spurious = ["fur", "horns"], ["palm", "cart"]
-    by_mean = audit(atlas / "atlas", 0, valid, spurious, relevance=relevance_frame(), stat="mean",
-                    min_relevance=0.12, **kw)
+    by_mean = audit_class(atlas / "atlas", 0, valid, spurious, relevance=relevance_frame(), relevance_stat="mean",
+                          min_relevance=0.12, **kw)
     assert list(by_mean.frame["unit"]) == [0, 1, 2]  # rel_mean 0.30, 0.20, 0.15
     assert by_mean.frame["relevance"].tolist() == by_mean.frame["rel_mean"].tolist()
     # by the maximum (the default), unit 6 (pure "cart") becomes relevant, and is spurious
     rel_max = [0.6, 0.4, 0.3, 0.2, 0.16, 0.1, 0.5, 0.2]
-    by_max = audit(atlas / "atlas", 0, valid, spurious, relevance=relevance_frame(rel_max), **kw)
+    by_max = audit_class(atlas / "atlas", 0, valid, spurious, relevance=relevance_frame(rel_max), **kw)
     assert by_max.frame["unit"].tolist() == [0, 6, 1, 2, 3, 4, 5]
     assert by_max.frame.set_index("unit").loc[6, "verdict"] == "spurious"
-    none = audit(atlas / "atlas", 0, valid, spurious, relevance=relevance_frame(), min_relevance=0.9, **kw)
+    none = audit_class(atlas / "atlas", 0, valid, spurious, relevance=relevance_frame(), min_relevance=0.9, **kw)
     assert none.frame.empty and any("lower --min-relevance" in n for n in none.notes)
 
 
 def test_audit_errors(atlas):
     kw = dict(relevance=relevance_frame(), other_classes=relevance_frame().iloc[:0], write=False)
     with pytest.raises(AuditError, match="has no text encoder.*folder of concept folders"):
-        audit(atlas / "atlas", 0, atlas / "concepts" / "valid.txt", atlas / "concepts" / "spurious",
-              backend=WordColourBackend(text=False), **kw)
+        audit_class(atlas / "atlas", 0, atlas / "concepts" / "valid.txt", atlas / "concepts" / "spurious",
+                    backend=WordColourBackend(text=False), **kw)
     with pytest.raises(AuditError, match="no rows of class 2"):
-        audit(atlas / "atlas", 2, ["fur"], ["palm"], **kw)
+        audit_class(atlas / "atlas", 2, ["fur"], ["palm"], **kw)
     on_head = relevance_frame().assign(layer="head")
     with pytest.raises(AuditError, match="unitlens lens embed"):
-        audit(atlas / "atlas", 0, ["fur"], ["palm"], relevance=on_head, write=False)
+        audit_class(atlas / "atlas", 0, ["fur"], ["palm"], relevance=on_head, write=False)
 
 
 def test_audit_on_stored_crp_relevance(atlas, tmp_path):
@@ -236,18 +275,18 @@ def test_audit_on_stored_crp_relevance(atlas, tmp_path):
     import shutil
 
     from unitlens.errors import RelevanceError
-    from unitlens.relevance import compute_relevance
+    from unitlens.relevance import class_relevance
 
     copy = tmp_path / "atlas"
     shutil.copytree(atlas / "atlas", copy)
-    compute_relevance(copy, "red", model=audit_model(), progress=False)
-    res = audit(copy, "red", atlas / "concepts" / "valid.txt", atlas / "concepts" / "spurious.txt",
-                other_classes=relevance_frame().iloc[:0], write=False)
+    class_relevance(copy, "red", model=audit_model(), progress=False)
+    res = audit_class(copy, "red", atlas / "concepts" / "valid.txt", atlas / "concepts" / "spurious.txt",
+                      other_classes=relevance_frame().iloc[:0], write=False)
     assert res.frame["unit"].tolist() == [0] and res.frame["verdict"].tolist() == ["valid"]
     assert res.frame["relevance"].iloc[0] == pytest.approx(1.0, abs=1e-4)
     assert (res.class_index, res.class_name) == (0, "red")
     with pytest.raises(RelevanceError, match="unitlens relevance"):  # a class without stored relevance
-        audit(copy, "blue", ["fur"], ["palm"], write=False)
+        audit_class(copy, "blue", ["fur"], ["palm"], write=False)
 
 
 # ---------------------------------------------------------------------------------------------- model test
@@ -261,7 +300,7 @@ def test_audit_test_auc_identical_separable_and_brute_force(tmp_path):
     assert auc == 0.5
     res = audit_test(model, 0, tmp_path / "bright", tmp_path / "dark")
     auc, table = res.auc, res.table
-    assert auc == 1.0
+    assert auc == 1.0 and "AUC</th><td style='text-align:left'>1.0000" in res._repr_html_()
     rows = table.set_index("set")
     assert rows.loc["valid", "logit_mean"] == 210 and rows.loc["spurious", "logit_mean"] == 15
     assert rows.loc["spurious", "rank_mean"] == 1 and res.class_name == "red"
@@ -289,6 +328,7 @@ def test_prune_zeroing_a_unit_changes_logit_and_accuracy(tmp_path):
     assert t.loc["rank of red, mean", "after"] == 3.0
     per = res.per_class.set_index("folder")
     assert per.loc["red", "top1_after"] == 0 and per.loc["green", "top1_after"] == 1
+    assert "1 units: 0" in res._repr_html_() and "top-1 accuracy per labelled class" in res._repr_html_()
     # a channel-last layer: zeroing head output 1 is the green logit itself
     res = prune_check(model, {"head": [1]}, "green", labelled=tmp_path / "labelled")
     t = res.table.set_index("measure")
@@ -338,16 +378,28 @@ def test_prune_errors(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- CLI and plots
-def test_plots(atlas, tmp_path):
-    from unitlens.audit.figures import plot_audit
+def test_plots_return_figures_and_save_when_given_a_path(atlas, tmp_path):
+    from matplotlib.figure import Figure
 
-    res = audit(atlas / "atlas", 0, ["fur", "horns"], ["palm", "cart"], relevance=relevance_frame(),
-                other_classes=relevance_frame().iloc[:0], write=False)
-    paths = plot_audit(res, tmp_path)
-    assert [p.name for p in paths] == ["class0-red_scatter.png", "class0-red_flagged.png"]
-    for p in paths:
-        with Image.open(p) as im:
+    from unitlens.audit import plot_audit, plot_flagged_units
+
+    kw = dict(relevance=relevance_frame(), other_classes=relevance_frame().iloc[:0], write=False)
+    res = audit_class(atlas / "atlas", 0, ["fur", "horns"], ["palm", "cart"], **kw)
+    scatter = plot_audit(res)
+    assert isinstance(scatter, Figure) and not list(tmp_path.iterdir())  # no path: nothing saved
+    dots = [len(c.get_offsets()) for ax in scatter.axes for c in ax.collections]
+    assert sum(dots) == len(res.frame) == 6  # one dot per judged unit
+    sheet = plot_flagged_units(res, tmp_path / "flagged.png")
+    # one row per flagged unit (1, 3, 4): its text, 5 concept-example slots and its 2 most relevant samples
+    assert len(sheet.axes) == len(res.flagged) * (1 + res.options.exemplars + 2) == 24
+    plot_audit(res, tmp_path / "scatter.png")
+    for name in ("scatter.png", "flagged.png"):
+        with Image.open(tmp_path / name) as im:
             assert im.size[0] > 400 and im.size[1] > 150
+    # only unit 0 (valid) reaches 0.5: nothing flagged, no sheet and no file
+    valid_only = audit_class(atlas / "atlas", 0, ["fur", "horns"], ["palm", "cart"], min_relevance=0.5, **kw)
+    assert valid_only.frame["unit"].tolist() == [0]
+    assert plot_flagged_units(valid_only, tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
 
 
 def fake_relevance_module(frame: pd.DataFrame) -> types.ModuleType:

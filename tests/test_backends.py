@@ -442,7 +442,11 @@ def atlas(tmp_path):
     root = tmp_path / "atlas"
     write_parquet(root / "samples.parquet", pd.DataFrame(
         {"id": range(6), "path": [str(p) for p in paths], "label": "", "skipped": False}))
-    write_json(root / "manifest.json", {"status": "complete", "dataset": {"spec": str(folder)}, "layers": []})
+    config = {"model": "none", "weights": "random", "seed": 0, "weights_hash": "", "dataset": str(folder),
+              "dataset_fingerprint": "", "n_samples": 6, "layers": [], "k": 1, "spatial": "mean", "tokens": "mean",
+              "tie_seed": 0}
+    write_json(root / "manifest.json", {"status": "complete", "config": config, "layers": [],
+                                        "dataset": {"spec": str(folder), "fingerprint": "", "n": 6}})
     return Atlas(root)
 
 

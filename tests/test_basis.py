@@ -259,8 +259,8 @@ def test_identity_matrix_reproduces_the_channel_atlas_exactly(atlas, base, tmp_p
     right = units[units["layer"] == "conv::id"][stats].reset_index(drop=True)
     pd.testing.assert_frame_equal(left, right)
     # the derived layer is an ordinary layer of the manifest, after its parent, but not part of the record config
-    names = [d["name"] for d in a.manifest["layers"]]
-    assert names == ["conv", "conv::id", "proj"] and a.manifest["config"]["layers"] == ["conv", "proj"]
+    names = [d.name for d in a.manifest.layers]
+    assert names == ["conv", "conv::id", "proj"] and a.manifest.config.layers == ("conv", "proj")
     assert a.derived_layers["conv::id"]["parent"] == "conv" and a.layer("conv::id").type == "Basis"
     assert a.identity() == Atlas(base["atlas"]).identity()  # derived results stamped before stay valid
     assert a.exemplar_file("conv::id").name.startswith("conv_id-")  # '::' is not in the file name
@@ -307,24 +307,24 @@ BACKENDS.register("basistest", lambda spec, device=None, **kw: MeanColour())
 
 
 def test_mis_lens_and_compare_work_on_a_derived_layer(atlas, base, tmp_path):
-    from unitlens.lens import embed_atlas, measures
-    from unitlens.mis import run_atlas
+    from unitlens.lens import embed_units, measures
+    from unitlens.mis import score_mis
 
     model = base["model"]
     fit_basis(atlas, "conv", "sae", kind="sae-topk", features=8, k=2, epochs=2, sae_batch_size=32, model=model,
               progress=False)
     fit_basis(atlas, "conv", "rnd", BasisOptions(kind="random", seed=1), model=model, progress=False)
     record_bases(atlas, ["sae", "rnd"], model=model, progress=False)
-    run = run_atlas(atlas, "basistest", n_tasks=2, k_expl=2, progress=False)
+    run = score_mis(atlas, backend="basistest", n_tasks=2, k_expl=2, progress=False)
     scored = run.frame.groupby("layer")["status"].apply(lambda s: (s == "scored").sum())
     assert scored["conv::sae"] > 0 and scored["conv::rnd"] == 6
-    emb = embed_atlas(atlas, MeanColour(), m=3, progress=False)
+    emb = embed_units(atlas, MeanColour(), m=3, progress=False)
     assert {"conv::sae", "conv::rnd"} <= set(emb.embedded)
     theta = emb.store.read_layer("conv::rnd").theta
     assert theta.shape == (6, 4)
     # activation crops: derived layers keep whole images with a note; the model layers are cropped as before
     with pytest.warns(UserWarning, match="derived layers have no activation maps"):
-        cropped = embed_atlas(atlas, MeanColour(), m=3, crop="activation", layers=["conv", "conv::rnd"],
+        cropped = embed_units(atlas, MeanColour(), m=3, crop="activation", layers=["conv", "conv::rnd"],
                               model=model, force=True, progress=False)
     assert bool(cropped.store.read_layer("conv").has_box.any())
     assert any("derived layers have no activation maps" in n for n in cropped.notes)
@@ -432,15 +432,15 @@ def test_record_resumes_after_an_interruption(atlas, base, monkeypatch):
 # ---------------------------------------------------------------------------------------------- replacing a basis
 def _derive_everything(atlas, model) -> None:
     """Two recorded bases of conv with MIS scores, lens vectors (and LanceDB tables), lens measures and labels."""
-    from unitlens.lens import embed_atlas, label, measures
+    from unitlens.lens import embed_units, label, measures
     from unitlens.lens.probes import Probe
-    from unitlens.mis import run_atlas
+    from unitlens.mis import score_mis
 
     fit_basis(atlas, "conv", "rnd", BasisOptions(kind="random", seed=1), model=model, progress=False)
     fit_basis(atlas, "conv", "pca", BasisOptions(kind="pca"), model=model, progress=False)
     record_bases(atlas, ["rnd", "pca"], model=model, progress=False)
-    run_atlas(atlas, "basistest", n_tasks=2, k_expl=2, progress=False)
-    embed_atlas(atlas, MeanColour(), m=3, progress=False)
+    score_mis(atlas, backend="basistest", n_tasks=2, k_expl=2, progress=False)
+    embed_units(atlas, MeanColour(), m=3, progress=False)
     measures(atlas, "basistest")
     probes = [Probe(name, "image", F.normalize(torch.tensor(v), dim=0)) for name, v in
               (("reddish", [1.0, 0.2, 0.2, 0.5]), ("bluish", [0.2, 0.2, 1.0, 0.5]))]
@@ -549,9 +549,9 @@ def test_scores_of_a_derived_layer_the_atlas_no_longer_has_never_refuse_the_othe
     from unitlens.atlas.verify import verify_atlas
     from unitlens.cli import app
     from unitlens.explorer.atlas_view import AtlasView
-    from unitlens.mis import load_scores, run_atlas
+    from unitlens.mis import load_scores, score_mis
 
-    run_atlas(atlas, "basistest", n_tasks=2, k_expl=2, progress=False)
+    score_mis(atlas, backend="basistest", n_tasks=2, k_expl=2, progress=False)
     path = atlas.derived_path("scores")
     good = pd.read_parquet(path)
     stale = good[good["layer"] == "conv"].assign(layer="conv::old")
@@ -569,7 +569,7 @@ def test_scores_of_a_derived_layer_the_atlas_no_longer_has_never_refuse_the_othe
         assert out.exit_code == 0, out.output
         assert view.mis_frame is not None and set(view.mis_frame["layer"]) == {"conv", "proj"}
     with pytest.warns(UserWarning, match="conv::old"):
-        run_atlas(atlas, "basistest", n_tasks=2, k_expl=2, layers=["proj"], progress=False)
+        score_mis(atlas, backend="basistest", n_tasks=2, k_expl=2, layers=["proj"], progress=False)
     assert "conv::old" not in set(pd.read_parquet(path)["layer"])
 
 
@@ -579,7 +579,7 @@ def test_damage_is_named_with_the_command_that_redoes_just_that_file(atlas, base
     those commands makes the atlas whole again."""
     from unitlens.atlas.verify import verify_atlas
     from unitlens.cli import app
-    from unitlens.lens import embed_atlas, measures
+    from unitlens.lens import embed_units, measures
     from unitlens.lens.store import LensStore
 
     monkeypatch.setattr(Atlas, "load_model", lambda self: base["model"])
@@ -618,7 +618,7 @@ def test_damage_is_named_with_the_command_that_redoes_just_that_file(atlas, base
     assert "conv::rnd" in Atlas(atlas.path).derived_layers and set(verify_atlas(atlas.path).errors["file"]) == \
         set(advice)
     # the named commands redo just those files, and the atlas is whole again
-    embed_atlas(atlas, MeanColour(), m=3, layers=["proj"], force=True, progress=False)
+    embed_units(atlas, MeanColour(), m=3, layers=["proj"], force=True, progress=False)
     measures(atlas, "basistest")
     fit_basis(atlas, "conv", "rnd", kind="random", seed=1, model=base["model"], force=True, progress=False)
     record_bases(atlas, ["conv::pca"], model=base["model"], force=True, progress=False)
@@ -689,7 +689,7 @@ def test_nan_activations_are_reported(tmp_path):
 # ---------------------------------------------------------------------------------------------- CLI
 def test_cli_fit_record_list_compare_and_errors(atlas, base, monkeypatch, tmp_path):
     from unitlens.cli import app
-    from unitlens.mis import run_atlas
+    from unitlens.mis import score_mis
 
     monkeypatch.setattr(Atlas, "load_model", lambda self: base["model"])  # a hand-built model has no loader
     a = str(atlas.path)
@@ -702,7 +702,7 @@ def test_cli_fit_record_list_compare_and_errors(atlas, base, monkeypatch, tmp_pa
     assert out.exit_code == 0, out.output
     listed = pd.read_csv(io.StringIO(out.stdout.split("\n", 1)[1])).set_index("basis").loc["conv::rnd"]
     assert bool(listed["recorded"]) and listed["features"] == 6 and listed["r2"] == pytest.approx(1.0, abs=1e-5)
-    run_atlas(atlas, "basistest", n_tasks=2, k_expl=2, progress=False)
+    score_mis(atlas, backend="basistest", n_tasks=2, k_expl=2, progress=False)
     figure = tmp_path / "cmp.png"
     out = runner.invoke(app, ["basis", "compare", a, "--layer", "conv", "--backend", "basistest", "--out",
                               str(figure)])

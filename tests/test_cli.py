@@ -284,7 +284,7 @@ def test_fine_tuned_checkpoint_through_layers_record_and_reload(tmp_path):
     assert rec.exit_code == 0, rec.output
     atlas = Atlas(out)
     assert atlas.layer("fc").width == 10
-    assert atlas.load_model().weights_hash() == atlas.manifest["config"]["weights_hash"]  # rebuilt with 10 classes
+    assert atlas.load_model().weights_hash() == atlas.manifest.config.weights_hash  # rebuilt with 10 classes
     for command in (["audit", "test", "--help"], ["audit", "prune", "--help"]):
         assert "--num-classes" in runner.invoke(app, command).output
 

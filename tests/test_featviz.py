@@ -386,10 +386,10 @@ def brute_mis(atlas: Atlas, layer: str, backend, n: int, k: int, tau: float) -> 
 def test_mis_of_visualisations_equals_the_formula_on_their_embeddings(atlas, base, pixel_backend):
     from unitlens.featviz.compare import compare_explanations
     from unitlens.featviz.scoring import score_featviz
-    from unitlens.mis import score_atlas
+    from unitlens.mis import score_mis
 
     featviz_atlas(atlas, layers=["conv", "proj"], units="0-3", model=base["model"], **FAST)
-    run = score_featviz(atlas, pixel_backend, n_tasks=2, k_expl=2, tau=0.2, progress=False)
+    run = score_featviz(atlas, backend=pixel_backend, n_tasks=2, k_expl=2, tau=0.2, progress=False)
     assert run.images_embedded == 2 * 4 * 4  # two layers, four units, four images each
     scores = atlas.scores()
     for layer in ("conv", "proj"):
@@ -400,13 +400,13 @@ def test_mis_of_visualisations_equals_the_formula_on_their_embeddings(atlas, bas
         assert sorted(mis.index) == [0, 1, 2, 3]  # only the visualised units have rows
         for unit, (m, a) in want.items():
             assert abs(mis[unit] - m) < 1e-5 and abs(acc[unit] - a) < 1e-9, (layer, unit)
-    again = score_featviz(atlas, pixel_backend, n_tasks=2, k_expl=2, tau=0.2, progress=False)
+    again = score_featviz(atlas, backend=pixel_backend, n_tasks=2, k_expl=2, tau=0.2, progress=False)
     assert again.images_embedded == 0  # the visualisations' embeddings are kept
     assert np.allclose(again.frame["mis_featviz"], run.frame["mis_featviz"])
     # the comparison with natural exemplars pairs the same units
     with pytest.raises(NotComputed, match="no mis of backend 'featviztest'"):
         compare_explanations(atlas)
-    natural = score_atlas(atlas, pixel_backend, n_tasks=2, k_expl=2, tau=0.2, progress=False).set_index(
+    natural = score_mis(atlas, backend=pixel_backend, n_tasks=2, k_expl=2, tau=0.2, progress=False).frame.set_index(
         ["layer", "unit"])["mis"]
     cmp = compare_explanations(atlas)
     assert len(cmp.units) == 8 and set(cmp.layers["layer"]) == {"conv", "proj"}
@@ -415,7 +415,7 @@ def test_mis_of_visualisations_equals_the_formula_on_their_embeddings(atlas, bas
         assert abs(row.difference - (row.mis_featviz - row.mis)) < 1e-12
     conv = cmp.layers.set_index("layer").loc["conv"]
     assert abs(conv["difference"] - cmp.units[cmp.units["layer"] == "conv"]["difference"].mean()) < 1e-12
-    score_atlas(atlas, pixel_backend, n_tasks=2, k_expl=1, tau=0.2, progress=False)  # other tasks
+    score_mis(atlas, backend=pixel_backend, n_tasks=2, k_expl=1, tau=0.2, progress=False)  # other tasks
     with pytest.raises(BadInput, match="different tasks"):
         compare_explanations(atlas)
 
@@ -424,14 +424,14 @@ def test_mis_of_visualisations_refuses_what_it_cannot_score(atlas, base, pixel_b
     from unitlens.featviz.scoring import score_featviz
 
     with pytest.raises(NotComputed, match="unitlens featviz"):
-        score_featviz(atlas, pixel_backend, n_tasks=2, k_expl=2, progress=False)
+        score_featviz(atlas, backend=pixel_backend, n_tasks=2, k_expl=2, progress=False)
     featviz_atlas(atlas, layers=["conv"], units=[0], model=base["model"], **FAST)
     with pytest.raises(NotComputed, match="proj.*unitlens featviz"):
-        score_featviz(atlas, pixel_backend, n_tasks=2, k_expl=2, layers=["proj"], progress=False)
+        score_featviz(atlas, backend=pixel_backend, n_tasks=2, k_expl=2, layers=["proj"], progress=False)
     with pytest.raises(BadInput, match="2 images per side.*k_expl=3"):
-        score_featviz(atlas, pixel_backend, n_tasks=1, k_expl=3, progress=False)
+        score_featviz(atlas, backend=pixel_backend, n_tasks=1, k_expl=3, progress=False)
     with pytest.raises(BadInput, match="too small"):
-        score_featviz(atlas, pixel_backend, n_tasks=20, k_expl=2, progress=False)
+        score_featviz(atlas, backend=pixel_backend, n_tasks=20, k_expl=2, progress=False)
     assert atlas.scores().empty
 
 
@@ -463,10 +463,14 @@ def test_cli_featviz_mis_and_plot(atlas, base, pixel_backend, monkeypatch, tmp_p
     assert out.exit_code == 0, out.output
     assert (tmp_path / "fig" / "mis_featviz_conv.png").is_file()
     assert (tmp_path / "fig" / "featviz_units_conv.png").is_file()
+    out = runner.invoke(app, ["plot", "featviz", a, "--out", str(tmp_path / "one"), "--units", "1", "--k", "1"])
+    assert out.exit_code == 0 and (tmp_path / "one" / "featviz_units_conv.png").is_file(), out.output
     for args, message in [
         (["featviz", a, "--layers", "conv", "--units", "9"], "unit 9 is outside layer conv"),
         (["featviz", a, "--layers", "conv", "--steps", "0"], "--steps must be at least 1"),
         (["featviz", a], "name the layers"),
+        (["plot", "featviz", a, "--out", str(tmp_path / "x"), "--units", "1-"], "--units is not valid"),
+        (["plot", "featviz", a, "--out", str(tmp_path / "x"), "--k", "0"], "--k must be at least 1"),
         (["mis", a, "--explanations", "pictures"], "--explanations must be one of"),
     ]:
         out = runner.invoke(app, args)
@@ -480,11 +484,11 @@ def test_the_explorer_shows_visualisations_beside_exemplars_and_serves_only_list
 
     from unitlens.explorer import Catalog, create_app, write_report
     from unitlens.featviz.scoring import score_featviz
-    from unitlens.mis import score_atlas
+    from unitlens.mis import score_mis
 
     featviz_atlas(atlas, layers=["conv"], units="0-1", model=base["model"], **FAST)
-    score_atlas(atlas, pixel_backend, n_tasks=2, k_expl=2, progress=False)
-    score_featviz(atlas, pixel_backend, n_tasks=2, k_expl=2, progress=False)
+    score_mis(atlas, backend=pixel_backend, n_tasks=2, k_expl=2, progress=False)
+    score_featviz(atlas, backend=pixel_backend, n_tasks=2, k_expl=2, progress=False)
     scores = atlas.scores(wide=True).set_index(["layer", "unit"])
     table = FeatvizStore(atlas).table("conv")
     with TestClient(create_app(Catalog([atlas.path]))) as c:

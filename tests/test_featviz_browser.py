@@ -19,14 +19,14 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason="needs Chro
 def atlas_with_featviz(tmp_path_factory):
     from unitlens.atlas import Atlas
     from unitlens.featviz import featviz_atlas, score_featviz
-    from unitlens.mis import score_atlas
+    from unitlens.mis import score_mis
 
     base = tiny_atlas(tmp_path_factory.mktemp("browser"))
     path = shutil.copytree(base["atlas"], base["atlas"].parent / "demo")
     backend = PixelBackend.build()
     featviz_atlas(path, layers=["conv"], units="0-2", model=base["model"], **FAST)
-    score_atlas(path, backend, n_tasks=2, k_expl=2, progress=False)
-    score_featviz(path, backend, n_tasks=2, k_expl=2, progress=False)
+    score_mis(path, backend=backend, n_tasks=2, k_expl=2, progress=False)
+    score_featviz(path, backend=backend, n_tasks=2, k_expl=2, progress=False)
     return Atlas(path)
 
 

@@ -21,7 +21,7 @@ import unitlens.probe.faithfulness
 from unitlens.atlas import Atlas
 from unitlens.cli.lens import app as lens_app
 from unitlens.errors import BadInput, LensError
-from unitlens.lens import embed_atlas
+from unitlens.lens import embed_units
 from unitlens.probe import (
     ProbeStore,
     auc_by_ranks,
@@ -60,7 +60,7 @@ def atlas(tmp_path_factory):
     model = presence_model()
     infos = enumerate_units(model.model, include=["detect", "presence"])
     record(model, str(data), root / "atlas", infos, k=6, batch_size=8, num_workers=0, progress=False)
-    embed_atlas(root / "atlas", "labeltest", m=4, progress=False)
+    embed_units(root / "atlas", "labeltest", m=4, progress=False)
     record_probe(root / "atlas", colour_probe_csv(root / "probe", COMBOS, per=4, seed=9), model=model,
                 progress=False)
     return root / "atlas"

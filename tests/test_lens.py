@@ -9,6 +9,7 @@ colours) n ∝ (1, 2, 1) per channel gives cos(red, n) = 5 / √54.
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import shutil
@@ -30,7 +31,7 @@ from unitlens.cli.lens import app as lens_app
 from unitlens.cli.plot import lens as plot_lens_command
 from unitlens.data.geometry import input_geometry
 from unitlens.errors import LensError
-from unitlens.lens import LensStore, compare, embed_atlas, label, measures, search, select_examples
+from unitlens.lens import LensStore, compare, embed_units, label, measures, search, select_examples
 from unitlens.lens.store import LayerLens, lancedb_available
 from unitlens.zoo.factory import LoadedModel
 
@@ -153,8 +154,8 @@ def atlases(tmp_path_factory):
     a = _record(colour_model(), data, root / "A")
     b = _record(colour_model(("red", "green", "blue")), data, root / "B")
     backend = HistBackend()
-    embed_atlas(a, backend, m=5, progress=False)
-    embed_atlas(b, backend, m=5, progress=False)
+    embed_units(a, backend, m=5, progress=False)
+    embed_units(b, backend, m=5, progress=False)
     concepts = root / "concepts"  # fresh images, not dataset samples
     rng = np.random.default_rng(7)
     for name in ("red", "green", "blue"):
@@ -190,7 +191,7 @@ def test_theta_is_mean_of_example_embeddings_and_cached_once(atlases):
     assert index["id"].is_unique and index["x0"].isna().all()
     # re-running is a no-op; the backend embeds nothing new
     backend = HistBackend()
-    again = embed_atlas(atlases["A"], backend, m=5, progress=False)
+    again = embed_units(atlases["A"], backend, m=5, progress=False)
     assert again.embedded == [] and set(again.skipped) == {"detect", "pool", "tokens"} and backend.images_seen == 0
 
 
@@ -202,7 +203,7 @@ def test_other_weights_under_the_same_name_are_never_mixed(atlases, tmp_path):
     retrained.weights_id = "v2"
     with pytest.raises(LensError, match="other weights.*embed again"):
         search(copy, text="red", backend=retrained)
-    again = embed_atlas(copy, retrained, m=5, progress=False)
+    again = embed_units(copy, retrained, m=5, progress=False)
     assert set(again.embedded) == {"detect", "pool", "tokens"} and again.skipped == []
     n_images = len(pd.read_parquet(copy / "samples.parquet"))
     assert retrained.images_seen == n_images  # the example cache of the old weights was dropped too (+ the null)
@@ -221,7 +222,7 @@ def test_select_examples_and_unknown_layer(atlases):
     top = atlas.exemplars("detect")
     assert torch.equal(ex.ids, top.top_ids[:, :3]) and bool(ex.mask.all()) and not bool(ex.has_box.any())
     with pytest.raises(AtlasError, match="layer 'nope' is not in atlas"):
-        embed_atlas(atlases["A"], HistBackend(), layers=["nope"], progress=False)
+        embed_units(atlases["A"], HistBackend(), layers=["nope"], progress=False)
 
 
 # ---------------------------------------------------------------------------------------------- search
@@ -258,7 +259,7 @@ def test_text_search_uses_templates_and_null(atlases):
 def test_text_search_without_text_encoder_is_a_clear_error(atlases, tmp_path):
     copy = tmp_path / "notext"
     shutil.copytree(atlases["B"], copy, ignore=shutil.ignore_patterns("lens", "embeddings"))
-    embed_atlas(copy, HistBackend("lenstest-notext", text=False), m=5, progress=False)
+    embed_units(copy, HistBackend("lenstest-notext", text=False), m=5, progress=False)
     with pytest.raises(LensError, match="no text encoder"):
         search(copy, text="red")
     # compare needs both atlases in the same backend's space
@@ -361,7 +362,7 @@ def test_errors_before_embedding(atlases, tmp_path):
         search(copy, text="red", backend="lenstest")
     with pytest.raises(LensError, match="not been embedded"):
         compare(atlases["A"], copy)
-    embed_atlas(copy, HistBackend(), m=5, layers=["pool"], progress=False)
+    embed_units(copy, HistBackend(), m=5, layers=["pool"], progress=False)
     with pytest.raises(LensError, match="not embedded"):
         measures(copy, layers=["detect"])
     # an atlas without the exemplars of a layer, and one whose record run has not finished
@@ -369,11 +370,11 @@ def test_errors_before_embedding(atlases, tmp_path):
 
     (copy / "exemplars" / "detect.safetensors").unlink()
     with pytest.raises(AtlasError, match=r"exemplars/detect.safetensors \(it does not exist\)"):
-        embed_atlas(copy, HistBackend(), m=5, layers=["detect"], progress=False)
+        embed_units(copy, HistBackend(), m=5, layers=["detect"], progress=False)
     manifest = json.loads((copy / "manifest.json").read_text())
     (copy / "manifest.json").write_text(json.dumps({**manifest, "status": "recording"}))
     with pytest.raises(AtlasError, match="has not finished"):
-        embed_atlas(copy, HistBackend(), m=5, progress=False)
+        embed_units(copy, HistBackend(), m=5, progress=False)
 
 
 # ---------------------------------------------------------------------------------------------- measures
@@ -424,8 +425,8 @@ def test_activation_crop_box_contains_the_planted_patch(tmp_path):
     model = colour_model()
     atlas = _record(model, root, tmp_path / "atlas")
     backend = HistBackend()
-    full = embed_atlas(atlas, backend, m=4, crop="none", progress=False).store.read_layer("detect")
-    res = embed_atlas(atlas, backend, m=4, crop="activation", model=model, progress=False, force=True)
+    full = embed_units(atlas, backend, m=4, crop="none", progress=False).store.read_layer("detect")
+    res = embed_units(atlas, backend, m=4, crop="activation", model=model, progress=False, force=True)
     store = res.store
     samples = pd.read_parquet(atlas / "samples.parquet").set_index("id")
     for layer in ("detect", "pool", "tokens"):
@@ -455,10 +456,10 @@ def test_cli_end_to_end_and_errors(atlases, tmp_path):
     assert out.exit_code == 0, out.output
     assert "detect" in out.output and "red_" in out.output
     probe = atlases["concepts"] / "green"
-    out = runner.invoke(lens_app, ["search", a, "--image", str(probe), "--layer", "tokens", "--top", "2",
-                                   "--csv", str(tmp_path / "hits.csv")])
+    out = runner.invoke(lens_app, ["search", a, "--image", str(probe), "--layers", "tokens", "--top", "2",
+                                   "--format", "csv", "--table", "units"])
     assert out.exit_code == 0, out.output
-    hits = pd.read_csv(tmp_path / "hits.csv")
+    hits = pd.read_csv(io.StringIO(out.stdout))
     assert hits["unit"].iloc[0] == 1 and hits["layer"].iloc[0] == "tokens" and "green_" in hits["exemplars"].iloc[0]
     out = runner.invoke(lens_app, ["label", a, "--concepts", str(atlases["concepts"])])
     assert out.exit_code == 0 and "unexpected: 3 units" in out.output, out.output
@@ -469,7 +470,7 @@ def test_cli_end_to_end_and_errors(atlases, tmp_path):
     out = runner.invoke(lens_app, ["embed", a, "--backend", "lenstest", "--m", "5"])
     assert out.exit_code == 0 and "already embedded" in out.output
     # errors: unknown layer, empty concept list, unreadable probe, text on a backend without a text tower
-    assert "layer 'nope' is not in atlas" in runner.invoke(lens_app, ["search", a, "red", "--layer", "nope"]).output
+    assert "layer 'nope' is not in atlas" in runner.invoke(lens_app, ["search", a, "red", "--layers", "nope"]).output
     empty = tmp_path / "empty.txt"
     empty.write_text("\n")
     bad = runner.invoke(lens_app, ["label", a, "--concepts", str(empty)])
@@ -486,7 +487,8 @@ def test_plots(atlases, tmp_path):
     from unitlens.lens.figures import plot_lens
 
     label(atlases["A"], atlases["concepts"], backend=atlases["backend"])
-    paths = plot_lens(atlases["A"], tmp_path / "plots", layer="detect", projection="pca", n_cards=2)
+    figures = plot_lens(atlases["A"], layer="detect", projection="pca", cards=2, out=tmp_path / "plots")
+    paths = figures.paths
     names = sorted(p.name for p in paths)
     assert len(names) == 3 and names[-1] == "lens_map_detect.png"
     assert set(names[:2]) <= {f"card_detect_{u}.png" for u in (0, 1, 2)}  # labelled units only (not grey)
@@ -561,3 +563,81 @@ def test_activation_crops_of_windowed_swin_layers_stay_whole_images(tmp_path):
     assert not bool(boxes["layers.0.blocks.0.attn.qkv"][1].any())
     assert any("layers.0.blocks.0.attn.qkv" in n and "windows" in n for n in notes)
     assert bool(boxes["layers.0.blocks.0.norm1"][1].any())  # the (B, H, W, C) map crops as usual
+
+
+# ---------------------------------------------------------------------------------------------- the Lens facade
+def test_lens_facade_search_label_measures_end_to_end(atlases, tmp_path):
+    """``Lens`` on an embedded atlas: a text search is the brute-force ranking of the stored θ by
+    a = cos(θ̂, p̂) − cos(θ̂, n̂) (p: the word's colour histogram, n: the all-ones vector of the empty templates);
+    labels and measures are the closed-form ones; the store is opened once; results show in a notebook."""
+    import matplotlib.figure
+
+    from unitlens.lens import Lens, SearchResult
+
+    copy = tmp_path / "A"
+    shutil.copytree(atlases["A"], copy)
+    lens = Lens(copy)  # no backend given: the atlas's only one
+    assert lens.store is lens.store and lens.store.backend == "lenstest"
+    assert lens.layers == ["detect", "pool", "tokens"]
+    # search by text against brute force over every non-constant unit of every layer
+    p = torch.nn.functional.normalize(COLOUR_HIST["red"], dim=0)
+    n = torch.full((12,), 12 ** -0.5)
+    expected = {}
+    for layer in lens.layers:
+        data = lens.store.read_layer(layer)
+        theta = torch.nn.functional.normalize(data.theta, dim=1)
+        for unit in torch.nonzero(~data.constant).flatten().tolist():
+            expected[(layer, unit)] = float(theta[unit] @ p - theta[unit] @ n)
+    res = lens.search(text="red", top=5, engine="exact")
+    assert isinstance(res, SearchResult) and len(res.frame) == 5
+    assert np.allclose(res.frame["a"], sorted(expected.values(), reverse=True)[:5], atol=1e-5)
+    for layer, unit, a in zip(res.frame["layer"], res.frame["unit"], res.frame["a"]):
+        assert a == pytest.approx(expected[(layer, int(unit))], abs=1e-5)
+    assert set(zip(res.frame["layer"][:3], res.frame["unit"][:3])) == {("detect", 0), ("pool", 0), ("tokens", 0)}
+    html = res._repr_html_()
+    assert "<img" in html and "lenstest" in html
+    # labels: the three colour detectors get their colour, grey aligns with none (a = 0 − 1/2)
+    labels = lens.label(["red", "green", "blue"], layers=["detect"], write=False)
+    assert labels.frame.set_index("unit")["label"].to_dict() == {0: "red", 1: "green", 2: "blue", 3: "none"}
+    assert "red" in labels._repr_html_()
+    # measures: identical examples per unit give clarity 1 and polysemanticity 0
+    scores = lens.measures(layers=["detect"], write=False)
+    detect = scores.frame.set_index("unit")
+    assert np.allclose(detect.loc[[0, 1, 2, 3], "clarity"], 1.0, atol=1e-5)
+    assert np.allclose(detect.loc[[0, 1, 2, 3], "polysemanticity"], 0.0, atol=1e-5)
+    assert scores.options.layers == ("detect",) and "clarity" in scores._repr_html_()
+    # the options each step ran with are kept with its results
+    lens.measures(layers=["detect"], n_init=3)
+    stored = json.loads((lens.store.path / "meta.json").read_text())
+    assert stored["options"]["measures"]["n_init"] == 3 and stored["options"]["measures"]["layers"] == ["detect"]
+    assert stored["layers"]["detect"]["options"]["m"] == 5 and stored["layers"]["detect"]["options"]["crop"] == "none"
+    # a unit and the θ map come back as objects and matplotlib figures
+    unit = lens.unit("detect", 2)
+    assert torch.equal(unit.theta, lens.store.read_layer("detect").theta[2]) and len(unit.images(2)) == 2
+    assert isinstance(lens.plot(layer="detect", projection="pca"), matplotlib.figure.Figure)
+    with pytest.raises(LensError, match="unit 9 is not in layer detect"):
+        lens.unit("detect", 9)
+
+
+def test_lens_methods_have_explicit_signatures_and_docstrings():
+    """Jupyter's ``?`` shows every parameter: no ``**kwargs`` in any public method or function of the lens, and a
+    numpydoc docstring that lists the parameters and what comes back."""
+    import inspect
+
+    from unitlens.lens import Lens, compare, embed_units, label, measures, plot_lens, plot_unit, search
+
+    methods = [getattr(Lens, name) for name in vars(Lens) if not name.startswith("_") and
+               inspect.isfunction(getattr(Lens, name))]
+    assert {m.__name__ for m in methods} >= {"embed", "search", "label", "compare", "measures", "plot", "unit"}
+    for fn in [*methods, Lens.__init__, compare, embed_units, label, measures, plot_lens, plot_unit, search]:
+        kinds = {p.kind for p in inspect.signature(fn).parameters.values()}
+        assert inspect.Parameter.VAR_KEYWORD not in kinds and inspect.Parameter.VAR_POSITIONAL not in kinds, fn
+        doc = inspect.getdoc(fn if fn is not Lens.__init__ else Lens) or ""
+        takes = [p for p in inspect.signature(fn).parameters if p != "self"]
+        assert not takes or "Parameters\n----------" in doc, fn
+        assert fn is Lens.__init__ or "Returns\n-------" in doc, fn
+    # keyword arguments are the fields of the options class, checked like the CLI's
+    from unitlens.errors import BadInput
+
+    with pytest.raises(BadInput, match="top"):
+        search("nowhere", text="red", top=0)

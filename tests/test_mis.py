@@ -20,13 +20,13 @@ import unitlens.cli.plot as plot_commands
 from unitlens.backends.base import BACKENDS, Backend, PairwiseBackend
 from unitlens.errors import BadInput, BiasWarning, TooFewExemplars, TooFewImages
 from unitlens.mis import (
+    MISOptions,
     build_tasks,
     fit_tau,
     noise_ceiling,
-    run_atlas,
     score,
-    score_atlas,
     score_embeddings,
+    score_mis,
     summarize,
     task_layout,
 )
@@ -361,9 +361,9 @@ def colour_atlas(tmp_path_factory):
     return result.atlas, np.array(classes)
 
 
-def test_score_atlas_end_to_end(colour_atlas):
+def test_score_mis_end_to_end(colour_atlas):
     atlas, classes = colour_atlas
-    run = run_atlas(atlas, "colourtest", n_tasks=5, k_expl=4, tau=TAU, progress=False)
+    run = score_mis(atlas, backend="colourtest", n_tasks=5, k_expl=4, tau=TAU, progress=False)
     frame = run.frame.set_index(["layer", "unit"])
     assert run.counts == {"units": 6, "scored": 4, "constant": 1, "nonfinite": 1}
     assert frame.loc[("colour", 1), "status"] == "constant" and np.isnan(frame.loc[("colour", 1), "mis"])
@@ -388,11 +388,18 @@ def test_score_atlas_end_to_end(colour_atlas):
     assert len(stored) == 2 * 6 and stored["value"].isna().sum() == 2 * 2
     assert set(map(tuple, stored.loc[stored["value"].isna(), ["layer", "unit"]].to_numpy())) == {("colour", 1),
                                                                                                 ("ratio", 0)}
-    assert json.loads(stored["params"].iloc[0]) == {"n_tasks": 5, "k": 4, "tau": TAU}
+    params = json.loads(stored["params"].iloc[0])
+    assert {k: params[k] for k in ("n_tasks", "k", "tau")} == {"n_tasks": 5, "k": 4, "tau": TAU}
+    # every option is stored with the scores and reads back as the options the run had
+    assert MISOptions.from_mapping(params["options"]) == run.options == MISOptions(backend="colourtest", n_tasks=5,
+                                                                                    k_expl=4, tau=TAU)
+    shown = run._repr_html_()  # a notebook shows the run: its tasks, counts and the per-layer table
+    assert "N = 5, K = 4" in shown and "colourtest" in shown and "<td>texture</td>" in shown
     pd.testing.assert_frame_equal(load_scores(atlas).drop(columns="n_tasks"), run.frame.drop(columns="n_tasks"),
                                   check_dtype=False)
     # a second run is served from the embedding cache, and the summary tables aggregate scored units only
-    again = score_atlas(atlas, "colourtest", n_tasks=5, k_expl=4, layers=["col*"], progress=False, write=False)
+    again = score_mis(atlas, backend="colourtest", n_tasks=5, k_expl=4, layers=["col*"], progress=False,
+                      write=False).frame
     assert list(again["layer"].unique()) == ["colour"]
     tables = summarize(run.frame, model="colournet")
     by_layer = tables["layer"].set_index("layer")
@@ -405,9 +412,9 @@ def test_score_atlas_end_to_end(colour_atlas):
     assert model["mis_p95"] == pytest.approx(np.quantile(scored, 0.95))
     assert set(tables["type"]["type"]) == {"Conv", "Other"}
     with pytest.raises(TooFewExemplars, match="n_tasks"):
-        run_atlas(atlas, "colourtest", n_tasks=20, k_expl=9, progress=False, write=False)
+        score_mis(atlas, backend="colourtest", n_tasks=20, k_expl=9, progress=False, write=False)
     # re-scoring some layers (here with another tau) keeps the other layers' stored scores
-    score_atlas(atlas, "colourtest", n_tasks=5, k_expl=4, tau=0.3, layers=["texture"], progress=False)
+    score_mis(atlas, backend="colourtest", n_tasks=5, k_expl=4, tau=0.3, layers=["texture"], progress=False)
     merged = load_scores(atlas).set_index(["layer", "unit"])
     assert merged.loc["colour", "tau"].eq(TAU).all() and merged.loc["texture", "tau"].eq(0.3).all()
     assert merged.loc[("colour", 0), "mis"] == pytest.approx(clean)
@@ -438,7 +445,7 @@ def test_commands_route_to_score_and_plot(colour_atlas, tmp_path, monkeypatch):
     assert pngs == ["mis_by_layer.png", "mis_hist.png", "mis_vs_rel_depth.png", "mis_vs_rel_width.png"]
     assert all((tmp_path / "plots" / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
     # calibrate: human scores made from the atlas's own margins at a known tau
-    run = run_atlas(atlas, "colourtest", n_tasks=5, k_expl=4, progress=False, write=False, keep_margins=True)
+    run = score_mis(atlas, backend="colourtest", n_tasks=5, k_expl=4, progress=False, write=False, keep_margins=True)
     human = pd.DataFrame({"layer": ["colour", "colour", "texture", "texture"], "unit": [0, 2, 0, 1]})
     from unitlens.mis.scoring import margins_frame
 
@@ -473,15 +480,15 @@ def _colour_atlas(root, n_images: int, k: int = 30):
 def test_a_dataset_too_small_for_disjoint_exemplars_is_refused_or_scored_with_its_overlap(tmp_path):
     atlas = _colour_atlas(tmp_path, 40)  # N=5, K=4: 25 exemplars per side, 50 images needed, 40 there
     with pytest.raises(TooFewImages) as err:
-        run_atlas(atlas, "colourtest", n_tasks=5, k_expl=4, progress=False, write=False)
+        score_mis(atlas, backend="colourtest", n_tasks=5, k_expl=4, progress=False, write=False)
     msg = str(err.value)
     assert "40 readable images" in msg and "2·N·(K+1) = 50" in msg and "dataset" in msg
     assert "--n-tasks 4" in msg and "--k-expl 3" in msg and "--allow-overlap" in msg  # 2·4·5 = 40, 2·5·4 = 40
     assert "--k " not in msg  # recording with a larger k cannot help
     # the suggested settings fit: scored without overlap
-    assert run_atlas(atlas, "colourtest", n_tasks=4, k_expl=4, progress=False, write=False).overlap == 0
+    assert score_mis(atlas, backend="colourtest", n_tasks=4, k_expl=4, progress=False, write=False).overlap == 0
     with pytest.warns(BiasWarning, match="share 10 images"):
-        run = run_atlas(atlas, "colourtest", n_tasks=5, k_expl=4, progress=False, allow_overlap=True)
+        run = score_mis(atlas, backend="colourtest", n_tasks=5, k_expl=4, progress=False, allow_overlap=True)
     # the overlap it reports is the number of images in both exemplar sets of every scored unit (brute force)
     scored = run.frame[run.frame["status"] == "scored"]
     shared = set()
@@ -498,7 +505,8 @@ def test_a_tiny_dataset_blames_the_dataset_not_k(tmp_path):
     assert atlas.exemplars("colour").k == 3
     for allow in (False, True):
         with pytest.raises(TooFewImages) as err:
-            run_atlas(atlas, "colourtest", n_tasks=5, k_expl=4, progress=False, write=False, allow_overlap=allow)
+            score_mis(atlas, backend="colourtest", n_tasks=5, k_expl=4, progress=False, write=False,
+                      allow_overlap=allow)
         msg = str(err.value)
         assert "only 3 readable images" in msg and "recorded with --k 30" in msg and "at least 50 images" in msg
         assert "--k 25" not in msg and "--n-tasks" not in msg  # nothing fits 3 images
@@ -512,11 +520,11 @@ def test_mis_tables_keep_mis_at_80_columns_and_print_one_as_plain_csv(colour_atl
     import unitlens.mis.scoring
 
     atlas, _ = colour_atlas
-    run = run_atlas(atlas, "colourtest", n_tasks=5, k_expl=4, progress=False, write=False)
+    run = score_mis(atlas, backend="colourtest", n_tasks=5, k_expl=4, progress=False, write=False)
     long = {name: f"encoder.stages.{i}.blocks.{i + 10}.attention_output_projection.{name}"
             for i, name in enumerate(run.frame["layer"].unique())}
     run.frame["layer"] = run.frame["layer"].map(long)
-    monkeypatch.setattr(unitlens.mis.scoring, "run_atlas", lambda *args, **kwargs: run)
+    monkeypatch.setattr(unitlens.mis.scoring, "score_mis", lambda *args, **kwargs: run)
     out = io.StringIO()
     monkeypatch.setattr(unitlens.cli.common, "console", Console(file=out, width=80, soft_wrap=True))
     app = typer.Typer()
@@ -585,7 +593,7 @@ def test_mis_with_a_pairwise_backend_equals_the_loop_and_keeps_its_matrix(tmp_pa
     matrix back and compares no pair."""
     atlas = _colour_atlas(tmp_path, 60)
     backend = ColourDistance()
-    run = run_atlas(atlas, backend, n_tasks=5, k_expl=4, progress=False, write=False)
+    run = score_mis(atlas, backend=backend, n_tasks=5, k_expl=4, progress=False, write=False)
     n = run.n_images
     assert run.pairs == n * (n + 1) // 2 and run.cache_misses == n and run.cache_hits == 0
     ds = atlas.dataset()
@@ -601,14 +609,14 @@ def test_mis_with_a_pairwise_backend_equals_the_loop_and_keeps_its_matrix(tmp_pa
         np.testing.assert_allclose(frame.loc[[(layer, u) for u in units], "mis"], mis, atol=1e-5)
         np.testing.assert_allclose(frame.loc[[(layer, u) for u in units], "mis_accuracy"], acc)
     assert frame.loc[("colour", 0), "mis"] > 0.9  # the clean colour unit is easy for a colour distance too
-    again = run_atlas(atlas, backend, n_tasks=5, k_expl=4, progress=False, write=False)
+    again = score_mis(atlas, backend=backend, n_tasks=5, k_expl=4, progress=False, write=False)
     assert again.pairs == 0 and again.cache_hits == n
     pd.testing.assert_frame_equal(again.frame, run.frame)
 
 
 def test_pairwise_backends_in_the_cli_and_where_only_embeddings_work(tmp_path, monkeypatch):
     from unitlens.backends import NotEmbeddable
-    from unitlens.lens import embed_atlas
+    from unitlens.lens import embed_units
 
     BACKENDS.register("colourpairs", lambda spec, device=None, **kw: ColourDistance(device))
     atlas = _colour_atlas(tmp_path, 60)
@@ -620,7 +628,7 @@ def test_pairwise_backends_in_the_cli_and_where_only_embeddings_work(tmp_path, m
     assert out.exit_code == 0, out.output
     assert "pairs compared" in out.output and "newly embedded" not in out.output
     with pytest.raises(NotEmbeddable, match=r"the lens .*offline-vl.*unitlens mis ATLAS --backend colourpairs"):
-        embed_atlas(atlas, ColourDistance(), progress=False)
+        embed_units(atlas, ColourDistance(), progress=False)
     assert not atlas.derived_path("lens").exists()  # refused before a store was made
 
 
@@ -670,7 +678,7 @@ def test_mis_with_dists_equals_the_score_of_its_similarity_matrix(tmp_path):
 
     atlas = _colour_atlas(tmp_path, 16, k=8)
     backend = load_backend("dists+random", device="cpu", size=32)
-    run = run_atlas(atlas, backend, n_tasks=2, k_expl=2, progress=False, write=True)
+    run = score_mis(atlas, backend=backend, n_tasks=2, k_expl=2, progress=False, write=True)
     assert atlas.scores()["backend"].eq("dists+random").all() and run.counts["scored"] == 4
     ds = atlas.dataset()
     x = torch.stack([backend.preprocess(ds.image(i)) for i in range(len(ds))])
@@ -754,7 +762,7 @@ def test_tied_task_exemplars_are_counted_and_reported(colour_atlas, tmp_path, mo
     atlas, classes = colour_atlas
     loaded = LoadedModel(name="rectified", model=Rectified().eval(), transform=to_int_tensor, weights="hand-built",
                          input_size=(3, 8, 8))
-    images = atlas.manifest["dataset"]["spec"]
+    images = atlas.manifest.dataset.spec
     out = record(loaded, images, tmp_path / "atlas", ["act"], k=30, progress=False, num_workers=0).atlas
     units = out.units()
     zeros = int(sum(c != "red" for c in classes))  # the other colours: red − green <= 0 everywhere

@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import inspect
+import typing
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import typer
+from typer.core import TyperOption
 from typer.main import get_command
 from typer.testing import CliRunner
 
 from unitlens.cli import app
+from unitlens.cli.common import DISPLAY_OPTIONS, FORMAT, TABLE_HELP
 from unitlens.cli.options import cli_flags, options_command
 from unitlens.errors import BadInput
 from unitlens.options import Options, option, takes_options
@@ -137,3 +141,91 @@ def test_every_generated_cli_option_matches_its_field():
                     o for f in cli_flags(spec) for o in f.split("/")), (path, spec.name)
                 checked += 1
     assert checked >= 30
+
+
+LENS_DISPLAY = {"fmt", "table", "verbose"}  # the shared display options (cli/common.py) and embed's --verbose
+def test_lens_commands_take_every_option_from_an_options_class():
+    """Every option of the SemanticLens commands is a field of their options class, a display option or one of the
+    inputs written in the command: an option added by hand fails here."""
+    found = set()
+    for path, cmd in _commands(get_command(app)):
+        if path[:1] != ("lens",) and path != ("plot", "lens"):
+            continue
+        groups = getattr(cmd.callback, "options_groups", {})
+        assert groups, f"unitlens {' '.join(path)} is not generated from an options class"
+        fields = {s.name for cls in groups.values() for s in cls.specs() if s.cli}
+        options = {p.name for p in cmd.params if p.param_type_name == "option"}
+        assert fields <= options, (path, fields - options)
+        assert options - fields - LENS_DISPLAY == set(getattr(cmd.callback, "input_options", ())), path
+        found.add(path)
+    assert found == {("lens", "embed"), ("lens", "search"), ("lens", "label"), ("lens", "evaluate-labels"),
+                     ("lens", "compare"), ("lens", "measures"), ("plot", "lens")}
+
+
+INPUTS = {("mis", "score"): {"atlas"}, ("mis", "calibrate"): {"atlas", "human"}, ("mis", "ceiling"): {"human"},
+          ("study", "run"): {"study_file", "entries", "out"}, ("study", "plan"): {"study_file"}}
+DISPLAY = {"fmt", "table", "verbose"}  # the shared display options of cli/common.py
+
+
+@pytest.mark.parametrize("path", sorted(INPUTS))
+def test_mis_and_study_commands_take_only_generated_inputs_and_display_options(path):
+    """Every option of these commands is a field of an options class, one of its inputs, or a shared display
+    option: no option is written by hand beside the options classes."""
+    commands = dict(_commands(get_command(app)))
+    cmd = commands[path]
+    groups = cmd.callback.options_groups
+    fields = {s.name for cls in groups.values() for s in cls.specs()}
+    names = {p.name for p in cmd.params}
+    assert groups and names - fields - DISPLAY - {"help"} == INPUTS[path]
+
+
+@pytest.mark.parametrize("path, classes", [
+    (("relevance",), {"RelevanceOptions", "PredictedOptions"}),
+    (("graph",), {"GraphOptions"}),
+    (("audit", "alignment"), {"AuditOptions"}),
+    (("audit", "test"), {"AuditTestOptions", "ModelOptions"}),
+    (("audit", "prune"), {"PruneOptions", "ModelOptions"}),
+])
+def test_relevance_and_audit_commands_take_their_options(path, classes):
+    """The relevance and audit commands get their options from their options classes (so the parity test above
+    covers them), and every field meant for the command line is there."""
+    cmd = dict(_commands(get_command(app)))[path]
+    groups = cmd.callback.options_groups
+    assert {cls.__name__ for cls in groups.values()} == classes
+    params = {p.name for p in cmd.params}
+    for cls in groups.values():  # (relevance: the fields PredictedOptions shares come from RelevanceOptions)
+        assert {s.name for s in cls.specs() if s.cli} <= params, (path, cls.__name__)
+
+
+def _names_paths(annotation) -> bool:
+    return annotation is Path or any(_names_paths(a) for a in typing.get_args(annotation))
+
+
+def _is_input(p: TyperOption, callback) -> bool:
+    """An input option: required (``record --data``), or files or folders with no default (``plot study --out``):
+    what the command reads or writes, not a setting, so no default or help that could drift from a field's. Other
+    inputs are marked by the command (``cli.common.inputs``)."""
+    return p.required or (_names_paths(typing.get_type_hints(callback)[p.name]) and p.default is None)
+
+
+def test_every_cli_option_is_a_field_an_input_or_a_display_option():
+    """No setting written by hand in a command: each option is generated from a field of one of the command's
+    options classes, is one of the display options every command shares, or is an input."""
+    commands = dict(_commands(get_command(app)))
+    shared_help = {"--format": FORMAT.help, "--table": TABLE_HELP}
+    stray, fields_seen = [], 0
+    for path, cmd in commands.items():
+        fields = {s.name for cls in getattr(cmd.callback, "options_groups", {}).values() for s in cls.specs()
+                  if s.cli}
+        for p in cmd.params:
+            if not isinstance(p, TyperOption) or p.name == "help":
+                continue
+            if p.name in fields:  # its flags, default and help are the field's: the test above
+                fields_seen += 1
+            elif set(p.opts) & set(DISPLAY_OPTIONS):
+                flag = next(o for o in p.opts if o in DISPLAY_OPTIONS)
+                assert p.help == shared_help.get(flag, p.help), (path, flag, "is not the shared option")
+            elif p.name not in getattr(cmd.callback, "input_options", ()) and not _is_input(p, cmd.callback):
+                stray.append(f"unitlens {' '.join(path)} {p.opts[0]}")
+    assert not stray, f"options written by hand instead of as a field of an options class: {stray}"
+    assert fields_seen >= 40

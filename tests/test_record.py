@@ -220,7 +220,7 @@ def test_finished_atlas_is_a_noop_unless_forced(exact_model, random_images, tmp_
     record(exact_model, str(random_images), tmp_path / "a", layers, k=7, force=True, progress=False, num_workers=0)
     # other images: the embedding cache stays, as its keys are the images' content hashes, not sample ids
     assert (tmp_path / "a" / "embeddings/b/index.parquet").exists()
-    assert first.atlas.manifest["config"]["weights_hash"] == forced.atlas.manifest["config"]["weights_hash"]
+    assert first.atlas.manifest.config.weights_hash == forced.atlas.manifest.config.weights_hash
 
 
 def test_bad_inputs(exact_model, random_images, tmp_path):
@@ -297,16 +297,16 @@ def test_record_counts_nonfinite_units_apart_from_constant_ones(random_images, t
     assert units.loc[("conv", 1), "nonfinite"] == len(data) and not units.loc[("conv", 1), "constant"]
     assert units.loc[("conv", 3), "nonfinite"] == bright and not units.loc[("conv", 3), "constant"]
     assert units.loc[("conv", 2), "constant"] and units.loc[("conv", 2), "nonfinite"] == 0  # truly constant
-    assert result.atlas.manifest["n_constant"] == 1 and result.atlas.manifest["n_nonfinite"] == 2
+    assert result.atlas.manifest.n_constant == 1 and result.atlas.manifest.n_nonfinite == 2
     summary = result.atlas.summary().set_index("layer")
     assert summary.loc["conv", "constant"] == 1 and summary.loc["conv", "nonfinite"] == 2
     from unitlens.mis.scoring import unit_status
 
     status = unit_status(result.atlas.units()).to_numpy()
     assert list(status[-5:]) == ["scored", "nonfinite", "constant", "nonfinite", "scored"]
-    from unitlens.lens import embed_atlas
+    from unitlens.lens import embed_units
 
-    store = embed_atlas(result.atlas, ColourBackend(), m=3, layers=["conv"], progress=False).store
+    store = embed_units(result.atlas, ColourBackend(), m=3, layers=["conv"], progress=False).store
     assert store.read_layer("conv").constant.tolist() == [False, True, True, True, False]  # the lens leaves them out
 
 
@@ -552,9 +552,9 @@ def test_a_plain_module_records_as_its_loaded_model_and_says_what_needs_it_again
                    **kw).atlas
     a, b = wrapped.exemplars("conv"), plain.exemplars("conv")
     assert torch.equal(a.top_ids, b.top_ids) and torch.equal(a.bottom_vals, b.bottom_vals)
-    cfg = plain.manifest["config"]
-    assert cfg["model"] == "ExactNet" and cfg["weights"] == "in-memory"
-    assert cfg["weights_hash"] == exact_model.weights_hash()
+    cfg = plain.manifest.config
+    assert cfg.model == "ExactNet" and cfg.weights == "in-memory"
+    assert cfg.weights_hash == exact_model.weights_hash()
     with pytest.raises(AtlasError, match=r"handed over in Python.*model=as_loaded_model\(module, transform\)"):
         plain.load_model()
     with pytest.raises(BadInput, match="needs its preprocessing: pass transform="):

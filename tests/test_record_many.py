@@ -42,8 +42,8 @@ def assert_identical(a: Atlas, b: Atlas) -> None:
     assert_same_atlas(a, b)
     pd.testing.assert_frame_equal(a.samples(), b.samples(), check_exact=True)
     strip = {"seconds", "options"}  # options: how each run ran (checkpoint_every differs here by design)
-    assert {k: v for k, v in a.manifest.items() if k not in strip} == \
-        {k: v for k, v in b.manifest.items() if k not in strip}
+    assert {k: v for k, v in a.manifest.as_dict().items() if k not in strip} == \
+        {k: v for k, v in b.manifest.as_dict().items() if k not in strip}
 
 
 def separate(all_models, images, root, k=9):

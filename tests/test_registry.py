@@ -96,3 +96,38 @@ def test_every_basis_kind_has_a_fitter_and_a_page(kind):
 
     assert kind in FITTERS or kind == "file"  # "file" is a user's matrix, loaded, not fitted
     assert f"`{kind}`" in (DOCS / "guide" / "bases.md").read_text() or kind in (DOCS / "guide" / "bases.md").read_text()
+
+
+@pytest.mark.parametrize("source", __import__("unitlens.zoo.factory", fromlist=["SOURCES"]).SOURCES.names())
+def test_every_model_source_loads_a_model_by_its_names(source):
+    """Each source builds a real architecture on the meta device from a name of its own form, and the model
+    guide documents it."""
+    from unitlens.zoo.factory import load_model
+
+    name = {"offline": "efficientnet_lite0", "timm": "timm:resnet18", "torchvision": "torchvision:resnet18"}[source]
+    loaded = load_model(name, meta=True)
+    assert loaded.meta and sum(p.numel() for p in loaded.model.parameters()) > 1_000_000
+    assert f"`{source}:<name>`" in (DOCS / "guide" / "command-line.md").read_text() or source == "offline"
+
+
+@pytest.mark.parametrize("name", __import__("unitlens.atlas.layout", fromlist=["DERIVED"]).DERIVED.names())
+def test_every_derived_result_is_specified_in_the_atlas_format(name):
+    """Every result a step adds to an atlas has its place in the format specification, by its path."""
+    from unitlens.atlas.layout import DERIVED
+
+    entry = DERIVED.get(name)
+    assert entry.name == name and entry.depends_on in ("exemplars", "images", "content")
+    assert entry.path in (DOCS / "formats" / "atlas.md").read_text(), f"{entry.path} is missing from the atlas format"
+
+
+@pytest.mark.parametrize("mode", __import__("unitlens.lens.crops", fromlist=["CROP_MODES"]).CROP_MODES.names())
+def test_every_crop_mode_crops_and_is_documented(mode):
+    """Each crop mode resolves to its function (the lazy relevance mode by importing its module) and the lens
+    guide names it; an unknown mode names the known ones."""
+    from unitlens.errors import BadInput
+    from unitlens.lens.crops import CROP_MODES
+
+    assert callable(CROP_MODES.get(mode))
+    assert f"`{mode}`" in (DOCS / "guide" / "lens.md").read_text(), f"crop mode {mode} is not in the lens guide"
+    with pytest.raises(BadInput, match=f"unknown crop mode '{mode}x'.*known: .*{mode}"):
+        CROP_MODES.get(mode + "x")

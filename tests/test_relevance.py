@@ -17,8 +17,14 @@ from zennit.composites import EpsilonPlusFlat
 from unitlens.errors import RelevanceError, RelevanceUnavailable
 from unitlens.lens.crops import CropContext, crop_examples
 from unitlens.lens.examples import select_examples
-from unitlens.relevance import compute_predicted_relevance, compute_relevance, load_relevance, relevant_classes
-from unitlens.relevance.attribute import Attribution, class_relevance, unit_heatmaps
+from unitlens.relevance import (
+    RelevanceOptions,
+    class_relevance,
+    load_relevance,
+    predicted_relevance,
+    relevant_classes,
+)
+from unitlens.relevance.attribute import Attribution, target_relevance, unit_heatmaps
 from unitlens.relevance.canonizers import ExactMergeBatchNorm
 from unitlens.relevance.composite import composite_for
 from unitlens.zoo.factory import LoadedModel
@@ -79,7 +85,7 @@ CUTS = {"conv_stem": 1, "bn1": 1, "act1": 1, "block": 1, "conv_head": 1, "bn2": 
 
 def _layer_sums(net, composite, x, target):
     attribution = Attribution(net)
-    logits, rel = class_relevance(attribution, composite, x, target, CUTS)
+    logits, rel = target_relevance(attribution, composite, x, target, CUTS)
     explained = logits.gather(1, target[:, None])[:, 0].double()
     return explained, {name: r.sum(1) for name, r in rel.items()}, attribution
 
@@ -119,13 +125,13 @@ def test_lite0_architecture_conserves_relevance_through_its_blocks():
         target = net(x).argmax(1)
     layers = {"conv_stem": 1, "blocks.1.0": 1, "blocks.1.1": 1, "blocks.3.2": 1, "blocks.6.0.conv_pwl": 1,
               "conv_head": 1}
-    logits, rel = class_relevance(Attribution(net), composite_for(net), x, target, layers)
+    logits, rel = target_relevance(Attribution(net), composite_for(net), x, target, layers)
     explained = logits.gather(1, target[:, None])[:, 0].double()
     for name, r in rel.items():
         assert torch.allclose(r.sum(1), explained, rtol=2e-3), (name, r.sum(1), explained)
     # without the residual canonizer each of Lite0's 9 skip adds doubles the relevance below it: 2^9 = 512
     plain = EpsilonPlusFlat(canonizers=[ExactMergeBatchNorm()])
-    _, rel = class_relevance(Attribution(net), plain, x, target, {"conv_stem": 1})
+    _, rel = target_relevance(Attribution(net), plain, x, target, {"conv_stem": 1})
     assert torch.allclose(rel["conv_stem"].sum(1) / explained, torch.full_like(explained, 512.0), rtol=1e-2)
 
 
@@ -155,7 +161,7 @@ def test_batched_heatmaps_and_class_relevance_equal_per_unit_crp_loops():
         assert torch.allclose(heat[p], ref, atol=1e-6 * float(ref.abs().max()) + 1e-9)
     # class relevance of every unit from one pass == CRP's heatmap conditioned on that unit (a conserving net)
     target = torch.tensor([1, 3, 0])
-    _, rel = class_relevance(attribution, composite, x, target, {layer: 1})
+    _, rel = target_relevance(attribution, composite, x, target, {layer: 1})
     for u in (0, 4, 9):
         data = x.clone().requires_grad_(True)
         cond = [{layer: [u], "y": [int(t)]} for t in target]
@@ -263,7 +269,7 @@ def test_class_relevance_shares_top5_samples_and_store(share_atlas):
     logits = means @ HEAD.double().numpy().T
     top5 = np.argsort(-logits, 1)[:, :5]
     c = 3
-    frame = compute_relevance(atlas, "c3", model=model, device="cpu", progress=False, top_n=3, batch_size=5)
+    frame = class_relevance(atlas, "c3", model=model, device="cpu", progress=False, top_n=3, batch_size=5)
     chosen = [i for i in range(len(means)) if c in top5[i]]
     assert 0 < len(chosen) < len(means)
     rel, share = _expected_shares(means[chosen], c)
@@ -278,25 +284,25 @@ def test_class_relevance_shares_top5_samples_and_store(share_atlas):
     # read back by index, name and synonym; all samples with samples="all"
     for spec in (3, "3", "class 3", "C3"):
         pd.testing.assert_frame_equal(load_relevance(atlas, spec), frame)
-    every = compute_relevance(atlas, 3, model=model, samples="all", device="cpu", progress=False)
+    every = class_relevance(atlas, 3, RelevanceOptions(samples="all", device="cpu"), model=model, progress=False)
     np.testing.assert_allclose(every["rel_mean"], _expected_shares(means, c)[1].mean(0), rtol=1e-5)
 
 
 def test_class_relevance_errors(share_atlas, tmp_path):
     atlas, model, _ = share_atlas
     with pytest.raises(RelevanceError, match="--samples all"):  # class 7 is never among the top 5
-        compute_relevance(atlas, 7, model=model, device="cpu", progress=False)
+        class_relevance(atlas, 7, model=model, device="cpu", progress=False)
     with pytest.raises(RelevanceError, match="unitlens relevance .* --class 'c5'"):
         load_relevance(atlas, "c5")
     with pytest.raises(RelevanceError, match="no class named"):
-        compute_relevance(atlas, "zebra", model=model, device="cpu", progress=False)
+        class_relevance(atlas, "zebra", model=model, device="cpu", progress=False)
 
 
 def test_predicted_class_relevance_aggregates_per_predicted_class(share_atlas):
     atlas, model, means = share_atlas
     with pytest.raises(RelevanceError, match="--predicted"):
         relevant_classes(atlas, "conv")
-    frame = compute_predicted_relevance(atlas, model=model, device="cpu", progress=False, top=2, batch_size=4)
+    frame = predicted_relevance(atlas, model=model, device="cpu", progress=False, top_classes=2, batch_size=4)
     pred = np.argmax(means @ HEAD.double().numpy().T, 1)
     expected = {}
     for c in sorted(set(pred)):
@@ -395,6 +401,7 @@ class TwoLayerNet(nn.Module):
 def test_attribution_graph_edges_follow_the_wiring(tmp_path):
     import json
 
+    from unitlens.relevance import GraphOptions, plot_attribution_graph
     from unitlens.relevance.graph import UNLABELLED, attribution_graph
 
     rng = np.random.default_rng(2)
@@ -403,7 +410,7 @@ def test_attribution_graph_edges_follow_the_wiring(tmp_path):
     model = LoadedModel(name="twolayer", model=TwoLayerNet().eval(), transform=lambda im: to_int_tensor(im) / 255,
                         weights="hand-built", input_size=(3, 6, 6), extra={"class_names": ["sum", "diff"]})
     atlas = _record(model, tmp_path / "data", tmp_path / "atlas", ["lower", "upper"], k=3)
-    compute_relevance(atlas, "sum", model=model, samples="all", device="cpu", progress=False)
+    class_relevance(atlas, "sum", model=model, samples="all", device="cpu", progress=False)
     labels = pd.DataFrame({"layer": ["lower"] * 4 + ["upper"] * 2, "unit": [0, 1, 2, 3, 0, 1],
                            "label": ["warm", "warm", "cool", "none", "a", "b"]})
     res = attribution_graph(atlas, "sum", "upper,lower", labels=labels, model=model, device="cpu", progress=False,
@@ -432,7 +439,13 @@ def test_attribution_graph_edges_follow_the_wiring(tmp_path):
         assert into == pytest.approx(nodes.loc[f"lower:{g}", "relevance"], abs=1e-6)
     saved = json.loads(res.json_path.read_text())
     assert {n["id"] for n in saved["nodes"]} == set(nodes.index) and len(saved["edges"]) == 6
-    assert res.png_path.is_file() and res.png_path.stat().st_size > 1000
+    assert saved["options"] == GraphOptions(batch_size=4, min_relevance=0.0, device="cpu").as_dict()
+    assert not res.json_path.with_suffix(".png").exists()  # the figure is drawn on request
+    html = res._repr_html_()
+    assert "attribution graph of class 0 (sum)" in html and "lower -&gt; upper" in html
+    fig = plot_attribution_graph(res, tmp_path / "graph.png")
+    assert len(fig.axes[0].collections) == len(nodes)  # one dot per group
+    assert (tmp_path / "graph.png").stat().st_size > 1000
 
 
 def test_attribution_graph_groups_units_by_the_stored_labels(tmp_path):
@@ -447,7 +460,7 @@ def test_attribution_graph_groups_units_by_the_stored_labels(tmp_path):
     model = LoadedModel(name="twolayer", model=TwoLayerNet().eval(), transform=lambda im: to_int_tensor(im) / 255,
                         weights="hand-built", input_size=(3, 6, 6), extra={"class_names": ["sum", "diff"]})
     atlas = _record(model, tmp_path / "data", tmp_path / "atlas", ["lower", "upper"], k=3)
-    compute_relevance(atlas, "sum", model=model, samples="all", device="cpu", progress=False)
+    class_relevance(atlas, "sum", model=model, samples="all", device="cpu", progress=False)
     labels = pd.DataFrame({"layer": ["lower"] * 4 + ["upper"] * 2, "unit": [0, 1, 2, 3, 0, 1],
                            "label": ["warm", "warm", "cool", "none", "a", "b"], "score": 1.0})
     store = LabelStore(atlas)
@@ -463,22 +476,35 @@ def test_attribution_graph_groups_units_by_the_stored_labels(tmp_path):
 
 
 def test_relevance_cli(share_atlas, monkeypatch):
+    import json
+
     from rich.console import Console
     from typer.testing import CliRunner
 
     import unitlens.cli.common
     from unitlens.atlas import Atlas
     from unitlens.cli import app
+    from unitlens.relevance import PredictedOptions
 
     atlas, model, _ = share_atlas
     monkeypatch.setattr(unitlens.cli.common, "console", Console(width=200, soft_wrap=True))
     monkeypatch.setattr(Atlas, "load_model", lambda _atlas: model)
     runner = CliRunner()
-    res = runner.invoke(app, ["relevance", str(atlas), "--class", "c2", "--device", "cpu"])
+    res = runner.invoke(app, ["relevance", str(atlas), "--class", "c2", "--device", "cpu", "--top-n", "4"])
     assert res.exit_code == 0, res.output
-    assert "most relevant units for class 2 (class 2)" in res.output and (atlas / "relevance/class_2.json").is_file()
-    res = runner.invoke(app, ["relevance", str(atlas), "--predicted", "--device", "cpu"])
+    assert "most relevant units for class 2 (class 2)" in res.output
+    meta = json.loads((atlas / "relevance/class_2.json").read_text())
+    assert meta["options"] == RelevanceOptions(device="cpu", top_n=4).as_dict()
+    res = runner.invoke(app, ["relevance", str(atlas), "--predicted", "--device", "cpu", "--top-classes", "1",
+                              "--batch-size", "3"])
     assert res.exit_code == 0 and "top class" in res.output, res.output
+    meta = json.loads((atlas / "relevance/predicted.json").read_text())
+    assert meta["options"] == PredictedOptions(device="cpu", top_classes=1, batch_size=3).as_dict()
+    assert relevant_classes(atlas, "conv", top=5).groupby("unit").size().max() == 1
+    bad = runner.invoke(app, ["relevance", str(atlas), "--predicted", "--samples", "all", "--top-n", "3"])
+    assert bad.exit_code == 2 and "--samples, --top-n applies to --class" in bad.output
+    bad = runner.invoke(app, ["relevance", str(atlas), "--class", "c2", "--top-classes", "3"])
+    assert bad.exit_code == 2 and "--top-classes applies to --predicted" in bad.output
     bad = runner.invoke(app, ["relevance", str(atlas), "--class", "c2", "--predicted"])
     assert bad.exit_code == 2 and "one of them" in bad.output
     bad = runner.invoke(app, ["relevance", str(atlas), "--class", "okapi", "--device", "cpu"])

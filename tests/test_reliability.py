@@ -106,9 +106,9 @@ def test_same_size_replacement_is_seen_and_embedded_again(model, tmp_path):
     size = target.stat().st_size
     Image.fromarray(np.full((8, 8, 3), (250, 5, 5), np.uint8)).save(target)  # same size, other bytes
     assert target.stat().st_size == size
-    old_fp = atlas.manifest["config"]["dataset_fingerprint"]
+    old_fp = atlas.manifest.config.dataset_fingerprint
     atlas = _record(model, images, tmp_path / "atlas", force=True).atlas
-    assert atlas.manifest["config"]["dataset_fingerprint"] != old_fp
+    assert atlas.manifest.config.dataset_fingerprint != old_fp
     cache = EmbeddingCache(atlas, backend)
     after = cache.get(range(8), progress=False)
     assert cache.misses == 1 and cache.hits == 7  # only the replaced image; the others are reused by content
@@ -152,14 +152,14 @@ def test_no_content_hash_reads_no_file_and_old_atlases_stay_readable(model, tmp_
     images = _bmp_folder(tmp_path / "images", n=6)
     first = _record(model, images, tmp_path / "plain", content_hash=False)
     samples = first.atlas.samples()
-    assert "content_hash" not in samples and first.atlas.manifest["config"]["content_hash"] is False
+    assert "content_hash" not in samples and first.atlas.manifest.config.content_hash is False
     assert _record(model, images, tmp_path / "plain").already_complete  # default: as the atlas was recorded
     # an atlas written before content hashes: no column, no config key, a cache keyed by sample id (format 1)
     hashed = _record(model, images, tmp_path / "old").atlas
     manifest = json.loads((hashed.path / "manifest.json").read_text())
     del manifest["config"]["content_hash"]
     manifest["config"]["dataset_fingerprint"] = manifest["dataset"]["fingerprint"] = \
-        first.atlas.manifest["config"]["dataset_fingerprint"]
+        first.atlas.manifest.config.dataset_fingerprint
     write_json(hashed.path / "manifest.json", manifest)
     write_parquet(hashed.path / "samples.parquet", samples)
     folder = hashed.backend_path("embeddings", "meancolour")
@@ -320,8 +320,11 @@ def test_verify_reports_every_kind_of_damage(two_atlases):
     assert "units.parquet" in errors.index and "second: 3 rows" in errors.loc["units.parquet", "detail"]
     assert "scores.parquet" in errors.index and "does not belong" in errors.loc["scores.parquet", "detail"]
     assert any("img_04.bmp" in d for d in errors["detail"])
+    assert not any("img_04.bmp" in d for d in verify_atlas(b.path, images=False).errors["detail"])
     out = runner.invoke(app, ["atlas", "verify", str(b.path)])
     assert out.exit_code == 1 and "problem(s)" in out.output and "Traceback" not in out.output
+    out = runner.invoke(app, ["atlas", "verify", str(b.path), "--no-images", "--format", "csv"])
+    assert out.exit_code == 1 and "img_04.bmp" not in out.output and "exemplars/first.safetensors" in out.output
     missing = runner.invoke(app, ["atlas", "verify", str(b.path.parent)])
     assert missing.exit_code == 1 and "not an atlas" in missing.output
 
@@ -431,7 +434,7 @@ def _read_only(folder: Path, monkeypatch) -> None:
 
 def test_mis_on_a_read_only_atlas_fails_before_work_and_runs_with_no_write(model, tmp_path, monkeypatch):
     from unitlens.backends.base import BACKENDS
-    from unitlens.mis.scoring import run_atlas
+    from unitlens.mis.scoring import score_mis
 
     BACKENDS.register("meancolour", lambda spec, device=None, **kw: MeanColour())
     images = _bmp_folder(tmp_path / "images", n=24)
@@ -439,10 +442,10 @@ def test_mis_on_a_read_only_atlas_fails_before_work_and_runs_with_no_write(model
     _read_only(atlas.path, monkeypatch)
     monkeypatch.setattr("unitlens.mis.scoring.EmbeddingCache", lambda *a: pytest.fail("embedded before the check"))
     with pytest.raises(BadInput, match="--no-write"):
-        run_atlas(atlas, "meancolour", n_tasks=2, k_expl=1, progress=False)
+        score_mis(atlas, backend="meancolour", n_tasks=2, k_expl=1, progress=False)
     monkeypatch.setattr("unitlens.mis.scoring.EmbeddingCache", EmbeddingCache)
     with pytest.warns(UserWarning, match="read-only: new embeddings are kept in memory"):
-        run = run_atlas(atlas, "meancolour", n_tasks=2, k_expl=1, progress=False, write=False)
+        run = score_mis(atlas, backend="meancolour", n_tasks=2, k_expl=1, progress=False, write=False)
     assert run.counts["scored"] > 0 and not atlas.derived_path("embeddings").exists()
     atlas.path.chmod(0o755)
 

@@ -131,13 +131,28 @@ def test_globs_expand_in_natural_order_with_sidecars_and_overrides(tmp_path, mon
     ({"entry": [{"model": RESNET, "mis": {"ntasks": 3}}]},
      r"entry 1 .*\[entry.mis\] table: unknown option 'ntasks'.*n_tasks"),
     ({"mis": {"tua": 1.0}, "entry": [{"model": RESNET}]}, r"s.toml, \[mis\] table: unknown option 'tua'.*tau"),
-    ({"record": {"k": "many"}, "entry": [{"model": RESNET}]}, r"\[record\] table: option 'k' = 'many' should be "
-                                                               r"an integer like its default"),
+    ({"record": {"k": "many"}, "entry": [{"model": RESNET}]}, r"\[record\] table: k \(--k\) must be an integer, "
+                                                               r"got 'many'"),
+    # the step tables are checked by the steps' options classes: the nearest option, values in range
+    ({"mis": {"n_task": 3}, "entry": [{"model": RESNET}]},
+     r"s.toml, \[mis\] table: unknown option 'n_task'; did you mean 'n_tasks'\?"),
+    ({"mis": {"tau": 0.0}, "entry": [{"model": RESNET}]}, r"\[mis\] table: tau \(--tau\) must be positive, got 0"),
+    ({"mis": {"n_tasks": 0}, "entry": [{"model": RESNET}]}, r"\[mis\] table: n_tasks \(--n-tasks\) must be at least 1"),
+    ({"mis": {"write": False}, "entry": [{"model": RESNET}]}, r"\[mis\] table: option 'write' is set by the study"),
+    ({"featviz": {"per_sid": 2}, "entry": [{"model": RESNET}]},
+     r"\[featviz\] table: unknown option 'per_sid'; did you mean 'per_side'\?"),
+    ({"featviz": {"k_expl": 0}, "entry": [{"model": RESNET}]}, r"\[featviz\] table: k_expl \(--k-expl\) must be at "
+                                                                r"least 1"),
+    ({"mis": {"n_tasks": 3}, "entry": [{"model": RESNET, "mis": {"tua": 0.5}}]},
+     r"entry 1 .*\[entry.mis\] table: unknown option 'tua'; did you mean 'tau'\?"),
     ({"record": {"k": 3, "layers": ["x"]}, "entry": [{"model": RESNET}]},  # a top-level key written after [record]
      r"s.toml, \[record\] table: unknown option 'layers'.*belongs to the \[record\] table.*before the first table"),
     ({"threads": 0, "entry": [{"model": RESNET}]}, r"'threads' is a whole number of torch threads >= 1, got 0"),
     ({"lens": {"m": 3, "nope": 1}, "entry": [{"model": RESNET}]},
-     r"\[lens\] table: unknown option 'nope'.*crop.*n_init"),
+     r"\[lens\] table: unknown option 'nope' \(the options are: .*n_init.*crop"),
+    ({"lens": {"m": 0}, "entry": [{"model": RESNET}]}, r"\[lens\] table: m \(--m\) must be at least 1"),
+    ({"entry": [{"model": RESNET, "lens": {"crop": "sideways"}}]},
+     r"entry 1 .*\[entry.lens\] table: crop \(--crop\) must be one of activation, none, relevance.*sideways"),
     ({"entry": [{"model": RESNET, "checkpoints": "nowhere/*.pt"}]}, r"entry 1 .*glob 'nowhere/\*.pt' matches no file"),
     ({"entry": [{"model": "timm:not_a_net"}]}, r"entry 1 .*timm has no architecture 'not_a_net'"),
     ({"entry": [{"model": "timm:test_resnet?classes=3"}]}, r"entry 1 .*model option 'classes=3'"),
@@ -341,7 +356,7 @@ def test_worker_processes_give_the_same_study(tmp_path, images, reference):
     every step runs on the study's thread count, in every executor."""
     ref_out, _ = reference
     path = write_study(tmp_path, study_text(images))
-    with pytest.raises(BadInput, match=r"--cpus-per-task is what each Ray task asks for .*threads = N"):
+    with pytest.raises(BadInput, match=r"\(--cpus-per-task\) is what each Ray task asks for .*threads = N"):
         run_study(path, tmp_path / "out", jobs=2, cpus_per_task=1, progress=False)  # it would not set the threads
     run = run_study(path, tmp_path / "out", jobs=2, progress=False)
     assert run.ok, run.failed
@@ -421,7 +436,7 @@ def test_a_replaced_checkpoint_redoes_the_record_and_the_steps_after_it(tmp_path
     assert again.ok and again.redone == {"ft": ["record", "mis"]}
     assert "entry ft: record redone (checkpoint content changed); mis redone (it reads the record)" in notes
     atlas = Atlas(tmp_path / "out" / "atlases" / "ft")
-    assert atlas.manifest["config"]["weights_hash"] == \
+    assert atlas.manifest.config.weights_hash == \
         load_model(RESNET, pretrained=False, checkpoint=weights).weights_hash()
     assert_table_is_the_atlases(tmp_path / "out")
     assert again.table.set_index("entry").loc["ft", "mis_mean"] != before
@@ -477,12 +492,14 @@ def test_changed_options_redo_exactly_the_steps_they_reach(tmp_path, images):
     assert set(failed.failed) == {"test_resnet-random", "eff"} and failed.table["mis_mean"].isna().all()
     assert (failed.table["status"] == "failed").all()
     # --force: every step of the named entries (eff's MIS is redone for n_tasks, back at 3)
-    redone, notes = rerun(text, force=["test_resnet-random"])
+    redone, notes = rerun(text, force=True, entries=["test_resnet-random"])
     assert redone == {"test_resnet-random": ["record", "accuracy", "mis"], "eff": ["mis"]}
     assert notes == ["entry test_resnet-random: record, accuracy, mis redone (--force)",
                      "entry eff: mis redone (n_tasks changed)"]
     with pytest.raises(BadInput, match=r"--force names no entry 'nope' of study tiny; it has test_resnet-random, eff"):
-        run_study(path, out, progress=False, force=["nope"])
+        run_study(path, out, progress=False, force=True, entries=["nope"])
+    with pytest.raises(BadInput, match=r"entry names \(eff\) are for force"):
+        run_study(path, out, progress=False, entries=["eff"])
 
 
 def test_the_users_study_file_is_the_source(tmp_path, images):

@@ -176,8 +176,8 @@ def test_random_init_is_seeded_so_random_atlases_can_be_resumed_and_reloaded(tmp
         Image.new("RGB", (40, 40), (80 * i, 20, 200 - 60 * i)).save(images / f"{i}.png")
     out = record(load_model("timm:resnet18", pretrained=False, seed=7), str(images), tmp_path / "atlas",
                  ["layer4.1.conv2"], k=2, progress=False, num_workers=0)
-    assert out.atlas.manifest["config"]["seed"] == 7
-    assert Atlas(tmp_path / "atlas").load_model().weights_hash() == out.atlas.manifest["config"]["weights_hash"]
+    assert out.atlas.manifest.config.seed == 7
+    assert Atlas(tmp_path / "atlas").load_model().weights_hash() == out.atlas.manifest.config.weights_hash
 
 
 # ---------------------------------------------------------------------------------------------- saved modules

@@ -119,8 +119,8 @@ def test_each_family_records_what_the_plan_counts(family, zoo):
                         progress=False)
     manifest = result.atlas.manifest
     assert verify_atlas(result.atlas.path).ok
-    assert manifest["config"]["model"] == f"timm:{FAMILIES[family]}"  # the tagged name, as given
-    assert (len(manifest["layers"]), manifest["n_units"]) == (row["layers"], row["units"])
+    assert manifest.config.model == f"timm:{FAMILIES[family]}"  # the tagged name, as given
+    assert (len(manifest.layers), manifest.n_units) == (row["layers"], row["units"])
     assert row["input_size"] == "x".join(str(s) for s in loaded.input_size)
     names = {info.name for info in result.atlas.layers}
     assert SPECIAL.get(family, lambda _: True)(names), family

@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 MAX_ROWS = 12
@@ -29,9 +29,15 @@ def table(frame: Any, title: str = "", max_rows: int = MAX_ROWS) -> str:
     """A pandas table (its first ``max_rows`` rows, with how many more), floats to 4 significant digits."""
     shown = frame.head(max_rows)
     body = shown.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0)
-    more = f"<div><i>and {len(frame) - max_rows} more rows</i></div>" if len(frame) > max_rows else ""
-    caption = f"<div><b>{escape(title)}</b></div>" if title else ""
-    return f"<div>{caption}{body}{more}</div>"
+    return f"<div>{_caption(title)}{body}{_more(frame, max_rows)}</div>"
+
+
+def _caption(title: str) -> str:
+    return f"<div><b>{escape(title)}</b></div>" if title else ""
+
+
+def _more(frame: Any, max_rows: int) -> str:
+    return f"<div><i>and {len(frame) - max_rows} more rows</i></div>" if len(frame) > max_rows else ""
 
 
 def image_uri(image: Any, size: int = 96) -> str:
@@ -49,5 +55,23 @@ def images(items: Iterable[tuple[Any, str]], size: int = 96, title: str = "") ->
                     f"<img src='{image_uri(img, size)}' style='height:{size}px'/>"
                     f"<figcaption style='font-size:70%'>{escape(caption)}</figcaption></figure>"
                     for img, caption in items)
-    caption = f"<div><b>{escape(title)}</b></div>" if title else ""
-    return f"<div>{caption}<div>{cells}</div></div>"
+    return f"<div>{_caption(title)}<div>{cells}</div></div>"
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return escape(value)
+
+
+def image_table(frame: Any, thumbnails: Sequence[Any], title: str = "", size: int = 48,
+                max_rows: int = MAX_ROWS) -> str:
+    """A pandas table (its first ``max_rows`` rows) whose rows each lead with a thumbnail: ``thumbnails`` holds
+    one PIL image (or None) per shown row."""
+    shown = frame.head(max_rows)
+    head = "".join(f"<th>{escape(c)}</th>" for c in ["", *shown.columns])
+    rows = []
+    for thumb, values in zip(list(thumbnails) + [None] * len(shown), shown.itertuples(index=False)):
+        img = f"<img src='{image_uri(thumb, size)}' style='height:{size}px'/>" if thumb is not None else ""
+        rows.append(f"<tr><td>{img}</td>{''.join(f'<td>{_cell(v)}</td>' for v in values)}</tr>")
+    return f"<div>{_caption(title)}<table><tr>{head}</tr>{''.join(rows)}</table>{_more(frame, max_rows)}</div>"

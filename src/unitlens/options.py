@@ -31,7 +31,7 @@ import inspect
 import sys
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, Union
 
 from unitlens.errors import BadInput
@@ -145,13 +145,7 @@ class Options:
     def from_mapping(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
         """Options from a mapping (a study file's table, a manifest): unknown keys are refused, naming the closest
         option; ``where`` prefixes every message (``"study.toml [record]"``)."""
-        known = [s.name for s in _specs(cls)]
-        for key in data:
-            if key not in known:
-                close = difflib.get_close_matches(str(key), known, n=3)
-                hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-                raise BadInput(f"{where + ': ' if where else ''}unknown option '{key}'{hint} "
-                               f"(the options are: {', '.join(known)})")
+        refuse_unknown(data, [s.name for s in _specs(cls)], where)
         try:
             return cls(**dict(data))
         except BadInput as err:
@@ -177,6 +171,17 @@ class Options:
                        f"<td>{s.help}</td></tr>" for s in _specs(type(self)))
         return (f"<table><caption>{type(self).__name__}</caption><tr><th>option</th><th>value</th>"
                 f"<th>what it does</th></tr>{rows}</table>")
+
+
+def refuse_unknown(keys: Iterable[Any], known: Sequence[str], where: str = "") -> None:
+    """A ``BadInput`` for the first of ``keys`` that is not one of the ``known`` options, naming the closest ones
+    and all of them; ``where`` prefixes the message."""
+    for key in keys:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=3)
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            raise BadInput(f"{where + ': ' if where else ''}unknown option '{key}'{hint} "
+                           f"(the options are: {', '.join(known)})")
 
 
 def flag_of(spec: OptionSpec) -> str:
@@ -277,12 +282,14 @@ def describe_rows(cls: type[Options]) -> list[dict[str, str]]:
             for s in _specs(cls)]
 
 
-def describe(cls: type[Options]) -> str:
-    """A numpydoc ``Options`` section of the class's fields (appended to the docstrings of the functions that
-    take them)."""
+def describe(cls: type[Options], skip: Sequence[str] = ()) -> str:
+    """A numpydoc ``Options`` section of the class's fields but ``skip`` (appended to the docstrings of the
+    functions that take them)."""
     lines = ["Options", "-------",
              f"Keyword arguments, or ``options={cls.__name__}(...)`` (keyword arguments override its fields):", ""]
     for s in _specs(cls):
+        if s.name in skip:
+            continue
         lines.append(f"{s.name} : {_type_name(s.type)}, default {s.default!r}")
         lines.append(f"    {s.help}")
     return "\n".join(lines)
@@ -296,16 +303,17 @@ def _type_name(tp: Any) -> str:
     return "None" if tp is type(None) else getattr(tp, "__name__", str(tp))
 
 
-def takes_options(cls: type[Options]) -> Callable[[F], F]:
+def takes_options(cls: type[Options], skip: Sequence[str] = ()) -> Callable[[F], F]:
     """Decorate a function whose parameter ``options`` is a ``cls``: callers may also pass any of its fields as
-    keyword arguments (they override ``options``). The function's signature and docstring list every option.
+    keyword arguments (they override ``options``). The function's signature and docstring list every option but
+    those in ``skip`` (fields the function sets itself, such as the backend of a ``Lens``: not keywords).
     """
 
     def decorate(fn: F) -> F:
         sig = inspect.signature(fn)
         if "options" not in sig.parameters:
             raise TypeError(f"{fn.__qualname__} has no parameter 'options'")
-        names = {s.name for s in _specs(cls)}
+        names = {s.name for s in _specs(cls)} - set(skip)
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -321,11 +329,11 @@ def takes_options(cls: type[Options]) -> Callable[[F], F]:
         params = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
         taken = {p.name for p in params}
         extra = [inspect.Parameter(s.name, inspect.Parameter.KEYWORD_ONLY, default=s.default, annotation=s.type)
-                 for s in _specs(cls) if s.name not in taken]
+                 for s in _specs(cls) if s.name not in taken and s.name in names]
         positional = [p for p in params if p.kind is not inspect.Parameter.KEYWORD_ONLY]
         keyword = [p for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
         wrapper.__signature__ = sig.replace(parameters=positional + keyword + extra)  # type: ignore[attr-defined]
-        wrapper.__doc__ = (inspect.cleandoc(fn.__doc__ or "") + "\n\n" + describe(cls)).strip()
+        wrapper.__doc__ = (inspect.cleandoc(fn.__doc__ or "") + "\n\n" + describe(cls, skip)).strip()
         wrapper.options_class = cls  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]
 

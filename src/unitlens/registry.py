@@ -76,3 +76,7 @@ class Registry(Generic[T]):
     def items(self) -> list[tuple[str, T]]:
         """(name, entry) of every registered entry (lazy ones are imported)."""
         return [(name, self.get(name)) for name in self.names()]
+
+    def values(self) -> list[T]:
+        """Every entry, in the order of ``names`` (lazy ones are imported)."""
+        return [entry for _, entry in self.items()]

@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from unitlens.atlas.layout import DERIVED_SEPARATOR, EXEMPLARS, MANIFEST, SAMPLES, UNITS, exemplar_path, layer_stem
+
+if TYPE_CHECKING:
+    from unitlens.atlas.manifest import Manifest
 
 
 def rerecord(root: Path) -> str:
@@ -22,9 +26,9 @@ def rerecord(root: Path) -> str:
             f"unitlens atlas verify {root} lists every damaged file")
 
 
-def rerecord_layer(root: Path, manifest: dict, layer: str) -> str:
+def rerecord_layer(root: Path, manifest: Manifest, layer: str) -> str:
     """How to rebuild one layer's exemplars and units: a derived layer's basis record, else the atlas's record."""
-    if layer in manifest.get("derived_layers", {}):
+    if layer in manifest.derived_layers:
         return f"record that basis again: unitlens basis record {root} '{layer}' --force"
     return rerecord(root)
 
@@ -40,12 +44,12 @@ def _json_field(path: Path, key: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _layers_by_stem(manifest: dict) -> dict[str, str]:
-    names = [d["name"] for d in manifest.get("layers", []) if isinstance(d, dict) and "name" in d]
+def _layers_by_stem(manifest: Manifest) -> dict[str, str]:
+    names = [info.name for info in manifest.layers]
     return {**{exemplar_path("", n).stem: n for n in names}, **{layer_stem(n): n for n in names}}
 
 
-def redo_advice(root: str | Path, manifest: dict, path: str | Path) -> str:
+def redo_advice(root: str | Path, manifest: Manifest, path: str | Path) -> str:
     """What rebuilds ``path`` (a file of the atlas at ``root`` whose manifest is ``manifest``), and nothing else."""
     root, path = Path(root), Path(path)
     try:
@@ -91,9 +95,8 @@ def redo_advice(root: str | Path, manifest: dict, path: str | Path) -> str:
         layer, name = stems.get(m[1], m[1]), m[2]
         derived = f"{layer}{DERIVED_SEPARATOR}{name}"
         kind = _json_field(root / "basis" / m[1] / name / "basis.json", "kind") or \
-            manifest.get("derived_layers", {}).get(derived, {}).get("kind") or "KIND"
-        then = f", then unitlens basis record {atlas} '{derived}'" if derived in manifest.get("derived_layers", {}) \
-            else ""
+            manifest.derived_layers.get(derived, {}).get("kind") or "KIND"
+        then = f", then unitlens basis record {atlas} '{derived}'" if derived in manifest.derived_layers else ""
         return (f"fit that basis again: unitlens basis fit {atlas} --layer '{layer}' --kind {kind} --name {name} "
                 f"--force{then}")
     if rel.startswith("basis/.record-state"):

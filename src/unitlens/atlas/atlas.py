@@ -2,7 +2,8 @@
 
 Layout::
 
-    manifest.json                   model, weights hash, dataset fingerprint, config, versions, status
+    manifest.json                   model, weights hash, dataset fingerprint, config, versions, status, format
+                                    version (``unitlens.atlas.manifest.Manifest``)
     units.parquet                   one row per unit: layer, unit, type, depth, widths, stats, constant
     samples.parquet                 one row per sample: id, path, label, metadata, skipped
     exemplars/<layer>.safetensors   top_ids/top_vals (descending), bottom_ids/bottom_vals (ascending), (C, k);
@@ -17,17 +18,18 @@ A damaged or missing file raises ``CorruptFile`` naming it and the command that 
 stamped with another atlas's identity are refused (``check_identity``). ``unitlens.atlas.verify`` checks it all.
 
 Derived layers (the features of a fitted basis, ``blocks.6.0.conv_pwl::sae``) are added by later steps with
-``add_layers``: rows in ``units.parquet``, an exemplar file and an entry in ``manifest["layers"]`` like any
-recorded layer, so every step reads them unchanged; ``manifest["derived_layers"]`` says where each came from.
-They are not in ``manifest["config"]["layers"]`` (the record run's own configuration) nor in ``identity()``.
+``add_layers``: rows in ``units.parquet``, an exemplar file and an entry in ``manifest.layers`` like any
+recorded layer, so every step reads them unchanged; ``manifest.derived_layers`` says where each came from.
+They are not in ``manifest.config.layers`` (the record run's own configuration) nor in ``identity()``.
 """
 from __future__ import annotations
 
 import fnmatch
 import hashlib
 import warnings
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,10 +38,8 @@ import pandas as pd
 from unitlens.atlas.advice import redo_advice, rerecord, rerecord_layer
 from unitlens.atlas.files import (
     parquet_stamp,
-    read_json,
     read_parquet,
     read_tensors,
-    write_json,
     write_parquet,
     write_tensors,
 )
@@ -54,6 +54,7 @@ from unitlens.atlas.layout import (
     exemplar_path,
 )
 from unitlens.atlas.lock import writing
+from unitlens.atlas.manifest import Manifest
 from unitlens.errors import AtlasError, AtlasIncomplete, BadInput, CorruptFile, UnknownLayer
 from unitlens.zoo.units import LayerInfo
 
@@ -61,12 +62,6 @@ if TYPE_CHECKING:  # torch is imported by the steps that read exemplars, not by 
     import torch
 
     from unitlens.atlas.unit import Unit
-
-
-def unit_counts(units: pd.DataFrame) -> dict[str, int]:
-    """The manifest's unit counts of a units table (``units.parquet``): units, constant ones, non-finite ones."""
-    return {"n_units": len(units), "n_constant": int(units["constant"].sum()),
-            "n_nonfinite": int((units["nonfinite"] > 0).sum())}
 
 
 @dataclass
@@ -92,13 +87,7 @@ class Atlas:
         self.path = Path(path)
         if not (self.path / MANIFEST).is_file():
             raise AtlasError(f"{self.path} is not an atlas (no {MANIFEST}); create one with unitlens record")
-        self.manifest = read_json(self.path / MANIFEST, fix=self.rerecord)
-        missing = [key for key in ("status", "layers") if key not in self.manifest]
-        layers = self.manifest.get("layers")
-        if missing or not isinstance(layers, list) or \
-                not all(isinstance(d, dict) and isinstance(d.get("name"), str) for d in layers):
-            what = f"has no {', '.join(missing)}" if missing else "has a malformed layer list"
-            raise CorruptFile(f"{self.path / MANIFEST} {what}; {self.rerecord}")
+        self.manifest = Manifest.read(self.path, fix=self.rerecord)
 
     @property
     def rerecord(self) -> str:
@@ -116,24 +105,23 @@ class Atlas:
 
     @property
     def complete(self) -> bool:
-        return self.manifest.get("status") == "complete"
+        return self.manifest.complete
 
     def require_complete(self) -> None:
         """Raise ``AtlasIncomplete`` (naming the command that resumes it) unless the record run finished."""
         if not self.complete:
             raise AtlasIncomplete(
-                f"the record run of {self.path} has not finished (status {self.manifest.get('status')}); "
+                f"the record run of {self.path} has not finished (status {self.manifest.status}); "
                 "run the same unitlens record command again to resume it"
             )
 
     # ------------------------------------------------------------------ identity and writing
     def identity(self) -> dict:
         """What a derived result must match to belong to this atlas: weights, data and the recorded layers."""
-        cfg = self.manifest.get("config", {})
-        derived = self.manifest.get("derived_layers", {})
-        layers = "\n".join(f"{d['name']}\t{d.get('width')}" for d in self.manifest.get("layers", [])
-                           if d["name"] not in derived)  # adding basis features leaves the identity as it was
-        return {"weights_hash": cfg.get("weights_hash"), "dataset_fingerprint": cfg.get("dataset_fingerprint"),
+        m = self.manifest
+        layers = "\n".join(f"{info.name}\t{info.width}" for info in m.layers
+                           if info.name not in m.derived_layers)  # adding basis features leaves the identity as it was
+        return {"weights_hash": m.config.weights_hash, "dataset_fingerprint": m.config.dataset_fingerprint,
                 "layers": hashlib.sha256(layers.encode()).hexdigest()[:16]}
 
     def check_identity(self, stamp: dict | None, what: str, fix: str) -> None:
@@ -167,10 +155,7 @@ class Atlas:
 
     @property
     def layers(self) -> list[LayerInfo]:
-        try:
-            return [LayerInfo(**d) for d in self.manifest["layers"]]
-        except TypeError as err:  # missing or unknown fields
-            raise CorruptFile(f"{self.path / MANIFEST} has a malformed layer entry ({err}); {self.rerecord}") from err
+        return list(self.manifest.layers)
 
     def layer(self, name: str) -> LayerInfo:
         for info in self.layers:
@@ -178,7 +163,7 @@ class Atlas:
                 return info
         raise UnknownLayer(f"layer '{name}' is not in atlas {self.path}; it has {[i.name for i in self.layers]}")
 
-    def select_layers(self, layers: str | list[str] | None = None, derived: bool = True) -> list[LayerInfo]:
+    def select_layers(self, layers: str | Sequence[str] | None = None, derived: bool = True) -> list[LayerInfo]:
         """The layers named by ``layers`` (names or globs; a comma-separated string allowed; None: all), in
         atlas order; a pattern that matches no layer is an error naming the atlas's layers. ``derived=False``
         leaves derived layers out (steps that run the model's own modules); naming one then is an error."""
@@ -199,9 +184,9 @@ class Atlas:
         return [info for info in infos if any(fnmatch.fnmatchcase(info.name, p) for p in patterns)]
 
     @property
-    def derived_layers(self) -> dict[str, dict]:
+    def derived_layers(self) -> Mapping[str, Mapping]:
         """Derived layer name -> what it was made from (``parent`` layer, ``basis`` name, ...)."""
-        return self.manifest.get("derived_layers", {})
+        return self.manifest.derived_layers
 
     def add_layers(self, layers: list[LayerInfo], units: pd.DataFrame, exemplars: dict[str, dict[str, torch.Tensor]],
                    about: dict[str, dict], command: str) -> None:
@@ -214,8 +199,8 @@ class Atlas:
         """
         with self.writing(command):
             self.require_complete()
-            manifest = read_json(self.path / MANIFEST)  # as it is now, not as it was when opened
-            recorded = {d["name"] for d in manifest["layers"]} - set(manifest.get("derived_layers", {}))
+            manifest = Manifest.read(self.path, fix=self.rerecord)  # as it is now, not as it was when opened
+            recorded = set(manifest.recorded_layers)
             names = [info.name for info in layers]
             for name in names:
                 if name in recorded:
@@ -228,19 +213,19 @@ class Atlas:
                 write_tensors(self.exemplar_file(name), exemplars[name])
             old = pd.read_parquet(self.path / UNITS)
             table = pd.concat([old[~old["layer"].isin(names)], units], ignore_index=True)
-            entries = [d for d in manifest["layers"] if d["name"] not in names]
-            derived = {k: v for k, v in manifest.get("derived_layers", {}).items() if k not in names}
+            entries = [d for d in manifest.layers if d.name not in names]
+            derived = {k: v for k, v in manifest.derived_layers.items() if k not in names}
             for info in layers:
                 parent = about[info.name]["parent"]
                 at = max(i for i, d in enumerate(entries)
-                         if d["name"] == parent or derived.get(d["name"], {}).get("parent") == parent)
-                entries.insert(at + 1, info.as_dict())
+                         if d.name == parent or derived.get(d.name, {}).get("parent") == parent)
+                entries.insert(at + 1, info)
                 derived[info.name] = about[info.name]
-            order = {d["name"]: i for i, d in enumerate(entries)}
+            order = {d.name: i for i, d in enumerate(entries)}
             table = table.sort_values("layer", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
             write_parquet(self.path / UNITS, table)
-            manifest.update({"layers": entries, "derived_layers": derived, **unit_counts(table)})
-            write_json(self.path / MANIFEST, manifest)
+            manifest = replace(manifest, layers=tuple(entries), derived_layers=derived).counted(table)
+            manifest.write(self.path)
             self.manifest = manifest
 
     def remove_layers(self, names: list[str], command: str) -> None:
@@ -254,8 +239,8 @@ class Atlas:
         file is left). So the manifest never lists fewer layers than the scores hold.
         """
         with self.writing(command):
-            manifest = read_json(self.path / MANIFEST, fix=self.rerecord)
-            derived = manifest.get("derived_layers", {})
+            manifest = Manifest.read(self.path, fix=self.rerecord)
+            derived = manifest.derived_layers
             wrong = [n for n in names if n not in derived]
             if wrong:
                 raise AtlasError(f"{', '.join(wrong)}: not derived layers of atlas {self.path}; only derived layers "
@@ -264,10 +249,9 @@ class Atlas:
             remove_layer_results(self.path, names, fix=lambda path: redo_advice(self.path, manifest, path))
             units = units[~units["layer"].isin(names)].reset_index(drop=True)
             write_parquet(self.path / UNITS, units)
-            manifest["layers"] = [d for d in manifest["layers"] if d["name"] not in names]
-            manifest["derived_layers"] = {k: v for k, v in derived.items() if k not in names}
-            manifest.update(unit_counts(units))
-            write_json(self.path / MANIFEST, manifest)
+            manifest = replace(manifest, layers=tuple(d for d in manifest.layers if d.name not in names),
+                               derived_layers={k: v for k, v in derived.items() if k not in names}).counted(units)
+            manifest.write(self.path)
             self.manifest = manifest
             for name in names:
                 self.exemplar_file(name).unlink(missing_ok=True)
@@ -373,7 +357,7 @@ class Atlas:
 
     def removed_layers(self, layers: pd.Series) -> list[str]:
         """The derived-layer names (``L::NAME``) among ``layers`` that this atlas does not list (any more)."""
-        listed = {d["name"] for d in self.manifest.get("layers", [])}
+        listed = {info.name for info in self.manifest.layers}
         return sorted(n for n in set(layers.astype(str)) if DERIVED_SEPARATOR in n and n not in listed)
 
     def _check_units(self, frame: pd.DataFrame, what: str, fix: str) -> None:
@@ -397,9 +381,9 @@ class Atlas:
         """The model this atlas was recorded with (same source and weights; the weights hash is checked)."""
         from unitlens.zoo.factory import IN_MEMORY, load_model
 
-        cfg = self.manifest.get("config", {})
-        name, weights = cfg.get("model"), cfg.get("weights")
-        options = cfg.get("model_options", {})  # num_classes, checkpoint_strict
+        cfg = self.manifest.config
+        name, weights = cfg.model, cfg.weights
+        options = dict(cfg.model_options)  # num_classes, checkpoint_strict
         if not name:
             raise AtlasError(f"atlas {self.path} does not name its model; pass the model to the Python API")
         if weights == IN_MEMORY:
@@ -409,7 +393,7 @@ class Atlas:
             if weights == "pretrained":
                 loaded = load_model(name, **options)
             elif weights == "random":
-                loaded = load_model(name, pretrained=False, seed=cfg.get("seed") or 0, **options)
+                loaded = load_model(name, pretrained=False, seed=cfg.seed or 0, **options)
             elif weights == name:  # a saved module holds its weights
                 loaded = load_model(name)
             else:
@@ -417,7 +401,7 @@ class Atlas:
         except Exception as err:  # unknown names (hand-built test models), missing weights, missing checkpoints
             raise AtlasError(f"cannot load the analysed model '{name}' (weights {weights}) of atlas {self.path}: "
                              f"{err}. Pass the model to the Python API (model=LoadedModel)") from err
-        want = cfg.get("weights_hash")
+        want = cfg.weights_hash
         if want and loaded.weights_hash() != want:
             raise AtlasError(f"the model '{name}' loaded now (weights {weights}) is not the one atlas {self.path} "
                              f"was recorded with (weights hash {loaded.weights_hash()} != {want}); pass that model "
@@ -429,15 +413,15 @@ class Atlas:
         from unitlens.data.datasets import ImageDataset
 
         samples = self.samples()
-        spec = self.manifest.get("dataset", {}).get("spec", str(self.path))
+        spec = self.manifest.dataset.spec
         return ImageDataset(samples.drop(columns=["skipped"]), spec, transform,
                             content_hash="content_hash" in samples)
 
     @property
     def dataset_root(self) -> Path:
-        """The folder every image of the atlas was recorded from (``manifest["dataset"]["root"]``); for atlases
+        """The folder every image of the atlas was recorded from (``manifest.dataset.root``); for atlases
         recorded before the root was kept, the deepest folder that holds every sample path."""
-        root = self.manifest.get("dataset", {}).get("root")
+        root = self.manifest.dataset.root
         return Path(root) if root else self.dataset().root
 
     def unit(self, layer: str, index: int) -> Unit:
@@ -452,12 +436,10 @@ class Atlas:
     def _repr_html_(self) -> str:
         from unitlens import notebook
 
-        cfg = self.manifest.get("config", {})
-        facts = {"model": cfg.get("model"), "weights": cfg.get("weights"),
-                 "dataset": f"{self.manifest.get('dataset', {}).get('spec')} "
-                            f"({self.manifest.get('n_images', cfg.get('n_samples'))} images)",
-                 "units": f"{self.manifest.get('n_units')} in {len(self.manifest['layers'])} layers",
-                 "status": self.manifest.get("status")}
+        m = self.manifest
+        facts = {"model": m.config.model, "weights": m.config.weights,
+                 "dataset": f"{m.dataset.spec} ({m.config.n_samples if m.n_images is None else m.n_images} images)",
+                 "units": f"{m.n_units} in {len(m.layers)} layers", "status": m.status}
         return notebook.header(f"atlas {self.path}", facts) + notebook.table(self.summary(), "layers")
 
     def summary(self) -> pd.DataFrame:

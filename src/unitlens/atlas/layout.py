@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from unitlens.atlas.files import safe_name
+from unitlens.registry import Registry
 
 MANIFEST = "manifest.json"
 UNITS = "units.parquet"
@@ -47,7 +48,8 @@ class Derived:
     layer_files: tuple[str, ...] = ()
 
 
-DERIVED = {d.name: d for d in (
+DERIVED: Registry[Derived] = Registry("derived result")
+for _derived in (
     Derived("scores", "scores.parquet", "exemplars", "per-unit scores (unitlens mis, unitlens lens measures)",
             layer_rows=("scores.parquet",)),
     Derived("labels", "labels.parquet", "exemplars", "unit labels of every labelling method (unitlens lens label)",
@@ -70,7 +72,8 @@ DERIVED = {d.name: d for d in (
             "lens they project)", layer_files=("explorer/maps/*/{stem}.json",)),
     Derived("featviz", "featviz", "exemplars", "feature visualisations per layer, with the activations they reach "
             "beside the natural ones (unitlens featviz)", layer_files=("featviz/{stem}",)),
-)}
+):
+    DERIVED.register(_derived.name, _derived)
 
 
 def exemplar_path(root: str | Path, layer: str) -> Path:
@@ -81,6 +84,11 @@ def exemplar_path(root: str | Path, layer: str) -> Path:
     return Path(root, EXEMPLARS, f"{stem}.safetensors")
 
 
+def manifest_backup(root: str | Path, version: int) -> Path:
+    """Where ``unitlens atlas upgrade`` keeps the manifest of format version ``version`` it replaced."""
+    return Path(root, f"manifest.v{version}.json")
+
+
 def layer_stem(layer: str) -> str:
     """The file stem of a layer's part of a derived result (lens, probe, explorer): its ``safe_name``."""
     return safe_name(layer, default="layer")
@@ -88,7 +96,7 @@ def layer_stem(layer: str) -> str:
 
 def derived_path(root: str | Path, name: str, *parts: str) -> Path:
     """``<root>/<path of derived result name>/<parts...>``; an unknown name is a programming error."""
-    return Path(root, DERIVED[name].path, *parts)
+    return Path(root, DERIVED.get(name).path, *parts)
 
 
 def backend_dirname(backend_name: str) -> str:

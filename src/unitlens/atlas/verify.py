@@ -31,8 +31,10 @@ from unitlens.atlas.advice import rerecord_layer
 from unitlens.atlas.atlas import Atlas
 from unitlens.atlas.files import parquet_stamp, read_json, read_parquet, read_tensor_metadata, read_tensors
 from unitlens.atlas.layout import DERIVED, DERIVED_SEPARATOR, EXEMPLARS, MANIFEST, RECORD_STATE, SAMPLES, UNITS
+from unitlens.atlas.options import VerifyOptions
 from unitlens.data.hashing import file_digest
 from unitlens.errors import UnitlensError
+from unitlens.options import takes_options
 
 OK, WARNING, ERROR = "ok", "warning", "error"
 NAMED = 5  # files named in one finding before the rest are counted
@@ -88,8 +90,24 @@ class _Checker:
             return None
 
 
-def verify_atlas(path: str | Path, images: bool = True) -> Verification:
-    """Check the atlas at ``path`` (see the module docstring); never raises for what it finds."""
+@takes_options(VerifyOptions)
+def verify_atlas(path: str | Path, options: VerifyOptions | None = None) -> Verification:
+    """Check every file of the atlas at ``path`` (see the module docstring); never raises for what it finds.
+
+    Parameters
+    ----------
+    path
+        The atlas folder.
+    options
+        What else to check (``VerifyOptions``; keyword arguments override its fields).
+
+    Returns
+    -------
+    Verification
+        Every finding (errors, warnings, passed checks) with the file and the command that redoes it.
+    """
+    assert options is not None  # takes_options fills it
+    images = options.images
     root = Path(path)
     c = _Checker(root)
     if not (root / MANIFEST).is_file():
@@ -102,10 +120,10 @@ def verify_atlas(path: str | Path, images: bool = True) -> Verification:
     layers = c.attempt("manifest", root / MANIFEST, "layers", lambda: atlas.layers)
     if layers is None:
         return _done(root, c)
-    c.add("manifest", root / MANIFEST, "readable", OK, f"{len(layers)} layers, status {atlas.manifest['status']}")
+    c.add("manifest", root / MANIFEST, "readable", OK, f"{len(layers)} layers, status {atlas.manifest.status}")
     if not atlas.complete:
         c.add("manifest", root / MANIFEST, "record finished", WARNING,
-              f"status {atlas.manifest['status']}: the record run has not finished; run the same unitlens record "
+              f"status {atlas.manifest.status}: the record run has not finished; run the same unitlens record "
               "command again to resume it")
         state = root / RECORD_STATE
         if state.is_file() and \
@@ -173,7 +191,7 @@ def _samples(c: _Checker, atlas: Atlas) -> pd.DataFrame | None:
     samples = _core_table(c, atlas, "samples", SAMPLES, {"id", "path", "skipped"})
     if samples is None:
         return None
-    want = atlas.manifest.get("n_images", atlas.manifest.get("config", {}).get("n_samples"))
+    want = atlas.manifest.n_images if atlas.manifest.n_images is not None else atlas.manifest.config.n_samples
     if not np.array_equal(samples["id"].to_numpy(), np.arange(len(samples))):
         c.add("samples", path, "ids", ERROR, f"ids are not 0..{len(samples) - 1} in order; {atlas.rerecord}")
     elif want is not None and int(want) != len(samples):
@@ -186,7 +204,7 @@ def _samples(c: _Checker, atlas: Atlas) -> pd.DataFrame | None:
 
 
 def _exemplars(c: _Checker, atlas: Atlas, layers, units: pd.DataFrame | None, samples: pd.DataFrame | None) -> None:
-    k_max = atlas.manifest.get("config", {}).get("k")
+    k_max = atlas.manifest.config.k
     n = len(samples) if samples is not None else None
     skipped = set(samples.loc[samples["skipped"].astype(bool), "id"].tolist()) if samples is not None else set()
     counts = units["layer"].value_counts().to_dict() if units is not None else None
@@ -335,7 +353,7 @@ def _images(c: _Checker, atlas: Atlas, samples: pd.DataFrame) -> None:
                 changed.append(str(path))
         except OSError:
             missing.append(str(path))
-    spec = atlas.manifest.get("dataset", {}).get("spec", "")
+    spec = atlas.manifest.dataset.spec
     for what, paths, fix in (
             ("exist", missing, "restore them (or record the atlas again with the data as it is now)"),
             ("bytes as recorded", changed, f"restore them, or record again: unitlens record --data {spec} --out "
@@ -345,6 +363,6 @@ def _images(c: _Checker, atlas: Atlas, samples: pd.DataFrame) -> None:
             c.add("images", f"{len(paths)} image(s)", what, ERROR, f"{shown}; {fix}")
     if not missing and not changed:
         note = f"{len(samples)} files present" + (f", {checked} with new times re-hashed: unchanged" if checked else "")
-        c.add("images", atlas.manifest.get("dataset", {}).get("spec", "images"), "exist, bytes as recorded", OK,
+        c.add("images", atlas.manifest.dataset.spec, "exist, bytes as recorded", OK,
               note + ("" if hashed else " (no content hashes to compare)"))
 

@@ -1,5 +1,5 @@
-"""``audit(atlas, cls, valid, spurious)``: do the units a class relies on encode valid or spurious concepts?
-(paper 002, section 3.4 and fig. 3a, steps 1 and 2.)
+"""``audit_class(atlas, cls, valid, spurious)``: do the units a class relies on encode valid or spurious concepts?
+(the SemanticLens paper, section 3.4 and fig. 3a, steps 1 and 2.)
 
 For every unit k of the audited layers, with θ_k its lens vector (``unitlens lens embed``)::
 
@@ -13,10 +13,10 @@ and subtract the mean dataset image (the null ``lens label`` uses for them).
 Only the units that matter for the class are judged. Relevance comes from CRP (``unitlens relevance ATLAS --class
 X``): per sample of the class, the share of the layer's total |relevance| that goes to the unit; ``rel_max`` is its
 maximum over the class's samples, ``rel_mean`` its mean. The paper keeps the units whose "maximal relevance" on the
-test set is at least 2.8 % and sizes the dots by it, so the default is ``stat='max'`` (``relevance`` = rel_max) with
-``min_relevance`` = 0.028; ``stat='mean'`` filters on rel_mean instead, a much stricter bar (of the 512 units of
-Lite0's blocks.5.0/6.0 ``conv_pwl``, 28 have a maximum share ≥ 2.8 % for the demo's "envelope", one a mean share).
-Units at or above the bar get a verdict:
+test set is at least 2.8 % and sizes the dots by it, so the default is ``relevance_stat='max'`` (``relevance`` =
+rel_max) with ``min_relevance`` = 0.028; ``relevance_stat='mean'`` filters on rel_mean instead, a much stricter bar
+(of the 512 units of Lite0's blocks.5.0/6.0 ``conv_pwl``, 28 have a maximum share ≥ 2.8 % for the demo's "envelope",
+one a mean share). Units at or above the bar get a verdict:
 
     valid       a_valid > 0 and a_spur ≤ 0
     spurious    a_spur > 0 and a_valid ≤ 0
@@ -27,23 +27,26 @@ The summary counts the units of each verdict per layer and sums their ``rel_mean
 relevance (per sample of the class) that units of that verdict carry; the row ``not relevant`` holds the units
 below the bar. Constant units (no meaningful θ) are left out, and counted.
 
-Written to ``<atlas>/audit/class<index>-<name>.parquet``, ``.csv`` (lists joined by ';') and ``.json`` (settings
-and summary). ``stored_audit(atlas, index)`` reads the table back (``unitlens audit prune --from-audit``);
-``audited_classes(atlas)`` lists the classes audited.
+Written to ``<atlas>/audit/class<index>-<name>.parquet``, ``.csv`` (lists joined by ';') and ``.json`` (the
+options, concepts and summary). ``stored_audit(atlas, index)`` reads the table back, ``audited_units(atlas, index,
+verdicts)`` the units of some verdicts (``unitlens audit prune --from-audit``); ``audited_classes(atlas)`` lists
+the classes audited.
 """
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from unitlens import notebook
 from unitlens.atlas import Atlas
 from unitlens.atlas.files import atomic_write, read_json, read_parquet, safe_name, write_json, write_parquet
-from unitlens.audit.defaults import AUDIT_MIN_RELEVANCE, RELEVANCE_STAT
-from unitlens.errors import AuditError, AuditNotComputed, BadInput, LensError, RelevanceError
+from unitlens.audit.options import AuditOptions
+from unitlens.errors import AuditError, AuditNotComputed, LensError, RelevanceError
 from unitlens.lens.analysis import (
     backend_for,
     concept_alignments,
@@ -53,6 +56,8 @@ from unitlens.lens.analysis import (
 from unitlens.lens.defaults import DEFAULT_LENS_BACKEND
 from unitlens.lens.probes import ConceptSet, Probe, load_concepts
 from unitlens.lens.store import LensStore
+from unitlens.options import takes_options
+from unitlens.runtime import channels_last_mode
 
 VERDICTS = ("valid", "spurious", "both", "unexpected")
 NOT_RELEVANT = "not relevant"
@@ -66,13 +71,12 @@ class AuditResult:
 
     frame: pd.DataFrame  # layer, unit, relevance, rel_mean, rel_max, a_valid, valid_concept, a_spur,
     #                      spurious_concept, verdict, leans, exemplars, relevant_ids, other_classes
-    summary: pd.DataFrame  # layer, verdict, units, relevance
+    summary: pd.DataFrame  # layer, verdict, units, rel_share
     class_index: int
     class_name: str
     backend: str
     atlas: Path
-    min_relevance: float
-    stat: str
+    options: AuditOptions
     valid: list[str]
     spurious: list[str]
     n_constant: int = 0
@@ -80,9 +84,32 @@ class AuditResult:
     path: Path | None = None
 
     @property
+    def min_relevance(self) -> float:
+        """The relevance a unit needs to be judged."""
+        return self.options.min_relevance
+
+    @property
+    def stat(self) -> str:
+        """Which relevance filters: ``max`` or ``mean`` share over the class's samples."""
+        return self.options.relevance_stat
+
+    @property
     def flagged(self) -> pd.DataFrame:
         """The spurious and unexpected units (most relevant first)."""
         return self.frame[self.frame["verdict"].isin(["spurious", "unexpected"])].reset_index(drop=True)
+
+    def _repr_html_(self) -> str:
+        counts = self.frame["verdict"].value_counts()
+        facts = {"backend": self.backend, "judged": f"units with {self.stat} relevance ≥ {self.min_relevance:g}",
+                 "verdicts": ", ".join(f"{v} {int(counts.get(v, 0))}" for v in VERDICTS),
+                 "valid concepts": ", ".join(self.valid), "spurious concepts": ", ".join(self.spurious),
+                 "written": self.path or "(not written)"}
+        shown = ["layer", "unit", "relevance", "a_valid", "valid_concept", "a_spur", "spurious_concept", "verdict",
+                 "other_classes"]
+        notes = "".join(f"<div><i>{notebook.escape(n)}</i></div>" for n in self.notes)
+        return (notebook.header(f"audit of class {self.class_index} '{self.class_name}'", facts)
+                + notebook.table(self.frame[[c for c in shown if c in self.frame]], "units, most relevant first")
+                + notebook.table(self.summary, "units and relevance share per verdict") + notes)
 
 
 def verdicts(a_valid: np.ndarray, a_spur: np.ndarray) -> np.ndarray:
@@ -91,19 +118,43 @@ def verdicts(a_valid: np.ndarray, a_spur: np.ndarray) -> np.ndarray:
     return np.select([v & ~s, s & ~v, v & s], ["valid", "spurious", "both"], "unexpected").astype(object)
 
 
-def audit(atlas, cls, valid, spurious, backend=None, layers=None, min_relevance: float = AUDIT_MIN_RELEVANCE,
-          relevance: pd.DataFrame | None = None, stat: str = RELEVANCE_STAT, other_classes: pd.DataFrame | None = None,
-          n_exemplars: int = 5, write: bool = True, device=None, progress: bool = False) -> AuditResult:
-    """Verdicts for the units relevant to class ``cls`` (an index or a class name).
+@takes_options(AuditOptions)
+def audit_class(atlas, cls, valid, spurious, options: AuditOptions | None = None, *, backend=None,
+                relevance: pd.DataFrame | None = None, other_classes: pd.DataFrame | None = None,
+                progress: bool = True) -> AuditResult:
+    """Verdicts (valid, spurious, both, unexpected) for the units relevant to one class.
 
-    ``valid``/``spurious``: a text file (one concept per line; needs a backend with a text encoder), a folder of
-    concept image folders, a ``ConceptSet``, a list of strings or a list of ``Probe``. ``relevance``: the table
-    ``unitlens.relevance.load_relevance(atlas, cls)`` returns (loaded when None). ``other_classes``: the table
-    ``relevant_classes`` returns (loaded when None; without ``unitlens relevance ATLAS --predicted`` the column
-    stays empty and a note says how to fill it). ``layers``: default all layers with both relevance and θ.
+    Parameters
+    ----------
+    atlas
+        An atlas embedded by a lens backend (``unitlens lens embed``) with the class's relevance
+        (``class_relevance``).
+    cls
+        The class: its index or name.
+    valid, spurious
+        The valid and the spurious concepts: a text file (one concept per line; needs a backend with a text
+        encoder), a folder of concept image folders, a ``ConceptSet``, a list of strings or a list of ``Probe``.
+    options
+        An ``AuditOptions``; any of its fields may also be given as a keyword argument (see below).
+    backend
+        The lens backend (its name or a ``Backend``) whose lens vectors are used; needed when the atlas has
+        several.
+    relevance
+        The table ``load_relevance(atlas, cls)`` returns (read from the atlas when None).
+    other_classes
+        The table ``relevant_classes`` returns (read from the atlas when None; without a predicted-class
+        relevance run the column stays empty and a note says how to fill it).
+    progress
+        Show progress bars.
+
+    Returns
+    -------
+    AuditResult
+        The judged units (``frame``, most relevant first) with their alignments and verdicts, the units and
+        relevance share per verdict and layer (``summary``), notes, and where it was written (``path``; with
+        ``write``, under ``<atlas>/audit/``, the options stored with it). ``plot_audit`` draws it.
     """
-    if stat not in STATS:
-        raise BadInput(f"stat must be one of {', '.join(STATS)}")
+    options = options or AuditOptions()
     store = _open_store(atlas, backend)
     if relevance is None:
         from unitlens.relevance import load_relevance
@@ -111,16 +162,16 @@ def audit(atlas, cls, valid, spurious, backend=None, layers=None, min_relevance:
         relevance = load_relevance(store.atlas, cls)
     rel, index, name = _class_rows(relevance, cls)
     notes: list[str] = []
-    names = _layers(store, rel, layers, index, notes)
+    names = _layers(store, rel, options.layers, index, notes)
     rel = rel[rel["layer"].isin(names)]
-    if not (_is_probes(valid) and _is_probes(spurious)):
-        backend = backend_for(store, backend, device)  # loaded once for both sets
-    v_probes = _probes(store, valid, "valid", backend, progress)
-    s_probes = _probes(store, spurious, "spurious", backend, progress)
+    with channels_last_mode(options.channels_last):  # the backend's image model, when concepts are images
+        if not (_is_probes(valid) and _is_probes(spurious)):
+            backend = backend_for(store, backend, options.device)  # loaded once for both sets
+        v_probes = _probes(store, valid, "valid", backend, progress)
+        s_probes = _probes(store, spurious, "spurious", backend, progress)
     aligned = _alignment_frame(store, v_probes, s_probes, names)
-    column = STATS[stat]
-    rel = rel.assign(relevance=rel[column].astype(float))
-    relevant = rel[rel["relevance"] >= min_relevance]
+    rel = rel.assign(relevance=rel[STATS[options.relevance_stat]].astype(float))
+    relevant = rel[rel["relevance"] >= options.min_relevance]
     frame = relevant.merge(aligned, on=["layer", "unit"], how="inner")
     constant = relevant.merge(aligned[["layer", "unit"]], on=["layer", "unit"], how="left", indicator=True)
     n_constant = int((constant["_merge"] == "left_only").sum())
@@ -134,7 +185,7 @@ def audit(atlas, cls, valid, spurious, backend=None, layers=None, min_relevance:
     both = frame["verdict"] == "both"
     frame["leans"] = np.where(both, np.where(frame["a_valid"] > frame["a_spur"], "valid",
                                              np.where(frame["a_spur"] > frame["a_valid"], "spurious", "equal")), "")
-    frame["exemplars"] = [exemplar_paths(store, layer, int(unit), n_exemplars)
+    frame["exemplars"] = [exemplar_paths(store, layer, int(unit), options.exemplars)
                           for layer, unit in zip(frame["layer"], frame["unit"])]
     frame["relevant_ids"] = [[int(i) for i in ids] if ids is not None else [] for ids in
                              (frame["top_ids"] if "top_ids" in frame else [None] * len(frame))]
@@ -145,12 +196,12 @@ def audit(atlas, cls, valid, spurious, backend=None, layers=None, min_relevance:
     if frame.empty:
         top = rel.sort_values("relevance", ascending=False).head(1)
         best = f" (the most relevant unit has {float(top['relevance'].iloc[0]):.4g})" if len(top) else ""
-        notes.append(f"no unit of {', '.join(names)} reaches relevance {min_relevance:g}{best}; lower "
+        notes.append(f"no unit of {', '.join(names)} reaches relevance {options.min_relevance:g}{best}; lower "
                      "--min-relevance")
-    result = AuditResult(frame, _summary(frame, rel, min_relevance, names), index, name, store.backend,
-                         store.atlas.path, min_relevance, stat, [p.name for p in v_probes],
-                         [p.name for p in s_probes], n_constant, notes)
-    if write:
+    result = AuditResult(frame, _summary(frame, rel, options.min_relevance, names), index, name, store.backend,
+                         store.atlas.path, options, [p.name for p in v_probes], [p.name for p in s_probes],
+                         n_constant, notes)
+    if options.write:
         result.path = _write(result, _source(valid), _source(spurious))
     return result
 
@@ -313,7 +364,7 @@ def _write(result: AuditResult, valid_source: str, spurious_source: str) -> Path
     atomic_write(base.parent / (base.name + ".csv"), lambda tmp: flat.to_csv(tmp, index=False))
     write_json(base.parent / (base.name + ".json"), {
         "class_index": result.class_index, "class_name": result.class_name, "backend": result.backend,
-        "min_relevance": result.min_relevance, "stat": result.stat, "relevance_column": STATS[result.stat],
+        "options": result.options.as_dict(), "relevance_column": STATS[result.stat],
         "valid": result.valid, "spurious": result.spurious, "valid_source": valid_source,
         "spurious_source": spurious_source, "n_constant": result.n_constant, "notes": result.notes,
         "summary": result.summary.to_dict("records"), "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -347,3 +398,18 @@ def stored_audit(atlas, class_index: int) -> pd.DataFrame:
     if meta_path.is_file():
         atlas.check_identity(read_json(meta_path, fix=fix).get("atlas"), f"the audit {hits[0]}", fix)
     return read_parquet(hits[0], fix=fix)
+
+
+def audited_units(atlas, class_index: int, verdicts: Sequence[str] = ("spurious",)) -> dict[str, list[int]]:
+    """``{layer: [unit, ...]}`` of the stored audit of class ``class_index`` whose verdict is one of ``verdicts``
+    (the units ``prune_check`` ablates with ``unitlens audit prune --from-audit``)."""
+    unknown = sorted(set(verdicts) - set(VERDICTS))
+    if unknown:
+        raise AuditError(f"unknown verdict(s) {unknown}; choose from {', '.join(VERDICTS)}")
+    table = stored_audit(atlas, class_index)
+    hit = table[table["verdict"].isin(list(verdicts))]
+    if hit.empty:
+        counts = ", ".join(f"{v} {n}" for v, n in table["verdict"].value_counts().items()) or "no units"
+        raise AuditError(f"the stored audit of class {class_index} has no unit with verdict {', '.join(verdicts)} "
+                         f"(it has {counts})")
+    return {layer: sorted(map(int, g["unit"])) for layer, g in hit.groupby("layer", sort=False)}

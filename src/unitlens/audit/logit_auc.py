@@ -1,4 +1,5 @@
-"""``audit_test(model, cls, valid_images, spurious_images)``: the model test of paper 002, fig. 3a step 3.
+"""``audit_test(model, cls, valid_images, spurious_images)``: the model test of the SemanticLens paper, fig. 3a
+step 3.
 
 How well does the logit of class ``cls`` separate images of the class (valid, the positives) from images that show
 only the spurious features (the negatives)? The AUC of that logit (scikit-learn's ``roc_auc_score``): 1 = every
@@ -13,8 +14,11 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from unitlens import notebook
 from unitlens.audit.logits import model_logits
+from unitlens.audit.options import AuditTestOptions
 from unitlens.errors import AuditError
+from unitlens.options import takes_options
 
 
 @dataclass
@@ -27,23 +31,48 @@ class AucResult:
     class_name: str
     skipped: list[str] = field(default_factory=list)
 
+    def _repr_html_(self) -> str:
+        facts = {"AUC": f"{self.auc:.4f} (1: the logit separates the sets perfectly, 0.5: not at all)",
+                 "skipped images": len(self.skipped)}
+        return (notebook.header(f"logit of class {self.class_index} '{self.class_name}': valid against spurious "
+                                "images", facts) + notebook.table(self.table))
 
-def audit_test(model, cls, valid_images, spurious_images, batch_size: int = 32, device=None,
-               progress: bool = False) -> AucResult:
-    """The class logit on ``valid_images`` (positives) against ``spurious_images`` (negatives).
 
-    ``model``: a ``LoadedModel``; ``cls``: a class index or name; the image sets: folders (recursive) or
-    .txt/.csv file lists.
+@takes_options(AuditTestOptions)
+def audit_test(model, cls, valid_images, spurious_images, options: AuditTestOptions | None = None, *,
+               progress: bool = True) -> AucResult:
+    """How well the logit of a class separates images of the class from images with its spurious features only.
+
+    Parameters
+    ----------
+    model
+        A ``LoadedModel``.
+    cls
+        The class: its index or name.
+    valid_images
+        Images of the class (the positives): a folder (searched recursively) or a .txt/.csv file list.
+    spurious_images
+        Images that show only the spurious features (the negatives), given the same way.
+    options
+        An ``AuditTestOptions``; any of its fields may also be given as a keyword argument (see below).
+    progress
+        Show progress bars.
+
+    Returns
+    -------
+    AucResult
+        The AUC of the class logit (1: every valid image scores higher than every spurious one; 0.5: the logit
+        cannot tell the sets apart), and per set the logit's mean and spread, the class's mean rank and its top-1
+        and top-5 rates.
     """
+    options = options or AuditTestOptions()
     from sklearn.metrics import roc_auc_score
 
     from unitlens.zoo.classes import resolve_class
 
     index, name = resolve_class(model, cls)
-    valid = model_logits(model, valid_images, batch_size=batch_size, device=device, progress=progress,
-                         what="valid images")
-    spurious = model_logits(model, spurious_images, batch_size=batch_size, device=device, progress=progress,
-                            what="spurious images")
+    valid = model_logits(model, valid_images, options, progress=progress, what="valid images")
+    spurious = model_logits(model, spurious_images, options, progress=progress, what="spurious images")
     if index >= valid.plain.shape[1]:
         raise AuditError(f"class {index} is out of range: the model has {valid.plain.shape[1]} outputs")
     labels = [1] * len(valid.ids) + [0] * len(spurious.ids)

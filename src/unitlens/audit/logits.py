@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from unitlens.audit.options import AuditTestOptions
 from unitlens.errors import AuditError, BadInput
-from unitlens.runtime import ForwardHooks, Progress, pick_device
+from unitlens.runtime import ForwardHooks, Progress, pick_device, prepare_model
 from unitlens.zoo.units import channel_dim_of, enumerate_units
 
 
@@ -105,22 +106,21 @@ def _outputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return out.float().cpu()
 
 
-def model_logits(loaded, images, ablate: dict[str, list[int]] | None = None,
-                 values: dict[str, torch.Tensor] | None = None, batch_size: int = 32, device=None,
-                 progress: bool = False, what: str = "images") -> Logits:
+def model_logits(loaded, images, options: AuditTestOptions, ablate: dict[str, list[int]] | None = None,
+                 values: dict[str, torch.Tensor] | None = None, progress: bool = True, what: str = "images") -> Logits:
     """Logits of ``loaded`` (a ``LoadedModel``) on ``images`` (a folder, a .txt/.csv file list, or an
-    ``ImageDataset``); with ``ablate``, also with those units set to ``values`` (default 0). Unreadable images are
-    skipped and named."""
+    ``ImageDataset``), run as ``options`` say (batch size, device, channels-last); with ``ablate``, also with those
+    units set to ``values`` (default 0). Unreadable images are skipped and named."""
     from torch.utils.data import DataLoader
 
     from unitlens.data.datasets import ImageDataset, collate_readable, load_dataset
 
     data = images.with_transform(loaded.transform) if isinstance(images, ImageDataset) else \
         load_dataset(images, loaded.transform)
-    device = pick_device(device)
-    net = loaded.model.to(device).eval()
+    device = pick_device(options.device)
+    net = prepare_model(loaded.model, device, options.channels_last)
     plain, ablated, ids, failed = [], [], [], []
-    loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=0, collate_fn=collate_readable)
+    loader = DataLoader(data, batch_size=options.batch_size, shuffle=False, num_workers=0, collate_fn=collate_readable)
     hooks_or_none = AblateUnits(net, ablate, values) if ablate else nullcontext()
     with torch.no_grad(), Progress(what, len(data), progress, unit="img") as bar, hooks_or_none as hooks:
         for x, batch_ids, bad in loader:

@@ -1,4 +1,5 @@
-"""``prune_check(model, units, cls, labelled=DIR, spurious=DIR)``: what removing units does (paper 002, 4.3).
+"""``prune_check(model, units, cls, labelled=DIR, spurious=DIR)``: what removing units does (the SemanticLens paper,
+section 4.3).
 
 The paper prunes the neurons it labelled spurious (without retraining) and measures clean accuracy and the
 sensitivity to the artefacts. Here forward hooks (``unitlens.audit.logits``) replace the given units' outputs,
@@ -20,16 +21,18 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
-from unitlens.audit.defaults import ABLATE
+from unitlens import notebook
 from unitlens.audit.logits import Logits, model_logits
+from unitlens.audit.options import PruneOptions
 from unitlens.errors import AuditError, BadInput
+from unitlens.options import takes_options
 from unitlens.runtime import split_call
-
-ABLATIONS = ("zero", "mean")
 
 
 @dataclass
 class PruneResult:
+    """Accuracy and the class logit before and after ablating units."""
+
     table: pd.DataFrame  # set, measure, images, before, after, change
     per_class: pd.DataFrame | None  # labelled set: folder, class_index, images, top1_before, top1_after
     units: dict[str, list[int]]
@@ -38,6 +41,15 @@ class PruneResult:
     ablate: str
     skipped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+    def _repr_html_(self) -> str:
+        facts = {layer: f"{len(us)} units: {', '.join(map(str, us))}" for layer, us in self.units.items()}
+        facts["set to"] = "0" if self.ablate == "zero" else "their mean activation"
+        notes = "".join(f"<div><i>{notebook.escape(n)}</i></div>" for n in self.notes)
+        per_class = notebook.table(self.per_class, "top-1 accuracy per labelled class") \
+            if self.per_class is not None and len(self.per_class) > 1 else ""
+        return (notebook.header(f"pruning check, class {self.class_index} '{self.class_name}'", facts)
+                + notebook.table(self.table, "before and after") + per_class + notes)
 
 
 def _folder_classes(model, folders: list[str]) -> dict[str, int]:
@@ -94,23 +106,50 @@ def _feeds_batch_norm(net: torch.nn.Module, layer: str) -> bool:
     return bool(after) and isinstance(net.get_submodule(after[0]), _BatchNorm)
 
 
-def prune_check(model, units: dict[str, list[int]], cls, labelled=None, spurious=None, ablate: str = ABLATE,
-                atlas=None, batch_size: int = 32, device=None, progress: bool = False) -> PruneResult:
-    """Ablate ``units`` (``{layer: [unit, ...]}``) of ``model`` (a ``LoadedModel``) and compare, before and after:
-    accuracy on the ``labelled`` folder and the logit of class ``cls`` on the ``spurious`` images. ``ablate``:
-    ``zero``, or ``mean`` (each unit's mean activation over ``atlas``'s data)."""
+@takes_options(PruneOptions)
+def prune_check(model, units: dict[str, list[int]], cls, options: PruneOptions | None = None, *, labelled=None,
+                spurious=None, atlas=None, progress: bool = True) -> PruneResult:
+    """Ablate units of a model and compare, before and after, the accuracy on labelled images and the logit of a
+    class on images with its spurious features.
+
+    Parameters
+    ----------
+    model
+        A ``LoadedModel`` (its module gets forward hooks while the check runs; they are removed afterwards).
+    units
+        ``{layer: [unit, ...]}``, the units to ablate (``audited_units`` gives those of a stored audit).
+    cls
+        The class: its index or name.
+    options
+        A ``PruneOptions``; any of its fields may also be given as a keyword argument (see below).
+    labelled
+        A folder with one sub-folder of images per class, named by class index, class name or synonym, or ImageNet
+        WordNet id: top-1 and top-5 accuracy, overall, on the class's images and per class.
+    spurious
+        Images with the spurious features only (a folder or a .txt/.csv file list): the class logit, its rank and
+        its top-1 and top-5 rates.
+    atlas
+        The atlas whose recorded mean activations ``ablate='mean'`` uses.
+    progress
+        Show progress bars.
+
+    Returns
+    -------
+    PruneResult
+        One row per measure with its value before and after (``table``), the per-class accuracy of the labelled
+        set, the ablated units, notes (a layer a batch norm follows) and the images that could not be read.
+    """
+    options = options or PruneOptions()
     from unitlens.data.datasets import load_dataset
     from unitlens.zoo.classes import resolve_class
 
     if labelled is None and spurious is None:
         raise AuditError("give a labelled folder, a spurious image set, or both, to measure the pruning on")
-    if ablate not in ABLATIONS:
-        raise BadInput(f"ablate must be one of {', '.join(ABLATIONS)}")
     units = {layer: sorted({int(u) for u in us}) for layer, us in units.items() if us}
-    values = _mean_values(atlas, units) if ablate == "mean" else None
+    values = _mean_values(atlas, units) if options.ablate == "mean" else None
     notes = [f"layer {layer} feeds a batch norm: zeroing its output sets the units to the BN's shift, not to 0; "
              "ablate='mean' (CLI --ablate mean) replaces them by their mean activation instead"
-             for layer in units if ablate == "zero" and _feeds_batch_norm(model.model, layer)]
+             for layer in units if options.ablate == "zero" and _feeds_batch_norm(model.model, layer)]
     index, name = resolve_class(model, cls)
     rows, per_class, skipped = [], None, []
     if labelled is not None:
@@ -119,8 +158,8 @@ def prune_check(model, units: dict[str, list[int]], cls, labelled=None, spurious
             raise AuditError(f"{labelled} has images outside class sub-folders: put every image in a sub-folder "
                              "named by its class")
         classes = _folder_classes(model, sorted(set(images.samples["label"])))
-        data = model_logits(model, images, ablate=units, values=values, batch_size=batch_size, device=device,
-                            progress=progress, what="labelled images")
+        data = model_logits(model, images, options, ablate=units, values=values, progress=progress,
+                            what="labelled images")
         targets = torch.tensor([classes[lab] for lab in data.labels])
         rows += _accuracy_rows(data, targets, index, name)
         per_class = pd.DataFrame([
@@ -130,8 +169,8 @@ def prune_check(model, units: dict[str, list[int]], cls, labelled=None, spurious
             for folder, ci in classes.items() for sel in [torch.tensor([lab == folder for lab in data.labels])]])
         skipped += data.skipped
     if spurious is not None:
-        data = model_logits(model, spurious, ablate=units, values=values, batch_size=batch_size, device=device,
-                            progress=progress, what="spurious images")
+        data = model_logits(model, spurious, options, ablate=units, values=values, progress=progress,
+                            what="spurious images")
         before, after = data.stats(index), data.stats(index, ablated=True)
         k = min(5, data.plain.shape[1])
         for key, measure in (("logit_mean", f"logit of {name}, mean"), ("rank_mean", f"rank of {name}, mean"),
@@ -139,4 +178,4 @@ def prune_check(model, units: dict[str, list[int]], cls, labelled=None, spurious
             rows.append({"set": "spurious", "measure": measure, "images": before["images"], "before": before[key],
                          "after": after[key], "change": after[key] - before[key]})
         skipped += data.skipped
-    return PruneResult(pd.DataFrame(rows), per_class, units, index, name, ablate, skipped, notes)
+    return PruneResult(pd.DataFrame(rows), per_class, units, index, name, options.ablate, skipped, notes)

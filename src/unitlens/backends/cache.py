@@ -106,8 +106,7 @@ def embed_images(backend: Backend, images: Sequence[Image.Image], batch_size: in
 def sample_keys(atlas: Atlas) -> list[str]:
     """The cache key of every sample id of an atlas: its content hash, else ``<dataset fingerprint>#<id>``."""
     samples = atlas.samples()
-    m = atlas.manifest
-    fingerprint = m.get("config", {}).get("dataset_fingerprint") or m.get("dataset", {}).get("fingerprint", "")
+    fingerprint = atlas.manifest.config.dataset_fingerprint
     hashes = samples["content_hash"].tolist() if "content_hash" in samples else [None] * len(samples)
     return [h if isinstance(h, str) else f"{fingerprint}#{int(i)}" for i, h in zip(samples["id"].tolist(), hashes)]
 

@@ -100,8 +100,8 @@ class LayerStream:
         self.device = pick_device(device)
         self.model = model if model is not None else self.atlas.load_model()
         self.width = int(self.info.width) if self.info.width else int(len(rows))
-        config = self.atlas.manifest.get("config", {})
-        self.spatial, self.tokens = config.get("spatial", "mean"), config.get("tokens", "mean")
+        config = self.atlas.manifest.config
+        self.spatial, self.tokens = config.spatial, config.tokens
         samples = self.atlas.samples()
         self.ids = samples.loc[~samples["skipped"].astype(bool), "id"].astype(int).tolist()
         self.dataset = self.atlas.dataset()

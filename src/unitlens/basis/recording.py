@@ -117,8 +117,8 @@ def record_bases(atlas: Atlas | str | Path, names: list[str], options: BasisReco
     _check(atlas, bases, options.force)
     replaced = [b.derived_layer for b in bases if b.derived_layer in atlas.derived_layers]
     model = model if model is not None else atlas.load_model()
-    config = atlas.manifest["config"]
-    k, spatial, tokens = int(config["k"]), config.get("spatial", "mean"), config.get("tokens", "mean")
+    config = atlas.manifest.config
+    k, spatial, tokens = config.k, config.spatial, config.tokens
     samples = atlas.samples()
     ids = samples.loc[~samples["skipped"].astype(bool), "id"].astype(int).tolist()
     position_of = {i: p for p, i in enumerate(ids)}

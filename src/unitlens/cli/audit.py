@@ -7,7 +7,9 @@
 
 CONCEPTS is a text file (one concept per line; needs a backend with a text encoder) or a folder of concept image
 folders. ``unitlens audit ATLAS …`` is short for ``unitlens audit alignment ATLAS …`` (an atlas folder literally
-called ``alignment``, ``test`` or ``prune`` needs the explicit ``alignment``, or a path such as ``./test``).
+called ``alignment``, ``test`` or ``prune`` needs the explicit ``alignment``, or a path such as ``./test``). Their
+options are generated from ``AuditOptions``, ``AuditTestOptions``, ``PruneOptions`` and ``ModelOptions``
+(``cli.options``).
 """
 from __future__ import annotations
 
@@ -16,11 +18,12 @@ from typing import List, Optional
 
 import typer
 
-from unitlens.audit.defaults import ABLATE, AUDIT_MIN_RELEVANCE, BATCH_SIZE, RELEVANCE_STAT
+from unitlens.audit.options import AuditOptions, AuditTestOptions, PruneOptions
 from unitlens.cli.common import (
     FORMAT,
     failing_cleanly,
     group,
+    inputs,
     load_named_model,
     note,
     print_frame,
@@ -30,66 +33,61 @@ from unitlens.cli.common import (
     tables,
     warn,
 )
-from unitlens.cli.options import options_command, runs_model
+from unitlens.cli.options import options_command
 from unitlens.errors import AuditError, BadInput, UnitlensError
 from unitlens.zoo.options import ModelOptions
 
 app = group("audit", default="alignment",
-            help="Audit a class: are the units it relies on aligned with valid or spurious concepts (paper 002, "
-                 "3.4/4.2), does its logit separate valid from spurious images, what does pruning units do. "
+            help="Audit a class: are the units it relies on aligned with valid or spurious concepts (SemanticLens "
+                 "paper, 3.4/4.2), does its logit separate valid from spurious images, what does pruning units do. "
                  "'unitlens audit ATLAS ...' is short for 'unitlens audit alignment ATLAS ...'.")
+SHOWN = 20  # units listed per table (--format csv / json: every unit)
 
 
 @app.command("alignment")
-@runs_model
+@inputs("cls", "valid", "spurious", "backend", "out")
+@options_command
 def alignment_command(
     atlas: Path = typer.Argument(..., help="Embedded atlas folder (unitlens lens embed) with relevance "
                                            "(unitlens relevance ATLAS --class C)."),
     cls: str = typer.Option(..., "--class", help="Class index or name (e.g. 549 or envelope)."),
     valid: Path = typer.Option(..., help="Valid concepts: text file (one per line) or folder of concept folders."),
     spurious: Path = typer.Option(..., help="Spurious concepts: text file or folder of concept image folders."),
-    min_relevance: float = typer.Option(AUDIT_MIN_RELEVANCE,
-                                        help="Judge only units whose relevance (share of the layer's |relevance| per "
-                                             "sample of the class) is at least this."),
-    relevance_stat: str = typer.Option(RELEVANCE_STAT, help="Relevance per unit: its max over the class's samples (the "
-                                                   "paper's 2.8 % filter), or mean."),
-    layers: Optional[str] = typer.Option(None, help="Comma-separated layers/globs (default: every layer with "
-                                                    "relevance and lens vectors)."),
     backend: Optional[str] = typer.Option(None, help="Which lens embedding (needed when the atlas has several)."),
     out: Optional[Path] = typer.Option(None, help="Folder for the figures (default: ATLAS/audit)."),
-    show: int = typer.Option(20, help="Units listed per table."),
-    exemplars: int = typer.Option(5, help="Concept examples per flagged unit (table and figure)."),
-    plot: bool = typer.Option(True, help="Write the scatter and flagged-unit figures."),
-    device: Optional[str] = typer.Option(None, help="cpu, cuda, ... for embedding image concepts."),
     fmt: str = FORMAT,
     table: Optional[str] = tables("units", "verdicts", "flagged"),
+    *,
+    options: AuditOptions,
 ) -> None:
-    """Verdict per relevant unit: valid, spurious, both or unexpected, from a_valid and a_spur (paper section 3.4)."""
-    from unitlens.audit.alignment import audit
+    """Verdict per relevant unit: valid, spurious, both or unexpected, from a_valid and a_spur; the scatter and a
+    sheet of the flagged units as figures."""
+    from unitlens.atlas import Atlas
+    from unitlens.audit import audit_class, plot_audit, plot_flagged_units
+    from unitlens.audit.alignment import audit_basename
 
     with failing_cleanly():
-        res = audit(atlas, cls, valid, spurious, backend=backend, layers=split_list(layers),
-                    min_relevance=min_relevance, stat=relevance_stat, n_exemplars=max(exemplars, 1), device=device,
-                    progress=True)
+        res = audit_class(atlas, cls, valid, spurious, options, backend=backend)
         paths = []
-        if plot and not res.frame.empty:
-            from unitlens.atlas import Atlas
-            from unitlens.audit.figures import plot_audit
-
-            paths = plot_audit(res, out or Atlas(atlas).derived_path("audit"), n_exemplars=max(exemplars, 1))
+        if not res.frame.empty:
+            stem = (out or Atlas(atlas).derived_path("audit")) / audit_basename(res.class_index, res.class_name)
+            scatter, sheet = Path(f"{stem}_scatter.png"), Path(f"{stem}_flagged.png")
+            plot_audit(res, scatter)
+            paths = [scatter] + ([sheet] if plot_flagged_units(res, sheet) is not None else [])
     frame = res.frame
     several = frame["layer"].nunique() > 1
     cols = (["layer"] if several else []) + ["unit", "relevance", "a_valid", "valid_concept", "a_spur",
                                              "spurious_concept", "verdict", "leans"]
     layers_text = ", ".join(dict.fromkeys(res.summary["layer"]))
-    print_frame(frame[cols].head(show), title=f"{len(frame)} units of {layers_text} relevant for class "
+    print_frame(frame[cols].head(SHOWN), title=f"{len(frame)} units of {layers_text} relevant for class "
                      f"{res.class_index} '{res.class_name}' ({res.stat} relevance ≥ {res.min_relevance:g}; "
-                     f"{res.backend})" + (f", showing {show}" if len(frame) > show else ""), name="units", full=frame)
+                     f"{res.backend})" + (f", showing {SHOWN}" if len(frame) > SHOWN else ""), name="units",
+                full=frame)
     print_frame(res.summary, title="units per verdict; rel_share: the mean share of the layer's relevance "
                                    "they carry", name="verdicts")
     flagged = res.flagged
     if len(flagged):
-        shown = flagged.head(show)
+        shown = flagged.head(SHOWN)
         table = shown[(["layer"] if several else []) + ["unit", "verdict", "relevance"]].assign(
             exemplars=[short_names(p) for p in shown["exemplars"]],
             other_classes=[o if isinstance(o, str) else "?" for o in shown["other_classes"]])
@@ -118,32 +116,24 @@ def _model(atlas: Optional[Path], model: ModelOptions):
                          "NAME [--checkpoint FILE]") from err
 
 
-# the options of `audit test` and `audit prune` (both run a model on image sets)
-_BATCH_SIZE = typer.Option(BATCH_SIZE, help="Images per forward pass.")
-_DEVICE = typer.Option(None, help="cpu, cuda, ...")
-
-
 @app.command("test")
-@runs_model
 @options_command
 def test_command(
     atlas: Optional[Path] = typer.Argument(None, help="Atlas whose model is tested (or give --model)."),
     cls: str = typer.Option(..., "--class", help="Class index or name."),
     valid_images: Path = typer.Option(..., help="Images of the class (folder, recursive, or .txt/.csv list)."),
     spurious_images: Path = typer.Option(..., help="Images with the spurious features only."),
-    batch_size: int = _BATCH_SIZE,
-    device: Optional[str] = _DEVICE,
     fmt: str = FORMAT,
     *,
     model: ModelOptions,
+    options: AuditTestOptions,
 ) -> None:
     """AUC of the class logit separating valid (positives) from spurious (negatives) images (fig. 3a, step 3)."""
     from unitlens.audit.logit_auc import audit_test
 
     with failing_cleanly():
         loaded = _model(atlas, model)
-        res = audit_test(loaded, cls, valid_images, spurious_images, batch_size=batch_size, device=device,
-                         progress=True)
+        res = audit_test(loaded, cls, valid_images, spurious_images, options)
     auc = res.auc
     name = f"{res.class_index} '{res.class_name}'"
     print_frame(res.table, title=f"logit of class {name} ({loaded.name})", name="logits")
@@ -169,23 +159,8 @@ def _parse_units(specs: list[str]) -> dict[str, list[int]]:
     return units
 
 
-def _audit_units(atlas: Path, index: int, verdicts: list[str]) -> dict[str, list[int]]:
-    from unitlens.audit.alignment import VERDICTS, stored_audit
-
-    unknown = sorted(set(verdicts) - set(VERDICTS))
-    if unknown:
-        raise AuditError(f"unknown verdict(s) {unknown}; choose from {', '.join(VERDICTS)}")
-    table = stored_audit(atlas, index)
-    hit = table[table["verdict"].isin(verdicts)]
-    if hit.empty:
-        counts = ", ".join(f"{v} {n}" for v, n in table["verdict"].value_counts().items()) or "no units"
-        raise AuditError(f"the stored audit of class {index} has no unit with verdict {', '.join(verdicts)} (it has "
-                         f"{counts})")
-    return {layer: sorted(map(int, g["unit"])) for layer, g in hit.groupby("layer", sort=False)}
-
-
 @app.command("prune")
-@runs_model
+@inputs("cls", "units", "from_audit", "verdict", "labelled", "spurious_images")
 @options_command
 def prune_command(
     atlas: Optional[Path] = typer.Argument(None, help="Atlas whose model is pruned (or give --model)."),
@@ -193,23 +168,20 @@ def prune_command(
     units: Optional[List[str]] = typer.Option(None, "--units", help="LAYER:UNIT[,UNIT...] to ablate (repeatable)."),
     from_audit: bool = typer.Option(False, "--from-audit", help="Ablate the units of the stored audit of --class."),
     verdict: str = typer.Option("spurious", help="With --from-audit: comma-separated verdicts to ablate."),
-    ablate: str = typer.Option(ABLATE, help="zero (the paper's pruning), or mean: each unit's mean activation over "
-                                            "the atlas's data (for layers a batch norm follows)."),
     labelled: Optional[Path] = typer.Option(None, help="Folder with one sub-folder of images per class (named "
                                                        "by class index, name, or WordNet id): accuracy."),
     spurious_images: Optional[Path] = typer.Option(None, help="Images with the spurious features only: class "
                                                               "logit and top-5 rate."),
-    batch_size: int = _BATCH_SIZE,
-    device: Optional[str] = _DEVICE,
     fmt: str = FORMAT,
     table: Optional[str] = tables("ablated", "effect", "per_class"),
     *,
     model: ModelOptions,
+    options: PruneOptions,
 ) -> None:
     """Zero (or mean-ablate) units and report accuracy and the class logit before and after (paper 4.3)."""
     import pandas as pd
 
-    from unitlens.audit.prune import prune_check
+    from unitlens.audit import audited_units, prune_check
     from unitlens.zoo.classes import resolve_class
 
     with failing_cleanly():
@@ -219,14 +191,13 @@ def prune_command(
             if atlas is None:
                 raise AuditError("--from-audit reads the stored audit of an atlas: give the ATLAS")
             index = resolve_class(loaded, cls)[0]
-            for layer, us in _audit_units(atlas, index, split_list(verdict) or []).items():
+            for layer, us in audited_units(atlas, index, split_list(verdict) or []).items():
                 chosen.setdefault(layer, []).extend(us)
         if not chosen:
             raise AuditError("no unit to ablate: give --units LAYER:UNIT,... or --from-audit")
-        if ablate == "mean" and atlas is None:
+        if options.ablate == "mean" and atlas is None:
             raise AuditError("--ablate mean takes each unit's mean activation from an atlas: give the ATLAS")
-        res = prune_check(loaded, chosen, cls, labelled=labelled, spurious=spurious_images, ablate=ablate,
-                          atlas=atlas, batch_size=batch_size, device=device, progress=True)
+        res = prune_check(loaded, chosen, cls, options, labelled=labelled, spurious=spurious_images, atlas=atlas)
     n = sum(len(v) for v in res.units.values())
     done = "zeroed" if res.ablate == "zero" else "set to their mean"
     print_frame(pd.DataFrame([{"layer": layer, "units": len(us), "ablated": ",".join(map(str, us))}

@@ -29,10 +29,10 @@ import math
 import numbers
 import re
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn, Optional
+from typing import Any, NoReturn, Optional, TypeVar
 
 import typer
 from rich.cells import cell_len
@@ -74,6 +74,24 @@ FORMAT = typer.Option("table", "--format", callback=_use_format, metavar="table|
                       help="table (fits the terminal), or csv / json: every table in full, messages on stderr.")
 
 
+# the display options: how a command prints, not what it computes. Every other option of a command is generated
+# from a field of its options classes (``cli.options``) or is an input (tests/test_options.py checks this).
+F = TypeVar("F", bound=Callable[..., Any])
+DISPLAY_OPTIONS = ("--format", "--table", "--verbose")
+TABLE_HELP = "Print only this table (with --format csv: one plain CSV file, no # line)."
+
+
+def inputs(*names: str) -> Callable[[F], F]:
+    """Mark the parameters ``names`` of a command as its inputs: what it works on (a class, a dataset, stored
+    results to read, units to ablate), not settings of a step, so they have no options-class field."""
+
+    def mark(fn: F) -> F:
+        fn.input_options = names  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
 def tables(*names: str) -> Any:
     """The ``--table NAME`` option of a command that prints the tables ``names`` (as its ``table`` parameter)."""
 
@@ -83,8 +101,7 @@ def tables(*names: str) -> Any:
         _Output.only = value
         return value
 
-    return typer.Option(None, "--table", callback=use, metavar="|".join(names),
-                        help="Print only this table (with --format csv: one plain CSV file, no # line).")
+    return typer.Option(None, "--table", callback=use, metavar="|".join(names), help=TABLE_HELP)
 
 
 def machine_readable() -> bool:

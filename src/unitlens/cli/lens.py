@@ -2,7 +2,7 @@
 
 ::
 
-    unitlens lens embed ATLAS --backend offline-vl --m 30 --crop none|activation --layers a,b
+    unitlens lens embed ATLAS --backend offline-vl --m 30 --crop none|activation|relevance --layers a,b
     unitlens lens search ATLAS "a text probe"            (needs a backend with a text encoder)
     unitlens lens search ATLAS --image IMG --image DIR   (images, or every image under a folder, averaged)
     unitlens lens label ATLAS --concepts FILE|DIR [--parents FILE] [--threshold 0.025]
@@ -22,27 +22,17 @@ from unitlens.cli.common import (
     FORMAT,
     failing_cleanly,
     group,
+    inputs,
     machine_readable,
     note,
     print_frame,
     resumable,
     say,
     short_names,
-    split_list,
     tables,
 )
-from unitlens.cli.options import options_command, runs_model
-from unitlens.lens.defaults import (
-    ACTIVATION_THRESHOLD,
-    COMPARE_THRESHOLD,
-    CROP,
-    DEFAULT_LENS_BACKEND,
-    EMBED_BATCH_SIZE,
-    ENGINE,
-    SEED,
-    TOP,
-    M,
-)
+from unitlens.cli.options import options_command
+from unitlens.lens.options import CompareOptions, EmbedOptions, MeasuresOptions, SearchOptions
 from unitlens.probe.options import EvaluationOptions, LabelOptions
 
 app = group("lens", help="SemanticLens: units as vectors in a foundation model's space; search, label, compare, "
@@ -50,44 +40,34 @@ app = group("lens", help="SemanticLens: units as vectors in a foundation model's
 
 
 @app.command("embed")
-@runs_model
+@options_command
 def embed_command(
     atlas: Path = typer.Argument(..., help="Atlas folder (from unitlens record)."),
-    backend: str = typer.Option(DEFAULT_LENS_BACKEND, help="Embedding backend (offline-vl, offline, openclip:..., "
-                                                           "hf:..., timm:...)."),
-    m: int = typer.Option(M, "--m", help="Concept examples per unit (most activating samples)."),
-    crop: str = typer.Option(CROP, help="none (whole images), activation (crop to the unit's activation map) "
-                                          "or relevance (crop to its CRP relevance heatmap)."),
-    layers: Optional[str] = typer.Option(None, help="Comma-separated layer names or globs (default: all)."),
-    device: Optional[str] = typer.Option(None, help="cpu, cuda, ... (default: cuda when present)."),
-    batch_size: int = typer.Option(EMBED_BATCH_SIZE, help="Images per embedding batch."),
-    crop_threshold: float = typer.Option(ACTIVATION_THRESHOLD,
-                                         help="Activation crops keep pixels >= this fraction of the map's max."),
-    force: bool = typer.Option(False, help="Embed again layers already embedded with the same settings."),
     verbose: bool = typer.Option(False, "--verbose", help="Also print the work done: (image, crop) keys, cache "
                                                           "hits and seconds per stage."),
     fmt: str = FORMAT,
     table: Optional[str] = tables("layers", "work"),
+    *,
+    options: EmbedOptions,
 ) -> None:
     """Embed every unit's concept examples and store θ (mean embedding) and the vector table in the atlas."""
     import pandas as pd
 
-    from unitlens.lens.embed import embed_atlas
+    from unitlens.lens.embed import embed_units
 
     with failing_cleanly(), resumable("the layers embedded so far and the embedding cache are kept in the atlas"):
-        r = embed_atlas(atlas, backend, m=m, crop=crop, layers=split_list(layers), device=device,
-                        batch_size=batch_size, threshold=crop_threshold, force=force, progress=True)
+        r = embed_units(atlas, options=options, progress=True)
     for message in r.notes:
         note(message)
     if r.embedded:
         metas = {n: r.store.layer_meta(n) for n in r.embedded}
-        rows = [{"layer": n, "units": meta["units"], "examples": meta["n_distinct_examples"],
-                 "cropped": meta["n_cropped"], **({"lancedb": meta["lancedb"]} if verbose else {})}
-                for n, meta in metas.items()]
+        rows = r.layers().drop(columns=["m", "crop"])
+        if verbose:
+            rows["lancedb"] = [metas[n]["lancedb"] for n in rows["layer"]]
         settings = {(meta["m"], meta["crop"]) for meta in metas.values()}
         how = ", ".join(f"m={m_} crop={c}" for m_, c in sorted(settings))
-        print_frame(pd.DataFrame(rows), title=f"embedded {len(rows)} layers of {atlas} with {r.store.backend} "
-                                               f"({how}) -> {r.store.path}", name="layers")
+        print_frame(rows, title=f"embedded {len(rows)} layers of {atlas} with {r.store.backend} ({how}) -> "
+                                f"{r.store.path}", name="layers")
         total = r.seconds.get("total", sum(r.seconds.values()))
         say(f"{r.cache_misses} concept examples embedded and {r.cache_hits} taken from the cache, in {total:.1f} s")
         if verbose:
@@ -100,41 +80,32 @@ def embed_command(
 
 
 @app.command("search")
+@inputs("image")
+@options_command
 def search_command(
     atlas: Path = typer.Argument(..., help="Embedded atlas folder."),
     text: Optional[str] = typer.Argument(None, help="Text probe (needs a backend with a text encoder)."),
     image: Optional[List[Path]] = typer.Option(None, "--image", help="Probe image or folder (repeatable; averaged)."),
-    top: int = typer.Option(TOP, help="Units to show."),
-    layer: Optional[str] = typer.Option(None, "--layer", "--layers", help="Comma-separated layers/globs."),
-    backend: Optional[str] = typer.Option(None, help="Which embedding (needed when the atlas has several)."),
-    null: Optional[str] = typer.Option(None, help="Null vector: template (default) or none for text; none (default) "
-                                                  "or dataset for images."),
-    engine: str = typer.Option(ENGINE, help="auto, exact (in memory) or lancedb (vector table)."),
-    exemplars: int = typer.Option(3, help="Exemplar files listed per unit."),
-    csv: Optional[Path] = typer.Option(None, help="Also write the full table (with exemplar paths) to this CSV."),
     fmt: str = FORMAT,
+    table: Optional[str] = tables("units"),
+    *,
+    options: SearchOptions,
 ) -> None:
-    """Units whose θ is most aligned with a text or image probe: a = cos(θ, probe) − cos(θ, null)."""
-    import pandas as pd
+    """Units whose θ is most aligned with a text or image probe: a = cos(θ, probe) − cos(θ, null).
 
+    The table lists each unit's concept-example files; --format csv or json gives their full paths."""
     from unitlens.lens.analysis import search
 
     with failing_cleanly():
-        res = search(atlas, text=text, images=image or None, backend=backend, layers=split_list(layer),
-                     top=top, engine=engine, null=null, n_exemplars=max(exemplars, 1), progress=True)
+        res = search(atlas, text=text, images=image or None, options=options, progress=True)
     frame = res.frame
     shown = frame.drop(columns=["exemplars"]).assign(
-        exemplars=[short_names(p, exemplars) for p in frame["exemplars"]])
+        exemplars=[short_names(p, options.exemplars) for p in frame["exemplars"]])
     what = f"'{res.probe.name}'" if res.probe.kind == "text" else f"{res.probe.n_inputs} image(s)"
     print_frame(shown, title=f"search {what} in {atlas} ({res.backend}, {res.engine}, null "
                              f"{'subtracted' if res.probe.null is not None else 'none'})", name="units", full=frame)
     if frame.shape[0]:
         say(f"top unit's exemplars: {', '.join(frame['exemplars'].iloc[0])}")
-    if csv is not None:
-        out = frame.assign(exemplars=[";".join(p) for p in frame["exemplars"]])
-        csv.parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(out).to_csv(csv, index=False)
-        say(f"wrote {csv}")
 
 
 SHOWN_UNITS = 20  # labelled units the table lists (--format csv/json and --table labels give every unit)
@@ -216,48 +187,46 @@ def evaluate_labels_command(
         say(f"wrote {key}: {path}")
 
 
+SHOWN_UNMATCHED = 20  # unmatched units the table lists (--format csv/json and --table unmatched give every one)
+
+
 @app.command("compare")
+@options_command
 def compare_command(
     atlas_a: Path = typer.Argument(..., help="Embedded atlas A."),
     atlas_b: Path = typer.Argument(..., help="Embedded atlas B (same backend)."),
-    backend: Optional[str] = typer.Option(None, help="Backend both were embedded with (when several)."),
-    layers_a: Optional[str] = typer.Option(None, help="Layers of A (comma-separated/globs)."),
-    layers_b: Optional[str] = typer.Option(None, help="Layers of B (comma-separated/globs)."),
-    threshold: float = typer.Option(COMPARE_THRESHOLD,
-                                    help="Units of A whose best cosine to B is below this have no counterpart "
-                                         "(backend-dependent; the paper gives no value)."),
-    show_units: int = typer.Option(20, help="Unmatched units to list."),
     fmt: str = FORMAT,
     table: Optional[str] = tables("similarity", "unmatched"),
+    *,
+    options: CompareOptions,
 ) -> None:
     """S(A→B) = mean over units of A of the max cosine to a unit of B, per layer pair; unmatched units of A."""
     from unitlens.lens.analysis import compare
 
     with failing_cleanly():
-        res = compare(atlas_a, atlas_b, backend=backend, layers_a=split_list(layers_a),
-                      layers_b=split_list(layers_b), threshold=threshold)
+        res = compare(atlas_a, atlas_b, options)
     print_frame(res.matrix.reset_index(names="A \\ B"), title=f"S(A→B), A = {atlas_a}, B = {atlas_b} "
                                                              f"({res.backend})", name="similarity")
-    print_frame(res.unmatched.head(show_units),
+    print_frame(res.unmatched.head(SHOWN_UNMATCHED),
                 title=f"{len(res.unmatched)} of {len(res.best)} units of A have no counterpart in B "
-                      f"(max cos < {threshold:g})", name="unmatched", full=res.unmatched)
+                      f"(max cos < {options.threshold:g})", name="unmatched", full=res.unmatched)
 
 
 @app.command("measures")
+@options_command
 def measures_command(
     atlas: Path = typer.Argument(..., help="Embedded atlas folder."),
-    backend: Optional[str] = typer.Option(None, help="Which embedding (needed when the atlas has several)."),
-    layers: Optional[str] = typer.Option(None, help="Comma-separated layers/globs (default: all embedded)."),
-    write: bool = typer.Option(True, help="Write the scores to scores.parquet."),
-    seed: int = typer.Option(SEED, help="Seed of the 2-means restarts (polysemanticity)."),
     fmt: str = FORMAT,
+    *,
+    options: MeasuresOptions,
 ) -> None:
-    """Clarity, polysemanticity and max similarity per unit, redundancy per layer (paper section 3.5)."""
+    """Clarity, polysemanticity and max similarity per unit, redundancy per layer (SemanticLens paper, section
+    3.5)."""
     from unitlens.lens.analysis import measures
 
     with failing_cleanly():
-        res = measures(atlas, backend=backend, layers=split_list(layers), write=write, seed=seed)
+        res = measures(atlas, options=options)
     print_frame(res.layers, title=f"interpretability measures of {atlas} ({res.backend})", name="layers")
-    if write:
+    if res.path is not None:
         say(f"wrote metrics clarity, polysemanticity, max_similarity (backend {res.backend}) to "
             f"{Path(atlas) / 'scores.parquet'}; per-layer redundancy to {res.path}")

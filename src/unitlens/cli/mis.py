@@ -24,19 +24,11 @@ from unitlens.cli.common import (
     print_frame,
     resumable,
     say,
-    split_list,
     tables,
 )
+from unitlens.cli.options import options_command
 from unitlens.errors import BadInput
-from unitlens.featviz.defaults import EXPLANATIONS
-from unitlens.mis.defaults import (
-    BACKEND,
-    CALIBRATION_FRACTION,
-    K_EXPL,
-    N_TASKS,
-    NOISE_SIMULATIONS,
-    TAU,
-)
+from unitlens.mis.options import CalibrationOptions, MISOptions
 
 app = group("mis", default="score",
             help="Machine Interpretability Score of every unit of an atlas. "
@@ -48,48 +40,32 @@ _KEY = ("MIS mean", "MIS p5", "MIS p95")  # the columns the MIS tables exist for
 
 
 @app.command("score")
+@options_command
 def score_command(
     atlas: Path = typer.Argument(..., help="Atlas folder (from unitlens record)."),
-    backend: str = typer.Option(BACKEND, help="Similarity backend: an embedding (offline, dreamsim, openclip:..., "
-                                              "...) or a distance on image pairs (dists, lpips-alex; n² pairs)."),
-    n_tasks: int = typer.Option(N_TASKS, help="Tasks per unit, N."),
-    k_expl: int = typer.Option(K_EXPL, help="Explanations per side and task, K."),
-    tau: float = typer.Option(TAU, help="Temperature: p = sigmoid((Δ⁺ − Δ⁻) / tau)."),
-    layers: Optional[str] = typer.Option(None, help="Comma-separated layer names or globs (default: all)."),
-    device: Optional[str] = typer.Option(None, help="cpu, cuda, ... (default: cuda when present)."),
-    write: bool = typer.Option(True, help="Write the scores to the atlas's scores.parquet."),
-    show_layers: bool = typer.Option(True, help="Print the per-layer table."),
-    allow_overlap: bool = typer.Option(False, help="Score a dataset of fewer than 2·N·(K+1) images anyway: "
-                                                   "each unit's top and bottom exemplars then share images "
-                                                   "(biased scores; the overlap is shown)."),
-    explanations: str = typer.Option(EXPLANATIONS[0], metavar="|".join(EXPLANATIONS),
-                                     help="What the tasks show as explanations: the natural exemplars (metric mis), "
-                                          "or the units' feature visualisations from unitlens featviz (metric "
-                                          "mis_featviz; the queries stay natural exemplars), then compared with "
-                                          "the natural-exemplar MIS."),
     fmt: str = FORMAT,
     table: Optional[str] = tables("run", "time", "nonfinite", "by_layer", "by_type", "model", "featviz", "comparison"),
+    *,
+    options: MISOptions,
 ) -> None:
     """Score every unit: embed the exemplars once (cached), build N tasks per unit, one pass per layer."""
     import warnings
 
-    if explanations not in EXPLANATIONS:
-        fail(f"--explanations must be one of {', '.join(EXPLANATIONS)}, got '{explanations}'")
-    if explanations == "featviz":
-        _score_featviz(atlas, backend, n_tasks, k_expl, tau, layers, device, write, allow_overlap)
+    if options.explanations == "featviz":
+        _score_featviz(atlas, options)
         return
 
     import pandas as pd
 
     from unitlens.errors import BiasWarning
-    from unitlens.mis.scoring import STATUS_NONFINITE, STATUS_SCORED, run_atlas
+    from unitlens.mis.scoring import STATUS_NONFINITE, STATUS_SCORED, score_mis
 
     with failing_cleanly(), resumable("the embeddings made so far are cached in the atlas"), \
             warnings.catch_warnings():
         warnings.simplefilter("ignore", BiasWarning)  # said below, with the overlap
-        run = run_atlas(atlas, backend, n_tasks=n_tasks, k_expl=k_expl, tau=tau, layers=split_list(layers),
-                        device=device, write=write, progress=True, allow_overlap=allow_overlap)
+        run = score_mis(atlas, options)
     c, s = run.counts, run.seconds
+    n_tasks, k_expl = options.n_tasks, options.k_expl
     need = n_tasks * (k_expl + 1)
     work = ({"images": run.n_images, "matrix rows read back": run.cache_hits, "pairs compared": run.pairs}
             if run.pairwise else
@@ -121,19 +97,17 @@ def score_command(
                     full=bad[["layer", "unit"]])
     summary = run.summary()
     shown = {k: v.rename(columns=_SHORT) for k, v in summary.items()}
-    if show_layers:
-        print_frame(shown["layer"].drop(columns=["rel_depth", "rel_width"]), title="by layer", name="by_layer",
-                    full=summary["layer"], key=_KEY)
+    print_frame(shown["layer"].drop(columns=["rel_depth", "rel_width"]), title="by layer", name="by_layer",
+                full=summary["layer"], key=_KEY)
     print_frame(shown["type"], title="by layer type", name="by_type", full=summary["type"], key=_KEY)
     overlap = f", top/bottom overlap {run.overlap} of {need}: biased" if run.overlap else ""
-    print_frame(shown["model"], title=f"model (n_tasks={n_tasks}, k={k_expl}, tau={tau:g}{overlap})", name="model",
-                full=summary["model"], key=_KEY)
-    if write:
+    print_frame(shown["model"], title=f"model (n_tasks={n_tasks}, k={k_expl}, tau={options.tau:g}{overlap})",
+                name="model", full=summary["model"], key=_KEY)
+    if options.write:
         say(f"wrote metrics mis and mis_accuracy (backend {run.backend}) to {Path(atlas) / 'scores.parquet'}")
 
 
-def _score_featviz(atlas: Path, backend: str, n_tasks: int, k_expl: int, tau: float, layers: Optional[str],
-                   device: Optional[str], write: bool, allow_overlap: bool) -> None:
+def _score_featviz(atlas: Path, options: MISOptions) -> None:
     """``mis --explanations featviz``: MIS of the stored feature visualisations, and its comparison with the
     natural-exemplar MIS of the same units."""
     import warnings
@@ -148,8 +122,7 @@ def _score_featviz(atlas: Path, backend: str, n_tasks: int, k_expl: int, tau: fl
     with failing_cleanly(), resumable("the visualisations' embeddings made so far are kept in the atlas"), \
             warnings.catch_warnings():
         warnings.simplefilter("ignore", BiasWarning)
-        run = score_featviz(atlas, backend, n_tasks=n_tasks, k_expl=k_expl, tau=tau, layers=split_list(layers),
-                            device=device, write=write, progress=True, allow_overlap=allow_overlap)
+        run = score_featviz(atlas, options)
     frame = run.frame
     rows = []
     for layer, g in frame.groupby("layer", sort=False):
@@ -159,11 +132,11 @@ def _score_featviz(atlas: Path, backend: str, n_tasks: int, k_expl: int, tau: fl
                      "acc featviz": float(scored["mis_featviz_accuracy"].mean()) if len(scored) else float("nan"),
                      "steps": int(g["steps"].iloc[0]), "size": int(g["size"].iloc[0])})
     print_frame(pd.DataFrame(rows), title=f"MIS of feature visualisations of {atlas} with backend {run.backend} "
-                                          f"(n_tasks={n_tasks}, k={k_expl}, tau={tau:g}; "
+                                          f"(n_tasks={options.n_tasks}, k={options.k_expl}, tau={options.tau:g}; "
                                           f"{run.images_embedded} images embedded now)", name="featviz")
     if run.params.get("overlap"):
         note(f"the queries' top and bottom exemplars share {run.params['overlap']} images: biased scores")
-    if write:
+    if options.write:
         say(f"wrote metrics mis_featviz and mis_featviz_accuracy (backend {run.backend}) to "
             f"{Path(atlas) / 'scores.parquet'}")
         try:
@@ -205,50 +178,46 @@ def _read_human(path: Path):
 
 
 @app.command("calibrate")
+@options_command(only={"mis": ("backend", "n_tasks", "k_expl", "device")})
 def calibrate_command(
     atlas: Path = typer.Argument(..., help="Atlas folder whose units the human scores refer to."),
     human: Path = typer.Option(..., help="CSV with columns layer, unit, score (0..1) and optionally n_trials."),
-    backend: str = typer.Option(BACKEND, help="Embedding backend."),
-    n_tasks: int = typer.Option(N_TASKS, help="Tasks per unit, N."),
-    k_expl: int = typer.Option(K_EXPL, help="Explanations per side and task, K."),
-    fraction: float = typer.Option(CALIBRATION_FRACTION, help="Fraction of the human-scored units tau is fitted on."),
-    seed: int = typer.Option(0, help="Seed of the random fit/evaluation split and of the simulation."),
-    n_trials: Optional[int] = typer.Option(None, help="Human decisions per unit for the noise ceiling "
-                                                       "(default: the CSV's n_trials column, if any)."),
-    n_sim: int = typer.Option(NOISE_SIMULATIONS, help="Simulations for the noise ceiling."),
-    device: Optional[str] = typer.Option(None, help="cpu, cuda, ..."),
     fmt: str = FORMAT,
     table: Optional[str] = tables("fit", "ceiling"),
+    *,
+    mis: MISOptions,
+    calibration: CalibrationOptions,
 ) -> None:
     """Fit tau to human per-unit scores on a small fraction of units; correlations on the rest."""
     import pandas as pd
 
     from unitlens.mis.calibrate import fit_tau, noise_ceiling
-    from unitlens.mis.scoring import margins_frame, run_atlas
+    from unitlens.mis.scoring import margins_frame, score_mis
 
     with failing_cleanly():
         scores = _read_human(human)
-        run = run_atlas(atlas, backend, n_tasks=n_tasks, k_expl=k_expl, layers=sorted(scores["layer"].unique()),
-                        device=device, write=False, progress=True, keep_margins=True)
-        fit = fit_tau(margins_frame(run), scores, fraction=fraction, seed=seed)
+        run = score_mis(atlas, mis.replace(layers=sorted(scores["layer"].unique()), write=False),
+                        keep_margins=True)
+        fit = fit_tau(margins_frame(run), scores, fraction=calibration.fraction, seed=calibration.seed)
     print_frame(pd.DataFrame([fit.as_dict()]), title=f"tau fitted on {fit.n_fit} units, evaluated on {fit.n_eval}",
                 name="fit")
-    trials = n_trials if n_trials is not None else ("n_trials" if "n_trials" in scores else None)
+    trials = calibration.n_trials if calibration.n_trials is not None else \
+        ("n_trials" if "n_trials" in scores else None)
     if trials is not None:
         with failing_cleanly():
-            ceiling = noise_ceiling(scores, trials, n_sim=n_sim, seed=seed)
+            ceiling = noise_ceiling(scores, trials, n_sim=calibration.n_sim, seed=calibration.seed)
         print_frame(pd.DataFrame([ceiling.as_dict()]), title="noise ceiling of the human scores (appendix B)",
                     name="ceiling")
-    say(f"score with: unitlens mis {atlas} --backend {backend} --tau {fit.tau:.4g}")
+    say(f"score with: unitlens mis {atlas} --backend {run.backend} --tau {fit.tau:.4g}")
 
 
 @app.command("ceiling")
+@options_command(only={"calibration": ("n_trials", "n_sim", "seed")})
 def ceiling_command(
     human: Path = typer.Option(..., help="CSV with a score column (0..1) and optionally n_trials."),
-    n_trials: Optional[int] = typer.Option(None, help="Decisions per unit (default: the CSV's n_trials column)."),
-    n_sim: int = typer.Option(NOISE_SIMULATIONS, help="Simulations."),
-    seed: int = typer.Option(0, help="Seed."),
     fmt: str = FORMAT,
+    *,
+    calibration: CalibrationOptions,
 ) -> None:
     """Noise ceiling of per-unit human scores (paper appendix B)."""
     import pandas as pd
@@ -257,8 +226,8 @@ def ceiling_command(
 
     with failing_cleanly():
         scores = _read_csv(human)
-        trials = n_trials if n_trials is not None else "n_trials"
+        trials = calibration.n_trials if calibration.n_trials is not None else "n_trials"
         if trials == "n_trials" and "n_trials" not in scores:
             raise BadInput(f"{human} has no n_trials column; pass --n-trials")
-        ceiling = noise_ceiling(scores, trials, n_sim=n_sim, seed=seed)
+        ceiling = noise_ceiling(scores, trials, n_sim=calibration.n_sim, seed=calibration.seed)
     print_frame(pd.DataFrame([ceiling.as_dict()]), title="noise ceiling (appendix B)", name="ceiling")

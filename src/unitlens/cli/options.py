@@ -18,12 +18,14 @@ import functools
 import inspect
 import typing
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import typer
 
 from unitlens.cli.common import failing_cleanly
-from unitlens.options import Options, OptionSpec, check_value, flag_of
+from unitlens.options import Options, OptionSpec, check_value, flag_of, option_of
+from unitlens.recording.options import RecordOptions
 
 F = typing.TypeVar("F", bound=Callable[..., Any])
 
@@ -128,25 +130,33 @@ def options_command(fn: F | None = None, *, only: dict[str, Iterable[str]] | Non
 
 
 
+@dataclass(frozen=True)
+class ChannelsLast(Options):
+    """The record pass's ``channels_last`` option alone, for commands that run a model without ``RecordOptions``."""
+
+    channels_last: bool = option_of(RecordOptions, "channels_last")
+
+
 def runs_model(fn: F) -> F:
     """Decorate a typer command that runs a model but takes no ``RecordOptions``: it gets the record pass's
-    ``--channels-last/--no-channels-last`` (same flag, default and help), and ``prepare_model`` follows it for the
-    whole command (``runtime.channels_last_mode``)."""
-    from unitlens.recording.options import RecordOptions
+    ``--channels-last/--no-channels-last`` (same flag, default and help: ``ChannelsLast``), and ``prepare_model``
+    follows it for the whole command (``runtime.channels_last_mode``)."""
     from unitlens.runtime import channels_last_mode
 
-    (switch,) = cli_parameters(RecordOptions, only=["channels_last"])
+    (switch,) = cli_parameters(ChannelsLast)
     hints = typing.get_type_hints(fn)
     sig = inspect.signature(fn)
 
     @functools.wraps(fn)
-    def command(*args: Any, channels_last: bool = True, **kwargs: Any) -> Any:
+    def command(*args: Any, channels_last: bool, **kwargs: Any) -> Any:  # typer always passes it
         with channels_last_mode(channels_last):
             return fn(*args, **kwargs)
 
     params = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in sig.parameters.values()] + [switch]
     command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in params}
+    groups = {**getattr(fn, "options_groups", {}), "channels_last": ChannelsLast}
+    command.options_groups = groups  # type: ignore[attr-defined]
     if hasattr(command, "__wrapped__"):
         del command.__wrapped__  # typer reads the signature above
     return command  # type: ignore[return-value]

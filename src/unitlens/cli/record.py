@@ -59,9 +59,9 @@ def record(
         return
     m = result.atlas.manifest
     print_frame(pd.DataFrame([{
-        "layers": len(m["layers"]), "units": m["n_units"], "constant units": m["n_constant"],
-        "non-finite units": m.get("n_nonfinite", 0),
-        "images": m["n_images"], "skipped": m["n_skipped"], "time (s)": result.seconds,
+        "layers": len(m.layers), "units": m.n_units, "constant units": m.n_constant,
+        "non-finite units": m.n_nonfinite or 0,
+        "images": m.n_images, "skipped": m.n_skipped, "time (s)": result.seconds,
         "images/s": result.images_per_s}]), title=f"recorded {model.name} on {data} -> {out}", name="record")
     if result.resumed_from:
         say(f"resumed from image {result.resumed_from}")

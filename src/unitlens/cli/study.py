@@ -19,7 +19,8 @@ from unitlens.cli.common import (
     say,
     tables,
 )
-from unitlens.study.defaults import GPUS_PER_TASK, JOBS, MEMORY_BUDGET_MB
+from unitlens.cli.options import options_command
+from unitlens.study.options import StudyPlanOptions, StudyRunOptions
 
 LOCAL_RAY = "local"
 
@@ -66,37 +67,26 @@ def print_table(table, title: str) -> None:
 
 
 @app.command("run")
+@options_command
 def run(
     study_file: Path = typer.Argument(..., help="The study file (TOML; see the studies guide)."),
     entries: Optional[list[str]] = typer.Argument(None, metavar="[ENTRY]...",
                                                   help="With --force: the entries to redo (default: all)."),
     out: Optional[Path] = typer.Option(None, help="Study folder (default: studies/<name>). Resumed if it exists."),
-    force: bool = typer.Option(False, "--force", help="Redo every step of the ENTRY arguments (of all without)."),
-    prune: bool = typer.Option(False, "--prune", help="Delete the atlases of entries the study file no longer has "
-                                                      "(else they are kept and listed as removed)."),
-    jobs: int = typer.Option(JOBS, help="Entries in parallel worker processes on this machine."),
-    ray: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]",
-                                      help="Run one Ray task per entry and step: alone, a local Ray instance; with "
-                                           "an address (auto, ray://host:10001), that cluster."),
-    cpus_per_task: Optional[int] = typer.Option(None, help="CPUs each Ray task asks for (default: the study's "
-                                                           "threads). Every step runs on the study file's threads."),
-    gpus_per_task: float = typer.Option(GPUS_PER_TASK, help="GPUs each Ray task asks for."),
-    memory_budget: float = typer.Option(MEMORY_BUDGET_MB, help="MB of model weights and record state that the "
-                                                                "models of one shared record pass may take."),
     fmt: str = FORMAT,
+    *,
+    options: StudyRunOptions,
 ) -> None:
     """Run every step of every entry, or bring the study folder up to date with the study file: steps whose inputs
     changed (and those reading them) are redone, new entries run, removed ones are listed. A failing entry is
     recorded and the others go on (exit status 1)."""
     from unitlens.study.runner import run_study
 
-    if entries and not force:
+    if entries and not options.force:
         fail(f"entry names ({', '.join(entries)}) are for --force: unitlens study run {study_file} --force "
              f"{' '.join(entries)}")
     with failing_cleanly(), resumable("done steps are kept in the study folder"):
-        result = run_study(study_file, out, jobs=jobs, ray=ray, cpus_per_task=cpus_per_task,
-                           gpus_per_task=gpus_per_task, memory_budget_mb=memory_budget,
-                           force=entries or force, prune=prune, notify=note)
+        result = run_study(study_file, out, options, entries=entries, notify=note)
     print_table(result.table, title=f"study {result.state['name']} -> {result.folder} ({result.seconds:.0f} s)")
     if result.failed:
         for name, why in result.failed.items():
@@ -108,12 +98,13 @@ def run(
 
 
 @app.command("plan")
+@options_command
 def plan(
     study_file: Path = typer.Argument(..., help="The study file (TOML); its data folders need not exist yet."),
-    jobs: Optional[int] = typer.Option(None, min=1, help="Worker processes (default: one per 50 distinct models, "
-                                                         "at most the cores)."),
     fmt: str = FORMAT,
     table: Optional[str] = tables("entries", "check", "problems", "totals"),
+    *,
+    options: StudyPlanOptions,
 ) -> None:
     """Dry run: per entry the resolved model and tag, input size, layers, units, what the check before the record
     pass leaves out or splits, and the atlas's estimated size; then the totals. Loads no weights, reads no data."""
@@ -122,7 +113,7 @@ def plan(
     from unitlens.study.plan import plan_study
 
     with failing_cleanly():
-        planned = plan_study(study_file, jobs=jobs)
+        planned = plan_study(study_file, options)
     frame = planned.table
     shown = ["entry", "input_size", "layers", "units", "left_out", "split", "atlas_mb"]
     print_frame(frame[shown], title=f"plan of study {planned.name}", name="entries", full=frame, key=["entry"])

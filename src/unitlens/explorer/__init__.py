@@ -6,7 +6,9 @@ the network).
 
     catalog = Catalog(["atlas/lite0-demo", "studies/lite-family"])   # atlases and study folders, unique names
     serve(["atlas/lite0-demo"], port=8765)                           # blocks; read-only but for its cache
-    write_report(["atlas/lite0-demo"], "report/")                    # opens from file://
+    write_report(["atlas/lite0-demo"], "report/", layers="blocks.*") # opens from file://
+
+``serve`` takes ``ServeOptions`` and ``write_report`` takes ``ReportOptions`` (or their fields as keywords).
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from unitlens.runtime import lazy_exports
 if TYPE_CHECKING:
     from unitlens.explorer.atlas_view import AtlasView
     from unitlens.explorer.catalog import Catalog
+    from unitlens.explorer.options import ReportOptions, ServeOptions
     from unitlens.explorer.server import BackgroundServer, create_app, serve
     from unitlens.explorer.static_site import ReportResult, write_report
     from unitlens.explorer.study_view import StudyView
 
-__all__ = ["AtlasView", "BackgroundServer", "Catalog", "ReportResult", "StudyView", "create_app", "serve",
-           "write_report"]
+__all__ = ["AtlasView", "BackgroundServer", "Catalog", "ReportOptions", "ReportResult", "ServeOptions", "StudyView",
+           "create_app", "serve", "write_report"]
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
@@ -32,6 +35,8 @@ __getattr__, __dir__ = lazy_exports(
         "BackgroundServer": "unitlens.explorer.server",
         "create_app": "unitlens.explorer.server",
         "serve": "unitlens.explorer.server",
+        "ReportOptions": "unitlens.explorer.options",
+        "ServeOptions": "unitlens.explorer.options",
         "ReportResult": "unitlens.explorer.static_site",
         "write_report": "unitlens.explorer.static_site",
         "StudyView": "unitlens.explorer.study_view",

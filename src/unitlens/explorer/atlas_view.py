@@ -369,7 +369,7 @@ class AtlasView:
     def notes(self) -> list[str]:
         p = self.path
         if not self.atlas.complete:
-            return [f"the record run of this atlas has not finished (status {self.atlas.manifest.get('status')}): "
+            return [f"the record run of this atlas has not finished (status {self.atlas.manifest.status}): "
                     "run the same unitlens record command again to resume it"]
         out = []
         if self.mis_backend is None:
@@ -394,18 +394,17 @@ class AtlasView:
 
     def _make_overview(self) -> dict:
         m = self.atlas.manifest
-        cfg = m.get("config", {})
+        cfg = m.config
         payload = {
-            "name": self.name, "path": str(self.path), "study": self.study, "status": m.get("status"),
-            "model": cfg.get("model"), "weights": cfg.get("weights"), "weights_hash": cfg.get("weights_hash"),
-            "data": cfg.get("dataset"), "n_samples": cfg.get("n_samples"),
-            "fingerprint": cfg.get("dataset_fingerprint"),
-            "k": cfg.get("k"), "spatial": cfg.get("spatial"), "tokens": cfg.get("tokens"),
-            "versions": m.get("versions", {}), "seconds": num(m.get("seconds")), "n_images": m.get("n_images"),
-            "n_skipped": m.get("n_skipped"), "notes": self.notes(), "figures": sorted(self.figures()),
+            "name": self.name, "path": str(self.path), "study": self.study, "status": m.status,
+            "model": cfg.model, "weights": cfg.weights, "weights_hash": cfg.weights_hash,
+            "data": cfg.dataset, "n_samples": cfg.n_samples, "fingerprint": cfg.dataset_fingerprint,
+            "k": cfg.k, "spatial": cfg.spatial, "tokens": cfg.tokens,
+            "versions": dict(m.versions), "seconds": num(m.seconds), "n_images": m.n_images,
+            "n_skipped": m.n_skipped, "notes": self.notes(), "figures": sorted(self.figures()),
         }
         if not self.atlas.complete:
-            return {**payload, "counts": {"layers": len(m.get("layers", []))}, "layers": [], "mis": None,
+            return {**payload, "counts": {"layers": len(m.layers)}, "layers": [], "mis": None,
                     "lens": None, "relevance": [], "audits": []}
         summary = self.atlas.summary().set_index("layer")
         mis_layers = None

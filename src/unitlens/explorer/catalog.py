@@ -91,11 +91,10 @@ class Catalog:
         """The list the home page shows."""
         atlases = []
         for view in self.atlases.values():
-            cfg = view.atlas.manifest.get("config", {})
-            atlases.append({"name": view.name, "path": str(view.path), "model": cfg.get("model"),
-                            "data": cfg.get("dataset"), "status": view.atlas.manifest.get("status"),
-                            "units": view.atlas.manifest.get("n_units"),
-                            "layers": len(view.atlas.manifest.get("layers", [])), "study": view.study})
+            m = view.atlas.manifest
+            atlases.append({"name": view.name, "path": str(view.path), "model": m.config.model,
+                            "data": m.config.dataset, "status": m.status, "units": m.n_units,
+                            "layers": len(m.layers), "study": view.study})
         studies = [{"name": s.name, "title": s.title, "path": str(s.path), "atlases": len(s.atlas_names)}
                    for s in self.studies.values()]
         return {"atlases": atlases, "studies": studies}

@@ -30,6 +30,7 @@ import io
 import socket
 import threading
 import time
+from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
 from urllib.parse import quote
@@ -55,7 +56,9 @@ from unitlens.explorer.catalog import Catalog
 from unitlens.explorer.defaults import CACHE_SECONDS, HOST, MAX_UPLOAD_BYTES, MAX_UPLOAD_FILES, PORT, SEARCH_TOP
 from unitlens.explorer.hosts import HostCheck
 from unitlens.explorer.live import LiveLens
+from unitlens.explorer.options import ServeOptions
 from unitlens.explorer.paths import inside, media_type
+from unitlens.options import takes_options
 
 ASSETS = Path(str(files("unitlens.explorer") / "assets"))
 MAX_PIXELS = 40_000_000  # an uploaded probe image larger than this is refused (decompression bombs)
@@ -279,7 +282,7 @@ def create_app(catalog: Catalog, live: LiveLens | None = None, host: str = HOST)
             view.thumbnails.check(sid)
         except BadInput as err:
             raise NotFound(str(err)) from err
-        tag = f"{view.atlas.manifest.get('config', {}).get('dataset_fingerprint')}-{sid}-{view.thumbnails.size}"
+        tag = f"{view.atlas.manifest.config.dataset_fingerprint}-{sid}-{view.thumbnails.size}"
         if request.headers.get("if-none-match") == f'"{tag}"':
             return cached(request, tag, None)
         # a cached thumbnail is a few kB read at once; making one decodes an image, so it leaves the event loop
@@ -297,7 +300,7 @@ def create_app(catalog: Catalog, live: LiveLens | None = None, host: str = HOST)
             data, kind = view.thumbnails.original(sid)
         except BadInput as err:
             raise NotFound(str(err)) from err
-        tag = f"{view.atlas.manifest.get('config', {}).get('dataset_fingerprint')}-{sid}-full"
+        tag = f"{view.atlas.manifest.config.dataset_fingerprint}-{sid}-full"
         return cached(request, tag, lambda h: Response(data, media_type=kind, headers=h))
 
     def figure(root: Path, listed: dict[str, Path], file: str, request: Request) -> Response:
@@ -428,15 +431,36 @@ class BackgroundServer:
         self.sock.close()
 
 
-def serve(paths: list, host: str = HOST, port: int = PORT, on_ready=None, device: str | None = "cpu") -> None:
-    """Serve the explorer over ``paths`` (atlases or study folders) until interrupted; ``on_ready(url)`` is called
-    once it listens. The port is taken before the catalog is read, so a taken port fails at once."""
+@takes_options(ServeOptions)
+def serve(paths: list, options: ServeOptions | None = None, *,
+          on_ready: Callable[[str], None] | None = None) -> None:
+    """Serve the explorer over atlases and study folders until interrupted.
+
+    The port is taken before the catalog is read, so a taken port fails at once. The app is read-only but for
+    its thumbnail cache.
+
+    Parameters
+    ----------
+    paths
+        Atlas folders and/or study folders (each shown under a unique name).
+    options
+        Where to listen and where the lens backend runs (``ServeOptions``; keyword arguments override its fields).
+    on_ready
+        Called with the app's URL once it listens.
+
+    Returns
+    -------
+    None
+        It returns when the server stops (Ctrl-C).
+    """
     import uvicorn
 
-    sock = listen(host, port)
+    assert options is not None  # takes_options fills it
+    host = options.host
+    sock = listen(host, options.port)
     try:
         catalog = Catalog(paths)
-        server = uvicorn.Server(uvicorn.Config(create_app(catalog, LiveLens(device), host=host),
+        server = uvicorn.Server(uvicorn.Config(create_app(catalog, LiveLens(options.device), host=host),
                                                log_level="warning", lifespan="off"))
         threading.Thread(target=catalog.warm, daemon=True).start()
         if on_ready is not None:

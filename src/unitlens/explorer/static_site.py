@@ -25,7 +25,9 @@ from unitlens.atlas.files import atomic_write, safe_name
 from unitlens.errors import BadInput, Forbidden, MissingFile
 from unitlens.explorer.atlas_view import AtlasView
 from unitlens.explorer.catalog import Catalog
+from unitlens.explorer.options import ReportOptions
 from unitlens.explorer.server import ASSETS, index_html
+from unitlens.options import takes_options
 from unitlens.runtime import Progress
 
 MARKER = ".unitlens-report"
@@ -100,10 +102,29 @@ def _unit_ids(page: dict) -> list[int]:
     return ids
 
 
-def write_report(paths: list, out: str | Path, layers: str | list[str] | None = None,
+@takes_options(ReportOptions)
+def write_report(paths: list, out: str | Path, options: ReportOptions | None = None, *,
                  progress: bool = True) -> ReportResult:
-    """Write the static explorer of ``paths`` (atlases or study folders) into ``out``; ``layers`` (names or
-    globs) limits the layer and unit pages (the overview lists every layer)."""
+    """Write the explorer of atlases and study folders as a static folder that opens from ``file://``.
+
+    Parameters
+    ----------
+    paths
+        Atlas folders and/or study folders.
+    out
+        The folder to write: new, empty, or an earlier report (which is replaced).
+    options
+        Which layers get pages (``ReportOptions``; keyword arguments override its fields).
+    progress
+        Show a progress bar.
+
+    Returns
+    -------
+    ReportResult
+        What was written: counts of atlases, layers, unit pages and thumbnails, bytes, seconds, and notes.
+    """
+    assert options is not None  # takes_options fills it
+    layers = options.layers
     start = time.perf_counter()
     out = Path(out)
     catalog = Catalog(paths)

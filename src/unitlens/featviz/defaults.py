@@ -17,6 +17,8 @@ DIVERSITY = 0.0  # weight of the diversity term; 0 turns it off
 MIN_SIZE, MAX_SIZE = 16, 1024  # image side in pixels
 MAX_STEPS = 100_000
 MAX_PER_SIDE = 64
+FIGURE_UNITS = 4  # units on a layer's sheet of visualisations beside natural exemplars
+FIGURE_IMAGES = 5  # images of each kind and direction per unit on a sheet
 
 # the robustness transforms (Lucent's standard_transforms)
 PAD = 12  # pixels of grey (0.5) added on every side
@@ -34,6 +36,5 @@ COLOR_CORRELATION_SVD_SQRT = ((0.26, 0.09, 0.02), (0.27, 0.00, -0.05), (0.27, -0
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-EXPLANATIONS = ("exemplars", "featviz")  # what MIS takes its explanations from
 METRIC = "mis_featviz"  # MIS with feature visualisations as explanations
 METRIC_ACCURACY = "mis_featviz_accuracy"

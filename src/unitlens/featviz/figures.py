@@ -9,16 +9,39 @@ from unitlens.atlas import Atlas
 from unitlens.atlas.layout import layer_stem
 from unitlens.errors import NotComputed
 from unitlens.featviz.compare import compare_explanations
+from unitlens.featviz.options import FeatvizPlotOptions
+from unitlens.featviz.selection import parse_units
 from unitlens.featviz.store import FeatvizStore
+from unitlens.options import takes_options
 from unitlens.report.featviz_plots import plot_explanation_comparison, plot_unit_sheet
 
 
-def plot_featviz(atlas: Atlas | str | Path, out: str | Path, backend: str | None = None,
-                 layers: list[str] | str | None = None, units: list[int] | None = None, n_units: int = 4,
-                 k: int = 5) -> list[Path]:
-    """Write ``mis_featviz_<layer>.png`` (and ``mis_featviz_by_layer.png``) when the atlas has both MIS scores, and
-    ``featviz_units_<layer>.png``: ``units`` (default: the ``n_units`` where visualisations help most and least,
-    or the first ones before MIS) with ``k`` images of each kind and direction. Returns the paths written."""
+@takes_options(FeatvizPlotOptions)
+def plot_featviz(atlas: Atlas | str | Path, out: str | Path, options: FeatvizPlotOptions | None = None) -> list[Path]:
+    """Write the figures of an atlas's feature visualisations into ``out``.
+
+    ``mis_featviz_<layer>.png`` (and ``mis_featviz_by_layer.png``) when the atlas has MIS scores of both kinds of
+    explanation, and ``featviz_units_<layer>.png``: the chosen units (default: the ``n_units`` where
+    visualisations help most and least, or the first ones before MIS) with ``k`` images of each kind and
+    direction.
+
+    Parameters
+    ----------
+    atlas
+        An atlas with feature visualisations (``featviz_atlas``), or its folder.
+    out
+        The folder to write the PNG files to.
+    options
+        Which scores, layers and units (``FeatvizPlotOptions``; keyword arguments override its fields).
+
+    Returns
+    -------
+    list of Path
+        The files written.
+    """
+    assert options is not None  # takes_options fills it
+    backend, layers, n_units, k = options.backend, options.layers, options.n_units, options.k
+    units = parse_units(options.units)
     atlas = Atlas.open(atlas)
     store = FeatvizStore(atlas)
     names = [i.name for i in atlas.select_layers(layers)] if layers is not None else store.layers()
@@ -27,7 +50,7 @@ def plot_featviz(atlas: Atlas | str | Path, out: str | Path, backend: str | None
         raise NotComputed(f"atlas {atlas.path} has no feature visualisations of these layers; run unitlens featviz "
                           f"{atlas.path} --layers NAMES first")
     out = Path(out)
-    title = str(atlas.manifest.get("config", {}).get("model", atlas.path))
+    title = atlas.manifest.config.model
     paths: list[Path] = []
     comparison = None
     try:

@@ -1,5 +1,6 @@
 """``FeatvizOptions``: every option of feature visualisation (``visualize``, ``featviz_atlas``, ``unitlens
-featviz``), with its default, check and help."""
+featviz``), with its default, check and help; ``FeatvizPlotOptions``: those of its figures (``plot_featviz``,
+``unitlens plot featviz``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,6 +8,8 @@ from dataclasses import dataclass
 from unitlens.errors import BadInput
 from unitlens.featviz.defaults import (
     DIVERSITY,
+    FIGURE_IMAGES,
+    FIGURE_UNITS,
     LEARNING_RATE,
     MAX_PER_SIDE,
     MAX_SIZE,
@@ -64,3 +67,25 @@ class FeatvizOptions(Options):
         """The options that shape the images (a stored layer is resumed only under the same ones)."""
         return {k: getattr(self, k) for k in ("steps", "size", "per_side", "seed", "lr", "diversity", "transforms",
                                               "decorrelate")}
+
+
+def _units_text(value: object) -> object:
+    """A list of unit indices as ``"3,7"`` (the form the option's check reads); other values as they are."""
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+
+
+@dataclass(frozen=True)
+class FeatvizPlotOptions(Options):
+    """Which scores, layers and units the feature visualisation figures show."""
+
+    backend: str | None = option(None, "Which backend's MIS scores (needed when there are several).",
+                                 metavar="NAME")
+    layers: tuple[str, ...] | None = option(
+        None, "Layer names or globs (comma-separated on the command line; default: every layer with "
+              "visualisations).", metavar="NAMES")
+    units: str | None = option(None, "Units for the sheets: indices and ranges such as 0-15,40 (default: where "
+                                     "visualisations help most and least).", check=units_message,
+                               convert=_units_text, metavar="LIST")
+    n_units: int = option(FIGURE_UNITS, "Units per sheet when --units is not given.", min=1)
+    k: int = option(FIGURE_IMAGES, "Images of each kind and direction per unit on the sheets.", min=1,
+                    max=MAX_PER_SIDE)

@@ -55,8 +55,8 @@ class FeatvizRun:
 
 def atlas_readers(atlas: Atlas, layers: Sequence[str]) -> dict[str, UnitReader]:
     """The reader of every layer: its channels reduced as the atlas recorded them, or its basis's features."""
-    config = atlas.manifest.get("config", {})
-    spatial, tokens = config.get("spatial", "mean"), config.get("tokens", "mean")
+    config = atlas.manifest.config
+    spatial, tokens = config.spatial, config.tokens
     readers: dict[str, UnitReader] = {}
     for layer in layers:
         info = atlas.layer(layer)
@@ -135,7 +135,7 @@ def featviz_atlas(atlas: Atlas | str | Path, units: str | Sequence[int] | None =
                 ex = atlas.exemplars(layer)
                 if not store.has(layer):
                     store.start(layer, {"options": key, "mean": list(mean), "std": list(std), "seconds": 0.0,
-                                        "model": atlas.manifest.get("config", {}).get("model")})
+                                        "model": atlas.manifest.config.model})
                 spent = float(store.meta(layer).get("seconds", 0.0))
                 for group in batches_of(units_of, opts.per_side, renderer.batch_size):
                     t1 = time.perf_counter()

@@ -32,9 +32,10 @@ from unitlens.backends.cache import embed_images
 from unitlens.errors import BadInput, CorruptFile, NotComputed
 from unitlens.featviz.defaults import METRIC, METRIC_ACCURACY
 from unitlens.featviz.store import FeatvizStore
-from unitlens.mis.defaults import BACKEND, K_EXPL, N_TASKS, TAU
-from unitlens.mis.scoring import STATUS_SCORED, score_embeddings, scores_rows, unit_status
+from unitlens.mis.options import MISOptions
+from unitlens.mis.scoring import STATUS_SCORED, mis_params, score_embeddings, scores_rows, unit_status
 from unitlens.mis.tasks import check_dataset, check_exemplars, task_layout
+from unitlens.options import takes_options
 
 
 @dataclass
@@ -85,19 +86,37 @@ def _explanations(table: pd.DataFrame, units: np.ndarray, k_expl: int) -> tuple[
     return pos, neg
 
 
-def score_featviz(atlas: Atlas | str | Path, backend: Backend | str = BACKEND, n_tasks: int = N_TASKS,
-                  k_expl: int = K_EXPL, tau: float = TAU, layers: list[str] | str | None = None,
-                  device: str | torch.device | None = None, write: bool = True, progress: bool = True,
-                  allow_overlap: bool = False) -> FeatvizMIS:
+@takes_options(MISOptions)
+def score_featviz(atlas: Atlas | str | Path, options: MISOptions | None = None, *,
+                  backend: Backend | str | None = None, progress: bool = True) -> FeatvizMIS:
     """MIS of every visualised unit of the layers that have feature visualisations (or of ``layers``), with the
     visualisations as explanations and natural exemplars as queries (see the module docstring).
 
     A layer named in ``layers`` without visualisations is ``NotComputed`` (naming the command); visualisations
     with fewer than ``k_expl`` images per side, and datasets too small for the queries, are refused before any
     embedding, as for natural-exemplar MIS.
+
+    Parameters
+    ----------
+    atlas
+        The atlas (or its folder), with visualisations made by ``featviz_atlas``.
+    options
+        The ``MISOptions`` (the same as natural-exemplar MIS; ``explanations`` is taken as ``"featviz"``);
+        keyword arguments override its fields.
+    backend
+        A ``Backend`` instance, or a backend name; default ``options.backend``.
+    progress
+        Show progress bars.
+
+    Returns
+    -------
+    FeatvizMIS
+        One row per visualised unit (metrics ``mis_featviz``, ``mis_featviz_accuracy``), counts and timings.
     """
-    if not tau > 0:
-        raise BadInput(f"tau must be positive, got {tau}")
+    assert options is not None  # takes_options always passes them
+    options = options.replace(explanations="featviz")
+    n_tasks, k_expl, tau, write, device = options.n_tasks, options.k_expl, options.tau, options.write, options.device
+    layers = list(options.layers) if options.layers is not None else None
     t0 = time.perf_counter()
     atlas = Atlas.open(atlas)
     store = FeatvizStore(atlas)
@@ -117,9 +136,10 @@ def score_featviz(atlas: Atlas | str | Path, backend: Backend | str = BACKEND, n
             raise NotComputed(f"layer(s) {', '.join(lacking)} of atlas {atlas.path} have no feature visualisations; "
                               f"make them first: unitlens featviz {atlas.path} --layers '{','.join(lacking)}'")
     manifest = atlas.manifest
-    n_readable = int(manifest.get("n_images", 0)) - int(manifest.get("n_skipped", 0))
-    shared = check_dataset(n_readable, n_tasks, k_expl, where=f"atlas {atlas.path}", allow_overlap=allow_overlap,
-                           recorded_k=manifest.get("config", {}).get("k"))
+    n_readable = (manifest.n_images or 0) - (manifest.n_skipped or 0)
+    shared = check_dataset(n_readable, n_tasks, k_expl, where=f"atlas {atlas.path}",
+                           allow_overlap=options.allow_overlap,
+                           recorded_k=manifest.config.k)
     units_table = atlas.units()
     plans = []  # (layer, visualised units, their rows of units.parquet, featviz table, render options)
     for layer in names:
@@ -136,7 +156,8 @@ def score_featviz(atlas: Atlas | str | Path, backend: Backend | str = BACKEND, n
         info = units_table[units_table["layer"] == layer].set_index("unit").loc[units].reset_index()
         plans.append((layer, units, info, table, meta["options"]))
     t1 = time.perf_counter()
-    backend = as_backend(backend, device)
+    backend = as_backend(backend if backend is not None else options.backend, device)
+    options = options.replace(backend=backend.name)
     if not getattr(backend, "embeds", True):
         raise BadInput(f"backend '{backend.name}' is a pairwise distance without embeddings; MIS here compares "
                        "embeddings by cosine similarity: use an embedding backend")
@@ -172,8 +193,7 @@ def score_featviz(atlas: Atlas | str | Path, backend: Backend | str = BACKEND, n
                 "status": status, "steps": render.get("steps"), "size": render.get("size")}))
         t2 = time.perf_counter()
         frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-        params = {"n_tasks": n_tasks, "k": k_expl, "tau": tau, "explanations": "featviz",
-                  **({"overlap": shared} if shared else {})}
+        params = mis_params(options, shared, explanations="featviz")
         if write and len(frame):
             atlas.put_scores(scores_rows(frame, backend.name, params, ((METRIC, METRIC), (METRIC_ACCURACY,
                                                                                           METRIC_ACCURACY))))

@@ -1,12 +1,16 @@
 """SemanticLens on an atlas: concept examples, θ per unit, the vector table, search / label / compare / measures.
 
-Functions work on atlas paths (or ``Atlas``/``LensStore`` objects); ``Lens`` bundles them for one atlas and
+Functions work on atlas paths (or ``Atlas``/``LensStore`` objects) and take their step's options class
+(``EmbedOptions``, ``SearchOptions``, ...) or its fields as keywords; ``Lens`` bundles them for one atlas and
 backend::
 
     lens = Lens("atlas/lite0-demo")            # backend DEFAULT_LENS_BACKEND = "offline-vl"
-    lens.embed(layers="blocks.6.0.conv_pwl", m=30, crop="activation")
+    lens.embed(layers=["blocks.6.0.conv_pwl"], m=30, crop="activation")
     lens.search(text="star").frame             # or images=["demo/images/transportation"]
     lens.label("demo/images").counts
+    lens.unit("blocks.6.0.conv_pwl", 12).plot()
+
+``clarity``, ``polysemanticity`` and ``redundancy`` work on tensors of your own (``unitlens.lens.unit_measures``).
 """
 
 from __future__ import annotations
@@ -40,9 +44,18 @@ if TYPE_CHECKING:
         LABEL_THRESHOLD,
         M,
     )
-    from unitlens.lens.embed import EmbedResult, embed_atlas
+    from unitlens.lens.embed import EmbedResult, embed_units
     from unitlens.lens.examples import ConceptExamples, select_examples
-    from unitlens.lens.lens import Lens
+    from unitlens.lens.figures import LensFigures, plot_lens, plot_unit
+    from unitlens.lens.lens import Lens, LensUnit
+    from unitlens.lens.options import (
+        CompareOptions,
+        EmbedOptions,
+        LensPlotOptions,
+        LensStepOptions,
+        MeasuresOptions,
+        SearchOptions,
+    )
     from unitlens.lens.probes import (
         TEMPLATES,
         ConceptSet,
@@ -54,36 +67,51 @@ if TYPE_CHECKING:
         text_probes,
     )
     from unitlens.lens.store import LayerLens, LensStore
+    from unitlens.lens.unit_measures import Redundancy, clarity, polysemanticity, redundancy
 
 __all__ = [
     "ACTIVATION_THRESHOLD",
     "COMPARE_THRESHOLD",
+    "CompareOptions",
     "CompareResult",
     "ConceptExamples",
     "ConceptSet",
     "CropContext",
     "DEFAULT_LENS_BACKEND",
+    "EmbedOptions",
     "EmbedResult",
     "LABEL_THRESHOLD",
     "LabelResult",
     "LayerLens",
     "Lens",
+    "LensFigures",
+    "LensPlotOptions",
+    "LensStepOptions",
     "LensStore",
+    "LensUnit",
     "M",
+    "MeasuresOptions",
     "MeasuresResult",
     "Probe",
+    "Redundancy",
+    "SearchOptions",
     "SearchResult",
     "TEMPLATES",
     "activation_boxes",
+    "clarity",
     "compare",
     "crop_examples",
     "crop_modes",
-    "embed_atlas",
+    "embed_units",
     "image_probe",
     "label",
     "load_concepts",
     "load_parents",
     "measures",
+    "plot_lens",
+    "plot_unit",
+    "polysemanticity",
+    "redundancy",
     "register_crop_mode",
     "search",
     "select_examples",
@@ -107,7 +135,7 @@ __getattr__, __dir__ = lazy_exports(
         "LABEL_THRESHOLD": "unitlens.lens.defaults",
         "M": "unitlens.lens.defaults",
         "EmbedResult": "unitlens.lens.embed",
-        "embed_atlas": "unitlens.lens.embed",
+        "embed_units": "unitlens.lens.embed",
         "ConceptExamples": "unitlens.lens.examples",
         "select_examples": "unitlens.lens.examples",
         "CropContext": "unitlens.lens.crops",
@@ -126,5 +154,19 @@ __getattr__, __dir__ = lazy_exports(
         "LayerLens": "unitlens.lens.store",
         "LensStore": "unitlens.lens.store",
         "Lens": "unitlens.lens.lens",
+        "LensUnit": "unitlens.lens.lens",
+        "LensFigures": "unitlens.lens.figures",
+        "plot_lens": "unitlens.lens.figures",
+        "plot_unit": "unitlens.lens.figures",
+        "CompareOptions": "unitlens.lens.options",
+        "EmbedOptions": "unitlens.lens.options",
+        "LensPlotOptions": "unitlens.lens.options",
+        "LensStepOptions": "unitlens.lens.options",
+        "MeasuresOptions": "unitlens.lens.options",
+        "SearchOptions": "unitlens.lens.options",
+        "Redundancy": "unitlens.lens.unit_measures",
+        "clarity": "unitlens.lens.unit_measures",
+        "polysemanticity": "unitlens.lens.unit_measures",
+        "redundancy": "unitlens.lens.unit_measures",
     },
 )

@@ -1,12 +1,13 @@
-"""search, label, compare and measures on an embedded atlas (paper section 3.3 and 3.5).
+"""search, label, compare and measures on an embedded atlas (sections 3.3 and 3.5 of the SemanticLens paper,
+Dreyer et al., 2025).
 
 - ``search``: rank units by a(θ, p) = cos(θ, p) − cos(θ, null) for a text or image probe.
 - ``label``: each unit gets the concept of a set with the largest a, or ``none`` when that a is below the
   threshold (0.025 in the paper); optional parents give network-dissection counts per concept and per parent.
 - ``compare``: S(A→B) = mean over θ ∈ A of max over θ' ∈ B of cos(θ, θ'), for every pair of layers, and the
   units of A whose best match anywhere in B is below a threshold (no counterpart).
-- ``measures``: clarity, polysemanticity and max similarity per unit and redundancy per layer (the colleague's
-  ``unitlens.lens.unit_measures``), written to ``scores.parquet``.
+- ``measures``: clarity, polysemanticity and max similarity per unit and redundancy per layer (the tensor-level
+  functions of ``unitlens.lens.unit_measures``), written to ``scores.parquet``.
 
 Constant units (max − min < 1e-8 over the dataset) have arbitrary exemplars, so they are left out of search,
 label, compare and measures (measures writes missing values for them, as MIS does).
@@ -17,16 +18,19 @@ import json
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
+from unitlens import notebook
 from unitlens.atlas import Atlas
 from unitlens.atlas.labels import NO_LABEL, LabelStore, label_counts
-from unitlens.backends import as_backend
+from unitlens.backends import Backend, as_backend
 from unitlens.errors import LensError, NotEmbedded
-from unitlens.lens.defaults import COMPARE_THRESHOLD, ENGINE, IMAGE_NULL, LABEL_THRESHOLD, SEED, TEXT_NULL, TOP
+from unitlens.lens.defaults import IMAGE_NULL, LABEL_THRESHOLD, TEXT_NULL
+from unitlens.lens.options import CompareOptions, MeasuresOptions, SearchOptions
 from unitlens.lens.probes import (
     ConceptSet,
     Probe,
@@ -37,11 +41,14 @@ from unitlens.lens.probes import (
     text_probe,
 )
 from unitlens.lens.store import LensStore
+from unitlens.options import takes_options
 
 METRICS = ("clarity", "polysemanticity", "max_similarity")
 
 
-def _store(atlas, backend=None) -> LensStore:
+def _store(atlas: Atlas | LensStore | str | Path, backend: Backend | str | None = None) -> LensStore:
+    """The lens store of ``backend`` (a name, its start, or a ``Backend``; None: the atlas's only one, or the
+    default); a ``LensStore`` is returned as it is."""
     if isinstance(atlas, LensStore):
         return atlas
     name = backend if isinstance(backend, str) or backend is None else backend.name
@@ -71,10 +78,26 @@ def exemplar_paths(store: LensStore, layer: str, unit: int, n: int = 5) -> list[
 # ------------------------------------------------------------------------------------------ search
 @dataclass
 class SearchResult:
-    frame: pd.DataFrame  # rank, layer, unit, a, cos_probe, cos_null, exemplars (list of paths)
+    """The units most aligned with a probe: ``frame`` has rank, layer, unit, a, cos_probe, cos_null (when a null
+    is subtracted) and exemplars (the files of each unit's top concept examples)."""
+
+    frame: pd.DataFrame
     probe: Probe
     backend: str
     engine: str
+    options: SearchOptions | None = None
+    store: LensStore | None = field(default=None, repr=False)  # for the thumbnails of the notebook view
+
+    def _repr_html_(self) -> str:
+        what = f"text probe '{self.probe.name}'" if self.probe.kind == "text" else \
+            f"{self.probe.n_inputs} probe image(s)"
+        facts = {"backend": self.backend, "engine": self.engine,
+                 "null": "subtracted" if self.probe.null is not None else "none", "units": len(self.frame)}
+        shown = self.frame.drop(columns="exemplars").head(notebook.MAX_ROWS)
+        thumbs = [self.store.example_images(str(layer), int(unit), 1)[0][:1] if self.store is not None else []
+                  for layer, unit in zip(shown["layer"], shown["unit"])]
+        return notebook.header(f"search: {what}", facts) + notebook.image_table(
+            shown, [t[0] if t else None for t in thumbs], "units, with each one's top concept example")
 
 
 def make_probe(store: LensStore, backend, text: str | None = None, images=None, null: str | None = None,
@@ -89,29 +112,60 @@ def make_probe(store: LensStore, backend, text: str | None = None, images=None, 
                        null_vector=store.null_image(), progress=progress)
 
 
-def search(atlas, text: str | None = None, images=None, backend=None, layers=None, top: int = TOP,
-           engine: str = ENGINE, null: str | None = None, n_exemplars: int = 5, probe: Probe | None = None,
-           device=None, progress: bool = False) -> SearchResult:
-    """The ``top`` units most aligned with a text or image probe, over the embedded ``layers``."""
+@takes_options(SearchOptions)
+def search(atlas: Atlas | LensStore | str | Path, text: str | None = None, images: Any = None,
+           options: SearchOptions | None = None, *, backend: Backend | str | None = None, probe: Probe | None = None,
+           progress: bool = True) -> SearchResult:
+    """The units whose θ is most aligned with a text or image probe: a = cos(θ, probe) − cos(θ, null).
+
+    Parameters
+    ----------
+    atlas
+        An embedded atlas (a path, an ``Atlas``, or its ``LensStore``).
+    text
+        A text probe (needs a backend with a text encoder); averaged over prompt templates.
+    images
+        Probe images or folders of them (every image below a folder), averaged; give ``text`` or ``images``.
+    options
+        A ``SearchOptions``; any of its fields may also be given as a keyword argument (see below).
+    backend
+        The backend the atlas was embedded with, as a name or a ``Backend`` instance (the instance is used to
+        embed the probe); overrides ``options.backend``.
+    probe
+        A ready ``Probe`` (``text_probe``, ``image_probe``) instead of ``text`` or ``images``.
+    progress
+        Show a progress bar while probe images are embedded.
+
+    Returns
+    -------
+    SearchResult
+        ``.frame``: the ``top`` units, best first, with a, the cosines and their concept-example files.
+
+    Examples
+    --------
+    >>> search("atlas/lite0-demo", text="a star", top=5).frame  # doctest: +SKIP
+    """
+    options = options or SearchOptions()
+    backend = options.backend if backend is None else backend
     store = _store(atlas, backend)
-    names = store.resolve(layers)
+    names = store.resolve(options.layers)
     if probe is None:
-        probe = make_probe(store, backend_for(store, backend, device), text, images, null, progress)
-    used = engine
-    if engine == "auto":
+        probe = make_probe(store, backend_for(store, backend, options.device), text, images, options.null, progress)
+    used = options.engine
+    if used == "auto":
         used = "lancedb" if store.has_lance(names) else "exact"
-    hits = store.search(probe.query, names, top=top, engine=used)
+    hits = store.search(probe.query, names, top=options.top, engine=used)
     cos_p, cos_n, paths = [], [], []
     for layer, unit in zip(hits["layer"], hits["unit"]):
         v = store.read_layer(layer).vectors[int(unit)]
         cos_p.append(float(v @ probe.vector))
         cos_n.append(float(v @ probe.null) if probe.null is not None else 0.0)
-        paths.append(exemplar_paths(store, layer, int(unit), n_exemplars))
+        paths.append(exemplar_paths(store, layer, int(unit), options.exemplars))
     frame = hits.assign(cos_probe=cos_p, cos_null=cos_n, exemplars=paths)
     if probe.null is None:  # a = cos(θ, p)
         frame = frame.drop(columns="cos_null")
     frame.insert(0, "rank", np.arange(1, len(frame) + 1))
-    return SearchResult(frame, probe, store.backend, used)
+    return SearchResult(frame, probe, store.backend, used, options, store)
 
 
 # ------------------------------------------------------------------------------------------ concept alignment
@@ -169,14 +223,51 @@ class LabelResult:
     path: Path | None = None
     backend: str = ""
 
+    def _repr_html_(self) -> str:
+        labelled = self.frame[self.frame["label"] != NO_LABEL].sort_values("a", ascending=False, kind="stable")
+        facts = {"concepts": len(self.concepts), "threshold": self.threshold, "units": len(self.frame),
+                 "labelled": len(labelled), "constant (left out)": self.n_constant,
+                 "stored in": self.path or "not stored"}
+        return (notebook.header("SemanticLens labels", facts) + notebook.table(labelled, "best aligned units")
+                + notebook.table(self.counts, "units per concept and layer")
+                + notebook.table(self.unexpected.sort_values("a", kind="stable"), "unexpected: no concept"))
 
-def label(atlas, concepts, backend=None, threshold: float = LABEL_THRESHOLD, parents=None, layers=None,
-          text_null: str = TEXT_NULL, image_null: str = IMAGE_NULL, write: bool = True, device=None,
+
+def label(atlas: Atlas | LensStore | str | Path, concepts: Any, backend: Backend | str | None = None,
+          threshold: float = LABEL_THRESHOLD, parents: Any = None, layers: list[str] | None = None,
+          text_null: str = TEXT_NULL, image_null: str = IMAGE_NULL, write: bool = True, device: str | None = None,
           progress: bool = False) -> LabelResult:
     """Label every non-constant unit with its most aligned concept, or ``none`` below ``threshold``.
 
-    ``concepts``: a path (text file or folder of image folders), a ``ConceptSet``, a list of strings (text
-    concepts) or a list of ``Probe``. ``parents``: a path (YAML/JSON) or dict concept -> parent.
+    Parameters
+    ----------
+    atlas
+        An embedded atlas (a path, an ``Atlas``, or its ``LensStore``).
+    concepts
+        A text file (one concept per line), a folder of concept image folders, a ``ConceptSet``, a list of text
+        concepts or a list of ``Probe``.
+    backend
+        The backend the atlas was embedded with (a name or a ``Backend``, used to embed the concepts).
+    threshold
+        Units whose best alignment a is below this get the label none (the SemanticLens paper's 0.025).
+    parents
+        A YAML/JSON file or a dict concept -> parent: units are also counted per parent.
+    layers
+        Layer names or globs (default: every embedded layer).
+    text_null, image_null
+        The null of text concepts (template or none) and of image concepts (dataset or none).
+    write
+        Store the labels in the atlas.
+    device
+        Where the backend runs (default: CUDA when present).
+    progress
+        Show progress bars while concepts are embedded.
+
+    Returns
+    -------
+    LabelResult
+        One row per non-constant unit (``.frame``), the units per concept and layer (``.counts``), the units
+        aligned with no concept (``.unexpected``).
     """
     store = _store(atlas, backend)
     with store.atlas.writing("lens label") if write else nullcontext():
@@ -227,17 +318,49 @@ def stored_rows(frame: pd.DataFrame) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------------ compare
 @dataclass
 class CompareResult:
+    """S(A→B) per layer pair, each unit of A's best match in B, and the units of A without a counterpart."""
+
     matrix: pd.DataFrame  # index: layers of A, columns: layers of B, values S(A_layer -> B_layer)
     best: pd.DataFrame  # per unit of A: layer, unit, match_layer, match_unit, cos
     unmatched: pd.DataFrame  # rows of best with cos < threshold
     threshold: float
     backend: str
+    options: CompareOptions | None = None
+
+    def _repr_html_(self) -> str:
+        facts = {"backend": self.backend, "units of A": len(self.best), "without a counterpart": len(self.unmatched),
+                 "threshold": self.threshold}
+        return (notebook.header("SemanticLens comparison S(A→B)", facts)
+                + notebook.table(self.matrix.reset_index(names="A \\ B"), "S(A→B) per layer pair")
+                + notebook.table(self.unmatched, "units of A without a counterpart in B (lowest cosine first)"))
 
 
-def compare(atlas_a, atlas_b, backend=None, layers_a=None, layers_b=None,
-            threshold: float = COMPARE_THRESHOLD) -> CompareResult:
-    """S(A→B) per layer pair (mean over units of A of the max cosine to a unit of the B layer), and the units
-    of A with no counterpart in B (max cosine over all selected layers of B below ``threshold``)."""
+@takes_options(CompareOptions)
+def compare(atlas_a: Atlas | str | Path, atlas_b: Atlas | str | Path, options: CompareOptions | None = None
+            ) -> CompareResult:
+    """How well the units of atlas B cover those of atlas A, in one backend's space.
+
+    S(A→B) per layer pair is the mean over the units of the A layer of their max cosine to a unit of the B layer;
+    a unit of A whose max cosine over every selected layer of B is below ``threshold`` has no counterpart.
+
+    Parameters
+    ----------
+    atlas_a, atlas_b
+        Two atlases embedded with the same backend (paths or ``Atlas``).
+    options
+        A ``CompareOptions``; any of its fields may also be given as a keyword argument (see below).
+
+    Returns
+    -------
+    CompareResult
+        ``.matrix`` (layers of A by layers of B), ``.best`` (each unit of A's best match), ``.unmatched``.
+
+    Examples
+    --------
+    >>> compare("atlas/lite0-demo", "atlas/lite1-demo").matrix  # doctest: +SKIP
+    """
+    options = options or CompareOptions()
+    backend, threshold = options.backend, options.threshold
     a = Atlas.open(atlas_a)
     b = Atlas.open(atlas_b)
     have_a, have_b = LensStore.backends(a), LensStore.backends(b)
@@ -262,7 +385,7 @@ def compare(atlas_a, atlas_b, backend=None, layers_a=None, layers_b=None,
         raise LensError(f"atlas {b.path} is not embedded with backend '{store_a.backend}' (it has "
                         f"{', '.join(have_b)}); compare needs both atlases in the same space: run unitlens lens "
                         f"embed {b.path} --backend {store_a.backend}") from err
-    names_a, names_b = store_a.resolve(layers_a), store_b.resolve(layers_b)
+    names_a, names_b = store_a.resolve(options.layers_a), store_b.resolve(options.layers_b)
     vb, owner = [], []
     for j, name in enumerate(names_b):
         data = store_b.read_layer(name)
@@ -291,31 +414,65 @@ def compare(atlas_a, atlas_b, backend=None, layers_a=None, layers_b=None,
         pd.DataFrame(columns=["layer", "unit", "match_layer", "match_unit", "cos"])
     unmatched = best[best["cos"] < threshold].sort_values("cos", kind="stable").reset_index(drop=True)
     return CompareResult(pd.DataFrame(matrix, index=names_a, columns=names_b), best, unmatched, threshold,
-                         store_a.backend)
+                         store_a.backend, options)
 
 
 # ------------------------------------------------------------------------------------------ measures
 @dataclass
 class MeasuresResult:
+    """Clarity, polysemanticity and max similarity per unit (``frame``) and redundancy per layer (``layers``)."""
+
     frame: pd.DataFrame  # layer, unit, n_examples, clarity, polysemanticity, max_similarity, partner, constant
     layers: pd.DataFrame  # layer, units, redundancy, clarity_mean, polysemanticity_mean
     backend: str
     params: dict = field(default_factory=dict)
     path: Path | None = None  # the per-layer table, when written
+    options: MeasuresOptions | None = None
+
+    def _repr_html_(self) -> str:
+        facts = {"backend": self.backend, **self.params, "units": len(self.frame),
+                 "stored in": self.path or "not stored"}
+        units = self.frame[~self.frame["constant"]].sort_values("clarity", ascending=False, kind="stable")
+        return (notebook.header("SemanticLens measures", facts) + notebook.table(self.layers, "per layer")
+                + notebook.table(units, "per unit, clearest first"))
 
 
-def measures(atlas, backend=None, layers=None, write: bool = True, seed: int = SEED, n_init: int = 10,
-             device=None) -> MeasuresResult:
+@takes_options(MeasuresOptions)
+def measures(atlas: Atlas | LensStore | str | Path, backend: Backend | str | None = None,
+             options: MeasuresOptions | None = None) -> MeasuresResult:
     """Clarity, polysemanticity and max similarity of every unit and redundancy of every layer, from the stored
-    example embeddings; written to ``scores.parquet`` (metrics clarity, polysemanticity, max_similarity; the
-    backend's name; params with m, crop, seed, n_init) and the per-layer table to ``lens/<backend>/measures.parquet``.
+    concept-example embeddings (section 3.5 of the SemanticLens paper).
+
+    The scores go to ``scores.parquet`` (metrics clarity, polysemanticity, max_similarity; the backend's name;
+    params with m, crop, seed, n_init; rows of other layers are kept) and the per-layer table to the lens store's
+    ``measures.parquet``, unless ``write`` is false. Constant units get missing values.
+
+    Parameters
+    ----------
+    atlas
+        An embedded atlas (a path, an ``Atlas``, or its ``LensStore``).
+    backend
+        Which embedding (a name or ``Backend``); overrides ``options.backend``.
+    options
+        A ``MeasuresOptions``; any of its fields may also be given as a keyword argument (see below).
+
+    Returns
+    -------
+    MeasuresResult
+        ``.frame`` (one row per unit), ``.layers`` (one row per layer, with its redundancy).
+
+    Examples
+    --------
+    >>> measures("atlas/lite0-demo", layers=["blocks.6.*"]).layers  # doctest: +SKIP
     """
     from unitlens.lens.unit_measures import measures_table
 
-    store = _store(atlas, backend)
+    options = options or MeasuresOptions()
+    seed, n_init, write = options.seed, options.n_init, options.write
+    store = _store(atlas, options.backend if backend is None else backend)
     with store.atlas.writing("lens measures") if write else nullcontext():
-        names = store.resolve(layers)
-        device = torch.device(device or "cpu")
+        names = store.resolve(options.layers)
+        device = torch.device(options.device or "cpu")
         frames, layer_rows = [], []
         for name in names:
             data = store.read_layer(name)
@@ -353,7 +510,8 @@ def measures(atlas, backend=None, layers=None, write: bool = True, seed: int = S
             else:
                 per_layer_all = per_layer
             path = store.write_table("measures.parquet", per_layer_all)
-        return MeasuresResult(frame, per_layer, store.backend, params, path if write else None)
+            store.write_options("measures", options.as_dict())
+        return MeasuresResult(frame, per_layer, store.backend, params, path if write else None, options)
 
 
 def _write_scores(store: LensStore, frame: pd.DataFrame, params: dict, names: list[str]) -> None:

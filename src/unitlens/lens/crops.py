@@ -15,8 +15,9 @@
 - ``relevance``: the unit's CRP relevance heatmap (``unitlens.relevance.crops``, imported when first asked for,
   so the lens does not load the LRP stack).
 
-Modes are a registry: ``register_crop_mode(name)`` adds a function ``fn(context, {layer: ConceptExamples}) ->
-{layer: ConceptExamples}``; ``LAZY_CROP_MODES`` names modules that register a mode when imported.
+Modes are a registry, ``CROP_MODES``: ``register_crop_mode(name)`` adds a function ``fn(context, {layer:
+ConceptExamples}) -> {layer: ConceptExamples}``; a lazy entry names the module that registers a mode when first
+asked for.
 
 Activation maps come from one forward pass of the analysed model over all images any requested unit needs,
 batched over images, with a hook on every requested layer; the pass stops after the deepest hooked layer, and
@@ -27,7 +28,6 @@ no map, and its examples stay whole images (with a warning).
 """
 from __future__ import annotations
 
-import importlib
 import math
 import warnings
 from collections.abc import Callable
@@ -40,9 +40,10 @@ import torch.nn.functional as F
 from unitlens.atlas.atlas import Atlas
 from unitlens.data.geometry import input_geometry
 from unitlens.data.loading import load_batches
-from unitlens.errors import BadInput, LensError, UnitlensError
+from unitlens.errors import LensError, UnitlensError
 from unitlens.lens.defaults import ACTIVATION_THRESHOLD
 from unitlens.lens.examples import ConceptExamples
+from unitlens.registry import Registry
 from unitlens.runtime import OutputCapture, Progress, first_tensor, pick_device, prepare_model, split_call
 from unitlens.zoo.units import channel_dim_of
 
@@ -69,31 +70,23 @@ class CropContext:
 
 
 CropFn = Callable[[CropContext, dict[str, ConceptExamples]], dict[str, ConceptExamples]]
-_CROP_MODES: dict[str, CropFn] = {}
-LAZY_CROP_MODES = {"relevance": "unitlens.relevance.crops"}  # mode -> module that registers it
+CROP_MODES: Registry[CropFn] = Registry("crop mode")
+CROP_MODES.lazy("relevance", "unitlens.relevance.crops")
 
 
 def register_crop_mode(name: str) -> Callable[[CropFn], CropFn]:
     """Register ``fn(context, {layer: ConceptExamples}) -> {layer: ConceptExamples with boxes}`` as ``name``."""
-
-    def deco(fn: CropFn) -> CropFn:
-        _CROP_MODES[name] = fn
-        return fn
-
-    return deco
+    return CROP_MODES.register(name)
 
 
 def crop_modes() -> list[str]:
-    return sorted(set(_CROP_MODES) | set(LAZY_CROP_MODES))
+    """The names of every crop mode (lazy ones included)."""
+    return CROP_MODES.names()
 
 
 def crop_examples(context: CropContext, examples: dict[str, ConceptExamples], mode: str) -> dict[str, ConceptExamples]:
     """Set the crop boxes of every layer's examples with crop mode ``mode``."""
-    if mode not in _CROP_MODES and mode in LAZY_CROP_MODES:
-        importlib.import_module(LAZY_CROP_MODES[mode])
-    if mode not in _CROP_MODES:
-        raise BadInput(f"unknown crop mode '{mode}'; choose one of {', '.join(crop_modes())}")
-    return _CROP_MODES[mode](context, examples)
+    return CROP_MODES.get(mode)(context, examples)
 
 
 @register_crop_mode("none")

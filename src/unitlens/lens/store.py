@@ -4,8 +4,8 @@ vector table that search runs on.
 Layout, under ``Atlas.backend_path("lens", backend)``::
 
     meta.json                    backend name, embedding width, weights_id, the atlas's identity (checked on
-                                 open: a store of another atlas is refused), and per layer: units, m, crop,
-                                 seconds; written last
+                                 open: a store of another atlas is refused), per layer: units, m, crop and the
+                                 embedding's options, and the options of the last measures; written last
     layers/<layer>.safetensors   theta (U, D): mean of the normalised example embeddings (not re-normalised);
                                  ids, vals, mask (U, m): the concept examples; boxes (U, m, 4), has_box (U, m):
                                  their crop boxes; example_index (U, m) into example_vectors (n, D), which holds
@@ -40,10 +40,9 @@ from unitlens.atlas.files import (
 from unitlens.atlas.labels import LabelStore
 from unitlens.atlas.layout import backend_dirname, layer_stem
 from unitlens.errors import BadInput, CorruptFile, LensError, NotEmbedded
-from unitlens.lens.defaults import DEFAULT_LENS_BACKEND
+from unitlens.lens.defaults import DEFAULT_LENS_BACKEND, ENGINES
 
 FORMAT = 1
-ENGINES = ("auto", "exact", "lancedb")
 
 
 def lancedb_available() -> bool:
@@ -244,6 +243,11 @@ class LensStore:
         self.meta["dim"] = int(data.theta.shape[1])
         self.meta["atlas"] = self.atlas.identity()
         self.meta["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        write_json(self.path / "meta.json", self.meta)
+
+    def write_options(self, step: str, options: dict) -> None:
+        """Keep the options a step (``measures``) ran with in the metadata (the embedding's are kept per layer)."""
+        self.meta.setdefault("options", {})[step] = options
         write_json(self.path / "meta.json", self.meta)
 
     def example_images(self, layer: str, unit: int, n: int, dataset=None) -> tuple[list, list[float]]:

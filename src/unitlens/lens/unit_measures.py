@@ -1,4 +1,5 @@
-"""SemanticLens interpretability measures (paper §3.5, eqs. 6–10) for all units of a layer at once.
+"""SemanticLens interpretability measures (section 3.5 of the SemanticLens paper, Dreyer et al., 2025, eqs. 6–10)
+for all units of a layer at once, on plain tensors: use them on embeddings of your own.
 
 Inputs are per-unit concept-example embeddings ``E`` of shape (U, m, D) — m examples per unit, L2-normalised
 in the foundation model's space — with an optional (U, m) boolean ``mask`` for units that have fewer than m
@@ -46,6 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from unitlens.errors import BadInput
+from unitlens.lens.defaults import N_INIT, SEED
 
 Tensor = torch.Tensor
 
@@ -72,13 +74,46 @@ def _prepare(E: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
 
 
 def theta_from_examples(E: Tensor, mask: Tensor | None = None) -> Tensor:
-    """θ per unit: the normalised mean of its normalised valid examples (U, D)."""
+    """θ per unit: the normalised mean of its normalised valid examples.
+
+    Parameters
+    ----------
+    E
+        (U, m, D) concept-example embeddings of U units.
+    mask
+        (U, m) boolean: which examples are valid (default: all).
+
+    Returns
+    -------
+    Tensor
+        (U, D) unit vectors.
+    """
     E, w = _prepare(F.normalize(_float(E), dim=-1), mask)
     return F.normalize(E.sum(1) / w.sum(1, keepdim=True).clamp_min(1), dim=-1)
 
 
 def clarity(E: Tensor, mask: Tensor | None = None) -> Tensor:
-    """Mean pairwise cosine (i ≠ j) of each unit's examples, closed form of eq. (7); NaN below 2 examples."""
+    """Clarity of each unit: the mean pairwise cosine (i ≠ j) of its concept examples (eq. 7).
+
+    Computed in closed form, (n·‖mean of the normalised examples‖² − 1)/(n − 1), without the m × m matrix.
+
+    Parameters
+    ----------
+    E
+        (U, m, D) concept-example embeddings (normalised or not: every cosine normalises), on any device.
+    mask
+        (U, m) boolean: which examples are valid (default: all); a unit may have fewer than m.
+
+    Returns
+    -------
+    Tensor
+        (U,) clarity in [−1, 1] (1: all examples point the same way); NaN for units with fewer than 2 examples.
+
+    Examples
+    --------
+    >>> clarity(torch.tensor([[[1.0, 0.0], [1.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]]]))
+    tensor([1., 0.])
+    """
     En, w = _prepare(F.normalize(_float(E), dim=-1), mask)
     n = w.sum(1)
     total = En.sum(1).pow(2).sum(-1)  # ‖Σ v̂_i‖² = n + Σ_{i≠j} cos(v_i, v_j)
@@ -120,7 +155,7 @@ def _sample(weights: Tensor, u: Tensor, fallback: Tensor) -> Tensor:
     return torch.where(total[..., 0] > 0, idx, fallback)
 
 
-def init_centers(E: Tensor, mask: Tensor | None = None, *, n_init: int = 10, seed: int = 0) -> Tensor:
+def init_centers(E: Tensor, mask: Tensor | None = None, *, n_init: int = N_INIT, seed: int = SEED) -> Tensor:
     """Initial centre indices (U, n_init, 2): restart 0 farthest-point, the rest seeded k-means++."""
     E, w = _prepare(E, mask)
     G, g = _gram(E)
@@ -185,8 +220,8 @@ def _lloyd(G: Tensor, g: Tensor, w: Tensor, idx: Tensor, max_iter: int) -> dict:
                 init=idx[rows, best], n_iter=n_iter)
 
 
-def two_means(E: Tensor, mask: Tensor | None = None, *, n_init: int = 10, seed: int = 0, max_iter: int = 300,
-              init: Tensor | None = None) -> TwoMeans:
+def two_means(E: Tensor, mask: Tensor | None = None, *, n_init: int = N_INIT, seed: int = SEED,
+              max_iter: int = 300, init: Tensor | None = None) -> TwoMeans:
     """Batched 2-means (Lloyd) of each unit's examples, all units and restarts at once, in Gram space.
 
     ``init`` (U, R, 2) example indices overrides ``init_centers``; examples are clustered as given (the
@@ -200,13 +235,44 @@ def two_means(E: Tensor, mask: Tensor | None = None, *, n_init: int = 10, seed: 
                     cosine=r["cosine"], init=r["init"], n_iter=r["n_iter"])
 
 
-def polysemanticity(E: Tensor, mask: Tensor | None = None, *, seed: int = 0, n_init: int = 10,
+def polysemanticity(E: Tensor, mask: Tensor | None = None, *, seed: int = SEED, n_init: int = N_INIT,
                     max_iter: int = 300, min_cluster: int = 2, fallback_examples: int = 10) -> Tensor:
-    """1 − clarity of the two 2-means cluster means (eq. 10) = 1 − cos(c₀, c₁), in [0, 2]; NaN below 2 examples.
+    """Polysemanticity of each unit: 1 − clarity of the two cluster means of a 2-means over its concept examples
+    (eq. 10), i.e. 1 − cos(c₀, c₁).
 
-    Units whose smaller cluster has fewer than ``min_cluster`` examples get the reference's fallback,
-    1 − mean cos(mean, v_i) over their first ``fallback_examples`` valid examples (``min_cluster=0`` turns
-    it off). Everything after the Gram matrix works on (U, m, m) tensors.
+    All units and restarts are clustered at once in Gram space (see the module docstring). Everything after the
+    Gram matrix works on (U, m, m) tensors.
+
+    Parameters
+    ----------
+    E
+        (U, m, D) concept-example embeddings (clustered as given; normalise them first, as the lens stores them).
+    mask
+        (U, m) boolean: which examples are valid (default: all).
+    seed
+        Seeds the k-means++ restarts (drawn on the CPU: the result does not depend on the device).
+    n_init
+        Restarts per unit; the partition of lowest inertia is kept (restart 0 is a deterministic farthest-point
+        start).
+    max_iter
+        Lloyd iterations at most.
+    min_cluster
+        A unit whose smaller cluster has fewer examples than this (an outlier split off) gets the reference
+        implementation's fallback, 1 − mean cos(mean, v_i) over its first ``fallback_examples`` valid examples;
+        0 turns the fallback off.
+    fallback_examples
+        Examples the fallback averages over.
+
+    Returns
+    -------
+    Tensor
+        (U,) polysemanticity in [0, 2] (0: the two clusters point the same way); NaN below 2 examples.
+
+    Examples
+    --------
+    >>> E = torch.tensor([[[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]]])
+    >>> polysemanticity(E)
+    tensor([1.])
     """
     E, w = _prepare(E, mask)
     G, g = _gram(E)
@@ -222,7 +288,20 @@ def polysemanticity(E: Tensor, mask: Tensor | None = None, *, seed: int = 0, n_i
 
 
 def similarity(theta_a: Tensor, theta_b: Tensor | None = None) -> Tensor:
-    """Cosine similarity matrix (Ua, Ub) between unit vectors (eq. 8); ``theta_b`` defaults to ``theta_a``."""
+    """Cosine similarity matrix between two sets of unit vectors (eq. 8).
+
+    Parameters
+    ----------
+    theta_a
+        (Ua, D) unit vectors.
+    theta_b
+        (Ub, D) unit vectors (default: ``theta_a``).
+
+    Returns
+    -------
+    Tensor
+        (Ua, Ub) cosines.
+    """
     a = F.normalize(_float(theta_a), dim=-1)
     b = a if theta_b is None else F.normalize(_float(theta_b).to(a.device), dim=-1)
     return a @ b.T
@@ -237,7 +316,26 @@ class Redundancy(NamedTuple):
 
 
 def redundancy(theta: Tensor, *, block: int = 4096) -> Redundancy:
-    """Mean over units of the max cosine to another unit, in row blocks so U×U never has to fit at once."""
+    """Redundancy of a set of units: the mean over units of the max cosine to another unit (eq. 9).
+
+    Parameters
+    ----------
+    theta
+        (U, D) unit vectors (θ of a layer; normalised or not).
+    block
+        Rows compared at once, so the U × U matrix never has to fit in memory.
+
+    Returns
+    -------
+    Redundancy
+        ``.redundancy`` (a scalar tensor; NaN below 2 units), and per unit ``.max_similarity`` (U,) and
+        ``.partner`` (U,), the index of its most similar other unit (−1 below 2 units).
+
+    Examples
+    --------
+    >>> redundancy(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])).max_similarity
+    tensor([1., 1., 0.])
+    """
     t = F.normalize(_float(theta), dim=-1)
     U = t.shape[0]
     if U < 2:
@@ -256,11 +354,27 @@ def redundancy(theta: Tensor, *, block: int = 4096) -> Redundancy:
 
 
 def measures_table(E: Tensor, theta: Tensor | None = None, mask: Tensor | None = None, *,
-                   units: Sequence | None = None, seed: int = 0, n_init: int = 10) -> pd.DataFrame:
-    """One row per unit: n_examples, clarity, polysemanticity, max_similarity, partner.
+                   units: Sequence | None = None, seed: int = SEED, n_init: int = N_INIT) -> pd.DataFrame:
+    """Every measure of every unit of a layer, as a table.
 
-    ``theta`` defaults to ``theta_from_examples(E, mask)``; ``units`` labels the rows (and partners), default
-    0..U−1. The layer's redundancy (= mean of max_similarity) is in ``df.attrs["redundancy"]``.
+    Parameters
+    ----------
+    E
+        (U, m, D) concept-example embeddings.
+    theta
+        (U, D) unit vectors (default: ``theta_from_examples(E, mask)``).
+    mask
+        (U, m) boolean: which examples are valid (default: all).
+    units
+        Labels of the rows (and of the partners); default 0 … U−1.
+    seed, n_init
+        Of the 2-means restarts (``polysemanticity``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per unit: unit, n_examples, clarity, polysemanticity, max_similarity, partner; the layer's
+        redundancy (the mean of max_similarity) is in ``df.attrs["redundancy"]``.
     """
     if theta is None:
         theta = theta_from_examples(E, mask)

@@ -8,8 +8,8 @@ Tensors::
 
 Atlases::
 
-    frame = mis.score_atlas("atlas/", "offline")                        # per-unit table, scores.parquet
-    tables = mis.summarize(frame)                                       # per layer / type / model
+    run = mis.score_mis("atlas/", backend="offline", n_tasks=20)       # MISRun; scores.parquet
+    run.frame, run.summary()                                            # per unit; per layer / type / model
 """
 
 from __future__ import annotations
@@ -21,16 +21,16 @@ from unitlens.runtime import lazy_exports
 if TYPE_CHECKING:
     from unitlens.mis.calibrate import TauFit, fit_tau, noise_ceiling
     from unitlens.mis.defaults import BACKEND, K_EXPL, N_TASKS, TAU
+    from unitlens.mis.options import CalibrationOptions, MISOptions
     from unitlens.mis.scoring import (
         MISRun,
         MISScores,
         accuracy_from_margins,
         load_scores,
         mis_from_margins,
-        run_atlas,
         score,
-        score_atlas,
         score_embeddings,
+        score_mis,
         summarize,
     )
     from unitlens.mis.tasks import (
@@ -43,7 +43,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BACKEND",
+    "CalibrationOptions",
     "K_EXPL",
+    "MISOptions",
     "MISRun",
     "MISScores",
     "N_TASKS",
@@ -57,9 +59,8 @@ __all__ = [
     "min_exemplars",
     "mis_from_margins",
     "noise_ceiling",
-    "run_atlas",
     "score",
-    "score_atlas",
+    "score_mis",
     "score_embeddings",
     "summarize",
     "task_layout",
@@ -75,14 +76,15 @@ __getattr__, __dir__ = lazy_exports(
         "K_EXPL": "unitlens.mis.defaults",
         "N_TASKS": "unitlens.mis.defaults",
         "TAU": "unitlens.mis.defaults",
+        "CalibrationOptions": "unitlens.mis.options",
+        "MISOptions": "unitlens.mis.options",
         "MISRun": "unitlens.mis.scoring",
         "MISScores": "unitlens.mis.scoring",
         "accuracy_from_margins": "unitlens.mis.scoring",
         "load_scores": "unitlens.mis.scoring",
         "mis_from_margins": "unitlens.mis.scoring",
-        "run_atlas": "unitlens.mis.scoring",
         "score": "unitlens.mis.scoring",
-        "score_atlas": "unitlens.mis.scoring",
+        "score_mis": "unitlens.mis.scoring",
         "score_embeddings": "unitlens.mis.scoring",
         "summarize": "unitlens.mis.scoring",
         "Tasks": "unitlens.mis.tasks",

@@ -19,7 +19,7 @@ Entry points:
 - :func:`score` — an (n, D) embedding table indexed by sample id (or by ``table_ids``) and :class:`Tasks`;
 - :func:`score_embeddings` — explanation and query embeddings given directly (appendix D: feature
   visualisations or any other explanation method; explanations may be shared by all tasks of a unit);
-- :func:`score_atlas` / :func:`run_atlas` — every unit of an atlas, embedded once through the backend's
+- :func:`score_mis` — every unit of an atlas (``MISOptions``), embedded once through the backend's
   ``EmbeddingCache``, written to ``scores.parquet``; :func:`summarize` aggregates per layer, type and model.
   A pairwise backend (LPIPS, DISTS: f is minus a distance on image pairs, with no embedding) gives the (n, n)
   matrix of f over the images the tasks use (``PairwiseMatrix``, kept in the atlas; n² pairs), which takes the
@@ -32,6 +32,8 @@ import json
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -41,10 +43,13 @@ import torch.nn.functional as F
 from unitlens.atlas import Atlas
 from unitlens.atlas.lock import check_writable
 from unitlens.backends import EmbeddingCache, PairwiseMatrix, as_backend
+from unitlens.backends.base import Backend, PairwiseBackend
 from unitlens.errors import BadInput, NotComputed
-from unitlens.mis.defaults import BACKEND, K_EXPL, N_TASKS, TAU
+from unitlens.mis.defaults import TAU
+from unitlens.mis.options import MISOptions
 from unitlens.mis.similarities import embedding_contrasts, matrix_contrasts
 from unitlens.mis.tasks import Tasks, check_dataset, check_exemplars, min_exemplars, task_rows
+from unitlens.options import takes_options
 from unitlens.runtime import pick_device, torch_threads
 
 METRIC = "mis"
@@ -254,7 +259,7 @@ TIE_COLUMNS = ("top_tied", "bottom_tied")  # exemplars the seeded tie-break chos
 
 @dataclass
 class MISRun:
-    """What :func:`run_atlas` did: the per-unit table, counts and time per stage."""
+    """What :func:`score_mis` did: the per-unit table, counts, time per stage and the options it ran with."""
 
     frame: pd.DataFrame
     backend: str
@@ -268,6 +273,7 @@ class MISRun:
     seconds: dict = field(default_factory=dict)
     margins: dict = field(default_factory=dict)  # layer -> (C_scored, N) Δ⁺ − Δ⁻ of the scored units
     overlap: int = 0  # images in both the top and the bottom N·(K+1) exemplars of every unit (small datasets)
+    options: MISOptions = field(default_factory=MISOptions)
 
     @property
     def counts(self) -> dict:
@@ -277,7 +283,19 @@ class MISRun:
                 "nonfinite": int((status == STATUS_NONFINITE).sum())}
 
     def summary(self) -> dict[str, pd.DataFrame]:
+        """Per-layer, per-type and per-model tables (see :func:`summarize`)."""
         return summarize(self.frame, model=self.model)
+
+    def _repr_html_(self) -> str:
+        from unitlens.notebook import header, table
+
+        tables = self.summary()
+        o = self.options
+        facts = {"model": self.model, "backend": self.backend,
+                 "tasks": f"N = {o.n_tasks}, K = {o.k_expl}, tau = {o.tau:g}", **self.counts,
+                 **({"top/bottom overlap (biased)": self.overlap} if self.overlap else {}),
+                 "seconds": round(sum(self.seconds.values()), 1)}
+        return header("MIS run", facts) + table(tables["model"], "model") + table(tables["layer"], "by layer")
 
 
 def unit_status(units: pd.DataFrame) -> pd.Series:
@@ -287,27 +305,63 @@ def unit_status(units: pd.DataFrame) -> pd.Series:
     return pd.Series(status, index=units.index, name="status")
 
 
-def run_atlas(atlas, backend=BACKEND, n_tasks: int = N_TASKS, k_expl: int = K_EXPL, tau: float = TAU,
-              layers=None, device: str | torch.device | None = None, write: bool = True,
-              progress: bool = True, chunk_units: int | None = None, keep_margins: bool = False,
-              allow_overlap: bool = False, threads: int | None = None) -> MISRun:
-    """Score every non-constant, finite unit of the selected layers of an atlas; see :func:`score_atlas`."""
-    if not tau > 0:
-        raise BadInput(f"tau must be positive, got {tau}")
+@takes_options(MISOptions)
+def score_mis(atlas: Atlas | str | Path, options: MISOptions | None = None, *, backend: Backend | str | None = None,
+              keep_margins: bool = False, threads: int | None = None, progress: bool = True) -> MISRun:
+    """MIS of every unit of an atlas (or of the ``layers`` named, globs allowed), one vectorised pass per layer.
+
+    A dataset of fewer than 2·N·(K+1) readable images is refused (``TooFewImages``): every unit's most and
+    least activating sets would share images. ``allow_overlap=True`` scores it anyway, with a warning, and
+    records the number of shared images per unit as ``overlap`` in the params.
+
+    All sample ids any task needs are embedded once through ``EmbeddingCache(atlas, backend)`` (a pairwise
+    backend: compared pairwise once through ``PairwiseMatrix(atlas, backend)``, n² pairs of n images). Constant
+    units and units with non-finite activations are not scored: they appear with ``status`` ``constant`` or
+    ``nonfinite`` and NaN scores. All units are written to ``scores.parquet`` (metrics ``mis`` and
+    ``mis_accuracy``, the backend's name, params ``{"n_tasks", "k", "tau"[, "overlap"], "options"}``; missing
+    values for the excluded units) unless ``write=False``.
+
+    Parameters
+    ----------
+    atlas
+        The atlas (or its folder) from ``record``.
+    options
+        The ``MISOptions``; keyword arguments override its fields (``n_tasks=5``).
+    backend
+        A ``Backend`` instance, or a backend name; default ``options.backend``.
+    keep_margins
+        Keep every scored unit's per-task margins Δ⁺ − Δ⁻ in the result (for ``margins_frame`` and calibration).
+    threads
+        CPU threads of the scoring computation (default: torch's).
+    progress
+        Show progress bars.
+
+    Returns
+    -------
+    MISRun
+        ``frame``: one row per unit (layer, unit, type, depth, rel_depth, rel_width, mis, mis_accuracy, n_tasks,
+        backend, tau, status); ``summary()``: per layer, type and model; counts, timings and the options.
+    """
+    assert options is not None  # takes_options always passes them
+    if options.explanations != "exemplars":
+        raise BadInput("explanations='featviz' is MIS of the feature visualisations: "
+                       "unitlens.featviz.score_featviz(atlas, options), or unitlens mis ATLAS --explanations featviz")
+    n_tasks, k_expl, tau, write = options.n_tasks, options.k_expl, options.tau, options.write
+    layers, device, chunk_units = options.layers, options.device, options.chunk_units
     threads = threads or torch.get_num_threads()
     t0 = time.perf_counter()
     atlas = Atlas.open(atlas)
     if write:  # before any work: a read-only atlas would otherwise fail only when the scores are written
         check_writable(atlas.path, fix=f"score without writing: unitlens mis {atlas.path} --no-write (Python: "
                                        "write=False), or copy the atlas to a writable place")
-    infos = atlas.select_layers(layers)
+    infos = atlas.select_layers(list(layers) if layers is not None else None)
     with atlas.writing("mis") if write else nullcontext():
         manifest = atlas.manifest
-        n_samples = int(manifest.get("n_images", 0))
-        n_readable = n_samples - int(manifest.get("n_skipped", 0))
+        n_samples = manifest.n_images or 0
+        n_readable = n_samples - (manifest.n_skipped or 0)
         shared = check_dataset(n_readable, n_tasks, k_expl,
-                               where=f"atlas {atlas.path}", allow_overlap=allow_overlap,
-                               recorded_k=manifest.get("config", {}).get("k"))
+                               where=f"atlas {atlas.path}", allow_overlap=options.allow_overlap,
+                               recorded_k=manifest.config.k)
         units = atlas.units()
         units = units[units["layer"].isin({i.name for i in infos})].copy()
         units["status"] = unit_status(units)
@@ -335,7 +389,7 @@ def run_atlas(atlas, backend=BACKEND, n_tasks: int = N_TASKS, k_expl: int = K_EX
         ids = torch.from_numpy(np.flatnonzero(present))
         t1 = time.perf_counter()
 
-        backend = as_backend(backend, device)
+        backend = as_backend(backend if backend is not None else options.backend, device)
         t_backend = time.perf_counter()
         pairs, pairwise = 0, not backend.embeds
         if not pairwise:
@@ -344,7 +398,7 @@ def run_atlas(atlas, backend=BACKEND, n_tasks: int = N_TASKS, k_expl: int = K_EX
             table = cache.get(ids, progress=progress) if len(ids) else torch.zeros(0, getattr(backend, "dim", 1))
             hits, misses = cache.hits - hits0, cache.misses - misses0
         else:  # a perceptual distance on image pairs: the (n, n) matrix of every pair of the images the tasks use
-            matrix = PairwiseMatrix(atlas, backend)
+            matrix = PairwiseMatrix(atlas, cast(PairwiseBackend, backend))
             table = matrix.get(ids, progress=progress)  # the similarity matrix replaces the embedding table
             hits, misses, pairs = matrix.stored, len(ids) - matrix.stored, matrix.pairs
         t2 = time.perf_counter()
@@ -393,7 +447,8 @@ def run_atlas(atlas, backend=BACKEND, n_tasks: int = N_TASKS, k_expl: int = K_EX
         t3 = time.perf_counter()
 
         name = backend.name
-        params = {"n_tasks": n_tasks, "k": k_expl, "tau": tau, **({"overlap": shared} if shared else {})}
+        options = options.replace(backend=name)  # the backend that ran, also when given as an instance
+        params = mis_params(options, shared)
         frame = pd.DataFrame({
             "layer": units["layer"], "unit": units["unit"], "type": units["type"], "depth": units["depth"],
             "rel_depth": units["rel_depth"], "rel_width": units["rel_width"], "mis": mis_col,
@@ -403,12 +458,12 @@ def run_atlas(atlas, backend=BACKEND, n_tasks: int = N_TASKS, k_expl: int = K_EX
         if write:
             atlas.put_scores(scores_rows(frame, name, params))  # other layers' rows stay
         t4 = time.perf_counter()
-        return MISRun(frame=frame, backend=name, model=str(manifest.get("config", {}).get("model", "model")),
+        return MISRun(frame=frame, backend=name, model=manifest.config.model,
                       params=params, n_images=int(len(ids)), cache_hits=hits, cache_misses=misses, pairs=pairs,
                       pairwise=pairwise,
                       seconds={"tasks": t1 - t0, "backend": t_backend - t1, "embed": t2 - t_backend, "score": t3 - t2,
                                "write": t4 - t3},
-                      margins=margins, overlap=shared)
+                      margins=margins, overlap=shared, options=options)
 
 
 def scores_rows(frame: pd.DataFrame, backend: str, params: dict,
@@ -428,31 +483,15 @@ def scores_rows(frame: pd.DataFrame, backend: str, params: dict,
     ], ignore_index=True)
 
 
-def score_atlas(atlas, backend=BACKEND, n_tasks: int = N_TASKS, k_expl: int = K_EXPL, tau: float = TAU,
-                layers=None, device: str | torch.device | None = None, write: bool = True,
-                progress: bool = True, chunk_units: int | None = None, allow_overlap: bool = False) -> pd.DataFrame:
-    """MIS of every unit of an atlas (or of the ``layers`` named, globs allowed), one vectorised pass per layer.
-
-    A dataset of fewer than 2·N·(K+1) readable images is refused (``TooFewImages``): every unit's most and
-    least activating sets would share images. ``allow_overlap=True`` scores it anyway, with a warning, and
-    records the number of shared images per unit as ``overlap`` in the params.
-
-    All sample ids any task needs are embedded once through ``EmbeddingCache(atlas, backend)`` (a pairwise
-    backend: compared pairwise once through ``PairwiseMatrix(atlas, backend)``, n² pairs of n images). Constant
-    units and units with non-finite activations are not scored: they appear with ``status`` ``constant`` or
-    ``nonfinite`` and NaN scores. All units are written to ``scores.parquet`` (metrics ``mis`` and
-    ``mis_accuracy``, the backend's name, params ``{"n_tasks", "k", "tau"[, "overlap"]}``; missing values for the
-    excluded units) unless ``write=False``.
-
-    Returns one row per unit: layer, unit, type, depth, rel_depth, rel_width, mis, mis_accuracy, n_tasks,
-    backend, tau, status. :func:`summarize` aggregates it; :func:`run_atlas` also returns counts and timings.
-    """
-    return run_atlas(atlas, backend, n_tasks, k_expl, tau, layers, device, write, progress, chunk_units,
-                     allow_overlap=allow_overlap).frame
+def mis_params(options: MISOptions, overlap: int = 0, **extra: Any) -> dict:
+    """The ``params`` stored with every score row: N, K, tau (what readers of the scores use), the overlap of a
+    small dataset, and every option the scores were made with."""
+    return {"n_tasks": options.n_tasks, "k": options.k_expl, "tau": options.tau, **extra,
+            **({"overlap": overlap} if overlap else {}), "options": options.as_dict()}
 
 
 def load_scores(atlas, backend: str | None = None) -> pd.DataFrame:
-    """The per-unit MIS frame of an atlas rebuilt from its ``scores.parquet`` (as :func:`score_atlas` returns).
+    """The per-unit MIS frame of an atlas rebuilt from its ``scores.parquet`` (as ``score_mis(...).frame``).
 
     ``backend`` picks among several scored backends; it may be left out when there is only one.
     """
@@ -525,7 +564,7 @@ def summarize(frame: pd.DataFrame, model: str = "model") -> dict[str, pd.DataFra
 def margins_frame(run: MISRun) -> pd.DataFrame:
     """Per-task margins Δ⁺ − Δ⁻ of a run made with ``keep_margins=True``: index (layer, unit), columns tasks."""
     if not run.margins:
-        raise BadInput("this run kept no margins; call run_atlas(..., keep_margins=True)")
+        raise BadInput("this run kept no margins; call score_mis(..., keep_margins=True)")
     parts = []
     for layer, (unit_ids, m) in run.margins.items():
         idx = pd.MultiIndex.from_arrays([[layer] * len(unit_ids), unit_ids], names=["layer", "unit"])

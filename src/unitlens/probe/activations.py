@@ -82,9 +82,9 @@ def record_probe(atlas: Atlas | str | Path, data: str | Path | ProbeSpec, option
     spec = data if isinstance(data, ProbeSpec) else load_probe_spec(data, list(options.columns)
                                                                     if options.columns else None)
     infos = atlas.select_layers(list(options.layers) if options.layers else None, derived=False)
-    config = atlas.manifest.get("config", {})
-    spatial = options.spatial or config.get("spatial", "mean")
-    tokens = config.get("tokens", "mean")
+    config = atlas.manifest.config
+    spatial = options.spatial or config.spatial
+    tokens = config.tokens
     n_units = sum(int(info.width or 0) for info in infos)
     bound = options.max_activations
     if n_units * len(spec) > bound:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import platform
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from unitlens.atlas.atlas import Atlas, unit_counts
-from unitlens.atlas.files import read_json, read_tensor_metadata, read_tensors, write_json, write_parquet, write_tensors
+from unitlens.atlas.atlas import Atlas
+from unitlens.atlas.files import read_tensor_metadata, read_tensors, write_parquet, write_tensors
 from unitlens.atlas.layout import CORE, LOCK, MANIFEST, RECORD_STATE, SAMPLES, UNITS, clear_derived, exemplar_path
+from unitlens.atlas.manifest import DatasetRecord, Manifest, RecordConfig
 from unitlens.data.datasets import ImageDataset
 from unitlens.errors import AtlasError, CorruptFile
 from unitlens.recording.defaults import CONSTANT_EPS
@@ -53,30 +54,31 @@ def versions() -> dict:
             "python": platform.python_version()}
 
 
-def record_config(loaded: LoadedModel, data: ImageDataset, layers: list[LayerInfo], options: RecordOptions) -> dict:
+def record_config(loaded: LoadedModel, data: ImageDataset, layers: list[LayerInfo],
+                  options: RecordOptions) -> RecordConfig:
     """Everything that determines the atlas's content; a resume must match it exactly."""
-    k, spatial, tokens, tie_seed = options.k, options.spatial, options.tokens, options.tie_seed
-    return {"model": loaded.name, "weights": loaded.weights, "seed": loaded.seed,
-            "weights_hash": loaded.weights_hash(),
-            **({"model_options": loaded.options} if loaded.options else {}),  # what Atlas.load_model passes on
-            "dataset": data.spec, "dataset_fingerprint": data.fingerprint(), "content_hash": data.content_hash,
-            "n_samples": len(data), "layers": [info.name for info in layers], "k": k, "spatial": spatial,
-            "tokens": tokens, "tie_seed": tie_seed}
+    return RecordConfig(
+        model=loaded.name, weights=loaded.weights, seed=loaded.seed, weights_hash=loaded.weights_hash(),
+        model_options=dict(loaded.options or {}),  # what Atlas.load_model passes on
+        dataset=data.spec, dataset_fingerprint=data.fingerprint(), content_hash=data.content_hash,
+        n_samples=len(data), layers=tuple(info.name for info in layers), k=options.k, spatial=options.spatial,
+        tokens=options.tokens, tie_seed=options.tie_seed)
 
 
-def previous_manifest(out: Path) -> dict | None:
+def previous_manifest(out: Path) -> Manifest | None:
     """The manifest of the atlas already at ``out`` (None: none there, or it is unreadable)."""
     try:
-        return read_json(out / MANIFEST) if (out / MANIFEST).is_file() else None
+        return Manifest.read(out) if (out / MANIFEST).is_file() else None
     except CorruptFile:
         return None
 
 
-def prepare_out(out: Path, config: dict, force: bool) -> dict | None:
+def prepare_out(out: Path, config: RecordConfig, force: bool) -> dict | None:
     """Return the saved state metadata to resume from, None to start fresh; raise on a conflicting atlas."""
     manifest_path = out / MANIFEST
     if force and out.exists():
-        old_data = (previous_manifest(out) or {}).get("config", {}).get("dataset_fingerprint")
+        previous = previous_manifest(out)
+        old_data = previous.config.dataset_fingerprint if previous else None
         for name in CORE:
             path = out / name
             if path.is_dir():
@@ -85,15 +87,15 @@ def prepare_out(out: Path, config: dict, force: bool) -> dict | None:
             else:
                 path.unlink(missing_ok=True)
         # results derived from the old exemplars go; cached image embeddings stay if the images are the same
-        clear_derived(out, images_changed=old_data != config["dataset_fingerprint"])
+        clear_derived(out, images_changed=old_data != config.dataset_fingerprint)
         return None
     if not manifest_path.is_file():
         if out.exists() and any(p.name != LOCK for p in out.iterdir()):
             raise AtlasError(f"{out} exists and is not an atlas; choose another --out or empty it")
         return None
-    old = {"content_hash": False, **read_json(manifest_path, fix=FIX_MANIFEST).get("config", {})}
+    old = Manifest.read(out, fix=FIX_MANIFEST).config
     if old != config:
-        diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+        diff = [f.name for f in fields(config) if getattr(old, f.name) != getattr(config, f.name)]
         raise AtlasError(
             f"{out} holds an atlas recorded with another configuration (differs in: {', '.join(diff)}); "
             "use another --out, or --force to overwrite it"
@@ -103,27 +105,27 @@ def prepare_out(out: Path, config: dict, force: bool) -> dict | None:
     return None
 
 
-def completed_result(out: Path, config: dict, force: bool) -> RecordResult | None:
+def completed_result(out: Path, config: RecordConfig, force: bool) -> RecordResult | None:
     """The result of the atlas at ``out`` if it is complete with ``config`` (None: it must be recorded); raises if
     the finished atlas is of another configuration. ``force``: never complete."""
     previous = previous_manifest(out)
-    if force or previous is None or previous.get("status") != "complete":
+    if force or previous is None or not previous.complete:
         return None
     prepare_out(out, config, force=False)  # raises if the finished atlas is of another configuration
     atlas = Atlas(out)
-    return RecordResult(atlas, atlas.manifest["n_images"], atlas.manifest["n_skipped"], 0.0, already_complete=True)
+    return RecordResult(atlas, atlas.manifest.n_images or 0, atlas.manifest.n_skipped or 0, 0.0,
+                        already_complete=True)
 
 
-def start_manifest(out: Path, config: dict, layers: list[LayerInfo], data: ImageDataset,
-                   options: RecordOptions) -> dict:
+def start_manifest(out: Path, config: RecordConfig, layers: list[LayerInfo], data: ImageDataset,
+                   options: RecordOptions) -> Manifest:
     """Write (and return) the manifest of a run in progress (status ``recording``) and its samples table, whose
     content hashes a resumed run reuses. The manifest keeps the run's options (``options.record``)."""
-    manifest = {"status": "recording", "config": config, "options": {"record": options.as_dict()},
-                "versions": versions(),
-                "layers": [info.as_dict() for info in layers],
-                "dataset": {"spec": data.spec, "fingerprint": config["dataset_fingerprint"], "n": len(data),
-                            "root": str(data.root)}}
-    write_json(out / MANIFEST, manifest)
+    manifest = Manifest(status="recording", config=config, options={"record": options.as_dict()},
+                        versions=versions(), layers=tuple(layers),
+                        dataset=DatasetRecord(spec=data.spec, fingerprint=config.dataset_fingerprint, n=len(data),
+                                              root=str(data.root)))
+    manifest.write(out)
     write_parquet(out / SAMPLES, data.samples)
     return manifest
 
@@ -180,7 +182,7 @@ def unit_rows(info: LayerInfo, state: LayerState, exemplars: dict[str, torch.Ten
     })
 
 
-def write_atlas(out: Path, manifest: dict, layers: list[LayerInfo], states: dict[str, LayerState],
+def write_atlas(out: Path, manifest: Manifest, layers: list[LayerInfo], states: dict[str, LayerState],
                 data: ImageDataset, skipped: list[int], seconds: float) -> dict[str, int]:
     """Write a finished run's exemplars, unit and sample tables and complete manifest; drop its saved state.
     Returns the layers with non-finite units and how many each has."""
@@ -198,11 +200,8 @@ def write_atlas(out: Path, manifest: dict, layers: list[LayerInfo], states: dict
     samples = data.samples.copy()
     samples["skipped"] = samples["id"].isin(set(skipped))
     write_parquet(out / SAMPLES, samples)
-    manifest.update({
-        "status": "complete", "layers": [i.as_dict() for i in infos], "n_images": len(data),
-        "n_skipped": len(skipped), **unit_counts(units), "seconds": round(seconds, 3),
-    })
-    write_json(out / MANIFEST, manifest)
+    replace(manifest, status="complete", layers=tuple(infos), n_images=len(data), n_skipped=len(skipped),
+            seconds=round(seconds, 3)).counted(units).write(out)
     (out / RECORD_STATE).unlink(missing_ok=True)
     bad = units[units["nonfinite"] > 0].groupby("layer", sort=False).size()
     return {str(layer): int(n) for layer, n in bad.items()}

@@ -18,6 +18,7 @@ from unitlens.recording.defaults import (
     TOKENS_DEFAULT,
     K,
 )
+from unitlens.zoo.options import channels_last_option, device_option
 from unitlens.zoo.units import LAYER_TYPES
 
 
@@ -41,13 +42,12 @@ class RecordOptions(Options):
     spatial: str = option(SPATIAL_DEFAULT, "Reduce (B,C,H,W) maps over space.", choices=SPATIAL)
     tokens: str = option(TOKENS_DEFAULT, "Reduce (B,T,C) token outputs.", choices=TOKENS)
     batch_size: int = option(BATCH_SIZE, "Images per batch of the data loader.", min=1)
-    device: str | None = option(None, "cpu, cuda, cuda:1 ... (default: cuda when present).", convert=str)
+    device: str | None = device_option()
     num_workers: int | None = option(None, "Data-loading worker processes (default: half the torch threads, "
                                            "1 to 4).", min=0, flag="--workers")
     micro_batch: int | None = option(None, "Images per forward within a batch (default: 8 on a CPU, where layer "
                                            "outputs then stay in cache; the whole batch on an accelerator).", min=1)
-    channels_last: bool = option(True, "Run the model in channels-last memory order (faster convolutions) where "
-                                       "it allows it (no 5-D weight).")
+    channels_last: bool = channels_last_option()
     checkpoint_every: int = option(CHECKPOINT_EVERY, "Images between two saved states of the run (resume points).",
                                    min=1)
     merge_every: int = option(MERGE_EVERY, "Samples buffered before a top-k merge (memory against speed).", min=1)

@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from unitlens.atlas.atlas import Atlas
+from unitlens.atlas.manifest import RecordConfig
 from unitlens.data.datasets import ImageDataset, Unreadable, collate_readable
 from unitlens.data.unreadable import UnreadableLog
 from unitlens.errors import AtlasError
@@ -93,7 +94,7 @@ def loader_workers(num_workers: int | None) -> int:
 
 
 def record_pass(models: list[LoadedModel], data: ImageDataset, outs: list[Path], layers: list[list[LayerInfo]],
-                configs: list[dict], options: RecordOptions, progress: bool) -> list[RecordResult]:
+                configs: list[RecordConfig], options: RecordOptions, progress: bool) -> list[RecordResult]:
     """Record ``models[i]`` into ``outs[i]`` (checked, under its write lock) in one pass over ``data``; each
     resumes from its own checkpoint. ``options.micro_batch`` None: ``MICRO_BATCH_CPU`` on a CPU, else the whole
     batch."""
@@ -115,7 +116,7 @@ def record_pass(models: list[LoadedModel], data: ImageDataset, outs: list[Path],
     for model, out, chosen, config in zip(models, outs, layers, configs):
         resume = prepare_out(out, config, options.force)
         net = prepare_model(model.model, device, channels_last)
-        recorder = Recorder(net, chosen, k, spatial, tokens, device, merge_every, config["tie_seed"], micro_batch)
+        recorder = Recorder(net, chosen, k, spatial, tokens, device, merge_every, config.tie_seed, micro_batch)
         start, done_skipped, elapsed = restore_states(out, resume, recorder)
         nets.append(net)
         recorders.append(recorder)

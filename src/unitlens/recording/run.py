@@ -92,10 +92,10 @@ def prepare_data(data: ImageDataset | str, transform, outs: list[Path], content_
     hashing."""
     previous = {out: previous_manifest(out) for out in outs}
     for out, manifest in previous.items():
-        if manifest is None or manifest.get("status") != "complete" or force:
+        if manifest is None or not manifest.complete or force:
             check_writable(out)
     if content_hash is None:
-        recorded = {bool(m.get("config", {}).get("content_hash")) for m in previous.values() if m is not None}
+        recorded = {m.config.content_hash for m in previous.values() if m is not None}
         content_hash = True if force or len(recorded) != 1 else recorded.pop()
     data = load_dataset(data, transform) if isinstance(data, str) else data.with_transform(transform)
     data = data.with_content_hash(content_hash)

@@ -1,6 +1,6 @@
 """CRP passes on batches of images (zennit-crp ``CondAttribution`` with a zennit composite).
 
-- ``class_relevance``: one backward per batch explains each sample's target logit and gives the relevance R_k of
+- ``target_relevance``: one backward per batch explains each sample's target logit and gives the relevance R_k of
   every unit of every requested layer (relevance at the layer output, summed over space) — all units of all layers
   from the same pass.
 - ``group_relevance``: relevance at lower layers that flows through groups of units of an upper layer (the edges
@@ -74,7 +74,7 @@ def unit_sums(relevance: torch.Tensor, channel_dim: int) -> torch.Tensor:
     return r.flatten(1, -2).sum(1)
 
 
-def class_relevance(attribution, composite, x: torch.Tensor, targets: torch.Tensor, layers: dict[str, int]
+def target_relevance(attribution, composite, x: torch.Tensor, targets: torch.Tensor, layers: dict[str, int]
                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Explain logit ``targets[i]`` of sample ``i``: (logits (B, n_classes), {layer: R (B, C)}).
 

@@ -1,5 +1,6 @@
 """``attribution_graph(atlas, cls, layers)``: how the labelled unit groups of two layers feed each other in the
-model's decision for one class (paper supplementary D.5), as JSON and a figure.
+model's decision for one class (SemanticLens paper, supplementary D.5), written as JSON;
+``relevance.figures.plot_attribution_graph`` draws it.
 
 1. Relevance filter: units whose highest relevance share for the class (``rel_max`` of the stored class
    relevance) is ≥ ``min_relevance`` (1 %) take part; the others are left out.
@@ -24,10 +25,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from unitlens import notebook
 from unitlens.atlas.labels import LabelStore, set_name
 from unitlens.errors import BadInput, RelevanceError, RelevanceNotComputed
-from unitlens.relevance.defaults import BATCH_SIZE, GRAPH_MIN_RELEVANCE
-from unitlens.report.graph_plots import plot_graph
+from unitlens.options import takes_options
+from unitlens.relevance.options import GraphOptions
 from unitlens.runtime import Progress
 
 UNLABELLED = "?"
@@ -35,14 +37,25 @@ UNLABELLED = "?"
 
 @dataclass
 class GraphResult:
+    """An attribution graph: its nodes (unit groups), edges, settings and the JSON file it was written to."""
+
     nodes: pd.DataFrame  # id, layer, label, units (list), relevance
     edges: pd.DataFrame  # source (upper node id), target (lower node id), weight
-    meta: dict
-    json_path: Path | None = None
-    png_path: Path | None = None
+    meta: dict  # class, layers, samples, the options, seconds
+    json_path: Path  # its JSON file
 
     def as_dict(self) -> dict:
+        """The graph as plain values (its JSON file)."""
         return {**self.meta, "nodes": self.nodes.to_dict("records"), "edges": self.edges.to_dict("records")}
+
+    def _repr_html_(self) -> str:
+        m = self.meta
+        facts = {"layers": f"{m['lower']} -> {m['upper']}", "samples": f"{m['n_samples']} ({m['samples']})",
+                 "groups": len(self.nodes), "written": self.json_path}
+        strongest = self.edges.sort_values("weight", ascending=False)
+        return (notebook.header(f"attribution graph of class {m['class_index']} ({m['class_name']})", facts)
+                + notebook.table(self.nodes.assign(units=[len(u) for u in self.nodes["units"]]), "groups")
+                + notebook.table(strongest, "edges, strongest first"))
 
 
 def _groups(rel: pd.DataFrame, labels: pd.DataFrame, layer: str, min_relevance: float) -> dict[str, list[int]]:
@@ -67,20 +80,48 @@ def _labels(atlas, backend, layers: list[str]) -> pd.DataFrame:
     return table
 
 
-def attribution_graph(atlas, cls, layers, backend=None, labels: pd.DataFrame | None = None,
-                      min_relevance: float = GRAPH_MIN_RELEVANCE, batch_size: int = BATCH_SIZE, device=None,
-                      progress: bool = True, model=None, out=None) -> GraphResult:
-    """The attribution graph of class ``cls`` between two layers (``"lower,upper"`` or a pair; order is taken
-    from the atlas). ``labels`` (layer, unit, label) overrides the stored lens labels of ``backend``. Writes
-    ``out`` (JSON; default ``relevance/graph_<class>_<lower>__<upper>.json``) and a PNG next to it."""
+@takes_options(GraphOptions)
+def attribution_graph(atlas, cls, layers, options: GraphOptions | None = None, *, backend=None,
+                      labels: pd.DataFrame | None = None, model=None, out=None, progress: bool = True) -> GraphResult:
+    """The attribution graph of one class between the labelled unit groups of two layers, written as JSON.
+
+    Parameters
+    ----------
+    atlas
+        An atlas with the class's relevance (``class_relevance``) on both layers.
+    cls
+        The class: its index, or the name of a class with stored relevance.
+    layers
+        The two layers, ``"lower,upper"`` or a pair (their order is taken from the atlas).
+    options
+        A ``GraphOptions``; any of its fields may also be given as a keyword argument (see below).
+    backend
+        The embedding backend whose stored labels group the units (when the atlas has several label sets).
+    labels
+        A table (layer, unit, label) that groups the units instead of the atlas's stored labels.
+    model
+        The analysed ``LoadedModel`` (default: loaded from the atlas's manifest, its weights checked).
+    out
+        The JSON file to write (default: ``<atlas>/relevance/graph_<class>_<lower>__<upper>.json``).
+    progress
+        Show progress bars.
+
+    Returns
+    -------
+    GraphResult
+        The nodes (unit groups and their relevance), the edges (the share of the lower layer's relevance that
+        flows through each upper group into each lower group), the settings, and ``json_path``. Draw it with
+        ``plot_attribution_graph``.
+    """
+    options = options or GraphOptions()
     from unitlens.atlas.atlas import Atlas
     from unitlens.data.loading import load_batches
     from unitlens.relevance.attribute import (
         Attribution,
-        class_relevance,
         group_relevance,
+        target_relevance,
     )
-    from unitlens.relevance.class_relevance import select_samples
+    from unitlens.relevance.explain_class import select_samples
     from unitlens.relevance.session import open_session, top_predictions
     from unitlens.relevance.store import folder, load_meta, load_relevance
 
@@ -101,14 +142,15 @@ def attribution_graph(atlas, cls, layers, backend=None, labels: pd.DataFrame | N
                 f"unitlens relevance {atlas.path} --class {index} --layers {lower},{upper}")
         given = labels is not None
         labels = labels if labels is not None else _labels(atlas, backend, [lower, upper])
-        up_groups = _groups(rel, labels, upper, min_relevance)
-        low_groups = _groups(rel, labels, lower, min_relevance)
+        up_groups = _groups(rel, labels, upper, options.min_relevance)
+        low_groups = _groups(rel, labels, lower, options.min_relevance)
         if not up_groups or not low_groups:
             raise RelevanceError(f"no unit of {upper if not up_groups else lower} has a relevance share of at least "
-                f"{min_relevance:g} for class {name}; lower --min-relevance")
+                                 f"{options.min_relevance:g} for class {name}; lower --min-relevance")
         meta = load_meta(atlas, f"class_{index}")
-        data = None if meta.get("dataset_fingerprint") == atlas.manifest["dataset"]["fingerprint"] else meta.get("data")
-        session = open_session(atlas, layers=[lower, upper], data=data, device=device, model=model)
+        data = None if meta.get("dataset_fingerprint") == atlas.manifest.dataset.fingerprint else meta.get("data")
+        session = open_session(atlas, layers=[lower, upper], data=data, device=options.device, model=model,
+                               channels_last=options.channels_last)
         ids = select_samples(top_predictions(session, progress=progress), index, meta.get("samples", "top5"))
         attribution = Attribution(session.loaded.model, device=session.device)
         group_units = list(up_groups.values())
@@ -118,12 +160,12 @@ def attribution_graph(atlas, cls, layers, backend=None, labels: pd.DataFrame | N
         for g, units in enumerate(low_groups.values()):
             members[units, g] = 1.0
         cdim = session.layers[lower]
-        per_batch = max(1, batch_size // len(group_units))
+        per_batch = max(1, options.batch_size // len(group_units))
         n = 0
         with Progress(f"attribution graph {name}", len(ids), progress, unit="img") as bar:
             for chunk, x, _ in load_batches(session.dataset, ids, session.loaded.transform, per_batch, session.device):
                 target = torch.full((len(chunk),), index, device=session.device)
-                _, total = class_relevance(attribution, session.composite, x, target, {lower: cdim})
+                _, total = target_relevance(attribution, session.composite, x, target, {lower: cdim})
                 denom = total[lower].abs().sum(1).clamp_min(torch.finfo(torch.float64).tiny).cpu()  # (B,)
                 cond = group_relevance(attribution, session.composite, x, index, upper, group_units, {lower: cdim})
                 flow = cond[lower].cpu() @ members  # (B, G_up, G_low)
@@ -142,24 +184,21 @@ def attribution_graph(atlas, cls, layers, backend=None, labels: pd.DataFrame | N
         low_ids = [f"{lower}:{label}" for label in low_groups]
         edge_frame = pd.DataFrame([{"source": up_ids[i], "target": low_ids[j], "weight": float(edges[i, j])}
                                    for i in range(len(up_ids)) for j in range(len(low_ids))])
+        json_path = Path(out) if out is not None else folder(atlas) / f"graph_{index}_{lower}__{upper}.json"
         result = GraphResult(node_frame, edge_frame, {
             "class_index": index, "class_name": name, "lower": lower, "upper": upper, "n_samples": n,
-            "samples": meta.get("samples", "top5"), "min_relevance": min_relevance, "unlabelled": UNLABELLED,
+            "samples": meta.get("samples", "top5"), "unlabelled": UNLABELLED,
             "labels": "given" if given else set_name(*labels.iloc[0][["method", "backend", "probe"]]),
-            "seconds": time.perf_counter() - t0})
-        stem = f"graph_{index}_{lower}__{upper}"
-        json_path = Path(out) if out is not None else folder(atlas) / f"{stem}.json"
-        write_graph(result, json_path)
+            "options": options.as_dict(), "seconds": time.perf_counter() - t0}, json_path.with_suffix(".json"))
+        write_graph(result)
         return result
 
 
-def write_graph(result: GraphResult, json_path: Path) -> None:
-    """Write the graph as JSON and as a two-column figure (PNG, same name)."""
+def write_graph(result: GraphResult) -> None:
+    """Write the graph as JSON to ``result.json_path`` (atomically)."""
     import json
 
     from unitlens.atlas.files import atomic_write
 
-    json_path = Path(json_path).with_suffix(".json")
-    atomic_write(json_path, lambda tmp: tmp.write_text(json.dumps(result.as_dict(), indent=2, default=float) + "\n"))
-    png = plot_graph(result.nodes, result.edges, result.meta, json_path.with_suffix(".png"), UNLABELLED)
-    result.json_path, result.png_path = json_path, png
+    text = json.dumps(result.as_dict(), indent=2, default=float) + "\n"
+    atomic_write(result.json_path, lambda tmp: tmp.write_text(text))

@@ -17,7 +17,7 @@ from unitlens.atlas.atlas import Atlas
 from unitlens.atlas.files import read_parquet, write_parquet
 from unitlens.data.loading import load_batches
 from unitlens.errors import CorruptFile, RelevanceError, UnitlensError
-from unitlens.relevance.attribute import Attribution, class_relevance
+from unitlens.relevance.attribute import Attribution, target_relevance
 from unitlens.relevance.composite import COMPOSITE_NAME, composite_for
 from unitlens.runtime import Progress, pick_device, prepare_model
 
@@ -48,14 +48,14 @@ class Session:
         """Provenance for the stored meta: composite, model weights, data."""
         from unitlens import __version__
 
-        cfg = self.atlas.manifest.get("config", {})
         return {"composite": COMPOSITE_NAME, "canonizers": [type(c).__name__ for c in self.composite.canonizers],
-                "model": cfg.get("model", self.loaded.name), "weights_hash": self.weights_hash,
+                "model": self.atlas.manifest.config.model, "weights_hash": self.weights_hash,
                 "data": self.data_spec, "dataset_fingerprint": self.fingerprint, "unitlens": __version__}
 
 
-def open_session(atlas, layers=None, data=None, device=None, model=None) -> Session:
-    """Load the atlas's model (or use ``model``), its composite, and the data to explain."""
+def open_session(atlas, layers=None, data=None, device=None, model=None, channels_last: bool = True) -> Session:
+    """Load the atlas's model (or use ``model``; on ``device``, in channels-last memory order if
+    ``channels_last``), its composite, and the data to explain."""
     from unitlens.data import load_dataset
 
     atlas = Atlas.open(atlas)
@@ -71,13 +71,13 @@ def open_session(atlas, layers=None, data=None, device=None, model=None) -> Sess
         samples = atlas.samples()
         dataset = atlas.dataset(model.transform)
         ids = samples.loc[~samples["skipped"].astype(bool), "id"].astype(int).tolist()
-        spec, fingerprint = atlas.manifest["dataset"]["spec"], atlas.manifest["dataset"]["fingerprint"]
+        spec, fingerprint = atlas.manifest.dataset.spec, atlas.manifest.dataset.fingerprint
     else:
         dataset = load_dataset(data, model.transform)
         ids = list(range(len(dataset)))
         spec, fingerprint = str(data), dataset.fingerprint()
     dev = pick_device(device)
-    prepare_model(model.model, dev)
+    prepare_model(model.model, dev, channels_last)
     return Session(atlas=atlas, loaded=model, composite=composite, device=dev, dataset=dataset, data_spec=spec,
                    fingerprint=fingerprint, ids=ids, layers={i.name: i.channel_dim for i in infos},
                    weights_hash=model.weights_hash())
@@ -123,7 +123,7 @@ def explain_batches(session: Session, ids: list[int], targets: list[int], batch_
         for chunk, x, _ in load_batches(session.dataset, ids, session.loaded.transform, batch_size,
                                         session.device, skipped=_warn_skipped):
             t = torch.tensor([target_of[i] for i in chunk], device=session.device)
-            logits, rel = class_relevance(session.attribution, session.composite, x, t, session.layers)
+            logits, rel = target_relevance(session.attribution, session.composite, x, t, session.layers)
             if not session.checked:
                 _check_canonizers(session, x, logits)
             explained = logits.double().gather(1, t[:, None])[:, 0]

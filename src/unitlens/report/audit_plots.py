@@ -1,17 +1,18 @@
-"""Audit figures: the valid/spurious alignment scatter of paper 002, fig. 3a (middle), and a sheet of the spurious
-and unexpected units with their concept examples, their most relevant samples and the other classes they serve.
+"""Audit figures: the valid/spurious alignment scatter of the SemanticLens paper, fig. 3a (middle), and a sheet of
+the spurious and unexpected units with their concept examples, their most relevant samples and the other classes
+they serve.
 
-Both draw an audit result (``unitlens.audit.AuditResult``: its tables and class) and the images they are given;
-``unitlens.audit.figures.plot_audit`` gathers those images from the atlas.
+Both draw an audit result (``unitlens.audit.AuditResult``: its tables and class) and the images they are given, as
+laid-out matplotlib figures; ``unitlens.audit.figures`` gathers those images from the atlas and saves them.
 """
 from __future__ import annotations
 
 import textwrap
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from unitlens.report.figures import new_figure, save_figure
+from unitlens.report.figures import new_figure
 
 COLOURS = {"valid": "#55a868", "spurious": "#c44e52", "both": "#dd8452", "unexpected": "#8c8c8c"}
 
@@ -43,7 +44,7 @@ def _place_labels(fig, ax, labels: list[tuple[float, float, str]]) -> None:
         placed.append(box)
 
 
-def plot_scatter(result, path: Path, n_labels: int = 8) -> Path:
+def plot_scatter(result, n_labels: int = 8) -> Any:
     """x = a_valid, y = a_spur, one dot per relevant unit, area ∝ relevance, colour = verdict, marker = layer;
     the ``n_labels`` most relevant units are named with the concept of their larger alignment (none for
     unexpected units) and their relevance."""
@@ -94,10 +95,10 @@ def plot_scatter(result, path: Path, n_labels: int = 8) -> Path:
             (row.valid_concept if row.a_valid >= row.a_spur else row.spurious_concept) + " "
         labels.append((row.a_valid, row.a_spur, f"#{row.unit} {concept}({row.relevance:.1%})"))
     _place_labels(fig, ax, labels)
-    return save_figure(fig, path, tight=False)
+    return fig
 
 
-def plot_flagged(result, images: dict, path: Path, n_exemplars: int = 5, n_relevant: int = 3) -> Path | None:
+def plot_flagged(result, images: dict, n_exemplars: int = 5, n_relevant: int = 3) -> Any:
     """One row per spurious or unexpected unit given in ``images`` ((layer, unit) -> (concept example images, most
     relevant images), most relevant first): its verdict, alignments and other classes, its top concept examples
     and its most relevant samples for the class. None when no unit is flagged."""
@@ -141,4 +142,4 @@ def plot_flagged(result, images: dict, path: Path, n_exemplars: int = 5, n_relev
     fig.suptitle(f"spurious and unexpected units for class {result.class_index} '{result.class_name}' "
                  f"({len(result.flagged)} flagged, {len(flagged)} shown) · {result.backend}", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / height))
-    return save_figure(fig, path, tight=False)
+    return fig

@@ -1,17 +1,17 @@
-"""The attribution-graph figure (paper 002, supplementary D.5): labelled unit groups of two layers and the relevance
-flowing between them, drawn from the graph's node and edge tables."""
+"""The attribution-graph figure (the SemanticLens paper, supplementary D.5): labelled unit groups of two layers
+and the relevance flowing between them, drawn from the graph's node and edge tables."""
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from unitlens.report.figures import new_figure, save_figure
+from unitlens.report.figures import new_figure
 
 
-def plot_graph(nodes: pd.DataFrame, edges: pd.DataFrame, meta: dict, path: str | Path, unlabelled: str = "?"
-               ) -> Path:
-    """Two columns of nodes (lower layer left, upper right), sized by relevance; edge width ∝ weight.
+def plot_graph(nodes: pd.DataFrame, edges: pd.DataFrame, meta: dict, unlabelled: str = "?") -> Any:
+    """Two columns of nodes (lower layer left, upper right), sized by relevance; edge width ∝ weight; a matplotlib
+    ``Figure``, laid out.
 
     ``nodes``: id, layer, label, units, relevance; ``edges``: source (upper node id), target, weight; ``meta``:
     lower, upper, class_index, class_name, n_samples.
@@ -43,4 +43,5 @@ def plot_graph(nodes: pd.DataFrame, edges: pd.DataFrame, meta: dict, path: str |
     ax.axis("off")
     ax.set_title(f"attribution graph for class {meta['class_index']} ({meta['class_name']}), "
                  f"{meta['n_samples']} samples; edge width ∝ relevance share", fontsize=9)
-    return save_figure(fig, path)
+    fig.tight_layout()
+    return fig

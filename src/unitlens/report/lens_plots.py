@@ -1,12 +1,14 @@
 """SemanticLens figures: a 2-d map of a layer's θ vectors (UMAP or PCA) coloured by label or by a probe's
 alignment, and unit cards (a unit's top concept examples with their activations and its label).
 
-Both take arrays and images; ``unitlens.lens.figures.plot_lens`` gathers them from an atlas.
+Both take arrays and images and return a matplotlib ``Figure``; ``unitlens.lens.figures.plot_lens`` gathers them
+from an atlas.
 """
 from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,8 +41,8 @@ def project(vectors: np.ndarray, method: str = "umap", seed: int = 0) -> tuple[n
     return x @ comps.T, "PCA"
 
 
-def plot_theta_map(vectors: np.ndarray, units: np.ndarray, out: Path, title: str, labels=None, values=None,
-                   value_name: str = "a", projection: str = "umap") -> Path:
+def draw_theta_map(vectors: np.ndarray, units: np.ndarray, title: str, labels=None, values=None,
+                   value_name: str = "a", projection: str = "umap") -> Any:
     """Scatter of projected θ; coloured by categorical ``labels`` or continuous ``values`` (one per unit)."""
     from matplotlib import colormaps
 
@@ -79,10 +81,11 @@ def plot_theta_map(vectors: np.ndarray, units: np.ndarray, out: Path, title: str
     ax.set_ylabel(f"{method} 2")
     ax.set_xticks([])
     ax.set_yticks([])
-    return save_figure(fig, out)
+    fig.tight_layout()
+    return fig
 
 
-def plot_unit_card(images: list, values: list[float], out: Path, title: str, ncols: int = 4) -> Path:
+def draw_unit_card(images: list, values: list[float], title: str, ncols: int = 4) -> Any:
     """A grid of a unit's concept examples (PIL images, already cropped) titled with their activations."""
     n = max(len(images), 1)
     ncols = min(ncols, n)
@@ -95,4 +98,10 @@ def plot_unit_card(images: list, values: list[float], out: Path, title: str, nco
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(title, fontsize=9)
-    return save_figure(fig, out)
+    fig.tight_layout()
+    return fig
+
+
+def plot_unit_card(images: list, values: list[float], out: Path, title: str, ncols: int = 4) -> Path:
+    """``draw_unit_card`` saved as PNG to ``out``."""
+    return save_figure(draw_unit_card(images, values, title, ncols), out, tight=False)

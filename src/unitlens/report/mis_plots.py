@@ -11,21 +11,45 @@ import numpy as np
 import pandas as pd
 
 from unitlens.errors import BadInput
+from unitlens.options import takes_options
 from unitlens.report.figures import new_figure, save_figure, type_colours
+from unitlens.report.options import MISPlotOptions
 
 SCORED = "scored"  # the status of units that were scored (the others are constant or non-finite)
 FILES = {"hist": "mis_hist.png", "layers": "mis_by_layer.png", "depth": "mis_vs_rel_depth.png",
          "width": "mis_vs_rel_width.png"}
 
 
-def plot_mis(frame: pd.DataFrame, layers: pd.DataFrame, out: str | Path, title: str | None = None) -> list[Path]:
-    """Write the MIS figures of a per-unit frame (as ``score_atlas``/``load_scores`` return) and its per-layer
-    summary (``summarize(frame)["layer"]``) into ``out``.
+@takes_options(MISPlotOptions)
+def plot_mis(frame: pd.DataFrame, layers: pd.DataFrame, out: str | Path, title: str | None = None,
+             options: MISPlotOptions | None = None) -> list[Path]:
+    """Write the MIS figures of a per-unit frame (as ``score_mis(...).frame`` and ``load_scores`` return) and its
+    per-layer summary (``summarize(frame)["layer"]``) into ``out``.
 
     Files: ``mis_hist.png`` (per-unit MIS histogram), ``mis_by_layer.png`` (layers in depth order, mean with
     5–95 % bars, coloured by layer type), ``mis_vs_rel_depth.png`` and ``mis_vs_rel_width.png`` (layer means
-    against relative depth and relative width). Returns the paths written.
+    against relative depth and relative width).
+
+    Parameters
+    ----------
+    frame
+        The per-unit MIS frame (as ``score_mis(...).frame`` and ``load_scores`` return it).
+    layers
+        Its per-layer summary (``summarize(frame)["layer"]``) of the backend drawn.
+    out
+        The folder to write the PNG files to (made if missing).
+    title
+        The figures' title (the model's name).
+    options
+        Which backend's rows of ``frame`` are drawn (``MISPlotOptions``; keyword arguments override its fields).
+
+    Returns
+    -------
+    list of Path
+        The files written.
     """
+    assert options is not None  # takes_options fills it
+    frame = _one_backend(frame, options.backend)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     scored = frame[frame["status"] == SCORED] if "status" in frame else frame[frame["mis"].notna()]
@@ -92,3 +116,19 @@ def plot_mis(frame: pd.DataFrame, layers: pd.DataFrame, out: str | Path, title: 
         ax.legend(frameon=False, fontsize=8)
         paths.append(save_figure(fig, out / FILES[key]))
     return paths
+
+
+def _one_backend(frame: pd.DataFrame, backend: str | None) -> pd.DataFrame:
+    """The rows of ``backend`` (a frame without a ``backend`` column is one backend's); several backends and none
+    chosen is an error naming them."""
+    if "backend" not in frame:
+        return frame
+    found = sorted(frame["backend"].dropna().astype(str).unique())
+    if backend is None:
+        if len(found) > 1:
+            raise BadInput(f"the MIS frame holds scores of several backends {found}; choose one with backend= "
+                           "(--backend)")
+        return frame
+    if backend not in found:
+        raise BadInput(f"the MIS frame has no scores of backend '{backend}'; it has {found}")
+    return frame[frame["backend"] == backend]

@@ -1,4 +1,4 @@
-"""Study figures (paper 000): model ranking, per-unit distributions, MIS vs accuracy, MIS by layer type, MIS vs
+"""Study figures (the MIS paper): model ranking, per-unit distributions, MIS vs accuracy, MIS by layer type, MIS vs
 relative depth and width, the worst units, and for checkpoint studies MIS over training and its per-layer change.
 
 ``plot_study_figures`` takes the tables ``unitlens.study.figures.study_figures_data`` gathers: the study table (one
@@ -61,7 +61,7 @@ def _ranking(table: pd.DataFrame, tag: str, path: Path) -> Path:
                         label="5th–95th percentile")
         ax.plot(x, ranked["mis_mean"], "o-", color="#4c72b0", ms=4, label="mean over units")
 
-    return _ranked_figure(ranked, f"Entries ranked by mean MIS (paper 000, fig. 3)\n{tag}", path, draw)
+    return _ranked_figure(ranked, f"Entries ranked by mean MIS (the MIS paper, fig. 3)\n{tag}", path, draw)
 
 
 def _distributions(table: pd.DataFrame, units: pd.DataFrame, tag: str, path: Path) -> Path:

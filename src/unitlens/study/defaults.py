@@ -7,5 +7,5 @@ THREADS = 1  # torch threads of every step in every executor (results depend on 
 MEMORY_BUDGET_MB = 4096  # estimated weights + streaming state of the models that share one record pass
 WORST_SHARE = 0.05  # "worst units": the lowest 5 % of an entry's per-unit MIS
 SHARE_EMBEDDINGS = True  # entries on the same images share one embedding cache (see unitlens.study.embeddings)
-DEPTH_BINS = 30  # equal-count bins of relative depth per layer type (paper 000, fig. 6A)
+DEPTH_BINS = 30  # equal-count bins of relative depth per layer type (the MIS paper, fig. 6A)
 WIDTH_BINS = 5  # equal-count bins of relative width per layer type (fig. 6B)

@@ -31,7 +31,7 @@ SHARDS = "shard-*.safetensors"
 
 def images_key(atlas: Atlas) -> str:
     """A digest naming the images of an atlas: its dataset fingerprint and every sample's path, in id order."""
-    h = hashlib.sha256(str(atlas.manifest.get("config", {}).get("dataset_fingerprint")).encode())
+    h = hashlib.sha256(atlas.manifest.config.dataset_fingerprint.encode())
     for path in atlas.samples()["path"]:
         h.update(f"\n{path}".encode())
     return h.hexdigest()[:16]

@@ -1,4 +1,4 @@
-"""``plot_study(dir, out)``: paper 000's comparative figures from a study, gathered here and drawn by
+"""``plot_study(dir, out)``: the MIS paper's comparative figures from a study, gathered here and drawn by
 ``unitlens.report.study_plots``; ``study_figures_data`` returns the tables and correlations they show."""
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 
 from unitlens.errors import BadInput, NotComputed
-from unitlens.study.defaults import DEPTH_BINS, WIDTH_BINS
+from unitlens.options import takes_options
+from unitlens.study.figure_options import StudyPlotOptions
 from unitlens.study.study import Study
 
 
@@ -90,17 +91,35 @@ def study_figures_data(study: Study | str | Path, epoch: int | None = None) -> S
     return data
 
 
-def plot_study(study: Study | str | Path, out: str | Path | None = None, epoch: int | None = None,
-               depth_bins: int = DEPTH_BINS, width_bins: int = WIDTH_BINS) -> list[Path]:
-    """Write the study figures into ``out`` (default ``<study>/figures``); returns the paths written."""
+@takes_options(StudyPlotOptions)
+def plot_study(study: Study | str | Path, out: str | Path | None = None,
+               options: StudyPlotOptions | None = None) -> list[Path]:
+    """Write the study figures into ``out``.
+
+    Parameters
+    ----------
+    study
+        A study with MIS scores (``run_study``), or its folder.
+    out
+        The folder to write the PNG files to (default: the study's ``figures`` folder).
+    options
+        The epoch of a checkpoint study's change figure and the depth and width bins (``StudyPlotOptions``;
+        keyword arguments override its fields).
+
+    Returns
+    -------
+    list of Path
+        The files written.
+    """
+    assert options is not None  # takes_options fills it
     from unitlens.report.study_plots import plot_study_figures
 
     study = study if isinstance(study, Study) else Study.load(study)
-    data = study_figures_data(study, epoch)
+    data = study_figures_data(study, options.epoch)
     paths = plot_study_figures(data.table, data.units, data.layers, out or study.folder.figures, title=study.name,
                                correlation=data.correlation, training=data.training,
                                training_correlation=data.training_correlation, change=data.change, epoch=data.epoch,
-                               depth_bins=depth_bins, width_bins=width_bins)
+                               depth_bins=options.depth_bins, width_bins=options.width_bins)
     if data.table["mis_featviz_mean"].notna().any():  # entries with the featviz step: both kinds of explanation
         from unitlens.report.featviz_plots import plot_study_explanations
 

@@ -21,7 +21,9 @@ from pathlib import Path
 import pandas as pd
 
 from unitlens.errors import UnitlensError
+from unitlens.options import takes_options
 from unitlens.runtime import Progress
+from unitlens.study.options import StudyPlanOptions
 from unitlens.study.spec import Entry, load_spec
 
 # bytes an atlas spends per unit besides its exemplars (its units.parquet row: 25 on 40 random images, where the
@@ -146,10 +148,30 @@ def _quiet_worker() -> None:
     torch.set_num_threads(1)
 
 
-def plan_study(study_file: str | Path, progress: bool = True, jobs: int | None = None) -> StudyPlan:
+@takes_options(StudyPlanOptions)
+def plan_study(study_file: str | Path, options: StudyPlanOptions | None = None, *, progress: bool = True
+               ) -> StudyPlan:
     """Plan every entry of ``study_file`` (a study TOML; its data folders need not exist yet): see the module doc.
-    Loads no weights and reads no data. ``jobs``: worker processes (default: one per 50 distinct models, at most
-    the machine's cores; 1 plans in this process)."""
+    Loads no weights and reads no data.
+
+    Parameters
+    ----------
+    study_file
+        The study file (TOML).
+    options
+        The ``StudyPlanOptions``: ``jobs``, worker processes (default: one per 50 distinct models, at most the
+        machine's cores; 1 plans in this process); keyword arguments override its fields.
+    progress
+        Show a progress bar.
+
+    Returns
+    -------
+    StudyPlan
+        One row per entry (model, tag, input size, layers, units, what the check leaves out or splits, estimated
+        atlas size, problems), and the totals.
+    """
+    assert options is not None  # takes_options always passes them
+    jobs = options.jobs
     t0 = time.perf_counter()
     spec = load_spec(study_file, check_data=False)
     groups: dict[object, list[Entry]] = {}  # entries that share one check, by key (or alone)

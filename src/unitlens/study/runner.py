@@ -40,11 +40,12 @@ from pathlib import Path
 import pandas as pd
 
 from unitlens.errors import BadInput
+from unitlens.options import takes_options
 from unitlens.runtime import Progress
-from unitlens.study.defaults import GPUS_PER_TASK, JOBS, MEMORY_BUDGET_MB
 from unitlens.study.folder import StudyFolder, entry_status
 from unitlens.study.hashes import FileHashes
 from unitlens.study.inputs import entry_inputs
+from unitlens.study.options import StudyRunOptions
 from unitlens.study.spec import StudySpec, load_spec
 from unitlens.study.staleness import update_state
 from unitlens.study.steps import Task, execute
@@ -66,7 +67,18 @@ class StudyRun:
 
     @property
     def ok(self) -> bool:
+        """Whether every entry finished."""
         return not self.failed
+
+    def _repr_html_(self) -> str:
+        from unitlens.notebook import escape, header, table
+
+        live = [r for r in self.state["entries"] if not r.get("removed")]
+        facts = {"folder": self.folder, "entries": len(live), "failed": len(self.failed),
+                 "redone": ", ".join(f"{k}: {', '.join(v)}" for k, v in self.redone.items()) or "nothing",
+                 "removed": ", ".join(self.removed) or "none", "seconds": round(self.seconds, 1)}
+        failed = "".join(f"<div><b>{escape(k)}</b>: {escape(v)}</div>" for k, v in self.failed.items())
+        return header(f"study {self.state.get('name', '')}", facts) + failed + table(self.table, "study table")
 
 
 # ---------------------------------------------------------------------------------------------- executors
@@ -189,36 +201,43 @@ def _stderr(text: str) -> None:
     print(text, file=sys.stderr)
 
 
-def run_study(study_file: str | Path, out: str | Path | None = None, jobs: int = JOBS, ray: str | None = None,
-              cpus_per_task: int | None = None, gpus_per_task: float = GPUS_PER_TASK,
-              memory_budget_mb: float = MEMORY_BUDGET_MB, progress: bool = True,
-              force: bool | Sequence[str] = False, prune: bool = False,
+@takes_options(StudyRunOptions)
+def run_study(study_file: str | Path, out: str | Path | None = None, options: StudyRunOptions | None = None, *,
+              entries: Sequence[str] | None = None, progress: bool = True,
               notify: Callable[[str], None] | None = None) -> StudyRun:
-    """Run (or resume, or bring up to date) the study in ``study_file`` into the folder ``out`` (default
-    ``studies/<name>``); see the module doc.
+    """Run (or resume, or bring up to date) the study in ``study_file`` into the folder ``out``; see the module doc.
 
-    ``jobs``: worker processes on this machine; ``ray``: a Ray address (``"local"``, ``"auto"`` or
-    ``"ray://host:10001"``) to run one Ray task per entry and step instead; ``cpus_per_task`` / ``gpus_per_task``:
-    what each Ray task asks for (default: the study's ``threads`` CPUs, no GPU); ``memory_budget_mb``: the
-    estimated memory the models of one shared record pass may take together. ``force``: redo every step of these
-    entries (``True``: of all); ``prune``: delete the atlases of the entries the study file no longer has.
-    ``notify`` hears what is redone and removed, one line per entry, before the work starts (default: printed to
-    stderr when ``progress``).
+    Parameters
+    ----------
+    study_file
+        The study file (TOML).
+    out
+        The study folder (default ``studies/<name>``); resumed if it exists.
+    options
+        The ``StudyRunOptions`` (where the tasks run, what each Ray task asks for, ``force``, ``prune``); keyword
+        arguments override its fields.
+    entries
+        With ``force``: the entries whose every step is redone (default: all).
+    progress
+        Show progress bars.
+    notify
+        Hears what is redone and removed, one line per entry, before the work starts (default: printed to stderr
+        when ``progress``).
+
+    Returns
+    -------
+    StudyRun
+        The study folder, its final state, the study table, the entries that failed, what was redone and removed.
     """
+    assert options is not None  # takes_options always passes them
     t_start = time.perf_counter()
     notes: list[str] = []
     tell = notify or (_stderr if progress else (lambda text: None))
-    if jobs < 1:
-        raise BadInput(f"jobs must be at least 1, got {jobs}")
-    if ray is not None and jobs > 1:
-        raise BadInput("give either --jobs (processes on this machine) or --ray (a Ray cluster), not both")
-    if cpus_per_task is not None and ray is None:
-        raise BadInput("--cpus-per-task is what each Ray task asks for (with --ray); the torch threads of every step "
-                       "are the study file's threads = N (default 1), whatever runs it")
-    if gpus_per_task < 0 or (cpus_per_task is not None and cpus_per_task < 1) or memory_budget_mb <= 0:
-        raise BadInput("cpus per task must be >= 1, gpus per task >= 0 and the memory budget > 0")
+    if entries and not options.force:
+        raise BadInput(f"entry names ({', '.join(entries)}) are for force: redo their steps with force=True "
+                       "(--force)")
     spec = load_spec(study_file)
-    forced = _forced(spec, force)
+    forced = _forced(spec, (list(entries) if entries else True) if options.force else False)
     folder = StudyFolder(Path(out) if out is not None else Path("studies") / spec.name)
     folder.check_owner(spec)
     hashes = FileHashes(folder.hashes_file)
@@ -226,17 +245,20 @@ def run_study(study_file: str | Path, out: str | Path | None = None, jobs: int =
     with folder.writing("study run"):
         folder.adopt(spec)
         hashes.save()
-        state, changes = update_state(spec, folder, inputs, forced, prune)
+        state, changes = update_state(spec, folder, inputs, forced, options.prune)
         for name in changes.pruned:
             shutil.rmtree(folder.atlas_path(name), ignore_errors=True)
         folder.write_state(state)
         for note in changes.notes:
             notes.append(note)
             tell(note)
+        ray, jobs = options.ray, options.jobs
         executor = Inline() if ray is None and jobs == 1 else \
-            RayTasks(ray, cpus_per_task or spec.threads, gpus_per_task) if ray is not None else Processes(jobs)
+            RayTasks(ray, options.cpus_per_task or spec.threads, options.gpus_per_task) if ray is not None \
+            else Processes(jobs)
         try:
-            _schedule(spec, folder, state, executor, ray is not None, jobs, int(memory_budget_mb * 2**20), progress)
+            _schedule(spec, folder, state, executor, ray is not None, jobs, int(options.memory_budget_mb * 2**20),
+                      progress)
         finally:
             folder.write_state(state)
             executor.close()

@@ -3,11 +3,13 @@
 The file names the data, the layer selection, the steps and their options at the top level, and one ``[[entry]]``
 table per model; an entry overrides any top-level key (step tables are merged key by key). An entry's
 ``checkpoints`` glob expands to one entry per file in natural order (``epoch_2`` before ``epoch_10``). Step tables
-take the keyword arguments of the API functions behind the steps, checked against their signatures:
-``[record]`` -> ``unitlens.recording.record``, ``[mis]`` -> ``unitlens.mis.run_atlas``, ``[lens]`` ->
-``unitlens.lens.embed_atlas`` and ``unitlens.lens.measures``, ``[featviz]`` -> ``unitlens.featviz.featviz_atlas``
-(its ``layers`` are needed) and ``unitlens.featviz.score_featviz``. Paths (data folders, checkpoints, accuracy folders)
-are relative to the folder the command runs in, like the CLI's options, and are stored resolved.
+are the options of the steps, checked against their options classes (``Options.from_mapping``: an unknown key names
+the closest option, a value of the wrong type or out of range is refused): ``[record]`` -> ``RecordOptions``,
+``[mis]`` -> ``MISOptions``, ``[featviz]`` -> ``FeatvizOptions`` (its ``layers`` are needed) and the
+``MISOptions`` of its scoring, ``[lens]`` -> ``LensStepOptions`` (the fields of ``EmbedOptions`` and
+``MeasuresOptions``). Options the study sets itself (the record's layers and ``force``, whether MIS writes) are
+refused. Paths (data folders, checkpoints, accuracy folders) are relative to the folder the command runs in, like
+the CLI's options, and are stored resolved.
 
 Accuracy (the model's classification accuracy, for MIS-vs-accuracy figures) is ``accuracy = 0.75`` (given),
 ``accuracy = "sidecar"`` (the ``accuracy`` of the checkpoint's JSON sidecar, ``epoch_03.pt`` -> ``epoch_03.json``;
@@ -17,16 +19,16 @@ labelled image folder whose sub-folders name the classes by index or name).
 from __future__ import annotations
 
 import glob
-import inspect
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from unitlens.atlas.files import safe_name
 from unitlens.errors import BadInput, MissingFile
+from unitlens.options import Options, refuse_unknown
 from unitlens.study.defaults import DEFAULT_STEPS, SHARE_EMBEDDINGS, STEPS, THREADS
 
 try:
@@ -39,12 +41,12 @@ OVERRIDABLE = ("data", *LAYER_KEYS, "steps", "accuracy", *STEPS)
 TOP_KEYS = ("name", "share_embeddings", "threads", "entry", *OVERRIDABLE)
 ENTRY_KEYS = ("name", "model", "random", "checkpoint", "checkpoints", "epoch", *OVERRIDABLE)
 SIDECAR = "sidecar"
-# parameters the runner sets itself, so a study file cannot
+# options and parameters the runner sets itself, so a study file cannot
 RUNNER_SET = {
-    "record": {"model", "data", "out", "layers", "options", "progress", "force"},
-    "mis": {"atlas", "write", "progress", "keep_margins"},
+    "record": {"layers", "force"},
+    "mis": {"write", "explanations"},
     "lens": {"atlas", "model", "progress", "write", "force"},
-    "featviz": {"atlas", "model", "progress", "write", "options"},
+    "featviz": {"write", "explanations"},
 }
 
 
@@ -125,61 +127,43 @@ def natural_key(text: str) -> list:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text)]
 
 
-def step_parameters() -> dict[str, dict[str, inspect.Parameter]]:
-    """The keyword arguments a study file may give each step: the API functions' parameters the runner leaves free."""
-    from unitlens.featviz.run import featviz_atlas
-    from unitlens.featviz.scoring import score_featviz
-    from unitlens.lens.analysis import measures
-    from unitlens.lens.embed import embed_atlas
-    from unitlens.mis.scoring import run_atlas
-    from unitlens.recording.run import record
+def step_classes(step: str) -> tuple[type[Options], ...]:
+    """The options classes of a step's table."""
+    from unitlens.featviz.options import FeatvizOptions
+    from unitlens.lens.options import LensStepOptions
+    from unitlens.mis.options import MISOptions
+    from unitlens.recording.options import RecordOptions
 
-    found: dict[str, dict[str, inspect.Parameter]] = {"record": {}, "mis": {}, "lens": {}, "featviz": {}}
-    steps: tuple[tuple[str, list[Callable[..., Any]]], ...] = (
-        ("record", [record]), ("mis", [run_atlas]), ("lens", [embed_atlas, measures]),
-        ("featviz", [featviz_atlas, score_featviz]))
-    for step, fns in steps:
-        for fn in fns:
-            for name, param in inspect.signature(fn).parameters.items():
-                if name not in RUNNER_SET[step]:
-                    found[step].setdefault(name, param)
-    return found
+    return {"record": (RecordOptions,), "mis": (MISOptions,), "featviz": (FeatvizOptions, MISOptions),
+            "lens": (LensStepOptions,)}.get(step, ())
 
 
-def _fits(value: Any, default: Any) -> bool:
-    """Whether ``value`` has the type of a parameter's default (no check where the default is None)."""
-    if default is inspect.Parameter.empty or default is None:
-        return True
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(default, str):
-        return isinstance(value, str)
-    return True
+def step_options(step: str, table: Mapping[str, Any], where: str = "") -> tuple[Options, ...]:
+    """The options of a step's table, one per class of ``step_classes(step)``: a key goes to every class that has
+    it (a ``[featviz]`` table's ``layers`` and ``device`` serve the visualisations and their MIS)."""
+    classes = step_classes(step)
+    refuse_unknown(table, list(dict.fromkeys(s.name for c in classes for s in c.specs())), where)
+    return tuple(c.from_mapping({k: v for k, v in table.items() if k in {s.name for s in c.specs()}}, where)
+                 for c in classes)
 
 
-_KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
-
-
-def _check_options(where: str, table_name: str, table: Any, params: dict[str, inspect.Parameter]) -> dict:
-    """``table`` (the TOML table ``[table_name]``) checked against a step's parameters."""
+def _check_options(where: str, table_name: str, table: Any) -> dict:
+    """``table`` (the TOML table ``[table_name]``) checked against its step's options (see the module doc)."""
     where = f"{where}, [{table_name}] table"
+    step = table_name.rpartition(".")[2]
     if not isinstance(table, dict):
         raise BadInput(f"{where}: must be a table of options, got {table!r}")
-    for key, value in table.items():
-        if key not in params:
-            hint = f"; '{key}' belongs to the [{table_name}] table because it comes after that header: write " \
-                   f"{'top-level' if '.' not in table_name else 'entry'} keys before the first table" \
-                if key in OVERRIDABLE or key in TOP_KEYS else ""
-            raise BadInput(f"{where}: unknown option '{key}'{hint}; valid options are {', '.join(sorted(params))} "
-                           "(dashes as underscores)")
-        default = params[key].default
-        if not _fits(value, default):
-            kind = next(text for kind, text in _KINDS.items() if isinstance(default, kind))
-            raise BadInput(f"{where}: option '{key}' = {value!r} should be {kind} like its default {default!r}")
+    known = {s.name for c in step_classes(step) for s in c.specs()} - RUNNER_SET[step]
+    for key in table:
+        if key in known:
+            continue
+        if key in OVERRIDABLE or key in TOP_KEYS:
+            raise BadInput(f"{where}: unknown option '{key}'; '{key}' belongs to the [{table_name}] table because it "
+                           f"comes after that header: write {'top-level' if '.' not in table_name else 'entry'} "
+                           "keys before the first table")
+        if key in RUNNER_SET[step]:
+            raise BadInput(f"{where}: option '{key}' is set by the study itself; remove it")
+    step_options(step, table, where)
     return dict(table)
 
 
@@ -298,7 +282,7 @@ def _data(where: str, value: Any, check: bool = True) -> str:
     return str(path.resolve())
 
 
-def _entries(where: str, top: dict, raw: dict, params: dict, check_data: bool = True) -> list[Entry]:
+def _entries(where: str, top: dict, raw: dict, check_data: bool = True) -> list[Entry]:
     """The entries one ``[[entry]]`` table stands for (several with a ``checkpoints`` glob)."""
     _check_keys(where, raw, ENTRY_KEYS)
     merged = {k: raw.get(k, top.get(k)) for k in OVERRIDABLE if k not in STEPS}
@@ -339,8 +323,10 @@ def _entries(where: str, top: dict, raw: dict, params: dict, check_data: bool = 
         raise BadInput(f"{where}: 'keep_first_last' is true or false, got {keep!r}")
     for step in STEPS:
         if step in raw:
-            _check_options(where, f"entry.{step}", raw[step], params[step])
+            _check_options(where, f"entry.{step}", raw[step])
     options = {step: {**top.get(step, {}), **raw.get(step, {})} for step in STEPS}
+    for step in (s for s in steps if step_classes(s)):  # as the step gets them: checks across options see both
+        step_options(step, options[step], f"{where}, [{step}] and [entry.{step}] tables")
     data = _data(where, merged.get("data") or "demo", check_data)
     out = []
     for checkpoint in checkpoints:
@@ -382,10 +368,9 @@ def parse_spec(table: dict, path: str | Path = "study.toml", check_data: bool = 
     threads = table.get("threads", THREADS)
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
         raise BadInput(f"study file {path}: 'threads' is a whole number of torch threads >= 1, got {threads!r}")
-    params = step_parameters()
     for step in STEPS:
         if step in table:
-            _check_options(f"study file {path}", step, table[step], params[step])
+            _check_options(f"study file {path}", step, table[step])
     raw_entries = table.get("entry")
     if not isinstance(raw_entries, list) or not raw_entries or not all(isinstance(e, dict) for e in raw_entries):
         raise BadInput(f"study file {path} has no [[entry]] tables; add one per model, e.g. [[entry]] model = "
@@ -395,7 +380,7 @@ def parse_spec(table: dict, path: str | Path = "study.toml", check_data: bool = 
     for i, raw in enumerate(raw_entries, start=1):
         label = raw.get("name") or raw.get("model") or "?"
         where = f"study file {path}, entry {i} ({label})"
-        for entry in _entries(where, table, raw, params, check_data):
+        for entry in _entries(where, table, raw, check_data):
             if entry.name in where_of:
                 raise BadInput(f"{where} and {where_of[entry.name]} are both called '{entry.name}'; give one of "
                                "them another name = \"...\"")

@@ -12,7 +12,6 @@ again (``force``), MIS drops its earlier scores of the backends involved, the le
 """
 from __future__ import annotations
 
-import inspect
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -23,7 +22,7 @@ from unitlens.errors import UnitlensError
 from unitlens.runtime import torch_threads
 from unitlens.study.defaults import THREADS
 from unitlens.study.folder import StudyFolder, entry_of
-from unitlens.study.spec import Entry
+from unitlens.study.spec import Entry, step_options
 
 
 @dataclass
@@ -91,11 +90,13 @@ def _record(task: Task, entries: list[Entry], report: Callable[[list[dict]], Non
     a full pass runs (and its models are let go) before the next model loads."""
     from unitlens.recording import record, record_many
     from unitlens.recording.many import estimate_bytes
+    from unitlens.recording.options import RecordOptions
 
     folder = StudyFolder(task.study)
     # the runner groups entries that redo their record apart from those that resume it
     options = {**entries[0].options.get("record", {}), "force": bool(task.redo)}
-    k, merge_every = options.get("k", 200), options.get("merge_every", 512)
+    chosen = RecordOptions.from_mapping(options)
+    k, merge_every = chosen.k, chosen.merge_every
     results: dict[str, dict] = {}
 
     def one(entry: Entry, loaded, layers, load_s: float) -> None:
@@ -149,7 +150,7 @@ def _record(task: Task, entries: list[Entry], report: Callable[[list[dict]], Non
 
 def _record_result(res, shared_by: int) -> dict:
     m = res.atlas.manifest
-    return {"images": res.n_images, "skipped": res.n_skipped, "units": m.get("n_units"), "layers": len(m["layers"]),
+    return {"images": res.n_images, "skipped": res.n_skipped, "units": m.n_units, "layers": len(m.layers),
             "already_complete": res.already_complete, "shared_pass": shared_by}
 
 
@@ -222,13 +223,15 @@ def replaced_backends(task: Task, entry: Entry, backend) -> set[str]:
 
 def _mis(task: Task, entries: list[Entry]) -> list[dict]:
     from unitlens.mis.defaults import BACKEND
-    from unitlens.mis.scoring import METRIC, METRIC_ACCURACY, run_atlas
+    from unitlens.mis.options import MISOptions
+    from unitlens.mis.scoring import METRIC, METRIC_ACCURACY, score_mis
 
     def work(entry: Entry) -> dict:
-        with entry_backend(task, entry, "mis", BACKEND) as (atlas, backend, options):
+        options = MISOptions.from_mapping(entry.options.get("mis", {}))
+        with entry_backend(task, entry, "mis", BACKEND) as (atlas, backend, _):
             for name in replaced_backends(task, entry, backend):
                 atlas.drop_scores((METRIC, METRIC_ACCURACY), name)
-            run = run_atlas(atlas, backend, progress=task.progress, **options)
+            run = score_mis(atlas, options, backend=backend, progress=task.progress)
         return {"backend": run.backend, **run.counts, "cache_misses": run.cache_misses}
 
     return each_entry("mis", entries, work)
@@ -237,11 +240,9 @@ def _mis(task: Task, entries: list[Entry]) -> list[dict]:
 def _lens(task: Task, entries: list[Entry]) -> list[dict]:
     from unitlens.lens.analysis import METRICS, measures
     from unitlens.lens.defaults import DEFAULT_LENS_BACKEND
-    from unitlens.lens.embed import embed_atlas
+    from unitlens.lens.embed import embed_units
+    from unitlens.lens.options import LensStepOptions
     from unitlens.lens.store import LensStore
-
-    embed_keys = set(inspect.signature(embed_atlas).parameters)
-    measure_keys = set(inspect.signature(measures).parameters)
 
     def work(entry: Entry) -> dict:
         with entry_backend(task, entry, "lens", DEFAULT_LENS_BACKEND) as (atlas, backend, options):
@@ -250,10 +251,9 @@ def _lens(task: Task, entries: list[Entry]) -> list[dict]:
                 if atlas.backend_path("lens", name).is_dir():
                     store = LensStore(atlas, name)
                     store.reset(store.weights_id)
-            embedded = embed_atlas(atlas, backend, progress=task.progress,
-                                   **{k: v for k, v in options.items() if k in embed_keys})
-            measured = measures(atlas, backend=backend.name,
-                                **{k: v for k, v in options.items() if k in measure_keys})
+            chosen = LensStepOptions.from_mapping(options)
+            embedded = embed_units(atlas, backend, chosen.embed_options(), progress=task.progress)
+            measured = measures(atlas, backend.name, chosen.measures_options())
         return {"backend": backend.name, "embedded": len(embedded.embedded), "layers": int(len(measured.layers))}
 
     return each_entry("lens", entries, work)
@@ -267,19 +267,19 @@ def _featviz(task: Task, entries: list[Entry]) -> list[dict]:
     from unitlens.featviz.run import featviz_atlas
     from unitlens.featviz.scoring import score_featviz
     from unitlens.mis.defaults import BACKEND
-
-    fields = {s.name for s in FeatvizOptions.specs()} | {"units"}
+    from unitlens.mis.options import MISOptions
 
     def work(entry: Entry) -> dict:
         default = entry.options.get("mis", {}).get("backend", BACKEND)
-        with entry_backend(task, entry, "featviz", default) as (atlas, backend, options):
+        visualise, scoring = step_options("featviz", entry.options.get("featviz", {}))
+        assert isinstance(visualise, FeatvizOptions) and isinstance(scoring, MISOptions)
+        if entry.name in task.redo:  # the images too: made from other inputs
+            visualise = visualise.replace(force=True)
+        with entry_backend(task, entry, "featviz", default) as (atlas, backend, _):
             for name in replaced_backends(task, entry, backend):
                 atlas.drop_scores((METRIC, METRIC_ACCURACY), name)
-            redo = {"force": True} if entry.name in task.redo else {}  # the images too: made from other inputs
-            made = featviz_atlas(atlas, progress=task.progress,
-                                 **{**{k: v for k, v in options.items() if k in fields}, **redo})
-            scores = {k: v for k, v in options.items() if k not in fields or k in ("layers", "device")}
-            run = score_featviz(atlas, backend, progress=task.progress, **scores)
+            made = featviz_atlas(atlas, options=visualise, progress=task.progress)
+            run = score_featviz(atlas, scoring, backend=backend, progress=task.progress)
         return {"backend": run.backend, "units": int(len(run.frame)),
                 "made": sum(len(u) for u in made.made.values())}
 

@@ -62,6 +62,19 @@ class Study:
 
         return write_summary(self.folder) if write else summarize(self.folder)
 
+    def _repr_html_(self) -> str:
+        from unitlens.notebook import header, table
+
+        entries = self.entries
+        statuses = [e.status for e in entries]
+        facts: dict[str, object] = {"folder": self.path, "entries": len(entries),
+                 **{s: statuses.count(s) for s in ("done", "running", "pending", "failed") if s in statuses}}
+        rows = pd.DataFrame([{"entry": e.name, "model": e.entry.model, "checkpoint": e.entry.checkpoint or "",
+                              "status": e.status,
+                              "steps done": ", ".join(s for s, st in e.steps.items() if st.get("status") == "done")}
+                             for e in entries])
+        return header(f"study {self.name}", facts) + table(rows, "entries", max_rows=50)
+
     def query(self, sql: str) -> pd.DataFrame:
         """DuckDB SQL over the views ``units``, ``scores`` and ``study`` (see ``unitlens.study.query``)."""
         from unitlens.study.query import query

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from unitlens.errors import BadInput, MissingFile, WeightsUnavailable
+from unitlens.registry import Registry
 from unitlens.runtime import on_meta, seeded
 from unitlens.zoo.checkpoint import CheckpointFit, load_fitting, load_strict, read_state_dict
 from unitlens.zoo.defaults import RANDOM_SEED
@@ -67,7 +68,8 @@ class LoadedModel:
 
 
 Loader = Callable[[str, bool, dict, bool], tuple[nn.Module, Transform, tuple[int, int, int]]]
-_LOADERS: dict[str, Loader] = {}
+SOURCES: Registry[Loader] = Registry("model source", "a model name is efficientnet_lite0|1|2, timm:<name>, "
+                                    "torchvision:<name>, a tagged timm name, or a saved module file")
 MODEL_OPTIONS = ("num_classes", "input_size")  # what may follow a model name after "?"
 
 
@@ -90,15 +92,10 @@ def split_options(name: str) -> tuple[str, dict[str, int]]:
 
 
 def register_source(prefix: str) -> Callable[[Loader], Loader]:
-    """Register a loader ``(rest, pretrained, options, meta)`` for names of the form ``<prefix>:<rest>``;
-    ``options`` holds the given ``MODEL_OPTIONS`` (no ``num_classes``: the architecture's own head); ``meta``: build
-    the architecture ``pretrained`` names on the meta device (``building``) and load no weights."""
-
-    def deco(fn: Loader) -> Loader:
-        _LOADERS[prefix] = fn
-        return fn
-
-    return deco
+    """Register a loader ``(rest, pretrained, options, meta)`` for names of the form ``<prefix>:<rest>`` in
+    ``SOURCES``; ``options`` holds the given ``MODEL_OPTIONS`` (no ``num_classes``: the architecture's own head);
+    ``meta``: build the architecture ``pretrained`` names on the meta device (``building``) and load no weights."""
+    return SOURCES.register(prefix)
 
 
 OFFLINE_MODELS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
@@ -333,10 +330,10 @@ def load_model(name: str, pretrained: bool = True, checkpoint: str | Path | None
         raise BadInput(f"num_classes must be at least 1, got {num_classes}")
     path = Path(name)
     prefix, _, rest = name.partition(":")
-    if prefix not in _LOADERS and path.is_dir():
+    if prefix not in SOURCES and path.is_dir():
         raise BadInput(f"{name} is a folder; give the file of a saved module (torch.save(model, 'model.pt')) "
                        "or a model name (efficientnet_lite0, timm:<name>, torchvision:<name>)")
-    if prefix not in _LOADERS and path.is_file():  # a path that exists is a saved module, whatever its suffix
+    if prefix not in SOURCES and path.is_file():  # a path that exists is a saved module, whatever its suffix
         if (checkpoint is not None and Path(checkpoint) != path) or num_classes is not None:
             raise BadInput(f"{name} is a saved module with its own weights and head; checkpoint and num_classes "
                            "apply to an architecture name (timm:<arch>, torchvision:<arch>)")
@@ -352,13 +349,13 @@ def load_model(name: str, pretrained: bool = True, checkpoint: str | Path | None
                            "given; give it once")
         arch["num_classes"] = num_classes
     prefix, rest = source_of(base)
-    if prefix not in _LOADERS:
+    if prefix not in SOURCES:
         raise BadInput(
             f"unknown model source '{prefix}' in '{name}'; use efficientnet_lite0|1|2, "
-            f"{', '.join(p + ':<name>' for p in _LOADERS if p != 'offline')}, or a saved module file"
+            f"{', '.join(p + ':<name>' for p in SOURCES.names() if p != 'offline')}, or a saved module file"
         )
     with seeded(seed):  # random parameters (random init, or what a checkpoint does not cover) are reproducible
-        model, transform, size = _LOADERS[prefix](rest, pretrained and checkpoint is None, arch, meta)
+        model, transform, size = SOURCES.get(prefix)(rest, pretrained and checkpoint is None, arch, meta)
     weights, fit = ("pretrained" if pretrained else "random"), None
     options: dict = {} if num_classes is None else {"num_classes": num_classes}
     if checkpoint is not None:

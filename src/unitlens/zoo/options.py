@@ -1,9 +1,10 @@
 """``ModelOptions``: which model to load and how (name, random init, checkpoint, head), for every command and
-study entry that names a model."""
+study entry that names a model; ``device_option`` and ``channels_last_option``: the one ``device`` and
+``channels_last`` field of every step that runs a model."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from unitlens.options import Options, option
 from unitlens.zoo.defaults import DEFAULT_MODEL, RANDOM_SEED
@@ -43,3 +44,15 @@ class ModelOptions(Options):
         return zoo.load_model(self.name, pretrained=not self.random, checkpoint=self.checkpoint,
                               num_classes=self.num_classes, checkpoint_strict=self.checkpoint_strict, seed=self.seed,
                               meta=meta)
+
+
+def device_option() -> Any:
+    """The ``device`` field (default, help) of every options class whose step runs a model: written once here."""
+    return option(None, "cpu, cuda, cuda:1 ... (default: cuda when present).", convert=str)
+
+
+def channels_last_option() -> Any:
+    """The ``channels_last`` field (default, help) of every options class whose step runs a model (record,
+    relevance, audits): written once here."""
+    return option(True, "Run the model in channels-last memory order (faster convolutions) where it allows it "
+                        "(no 5-D weight).")
