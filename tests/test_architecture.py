@@ -31,7 +31,7 @@ ALLOWED = {
     "backends": BOTTOM | {"zoo", "data", "atlas"},
     "recording": BOTTOM | {"zoo", "data", "atlas"},
     "mis": BOTTOM | {"zoo", "data", "atlas", "backends", "report"},
-    "lens": BOTTOM | {"zoo", "data", "atlas", "backends", "report", "recording"},  # recording: RecordOptions fields
+    "lens": BOTTOM | {"zoo", "data", "atlas", "backends", "report"},
     "relevance": BOTTOM | {"zoo", "data", "atlas", "backends", "report", "lens"},
 }
 MIDDLE = set(ALLOWED)

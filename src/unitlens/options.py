@@ -76,15 +76,6 @@ def option(default: Any, help: str, *, choices: Sequence[Any] | None = None, min
     return dataclasses.field(default=default, metadata=meta)
 
 
-def option_of(cls: type, name: str) -> Any:
-    """A field with the same default, help and checks as option ``name`` of the options class ``cls``: one option
-    that several steps take (``device``, ``channels_last``), written once."""
-    for f in dataclasses.fields(cls):
-        if f.name == name:
-            return dataclasses.field(default=f.default, metadata=f.metadata)
-    raise KeyError(f"{cls.__name__} has no option {name!r}")
-
-
 @dataclasses.dataclass(frozen=True)
 class OptionSpec:
     """What one option is: name, resolved type, default, help, choices, bounds and flag."""

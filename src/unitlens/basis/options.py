@@ -23,8 +23,8 @@ from unitlens.basis.defaults import (
     K,
 )
 from unitlens.errors import BadInput
-from unitlens.options import Options, option, option_of
-from unitlens.recording.options import RecordOptions
+from unitlens.options import Options, option
+from unitlens.zoo.options import channels_last_option, device_option
 
 
 def _positive(value: float) -> str | None:
@@ -58,8 +58,8 @@ class BasisOptions(Options):
                                          "each pass.", check=_positive)
     reservoir: int = option(RESERVOIR, "Samples kept for ICA when the activations do not fit the buffer, and for "
                                        "SAE initialisation.", min=1)
-    device: str | None = option_of(RecordOptions, "device")
-    channels_last: bool = option_of(RecordOptions, "channels_last")
+    device: str | None = device_option()
+    channels_last: bool = channels_last_option()
     force: bool = option(False, "Replace a basis of the same name (its recorded features and every result derived "
                                 "from them go with it).")
 
@@ -85,8 +85,8 @@ class BasisRecordOptions(Options):
     ``force``)."""
 
     batch_size: int = option(BATCH_SIZE, "Images per forward pass.", min=1)
-    device: str | None = option_of(RecordOptions, "device")
-    channels_last: bool = option_of(RecordOptions, "channels_last")
+    device: str | None = device_option()
+    channels_last: bool = channels_last_option()
     checkpoint_every: int = option(CHECKPOINT_EVERY, "Images between two saved states of the pass (resume points).",
                                    min=1)
     force: bool = option(False, "Record a basis again that is recorded already (the results derived from its old "

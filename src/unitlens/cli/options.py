@@ -24,8 +24,8 @@ from typing import Any, Optional
 import typer
 
 from unitlens.cli.common import failing_cleanly
-from unitlens.options import Options, OptionSpec, check_value, flag_of, option_of
-from unitlens.recording.options import RecordOptions
+from unitlens.options import Options, OptionSpec, check_value, flag_of
+from unitlens.zoo.options import channels_last_option
 
 F = typing.TypeVar("F", bound=Callable[..., Any])
 
@@ -134,7 +134,7 @@ def options_command(fn: F | None = None, *, only: dict[str, Iterable[str]] | Non
 class ChannelsLast(Options):
     """The record pass's ``channels_last`` option alone, for commands that run a model without ``RecordOptions``."""
 
-    channels_last: bool = option_of(RecordOptions, "channels_last")
+    channels_last: bool = channels_last_option()
 
 
 def runs_model(fn: F) -> F:

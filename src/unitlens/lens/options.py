@@ -35,8 +35,8 @@ from unitlens.lens.defaults import (
     TOP,
     M,
 )
-from unitlens.options import Options, option, option_of
-from unitlens.recording.options import RecordOptions
+from unitlens.options import Options, option
+from unitlens.zoo.options import channels_last_option, device_option
 
 PROBE_NULLS = tuple(dict.fromkeys(TEXT_NULLS + IMAGE_NULLS))  # template, none, dataset
 
@@ -88,8 +88,8 @@ class EmbedOptions(Options):
                                                   "line; default: every layer of the atlas).", metavar="NAMES")
     batch_size: int = option(EMBED_BATCH_SIZE, "Concept examples per embedding batch.", min=1)
     crop_batch_size: int = option(CROP_BATCH_SIZE, "Images per forward pass of the analysed model (crops).", min=1)
-    device: str | None = option_of(RecordOptions, "device")
-    channels_last: bool = option_of(RecordOptions, "channels_last")
+    device: str | None = device_option()
+    channels_last: bool = channels_last_option()
     force: bool = option(False, "Embed again the layers already embedded with the same m, crop and threshold.")
 
 
@@ -106,7 +106,7 @@ class SearchOptions(Options):
     engine: str = option(ENGINE, "auto (LanceDB when every layer has a vector table, else exact), exact (in "
                                  "memory) or lancedb; both rank identically.", choices=ENGINES)
     exemplars: int = option(EXEMPLARS, "Concept-example files listed per unit.", min=1)
-    device: str | None = option_of(RecordOptions, "device")
+    device: str | None = device_option()
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ class MeasuresOptions(Options):
     layers: tuple[str, ...] | None = embedded_layers("to measure")
     seed: int = option(SEED, "Seed of the 2-means restarts (polysemanticity).")
     n_init: int = option(N_INIT, "2-means restarts per unit (polysemanticity); the lowest inertia is kept.", min=1)
-    device: str | None = option_of(RecordOptions, "device")
+    device: str | None = device_option()
     write: bool = option(True, "Write the scores to scores.parquet and the per-layer table to the lens store.")
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from unitlens.errors import BadInput
 from unitlens.lens.defaults import IMAGE_NULL, IMAGE_NULLS, LABEL_THRESHOLD, TEXT_NULL, TEXT_NULLS
-from unitlens.options import Options, flag_of, option, option_of
+from unitlens.options import Options, flag_of, option
 from unitlens.probe.defaults import (
     BASELINE,
     BATCH_SIZE,
@@ -23,7 +23,7 @@ from unitlens.probe.defaults import (
     TOP_K,
 )
 from unitlens.recording.defaults import SPATIAL
-from unitlens.recording.options import RecordOptions
+from unitlens.zoo.options import channels_last_option, device_option
 
 LABELLING_METHODS = (*METHODS, BASELINE)
 
@@ -42,8 +42,8 @@ class ProbeOptions(Options):
                                              metavar="NAMES")
     spatial: str | None = option(None, "Pooling of conv maps (default: the atlas's own).", choices=SPATIAL)
     batch_size: int = option(BATCH_SIZE, "Images per forward pass.", min=1)
-    device: str | None = option_of(RecordOptions, "device")
-    channels_last: bool = option_of(RecordOptions, "channels_last")
+    device: str | None = device_option()
+    channels_last: bool = channels_last_option()
     max_activations: int = option(MAX_ACTIVATIONS, "Refuse passes of more units x images than this (4 bytes each, "
                                                    "in memory and on disk).", min=1)
 
@@ -63,7 +63,7 @@ class LabellerOptions(Options):
                                                   "layer).", metavar="NAMES")
     backend: str | None = option(None, "Embedding backend of semanticlens and clip-dissect (default: the atlas's "
                                        "lens backend, offline-vl when there are several).")
-    device: str | None = option_of(RecordOptions, "device")
+    device: str | None = device_option()
     threshold: float = option(LABEL_THRESHOLD, "semanticlens: units whose best alignment is below this get none.")
     top_k: int = option(TOP_K, "clip-dissect: images in a unit's soft top set.", min=1)
     length: int = option(LENGTH, "invert: concepts per formula at most.", min=1)
